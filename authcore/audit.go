@@ -1,0 +1,52 @@
+package authcore
+
+import (
+	"go.uber.org/zap"
+)
+
+// Result values of an audit event.
+const (
+	ResultOK      = "ok"
+	ResultFailed  = "failed"
+	ResultRejected = "rejected"
+	ResultNoRule  = "no_rule"
+)
+
+// AuditEvent is one authentication attempt, as the audit log records it.
+// It holds no password, hash or token by construction: there is no field to
+// put one in.
+type AuditEvent struct {
+	Protocol string
+	ClientID uint64
+	Address  string
+	User     string
+	Database string
+	Rule     int // 0 when no rule matched
+	Method   string
+	SSL      bool
+	Result   string
+	Reason   string
+}
+
+// Log writes the event as one line.
+func (e *AuditEvent) Log(l *zap.Logger) {
+	fields := []zap.Field{
+		zap.String("protocol", e.Protocol),
+		zap.Uint64("client_id", e.ClientID),
+		zap.String("address", e.Address),
+		zap.String("user", e.User),
+		zap.String("database", e.Database),
+		zap.Int("rule", e.Rule),
+		zap.String("method", e.Method),
+		zap.Bool("ssl", e.SSL),
+		zap.String("result", e.Result),
+	}
+	if e.Reason != "" {
+		fields = append(fields, zap.String("reason", e.Reason))
+	}
+	if e.Result == ResultOK {
+		l.Info("authentication", fields...)
+	} else {
+		l.Warn("authentication", fields...)
+	}
+}

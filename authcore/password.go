@@ -1,0 +1,184 @@
+package authcore
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// HashLimiter bounds how many expensive hash computations run at once, so
+// a flood of bad logins cannot starve relaying of CPU. One limiter serves
+// the whole process, across reloads.
+type HashLimiter struct {
+	slots chan struct{}
+}
+
+// NewHashLimiter allows n concurrent hash computations; n <= 0 means one per
+// core.
+func NewHashLimiter(n int) *HashLimiter {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return &HashLimiter{slots: make(chan struct{}, n)}
+}
+
+// Do runs f when a slot is free, or gives up when ctx ends first.
+func (l *HashLimiter) Do(ctx context.Context, f func()) error {
+	select {
+	case l.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-l.slots }()
+	f()
+	return nil
+}
+
+// dummySCRAM is verified for unknown users so that a missing user costs as
+// much as a present one with PostgreSQL's default SCRAM iteration count.
+var dummySCRAM = sync.OnceValue(func() *SCRAMVerifier {
+	return NewSCRAMVerifier(string(randomBytes(16)), scramIterations)
+})
+
+// Authenticator checks credentials against one immutable set of users. A
+// reload makes a new Authenticator, which also empties the credential cache.
+type Authenticator struct {
+	users   *Users
+	limiter *HashLimiter
+	cache   *credCache
+	now     func() time.Time
+}
+
+// NewAuthenticator serves users, hashing under limiter.
+func NewAuthenticator(users *Users, limiter *HashLimiter) *Authenticator {
+	return &Authenticator{users: users, limiter: limiter, cache: newCredCache(10000, 10*time.Minute), now: time.Now}
+}
+
+// Users returns the user set this authenticator serves.
+func (a *Authenticator) Users() *Users { return a.users }
+
+// CheckPassword verifies a cleartext password for the named user against
+// whatever hash kind is stored. Any failure is a *Failure (errors.Is
+// ErrPasswordFailed) whose reason is for the log only; a canceled ctx
+// returns ctx's error.
+func (a *Authenticator) CheckPassword(ctx context.Context, name, password string) (*User, error) {
+	u := a.users.Lookup(name)
+	if u == nil || u.hash == nil {
+		// Spend the same work as a real check before failing.
+		if err := a.limiter.Do(ctx, func() { dummySCRAM().Verify(password) }); err != nil {
+			return nil, err
+		}
+		if u == nil {
+			return nil, Fail(ReasonUnknownUser)
+		}
+		return nil, Fail(ReasonNoPassword)
+	}
+	if password == "" {
+		return nil, Fail(ReasonEmptyPassword)
+	}
+	ok, err := a.verify(ctx, u, password)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, Fail(ReasonWrongPassword)
+	}
+	// Status is checked after the password so that a wrong password and
+	// an expired account cost the same and look the same.
+	if r := u.unusable(a.now()); r != "" {
+		return nil, Fail(r)
+	}
+	return u, nil
+}
+
+// CheckUsable reports whether a user proven by other means (SCRAM, a
+// certificate, a token) may log in now.
+func (a *Authenticator) CheckUsable(u *User) error {
+	if r := u.unusable(a.now()); r != "" {
+		return Fail(r)
+	}
+	return nil
+}
+
+func (a *Authenticator) verify(ctx context.Context, u *User, password string) (bool, error) {
+	key := a.cache.digest(u.Name, u.Password, password)
+	if a.cache.has(key) {
+		return true, nil
+	}
+	// A burst of identical logins hashes once; the others wait for it.
+	v, err, _ := a.cache.flight.Do(hex.EncodeToString(key[:]), func() (any, error) {
+		ok := false
+		if err := a.limiter.Do(ctx, func() { ok = u.hash.Verify(password) }); err != nil {
+			return false, err
+		}
+		if ok {
+			a.cache.add(key)
+		}
+		return ok, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return v.(bool), nil
+}
+
+// credCache remembers verified cleartext credentials by a keyed digest of
+// user, stored hash and password; the plaintext is never kept. Including the
+// stored hash means a password change invalidates entries by itself.
+type credCache struct {
+	secret []byte
+	ttl    time.Duration
+	max    int
+	flight singleflight.Group
+
+	mu      sync.Mutex
+	entries map[[32]byte]time.Time
+}
+
+func newCredCache(max int, ttl time.Duration) *credCache {
+	return &credCache{secret: randomBytes(32), ttl: ttl, max: max, entries: make(map[[32]byte]time.Time)}
+}
+
+func (c *credCache) digest(user, stored, password string) [32]byte {
+	m := hmac.New(sha256.New, c.secret)
+	for _, s := range []string{user, stored, password} {
+		var n [4]byte
+		n[0], n[1], n[2], n[3] = byte(len(s)>>24), byte(len(s)>>16), byte(len(s)>>8), byte(len(s))
+		m.Write(n[:])
+		m.Write([]byte(s))
+	}
+	var out [32]byte
+	m.Sum(out[:0])
+	return out
+}
+
+func (c *credCache) has(k [32]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	exp, ok := c.entries[k]
+	if ok && time.Now().After(exp) {
+		delete(c.entries, k)
+		return false
+	}
+	return ok
+}
+
+func (c *credCache) add(k [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= c.max {
+		// Evict an arbitrary entry: map iteration order is random enough
+		// that an attacker cannot aim evictions.
+		for old := range c.entries {
+			delete(c.entries, old)
+			break
+		}
+	}
+	c.entries[k] = time.Now().Add(c.ttl)
+}

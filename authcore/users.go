@@ -1,0 +1,174 @@
+// Package authcore proves identities: it holds the users, verifies
+// passwords of every stored hash kind, throttles failures and caches
+// verified credentials. It knows nothing of sockets or HTTP; both frontends
+// call it the same way.
+package authcore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// User is one entry of the users file. Users are immutable once loaded;
+// a change produces a new Users value on reload.
+type User struct {
+	Name            string     `toml:"name"`
+	Password        string     `toml:"password,omitempty"`
+	Secret          string     `toml:"secret,omitempty"`
+	Roles           []string   `toml:"roles,omitempty"`
+	BackendUser     string     `toml:"backend_user,omitempty"`
+	BackendPassword string     `toml:"backend_password,omitempty"`
+	ValidUntil      *time.Time `toml:"valid_until,omitempty"`
+	Disabled        bool       `toml:"disabled,omitempty"`
+	JWT             *UserJWT   `toml:"jwt,omitempty"`
+
+	hash Hash
+}
+
+// UserJWT binds a user to the identity an external issuer vouches for.
+type UserJWT struct {
+	Iss      string `toml:"iss"`
+	Username string `toml:"username"`
+	Aud      string `toml:"aud,omitempty"`
+}
+
+// Hash is the parsed stored password hash, nil when the user has none.
+func (u *User) Hash() Hash { return u.hash }
+
+// HasRole reports whether the user holds role.
+func (u *User) HasRole(role string) bool {
+	for _, r := range u.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// BackendRole is the PostgreSQL role this user becomes on the backend.
+func (u *User) BackendRole() string {
+	if u.BackendUser != "" {
+		return u.BackendUser
+	}
+	return u.Name
+}
+
+// unusable says why the user may not log in at all now, or "".
+func (u *User) unusable(now time.Time) Reason {
+	switch {
+	case u.Disabled:
+		return ReasonDisabled
+	case u.ValidUntil != nil && now.After(*u.ValidUntil):
+		return ReasonExpired
+	}
+	return ""
+}
+
+// Users is the loaded users file: an immutable map by name.
+type Users struct {
+	byName map[string]*User
+	list   []*User
+}
+
+// NewUsers indexes list; names must be unique and non-empty.
+func NewUsers(list []*User) (*Users, error) {
+	us := &Users{byName: make(map[string]*User, len(list)), list: list}
+	for _, u := range list {
+		if u.Name == "" {
+			return nil, errors.New("a user has no name")
+		}
+		if _, dup := us.byName[u.Name]; dup {
+			return nil, fmt.Errorf("user %q is listed twice", u.Name)
+		}
+		us.byName[u.Name] = u
+	}
+	return us, nil
+}
+
+// Lookup returns the named user or nil.
+func (us *Users) Lookup(name string) *User {
+	if us == nil {
+		return nil
+	}
+	return us.byName[name]
+}
+
+// All returns the users sorted by name.
+func (us *Users) All() []*User {
+	out := append([]*User(nil), us.list...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Len is the number of users.
+func (us *Users) Len() int { return len(us.list) }
+
+// usersFile is the on-disk shape of the users file.
+type usersFile struct {
+	User []*User `toml:"user"`
+}
+
+// LoadUsers reads and checks the users file at path. Every problem is
+// reported with its line, and no password hash is ever quoted back.
+func LoadUsers(path string) (*Users, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if pe, ok := err.(*os.PathError); ok {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return ParseUsers(path, data)
+}
+
+// ParseUsers decodes a users file read from path.
+func ParseUsers(path string, data []byte) (*Users, error) {
+	var f usersFile
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		if pe, ok := err.(toml.ParseError); ok {
+			return nil, config.Errors{{File: path, Line: pe.Position.Line, Msg: pe.Message}}
+		}
+		return nil, config.Errors{{File: path, Msg: err.Error()}}
+	}
+	lines := config.KeyLines(data)
+	var errs config.Errors
+	for _, k := range md.Undecoded() {
+		errs = append(errs, &config.Error{File: path, Line: lines.Find(k.String()), Key: k.String(), Msg: "unknown key"})
+	}
+	for i, u := range f.User {
+		at := func(key string) (int, string) {
+			return lines.Line(fmt.Sprintf("user.%d.%s", i, key)), fmt.Sprintf("user[%d].%s", i+1, key)
+		}
+		if u.Name == "" {
+			line, key := at("name")
+			errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: "is required"})
+		}
+		if u.Password != "" {
+			h, err := ParseHash(u.Password)
+			if err != nil {
+				line, key := at("password")
+				errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: fmt.Sprintf("user %q: %v", u.Name, err)})
+			}
+			u.hash = h
+		}
+		if u.JWT != nil && (u.JWT.Iss == "" || u.JWT.Username == "") {
+			line, key := at("jwt")
+			errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: "iss and username are required"})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	us, err := NewUsers(f.User)
+	if err != nil {
+		return nil, config.Errors{{File: path, Msg: err.Error()}}
+	}
+	return us, nil
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+func cmdCheck(args []string, stdout io.Writer) error {
+	fs := newFlags("check")
+	cfgPath := configFlag(fs)
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usageErr("check takes no arguments")
+	}
+	snap, err := snapshot.Load(*cfgPath, authcore.NewHashLimiter(0))
+	if err != nil {
+		return err
+	}
+	if err := snap.Rules.WriteTable(stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%s: OK (%d rules, %d users)\n", snap.Config.Path, len(snap.Rules), snap.Users.Len())
+	return nil
+}
+
+func cmdExplain(args []string, stdout io.Writer) error {
+	fs := newFlags("explain")
+	cfgPath := configFlag(fs)
+	protocol := fs.String("protocol", "pg", "pg or http")
+	user := fs.String("user", "", "user name")
+	database := fs.String("database", "", "database name (default: the user name)")
+	address := fs.String("address", "", "client IP address, or local for the unix socket")
+	ssl := fs.Bool("ssl", false, "the connection uses TLS")
+	replication := fs.Bool("replication", false, "a physical replication connection")
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usageErr("explain takes no positional arguments")
+	}
+	if *user == "" || *address == "" {
+		return usageErr("explain needs --user and --address")
+	}
+	req := &hba.Request{Protocol: hba.Protocol(*protocol), User: *user, Database: *database, SSL: *ssl, Replication: *replication}
+	switch req.Protocol {
+	case hba.ProtoPG, hba.ProtoHTTP:
+	default:
+		return usageErr("--protocol must be pg or http")
+	}
+	if req.Database == "" {
+		req.Database = req.User
+	}
+	if *address == "local" || *address == "unix" {
+		req.Local = true
+	} else {
+		a, err := netip.ParseAddr(*address)
+		if err != nil {
+			return usageErr("--address %q is not an IP address or local", *address)
+		}
+		req.Addr = a.Unmap()
+	}
+	snap, err := snapshot.Load(*cfgPath, authcore.NewHashLimiter(0))
+	if err != nil {
+		return err
+	}
+	if u := snap.Users.Lookup(req.User); u != nil {
+		req.Roles = u.Roles
+	}
+	rule, misses := snap.Rules.Explain(req)
+	for _, m := range misses {
+		fmt.Fprintf(stdout, "rule %d (%s): no match: %s\n", m.Rule.Number, m.Rule.Source, m.Reason)
+	}
+	if rule == nil {
+		fmt.Fprintln(stdout, "no rule matches: the connection is rejected")
+		fmt.Fprintln(stdout, "method: reject")
+		return nil
+	}
+	fmt.Fprintf(stdout, "rule %d (%s): match\n", rule.Number, rule.Source)
+	fmt.Fprintf(stdout, "method: %s\n", rule.Method)
+	return nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/pgwire"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+func cmdServe(args []string, stderr io.Writer) error {
+	fs := newFlags("serve")
+	cfgPath := configFlag(fs)
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usageErr("serve takes no arguments")
+	}
+	limiter := authcore.NewHashLimiter(0)
+	snap, err := snapshot.Load(*cfgPath, limiter)
+	if err != nil {
+		return err
+	}
+	level := zap.NewAtomicLevelAt(parseLevel(snap.Config.Log.Level))
+	log := newLogger(snap.Config.Log, level, stderr)
+	defer log.Sync()
+	state := snapshot.NewHolder(*cfgPath, snap, limiter)
+
+	// A failure is remembered for 15 minutes after the last one; 100k
+	// sources bound the memory an address-spraying attacker can take.
+	throttle := authcore.NewThrottle(100_000, 15*time.Minute)
+	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle})
+	if err := pg.Listen(); err != nil {
+		return err
+	}
+	pg.Serve()
+	for _, a := range pg.Addrs() {
+		log.Info("listening", zap.String("protocol", "pg"), zap.Stringer("address", a))
+	}
+	log.Info("pgwarden started", zap.String("version", versionString()), zap.String("config", snap.Config.Path),
+		zap.Int("rules", len(snap.Rules)), zap.Int("users", snap.Users.Len()))
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGHUP:
+			reload(state, level, log)
+		case syscall.SIGTERM:
+			timeout := state.Current().Config.Server.ShutdownTimeout.Duration
+			log.Info("SIGTERM: draining sessions", zap.Duration("timeout", timeout), zap.Int64("connections", pg.ActiveConnections()))
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			pg.Shutdown(ctx)
+			cancel()
+			log.Info("stopped")
+			return nil
+		case syscall.SIGINT:
+			log.Info("SIGINT: closing all sessions now")
+			pg.Close()
+			log.Info("stopped")
+			return nil
+		}
+	}
+	return nil
+}
+
+// reload swaps in a new snapshot; on failure the old one stays in force.
+func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger) {
+	s, err := state.Reload()
+	if err != nil {
+		log.Error("reload failed; the previous configuration stays in force", zap.Error(err))
+		return
+	}
+	level.SetLevel(parseLevel(s.Config.Log.Level))
+	log.Info("reloaded", zap.Int("rules", len(s.Rules)), zap.Int("users", s.Users.Len()))
+}
+
+func parseLevel(s string) zapcore.Level {
+	l, err := zapcore.ParseLevel(s)
+	if err != nil {
+		return zapcore.InfoLevel
+	}
+	return l
+}
+
+func newLogger(c config.Log, level zap.AtomicLevel, w io.Writer) *zap.Logger {
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "time"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if c.Format == "console" {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level))
+}

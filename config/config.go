@@ -1,0 +1,368 @@
+// Package config reads and validates pgwarden's TOML configuration.
+//
+// Loading is strict: unknown keys are errors, every problem is gathered and
+// reported at once with the file, line and key it concerns, and relative
+// paths are resolved against the configuration file's folder.
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration file, with defaults filled in.
+type Config struct {
+	// Path is the absolute path of the file this was read from.
+	Path string `toml:"-"`
+
+	HBAFile    string      `toml:"hba_file"`
+	Server     Server      `toml:"server"`
+	TLS        *TLS        `toml:"tls"`
+	Backend    Backend     `toml:"backend"`
+	Databases  []Database  `toml:"databases"`
+	Users      Users       `toml:"users"`
+	AuthQuery  *AuthQuery  `toml:"auth_query"`
+	Throttle   Throttle    `toml:"throttle"`
+	HTTP       HTTP        `toml:"http"`
+	Tokens     Tokens      `toml:"tokens"`
+	JWTIssuers []JWTIssuer `toml:"jwt_issuers"`
+	HBA        []HBARule   `toml:"hba"`
+	Log        Log         `toml:"log"`
+
+	// TokensSet tells whether a [tokens] section was written, which makes
+	// pgwarden's own tokens a way a jwt rule can be satisfied.
+	TokensSet bool `toml:"-"`
+}
+
+// Server holds the listeners and connection limits.
+type Server struct {
+	PGListen        []string `toml:"pg_listen"`
+	HTTPListen      []string `toml:"http_listen"`
+	HTTPTLS         bool     `toml:"http_tls"`
+	UnixSocketDir   string   `toml:"unix_socket_dir"`
+	MaxConnections  int      `toml:"max_connections"`
+	AuthTimeout     Duration `toml:"auth_timeout"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	AdminDatabase   string   `toml:"admin_database"`
+	ProxyProtocol   string   `toml:"proxy_protocol"`
+	TrustedProxies  []string `toml:"trusted_proxies"`
+}
+
+// TLS is the server certificate and the CA that client certificates must
+// chain to. A nil *TLS means TLS is off.
+type TLS struct {
+	CertFile     string `toml:"cert_file"`
+	KeyFile      string `toml:"key_file"`
+	ClientCAFile string `toml:"client_ca_file"`
+	MinVersion   string `toml:"min_version"`
+}
+
+// Backend describes the PostgreSQL server pgwarden relays to.
+type Backend struct {
+	Host                  string   `toml:"host"`
+	Port                  int      `toml:"port"`
+	SSLMode               string   `toml:"sslmode"`
+	SSLRootCert           string   `toml:"sslrootcert"`
+	SSLCert               string   `toml:"sslcert"`
+	SSLKey                string   `toml:"sslkey"`
+	Password              string   `toml:"password"`
+	Passthrough           bool     `toml:"passthrough"`
+	ConnectTimeout        Duration `toml:"connect_timeout"`
+	Reuse                 bool     `toml:"reuse"`
+	ResetQuery            string   `toml:"reset_query"`
+	PoolSize              int      `toml:"pool_size"`
+	MaxBackendConnections int      `toml:"max_backend_connections"`
+	IdleTimeout           Duration `toml:"idle_timeout"`
+	MaxLifetime           Duration `toml:"max_lifetime"`
+}
+
+// Database routes a client-visible database name to a backend database.
+type Database struct {
+	Name          string `toml:"name"`
+	BackendDBName string `toml:"backend_dbname"`
+	Host          string `toml:"host"`
+	Port          int    `toml:"port"`
+}
+
+// Users locates the users file and sets the password policy.
+type Users struct {
+	File              string `toml:"file"`
+	PasswordMinLength int    `toml:"password_min_length"`
+}
+
+// AuthQuery looks credentials up in the backend database.
+type AuthQuery struct {
+	Mode     string `toml:"mode"`
+	Query    string `toml:"query"`
+	Database string `toml:"database"`
+	User     string `toml:"user"`
+	Password string `toml:"password"`
+}
+
+// Throttle slows down repeated failures from one (address, user).
+type Throttle struct {
+	FailureDelay Duration `toml:"failure_delay"`
+	MaxDelay     Duration `toml:"max_delay"`
+}
+
+// HTTP configures the HTTP frontend.
+type HTTP struct {
+	DefaultDatabase   string   `toml:"default_database"`
+	DefaultUser       string   `toml:"default_user"`
+	AuthFailureStatus int      `toml:"auth_failure_status"`
+	Realm             string   `toml:"realm"`
+	MaxBodyBytes      int64    `toml:"max_body_bytes"`
+	MaxRows           int      `toml:"max_rows"`
+	StatementTimeout  Duration `toml:"statement_timeout"`
+	SessionTTL        Duration `toml:"session_ttl"`
+	Console           bool     `toml:"console"`
+}
+
+// Tokens configures the HS256 tokens pgwarden issues itself.
+type Tokens struct {
+	Issuer     string   `toml:"issuer"`
+	DefaultTTL Duration `toml:"default_ttl"`
+	MaxTTL     Duration `toml:"max_ttl"`
+}
+
+// JWTIssuer is an external identity provider whose tokens are accepted.
+type JWTIssuer struct {
+	Issuer        string   `toml:"issuer"`
+	JWKSURL       string   `toml:"jwks_url"`
+	Audience      string   `toml:"audience"`
+	UsernameClaim string   `toml:"username_claim"`
+	Algorithms    []string `toml:"algorithms"`
+	Refresh       Duration `toml:"refresh"`
+}
+
+// HBARule is one [[hba]] block as written; package hba normalizes it.
+type HBARule struct {
+	Protocol   string     `toml:"protocol"`
+	Address    StringList `toml:"address"`
+	SSL        string     `toml:"ssl"`
+	Database   StringList `toml:"database"`
+	User       StringList `toml:"user"`
+	Method     string     `toml:"method"`
+	ClientCert string     `toml:"clientcert"`
+
+	// Line is where the block starts in the configuration file.
+	Line int `toml:"-"`
+}
+
+// Log configures the process log and the audit log.
+type Log struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// StringList reads either one string or an array of strings, so that
+// `user = "alice"` and `user = ["alice", "bob"]` both work.
+type StringList []string
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (l *StringList) UnmarshalTOML(v any) error {
+	switch t := v.(type) {
+	case string:
+		*l = StringList{t}
+	case []any:
+		out := make(StringList, 0, len(t))
+		for _, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("expected a string or a list of strings, found %T", e)
+			}
+			out = append(out, s)
+		}
+		*l = out
+	default:
+		return fmt.Errorf("expected a string or a list of strings, found %T", v)
+	}
+	return nil
+}
+
+// Default returns a configuration with every default of the SPEC.
+func Default() *Config {
+	d := func(v time.Duration) Duration { return Duration{v} }
+	return &Config{
+		Server: Server{
+			PGListen:        []string{"127.0.0.1:6432"},
+			HTTPListen:      []string{"127.0.0.1:8432"},
+			UnixSocketDir:   "/tmp",
+			MaxConnections:  1000,
+			AuthTimeout:     d(10 * time.Second),
+			ShutdownTimeout: d(30 * time.Second),
+			AdminDatabase:   "pgwarden",
+			ProxyProtocol:   "off",
+		},
+		Backend: Backend{
+			Host:                  "127.0.0.1",
+			Port:                  5432,
+			SSLMode:               "prefer",
+			ConnectTimeout:        d(5 * time.Second),
+			Reuse:                 true,
+			ResetQuery:            "DISCARD ALL",
+			PoolSize:              20,
+			MaxBackendConnections: 100,
+			IdleTimeout:           d(10 * time.Minute),
+			MaxLifetime:           d(time.Hour),
+		},
+		Users:    Users{File: "users.toml", PasswordMinLength: 8},
+		Throttle: Throttle{FailureDelay: d(time.Second), MaxDelay: d(30 * time.Second)},
+		HTTP: HTTP{
+			AuthFailureStatus: 401,
+			Realm:             "pgwarden",
+			MaxBodyBytes:      1 << 20,
+			MaxRows:           10000,
+			StatementTimeout:  d(30 * time.Second),
+			SessionTTL:        d(12 * time.Hour),
+			Console:           true,
+		},
+		Tokens: Tokens{Issuer: "pgwarden", DefaultTTL: d(90 * 24 * time.Hour), MaxTTL: d(365 * 24 * time.Hour)},
+		Log:    Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads, defaults and validates the configuration file at path. The
+// returned error, if any, is an Errors listing every problem found.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	return Parse(abs, data)
+}
+
+// Parse decodes and validates data as if read from path.
+func Parse(path string, data []byte) (*Config, error) {
+	cfg := Default()
+	cfg.Path = path
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		return nil, decodeError(path, err)
+	}
+	lines := scanKeyLines(data)
+	v := &validator{file: path, lines: lines}
+	for _, k := range md.Undecoded() {
+		v.add(k.String(), "unknown key")
+	}
+	for i := range cfg.HBA {
+		cfg.HBA[i].Line = lines.line(fmt.Sprintf("hba.%d", i))
+		fillRuleDefaults(&cfg.HBA[i], md, i)
+	}
+	for i := range cfg.JWTIssuers {
+		fillIssuerDefaults(&cfg.JWTIssuers[i])
+	}
+	if cfg.TLS != nil && cfg.TLS.MinVersion == "" {
+		cfg.TLS.MinVersion = "1.2"
+	}
+	if cfg.AuthQuery != nil {
+		fillAuthQueryDefaults(cfg.AuthQuery, md)
+	}
+	cfg.TokensSet = md.IsDefined("tokens")
+	cfg.resolvePaths()
+	cfg.validate(v)
+	if len(v.errs) > 0 {
+		return nil, v.errs
+	}
+	return cfg, nil
+}
+
+func fillRuleDefaults(r *HBARule, md toml.MetaData, _ int) {
+	if r.Protocol == "" {
+		r.Protocol = "all"
+	}
+	if r.Address == nil {
+		r.Address = StringList{"all"}
+	}
+	if r.SSL == "" {
+		r.SSL = "any"
+	}
+	if r.Database == nil {
+		r.Database = StringList{"all"}
+	}
+	if r.User == nil {
+		r.User = StringList{"all"}
+	}
+}
+
+func fillIssuerDefaults(j *JWTIssuer) {
+	if j.JWKSURL == "" {
+		j.JWKSURL = j.Issuer
+	}
+	if j.Audience == "" {
+		j.Audience = "pgwarden"
+	}
+	if j.UsernameClaim == "" {
+		j.UsernameClaim = "username"
+	}
+	if len(j.Algorithms) == 0 {
+		j.Algorithms = []string{"RS256"}
+	}
+	if j.Refresh.Duration == 0 {
+		j.Refresh.Duration = 10 * time.Minute
+	}
+}
+
+func fillAuthQueryDefaults(a *AuthQuery, md toml.MetaData) {
+	if a.Mode == "" {
+		a.Mode = "lookup"
+	}
+	if !md.IsDefined("auth_query", "query") && a.Mode == "lookup" {
+		a.Query = "SELECT passwd FROM pg_shadow WHERE usename = $1"
+	}
+	if a.Database == "" {
+		a.Database = "postgres"
+	}
+	if a.User == "" {
+		a.User = "pgwarden_auth"
+	}
+}
+
+// Dir is the folder relative paths in the configuration are resolved against.
+func (c *Config) Dir() string { return filepath.Dir(c.Path) }
+
+// Resolve makes p absolute relative to the configuration's folder.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir(), p)
+}
+
+func (c *Config) resolvePaths() {
+	c.HBAFile = c.Resolve(c.HBAFile)
+	c.Users.File = c.Resolve(c.Users.File)
+	if c.TLS != nil {
+		c.TLS.CertFile = c.Resolve(c.TLS.CertFile)
+		c.TLS.KeyFile = c.Resolve(c.TLS.KeyFile)
+		c.TLS.ClientCAFile = c.Resolve(c.TLS.ClientCAFile)
+	}
+	c.Backend.SSLRootCert = c.Resolve(c.Backend.SSLRootCert)
+	c.Backend.SSLCert = c.Resolve(c.Backend.SSLCert)
+	c.Backend.SSLKey = c.Resolve(c.Backend.SSLKey)
+	if c.Server.UnixSocketDir != "" {
+		c.Server.UnixSocketDir = c.Resolve(c.Server.UnixSocketDir)
+	}
+}
+
+func decodeError(path string, err error) error {
+	if pe, ok := err.(toml.ParseError); ok {
+		return Errors{{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
+	}
+	return Errors{{File: path, Msg: err.Error()}}
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}

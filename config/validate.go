@@ -1,0 +1,343 @@
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Error is one problem in a configuration file, located by line and key.
+type Error struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":")
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every problem found while loading; each prints on its own line.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+type validator struct {
+	file  string
+	lines keyLines
+	errs  Errors
+}
+
+var indexRE = regexp.MustCompile(`\.(\d+)(\.|$)`)
+
+// add records a problem with key written as "hba.2.method" internally; the
+// message shows it as "hba[3].method" (1-based, as users count blocks).
+func (v *validator) add(key, format string, args ...any) {
+	line := v.lines.line(key)
+	if line == 0 {
+		line = v.lines.findUnindexed(key)
+	}
+	shown := indexRE.ReplaceAllStringFunc(key, func(m string) string {
+		sub := indexRE.FindStringSubmatch(m)
+		n, _ := strconv.Atoi(sub[1])
+		return fmt.Sprintf("[%d]%s", n+1, sub[2])
+	})
+	v.errs = append(v.errs, &Error{File: v.file, Line: line, Key: shown, Msg: fmt.Sprintf(format, args...)})
+}
+
+// findUnindexed locates keys reported without an array index (toml's
+// Undecoded keys), such as "hba.methd", by trying each block in turn.
+func (k keyLines) findUnindexed(key string) int {
+	parts := strings.Split(key, ".")
+	for i := 1; i < len(parts); i++ {
+		head := strings.Join(parts[:i], ".")
+		for n := 0; n < 10000; n++ {
+			base := head + "." + strconv.Itoa(n)
+			if _, ok := k[base]; !ok {
+				break
+			}
+			if line, ok := k[base+"."+strings.Join(parts[i:], ".")]; ok {
+				return line
+			}
+		}
+	}
+	return 0
+}
+
+func (c *Config) validate(v *validator) {
+	s := &c.Server
+	if len(s.PGListen) == 0 && s.UnixSocketDir == "" {
+		v.add("server.pg_listen", "no Postgres listener: give an address or a unix_socket_dir")
+	}
+	for _, a := range s.PGListen {
+		if err := checkListen(a); err != nil {
+			v.add("server.pg_listen", "%v", err)
+		}
+	}
+	for _, a := range s.HTTPListen {
+		if err := checkListen(a); err != nil {
+			v.add("server.http_listen", "%v", err)
+		}
+	}
+	if s.UnixSocketDir != "" && len(s.PGListen) == 0 {
+		v.add("server.unix_socket_dir", "the socket is named after the port of the first pg_listen address; give one")
+	}
+	if s.HTTPTLS && c.TLS == nil {
+		v.add("server.http_tls", "needs a [tls] section")
+	}
+	if s.MaxConnections < 1 {
+		v.add("server.max_connections", "must be at least 1")
+	}
+	if s.AuthTimeout.Duration <= 0 {
+		v.add("server.auth_timeout", "must be positive")
+	}
+	if s.AdminDatabase == "" {
+		v.add("server.admin_database", "must not be empty")
+	}
+	switch s.ProxyProtocol {
+	case "off", "optional", "required":
+	default:
+		v.add("server.proxy_protocol", "must be off, optional or required, not %q", s.ProxyProtocol)
+	}
+	for _, p := range s.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			v.add("server.trusted_proxies", "%v", err)
+		}
+	}
+	if s.ProxyProtocol != "off" && len(s.TrustedProxies) == 0 {
+		v.add("server.trusted_proxies", "proxy_protocol %q needs at least one trusted proxy", s.ProxyProtocol)
+	}
+
+	if t := c.TLS; t != nil {
+		if t.CertFile == "" || t.KeyFile == "" {
+			v.add("tls", "cert_file and key_file are required")
+		} else if c.fileOK(v, "tls.cert_file", t.CertFile) && c.fileOK(v, "tls.key_file", t.KeyFile) {
+			if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+				v.add("tls.key_file", "certificate and key do not pair: %v", err)
+			}
+		}
+		if t.ClientCAFile != "" {
+			c.fileOK(v, "tls.client_ca_file", t.ClientCAFile)
+		}
+		switch t.MinVersion {
+		case "1.2", "1.3":
+		default:
+			v.add("tls.min_version", "must be \"1.2\" or \"1.3\", not %q", t.MinVersion)
+		}
+	}
+
+	b := &c.Backend
+	if b.Host == "" {
+		v.add("backend.host", "must not be empty")
+	}
+	if b.Port < 1 || b.Port > 65535 {
+		v.add("backend.port", "must be a port number, not %d", b.Port)
+	}
+	switch b.SSLMode {
+	case "disable", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		v.add("backend.sslmode", "must be disable, prefer, require, verify-ca or verify-full, not %q", b.SSLMode)
+	}
+	for key, p := range map[string]string{"backend.sslrootcert": b.SSLRootCert, "backend.sslcert": b.SSLCert, "backend.sslkey": b.SSLKey} {
+		if p != "" {
+			c.fileOK(v, key, p)
+		}
+	}
+	if (b.SSLCert == "") != (b.SSLKey == "") {
+		v.add("backend.sslcert", "sslcert and sslkey go together")
+	}
+	if b.ConnectTimeout.Duration <= 0 {
+		v.add("backend.connect_timeout", "must be positive")
+	}
+	if b.PoolSize < 0 {
+		v.add("backend.pool_size", "must not be negative")
+	}
+	if b.MaxBackendConnections < 1 {
+		v.add("backend.max_backend_connections", "must be at least 1")
+	}
+
+	seen := map[string]bool{}
+	for i, d := range c.Databases {
+		key := fmt.Sprintf("databases.%d", i)
+		if d.Name == "" {
+			v.add(key+".name", "must not be empty")
+		}
+		if seen[d.Name] {
+			v.add(key+".name", "database %q is listed twice", d.Name)
+		}
+		seen[d.Name] = true
+		if d.Port < 0 || d.Port > 65535 {
+			v.add(key+".port", "must be a port number, not %d", d.Port)
+		}
+	}
+
+	if c.Users.File == "" {
+		v.add("users.file", "must not be empty")
+	}
+	if c.Users.PasswordMinLength < 0 {
+		v.add("users.password_min_length", "must not be negative")
+	}
+
+	if a := c.AuthQuery; a != nil {
+		switch a.Mode {
+		case "lookup", "verify":
+		default:
+			v.add("auth_query.mode", "must be lookup or verify, not %q", a.Mode)
+		}
+		if a.Query == "" {
+			v.add("auth_query.query", "must not be empty")
+		} else if !strings.Contains(a.Query, "$1") || (a.Mode == "verify" && !strings.Contains(a.Query, "$2")) {
+			v.add("auth_query.query", "must take the user as $1 (and, in verify mode, the password as $2)")
+		}
+	}
+
+	if c.Throttle.MaxDelay.Duration < c.Throttle.FailureDelay.Duration {
+		v.add("throttle.max_delay", "must not be below failure_delay")
+	}
+
+	h := &c.HTTP
+	if h.AuthFailureStatus < 400 || h.AuthFailureStatus > 599 {
+		v.add("http.auth_failure_status", "must be an HTTP error status (400-599), not %d", h.AuthFailureStatus)
+	}
+	if h.MaxBodyBytes < 1 {
+		v.add("http.max_body_bytes", "must be positive")
+	}
+	if h.MaxRows < 1 {
+		v.add("http.max_rows", "must be positive")
+	}
+	if h.StatementTimeout.Duration < 0 {
+		v.add("http.statement_timeout", "must not be negative")
+	}
+
+	if c.Tokens.Issuer == "" {
+		v.add("tokens.issuer", "must not be empty")
+	}
+	if c.Tokens.DefaultTTL.Duration <= 0 || c.Tokens.MaxTTL.Duration < c.Tokens.DefaultTTL.Duration {
+		v.add("tokens.max_ttl", "default_ttl must be positive and max_ttl at least default_ttl")
+	}
+	for i, j := range c.JWTIssuers {
+		key := fmt.Sprintf("jwt_issuers.%d", i)
+		if j.Issuer == "" {
+			v.add(key+".issuer", "must not be empty")
+		}
+		if j.Issuer == c.Tokens.Issuer {
+			v.add(key+".issuer", "%q is pgwarden's own tokens.issuer", j.Issuer)
+		}
+		if err := checkJWKSURL(j.JWKSURL); err != nil {
+			v.add(key+".jwks_url", "%v", err)
+		}
+		for _, alg := range j.Algorithms {
+			switch alg {
+			case "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA", "PS256", "PS384", "PS512":
+			default:
+				v.add(key+".algorithms", "algorithm %q is not accepted for external issuers", alg)
+			}
+		}
+	}
+
+	if len(c.HBA) == 0 && c.HBAFile == "" {
+		v.add("hba", "there are no HBA rules: add [[hba]] blocks or an hba_file")
+	}
+	if c.HBAFile != "" {
+		c.fileOK(v, "hba_file", c.HBAFile)
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		v.add("log.format", "must be json or console, not %q", c.Log.Format)
+	}
+}
+
+func (c *Config) fileOK(v *validator, key, path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		v.add(key, "cannot read %s: %v", path, unwrapPathError(err))
+		return false
+	}
+	f.Close()
+	return true
+}
+
+func checkListen(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("listener %q: %v", a, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("listener %q: bad port", a)
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("listener %q: host must be an IP address", a)
+		}
+	}
+	return nil
+}
+
+func checkJWKSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if host == "localhost" {
+			return nil
+		}
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+			return nil
+		}
+		return fmt.Errorf("%q: http is allowed on loopback only", s)
+	default:
+		return fmt.Errorf("%q: scheme must be https", s)
+	}
+}
+
+// ParsePrefix reads a CIDR, or a bare address as a single-host prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or IP address", s)
+}

@@ -1,0 +1,347 @@
+package hba
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// Append adds more rules after rs, numbering them on.
+func (rs Rules) Append(more Rules) Rules {
+	out := append(Rules(nil), rs...)
+	for _, r := range more {
+		c := *r
+		c.Number = len(out) + 1
+		out = append(out, &c)
+	}
+	return out
+}
+
+// LoadFile reads a PostgreSQL pg_hba.conf file. Its rules serve protocol
+// "pg". A line pgwarden cannot honour fails the whole load with its line
+// number: silently skipping a line would change who gets in.
+func LoadFile(path string, env Env) (Rules, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if pe, ok := err.(*os.PathError); ok {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return ParseFile(path, data, env)
+}
+
+// ParseFile parses pg_hba.conf content read from path.
+func ParseFile(path string, data []byte, env Env) (Rules, error) {
+	var rules Rules
+	var errs config.Errors
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	lineNo, startLine := 0, 0
+	var pending strings.Builder
+	for sc.Scan() {
+		lineNo++
+		text := sc.Text()
+		if pending.Len() == 0 {
+			startLine = lineNo
+		}
+		// A backslash at the end of a line continues it (PostgreSQL 16).
+		if strings.HasSuffix(text, `\`) && !strings.Contains(stripComment(text), "#") {
+			pending.WriteString(strings.TrimSuffix(text, `\`))
+			pending.WriteByte(' ')
+			continue
+		}
+		pending.WriteString(text)
+		line := pending.String()
+		pending.Reset()
+		fields, err := tokenize(line)
+		if err == nil && len(fields) > 0 {
+			var rule *Rule
+			rule, err = parseLine(fields, env)
+			if err == nil {
+				rule.Number = len(rules) + 1
+				rule.Source = fmt.Sprintf("%s:%d", path, startLine)
+				rules = append(rules, rule)
+			}
+		}
+		if err != nil {
+			errs = append(errs, &config.Error{File: path, Line: startLine, Msg: err.Error()})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, &config.Error{File: path, Line: lineNo + 1, Msg: err.Error()})
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return rules, nil
+}
+
+// stripComment drops an unquoted '#' and what follows.
+func stripComment(s string) string {
+	inQuote := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			inQuote = !inQuote
+		case '#':
+			if !inQuote {
+				return s[:i]
+			}
+		}
+	}
+	return s
+}
+
+// token is one list item of a field; quoted tokens never act as keywords.
+type token struct {
+	text   string
+	quoted bool
+}
+
+// tokenize splits a line into fields, each a comma-separated list of
+// tokens. Whitespace may surround commas ("user1,user2 , user3" is one
+// field, as PgBouncer reads it); double quotes protect spaces, commas and
+// '#', and "" inside quotes is a literal quote.
+func tokenize(line string) ([][]token, error) {
+	var fields [][]token
+	var cur []token
+	wantMore := false // the last thing seen was a comma
+	i := 0
+	for i < len(line) {
+		c := line[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\r':
+			i++
+		case c == '#':
+			i = len(line)
+		case c == ',':
+			if len(cur) == 0 || wantMore {
+				return nil, fmt.Errorf("empty list entry near %q", line[i:])
+			}
+			wantMore = true
+			i++
+		default:
+			var b strings.Builder
+			quoted, inQuote := false, false
+			for i < len(line) {
+				c := line[i]
+				if inQuote {
+					if c == '"' {
+						if i+1 < len(line) && line[i+1] == '"' {
+							b.WriteByte('"')
+							i += 2
+							continue
+						}
+						inQuote = false
+						i++
+						continue
+					}
+					b.WriteByte(c)
+					i++
+					continue
+				}
+				if c == ' ' || c == '\t' || c == '\r' || c == ',' || c == '#' {
+					break
+				}
+				if c == '"' {
+					inQuote, quoted = true, true
+					i++
+					continue
+				}
+				b.WriteByte(c)
+				i++
+			}
+			if inQuote {
+				return nil, fmt.Errorf("unterminated quoted string")
+			}
+			t := token{text: b.String(), quoted: quoted}
+			if len(cur) > 0 && !wantMore {
+				fields = append(fields, cur)
+				cur = nil
+			}
+			cur = append(cur, t)
+			wantMore = false
+		}
+	}
+	if wantMore {
+		return nil, fmt.Errorf("list ends with a comma")
+	}
+	if len(cur) > 0 {
+		fields = append(fields, cur)
+	}
+	return fields, nil
+}
+
+func single(f []token, what string) (token, error) {
+	if len(f) != 1 {
+		return token{}, fmt.Errorf("%s must be a single value, not a list", what)
+	}
+	return f[0], nil
+}
+
+func parseLine(fields [][]token, env Env) (*Rule, error) {
+	kind, err := single(fields[0], "connection type")
+	if err != nil {
+		return nil, err
+	}
+	r := &Rule{Protocol: ProtoPG, SSL: SSLAny}
+	rest := fields[1:]
+	switch kind.text {
+	case "local":
+		r.Addresses = []AddrPattern{{kind: addrLocal, text: "local"}}
+	case "host":
+	case "hostssl":
+		r.SSL = SSLOn
+	case "hostnossl":
+		r.SSL = SSLOff
+	case "hostgssenc", "hostnogssenc":
+		return nil, fmt.Errorf("connection type %q needs GSSAPI, which pgwarden does not offer", kind.text)
+	default:
+		return nil, fmt.Errorf("invalid connection type %q", kind.text)
+	}
+	need := 3 // database, user, method
+	if kind.text != "local" {
+		need = 4
+	}
+	if len(rest) < need {
+		return nil, fmt.Errorf("end-of-line before %s", []string{"database", "user", "address", "authentication method"}[len(rest)])
+	}
+	for _, t := range rest[0] {
+		if strings.HasPrefix(t.text, "@") && !t.quoted {
+			return nil, fmt.Errorf("@file inclusion is not supported: %q", t.text)
+		}
+		p, err := parseDatabase(t.text, t.quoted)
+		if err != nil {
+			return nil, err
+		}
+		r.Databases = append(r.Databases, p)
+	}
+	for _, t := range rest[1] {
+		if strings.HasPrefix(t.text, "@") && !t.quoted {
+			return nil, fmt.Errorf("@file inclusion is not supported: %q", t.text)
+		}
+		p, err := parseUser(t.text, t.quoted)
+		if err != nil {
+			return nil, err
+		}
+		r.Users = append(r.Users, p)
+	}
+	rest = rest[2:]
+	if kind.text != "local" {
+		addr, err := single(rest[0], "address")
+		if err != nil {
+			return nil, err
+		}
+		rest = rest[1:]
+		switch {
+		case addr.text == "all" && !addr.quoted:
+			r.Addresses = []AddrPattern{{kind: addrAnyIP, text: "all"}}
+		case addr.text == "samehost" || addr.text == "samenet":
+			return nil, fmt.Errorf("address %q is not supported: list the CIDRs", addr.text)
+		case strings.Contains(addr.text, "/"):
+			p, err := netip.ParsePrefix(addr.text)
+			if err != nil {
+				return nil, fmt.Errorf("invalid IP address/CIDR %q", addr.text)
+			}
+			r.Addresses = []AddrPattern{prefixPattern(p)}
+		default:
+			ip, err := netip.ParseAddr(addr.text)
+			if err != nil {
+				return nil, fmt.Errorf("invalid IP address %q (host names are not supported)", addr.text)
+			}
+			if len(rest) == 0 {
+				return nil, fmt.Errorf("IP address %q needs a CIDR mask or a netmask column", addr.text)
+			}
+			mask, err := single(rest[0], "netmask")
+			if err != nil {
+				return nil, err
+			}
+			rest = rest[1:]
+			n, err := maskBits(mask.text, ip)
+			if err != nil {
+				return nil, err
+			}
+			r.Addresses = []AddrPattern{prefixPattern(netip.PrefixFrom(ip, n))}
+		}
+	}
+	if len(rest) == 0 {
+		return nil, fmt.Errorf("end-of-line before authentication method")
+	}
+	m, err := single(rest[0], "authentication method")
+	if err != nil {
+		return nil, err
+	}
+	r.Method = Method(m.text)
+	for _, f := range rest[1:] {
+		opt, err := single(f, "option")
+		if err != nil {
+			return nil, err
+		}
+		name, val, ok := strings.Cut(opt.text, "=")
+		if !ok {
+			return nil, fmt.Errorf("authentication option %q is not of the form name=value", opt.text)
+		}
+		switch {
+		case name == "clientcert" && (val == "verify-ca" || val == "verify-full"):
+			r.ClientCert = val
+		case name == "clientcert":
+			return nil, fmt.Errorf("clientcert must be verify-ca or verify-full, not %q", val)
+		default:
+			return nil, fmt.Errorf("authentication option %q is not supported by pgwarden", name)
+		}
+	}
+	if !Known(r.Method) {
+		return nil, fmt.Errorf("authentication method %q is not supported by pgwarden (trust, reject, password, md5, scram-sha-256, cert, peer)", m.text)
+	}
+	if r.Method == JWT {
+		return nil, fmt.Errorf("method jwt is not a pg_hba.conf method; write it as an [[hba]] rule")
+	}
+	if msg := r.checkMethod(env); msg != "" {
+		return nil, fmt.Errorf("%s", msg)
+	}
+	if r.ClientCert != "" && (!env.TLS || !env.ClientCA) {
+		return nil, fmt.Errorf("clientcert needs [tls] with client_ca_file")
+	}
+	if r.SSL == SSLOn && !env.TLS {
+		return nil, fmt.Errorf("hostssl needs a [tls] section")
+	}
+	return r, nil
+}
+
+func prefixPattern(p netip.Prefix) AddrPattern {
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	p = p.Masked()
+	return AddrPattern{kind: addrPrefix, prefix: p, text: p.String()}
+}
+
+// maskBits turns a netmask such as 255.255.255.0 into a prefix length; the
+// mask must be of the same family as the address and contiguous.
+func maskBits(s string, ip netip.Addr) (int, error) {
+	m, err := netip.ParseAddr(s)
+	if err != nil || m.Is4() != ip.Is4() {
+		return 0, fmt.Errorf("invalid IP mask %q", s)
+	}
+	b := m.AsSlice()
+	n := 0
+	seenZero := false
+	for _, x := range b {
+		ones := bits.LeadingZeros8(^x)
+		if seenZero && x != 0 || ones < 8 && x<<ones != 0 {
+			return 0, fmt.Errorf("invalid IP mask %q: not contiguous", s)
+		}
+		if ones < 8 {
+			seenZero = true
+		}
+		n += ones
+	}
+	return n, nil
+}

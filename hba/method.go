@@ -1,0 +1,45 @@
+package hba
+
+// Method is how a matched rule makes a client prove who it is.
+type Method string
+
+// The methods of SPEC section 4.
+const (
+	Trust    Method = "trust"
+	Reject   Method = "reject"
+	Password Method = "password"
+	SCRAM    Method = "scram-sha-256"
+	MD5      Method = "md5"
+	Cert     Method = "cert"
+	JWT      Method = "jwt"
+	Peer     Method = "peer"
+)
+
+// methodInfo says where a method may be used. Rules are checked against this
+// table when the configuration loads, never when a client arrives (as
+// CockroachDB's hba method registry does).
+type methodInfo struct {
+	pg, http  bool // protocols it can serve
+	needsTLS  bool // meaningless without a TLS session (cert)
+	localOnly bool // needs the unix socket's peer credentials (peer)
+	// missing, when set, is why this build cannot honour the method yet; a
+	// rule using it fails to load rather than failing every client later.
+	missing string
+}
+
+var methods = map[Method]methodInfo{
+	Trust:    {pg: true, http: true},
+	Reject:   {pg: true, http: true},
+	Password: {pg: true, http: true},
+	SCRAM:    {pg: true, http: true},
+	MD5:      {pg: true, http: true},
+	Cert:     {pg: true, http: true, needsTLS: true},
+	JWT:      {pg: true, http: true},
+	Peer:     {pg: true, localOnly: true},
+}
+
+// Known reports whether m is one of the methods pgwarden understands.
+func Known(m Method) bool {
+	_, ok := methods[m]
+	return ok
+}

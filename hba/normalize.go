@@ -1,0 +1,226 @@
+package hba
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// Env is what the rest of the configuration offers the rules: whether TLS
+// is configured, whether a client CA is, and whether any token can be
+// verified.
+type Env struct {
+	TLS      bool
+	ClientCA bool
+	JWT      bool
+}
+
+// FromConfig normalizes the [[hba]] blocks of cfg. Errors name the file, the
+// block's line and the key.
+func FromConfig(cfg *config.Config, env Env) (Rules, error) {
+	var errs config.Errors
+	rules := make(Rules, 0, len(cfg.HBA))
+	for i, c := range cfg.HBA {
+		rule, es := normalize(c, env, fmt.Sprintf("hba[%d]", i+1))
+		for _, e := range es {
+			e.File, e.Line = cfg.Path, c.Line
+		}
+		errs = append(errs, es...)
+		if rule != nil {
+			rule.Number = len(rules) + 1
+			rule.Source = fmt.Sprintf("%s:%d", cfg.Path, c.Line)
+			rules = append(rules, rule)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return rules, nil
+}
+
+func normalize(c config.HBARule, env Env, key string) (*Rule, config.Errors) {
+	var errs config.Errors
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &config.Error{Key: key + "." + field, Msg: fmt.Sprintf(format, args...)})
+	}
+	r := &Rule{Protocol: Protocol(c.Protocol), SSL: SSLMode(c.SSL), Method: Method(c.Method), ClientCert: c.ClientCert}
+	switch r.Protocol {
+	case ProtoAll, ProtoPG, ProtoHTTP:
+	default:
+		bad("protocol", "must be pg, http or all, not %q", c.Protocol)
+	}
+	switch r.SSL {
+	case SSLAny, SSLOn, SSLOff:
+	default:
+		bad("ssl", "must be on, off or any, not %q", c.SSL)
+	}
+	if len(c.Address) == 0 {
+		bad("address", "must list at least one address")
+	}
+	for _, a := range c.Address {
+		p, err := parseAddr(a, false)
+		if err != nil {
+			bad("address", "%v", err)
+			continue
+		}
+		r.Addresses = append(r.Addresses, p)
+	}
+	if len(c.Database) == 0 {
+		bad("database", "must list at least one database")
+	}
+	for _, d := range c.Database {
+		p, err := parseDatabase(d, false)
+		if err != nil {
+			bad("database", "%v", err)
+			continue
+		}
+		r.Databases = append(r.Databases, p)
+	}
+	if len(c.User) == 0 {
+		bad("user", "must list at least one user")
+	}
+	for _, u := range c.User {
+		p, err := parseUser(u, false)
+		if err != nil {
+			bad("user", "%v", err)
+			continue
+		}
+		r.Users = append(r.Users, p)
+	}
+	if c.Method == "" {
+		bad("method", "is required")
+	} else if err := r.checkMethod(env); err != "" {
+		bad("method", "%s", err)
+	}
+	switch c.ClientCert {
+	case "":
+	case "verify-ca", "verify-full":
+		if !env.TLS || !env.ClientCA {
+			bad("clientcert", "needs [tls] with client_ca_file")
+		}
+	default:
+		bad("clientcert", "must be verify-ca or verify-full, not %q", c.ClientCert)
+	}
+	if r.SSL == SSLOn && !env.TLS {
+		bad("ssl", "ssl = \"on\" needs a [tls] section")
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return r, nil
+}
+
+// checkMethod tests the rule against the method table; "" means fine.
+func (r *Rule) checkMethod(env Env) string {
+	info, ok := methods[r.Method]
+	if !ok {
+		return fmt.Sprintf("unknown method %q (want trust, reject, password, scram-sha-256, md5, cert, jwt or peer)", r.Method)
+	}
+	switch {
+	case info.missing != "":
+		return fmt.Sprintf("method %s is not available: %s", r.Method, info.missing)
+	case r.Protocol == ProtoHTTP && !info.http:
+		return fmt.Sprintf("method %s is not allowed for protocol http", r.Method)
+	case r.Protocol == ProtoAll && !info.http:
+		return fmt.Sprintf("method %s works on the Postgres wire only: set protocol = \"pg\"", r.Method)
+	case info.needsTLS && !env.TLS:
+		return fmt.Sprintf("method %s needs a [tls] section", r.Method)
+	case info.needsTLS && !env.ClientCA:
+		return fmt.Sprintf("method %s needs tls.client_ca_file", r.Method)
+	case r.Method == JWT && !env.JWT:
+		return "method jwt needs [[jwt_issuers]] or a [tokens] section"
+	case info.localOnly:
+		for _, a := range r.Addresses {
+			if a.kind != addrLocal {
+				return fmt.Sprintf("method %s works on the unix socket only: set address = \"local\"", r.Method)
+			}
+		}
+	}
+	return ""
+}
+
+// parseAddr reads one address entry. In pg_hba.conf syntax "all" means every
+// TCP address; in TOML rules it also covers the unix socket.
+func parseAddr(s string, pgHBA bool) (AddrPattern, error) {
+	switch s {
+	case "all":
+		if pgHBA {
+			return AddrPattern{kind: addrAnyIP, text: s}, nil
+		}
+		return AddrPattern{kind: addrAny, text: s}, nil
+	case "local":
+		return AddrPattern{kind: addrLocal, text: s}, nil
+	}
+	p, err := config.ParsePrefix(s)
+	if err != nil {
+		return AddrPattern{}, fmt.Errorf("address %q is not a CIDR, an IP address, \"all\" or \"local\"", s)
+	}
+	return AddrPattern{kind: addrPrefix, prefix: p, text: p.String()}, nil
+}
+
+// parseUser reads one user entry; quoted means the pg_hba.conf token was in
+// double quotes, which makes keywords literal names.
+func parseUser(s string, quoted bool) (NamePattern, error) {
+	if s == "" {
+		return NamePattern{}, fmt.Errorf("empty user name")
+	}
+	if quoted {
+		return NamePattern{kind: nameLiteral, name: s, text: quote(s)}, nil
+	}
+	switch {
+	case s == "all":
+		return NamePattern{kind: nameAll, text: s}, nil
+	case strings.HasPrefix(s, "+") && len(s) > 1:
+		return NamePattern{kind: nameRole, name: s[1:], text: s}, nil
+	case strings.HasPrefix(s, "/"):
+		re, err := compile(s[1:])
+		if err != nil {
+			return NamePattern{}, err
+		}
+		return NamePattern{kind: nameRegex, re: re, text: s}, nil
+	}
+	return NamePattern{kind: nameLiteral, name: s, text: s}, nil
+}
+
+func parseDatabase(s string, quoted bool) (NamePattern, error) {
+	if s == "" {
+		return NamePattern{}, fmt.Errorf("empty database name")
+	}
+	if quoted {
+		return NamePattern{kind: nameLiteral, name: s, text: quote(s)}, nil
+	}
+	switch {
+	case s == "all":
+		return NamePattern{kind: nameAll, text: s}, nil
+	case s == "replication":
+		return NamePattern{kind: nameReplication, text: s}, nil
+	case s == "sameuser":
+		return NamePattern{kind: nameSameUser, text: s}, nil
+	case s == "samerole" || s == "samegroup":
+		return NamePattern{kind: nameSameRole, text: s}, nil
+	case strings.HasPrefix(s, "/"):
+		re, err := compile(s[1:])
+		if err != nil {
+			return NamePattern{}, err
+		}
+		return NamePattern{kind: nameRegex, re: re, text: s}, nil
+	}
+	return NamePattern{kind: nameLiteral, name: s, text: s}, nil
+}
+
+func compile(expr string) (*regexp.Regexp, error) {
+	if expr == "" {
+		return nil, fmt.Errorf("empty regular expression")
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil, fmt.Errorf("bad regular expression %q: %v", expr, err)
+	}
+	return re, nil
+}
+
+func quote(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}

@@ -1,0 +1,259 @@
+// Package hba decides, from who is connecting and how, which method must
+// prove a client's identity. It knows nothing of sockets or HTTP: frontends
+// describe a connection as a Request and get back the first matching Rule.
+//
+// Rules go through three stages, after CockroachDB's hba package: decode
+// (TOML [[hba]] blocks or pg_hba.conf lines), normalize (parse CIDRs, compile
+// regexes, check methods against the method table, keep the rule's number and
+// source), and match.
+package hba
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// Protocol names a frontend.
+type Protocol string
+
+// Protocols a rule may be limited to.
+const (
+	ProtoAll  Protocol = "all"
+	ProtoPG   Protocol = "pg"
+	ProtoHTTP Protocol = "http"
+)
+
+// SSLMode is a rule's requirement on transport encryption.
+type SSLMode string
+
+// SSL requirements: on (TLS required), off (TLS refused), any.
+const (
+	SSLAny SSLMode = "any"
+	SSLOn  SSLMode = "on"
+	SSLOff SSLMode = "off"
+)
+
+// Rule is one normalized HBA rule.
+type Rule struct {
+	// Number is the rule's 1-based position in the combined list.
+	Number int
+	// Source is "file:line" of where the rule was written.
+	Source     string
+	Protocol   Protocol
+	Addresses  []AddrPattern
+	SSL        SSLMode
+	Databases  []NamePattern
+	Users      []NamePattern
+	Method     Method
+	ClientCert string // "", "verify-ca" or "verify-full"
+}
+
+type addrKind int
+
+const (
+	addrAny   addrKind = iota // every client, the unix socket included
+	addrAnyIP                 // every TCP client (pg_hba.conf "host ... all")
+	addrLocal                 // the unix socket only
+	addrPrefix
+)
+
+// AddrPattern is one entry of a rule's address list.
+type AddrPattern struct {
+	kind   addrKind
+	prefix netip.Prefix
+	text   string
+}
+
+func (a AddrPattern) String() string { return a.text }
+
+func (a AddrPattern) match(r *Request) bool {
+	switch a.kind {
+	case addrAny:
+		return true
+	case addrAnyIP:
+		return !r.Local
+	case addrLocal:
+		return r.Local
+	default:
+		return !r.Local && a.prefix.Contains(r.Addr.Unmap())
+	}
+}
+
+type nameKind int
+
+const (
+	nameAll nameKind = iota
+	nameLiteral
+	nameRole        // +role: users holding the role
+	nameRegex       // /regex
+	nameSameUser    // database named like the user
+	nameSameRole    // database named like a role the user holds
+	nameReplication // the replication pseudo-database
+)
+
+// NamePattern is one entry of a rule's user or database list.
+type NamePattern struct {
+	kind nameKind
+	name string
+	re   *regexp.Regexp
+	text string
+}
+
+func (n NamePattern) String() string { return n.text }
+
+// Request describes one connection or HTTP request to be matched.
+type Request struct {
+	Protocol Protocol
+	// Addr is the client's address; ignored when Local.
+	Addr  netip.Addr
+	Local bool
+	SSL   bool
+	// Database is the requested database; for a physical replication
+	// connection it is ignored and only "replication" entries match.
+	Database    string
+	User        string
+	Replication bool
+	// Roles are the roles the user holds (from the users file).
+	Roles []string
+}
+
+// AddrString renders the client address as PostgreSQL does in its messages.
+func (r *Request) AddrString() string {
+	if r.Local {
+		return "[local]"
+	}
+	return r.Addr.Unmap().String()
+}
+
+func (r *Request) hasRole(role string) bool {
+	if role == r.User {
+		return true // as in PostgreSQL, a role is a member of itself
+	}
+	for _, have := range r.Roles {
+		if have == role {
+			return true
+		}
+	}
+	return false
+}
+
+func (p NamePattern) matchUser(r *Request) bool {
+	switch p.kind {
+	case nameAll:
+		return true
+	case nameLiteral:
+		return p.name == r.User
+	case nameRole:
+		return r.hasRole(p.name)
+	case nameRegex:
+		return p.re.MatchString(r.User)
+	}
+	return false
+}
+
+func (p NamePattern) matchDatabase(r *Request) bool {
+	if r.Replication {
+		// PostgreSQL: a physical replication connection matches only the
+		// replication keyword; "all" and names do not.
+		return p.kind == nameReplication
+	}
+	switch p.kind {
+	case nameAll:
+		return true
+	case nameLiteral:
+		return p.name == r.Database
+	case nameRegex:
+		return p.re.MatchString(r.Database)
+	case nameSameUser:
+		return r.Database == r.User
+	case nameSameRole:
+		return r.hasRole(r.Database)
+	}
+	return false
+}
+
+// Miss says why one rule did not match.
+type Miss struct {
+	Rule   *Rule
+	Reason string
+}
+
+// why returns "" when the rule matches r, else the first reason it does not.
+func (rule *Rule) why(r *Request) string {
+	if rule.Protocol != ProtoAll && rule.Protocol != r.Protocol {
+		return fmt.Sprintf("protocol is %s, not %s", r.Protocol, rule.Protocol)
+	}
+	if !anyAddr(rule.Addresses, r) {
+		return fmt.Sprintf("address %s is not in %s", r.AddrString(), joinPatterns(rule.Addresses))
+	}
+	switch {
+	case rule.SSL == SSLOn && !r.SSL:
+		return "connection is not SSL, rule requires ssl on"
+	case rule.SSL == SSLOff && r.SSL:
+		return "connection is SSL, rule requires ssl off"
+	}
+	dbOK := false
+	for _, p := range rule.Databases {
+		if p.matchDatabase(r) {
+			dbOK = true
+			break
+		}
+	}
+	if !dbOK {
+		if r.Replication {
+			return fmt.Sprintf("replication connection, database list %s lacks replication", joinPatterns(rule.Databases))
+		}
+		return fmt.Sprintf("database %q is not in %s", r.Database, joinPatterns(rule.Databases))
+	}
+	for _, p := range rule.Users {
+		if p.matchUser(r) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("user %q is not in %s", r.User, joinPatterns(rule.Users))
+}
+
+func anyAddr(list []AddrPattern, r *Request) bool {
+	for _, a := range list {
+		if a.match(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func joinPatterns[T fmt.Stringer](ps []T) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// Rules is an ordered, normalized rule list.
+type Rules []*Rule
+
+// Match returns the first rule that matches r, or nil: no match rejects.
+func (rs Rules) Match(r *Request) *Rule {
+	for _, rule := range rs {
+		if rule.why(r) == "" {
+			return rule
+		}
+	}
+	return nil
+}
+
+// Explain is Match that also says why each earlier rule did not match.
+func (rs Rules) Explain(r *Request) (*Rule, []Miss) {
+	var misses []Miss
+	for _, rule := range rs {
+		reason := rule.why(r)
+		if reason == "" {
+			return rule, misses
+		}
+		misses = append(misses, Miss{Rule: rule, Reason: reason})
+	}
+	return nil, misses
+}

@@ -1,0 +1,312 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgwarden/pgwarden/authcore"
+)
+
+// lockedBuffer is a log sink written by the process and read by tests.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// gateway is one running pgwarden process.
+type gateway struct {
+	t       *testing.T
+	dir     string
+	port    int
+	sockDir string
+	cmd     *exec.Cmd
+	log     *lockedBuffer
+	done    chan struct{}
+	exitErr error
+
+	serverExtra string
+}
+
+// testUser is a users-file entry with its cleartext password.
+type testUser struct {
+	name, password, algo string
+	extra                string // more TOML lines for the [[user]] block
+}
+
+// usersTOML writes users with hashed passwords.
+func usersTOML(t *testing.T, users []testUser) string {
+	var b strings.Builder
+	for _, u := range users {
+		fmt.Fprintf(&b, "[[user]]\nname = %q\n", u.name)
+		if u.password != "" {
+			noteSecret(u.password)
+			h, err := authcore.HashPassword(u.algo, u.password)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "password = %q\n", h)
+		}
+		b.WriteString(u.extra)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// baseConfig is the [server], [backend] and [log] part every test shares;
+// the test appends its own rules and sections.
+func baseConfig(port int, sockDir, serverExtra string) string {
+	if !strings.Contains(serverExtra, "auth_timeout") {
+		serverExtra += "\nauth_timeout = \"5s\""
+	}
+	return fmt.Sprintf(`
+[server]
+%s
+pg_listen = ["127.0.0.1:%d"]
+http_listen = []
+unix_socket_dir = %q
+shutdown_timeout = "5s"
+
+[backend]
+host = "127.0.0.1"
+port = %d
+sslmode = "disable"
+password = %q
+
+[throttle]
+failure_delay = "10ms"
+max_delay = "20ms"
+
+[log]
+level = "debug"
+`, serverExtra, port, sockDir, pg.port, backendPassword)
+}
+
+// startGateway writes config.toml (base plus extra) and users.toml and
+// runs pgwarden until the test ends.
+func startGateway(t *testing.T, extra string, users []testUser) *gateway {
+	t.Helper()
+	return startGatewayServer(t, "", extra, users)
+}
+
+// startGatewayServer is startGateway with more [server] settings.
+func startGatewayServer(t *testing.T, serverExtra, extra string, users []testUser) *gateway {
+	t.Helper()
+	dir := t.TempDir()
+	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), serverExtra: serverExtra}
+	g.writeConfig(extra)
+	g.writeUsers(users)
+	g.start()
+	return g
+}
+
+func (g *gateway) configPath() string { return filepath.Join(g.dir, "config.toml") }
+
+func (g *gateway) writeConfig(extra string) {
+	g.t.Helper()
+	if err := os.WriteFile(g.configPath(), []byte(baseConfig(g.port, g.sockDir, g.serverExtra)+extra), 0o600); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+func (g *gateway) writeUsers(users []testUser) {
+	g.t.Helper()
+	if err := os.WriteFile(filepath.Join(g.dir, "users.toml"), []byte(usersTOML(g.t, users)), 0o600); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+func (g *gateway) start() {
+	g.t.Helper()
+	logsMu.Lock()
+	allLogs = append(allLogs, g.log)
+	logsMu.Unlock()
+	g.cmd = exec.Command(pgwardenBin, "serve", "-c", g.configPath())
+	g.cmd.Stdout = g.log
+	g.cmd.Stderr = g.log
+	if err := g.cmd.Start(); err != nil {
+		g.t.Fatal(err)
+	}
+	go func() {
+		g.exitErr = g.cmd.Wait()
+		close(g.done)
+	}()
+	g.t.Cleanup(g.kill)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", g.addr(), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-g.done:
+			g.t.Fatalf("pgwarden exited: %v\n%s", g.exitErr, g.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("pgwarden did not start listening:\n%s", g.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops the process we started, by its PID, and waits for it.
+func (g *gateway) kill() {
+	select {
+	case <-g.done:
+		return
+	default:
+	}
+	g.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-g.done:
+	case <-time.After(10 * time.Second):
+		g.cmd.Process.Kill()
+		<-g.done
+	}
+	if g.t.Failed() {
+		g.t.Logf("pgwarden log:\n%s", g.log.String())
+	}
+}
+
+func (g *gateway) signal(s os.Signal) {
+	g.t.Helper()
+	if err := g.cmd.Process.Signal(s); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+// waitLog waits until the log contains s.
+func (g *gateway) waitLog(s string, count int) {
+	g.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(g.log.String(), s) < count {
+		if time.Now().After(deadline) {
+			g.t.Fatalf("log never showed %q %d times:\n%s", s, count, g.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (g *gateway) addr() string { return fmt.Sprintf("127.0.0.1:%d", g.port) }
+
+// connString builds a libpq-style connection string to the gateway over TCP.
+func (g *gateway) connString(user, password, db string) string {
+	s := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable connect_timeout=20", g.port, user, db)
+	if password != "" {
+		s += fmt.Sprintf(" password='%s'", password)
+	}
+	return s
+}
+
+// connect logs in through the gateway with pgx.
+func (g *gateway) connect(user, password, db string) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return pgx.Connect(ctx, g.connString(user, password, db))
+}
+
+// mustConnect is connect that fails the test on error.
+func (g *gateway) mustConnect(user, password, db string) *pgx.Conn {
+	g.t.Helper()
+	c, err := g.connect(user, password, db)
+	if err != nil {
+		g.t.Fatalf("connect as %s to %s: %v", user, db, err)
+	}
+	g.t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// pgError extracts the server error a client saw.
+func pgError(t *testing.T, err error) *pgconn.PgError {
+	t.Helper()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Fatalf("want a server error, got %v", err)
+	}
+	return pe
+}
+
+// wantPgError asserts the SQLSTATE and message a client saw.
+func wantPgError(t *testing.T, err error, code, message string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want error %s %q, got success", code, message)
+	}
+	pe := pgError(t, err)
+	if pe.Code != code || pe.Message != message {
+		t.Fatalf("want %s %q, got %s %q", code, message, pe.Code, pe.Message)
+	}
+}
+
+// queryOne runs a query that returns one text value.
+func queryOne(t *testing.T, c *pgx.Conn, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var s string
+	if err := c.QueryRow(ctx, sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+// psql runs the psql client with a connection string and returns its output.
+func psql(t *testing.T, conn string, sql string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conn, "-c", sql)
+	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=20")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (g *gateway) connectString(s string) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return pgx.Connect(ctx, s)
+}
+
+func (g *gateway) mustConnectString(s string) *pgx.Conn {
+	g.t.Helper()
+	c, err := g.connectString(s)
+	if err != nil {
+		g.t.Fatalf("connect %s: %v", s, err)
+	}
+	g.t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}

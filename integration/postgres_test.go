@@ -1,0 +1,167 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// pgCluster is a throwaway PostgreSQL server started by the tests.
+type pgCluster struct {
+	bindir  string
+	dir     string // owned by the server's OS user
+	data    string
+	sockDir string
+	port    int
+	asUser  string // "postgres" when the tests run as root
+}
+
+// backendPassword is every test role's password on the backend.
+const backendPassword = "backend-Secret-42"
+
+// findPGBin locates the PostgreSQL server binaries: pg_config --bindir
+// first, then Debian's /usr/lib/postgresql/<version>/bin, newest first.
+func findPGBin() (string, error) {
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		dir := strings.TrimSpace(string(out))
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
+			return dir, nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
+		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
+		return vi > vj
+	})
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("PostgreSQL server binaries not found (no initdb via pg_config --bindir or in /usr/lib/postgresql/*/bin); install them with: apt-get install -y postgresql")
+}
+
+// freePort asks the kernel for a free loopback TCP port.
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startCluster runs initdb and starts a server on a free port. As root,
+// both run as the postgres OS user, which owns the cluster's folder.
+func startCluster(extraConf string) (*pgCluster, error) {
+	bindir, err := findPGBin()
+	if err != nil {
+		return nil, err
+	}
+	base, err := os.MkdirTemp("", "pgwarden-pg-")
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(base, 0o755)
+	c := &pgCluster{bindir: bindir, dir: base, data: filepath.Join(base, "data"), sockDir: filepath.Join(base, "sock"), port: freePort()}
+	if os.Geteuid() == 0 {
+		c.asUser = "postgres"
+	}
+	for _, d := range []string{c.data, c.sockDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+		if c.asUser != "" {
+			u, err := user.Lookup(c.asUser)
+			if err != nil {
+				return nil, fmt.Errorf("running as root needs the %q OS user: %v", c.asUser, err)
+			}
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			if err := os.Chown(d, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+	}
+	pwfile := filepath.Join(c.data, "..", "pwfile")
+	if err := os.WriteFile(pwfile, []byte(backendPassword+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if out, err := c.run("initdb", "-D", c.data, "-U", "postgres", "--pwfile", pwfile,
+		"--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"); err != nil {
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	os.Remove(pwfile)
+	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nfsync = off\n"+
+		"max_connections = 100\nlogging_collector = off\n%s\n", c.port, c.sockDir, extraConf)
+	f, err := os.OpenFile(filepath.Join(c.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	f.WriteString(conf)
+	f.Close()
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *pgCluster) run(prog string, args ...string) ([]byte, error) {
+	path := filepath.Join(c.bindir, prog)
+	var cmd *exec.Cmd
+	if c.asUser != "" {
+		cmd = exec.Command("runuser", append([]string{"-u", c.asUser, "--", path}, args...)...)
+	} else {
+		cmd = exec.Command(path, args...)
+	}
+	cmd.Dir = c.dir
+	return cmd.CombinedOutput()
+}
+
+// Start starts (or restarts) the server and waits until it accepts.
+func (c *pgCluster) Start() error {
+	if out, err := c.run("pg_ctl", "-D", c.data, "-l", filepath.Join(c.data, "server.log"), "-w", "-t", "60", "start"); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.data, "server.log"))
+		return fmt.Errorf("pg_ctl start: %v\n%s\n%s", err, out, log)
+	}
+	return nil
+}
+
+// Stop stops the server with a fast shutdown.
+func (c *pgCluster) Stop() error {
+	out, err := c.run("pg_ctl", "-D", c.data, "-w", "-t", "60", "-m", "fast", "stop")
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// Destroy stops the server and removes its files.
+func (c *pgCluster) Destroy() {
+	c.Stop()
+	os.RemoveAll(c.dir)
+}
+
+// Exec runs SQL as the superuser over the unix socket.
+func (c *pgCluster) Exec(sql string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", c.sockDir, c.port))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}

@@ -1,0 +1,115 @@
+package integration
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// rawClient speaks the wire protocol by hand, for what drivers never send.
+type rawClient struct {
+	t    *testing.T
+	conn net.Conn
+	fe   *pgproto3.Frontend
+}
+
+func dialRaw(t *testing.T, addr string) *rawClient {
+	t.Helper()
+	network := "tcp"
+	if addr != "" && addr[0] == '/' {
+		network = "unix"
+	}
+	c, err := net.DialTimeout(network, addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return &rawClient{t: t, conn: c, fe: pgproto3.NewFrontend(c, c)}
+}
+
+func (r *rawClient) write(b []byte) {
+	r.t.Helper()
+	if _, err := r.conn.Write(b); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// startupBytes encodes a StartupMessage of protocol major.minor.
+func startupBytes(major, minor uint16, params ...string) []byte {
+	body := binary.BigEndian.AppendUint32(nil, uint32(major)<<16|uint32(minor))
+	for _, p := range params {
+		body = append(append(body, p...), 0)
+	}
+	body = append(body, 0)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body)+4)), body...)
+}
+
+func requestBytes(code uint32) []byte {
+	b := binary.BigEndian.AppendUint32(nil, 8)
+	return binary.BigEndian.AppendUint32(b, code)
+}
+
+func (r *rawClient) send(m pgproto3.FrontendMessage) {
+	r.t.Helper()
+	r.fe.Send(m)
+	if err := r.fe.Flush(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rawClient) receive() pgproto3.BackendMessage {
+	r.t.Helper()
+	m, err := r.fe.Receive()
+	if err != nil {
+		r.t.Fatalf("receive: %v", err)
+	}
+	return m
+}
+
+// expectError reads until an ErrorResponse and checks it.
+func (r *rawClient) expectError(code, message string) {
+	r.t.Helper()
+	for {
+		m := r.receive()
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			if e.Code != code || (message != "" && e.Message != message) {
+				r.t.Fatalf("want %s %q, got %s %q", code, message, e.Code, e.Message)
+			}
+			if e.Severity != "FATAL" {
+				r.t.Fatalf("want severity FATAL, got %q", e.Severity)
+			}
+			return
+		}
+	}
+}
+
+// expectClosed asserts the server closes the connection without more data.
+func (r *rawClient) expectClosed() {
+	r.t.Helper()
+	var b [1]byte
+	n, err := r.conn.Read(b[:])
+	if n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err)) {
+		r.t.Fatalf("want the connection closed, got %d bytes, %v", n, err)
+	}
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && !ne.Timeout()
+}
+
+// readByte reads one byte (the answer to SSLRequest or GSSENCRequest).
+func (r *rawClient) readByte() byte {
+	r.t.Helper()
+	var b [1]byte
+	if _, err := io.ReadFull(r.conn, b[:]); err != nil {
+		r.t.Fatal(err)
+	}
+	return b[0]
+}

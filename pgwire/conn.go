@@ -1,0 +1,265 @@
+package pgwire
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// conn is one client connection from accept to close.
+type conn struct {
+	srv   *Server
+	id    uint64
+	raw   net.Conn
+	local bool
+	addr  netip.Addr
+	since time.Time
+
+	cc  *clientConn
+	ssl bool
+
+	// refusing is set once the connection is only being told why it is
+	// refused; a draining server does not wait for those.
+	refusing atomic.Bool
+
+	mu      sync.Mutex
+	backend net.Conn
+	closed  bool
+}
+
+func (c *conn) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.raw.Close()
+	if c.backend != nil {
+		c.backend.Close()
+	}
+}
+
+// setBackend records the backend so that a hard close reaches it; it
+// reports false when the connection was closed meanwhile.
+func (c *conn) setBackend(b net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.backend = b
+	return true
+}
+
+func (c *conn) addrString() string {
+	if c.local {
+		return "[local]"
+	}
+	return c.addr.String()
+}
+
+func (s *Server) handle(raw net.Conn, local bool) {
+	defer s.connWG.Done()
+	c := &conn{srv: s, id: s.nextID.Add(1), raw: raw, local: local, since: time.Now()}
+	if !local {
+		if ap, err := netip.ParseAddrPort(raw.RemoteAddr().String()); err == nil {
+			c.addr = ap.Addr().Unmap()
+		}
+	}
+	s.track(c)
+	defer s.untrack(c)
+	defer raw.Close()
+
+	snap := s.state.Current()
+	max := int64(snap.Config.Server.MaxConnections)
+	n := s.active.Add(1)
+	defer s.active.Add(-1)
+	if n > 2*max {
+		// Far over the limit: not even the refusal is worth a goroutine's
+		// time. (Up to 2x, clients still get a proper 53300, and cancel
+		// requests, which need no slot, are still served.)
+		return
+	}
+	raw.SetDeadline(time.Now().Add(snap.Config.Server.AuthTimeout.Duration))
+	c.cc = newClientConn(raw)
+	if err := c.serve(snap, n > max); err != nil {
+		c.fail(err)
+	}
+}
+
+// fail tells the client why its connection ends, when that is still
+// possible, and logs what the client is not told.
+func (c *conn) fail(err error) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = AuthTimeout()
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, errSilentClose):
+		return
+	}
+	var pe *Error
+	if !errors.As(err, &pe) && !isBackendError(err) {
+		c.srv.log.Error("connection failed", zap.Uint64("client_id", c.id), zap.String("address", c.addrString()), zap.Error(err))
+	}
+	c.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	c.cc.wbuf = c.cc.wbuf[:0]
+	c.cc.send(errorResponse(err))
+	c.cc.flush()
+}
+
+// errSilentClose ends a connection without a word (a cancel request, a
+// failed TLS handshake).
+var errSilentClose = errors.New("close silently")
+
+// serve runs the connection: negotiation, authentication, backend, relay.
+func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
+	sp, err := c.negotiate(snap)
+	if err != nil {
+		return err
+	}
+	if overLimit {
+		c.refusing.Store(true)
+		return TooManyConnections()
+	}
+	if c.srv.draining.Load() {
+		c.refusing.Store(true)
+		return ShuttingDown()
+	}
+	if sp.minor > 0 || len(sp.unknownOptions) > 0 {
+		// Newer minor or _pq_ options: say what we speak and go on as 3.0.
+		c.cc.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: sp.unknownOptions})
+	}
+	user := sp.get("user")
+	if user == "" {
+		return &Error{Code: codeInvalidAuthorization, Message: "no PostgreSQL user name specified in startup packet"}
+	}
+	db := sp.get("database")
+	if db == "" {
+		db = user
+	}
+	req := &hba.Request{
+		Protocol:    hba.ProtoPG,
+		Addr:        c.addr,
+		Local:       c.local,
+		SSL:         c.ssl,
+		Database:    db,
+		User:        user,
+		Replication: isPhysicalReplication(sp.get("replication")),
+	}
+	if u := snap.Users.Lookup(user); u != nil {
+		req.Roles = u.Roles
+	}
+	ev := &authcore.AuditEvent{Protocol: "pg", ClientID: c.id, Address: c.addrString(), User: user, Database: db, SSL: c.ssl}
+	rule := snap.Rules.Match(req)
+	if rule == nil {
+		ev.Result, ev.Reason = authcore.ResultNoRule, "no HBA rule matched"
+		ev.Log(c.srv.audit)
+		return NoHBARule(c.addrString(), user, db, c.ssl)
+	}
+	ev.Rule, ev.Method = rule.Number, string(rule.Method)
+	res, err := c.authenticate(snap, rule, req)
+	if err != nil {
+		return c.authFailed(snap, ev, err)
+	}
+	c.srv.throttle.Success(c.addrString(), user)
+	ev.Result = authcore.ResultOK
+	ev.Log(c.srv.audit)
+
+	c.cc.send(&pgproto3.AuthenticationOk{})
+	if err := c.cc.flush(); err != nil {
+		return err
+	}
+	if db == snap.Config.Server.AdminDatabase {
+		return c.adminConsole(snap, res)
+	}
+	return c.startSession(snap, sp, res, db)
+}
+
+// authFailed logs a failed attempt, waits out the throttle delay and
+// returns what the client is told.
+func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err error) error {
+	var pe *Error
+	switch {
+	case errors.As(err, &pe) && pe.Code == codeInvalidAuthorization && pe.Message[:3] == "HBA":
+		ev.Result, ev.Reason = authcore.ResultRejected, "rule method is reject"
+		ev.Log(c.srv.audit)
+		return err
+	case errors.Is(err, authcore.ErrPasswordFailed):
+		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
+		ev.Log(c.srv.audit)
+		t := snap.Config.Throttle
+		d := c.srv.throttle.Failure(c.addrString(), ev.User, t.FailureDelay.Duration, t.MaxDelay.Duration)
+		// The delay runs in this connection's goroutine and holds no lock:
+		// other clients are not slowed by it.
+		if err := authcore.Sleep(c.srv.ctx, d); err != nil {
+			return errSilentClose
+		}
+		return PasswordFailed(ev.User)
+	default:
+		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			ev.Reason = "authentication timeout"
+		}
+		ev.Log(c.srv.audit)
+		return err
+	}
+}
+
+// negotiate reads untyped packets until the StartupMessage: SSLRequest and
+// GSSENCRequest are answered, a CancelRequest is forwarded and ends the
+// connection.
+func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
+	sslDone, gssDone := false, false
+	for {
+		sp, err := readStartupPacket(c.raw)
+		if err != nil {
+			return nil, err
+		}
+		switch sp.kind {
+		case kindCancel:
+			c.refusing.Store(true)
+			c.srv.cancels.forward(sp.cancelPID, sp.cancelKey)
+			return nil, errSilentClose
+		case kindSSLRequest:
+			if sslDone {
+				return nil, ProtocolViolation("SSL negotiation was already done")
+			}
+			sslDone = true
+			if err := c.startTLS(snap); err != nil {
+				return nil, err
+			}
+		case kindGSSENCRequest:
+			if gssDone {
+				return nil, ProtocolViolation("GSSAPI encryption negotiation was already done")
+			}
+			gssDone = true
+			if _, err := c.raw.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		default:
+			return sp, nil
+		}
+	}
+}
+
+// startTLS answers an SSLRequest. Without [tls] the answer is 'N' and the
+// client goes on in plain text.
+func (c *conn) startTLS(snap *snapshot.Snapshot) error {
+	_, err := c.raw.Write([]byte{'N'})
+	return err
+}
+
+// ctx is the context of work done for this connection.
+func (c *conn) ctx() context.Context { return c.srv.ctx }

@@ -1,0 +1,135 @@
+package pgwire
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// SQLSTATEs pgwarden itself sends.
+const (
+	codeInvalidAuthorization = "28000"
+	codeInvalidPassword      = "28P01"
+	codeProtocolViolation    = "08P01"
+	codeConnectionFailure    = "08006"
+	codeFeatureNotSupported  = "0A000"
+	codeTooManyConnections   = "53300"
+	codeCannotConnectNow     = "57P03"
+	codeInsufficientPriv     = "42501"
+	codeSyntaxError          = "42601"
+	codeInternalError        = "XX000"
+)
+
+// Error is an error a client sees: a SQLSTATE and a message, FATAL unless
+// said otherwise. Every refusal in SPEC section 5 has a constructor here.
+type Error struct {
+	Code    string
+	Message string
+	Detail  string
+	// Severity defaults to FATAL: errors before and during authentication
+	// end the connection.
+	Severity string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func sslWord(ssl bool) string {
+	if ssl {
+		return "SSL on"
+	}
+	return "SSL off"
+}
+
+// NoHBARule is the refusal when no rule matches.
+func NoHBARule(addr, user, db string, ssl bool) *Error {
+	return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("no HBA rule for host %q, user %q, database %q, %s", addr, user, db, sslWord(ssl))}
+}
+
+// HBAReject is the refusal when the matching rule's method is reject.
+func HBAReject(addr, user, db string, ssl bool) *Error {
+	return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("HBA rejects connection for host %q, user %q, database %q, %s", addr, user, db, sslWord(ssl))}
+}
+
+// PasswordFailed is the one message for every password, user and token
+// failure, whatever the true reason.
+func PasswordFailed(user string) *Error {
+	return &Error{Code: codeInvalidPassword, Message: fmt.Sprintf("password authentication failed for user %q", user)}
+}
+
+// CertRequired is the refusal of method cert without a client certificate.
+func CertRequired() *Error {
+	return &Error{Code: codeInvalidAuthorization, Message: "connection requires a valid client certificate"}
+}
+
+// CertFailed is the refusal of a client certificate whose CN is not the user.
+func CertFailed(user string) *Error {
+	return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("certificate authentication failed for user %q", user)}
+}
+
+// PeerFailed is PostgreSQL's refusal when the socket's OS user differs.
+func PeerFailed(user string) *Error {
+	return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("Peer authentication failed for user %q", user)}
+}
+
+// ProtocolViolation reports a malformed or unexpected client message.
+func ProtocolViolation(format string, args ...any) *Error {
+	return &Error{Code: codeProtocolViolation, Message: fmt.Sprintf(format, args...)}
+}
+
+// UnencryptedAfterSSL is the refusal of bytes that arrived between the
+// SSLRequest and the TLS handshake (CVE-2021-23214).
+func UnencryptedAfterSSL() *Error {
+	return ProtocolViolation("received unencrypted data after SSL request")
+}
+
+// UnsupportedProtocol refuses a protocol major version other than 3.
+func UnsupportedProtocol() *Error {
+	return &Error{Code: codeFeatureNotSupported, Message: "unsupported frontend protocol"}
+}
+
+// AuthTimeout ends a client that did not finish authenticating in time.
+func AuthTimeout() *Error { return ProtocolViolation("authentication timeout") }
+
+// TooManyConnections refuses a client over server.max_connections.
+func TooManyConnections() *Error {
+	return &Error{Code: codeTooManyConnections, Message: "too many connections"}
+}
+
+// ShuttingDown refuses new clients while sessions drain.
+func ShuttingDown() *Error {
+	return &Error{Code: codeCannotConnectNow, Message: "pgwarden is shutting down"}
+}
+
+// BackendUnreachable reports a backend that could not be reached at all.
+func BackendUnreachable() *Error {
+	return &Error{Code: codeConnectionFailure, Message: "could not connect to the backend server"}
+}
+
+// AdminDenied refuses a non-admin user on the admin console.
+func AdminDenied() *Error {
+	return &Error{Code: codeInsufficientPriv, Message: "permission denied for admin console"}
+}
+
+// errorResponse turns any error into the message a client receives. Our own
+// errors map field by field; a backend's *pgconn.PgError keeps its code and
+// message; anything else is an internal error whose detail stays in the log.
+func errorResponse(err error) *pgproto3.ErrorResponse {
+	var e *Error
+	if errors.As(err, &e) {
+		sev := e.Severity
+		if sev == "" {
+			sev = "FATAL"
+		}
+		return &pgproto3.ErrorResponse{Severity: sev, SeverityUnlocalized: sev, Code: e.Code, Message: e.Message, Detail: e.Detail}
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// During connect every backend error ends the session: report it
+		// as FATAL even when the backend said ERROR.
+		return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: pe.Code, Message: pe.Message,
+			Detail: pe.Detail, Hint: pe.Hint}
+	}
+	return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: codeInternalError, Message: "internal error"}
+}

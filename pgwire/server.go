@@ -1,0 +1,230 @@
+// Package pgwire is pgwarden's Postgres wire frontend: it negotiates SSL,
+// reads the startup packet, asks package hba which method applies, proves the
+// client through package authcore, connects to the backend as the mapped role
+// and relays the session. Deciding who may log in happens in authcore and
+// hba; this package only translates the protocol.
+package pgwire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// Server accepts Postgres wire clients on any number of listeners.
+type Server struct {
+	state    *snapshot.Holder
+	log      *zap.Logger
+	audit    *zap.Logger
+	throttle *authcore.Throttle
+	cancels  *cancelRegistry
+
+	ctx    context.Context // canceled on a hard close: ends throttle waits
+	cancel context.CancelFunc
+
+	active   atomic.Int64 // client connections, authenticating or relaying
+	nextID   atomic.Uint64
+	draining atomic.Bool
+
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	listeners []net.Listener
+	acceptWG  sync.WaitGroup
+	connWG    sync.WaitGroup
+}
+
+// Options are what the server is built from.
+type Options struct {
+	State    *snapshot.Holder
+	Log      *zap.Logger
+	Audit    *zap.Logger
+	Throttle *authcore.Throttle
+}
+
+// NewServer makes a server; call Listen, then Serve.
+func NewServer(o Options) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle,
+		cancels: newCancelRegistry(),
+		ctx:     ctx, cancel: cancel,
+		conns: make(map[*conn]struct{}),
+	}
+}
+
+// Listen opens the TCP listeners of server.pg_listen and, when
+// server.unix_socket_dir is set, the unix socket named after the first
+// listener's port, as PostgreSQL names it.
+func (s *Server) Listen() error {
+	cfg := s.state.Current().Config
+	for _, addr := range cfg.Server.PGListen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	if dir := cfg.Server.UnixSocketDir; dir != "" && len(cfg.Server.PGListen) > 0 {
+		_, port, _ := net.SplitHostPort(cfg.Server.PGListen[0])
+		if port == "0" {
+			port = strconv.Itoa(s.listeners[0].Addr().(*net.TCPAddr).Port)
+		}
+		path := filepath.Join(dir, ".s.PGSQL."+port)
+		ln, err := listenUnix(path)
+		if err != nil {
+			s.closeListeners()
+			return err
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	return nil
+}
+
+// listenUnix listens on path, removing a stale socket left by a process
+// that died, but never one that still answers.
+func listenUnix(path string) (net.Listener, error) {
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen on %s: another server is using this socket", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	// As PostgreSQL's default unix_socket_permissions: HBA decides who gets in.
+	if err := os.Chmod(path, 0o777); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Addrs returns the addresses being listened on.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, ln := range s.listeners {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+// Serve starts one accept loop per listener and returns at once.
+func (s *Server) Serve() {
+	for _, ln := range s.listeners {
+		s.acceptWG.Add(1)
+		go s.acceptLoop(ln)
+	}
+}
+
+func (s *Server) acceptLoop(ln net.Listener) {
+	defer s.acceptWG.Done()
+	_, local := ln.(*net.UnixListener)
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			s.log.Warn("accept failed", zap.Stringer("listener", ln.Addr()), zap.Error(err))
+			time.Sleep(backoff)
+			if backoff < time.Second {
+				backoff *= 2
+			}
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+			tc.SetKeepAlive(true)
+		}
+		s.connWG.Add(1)
+		go s.handle(c, local)
+	}
+}
+
+// ActiveConnections is the number of client connections now open.
+func (s *Server) ActiveConnections() int64 { return s.active.Load() }
+
+func (s *Server) track(c *conn) {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// Shutdown drains: new clients are told 57P03 while sessions may finish,
+// until ctx ends; then every remaining connection is closed.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.draining.Store(true)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for s.sessions() > 0 {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-tick.C:
+		}
+	}
+	s.Close()
+}
+
+// sessions counts connections that are past authentication or still
+// authenticating and not refused.
+func (s *Server) sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if !c.refusing.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// Close stops listening and closes every connection now.
+func (s *Server) Close() {
+	s.closeListeners()
+	s.acceptWG.Wait()
+	s.cancel()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.close()
+	}
+	s.mu.Unlock()
+	s.connWG.Wait()
+}

@@ -1,0 +1,155 @@
+package pgwire
+
+import (
+	"encoding/binary"
+	"io"
+	"strings"
+)
+
+// Request codes of the untyped first packets (PostgreSQL's pqcomm.h).
+const (
+	sslRequestCode    = 80877103
+	gssEncRequestCode = 80877104
+	cancelRequestCode = 80877102
+	protocolV3        = 3 << 16
+
+	// maxStartupPacketLen is PostgreSQL's MAX_STARTUP_PACKET_LENGTH; nothing
+	// larger is read before the client is known.
+	maxStartupPacketLen = 10000
+	minStartupPacketLen = 8
+)
+
+type packetKind int
+
+const (
+	kindStartup packetKind = iota
+	kindSSLRequest
+	kindGSSENCRequest
+	kindCancel
+)
+
+// startupPacket is one decoded untyped packet.
+type startupPacket struct {
+	kind         packetKind
+	major, minor uint16
+	// params are the startup parameters in the order sent, minus the
+	// protocol options (_pq_.*), which go to unknownOptions.
+	params         []param
+	unknownOptions []string
+	cancelPID      uint32
+	cancelKey      []byte
+}
+
+type param struct{ name, value string }
+
+func (p *startupPacket) get(name string) string {
+	for _, kv := range p.params {
+		if kv.name == name {
+			return kv.value
+		}
+	}
+	return ""
+}
+
+// readStartupPacket reads exactly one length-prefixed untyped packet from r
+// and decodes it. It reads nothing beyond the packet, so that bytes a client
+// sent after an SSLRequest stay in the socket where they can be detected.
+func readStartupPacket(r io.Reader) (*startupPacket, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n < minStartupPacketLen || n > maxStartupPacketLen {
+		return nil, ProtocolViolation("invalid length of startup packet")
+	}
+	body := make([]byte, n-4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return decodeStartupPacket(body)
+}
+
+// decodeStartupPacket decodes a packet body (after its length word).
+func decodeStartupPacket(body []byte) (*startupPacket, error) {
+	if len(body) < 4 {
+		return nil, ProtocolViolation("invalid length of startup packet")
+	}
+	code := binary.BigEndian.Uint32(body)
+	rest := body[4:]
+	switch code {
+	case sslRequestCode, gssEncRequestCode:
+		if len(rest) != 0 {
+			return nil, ProtocolViolation("invalid length of startup packet")
+		}
+		if code == sslRequestCode {
+			return &startupPacket{kind: kindSSLRequest}, nil
+		}
+		return &startupPacket{kind: kindGSSENCRequest}, nil
+	case cancelRequestCode:
+		// Protocol 3.0 keys are 4 bytes; 3.2 allows up to 256.
+		if len(rest) < 8 || len(rest) > 4+256 {
+			return nil, ProtocolViolation("invalid length of cancel request packet")
+		}
+		return &startupPacket{kind: kindCancel, cancelPID: binary.BigEndian.Uint32(rest), cancelKey: append([]byte(nil), rest[4:]...)}, nil
+	}
+	p := &startupPacket{kind: kindStartup, major: uint16(code >> 16), minor: uint16(code)}
+	if p.major != 3 {
+		return p, UnsupportedProtocol()
+	}
+	// key\0value\0 ... \0, as PostgreSQL's ProcessStartupPacket reads it.
+	if len(rest) == 0 || rest[len(rest)-1] != 0 {
+		return nil, ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
+	}
+	for {
+		name, after, ok := cutNul(rest)
+		if !ok {
+			return nil, ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
+		}
+		if name == "" {
+			if len(after) != 0 {
+				return nil, ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
+			}
+			break
+		}
+		value, after2, ok := cutNul(after)
+		if !ok {
+			return nil, ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
+		}
+		rest = after2
+		if strings.HasPrefix(name, "_pq_.") {
+			p.unknownOptions = append(p.unknownOptions, name)
+			continue
+		}
+		for _, kv := range p.params {
+			if kv.name == name {
+				return nil, ProtocolViolation("duplicate startup parameter %q", name)
+			}
+		}
+		p.params = append(p.params, param{name, value})
+	}
+	return p, nil
+}
+
+func cutNul(b []byte) (string, []byte, bool) {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i]), b[i+1:], true
+		}
+	}
+	return "", nil, false
+}
+
+// isReplication reads the replication startup parameter as PostgreSQL
+// does: a boolean asks for physical replication; "database" asks for logical
+// replication, which is matched against the database as usual.
+func isPhysicalReplication(v string) bool {
+	switch strings.ToLower(v) {
+	case "true", "on", "yes", "1":
+		return true
+	}
+	return false
+}

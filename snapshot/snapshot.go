@@ -1,0 +1,114 @@
+// Package snapshot assembles configuration, users and rules into one
+// immutable value that a connection takes when it arrives and keeps to its
+// end. Reload builds and validates a whole new snapshot, then swaps a
+// pointer; if building fails, the old snapshot stays in force.
+package snapshot
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/hba"
+)
+
+// Snapshot is everything a connection needs to authenticate, fixed at one
+// moment.
+type Snapshot struct {
+	Config *config.Config
+	Users  *authcore.Users
+	Auth   *authcore.Authenticator
+	Rules  hba.Rules
+	Loaded time.Time
+}
+
+// Load reads the configuration at path and everything it names. Problems
+// are gathered from every file before failing.
+func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return Build(cfg, limiter)
+}
+
+// Build loads what cfg names: the users file and the rules.
+func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error) {
+	var errs []error
+	users, err := authcore.LoadUsers(cfg.Users.File)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rules, err := LoadRules(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &Snapshot{
+		Config: cfg,
+		Users:  users,
+		Auth:   authcore.NewAuthenticator(users, limiter),
+		Rules:  rules,
+		Loaded: time.Now(),
+	}, nil
+}
+
+// LoadRules normalizes the [[hba]] rules of cfg, followed by those of its
+// hba_file.
+func LoadRules(cfg *config.Config) (hba.Rules, error) {
+	env := hba.Env{
+		TLS:      cfg.TLS != nil,
+		ClientCA: cfg.TLS != nil && cfg.TLS.ClientCAFile != "",
+		JWT:      len(cfg.JWTIssuers) > 0 || cfg.TokensSet,
+	}
+	rules, err := hba.FromConfig(cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HBAFile != "" {
+		more, err := hba.LoadFile(cfg.HBAFile, env)
+		if err != nil {
+			return nil, err
+		}
+		rules = rules.Append(more)
+	}
+	if len(rules) == 0 {
+		return nil, &config.Error{File: cfg.Path, Key: "hba", Msg: "there are no HBA rules"}
+	}
+	return rules, nil
+}
+
+// Holder keeps the current snapshot and replaces it on reload.
+type Holder struct {
+	path    string
+	limiter *authcore.HashLimiter
+	cur     atomic.Pointer[Snapshot]
+	mu      sync.Mutex // one reload at a time
+}
+
+// NewHolder serves first, reloading from path.
+func NewHolder(path string, first *Snapshot, limiter *authcore.HashLimiter) *Holder {
+	h := &Holder{path: path, limiter: limiter}
+	h.cur.Store(first)
+	return h
+}
+
+// Current returns the snapshot in force.
+func (h *Holder) Current() *Snapshot { return h.cur.Load() }
+
+// Reload re-reads everything; on error the old snapshot stays.
+func (h *Holder) Reload() (*Snapshot, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, err := Load(h.path, h.limiter)
+	if err != nil {
+		return nil, err
+	}
+	h.cur.Store(s)
+	return s, nil
+}
