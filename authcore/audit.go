@@ -6,10 +6,10 @@ import (
 
 // Result values of an audit event.
 const (
-	ResultOK      = "ok"
-	ResultFailed  = "failed"
+	ResultOK       = "ok"
+	ResultFailed   = "failed"
 	ResultRejected = "rejected"
-	ResultNoRule  = "no_rule"
+	ResultNoRule   = "no_rule"
 )
 
 // AuditEvent is one authentication attempt, as the audit log records it.
