@@ -50,7 +50,7 @@ type gateway struct {
 	done    chan struct{}
 	exitErr error
 
-	serverExtra string
+	opts gwOptions
 }
 
 // testUser is a users-file entry with its cleartext password.
@@ -78,11 +78,31 @@ func usersTOML(t *testing.T, users []testUser) string {
 	return b.String()
 }
 
-// baseConfig is the [server], [backend] and [log] part every test shares;
-// the test appends its own rules and sections.
-func baseConfig(port int, sockDir, serverExtra string) string {
-	if !strings.Contains(serverExtra, "auth_timeout") {
-		serverExtra += "\nauth_timeout = \"5s\""
+// gwOptions changes the shared part of a test gateway's configuration.
+type gwOptions struct {
+	server   string // more [server] lines
+	backend  string // more [backend] lines
+	throttle string // [throttle] lines replacing the fast default
+	// backendPort overrides the shared cluster's port.
+	backendPort int
+	// noSharedPassword leaves [backend] password unset.
+	noSharedPassword bool
+}
+
+// baseConfig is the [server], [backend], [throttle] and [log] part every
+// test shares; the test appends its own rules and sections.
+func baseConfig(port int, sockDir string, o gwOptions) string {
+	if !strings.Contains(o.server, "auth_timeout") {
+		o.server += "\nauth_timeout = \"5s\""
+	}
+	if o.throttle == "" {
+		o.throttle = "failure_delay = \"10ms\"\nmax_delay = \"20ms\""
+	}
+	if o.backendPort == 0 {
+		o.backendPort = pg.port
+	}
+	if !o.noSharedPassword {
+		o.backend += fmt.Sprintf("\npassword = %q", backendPassword)
 	}
 	return fmt.Sprintf(`
 [server]
@@ -96,29 +116,34 @@ shutdown_timeout = "5s"
 host = "127.0.0.1"
 port = %d
 sslmode = "disable"
-password = %q
+%s
 
 [throttle]
-failure_delay = "10ms"
-max_delay = "20ms"
+%s
 
 [log]
 level = "debug"
-`, serverExtra, port, sockDir, pg.port, backendPassword)
+`, o.server, port, sockDir, o.backendPort, o.backend, o.throttle)
 }
 
 // startGateway writes config.toml (base plus extra) and users.toml and
 // runs pgwarden until the test ends.
 func startGateway(t *testing.T, extra string, users []testUser) *gateway {
 	t.Helper()
-	return startGatewayServer(t, "", extra, users)
+	return startGatewayWith(t, gwOptions{}, extra, users)
 }
 
 // startGatewayServer is startGateway with more [server] settings.
 func startGatewayServer(t *testing.T, serverExtra, extra string, users []testUser) *gateway {
 	t.Helper()
+	return startGatewayWith(t, gwOptions{server: serverExtra}, extra, users)
+}
+
+// startGatewayWith is startGateway with changed shared settings.
+func startGatewayWith(t *testing.T, o gwOptions, extra string, users []testUser) *gateway {
+	t.Helper()
 	dir := t.TempDir()
-	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), serverExtra: serverExtra}
+	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), opts: o}
 	g.writeConfig(extra)
 	g.writeUsers(users)
 	g.start()
@@ -129,7 +154,7 @@ func (g *gateway) configPath() string { return filepath.Join(g.dir, "config.toml
 
 func (g *gateway) writeConfig(extra string) {
 	g.t.Helper()
-	if err := os.WriteFile(g.configPath(), []byte(baseConfig(g.port, g.sockDir, g.serverExtra)+extra), 0o600); err != nil {
+	if err := os.WriteFile(g.configPath(), []byte(baseConfig(g.port, g.sockDir, g.opts)+extra), 0o600); err != nil {
 		g.t.Fatal(err)
 	}
 }

@@ -1,0 +1,240 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestCancelReachesTheRightBackend(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	busy := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	bystander := g.mustConnect("alice", "alice-Pass-1", "postgres")
+
+	// The bystander runs a short sleep that must not be canceled.
+	var wg sync.WaitGroup
+	var bystanderErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, bystanderErr = bystander.Exec(context.Background(), "SELECT pg_sleep(1.5)")
+	}()
+	// pgx sends a CancelRequest with the BackendKeyData pgwarden gave it
+	// when the context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := busy.Exec(ctx, "SELECT pg_sleep(30)")
+	if err == nil {
+		t.Fatal("pg_sleep(30) was not canceled")
+	}
+	wg.Wait()
+	if bystanderErr != nil {
+		t.Fatalf("the other session was hit by the cancel: %v", bystanderErr)
+	}
+	// The canceled session itself is still usable: pgx closes a connection
+	// whose context expired, so check through psql's own cancel instead.
+	if !busy.IsClosed() {
+		if got := queryOne(t, busy, "SELECT 'still here'"); got != "still here" {
+			t.Fatal(got)
+		}
+	}
+}
+
+func TestCancelOfAQueryIsReportedAs57014(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	// Cancel through the protocol directly, keeping the connection.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		c.PgConn().CancelRequest(context.Background())
+	}()
+	_, err := c.Exec(context.Background(), "SELECT pg_sleep(30)")
+	wantPgError(t, err, "57014", "canceling statement due to user request")
+	if got := queryOne(t, c, "SELECT 'after cancel'"); got != "after cancel" {
+		t.Fatal(got)
+	}
+}
+
+func TestUnknownCancelKeysAreIgnored(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	pid := c.PgConn().PID()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(1)")
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	for _, key := range [][]byte{{1, 2, 3, 4}, {0, 0, 0, 0}} {
+		r := dialRaw(t, g.addr())
+		msg := []byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, byte(pid >> 24), byte(pid >> 16), byte(pid >> 8), byte(pid)}
+		r.write(append(msg, key...))
+		r.expectClosed()
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("a wrong key canceled the query: %v", err)
+	}
+}
+
+func TestBackendRestartEndsSessionsAndNewOnesWorkAfter(t *testing.T) {
+	own, err := startCluster("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Destroy()
+	if err := createRoles(own); err != nil {
+		t.Fatal(err)
+	}
+	g := startGatewayWith(t, gwOptions{backendPort: own.port}, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, c, "SELECT 'before'")
+	if err := own.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal("a session survived its backend's shutdown")
+	}
+	_, err = g.connect("alice", "alice-Pass-1", "postgres")
+	wantPgError(t, err, "08006", "could not connect to the backend server")
+	if err := own.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if got := queryOne(t, c2, "SELECT 'after'"); got != "after" {
+		t.Fatal(got)
+	}
+}
+
+func TestReloadAddsAUserWithoutDroppingSessions(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	_, err := g.connect("carol", "carol-New-7", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "carol"`)
+
+	g.writeUsers([]testUser{{name: "alice", password: "alice-Pass-1"}, {name: "carol", password: "carol-New-7"}})
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 1)
+	c := g.mustConnect("carol", "carol-New-7", "postgres")
+	queryOne(t, c, "SELECT 1")
+	if got := queryOne(t, live, "SELECT 'alive'"); got != "alive" {
+		t.Fatal(got)
+	}
+}
+
+func TestBrokenReloadKeepsTheOldConfiguration(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	writeFile(t, g.configPath(), baseConfig(g.port, g.sockDir, gwOptions{})+"\n[[hba]]\nmethod = \"trust\"\naddress = \"10.0.0.300/8\"\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload failed", 1)
+	if !strings.Contains(g.log.String(), "10.0.0.300/8") {
+		t.Fatalf("the reload error does not say what is wrong:\n%s", g.log.String())
+	}
+	// Still the old rules: a password is still required.
+	_, err := g.connect("alice", "wrong-password", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, live, "SELECT 1")
+}
+
+func TestThrottleDelaysRepeatedFailuresButNotOthers(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{throttle: `failure_delay = "300ms"` + "\n" + `max_delay = "1200ms"`},
+		passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
+	// Each consecutive failure of (127.0.0.1, alice) waits at least
+	// 300ms, 600ms, 1200ms, 1200ms: lower bounds only, no upper ones.
+	for i, min := range []time.Duration{300, 600, 1200, 1200} {
+		start := time.Now()
+		_, err := g.connect("alice", "wrong-password", "postgres")
+		wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+		if took := time.Since(start); took < min*time.Millisecond {
+			t.Fatalf("failure %d answered after %v, want at least %v", i+1, took, min*time.Millisecond)
+		}
+	}
+	// While alice's next failure waits, bob logs in: the waiting
+	// connection holds no lock that others need.
+	failed := make(chan struct{})
+	go func() {
+		g.connect("alice", "wrong-password", "postgres")
+		close(failed)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	c := g.mustConnect("bob", "bob-Pass-2", "postgres")
+	queryOne(t, c, "SELECT 1")
+	select {
+	case <-failed:
+		t.Fatal("alice's throttled failure answered before bob's login finished")
+	default:
+	}
+	<-failed
+	// A success resets alice's count; the next failure is back to 300ms.
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
+	start := time.Now()
+	g.connect("alice", "wrong-password", "postgres")
+	if took := time.Since(start); took < 300*time.Millisecond || took >= 1200*time.Millisecond {
+		t.Fatalf("after a success the delay should restart at 300ms, took %v", took)
+	}
+}
+
+func TestSIGTERMDrainsSessionsAndRefusesNewClients(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	g.signal(syscall.SIGTERM)
+	g.waitLog("draining", 1)
+	_, err := g.connect("alice", "alice-Pass-1", "postgres")
+	wantPgError(t, err, "57P03", "pgwarden is shutting down")
+	if got := queryOne(t, live, "SELECT 'draining but alive'"); got != "draining but alive" {
+		t.Fatal(got)
+	}
+	live.Close(context.Background())
+	select {
+	case <-g.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pgwarden did not exit once its last session ended")
+	}
+	if g.exitErr != nil {
+		t.Fatalf("exit: %v", g.exitErr)
+	}
+}
+
+func TestSIGTERMClosesSessionsAfterShutdownTimeout(t *testing.T) {
+	g := startGatewayServer(t, "", passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	g.signal(syscall.SIGTERM)
+	select {
+	case <-g.done: // shutdown_timeout is 5s in tests
+	case <-time.After(20 * time.Second):
+		t.Fatal("pgwarden did not stop after shutdown_timeout")
+	}
+	if _, err := live.Exec(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal("a session outlived the shutdown")
+	}
+}
+
+func TestSIGINTClosesEverythingAtOnce(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	g.signal(syscall.SIGINT)
+	select {
+	case <-g.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("SIGINT did not stop pgwarden promptly")
+	}
+	_, err := live.Exec(context.Background(), "SELECT 1")
+	if err == nil {
+		t.Fatal("session survived SIGINT")
+	}
+	if _, err := os.Stat(filepath.Join(g.sockDir, fmt.Sprintf(".s.PGSQL.%d", g.port))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("unix socket left behind: %v", err)
+	}
+}
+
+var _ = pgx.Connect
