@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os/user"
 	"testing"
 	"time"
 
@@ -288,4 +289,25 @@ func TestMaxConnectionsRefusesTheExcess(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func TestPeerOnTheUnixSocketComparesTheOSUser(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, `
+[[hba]]
+protocol = "pg"
+address = "local"
+method = "peer"
+`, []testUser{{name: me.Username, extra: `backend_user = "alice"` + "\n"}})
+	sock := fmt.Sprintf("host=%s port=%d dbname=postgres", g.sockDir, g.port)
+	c := g.mustConnectString(sock + " user=" + me.Username)
+	if got := queryOne(t, c, "SELECT current_user"); got != "alice" {
+		t.Fatalf("peer user mapped to %q", got)
+	}
+	_, err = g.connectString(sock + " user=bob")
+	wantPgError(t, err, "28000", `Peer authentication failed for user "bob"`)
+	g.waitLog("do not match", 1)
 }

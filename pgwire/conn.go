@@ -1,7 +1,9 @@
 package pgwire
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -29,8 +31,11 @@ type conn struct {
 	addr  netip.Addr
 	since time.Time
 
-	cc  *clientConn
-	ssl bool
+	// stream is what the client protocol runs over: raw, or TLS on it.
+	stream net.Conn
+	cc     *clientConn
+	ssl    bool
+	tls    *tls.ConnectionState
 
 	// refusing is set once the connection is only being told why it is
 	// refused; a draining server does not wait for those.
@@ -72,7 +77,7 @@ func (c *conn) addrString() string {
 
 func (s *Server) handle(raw net.Conn, local bool) {
 	defer s.connWG.Done()
-	c := &conn{srv: s, id: s.nextID.Add(1), raw: raw, local: local, since: time.Now()}
+	c := &conn{srv: s, id: s.nextID.Add(1), raw: raw, stream: raw, local: local, since: time.Now()}
 	if !local {
 		if ap, err := netip.ParseAddrPort(raw.RemoteAddr().String()); err == nil {
 			c.addr = ap.Addr().Unmap()
@@ -207,6 +212,22 @@ func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err 
 			return errSilentClose
 		}
 		return PasswordFailed(ev.User)
+	case errors.Is(err, authcore.ErrSASLProtocol):
+		ev.Result, ev.Reason = authcore.ResultFailed, err.Error()
+		ev.Log(c.srv.audit)
+		return ProtocolViolation("%s", err.Error())
+	case errors.As(err, new(*certRefusal)):
+		cr := err.(*certRefusal)
+		ev.Result, ev.Reason = authcore.ResultFailed, "client certificate: "+cr.reason
+		ev.Log(c.srv.audit)
+		if cr.required {
+			return CertRequired()
+		}
+		return CertFailed(ev.User)
+	case errors.As(err, new(*peerMismatch)):
+		ev.Result, ev.Reason = authcore.ResultFailed, err.Error()
+		ev.Log(c.srv.audit)
+		return PeerFailed(ev.User)
 	default:
 		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -221,9 +242,24 @@ func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err 
 // GSSENCRequest are answered, a CancelRequest is forwarded and ends the
 // connection.
 func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
+	var first [1]byte
+	if _, err := io.ReadFull(c.raw, first[:]); err != nil {
+		return nil, err
+	}
+	var in io.Reader = io.MultiReader(bytes.NewReader(first[:]), c.raw)
 	sslDone, gssDone := false, false
+	if first[0] == tlsRecordHandshake {
+		// Direct TLS (sslnegotiation=direct): no SSLRequest comes.
+		if snap.TLS == nil || c.local {
+			return nil, errSilentClose
+		}
+		if err := c.handshake(snap, &prefixConn{Conn: c.raw, r: in}, true); err != nil {
+			return nil, err
+		}
+		in, sslDone = c.stream, true
+	}
 	for {
-		sp, err := readStartupPacket(c.raw)
+		sp, err := readStartupPacket(in)
 		if err != nil {
 			return nil, err
 		}
@@ -245,20 +281,15 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 				return nil, ProtocolViolation("GSSAPI encryption negotiation was already done")
 			}
 			gssDone = true
-			if _, err := c.raw.Write([]byte{'N'}); err != nil {
+			if _, err := c.stream.Write([]byte{'N'}); err != nil {
 				return nil, err
 			}
 		default:
 			return sp, nil
 		}
+		// The prefix byte is consumed; TLS may have replaced the stream.
+		in = c.stream
 	}
-}
-
-// startTLS answers an SSLRequest. Without [tls] the answer is 'N' and the
-// client goes on in plain text.
-func (c *conn) startTLS(snap *snapshot.Snapshot) error {
-	_, err := c.raw.Write([]byte{'N'})
-	return err
 }
 
 // ctx is the context of work done for this connection.

@@ -90,3 +90,27 @@ func (c *clientConn) readPassword() (string, error) {
 	}
 	return string(pw), nil
 }
+
+// readSASLInitial reads a SASLInitialResponse: the mechanism name and the
+// client-first-message. A length of -1 (no initial response) is refused:
+// every SCRAM client sends one, and accepting none only adds a round trip
+// for an attacker to play with.
+func (c *clientConn) readSASLInitial() (string, []byte, error) {
+	typ, body, err := c.readMessage(maxAuthMessageLen)
+	if err != nil {
+		return "", nil, err
+	}
+	if typ != 'p' {
+		return "", nil, ProtocolViolation("expected SASL response, got message type %q", typ)
+	}
+	mech, rest, ok := cutNul(body)
+	if !ok || len(rest) < 4 {
+		return "", nil, ProtocolViolation("malformed SASLInitialResponse message")
+	}
+	n := int32(binary.BigEndian.Uint32(rest))
+	rest = rest[4:]
+	if n < 0 || int(n) != len(rest) {
+		return "", nil, ProtocolViolation("malformed SASLInitialResponse message")
+	}
+	return mech, rest, nil
+}

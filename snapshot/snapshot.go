@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
 )
@@ -22,6 +23,8 @@ type Snapshot struct {
 	Users  *authcore.Users
 	Auth   *authcore.Authenticator
 	Rules  hba.Rules
+	// TLS is nil when [tls] is absent.
+	TLS    *certs.Material
 	Loaded time.Time
 }
 
@@ -46,10 +49,17 @@ func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error)
 	if err != nil {
 		errs = append(errs, err)
 	}
+	var tlsm *certs.Material
+	if cfg.TLS != nil {
+		if tlsm, err = certs.Load(cfg.TLS); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return &Snapshot{
+		TLS:    tlsm,
 		Config: cfg,
 		Users:  users,
 		Auth:   authcore.NewAuthenticator(users, limiter),

@@ -1,0 +1,54 @@
+# pgwarden — run `make help` for the targets.
+
+GO        ?= go
+BIN       ?= bin/pgwarden
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+FUZZTIME  ?= 10s
+# Every fuzz target: package and function.
+FUZZ_TARGETS := \
+	./pgwire:FuzzStartupPacket \
+	./hba:FuzzParseFile \
+	./authcore:FuzzParseHash
+
+.PHONY: help build test unit integration vet fuzz demo bench clean
+
+help:
+	@echo "make build        build $(BIN)"
+	@echo "make test         vet, unit and integration tests with -race (needs PostgreSQL server binaries)"
+	@echo "make fuzz         run every fuzz target for FUZZTIME (default $(FUZZTIME))"
+	@echo "make demo         throwaway PostgreSQL + pgwarden in front of it"
+	@echo "make bench        pgbench through pgwarden vs direct PostgreSQL"
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/pgwarden
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration:
+	$(GO) test -race -count=1 -timeout 20m ./integration/
+
+test: vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./bench/pgbench.sh
+
+clean:
+	rm -rf bin demo/run bench/results

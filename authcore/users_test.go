@@ -1,0 +1,190 @@
+package authcore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func mustUsers(t *testing.T, toml string) *Users {
+	t.Helper()
+	us, err := ParseUsers("users.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return us
+}
+
+func TestUsersFileErrorsNameLineAndKey(t *testing.T) {
+	_, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"a\"\n\n[[user]]\nname = \"b\"\npassword = \"plain-secret\"\nshoe_size = 9\n"))
+	if err == nil {
+		t.Fatal("bad users file accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{"users.toml:6: user[2].password: user \"b\": unrecognized password hash", "users.toml:7: user.shoe_size: unknown key"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "plain-secret") {
+		t.Fatal("the error repeats the password")
+	}
+	if _, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"a\"\n[[user]]\nname = \"a\"\n")); err == nil {
+		t.Fatal("duplicate user accepted")
+	}
+}
+
+func TestCheckPasswordReasons(t *testing.T) {
+	h, _ := HashPassword(AlgoSCRAM, "right-password")
+	us := mustUsers(t, `
+[[user]]
+name = "ok"
+password = "`+h+`"
+[[user]]
+name = "old"
+password = "`+h+`"
+valid_until = 2020-01-01T00:00:00Z
+[[user]]
+name = "off"
+password = "`+h+`"
+disabled = true
+[[user]]
+name = "nopw"
+`)
+	a := NewAuthenticator(us, NewHashLimiter(0))
+	ctx := context.Background()
+	if u, err := a.CheckPassword(ctx, "ok", "right-password"); err != nil || u.Name != "ok" {
+		t.Fatalf("right password: %v", err)
+	}
+	for _, tc := range []struct {
+		user, pw string
+		reason   Reason
+	}{
+		{"ok", "wrong", ReasonWrongPassword},
+		{"ok", "", ReasonEmptyPassword},
+		{"ghost", "right-password", ReasonUnknownUser},
+		{"old", "right-password", ReasonExpired},
+		{"off", "right-password", ReasonDisabled},
+		{"nopw", "x", ReasonNoPassword},
+	} {
+		_, err := a.CheckPassword(ctx, tc.user, tc.pw)
+		if !errors.Is(err, ErrPasswordFailed) || ReasonOf(err) != string(tc.reason) {
+			t.Errorf("%s/%q: got %v, want %s", tc.user, tc.pw, err, tc.reason)
+		}
+	}
+}
+
+// countingHash counts verifications, to see the cache and singleflight work.
+type countingHash struct {
+	n     atomic.Int32
+	delay time.Duration
+}
+
+func (c *countingHash) Kind() string { return "counting" }
+func (c *countingHash) Verify(pw string) bool {
+	c.n.Add(1)
+	time.Sleep(c.delay)
+	return pw == "good"
+}
+
+func TestVerifiedCredentialsAreCachedAndHashedOncePerBurst(t *testing.T) {
+	ch := &countingHash{delay: 50 * time.Millisecond}
+	us, _ := NewUsers([]*User{{Name: "u", Password: "stored", hash: ch}})
+	a := NewAuthenticator(us, NewHashLimiter(1))
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := a.CheckPassword(context.Background(), "u", "good"); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := ch.n.Load(); n != 1 {
+		t.Fatalf("a burst of 20 identical logins hashed %d times, want 1", n)
+	}
+	a.CheckPassword(context.Background(), "u", "good")
+	if n := ch.n.Load(); n != 1 {
+		t.Fatalf("a cached login hashed again (%d)", n)
+	}
+	// Failures are never cached.
+	a.CheckPassword(context.Background(), "u", "bad")
+	a.CheckPassword(context.Background(), "u", "bad")
+	if n := ch.n.Load(); n != 3 {
+		t.Fatalf("wrong passwords: %d hashes, want 3", n)
+	}
+	// A new authenticator (a reload) starts with an empty cache.
+	b := NewAuthenticator(us, NewHashLimiter(1))
+	b.CheckPassword(context.Background(), "u", "good")
+	if n := ch.n.Load(); n != 4 {
+		t.Fatalf("after reload: %d hashes, want 4", n)
+	}
+}
+
+func TestHashLimiterBoundsConcurrency(t *testing.T) {
+	l := NewHashLimiter(2)
+	var cur, max atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Do(context.Background(), func() {
+				n := cur.Add(1)
+				for {
+					m := max.Load()
+					if n <= m || max.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				time.Sleep(10 * time.Millisecond)
+				cur.Add(-1)
+			})
+		}()
+	}
+	wg.Wait()
+	if max.Load() > 2 {
+		t.Fatalf("%d hashes ran at once, limit 2", max.Load())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	full := NewHashLimiter(1)
+	full.slots <- struct{}{}
+	if err := full.Do(ctx, func() {}); err == nil {
+		t.Fatal("a canceled wait still ran")
+	}
+}
+
+func TestThrottleDoublesUpToMaxAndResets(t *testing.T) {
+	th := NewThrottle(10, time.Hour)
+	var got []time.Duration
+	for i := 0; i < 6; i++ {
+		got = append(got, th.Failure("1.2.3.4", "alice", time.Second, 5*time.Second))
+	}
+	want := []time.Duration{1, 2, 4, 5, 5, 5}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("delays %v, want %v seconds", got, want)
+		}
+	}
+	if d := th.Failure("1.2.3.4", "bob", time.Second, 5*time.Second); d != time.Second {
+		t.Fatalf("another user shares alice's count: %v", d)
+	}
+	th.Success("1.2.3.4", "alice")
+	if d := th.Failure("1.2.3.4", "alice", time.Second, 5*time.Second); d != time.Second {
+		t.Fatalf("success did not reset: %v", d)
+	}
+	// Bounded: many sources never grow the table past its limit.
+	for i := 0; i < 100; i++ {
+		th.Failure("10.0.0.1", strings.Repeat("x", i), time.Second, time.Second)
+	}
+	if len(th.entries) > 10 {
+		t.Fatalf("throttle table grew to %d", len(th.entries))
+	}
+}

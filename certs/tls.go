@@ -1,0 +1,109 @@
+package certs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/xdg-go/scram"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// ALPNPostgres is the ALPN protocol name of the Postgres wire protocol
+// (PostgreSQL 17), required for direct TLS.
+const ALPNPostgres = "postgresql"
+
+// Material is the TLS state of one snapshot: the server certificate, the CA
+// client certificates must chain to, and the derived values handshakes
+// need. It is immutable; a reload loads new Material.
+type Material struct {
+	Leaf      *x509.Certificate
+	ClientCAs *x509.CertPool // nil without client_ca_file
+	// EndpointHash is the tls-server-end-point channel binding of the
+	// server certificate (RFC 5929), for SCRAM-SHA-256-PLUS.
+	EndpointHash []byte
+
+	pg *tls.Config
+}
+
+// Load reads the files named by [tls]. A certificate and key that do not
+// pair, an unreadable CA file or a CA file with no certificate fail loudly.
+func Load(c *config.TLS) (*Material, error) {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %s and %s: %v", c.CertFile, c.KeyFile, err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("tls: %s: %v", c.CertFile, err)
+		}
+	}
+	m := &Material{Leaf: leaf}
+	cb, err := scram.NewTLSServerEndpointBinding(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
+	if err == nil {
+		m.EndpointHash = cb.Data
+	}
+	if c.ClientCAFile != "" {
+		pem, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: client_ca_file: %v", err)
+		}
+		m.ClientCAs = x509.NewCertPool()
+		if !m.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: client_ca_file %s holds no PEM certificate", c.ClientCAFile)
+		}
+	}
+	min := uint16(tls.VersionTLS12)
+	if c.MinVersion == "1.3" {
+		min = tls.VersionTLS13
+	}
+	m.pg = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   min,
+		NextProtos:   []string{ALPNPostgres},
+	}
+	if m.ClientCAs != nil {
+		// Ask for a certificate but verify it ourselves (VerifyClient):
+		// a missing, expired or foreign certificate then gets
+		// PostgreSQL's error message instead of a bare TLS alert, and
+		// only rules that need one (cert, clientcert=) refuse it.
+		m.pg.ClientAuth = tls.RequestClientCert
+	}
+	return m, nil
+}
+
+// PGConfig is the server configuration for Postgres wire handshakes.
+func (m *Material) PGConfig() *tls.Config { return m.pg }
+
+// ErrNoClientCert means the client sent no certificate.
+var ErrNoClientCert = errors.New("no client certificate")
+
+// VerifyClient checks a client's certificate chain against the client CA at
+// time now and returns the verified leaf.
+func (m *Material) VerifyClient(chain []*x509.Certificate, now time.Time) (*x509.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, ErrNoClientCert
+	}
+	if m.ClientCAs == nil {
+		return nil, errors.New("no client_ca_file configured")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{
+		Roots:         m.ClientCAs,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return chain[0], nil
+}

@@ -1,0 +1,121 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDurationsTakeDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"90d": 90 * 24 * time.Hour, "1d12h": 36 * time.Hour, "10s": 10 * time.Second, "1h30m": 90 * time.Minute, "0s": 0,
+	} {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "d", "-1s", "5 days", "1.5d", "1d-1h", "99999999d"} {
+		if _, err := ParseDuration(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if s := FormatDuration(365 * 24 * time.Hour); s != "365d" {
+		t.Fatal(s)
+	}
+}
+
+func TestDefaultsAreTheSpecs(t *testing.T) {
+	c, err := Parse("/etc/pgwarden/config.toml", []byte("[[hba]]\nmethod = \"trust\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.PGListen[0] != "127.0.0.1:6432" || c.Server.MaxConnections != 1000 || c.Server.AuthTimeout.Duration != 10*time.Second ||
+		c.Backend.Port != 5432 || c.Backend.SSLMode != "prefer" || !c.Backend.Reuse || c.Backend.ResetQuery != "DISCARD ALL" ||
+		c.Throttle.FailureDelay.Duration != time.Second || c.Throttle.MaxDelay.Duration != 30*time.Second ||
+		c.HTTP.MaxRows != 10000 || c.Tokens.DefaultTTL.Duration != 90*24*time.Hour || c.Log.Format != "json" {
+		t.Fatalf("defaults differ from the SPEC: %+v", c)
+	}
+	if c.Users.File != "/etc/pgwarden/users.toml" {
+		t.Fatalf("relative paths resolve against the config's folder: %s", c.Users.File)
+	}
+	r := c.HBA[0]
+	if r.Protocol != "all" || r.SSL != "any" || r.Address[0] != "all" || r.Database[0] != "all" || r.User[0] != "all" || r.Line != 1 {
+		t.Fatalf("rule defaults: %+v", r)
+	}
+	if c.TLS != nil || c.AuthQuery != nil || c.TokensSet {
+		t.Fatal("absent sections must stay absent")
+	}
+}
+
+func TestTheExampleConfigLoads(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "config.toml.example"))
+	if err != nil {
+		t.Skip("no config.toml.example yet")
+	}
+	// The example names certificate files that exist only after
+	// `pgwarden certs init`; everything else must validate.
+	_, err = Parse("/nonexistent/config.toml", data)
+	if err != nil {
+		for _, e := range err.(Errors) {
+			if !strings.Contains(e.Msg, "cannot read") {
+				t.Errorf("config.toml.example: %v", e)
+			}
+		}
+	}
+}
+
+func TestErrorsAreGatheredWithLinesAndKeys(t *testing.T) {
+	_, err := Parse("c.toml", []byte(`
+[server]
+pg_listen = ["nohost"]
+max_connections = 0
+proxy_protocol = "maybe"
+
+[backend]
+sslmode = "sometimes"
+
+[http]
+auth_failure_status = 200
+
+[[jwt_issuers]]
+issuer = "https://idp.example.com/"
+jwks_url = "http://idp.example.com/keys"
+
+[log]
+level = "loud"
+`))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`c.toml:3: server.pg_listen: listener "nohost"`,
+		`c.toml:4: server.max_connections: must be at least 1`,
+		`c.toml:5: server.proxy_protocol: must be off, optional or required`,
+		`c.toml:8: backend.sslmode`,
+		`c.toml:11: http.auth_failure_status`,
+		`c.toml:15: jwt_issuers[1].jwks_url: "http://idp.example.com/keys": http is allowed on loopback only`,
+		`c.toml:18: log.level`,
+		`c.toml: hba: there are no HBA rules`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+}
+
+func TestStringListTakesOneOrMany(t *testing.T) {
+	c, err := Parse("c.toml", []byte("[[hba]]\nuser = \"alice\"\nmethod = \"trust\"\n[[hba]]\nuser = [\"a\", \"b\"]\nmethod = \"trust\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.HBA[0].User) != 1 || len(c.HBA[1].User) != 2 || c.HBA[1].Line != 4 {
+		t.Fatalf("%+v", c.HBA)
+	}
+	if _, err := Parse("c.toml", []byte("[[hba]]\nuser = 5\nmethod = \"trust\"\n")); err == nil {
+		t.Fatal("a number as user accepted")
+	}
+}

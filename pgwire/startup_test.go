@@ -1,0 +1,83 @@
+package pgwire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"testing"
+)
+
+func packet(code uint32, rest ...string) []byte {
+	body := binary.BigEndian.AppendUint32(nil, code)
+	for _, s := range rest {
+		body = append(append(body, s...), 0)
+	}
+	if len(rest) > 0 {
+		body = append(body, 0)
+	}
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body)+4)), body...)
+}
+
+func TestStartupPacketsDecode(t *testing.T) {
+	sp, err := readStartupPacket(bytes.NewReader(packet(protocolV3, "user", "alice", "database", "app", "_pq_.x", "1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.kind != kindStartup || sp.get("user") != "alice" || sp.get("database") != "app" || len(sp.unknownOptions) != 1 {
+		t.Fatalf("%+v", sp)
+	}
+	sp, _ = readStartupPacket(bytes.NewReader(packet(sslRequestCode)))
+	if sp.kind != kindSSLRequest {
+		t.Fatal("SSLRequest")
+	}
+	c := packet(cancelRequestCode)
+	c = append(c, 0, 0, 0, 7, 1, 2, 3, 4)
+	binary.BigEndian.PutUint32(c, 16)
+	sp, err = readStartupPacket(bytes.NewReader(c))
+	if err != nil || sp.kind != kindCancel || sp.cancelPID != 7 || !bytes.Equal(sp.cancelKey, []byte{1, 2, 3, 4}) {
+		t.Fatalf("cancel: %+v %v", sp, err)
+	}
+}
+
+func TestBadStartupPacketsAreProtocolViolations(t *testing.T) {
+	cases := map[string][]byte{
+		"short":              {0, 0, 0, 4},
+		"huge":               {0, 0, 0x27, 0x11},
+		"no terminator":      packet(protocolV3, "user", "alice")[:17],
+		"ssl with payload":   append(packet(sslRequestCode), 1),
+		"duplicate":          packet(protocolV3, "user", "a", "user", "b"),
+		"cancel short":       packet(cancelRequestCode),
+		"value without name": append(binary.BigEndian.AppendUint32([]byte{0, 0, 0, 11}, protocolV3), 'u', 0, 0),
+	}
+	for name, b := range cases {
+		if name == "ssl with payload" || name == "no terminator" {
+			binary.BigEndian.PutUint32(b, uint32(len(b)))
+		}
+		_, err := readStartupPacket(bytes.NewReader(b))
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != codeProtocolViolation {
+			t.Errorf("%s: got %v, want 08P01", name, err)
+		}
+	}
+	_, err := readStartupPacket(bytes.NewReader(packet(4 << 16)))
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Code != codeFeatureNotSupported {
+		t.Fatalf("protocol 4: %v", err)
+	}
+}
+
+// FuzzStartupPacket feeds arbitrary bytes to the first-packet decoder: it
+// must never panic, and never accept a packet over the length limit.
+func FuzzStartupPacket(f *testing.F) {
+	f.Add(packet(protocolV3, "user", "alice", "database", "app"))
+	f.Add(packet(sslRequestCode))
+	f.Add(packet(gssEncRequestCode))
+	f.Add(append(packet(cancelRequestCode), 0, 0, 0, 1, 1, 2, 3, 4))
+	f.Add([]byte{0, 0, 0, 8, 0, 3, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sp, err := readStartupPacket(bytes.NewReader(b))
+		if err == nil && len(b) > maxStartupPacketLen && sp == nil {
+			t.Fatal("nil packet without error")
+		}
+	})
+}

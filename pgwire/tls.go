@@ -1,0 +1,105 @@
+package pgwire
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pgwarden/pgwarden/certs"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// tlsRecordHandshake is the first byte of a TLS ClientHello record: a
+// client using PostgreSQL 17's sslnegotiation=direct starts with it instead
+// of an SSLRequest.
+const tlsRecordHandshake = 0x16
+
+// startTLS answers an SSLRequest: 'N' without [tls]; with it, 'S' and the
+// handshake. Bytes that arrived after the SSLRequest and before the
+// handshake are refused without being read as protocol (CVE-2021-23214).
+func (c *conn) startTLS(snap *snapshot.Snapshot) error {
+	if snap.TLS == nil || c.local {
+		// PostgreSQL never offers TLS on the unix socket either.
+		_, err := c.stream.Write([]byte{'N'})
+		return err
+	}
+	if pendingBytes(c.raw) {
+		return UnencryptedAfterSSL()
+	}
+	if _, err := c.stream.Write([]byte{'S'}); err != nil {
+		return err
+	}
+	return c.handshake(snap, c.raw, false)
+}
+
+// handshake runs TLS on conn and makes it the connection's stream.
+func (c *conn) handshake(snap *snapshot.Snapshot, conn net.Conn, direct bool) error {
+	tc := tls.Server(conn, snap.TLS.PGConfig())
+	ctx, cancel := context.WithCancel(c.ctx())
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		var rhe tls.RecordHeaderError
+		if !direct && errors.As(err, &rhe) {
+			// Plain text after our 'S': say so, in plain text.
+			return UnencryptedAfterSSL()
+		}
+		c.srv.log.Debug("TLS handshake failed: " + err.Error())
+		return errSilentClose
+	}
+	st := tc.ConnectionState()
+	if direct && st.NegotiatedProtocol != certs.ALPNPostgres {
+		// Direct TLS must say it speaks PostgreSQL, so that a TLS
+		// connection meant for another service is never taken for ours.
+		c.srv.log.Debug("direct TLS without ALPN postgresql: closed")
+		return errSilentClose
+	}
+	c.ssl = true
+	c.tls = &st
+	c.stream = tc
+	c.cc = newClientConn(tc)
+	return nil
+}
+
+// clientCert verifies the certificate the client presented, if any.
+func (c *conn) clientCert(snap *snapshot.Snapshot) (*x509.Certificate, error) {
+	if c.tls == nil {
+		return nil, certs.ErrNoClientCert
+	}
+	return snap.TLS.VerifyClient(c.tls.PeerCertificates, time.Now())
+}
+
+// pendingBytes reports whether the client has sent anything that has not
+// been read yet, without reading it.
+func pendingBytes(c net.Conn) bool {
+	tcp, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		return false
+	}
+	pending := false
+	raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		pending = err == nil && n > 0
+		return true // never wait for readiness
+	})
+	return pending
+}
+
+// prefixConn replays bytes already read from a connection before reading
+// more from it.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
