@@ -17,7 +17,7 @@ import (
 // runCLI runs the pgwarden binary and returns stdout, stderr and the exit code.
 func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(pgwardenBin, args...)
+	cmd := exec.Command(cliBin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -70,6 +70,7 @@ func usersTOML(t *testing.T, users []testUser) string {
 			if err != nil {
 				t.Fatal(err)
 			}
+			noteSecret(h) // stored hashes must not reach the logs either
 			fmt.Fprintf(&b, "password = %q\n", h)
 		}
 		b.WriteString(u.extra)
@@ -101,6 +102,9 @@ func baseConfig(port int, sockDir string, o gwOptions) string {
 	if o.backendPort == 0 {
 		o.backendPort = pg.port
 	}
+	if !strings.Contains(o.backend, "sslmode") {
+		o.backend += "\nsslmode = \"disable\""
+	}
 	if !o.noSharedPassword {
 		o.backend += fmt.Sprintf("\npassword = %q", backendPassword)
 	}
@@ -115,7 +119,6 @@ shutdown_timeout = "5s"
 [backend]
 host = "127.0.0.1"
 port = %d
-sslmode = "disable"
 %s
 
 [throttle]

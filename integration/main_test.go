@@ -13,8 +13,13 @@ import (
 )
 
 var (
-	// pgwardenBin is the pgwarden built for this test run.
+	// pgwardenBin is the pgwarden built for this test run, with -race:
+	// the gateway is concurrent code.
 	pgwardenBin string
+	// cliBin is the same without -race, for the many short CLI runs
+	// (check, explain, hash-password), where the race runtime's start-up
+	// cost would dominate and there is no concurrency to check.
+	cliBin string
 	// pg is the shared backend cluster.
 	pg *pgCluster
 
@@ -51,6 +56,11 @@ func runMain(m *testing.M) int {
 		build = exec.Command("go", "build", "-o", pgwardenBin, "../cmd/pgwarden")
 	}
 	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building pgwarden: %v\n%s", err, out)
+		return 1
+	}
+	cliBin = filepath.Join(tmp, "pgwarden-cli")
+	if out, err := exec.Command("go", "build", "-o", cliBin, "../cmd/pgwarden").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building pgwarden: %v\n%s", err, out)
 		return 1
 	}

@@ -1,0 +1,405 @@
+package integration
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/certs"
+)
+
+// pki is a test CA with certificates written to a folder.
+type pki struct {
+	dir string
+	ca  *certs.Issued
+}
+
+func newPKI(t *testing.T, dir string, clients ...string) *pki {
+	t.Helper()
+	if err := certs.Init(dir, nil, clients); err != nil {
+		t.Fatal(err)
+	}
+	return &pki{dir: dir, ca: loadCA(t, dir)}
+}
+
+func loadCA(t *testing.T, dir string) *certs.Issued {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	return &certs.Issued{Cert: leaf, Key: pair.PrivateKey.(crypto.Signer), DER: pair.Certificate[0]}
+}
+
+func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
+
+// issueClient writes NAME.crt/NAME.key with the given validity.
+func (p *pki) issueClient(t *testing.T, file, cn string, notBefore, notAfter time.Time) {
+	t.Helper()
+	c, err := p.ca.Issue(certs.Template{CommonName: cn, Client: true, NotBefore: notBefore, NotAfter: notAfter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(p.dir, file); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const tlsSection = `
+[tls]
+cert_file = "certs/server.crt"
+key_file = "certs/server.key"
+client_ca_file = "certs/ca.crt"
+`
+
+// startTLSGateway makes certificates under <dir>/certs and starts a
+// gateway with [tls] and the given rules.
+func startTLSGateway(t *testing.T, rules string, users []testUser, clients ...string) (*gateway, *pki) {
+	t.Helper()
+	dir := t.TempDir()
+	p := newPKI(t, filepath.Join(dir, "certs"), clients...)
+	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{})}
+	g.writeConfig(tlsSection + rules)
+	g.writeUsers(users)
+	g.start()
+	return g, p
+}
+
+func (g *gateway) tlsConnString(p *pki, user, extra string) string {
+	return fmt.Sprintf("host=localhost port=%d user=%s dbname=postgres sslmode=verify-full sslrootcert=%s connect_timeout=20 %s",
+		g.port, user, p.path("ca.crt"), extra)
+}
+
+func TestClientCertificatesWithPsql(t *testing.T) {
+	g, p := startTLSGateway(t, `
+[[hba]]
+method = "cert"
+`, nil, "alice", "bob")
+	// Right certificate: in, as the CN's role.
+	out, err := psql(t, g.tlsConnString(p, "alice", "sslcert="+p.path("alice.crt")+" sslkey="+p.path("alice.key")), "SELECT current_user")
+	if err != nil || out != "alice" {
+		t.Fatalf("cert login: %v %s", err, out)
+	}
+	cases := []struct {
+		name, conn, want string
+	}{
+		{"no certificate", g.tlsConnString(p, "alice", ""), "FATAL:  connection requires a valid client certificate"},
+		{"another user's certificate", g.tlsConnString(p, "alice", "sslcert="+p.path("bob.crt")+" sslkey="+p.path("bob.key")),
+			`FATAL:  certificate authentication failed for user "alice"`},
+	}
+	// A certificate from a CA pgwarden does not trust.
+	other := newPKI(t, filepath.Join(g.dir, "other"), "alice")
+	cases = append(cases, struct{ name, conn, want string }{"foreign CA", g.tlsConnString(p, "alice", "sslcert="+other.path("alice.crt")+" sslkey="+other.path("alice.key")),
+		"FATAL:  connection requires a valid client certificate"})
+	// Expired and not-yet-valid certificates from the right CA.
+	p.issueClient(t, "expired", "alice", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	p.issueClient(t, "future", "alice", time.Now().Add(24*time.Hour), time.Now().Add(48*time.Hour))
+	for _, f := range []string{"expired", "future"} {
+		cases = append(cases, struct{ name, conn, want string }{f + " certificate", g.tlsConnString(p, "alice", "sslcert="+p.path(f+".crt")+" sslkey="+p.path(f+".key")),
+			"FATAL:  connection requires a valid client certificate"})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := psql(t, tc.conn, "SELECT current_user")
+			if err == nil || !containsLine(out, tc.want) {
+				t.Fatalf("want %q, got %v: %s", tc.want, err, out)
+			}
+		})
+	}
+	// Plain TCP cannot satisfy method cert.
+	out, err = psql(t, fmt.Sprintf("host=127.0.0.1 port=%d user=alice dbname=postgres sslmode=disable", g.port), "SELECT 1")
+	if err == nil || !containsLine(out, "FATAL:  connection requires a valid client certificate") {
+		t.Fatalf("plain TCP under cert: %v %s", err, out)
+	}
+}
+
+func TestClientcertVerifyFullOnTopOfPassword(t *testing.T) {
+	g, p := startTLSGateway(t, `
+[[hba]]
+method = "scram-sha-256"
+clientcert = "verify-full"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}}, "alice")
+	certOpts := "sslcert=" + p.path("alice.crt") + " sslkey=" + p.path("alice.key")
+	out, err := psql(t, g.tlsConnString(p, "alice", certOpts+" password=alice-Pass-1"), "SELECT current_user")
+	if err != nil || out != "alice" {
+		t.Fatalf("password plus certificate: %v %s", err, out)
+	}
+	out, _ = psql(t, g.tlsConnString(p, "alice", "password=alice-Pass-1"), "SELECT 1")
+	if !containsLine(out, "FATAL:  connection requires a valid client certificate") {
+		t.Fatalf("password without certificate: %s", out)
+	}
+	out, _ = psql(t, g.tlsConnString(p, "bob", certOpts+" password=bob-Pass-2"), "SELECT 1")
+	if !containsLine(out, `FATAL:  certificate authentication failed for user "bob"`) {
+		t.Fatalf("alice's certificate for bob: %s", out)
+	}
+}
+
+func TestSCRAMOverPlainTCPAndWithChannelBinding(t *testing.T) {
+	g, p := startTLSGateway(t, `
+[[hba]]
+method = "scram-sha-256"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Bcrypt-2", algo: "bcrypt"}})
+	ctx := context.Background()
+	// pgx, channel binding required: SCRAM-SHA-256-PLUS over TLS.
+	c, err := pgx.Connect(ctx, g.tlsConnString(p, "alice", "password=alice-Pass-1 channel_binding=require"))
+	if err != nil {
+		t.Fatalf("SCRAM-PLUS: %v", err)
+	}
+	defer c.Close(ctx)
+	if got := queryOne(t, c, "SELECT current_user"); got != "alice" {
+		t.Fatal(got)
+	}
+	// pgx over plain TCP: SCRAM-SHA-256 without binding.
+	plain := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, plain, "SELECT 1")
+	// psql (libpq) with channel binding required.
+	out, err := psql(t, g.tlsConnString(p, "alice", "password=alice-Pass-1 channel_binding=require"), "SELECT 'bound'")
+	if err != nil || out != "bound" {
+		t.Fatalf("psql channel_binding=require: %v %s", err, out)
+	}
+	g.waitLog(`"method":"scram-sha-256","ssl":true,"result":"ok"`, 2)
+
+	for _, tc := range []struct{ user, password string }{
+		{"alice", "wrong-password"}, {"mallory", "alice-Pass-1"}, {"bob", "bob-Bcrypt-2"},
+	} {
+		_, err := g.connect(tc.user, tc.password, "postgres")
+		wantPgError(t, err, "28P01", fmt.Sprintf("password authentication failed for user %q", tc.user))
+	}
+	g.waitLog("stored hash is not a SCRAM verifier", 1)
+}
+
+func TestPasswordMethodStillWorksForSCRAMStoredUsers(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
+}
+
+func TestSSLRequestWithPlaintextInTheSameWriteIsRefused(t *testing.T) {
+	g, _ := startTLSGateway(t, `
+[[hba]]
+method = "trust"
+`, nil)
+	r := dialRaw(t, g.addr())
+	r.write(append(requestBytes(80877103), startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+	r.expectError("08P01", "received unencrypted data after SSL request")
+	r.expectClosed()
+
+	// Plaintext sent after the 'S' instead of a TLS handshake.
+	r2 := dialRaw(t, g.addr())
+	r2.write(requestBytes(80877103))
+	if b := r2.readByte(); b != 'S' {
+		t.Fatalf("SSLRequest answered %q", b)
+	}
+	r2.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	r2.expectError("08P01", "received unencrypted data after SSL request")
+	g.waitLog(`"result":"ok"`, 0)
+}
+
+func TestASecondSSLRequestInsideTLSIsRefused(t *testing.T) {
+	g, p := startTLSGateway(t, "[[hba]]\nmethod = \"trust\"\n", nil)
+	conn := tlsDialPG(t, g, p, nil)
+	conn.Write(requestBytes(80877103))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	n, _ := conn.Read(buf)
+	if n == 0 || buf[0] != 'E' || !containsBytes(buf[:n], "SSL negotiation was already done") {
+		t.Fatalf("second SSLRequest answered %q", buf[:n])
+	}
+}
+
+func TestDirectTLSWithALPN(t *testing.T) {
+	g, p := startTLSGateway(t, `
+[[hba]]
+method = "scram-sha-256"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, g.tlsConnString(p, "alice", "password=alice-Pass-1 sslnegotiation=direct"))
+	if err != nil {
+		t.Fatalf("sslnegotiation=direct: %v", err)
+	}
+	defer c.Close(ctx)
+	queryOne(t, c, "SELECT 1")
+	// Direct TLS without ALPN postgresql is closed after the handshake.
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(p.path("ca.crt"))
+	pool.AppendCertsFromPEM(pem)
+	tc, err := tls.Dial("tcp", g.addr(), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.Write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if n, _ := tc.Read(b[:]); n != 0 {
+		t.Fatalf("direct TLS without ALPN got an answer %q", b[:n])
+	}
+}
+
+func TestSSLOnRuleRefusesPlainTCP(t *testing.T) {
+	g, p := startTLSGateway(t, `
+[[hba]]
+ssl = "on"
+method = "scram-sha-256"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	_, err := g.connect("alice", "alice-Pass-1", "postgres")
+	wantPgError(t, err, "28000", `no HBA rule for host "127.0.0.1", user "alice", database "postgres", SSL off`)
+	out, err := psql(t, g.tlsConnString(p, "alice", "password=alice-Pass-1"), "SELECT 'tls'")
+	if err != nil || out != "tls" {
+		t.Fatalf("TLS under ssl=on: %v %s", err, out)
+	}
+}
+
+func TestRotatedServerCertificateServesNewConnectionsAfterSIGHUP(t *testing.T) {
+	g, p := startTLSGateway(t, `
+[[hba]]
+method = "scram-sha-256"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	live, err := pgx.Connect(context.Background(), g.tlsConnString(p, "alice", "password=alice-Pass-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close(context.Background())
+	before := serverCertSerial(t, g, p)
+	srv, err := p.ca.Issue(certs.Template{CommonName: "localhost", Hosts: certs.DefaultHosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Write(p.dir, "server"); err != nil {
+		t.Fatal(err)
+	}
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 1)
+	after := serverCertSerial(t, g, p)
+	if before == after || after != srv.Cert.SerialNumber.String() {
+		t.Fatalf("new connections still see the old certificate (%s -> %s)", before, after)
+	}
+	if got := queryOne(t, live, "SELECT 'still up'"); got != "still up" {
+		t.Fatal(got)
+	}
+	// A key that does not pair with the certificate fails the reload loudly.
+	other, _ := p.ca.Issue(certs.Template{CommonName: "x"})
+	other.Write(p.dir, "mismatch")
+	os.Rename(p.path("mismatch.key"), p.path("server.key"))
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload failed", 1)
+	if serverCertSerial(t, g, p) != after {
+		t.Fatal("a failed reload changed the certificate")
+	}
+}
+
+func TestBackendOverTLSWithVerifyFullAndCertificateLogin(t *testing.T) {
+	// A backend that accepts TLS connections only.
+	c, err := startClusterTLS(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destroy()
+	caPath := filepath.Join(c.dir, "pki", "ca.crt")
+	g := startGatewayWith(t, gwOptions{backendPort: c.port,
+		backend: fmt.Sprintf("sslmode = \"verify-full\"\nsslrootcert = %q", caPath)}, passwordRules,
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	conn := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if got := queryOne(t, conn, "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"); got != "true" {
+		t.Fatalf("backend session is not TLS: %s", got)
+	}
+	// The gateway's own client certificate logs in to the backend
+	// (backend rule: hostssl ... cert for svc_etl).
+	g2 := startGatewayWith(t, gwOptions{backendPort: c.port, noSharedPassword: true,
+		backend: fmt.Sprintf("sslmode = \"verify-full\"\nsslrootcert = %q\nsslcert = %q\nsslkey = %q", caPath,
+			filepath.Join(c.dir, "pki", "svc_etl.crt"), filepath.Join(c.dir, "pki", "svc_etl.key"))},
+		passwordRules, []testUser{{name: "svc_etl", password: "svc-Pass-5"}})
+	conn2 := g2.mustConnect("svc_etl", "svc-Pass-5", "postgres")
+	if got := queryOne(t, conn2, "SELECT current_user"); got != "svc_etl" {
+		t.Fatal(got)
+	}
+	// The backend refuses plain connections: sslmode=disable fails there.
+	g3 := startGatewayWith(t, gwOptions{backendPort: c.port}, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	_, err = g3.connect("alice", "alice-Pass-1", "postgres")
+	if pe := pgError(t, err); pe.Code != "28000" {
+		t.Fatalf("plain connection to a TLS-only backend: %v", err)
+	}
+}
+
+// startClusterTLS starts a cluster with ssl = on whose pg_hba.conf takes
+// TLS connections only, with certificates under <dir>/pki.
+func startClusterTLS(t *testing.T) (*pgCluster, error) {
+	c, err := startCluster("")
+	if err != nil {
+		return nil, err
+	}
+	pkiDir := filepath.Join(c.dir, "pki")
+	if err := certs.Init(pkiDir, []string{"127.0.0.1", "localhost"}, []string{"svc_etl"}); err != nil {
+		return nil, err
+	}
+	if err := createRoles(c); err != nil {
+		return nil, err
+	}
+	if c.asUser != "" {
+		u, _ := user.Lookup(c.asUser)
+		uid, _ := strconv.Atoi(u.Uid)
+		filepath.Walk(pkiDir, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, -1) })
+	}
+	conf := fmt.Sprintf("\nssl = on\nssl_cert_file = '%s/server.crt'\nssl_key_file = '%s/server.key'\nssl_ca_file = '%s/ca.crt'\n", pkiDir, pkiDir, pkiDir)
+	f, _ := os.OpenFile(filepath.Join(c.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(conf)
+	f.Close()
+	hba := "local all all trust\nhostssl all svc_etl 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+	if err := os.WriteFile(filepath.Join(c.data, "pg_hba.conf"), []byte(hba), 0o644); err != nil {
+		return nil, err
+	}
+	if err := c.Stop(); err != nil {
+		return nil, err
+	}
+	return c, c.Start()
+}
+
+func containsLine(out, want string) bool { return strings.Contains(out, want) }
+
+func containsBytes(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+// tlsDialPG opens a TLS session the Postgres way: SSLRequest, 'S', handshake.
+func tlsDialPG(t *testing.T, g *gateway, p *pki, cert *tls.Certificate) *tls.Conn {
+	t.Helper()
+	r := dialRaw(t, g.addr())
+	r.write(requestBytes(80877103))
+	if b := r.readByte(); b != 'S' {
+		t.Fatalf("SSLRequest answered %q", b)
+	}
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(p.path("ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	tc := tls.Client(r.conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return tc
+}
+
+// serverCertSerial is the serial number of the certificate a new
+// connection is served.
+func serverCertSerial(t *testing.T, g *gateway, p *pki) string {
+	t.Helper()
+	tc := tlsDialPG(t, g, p, nil)
+	defer tc.Close()
+	return tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
