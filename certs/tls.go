@@ -27,7 +27,8 @@ type Material struct {
 	// server certificate (RFC 5929), for SCRAM-SHA-256-PLUS.
 	EndpointHash []byte
 
-	pg *tls.Config
+	pg   *tls.Config
+	http *tls.Config
 }
 
 // Load reads the files named by [tls]. A certificate and key that do not
@@ -67,7 +68,10 @@ func Load(c *config.TLS) (*Material, error) {
 		MinVersion:   min,
 		NextProtos:   []string{ALPNPostgres},
 	}
+	m.http = m.pg.Clone()
+	m.http.NextProtos = []string{"h2", "http/1.1"}
 	if m.ClientCAs != nil {
+		m.http.ClientAuth = tls.RequestClientCert
 		// Ask for a certificate but verify it ourselves (VerifyClient):
 		// a missing, expired or foreign certificate then gets
 		// PostgreSQL's error message instead of a bare TLS alert, and
@@ -76,6 +80,10 @@ func Load(c *config.TLS) (*Material, error) {
 	}
 	return m, nil
 }
+
+// HTTPConfig is the server configuration for HTTPS: the same certificate
+// and client CA, with HTTP's ALPN names.
+func (m *Material) HTTPConfig() *tls.Config { return m.http }
 
 // PGConfig is the server configuration for Postgres wire handshakes.
 func (m *Material) PGConfig() *tls.Config { return m.pg }

@@ -28,7 +28,7 @@ func (c *conn) authenticate(snap *snapshot.Snapshot, rule *hba.Rule, req *hba.Re
 	// clientcert= asks for a valid certificate before the method runs,
 	// as PostgreSQL does; verify-full's name check comes after it.
 	if rule.ClientCert != "" && rule.Method != hba.Reject {
-		leaf, err := c.clientCert(snap)
+		leaf, err := c.clientCert()
 		if err != nil {
 			return nil, &certRefusal{reason: err.Error(), required: true}
 		}
@@ -85,7 +85,7 @@ func (c *conn) runMethod(snap *snapshot.Snapshot, rule *hba.Rule, req *hba.Reque
 		res.user = u
 		return res, nil
 	case hba.Cert:
-		leaf, err := c.clientCert(snap)
+		leaf, err := c.clientCert()
 		if err != nil {
 			return nil, &certRefusal{reason: err.Error(), required: true}
 		}
@@ -136,8 +136,8 @@ func (e *certRefusal) Error() string { return e.reason }
 func (c *conn) scram(snap *snapshot.Snapshot, user string) (*authcore.User, error) {
 	var cb []byte
 	mechs := []string{authcore.MechSCRAM}
-	if c.tls != nil && len(snap.TLS.EndpointHash) > 0 {
-		cb = snap.TLS.EndpointHash
+	if c.tls != nil && len(c.tlsMat.EndpointHash) > 0 {
+		cb = c.tlsMat.EndpointHash
 		mechs = []string{authcore.MechSCRAMPlus, authcore.MechSCRAM}
 	}
 	c.cc.send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechs})

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -36,6 +37,7 @@ type conn struct {
 	cc     *clientConn
 	ssl    bool
 	tls    *tls.ConnectionState
+	tlsMat *certs.Material // the TLS material this connection's handshake used
 
 	// refusing is set once the connection is only being told why it is
 	// refused; a draining server does not wait for those.

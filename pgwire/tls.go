@@ -38,9 +38,21 @@ func (c *conn) startTLS(snap *snapshot.Snapshot) error {
 	return c.handshake(snap, c.raw, false)
 }
 
-// handshake runs TLS on conn and makes it the connection's stream.
+// handshake runs TLS on conn and makes it the connection's stream. The
+// certificate comes from the snapshot current at the ClientHello, so a reload
+// with rotated files serves new handshakes at once; the material actually
+// used is kept for this connection's channel binding and client-certificate
+// checks.
 func (c *conn) handshake(snap *snapshot.Snapshot, conn net.Conn, direct bool) error {
-	tc := tls.Server(conn, snap.TLS.PGConfig())
+	c.tlsMat = snap.TLS
+	tc := tls.Server(conn, &tls.Config{
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			if cur := c.srv.state.Current().TLS; cur != nil {
+				c.tlsMat = cur
+			}
+			return c.tlsMat.PGConfig(), nil
+		},
+	})
 	ctx, cancel := context.WithCancel(c.ctx())
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -67,11 +79,11 @@ func (c *conn) handshake(snap *snapshot.Snapshot, conn net.Conn, direct bool) er
 }
 
 // clientCert verifies the certificate the client presented, if any.
-func (c *conn) clientCert(snap *snapshot.Snapshot) (*x509.Certificate, error) {
+func (c *conn) clientCert() (*x509.Certificate, error) {
 	if c.tls == nil {
 		return nil, certs.ErrNoClientCert
 	}
-	return snap.TLS.VerifyClient(c.tls.PeerCertificates, time.Now())
+	return c.tlsMat.VerifyClient(c.tls.PeerCertificates, time.Now())
 }
 
 // pendingBytes reports whether the client has sent anything that has not

@@ -6,8 +6,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=$ROOT/demo/run
 PGWARDEN=$ROOT/bin/pgwarden
-PG_PORT=${PG_PORT:-55432}
-PGW_PORT=${PGW_PORT:-6432}
+# The first free port from the given one up.
+free_port() {
+	local p=$1
+	while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+	echo "$p"
+}
+PG_PORT=${PG_PORT:-$(free_port 55432)}
+PGW_PORT=${PGW_PORT:-$(free_port 6432)}
 DEMO_PASSWORD=${DEMO_PASSWORD:-demo-password}
 
 find_bindir() {
@@ -42,7 +48,7 @@ echo "$DEMO_PASSWORD" > "$RUN/pwfile"
 chmod 644 "$RUN/pwfile"
 as_pg "$BINDIR/initdb" -D "$RUN/pgdata" -U postgres --pwfile "$RUN/pwfile" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
 rm -f "$RUN/pwfile"
-as_pg "$BINDIR/pg_ctl" -D "$RUN/pgdata" -l "$RUN/postgres.log" -w \
+as_pg "$BINDIR/pg_ctl" -D "$RUN/pgdata" -l "$RUN/pgdata/postgres.log" -w \
 	-o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RUN/pgsock" start >/dev/null
 stop_pg() { as_pg "$BINDIR/pg_ctl" -D "$RUN/pgdata" -m fast -w stop >/dev/null 2>&1 || true; }
 trap stop_pg EXIT

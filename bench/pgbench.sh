@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# make bench: pgbench against PostgreSQL directly and through pgwarden, A/B
+# interleaved over several rounds; prints medians and ratios and writes them
+# to bench/results/. Everything runs on loopback and stops by itself.
+#
+#   BENCH_ROUNDS=3 BENCH_TIME=20 BENCH_CLIENTS=8 make bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${BENCH_ROUNDS:-3}
+TIME=${BENCH_TIME:-20}
+CTIME=${BENCH_CONNECT_TIME:-10}
+CLIENTS=${BENCH_CLIENTS:-8}
+PGWARDEN=$ROOT/bin/pgwarden
+WORK=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
+chmod 755 "$WORK"
+PASSWORD=bench-password
+
+BINDIR=$(pg_config --bindir 2>/dev/null || true)
+[ -x "$BINDIR/initdb" ] || BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$BINDIR/initdb" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
+PG_PORT=$(free_port 57432)
+PGW_PORT=$(free_port 57532)
+
+mkdir -p "$WORK/pgdata" "$WORK/sock"
+# One certificate serves PostgreSQL and pgwarden, so TLS costs the same on both.
+"$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
+[ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pgdata" "$WORK/sock" "$WORK/pki"
+echo "$PASSWORD" > "$WORK/pw"; chmod 644 "$WORK/pw"
+as_pg "$BINDIR/initdb" -D "$WORK/pgdata" -U postgres --pwfile "$WORK/pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+as_pg "$BINDIR/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pgdata/log" -w -o "-p $PG_PORT -c listen_addresses=127.0.0.1 \
+  -c unix_socket_directories=$WORK/sock -c max_connections=200 -c fsync=off -c synchronous_commit=off \
+  -c ssl=on -c ssl_cert_file=$WORK/pki/server.crt -c ssl_key_file=$WORK/pki/server.key" start >/dev/null
+PGW_PID=""
+cleanup() {
+	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
+	as_pg "$BINDIR/pg_ctl" -D "$WORK/pgdata" -m fast -w stop >/dev/null 2>&1 || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+"$BINDIR/pgbench" -i -q -s 1 -h "$WORK/sock" -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
+
+HASH=$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)
+printf '[[user]]\nname = "postgres"\npassword = "%s"\n' "$HASH" > "$WORK/users.toml"
+cat > "$WORK/config.toml" <<CONFIG
+[server]
+pg_listen = ["127.0.0.1:$PGW_PORT"]
+http_listen = []
+unix_socket_dir = ""
+[tls]
+cert_file = "pki/server.crt"
+key_file = "pki/server.key"
+[backend]
+port = $PG_PORT
+sslmode = "disable"
+password = "$PASSWORD"
+[log]
+level = "warn"
+[[hba]]
+method = "scram-sha-256"
+CONFIG
+"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
+PGW_PID=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PGW_PORT") 2>/dev/null && break; sleep 0.1; done
+
+# run PORT ARGS...: one pgbench run, prints its TPS. SSLMODE picks TLS.
+run() {
+	local port=$1; shift
+	PGSSLMODE=${SSLMODE:-disable} PGPASSWORD=$PASSWORD "$BINDIR/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n "$@" postgres 2>&1 |
+		awk '/^tps = / { print $3; exit }'
+}
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+declare -A R
+for round in $(seq "$ROUNDS"); do
+	echo "round $round/$ROUNDS" >&2
+	R[direct_S]+="$(run "$PG_PORT" -S -c "$CLIENTS" -j 2 -T "$TIME") "
+	R[pgwarden_S]+="$(run "$PGW_PORT" -S -c "$CLIENTS" -j 2 -T "$TIME") "
+	R[direct_C]+="$(run "$PG_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
+	R[pgwarden_C]+="$(run "$PGW_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
+	R[direct_T]+="$(SSLMODE=require run "$PG_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
+	R[pgwarden_T]+="$(SSLMODE=require run "$PGW_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
+done
+
+mkdir -p bench/results
+OUT=bench/results/pgbench-$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+	echo "pgbench, $CLIENTS clients, medians of $ROUNDS interleaved rounds ($(nproc) cores, PostgreSQL $("$BINDIR/postgres" --version | awk '{print $3}'))"
+	printf '%-40s %12s %12s %8s\n' "workload" "direct TPS" "pgwarden" "ratio"
+	for w in S C T; do
+		d=$(echo ${R[direct_$w]} | tr ' ' '\n' | median)
+		p=$(echo ${R[pgwarden_$w]} | tr ' ' '\n' | median)
+		name="select-only (-S), ${TIME}s"
+		[ "$w" = C ] && name="-S -C (new connection each), SCRAM"
+		[ "$w" = T ] && name="-S -C, SCRAM over TLS (require)"
+		printf '%-40s %12.0f %12.0f %8.2f\n' "$name" "$d" "$p" "$(echo "$p $d" | awk '{ printf "%.2f", $1 / $2 }')"
+	done
+} | tee "$OUT"
+echo "written to $OUT"
