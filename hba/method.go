@@ -34,7 +34,7 @@ var methods = map[Method]methodInfo{
 	SCRAM:    {pg: true, http: true},
 	MD5:      {pg: true, http: true},
 	Cert:     {pg: true, http: true, needsTLS: true},
-	JWT:      {pg: true, http: true, missing: "token verification is not built yet"},
+	JWT:      {pg: true, http: true},
 	Peer:     {pg: true, localOnly: true},
 }
 

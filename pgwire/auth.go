@@ -75,6 +75,26 @@ func (c *conn) runMethod(snap *snapshot.Snapshot, rule *hba.Rule, req *hba.Reque
 		}
 		res.user, res.password = u, pw
 		return res, nil
+	case hba.JWT:
+		// For drivers that can send nothing else, the token travels as
+		// the cleartext password.
+		c.cc.send(&pgproto3.AuthenticationCleartextPassword{})
+		if err := c.cc.flush(); err != nil {
+			return nil, err
+		}
+		tok, err := c.cc.readPassword()
+		if err != nil {
+			return nil, err
+		}
+		u, err := snap.Tokens.Verify(c.ctx(), tok)
+		if err != nil {
+			return nil, err
+		}
+		if u.Name != req.User {
+			return nil, authcore.Fail(authcore.ReasonBadToken + ": token is for another user")
+		}
+		res.user = u
+		return res, nil
 	case hba.SCRAM, hba.MD5:
 		// md5 performs SCRAM, as PostgreSQL does for a user whose stored
 		// password is a SCRAM verifier; pgwarden stores no MD5 hashes.

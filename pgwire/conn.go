@@ -93,6 +93,8 @@ func (s *Server) handle(raw net.Conn, local bool) {
 	max := int64(snap.Config.Server.MaxConnections)
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
+	s.metrics.ConnectionOpened("pg")
+	defer s.metrics.ConnectionClosed("pg")
 	if n > 2*max {
 		// Far over the limit: not even the refusal is worth a goroutine's
 		// time. (Up to 2x, clients still get a proper 53300, and cancel
@@ -169,10 +171,11 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		req.Roles = u.Roles
 	}
 	ev := &authcore.AuditEvent{Protocol: "pg", ClientID: c.id, Address: c.addrString(), User: user, Database: db, SSL: c.ssl}
+
 	rule := snap.Rules.Match(req)
 	if rule == nil {
 		ev.Result, ev.Reason = authcore.ResultNoRule, "no HBA rule matched"
-		ev.Log(c.srv.audit)
+		c.audit(ev)
 		return NoHBARule(c.addrString(), user, db, c.ssl)
 	}
 	ev.Rule, ev.Method = rule.Number, string(rule.Method)
@@ -182,7 +185,7 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 	}
 	c.srv.throttle.Success(c.addrString(), user)
 	ev.Result = authcore.ResultOK
-	ev.Log(c.srv.audit)
+	c.audit(ev)
 
 	c.cc.send(&pgproto3.AuthenticationOk{})
 	if err := c.cc.flush(); err != nil {
@@ -201,11 +204,11 @@ func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err 
 	switch {
 	case errors.As(err, &pe) && pe.Code == codeInvalidAuthorization && pe.Message[:3] == "HBA":
 		ev.Result, ev.Reason = authcore.ResultRejected, "rule method is reject"
-		ev.Log(c.srv.audit)
+		c.audit(ev)
 		return err
 	case errors.Is(err, authcore.ErrPasswordFailed):
 		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
-		ev.Log(c.srv.audit)
+		c.audit(ev)
 		t := snap.Config.Throttle
 		d := c.srv.throttle.Failure(c.addrString(), ev.User, t.FailureDelay.Duration, t.MaxDelay.Duration)
 		// The delay runs in this connection's goroutine and holds no lock:
@@ -216,26 +219,26 @@ func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err 
 		return PasswordFailed(ev.User)
 	case errors.Is(err, authcore.ErrSASLProtocol):
 		ev.Result, ev.Reason = authcore.ResultFailed, err.Error()
-		ev.Log(c.srv.audit)
+		c.audit(ev)
 		return ProtocolViolation("%s", err.Error())
 	case errors.As(err, new(*certRefusal)):
 		cr := err.(*certRefusal)
 		ev.Result, ev.Reason = authcore.ResultFailed, "client certificate: "+cr.reason
-		ev.Log(c.srv.audit)
+		c.audit(ev)
 		if cr.required {
 			return CertRequired()
 		}
 		return CertFailed(ev.User)
 	case errors.As(err, new(*peerMismatch)):
 		ev.Result, ev.Reason = authcore.ResultFailed, err.Error()
-		ev.Log(c.srv.audit)
+		c.audit(ev)
 		return PeerFailed(ev.User)
 	default:
 		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			ev.Reason = "authentication timeout"
 		}
-		ev.Log(c.srv.audit)
+		c.audit(ev)
 		return err
 	}
 }
@@ -296,3 +299,9 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 
 // ctx is the context of work done for this connection.
 func (c *conn) ctx() context.Context { return c.srv.ctx }
+
+// audit records an authentication attempt in the audit log and metrics.
+func (c *conn) audit(ev *authcore.AuditEvent) {
+	ev.Log(c.srv.audit)
+	c.srv.metrics.AuthAttempt("pg", ev.Method, ev.Result, time.Since(c.since))
+}

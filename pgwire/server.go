@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -34,7 +35,8 @@ type Server struct {
 	ctx    context.Context // canceled on a hard close: ends throttle waits
 	cancel context.CancelFunc
 
-	active   atomic.Int64 // client connections, authenticating or relaying
+	active   *atomic.Int64 // client connections of both protocols
+	metrics  *metrics.Metrics
 	nextID   atomic.Uint64
 	draining atomic.Bool
 
@@ -51,13 +53,17 @@ type Options struct {
 	Log      *zap.Logger
 	Audit    *zap.Logger
 	Throttle *authcore.Throttle
+	Metrics  *metrics.Metrics
+	// Active counts client connections of both protocols against
+	// server.max_connections.
+	Active *atomic.Int64
 }
 
 // NewServer makes a server; call Listen, then Serve.
 func NewServer(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle,
+		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle, metrics: o.Metrics, active: o.Active,
 		cancels: newCancelRegistry(),
 		ctx:     ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),

@@ -5,7 +5,9 @@
 package snapshot
 
 import (
+	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +27,20 @@ type Snapshot struct {
 	Rules  hba.Rules
 	// TLS is nil when [tls] is absent.
 	TLS    *certs.Material
+	Tokens *authcore.Tokens
 	Loaded time.Time
+
+	// stop ends the snapshot's background work (JWKS refreshes) once a
+	// newer snapshot replaces it.
+	stop context.CancelFunc
+}
+
+// Retire stops the snapshot's background work. Connections that still hold
+// it keep working with what it already has.
+func (s *Snapshot) Retire() {
+	if s.stop != nil {
+		s.stop()
+	}
 }
 
 // Load reads the configuration at path and everything it names. Problems
@@ -55,10 +70,20 @@ func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error)
 			errs = append(errs, err)
 		}
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	var tokens *authcore.Tokens
+	if users != nil {
+		if tokens, err = authcore.NewTokens(ctx, cfg, users, jwksClient); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) > 0 {
+		stop()
 		return nil, errors.Join(errs...)
 	}
 	return &Snapshot{
+		stop:   stop,
+		Tokens: tokens,
 		TLS:    tlsm,
 		Config: cfg,
 		Users:  users,
@@ -119,6 +144,16 @@ func (h *Holder) Reload() (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.cur.Store(s)
+	old := h.cur.Swap(s)
+	old.Retire()
 	return s, nil
+}
+
+// jwksClient fetches JWKS documents: bounded in time, and never following a
+// redirect to somewhere the configuration did not name.
+var jwksClient = &http.Client{
+	Timeout: 10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
 }

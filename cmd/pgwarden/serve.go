@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/httpfront"
+	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/pgwire"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -38,13 +41,24 @@ func cmdServe(args []string, stderr io.Writer) error {
 	// A failure is remembered for 15 minutes after the last one; 100k
 	// sources bound the memory an address-spraying attacker can take.
 	throttle := authcore.NewThrottle(100_000, 15*time.Minute)
-	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle})
+	m := metrics.New()
+	active := new(atomic.Int64)
+	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active})
 	if err := pg.Listen(); err != nil {
 		return err
 	}
+	web := httpfront.New(httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active})
+	if err := web.Listen(); err != nil {
+		pg.Close()
+		return err
+	}
 	pg.Serve()
+	web.Serve()
 	for _, a := range pg.Addrs() {
 		log.Info("listening", zap.String("protocol", "pg"), zap.Stringer("address", a))
+	}
+	for _, a := range web.Addrs() {
+		log.Info("listening", zap.String("protocol", "http"), zap.Stringer("address", a))
 	}
 	log.Info("pgwarden started", zap.String("version", versionString()), zap.String("config", snap.Config.Path),
 		zap.Int("rules", len(snap.Rules)), zap.Int("users", snap.Users.Len()))
@@ -55,17 +69,24 @@ func cmdServe(args []string, stderr io.Writer) error {
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGHUP:
-			reload(state, level, log)
+			reload(state, level, log, m)
 		case syscall.SIGTERM:
 			timeout := state.Current().Config.Server.ShutdownTimeout.Duration
 			log.Info("SIGTERM: draining sessions", zap.Duration("timeout", timeout), zap.Int64("connections", pg.ActiveConnections()))
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			done := make(chan struct{})
+			go func() {
+				web.Shutdown(ctx)
+				close(done)
+			}()
 			pg.Shutdown(ctx)
+			<-done
 			cancel()
 			log.Info("stopped")
 			return nil
 		case syscall.SIGINT:
 			log.Info("SIGINT: closing all sessions now")
+			web.Close()
 			pg.Close()
 			log.Info("stopped")
 			return nil
@@ -75,12 +96,14 @@ func cmdServe(args []string, stderr io.Writer) error {
 }
 
 // reload swaps in a new snapshot; on failure the old one stays in force.
-func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger) {
+func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger, m *metrics.Metrics) {
 	s, err := state.Reload()
 	if err != nil {
+		m.Reload("failed")
 		log.Error("reload failed; the previous configuration stays in force", zap.Error(err))
 		return
 	}
+	m.Reload("ok")
 	level.SetLevel(parseLevel(s.Config.Log.Level))
 	log.Info("reloaded", zap.Int("rules", len(s.Rules)), zap.Int("users", s.Users.Len()))
 }

@@ -1,0 +1,223 @@
+package authcore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// MaxTokenBytes bounds a token before any parsing: a megabyte of dots is
+// refused in constant time and memory.
+const MaxTokenBytes = 8 * 1024
+
+// leeway is the clock skew tolerated on exp, nbf and iat.
+const leeway = 60 * time.Second
+
+// Tokens verifies bearer tokens: HS256 tokens pgwarden issued itself
+// (iss = tokens.issuer, sub = user, signed with the user's secret) and
+// tokens of external identity providers, whose keys come from their JWKS.
+type Tokens struct {
+	cfg       config.Tokens
+	ownSet    bool
+	users     *Users
+	external  map[string]*externalIssuer
+	allowAlgs []string
+	now       func() time.Time
+}
+
+type externalIssuer struct {
+	cfg config.JWTIssuer
+	kf  keyfunc.Keyfunc
+}
+
+// NewTokens prepares verification for cfg. JWKS refresh goroutines run
+// until ctx ends (the snapshot is retired). A JWKS endpoint that is down at
+// start does not fail the load: keys arrive on a later refresh.
+func NewTokens(ctx context.Context, cfg *config.Config, users *Users, client *http.Client) (*Tokens, error) {
+	t := &Tokens{cfg: cfg.Tokens, ownSet: cfg.TokensSet, users: users, external: map[string]*externalIssuer{}, now: time.Now}
+	if t.ownSet {
+		t.allowAlgs = append(t.allowAlgs, "HS256")
+	}
+	noErr := true
+	for _, j := range cfg.JWTIssuers {
+		kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{j.JWKSURL}, keyfunc.Override{
+			Client:                    client,
+			HTTPTimeout:               10 * time.Second,
+			RefreshInterval:           j.Refresh.Duration,
+			RefreshUnknownKID:         rate.NewLimiter(rate.Every(time.Minute), 1),
+			NoErrorReturnFirstHTTPReq: &noErr,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("jwt_issuers %s: %v", j.Issuer, err)
+		}
+		t.external[j.Issuer] = &externalIssuer{cfg: j, kf: kf}
+		for _, a := range j.Algorithms {
+			if !slices.Contains(t.allowAlgs, a) {
+				t.allowAlgs = append(t.allowAlgs, a)
+			}
+		}
+	}
+	return t, nil
+}
+
+// Enabled reports whether any token can be verified.
+func (t *Tokens) Enabled() bool { return t != nil && (t.ownSet || len(t.external) > 0) }
+
+// ClaimedUser reads the user a token names without verifying it, so that
+// HBA can match before the token is proven. "" if it names none.
+func (t *Tokens) ClaimedUser(raw string) string {
+	if len(raw) > MaxTokenBytes {
+		return ""
+	}
+	c := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, c); err != nil {
+		return ""
+	}
+	iss, _ := c["iss"].(string)
+	if iss == t.cfg.Issuer {
+		sub, _ := c["sub"].(string)
+		return sub
+	}
+	if ex := t.external[iss]; ex != nil {
+		if u := t.externalUser(ex, c); u != nil {
+			return u.Name
+		}
+	}
+	return ""
+}
+
+// Verify proves a token and returns its user. Any failure is a *Failure
+// with reason "bad token: ..." for the log.
+func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
+	if !t.Enabled() {
+		return nil, badToken("no token issuer is configured")
+	}
+	if len(raw) > MaxTokenBytes {
+		return nil, badToken("token too large")
+	}
+	var user *User
+	var ext *externalIssuer
+	parser := jwt.NewParser(jwt.WithValidMethods(t.allowAlgs), jwt.WithExpirationRequired(),
+		jwt.WithLeeway(leeway), jwt.WithIssuedAt(), jwt.WithTimeFunc(t.now))
+	c := jwt.MapClaims{}
+	_, err := parser.ParseWithClaims(raw, c, func(tok *jwt.Token) (any, error) {
+		for _, h := range []string{"jku", "x5u", "jwk", "x5c"} {
+			if _, ok := tok.Header[h]; ok {
+				return nil, fmt.Errorf("header %q is refused", h)
+			}
+		}
+		iss, _ := c["iss"].(string)
+		alg := tok.Method.Alg()
+		if iss == t.cfg.Issuer && t.ownSet {
+			if alg != "HS256" {
+				return nil, fmt.Errorf("pgwarden's own tokens are HS256, not %s", alg)
+			}
+			sub, _ := c["sub"].(string)
+			user = t.users.Lookup(sub)
+			if user == nil || user.Secret == "" {
+				return nil, errors.New("no such user or the user has no secret")
+			}
+			return secretKey(user.Secret)
+		}
+		ex := t.external[iss]
+		if ex == nil {
+			return nil, fmt.Errorf("unknown issuer %q", iss)
+		}
+		if !slices.Contains(ex.cfg.Algorithms, alg) {
+			return nil, fmt.Errorf("algorithm %s is not allowed for issuer %s", alg, iss)
+		}
+		ext = ex
+		// keyfunc picks the key by kid and refuses a JWK whose alg differs.
+		return ex.kf.KeyfuncCtx(ctx)(tok)
+	})
+	if err != nil {
+		return nil, badToken(err.Error())
+	}
+	if ext != nil {
+		aud, _ := c.GetAudience()
+		if !slices.Contains(aud, ext.cfg.Audience) {
+			return nil, badToken("audience does not include " + ext.cfg.Audience)
+		}
+		if user = t.externalUser(ext, c); user == nil {
+			return nil, badToken("no single user is bound to this identity")
+		}
+	}
+	if r := user.unusable(t.now()); r != "" {
+		return nil, Fail(r)
+	}
+	return user, nil
+}
+
+
+// externalUser finds the one user whose [user.jwt] matches the token's
+// issuer, username claim and audience; none or several is no user.
+func (t *Tokens) externalUser(ex *externalIssuer, c jwt.MapClaims) *User {
+	name, _ := c[ex.cfg.UsernameClaim].(string)
+	if name == "" {
+		return nil
+	}
+	aud, _ := c.GetAudience()
+	var found *User
+	for _, u := range t.users.list {
+		j := u.JWT
+		if j == nil || j.Iss != ex.cfg.Issuer || j.Username != name {
+			continue
+		}
+		if j.Aud != "" && !slices.Contains(aud, j.Aud) {
+			continue
+		}
+		if found != nil {
+			return nil
+		}
+		found = u
+	}
+	return found
+}
+
+func badToken(why string) error { return &Failure{Reason: ReasonBadToken + Reason(": "+why)} }
+
+func secretKey(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) < 32 {
+		return nil, errors.New("user secret is not base64 of at least 32 bytes")
+	}
+	return b, nil
+}
+
+// NewSecret makes a user secret: 32 random bytes, base64.
+func NewSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// IssueToken signs an HS256 token for u valid for ttl.
+func IssueToken(cfg config.Tokens, u *User, ttl time.Duration, now time.Time) (string, time.Time, error) {
+	if ttl <= 0 {
+		ttl = cfg.DefaultTTL.Duration
+	}
+	if ttl > cfg.MaxTTL.Duration {
+		return "", time.Time{}, fmt.Errorf("token lifetime %s is over tokens.max_ttl %s", config.FormatDuration(ttl), config.FormatDuration(cfg.MaxTTL.Duration))
+	}
+	key, err := secretKey(u.Secret)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	exp := now.Add(ttl).Truncate(time.Second)
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": cfg.Issuer, "sub": u.Name, "iat": now.Unix(), "exp": exp.Unix(),
+	})
+	s, err := tok.SignedString(key)
+	return s, exp, err
+}

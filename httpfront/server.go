@@ -1,0 +1,215 @@
+// Package httpfront is pgwarden's HTTP frontend: SQL as JSON at /_sql,
+// tokens at /_token, health and metrics. It takes credentials from a request,
+// asks package hba which method applies, proves them through authcore and runs
+// the SQL on a backend pool as the mapped role.
+package httpfront
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/metrics"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// Options are what the server is built from.
+type Options struct {
+	State    *snapshot.Holder
+	Log      *zap.Logger
+	Audit    *zap.Logger
+	Throttle *authcore.Throttle
+	Metrics  *metrics.Metrics
+	// Active counts client connections of both protocols against
+	// server.max_connections; HTTP counts requests in flight.
+	Active *atomic.Int64
+}
+
+// Server serves the HTTP listeners of server.http_listen.
+type Server struct {
+	o         Options
+	pools     *pools
+	servers   []*http.Server
+	listeners []net.Listener
+	wg        sync.WaitGroup
+	nextID    atomic.Uint64
+	ctx       context.Context
+	cancel    context.CancelFunc
+}
+
+// New makes the server; call Listen, then Serve.
+func New(o Options) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{o: o, ctx: ctx, cancel: cancel}
+	s.pools = newPools(o.Log)
+	return s
+}
+
+// Handler is the request router.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /_sql", s.limit(s.handleSQL))
+	mux.HandleFunc("POST /_token", s.limit(s.handleToken))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", s.o.Metrics.Handler())
+	return mux
+}
+
+// Listen opens the listeners of server.http_listen.
+func (s *Server) Listen() error {
+	snap := s.o.State.Current()
+	for _, addr := range snap.Config.Server.HTTPListen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range s.listeners {
+				l.Close()
+			}
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		if snap.Config.Server.HTTPTLS {
+			// The certificate comes from the snapshot current at each
+			// ClientHello: a reload with rotated files takes effect for
+			// new connections at once.
+			ln = tls.NewListener(ln, &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				m := s.o.State.Current().TLS
+				if m == nil {
+					return nil, errors.New("no [tls] in the configuration")
+				}
+				return m.HTTPConfig(), nil
+			}})
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	return nil
+}
+
+// Addrs returns the listening addresses.
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// Serve starts serving every listener and returns at once.
+func (s *Server) Serve() {
+	h := s.Handler()
+	for _, ln := range s.listeners {
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          zap.NewStdLog(s.o.Log.Named("http")),
+			BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		}
+		s.servers = append(s.servers, srv)
+		s.wg.Add(1)
+		go func(ln net.Listener) {
+			defer s.wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.o.Log.Error("http server stopped", zap.Error(err))
+			}
+		}(ln)
+	}
+	s.pools.start(s.o.State)
+}
+
+// Shutdown stops accepting and waits for requests in flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) {
+	for _, srv := range s.servers {
+		srv.Shutdown(ctx)
+	}
+	s.Close()
+}
+
+// Close stops everything at once.
+func (s *Server) Close() {
+	s.cancel()
+	for _, srv := range s.servers {
+		srv.Close()
+	}
+	s.wg.Wait()
+	s.pools.close()
+}
+
+// limit counts a request against server.max_connections.
+func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		max := int64(s.o.State.Current().Config.Server.MaxConnections)
+		n := s.o.Active.Add(1)
+		defer s.o.Active.Add(-1)
+		s.o.Metrics.ConnectionOpened("http")
+		defer s.o.Metrics.ConnectionClosed("http")
+		if n > max {
+			writeError(w, http.StatusServiceUnavailable, "53300", "too many connections")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// handleReady answers 200 when the backend answers the Postgres way: an
+// SSLRequest gets 'S' or 'N'.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	cfg := s.o.State.Current().Config
+	d := net.Dialer{Timeout: cfg.Backend.ConnectTimeout.Duration}
+	network, addr := "tcp", net.JoinHostPort(cfg.Backend.Host, fmt.Sprint(cfg.Backend.Port))
+	if len(cfg.Backend.Host) > 0 && cfg.Backend.Host[0] == '/' {
+		network, addr = "unix", fmt.Sprintf("%s/.s.PGSQL.%d", cfg.Backend.Host, cfg.Backend.Port)
+	}
+	c, err := d.DialContext(r.Context(), network, addr)
+	if err == nil {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(cfg.Backend.ConnectTimeout.Duration))
+		var b [1]byte
+		if _, err = c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err == nil {
+			_, err = c.Read(b[:])
+		}
+		if err == nil && b[0] != 'S' && b[0] != 'N' {
+			err = errors.New("not a PostgreSQL server")
+		}
+	}
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "backend unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Statement *int   `json:"statement,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, apiError{Error: errorBody{Code: code, Message: message}})
+}

@@ -1,0 +1,308 @@
+package httpfront
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// sqlRequest is the body of POST /_sql (CrateDB's shape).
+type sqlRequest struct {
+	Stmt        string             `json:"stmt"`
+	Args        []any              `json:"args"`
+	BulkArgs    [][]any            `json:"bulk_args"`
+	Transaction []txStatement      `json:"transaction"`
+	Credentials *inlineCredentials `json:"credentials"`
+}
+
+type txStatement struct {
+	Stmt string `json:"stmt"`
+	Args []any  `json:"args"`
+}
+
+type inlineCredentials struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// result is one statement's answer.
+type result struct {
+	Cols     []string `json:"cols"`
+	ColTypes []string `json:"col_types"`
+	Rows     [][]any  `json:"rows"`
+	RowCount int64    `json:"rowcount"`
+	Duration float64  `json:"duration"`
+}
+
+// sqlError is an error to answer with its status, SQLSTATE and statement.
+type sqlError struct {
+	status    int
+	code, msg string
+	statement *int
+}
+
+func (e *sqlError) Error() string { return e.msg }
+
+// decodeBody reads a JSON body within max_body_bytes: 413 over it, 415 for
+// anything that is not JSON.
+func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlError {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			// Also refuses the text/plain and form posts a cross-site
+			// page can send without a preflight.
+			return &sqlError{status: http.StatusUnsupportedMediaType, code: "08P01", msg: "the body must be application/json"}
+		}
+	} else {
+		return &sqlError{status: http.StatusUnsupportedMediaType, code: "08P01", msg: "the body must be application/json"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &sqlError{status: http.StatusRequestEntityTooLarge, code: "54000", msg: fmt.Sprintf("the body is over http.max_body_bytes (%d)", max)}
+		}
+		return &sqlError{status: http.StatusBadRequest, code: "08P01", msg: "could not read the body"}
+	}
+	if !utf8.Valid(body) {
+		return &sqlError{status: http.StatusBadRequest, code: "22021", msg: "the body is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &sqlError{status: http.StatusBadRequest, code: "08P01", msg: "the body is not valid JSON for /_sql: " + err.Error()}
+	}
+	if dec.More() {
+		return &sqlError{status: http.StatusBadRequest, code: "08P01", msg: "the body holds more than one JSON value"}
+	}
+	return nil
+}
+
+func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
+	snap := s.o.State.Current()
+	cfg := snap.Config
+	var req sqlRequest
+	if e := decodeBody(w, r, cfg.HTTP.MaxBodyBytes, &req); e != nil {
+		writeError(w, e.status, e.code, e.msg)
+		return
+	}
+	creds, f := readCredentials(r, snap, req.Credentials)
+	if f != nil {
+		s.fail(w, snap, f)
+		return
+	}
+	res, f := s.authenticate(r, snap, creds, r.URL.Query().Get("db"))
+	if f != nil {
+		s.fail(w, snap, f)
+		return
+	}
+	shapes := 0
+	for _, set := range []bool{req.Stmt != "", req.Transaction != nil} {
+		if set {
+			shapes++
+		}
+	}
+	if shapes != 1 || (req.BulkArgs != nil && (req.Stmt == "" || req.Args != nil)) {
+		writeError(w, http.StatusBadRequest, "08P01", `give exactly one of "stmt" (with "args" or "bulk_args") or "transaction"`)
+		return
+	}
+	db := r.URL.Query().Get("db")
+	if db == "" {
+		db = cfg.HTTP.DefaultDatabase
+	}
+	if db == "" {
+		db = res.name
+	}
+	t := backend.Route(cfg, res.name, res.user, res.password, db)
+	pool, err := s.pools.get(snap, t)
+	if err != nil {
+		s.writeSQLError(w, err)
+		return
+	}
+	ctx := r.Context()
+	if d := cfg.HTTP.StatementTimeout.Duration; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	var out any
+	switch {
+	case req.Transaction != nil:
+		out, err = s.runTransaction(ctx, snap, pool, req.Transaction)
+	case req.BulkArgs != nil:
+		out, err = s.runBulk(ctx, pool, req.Stmt, req.BulkArgs)
+	default:
+		out, err = s.runOne(ctx, snap, pool, req.Stmt, req.Args)
+	}
+	if err != nil {
+		s.writeSQLError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) runOne(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, stmt string, args []any) (*result, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	return query(ctx, conn.Conn(), stmt, args, snap.Config.HTTP.MaxRows)
+}
+
+type bulkResults struct {
+	Results []struct {
+		RowCount int64 `json:"rowcount"`
+	} `json:"results"`
+}
+
+// runBulk runs one statement per argument list in one transaction: either
+// every row lands or none does.
+func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, stmt string, sets [][]any) (*bulkResults, error) {
+	out := &bulkResults{}
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for i, args := range sets {
+			tag, err := tx.Exec(ctx, stmt, jsonArgs(args)...)
+			if err != nil {
+				return withStatement(err, i)
+			}
+			out.Results = append(out.Results, struct {
+				RowCount int64 `json:"rowcount"`
+			}{tag.RowsAffected()})
+		}
+		return nil
+	})
+	return out, err
+}
+
+type txResults struct {
+	Results []*result `json:"results"`
+}
+
+// runTransaction runs every statement in one backend transaction; any
+// error rolls all back and names the statement (0-based) that failed.
+func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, stmts []txStatement) (*txResults, error) {
+	out := &txResults{}
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for i, st := range stmts {
+			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, snap.Config.HTTP.MaxRows)
+			if err != nil {
+				return withStatement(err, i)
+			}
+			out.Results = append(out.Results, res)
+		}
+		return nil
+	})
+	return out, err
+}
+
+type statementError struct {
+	err   error
+	index int
+}
+
+func (e *statementError) Error() string { return e.err.Error() }
+func (e *statementError) Unwrap() error { return e.err }
+
+func withStatement(err error, i int) error { return &statementError{err: err, index: i} }
+
+var errTooManyRows = errors.New("too many rows")
+
+// query runs one statement and reads at most maxRows rows.
+func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows int) (*result, error) {
+	if stmt == "" {
+		return nil, &sqlError{status: http.StatusBadRequest, code: "42601", msg: "empty statement"}
+	}
+	start := time.Now()
+	rows, err := conn.Query(ctx, stmt, jsonArgs(args)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	res := &result{Cols: []string{}, ColTypes: []string{}, Rows: [][]any{}}
+	tm := conn.TypeMap()
+	for _, fd := range rows.FieldDescriptions() {
+		res.Cols = append(res.Cols, fd.Name)
+		name := strconv.FormatUint(uint64(fd.DataTypeOID), 10)
+		if t, ok := tm.TypeForOID(fd.DataTypeOID); ok {
+			name = t.Name
+		}
+		res.ColTypes = append(res.ColTypes, name)
+	}
+	for rows.Next() {
+		if len(res.Rows) >= maxRows {
+			rows.Close()
+			return nil, &sqlError{status: http.StatusBadRequest, code: "54000",
+				msg: fmt.Sprintf("the result has more than http.max_rows (%d) rows", maxRows)}
+		}
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, err
+		}
+		row := make([]any, len(vals))
+		for i, v := range vals {
+			row[i] = encodeValue(v)
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	tag := rows.CommandTag()
+	res.RowCount = tag.RowsAffected()
+	if tag.Select() {
+		res.RowCount = int64(len(res.Rows))
+	}
+	res.Duration = float64(time.Since(start).Microseconds()) / 1000
+	return res, nil
+}
+
+// writeSQLError answers a failed statement: the backend's SQLSTATE as
+// 400, 502 when the backend cannot be reached.
+func (s *Server) writeSQLError(w http.ResponseWriter, err error) {
+	var idx *int
+	var se *statementError
+	if errors.As(err, &se) {
+		i := se.index
+		idx = &i
+	}
+	var qe *sqlError
+	if errors.As(err, &qe) {
+		writeJSON(w, qe.status, apiError{Error: errorBody{Code: qe.code, Message: qe.msg, Statement: idx}})
+		return
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: pe.Code, Message: pe.Message, Statement: idx}})
+		return
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: "57014", Message: "canceling statement due to http.statement_timeout", Statement: idx}})
+		return
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
+		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))
+		writeError(w, http.StatusBadGateway, "08006", "could not connect to the backend server")
+		return
+	}
+	s.o.Log.Error("HTTP statement failed", zap.Error(err))
+	writeError(w, http.StatusBadGateway, "08006", "the backend connection failed")
+}
