@@ -52,10 +52,14 @@ func NewTokens(ctx context.Context, cfg *config.Config, users *Users, client *ht
 	noErr := true
 	for _, j := range cfg.JWTIssuers {
 		kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{j.JWKSURL}, keyfunc.Override{
-			Client:                    client,
-			HTTPTimeout:               10 * time.Second,
-			RefreshInterval:           j.Refresh.Duration,
-			RefreshUnknownKID:         rate.NewLimiter(rate.Every(time.Minute), 1),
+			Client:            client,
+			HTTPTimeout:       10 * time.Second,
+			RefreshInterval:   j.Refresh.Duration,
+			RefreshUnknownKID: rate.NewLimiter(rate.Every(time.Minute), 1),
+			// Never queue behind the limiter: a token with an unknown kid
+			// is refused at once rather than holding its request for up
+			// to a minute (jwkset's default), which a flood could abuse.
+			RateLimitWaitMax:          time.Millisecond,
 			NoErrorReturnFirstHTTPReq: &noErr,
 		})
 		if err != nil {
@@ -158,7 +162,6 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 	}
 	return user, nil
 }
-
 
 // externalUser finds the one user whose [user.jwt] matches the token's
 // issuer, username claim and audience; none or several is no user.

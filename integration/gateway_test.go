@@ -88,6 +88,10 @@ type gwOptions struct {
 	backendPort int
 	// noSharedPassword leaves [backend] password unset.
 	noSharedPassword bool
+	// http serves the HTTP frontend on a free port.
+	http bool
+	// http section lines ([http]).
+	httpSection string
 }
 
 // baseConfig is the [server], [backend], [throttle] and [log] part every
@@ -102,6 +106,10 @@ func baseConfig(port int, sockDir string, o gwOptions) string {
 	if o.backendPort == 0 {
 		o.backendPort = pg.port
 	}
+	httpListen := "[]"
+	if o.http {
+		httpListen = fmt.Sprintf("[\"127.0.0.1:%d\"]", port+1)
+	}
 	if !strings.Contains(o.backend, "sslmode") {
 		o.backend += "\nsslmode = \"disable\""
 	}
@@ -112,7 +120,7 @@ func baseConfig(port int, sockDir string, o gwOptions) string {
 [server]
 %s
 pg_listen = ["127.0.0.1:%d"]
-http_listen = []
+http_listen = %s
 unix_socket_dir = %q
 shutdown_timeout = "5s"
 
@@ -124,9 +132,12 @@ port = %d
 [throttle]
 %s
 
+[http]
+%s
+
 [log]
 level = "debug"
-`, o.server, port, sockDir, o.backendPort, o.backend, o.throttle)
+`, o.server, port, httpListen, sockDir, o.backendPort, o.backend, o.throttle, o.httpSection)
 }
 
 // startGateway writes config.toml (base plus extra) and users.toml and
@@ -146,7 +157,11 @@ func startGatewayServer(t *testing.T, serverExtra, extra string, users []testUse
 func startGatewayWith(t *testing.T, o gwOptions, extra string, users []testUser) *gateway {
 	t.Helper()
 	dir := t.TempDir()
-	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), opts: o}
+	port := freePort()
+	if o.http {
+		port = freePortPair()
+	}
+	g := &gateway{t: t, dir: dir, port: port, sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), opts: o}
 	g.writeConfig(extra)
 	g.writeUsers(users)
 	g.start()
@@ -338,3 +353,6 @@ func (g *gateway) mustConnectString(s string) *pgx.Conn {
 	g.t.Cleanup(func() { c.Close(context.Background()) })
 	return c
 }
+
+// httpURL is the HTTP frontend's base URL (its port is the pg port + 1).
+func (g *gateway) httpURL() string { return fmt.Sprintf("http://127.0.0.1:%d", g.port+1) }

@@ -165,3 +165,16 @@ func (c *pgCluster) Exec(sql string) error {
 	_, err = conn.Exec(ctx, sql)
 	return err
 }
+
+// freePortPair finds a port p such that p and p+1 are both free.
+func freePortPair() int {
+	for i := 0; i < 100; i++ {
+		p := freePort()
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		if err == nil {
+			ln.Close()
+			return p
+		}
+	}
+	panic("no free port pair")
+}

@@ -1,0 +1,305 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// httpDo sends a request and decodes the JSON answer.
+func httpDo(t *testing.T, method, url, body string, hdr map[string]string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	c := &http.Client{Timeout: 60 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil && resp.Header.Get("Content-Type") == "application/json" {
+		t.Fatalf("bad JSON %q: %v", raw, err)
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+func basic(user, pw string) map[string]string {
+	req, _ := http.NewRequest("GET", "/", nil)
+	req.SetBasicAuth(user, pw)
+	return map[string]string{"Authorization": req.Header.Get("Authorization")}
+}
+
+func errCode(out map[string]any) string {
+	e, _ := out["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+func jsonText(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+const httpRules = `
+[[hba]]
+protocol = "http"
+user = "eve"
+method = "reject"
+
+[[hba]]
+protocol = "http"
+user = "dave"
+method = "trust"
+
+[[hba]]
+protocol = "http"
+method = "password"
+`
+
+func startHTTPGateway(t *testing.T, httpSection, rules string, users []testUser) *gateway {
+	return startGatewayWith(t, gwOptions{http: true, httpSection: httpSection}, rules, users)
+}
+
+func TestSQLOverHTTPStatementShapesAndValues(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":
+		"SELECT 1::int4 AS i, 9007199254740993::int8 AS big, 123456789012345678901234.5678::numeric AS n, 1.5::float8 AS f, true AS b, $1::text AS s, NULL::text AS z, ARRAY[1,2,3] AS arr, '{\"k\": [1, \"x\"]}'::jsonb AS j, '\\xdeadbeef'::bytea AS by, '2024-02-03 04:05:06.789+00'::timestamptz AS ts, '1.5 hours'::interval AS iv",
+		"args": ["héllo"]}`, auth)
+	if status != 200 {
+		t.Fatalf("status %d: %v", status, out)
+	}
+	got := jsonText(t, out["rows"])
+	want := `[[1,9007199254740993,123456789012345678901234.5678,1.5,true,"héllo",null,[1,2,3],{"k":[1,"x"]},"3q2+7w==","2024-02-03T04:05:06.789Z","01:30:00"]]`
+	if got != want {
+		t.Fatalf("rows\n got %s\nwant %s", got, want)
+	}
+	if types := jsonText(t, out["col_types"]); types != `["int4","int8","numeric","float8","bool","text","text","_int4","jsonb","bytea","timestamptz","interval"]` {
+		t.Fatalf("col_types %s", types)
+	}
+	if cols := jsonText(t, out["cols"]); !strings.HasPrefix(cols, `["i","big","n"`) {
+		t.Fatalf("cols %s", cols)
+	}
+
+	// bulk_args and a transaction.
+	if err := pg.Exec("DROP TABLE IF EXISTS http_t; CREATE TABLE http_t (id int PRIMARY KEY, name text); GRANT ALL ON http_t TO alice"); err != nil {
+		t.Fatal(err)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"INSERT INTO http_t VALUES ($1, $2)","bulk_args":[[1,"a"],[2,"b"]]}`, auth)
+	if status != 200 || jsonText(t, out) != `{"results":[{"rowcount":1},{"rowcount":1}]}` {
+		t.Fatalf("bulk: %d %v", status, out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"transaction":[
+		{"stmt":"INSERT INTO http_t VALUES (3, 'c')"},
+		{"stmt":"INSERT INTO http_t VALUES (1, 'duplicate')"}]}`, auth)
+	if status != 400 || errCode(out) != "23505" || jsonText(t, out["error"].(map[string]any)["statement"]) != "1" {
+		t.Fatalf("failing transaction: %d %v", status, out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT count(*) FROM http_t"}`, auth)
+	if jsonText(t, out["rows"]) != `[[2]]` {
+		t.Fatalf("the failed transaction was not rolled back: %v", out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"transaction":[{"stmt":"INSERT INTO http_t VALUES (3, 'c')"},{"stmt":"SELECT name FROM http_t WHERE id = $1","args":[3]}]}`, auth)
+	if status != 200 || jsonText(t, out) == "" || !strings.Contains(jsonText(t, out), `"rows":[["c"]]`) {
+		t.Fatalf("transaction: %d %v", status, out)
+	}
+	// SQL errors are 400 with the backend's SQLSTATE.
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELEC 1"}`, auth)
+	if status != 400 || errCode(out) != "42601" {
+		t.Fatalf("syntax error: %d %v", status, out)
+	}
+}
+
+func TestSQLOverHTTPLimits(t *testing.T) {
+	g := startHTTPGateway(t, "max_rows = 5\nstatement_timeout = \"1s\"\nmax_body_bytes = 2000\ndefault_database = \"postgres\"", httpRules,
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT generate_series(1, 6)"}`, auth)
+	if status != 400 || errCode(out) != "54000" {
+		t.Fatalf("max_rows: %d %v", status, out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT generate_series(1, 5)"}`, auth)
+	if status != 200 || jsonText(t, out["rowcount"]) != "5" {
+		t.Fatalf("5 rows: %d %v", status, out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT pg_sleep(5)"}`, auth)
+	if status != 400 || errCode(out) != "57014" {
+		t.Fatalf("statement_timeout: %d %v", status, out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT '`+strings.Repeat("x", 3000)+`'"}`, auth)
+	if status != 413 {
+		t.Fatalf("max_body_bytes: %d %v", status, out)
+	}
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
+		h := basic("alice", "alice-Pass-1")
+		h["Content-Type"] = ct
+		status, _, _ = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT 1"}`, h)
+		if status != 415 {
+			t.Fatalf("Content-Type %s: %d", ct, status)
+		}
+	}
+	status, _, _ = httpDo(t, "POST", g.httpURL()+"/_sql", `not json`, auth)
+	if status != 400 {
+		t.Fatalf("not JSON: %d", status)
+	}
+	status, _, _ = httpDo(t, "GET", g.httpURL()+"/_sql?stmt=SELECT+1", "", auth)
+	if status != 405 {
+		t.Fatalf("GET /_sql must not run SQL: %d", status)
+	}
+}
+
+func TestHTTPAuthenticationMethods(t *testing.T) {
+	g := startHTTPGateway(t, `default_user = "dave"`, httpRules, []testUser{
+		{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2", algo: "bcrypt"},
+	})
+	sql := `{"stmt":"SELECT current_user"}`
+	url := g.httpURL() + "/_sql?db=postgres"
+	status, _, out := httpDo(t, "POST", url, sql, basic("bob", "bob-Pass-2"))
+	if status != 200 || jsonText(t, out["rows"]) != `[["bob"]]` {
+		t.Fatalf("Basic: %d %v", status, out)
+	}
+	status, _, out = httpDo(t, "POST", url, `{"stmt":"SELECT current_user","credentials":{"user":"alice","password":"alice-Pass-1"}}`, nil)
+	if status != 200 || jsonText(t, out["rows"]) != `[["alice"]]` {
+		t.Fatalf("inline credentials: %d %v", status, out)
+	}
+	// No credentials: the default user, under its trust rule.
+	status, _, out = httpDo(t, "POST", url, sql, nil)
+	if status != 200 || jsonText(t, out["rows"]) != `[["dave"]]` {
+		t.Fatalf("default user: %d %v", status, out)
+	}
+	// Wrong credentials never fall back to the default user, and an
+	// unknown user gets the very same answer as a wrong password.
+	_, h1, wrong := httpDo(t, "POST", url, sql, basic("alice", "nope-nope"))
+	s2, h2, unknown := httpDo(t, "POST", url, sql, basic("alice", "alice-Pass-X"))
+	if s2 != 401 || h1.Get("WWW-Authenticate") != `Basic realm="pgwarden", charset="UTF-8"` || h1.Get("WWW-Authenticate") != h2.Get("WWW-Authenticate") {
+		t.Fatalf("401: %d %v", s2, h1)
+	}
+	_ = wrong
+	_, _, ghost := httpDo(t, "POST", url, sql, basic("ghost", "whatever1"))
+	if jsonText(t, unknown) != strings.Replace(jsonText(t, ghost), "ghost", "alice", 1) {
+		t.Fatalf("unknown and wrong differ:\n%v\n%v", unknown, ghost)
+	}
+	// Reject is 403.
+	status, _, out = httpDo(t, "POST", url, sql, basic("eve", "anything1"))
+	if status != 403 || errCode(out) != "28000" {
+		t.Fatalf("reject: %d %v", status, out)
+	}
+	// Malformed Basic headers are 401s, not crashes.
+	for _, h := range []string{"Basic !!!", "Basic " + "bm9jb2xvbg==", "Basic OnBhc3N3b3Jk", "Digest x", "Basic"} {
+		status, _, _ = httpDo(t, "POST", url, sql, map[string]string{"Authorization": h})
+		if status != 401 {
+			t.Fatalf("%q: %d", h, status)
+		}
+	}
+	// Credentials in the URL are refused.
+	status, _, _ = httpDo(t, "POST", url+"&access_token=abc", sql, nil)
+	if status != 400 {
+		t.Fatalf("token in URL: %d", status)
+	}
+}
+
+func TestHTTPCustomFailureStatusAndTokenEndpoint(t *testing.T) {
+	g := startHTTPGateway(t, "auth_failure_status = 499", httpRules+`
+[tokens]
+default_ttl = "1h"
+max_ttl = "2h"
+`, []testUser{{name: "alice", password: "alice-Pass-1", extra: `secret = "` + strings.Repeat("QUJD", 11) + `"` + "\n"}})
+	status, _, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "bad-bad-bad"))
+	if status != 499 {
+		t.Fatalf("auth_failure_status: %d", status)
+	}
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_token", "", basic("alice", "alice-Pass-1"))
+	if status != 200 || out["token"] == nil {
+		t.Fatalf("/_token: %d %v", status, out)
+	}
+	exp, err := time.Parse(time.RFC3339, out["expires_at"].(string))
+	if err != nil || time.Until(exp) > time.Hour+time.Minute || time.Until(exp) < 50*time.Minute {
+		t.Fatalf("expires_at %v: %v", out["expires_at"], err)
+	}
+	noteSecret(out["token"].(string))
+	status, _, _ = httpDo(t, "POST", g.httpURL()+"/_token", `{"expire":"3h"}`, basic("alice", "alice-Pass-1"))
+	if status != 400 {
+		t.Fatalf("a token over max_ttl was issued: %d", status)
+	}
+}
+
+func TestHealthReadinessAndMetrics(t *testing.T) {
+	own, err := startCluster("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Destroy()
+	createRoles(own)
+	g := startGatewayWith(t, gwOptions{http: true, backendPort: own.port}, httpRules+passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	if s, _, _ := httpDo(t, "GET", g.httpURL()+"/healthz", "", nil); s != 200 {
+		t.Fatalf("healthz %d", s)
+	}
+	if s, _, _ := httpDo(t, "GET", g.httpURL()+"/readyz", "", nil); s != 200 {
+		t.Fatalf("readyz %d", s)
+	}
+	httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
+	httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "wrong-wrong"))
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, c, "SELECT 1")
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 1)
+	resp, err := http.Get(g.httpURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`pgwarden_auth_attempts_total{method="password",protocol="http",result="ok"} 1`,
+		`pgwarden_auth_attempts_total{method="password",protocol="http",result="failed"} 1`,
+		`pgwarden_auth_attempts_total{method="password",protocol="pg",result="ok"} 1`,
+		`pgwarden_client_connections{protocol="pg"} 1`,
+		`pgwarden_reloads_total{result="ok"} 1`,
+		`pgwarden_auth_duration_seconds_count 3`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// Backend down: readiness says so, SQL is a 502, health stays 200.
+	if err := own.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s, _, _ := httpDo(t, "GET", g.httpURL()+"/readyz", "", nil); s != 503 {
+		t.Fatalf("readyz with the backend down: %d", s)
+	}
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=app_prod", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
+	if status != 502 || errCode(out) != "08006" {
+		t.Fatalf("backend down: %d %v", status, out)
+	}
+	if s, _, _ := httpDo(t, "GET", g.httpURL()+"/healthz", "", nil); s != 200 {
+		t.Fatalf("healthz %d", s)
+	}
+	_ = fmt.Sprint
+}

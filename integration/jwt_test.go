@@ -1,0 +1,246 @@
+package integration
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// jwksServer is a test identity provider's key endpoint.
+type jwksServer struct {
+	mu   sync.Mutex
+	keys []map[string]any
+	down bool
+	srv  *httptest.Server
+}
+
+func newJWKS(t *testing.T) *jwksServer {
+	j := &jwksServer{}
+	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if j.down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"keys": j.keys})
+	}))
+	t.Cleanup(j.srv.Close)
+	return j
+}
+
+func (j *jwksServer) set(keys ...map[string]any) {
+	j.mu.Lock()
+	j.keys = keys
+	j.mu.Unlock()
+}
+
+func (j *jwksServer) setDown(d bool) {
+	j.mu.Lock()
+	j.down = d
+	j.mu.Unlock()
+}
+
+func b64u(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+type testKey struct {
+	kid, alg string
+	priv     crypto.Signer
+	method   jwt.SigningMethod
+}
+
+func (k *testKey) jwk() map[string]any {
+	m := map[string]any{"kid": k.kid, "alg": k.alg, "use": "sig"}
+	switch pub := k.priv.Public().(type) {
+	case *rsa.PublicKey:
+		m["kty"], m["n"], m["e"] = "RSA", b64u(pub.N.Bytes()), b64u(big.NewInt(int64(pub.E)).Bytes())
+	case *ecdsa.PublicKey:
+		m["kty"], m["crv"] = "EC", "P-256"
+		m["x"], m["y"] = b64u(pub.X.FillBytes(make([]byte, 32))), b64u(pub.Y.FillBytes(make([]byte, 32)))
+	case ed25519.PublicKey:
+		m["kty"], m["crv"], m["x"] = "OKP", "Ed25519", b64u(pub)
+	}
+	return m
+}
+
+func (k *testKey) sign(t *testing.T, claims jwt.MapClaims, header map[string]any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(k.method, claims)
+	tok.Header["kid"] = k.kid
+	for h, v := range header {
+		tok.Header[h] = v
+	}
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noteSecret(s)
+	return s
+}
+
+func newKeys(t *testing.T) (*testKey, *testKey, *testKey) {
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, edk, _ := ed25519.GenerateKey(rand.Reader)
+	return &testKey{"rsa-1", "RS256", rk, jwt.SigningMethodRS256},
+		&testKey{"ec-1", "ES256", ek, jwt.SigningMethodES256},
+		&testKey{"ed-1", "EdDSA", edk, jwt.SigningMethodEdDSA}
+}
+
+func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+
+func TestOwnTokensOverHTTPAndTheWire(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, `
+[tokens]
+
+[[hba]]
+user = "alice"
+method = "jwt"
+
+[[hba]]
+method = "password"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
+	out, errOut, code := runCLI(t, "", "token", "create", "-c", g.configPath(), "--user", "alice", "--expire", "1d")
+	if code != 0 {
+		t.Fatalf("token create: %s", errOut)
+	}
+	tok := strings.TrimSpace(out)
+	noteSecret(tok)
+	g.signal(syscall.SIGHUP) // the new secret was written to the users file
+	g.waitLog(`"msg":"reloaded"`, 1)
+	status, _, res := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT current_user"}`, bearer(tok))
+	if status != 200 || jsonText(t, res["rows"]) != `[["alice"]]` {
+		t.Fatalf("own token over HTTP: %d %v", status, res)
+	}
+	c := g.mustConnect("alice", tok, "postgres")
+	if got := queryOne(t, c, "SELECT current_user"); got != "alice" {
+		t.Fatal(got)
+	}
+	// The token is alice's: it does not let bob in, even as his password.
+	_, err := g.connect("alice", "not-a-token", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+	// A new secret ends every token signed with the old one.
+	g.writeUsers([]testUser{{name: "alice", password: "alice-Pass-1", extra: `secret = "` + strings.Repeat("QkNE", 11) + `"` + "\n"}})
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 2)
+	status, hdr, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, bearer(tok))
+	if status != 401 || hdr.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+		t.Fatalf("token after a secret change: %d %v", status, hdr)
+	}
+}
+
+func TestExternalIssuerTokensAndEveryRefusal(t *testing.T) {
+	jwks := newJWKS(t)
+	rsaKey, ecKey, edKey := newKeys(t)
+	jwks.set(rsaKey.jwk(), ecKey.jwk(), edKey.jwk())
+	iss := "https://idp.test/"
+	g := startGatewayWith(t, gwOptions{http: true}, fmt.Sprintf(`
+[tokens]
+
+[[jwt_issuers]]
+issuer = %q
+jwks_url = %q
+audience = "pgwarden"
+algorithms = ["RS256", "ES256", "EdDSA"]
+refresh = "1s"
+
+[[hba]]
+protocol = "http"
+method = "jwt"
+`, iss, jwks.srv.URL), []testUser{
+		{name: "alice", extra: fmt.Sprintf("secret = %q\n[user.jwt]\niss = %q\nusername = \"alice@corp\"\n", strings.Repeat("QUJD", 11), iss)},
+	})
+	url := g.httpURL() + "/_sql?db=postgres"
+	sql := `{"stmt":"SELECT current_user"}`
+	now := time.Now()
+	good := jwt.MapClaims{"iss": iss, "aud": "pgwarden", "username": "alice@corp", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+	for _, k := range []*testKey{rsaKey, ecKey, edKey} {
+		status, _, out := httpDo(t, "POST", url, sql, bearer(k.sign(t, good, nil)))
+		if status != 200 || jsonText(t, out["rows"]) != `[["alice"]]` {
+			t.Fatalf("%s: %d %v", k.alg, status, out)
+		}
+	}
+	with := func(change func(c jwt.MapClaims)) jwt.MapClaims {
+		c := jwt.MapClaims{}
+		for k, v := range good {
+			c[k] = v
+		}
+		change(c)
+		return c
+	}
+	ownSecret, _ := base64.StdEncoding.DecodeString(strings.Repeat("QUJD", 11))
+	hsExternal, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, good).SignedString(ownSecret)
+	rsOwn := rsaKey.sign(t, jwt.MapClaims{"iss": "pgwarden", "sub": "alice", "exp": now.Add(time.Hour).Unix()}, nil)
+	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	refused := map[string]string{
+		"alg none":                          none,
+		"HS256 claiming the external issuer": hsExternal,
+		"RS256 claiming pgwarden's issuer":   rsOwn,
+		"expired beyond leeway":              rsaKey.sign(t, with(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() }), nil),
+		"not yet valid beyond leeway":        rsaKey.sign(t, with(func(c jwt.MapClaims) { c["nbf"] = now.Add(5 * time.Minute).Unix() }), nil),
+		"no exp":                             rsaKey.sign(t, with(func(c jwt.MapClaims) { delete(c, "exp") }), nil),
+		"wrong audience":                     rsaKey.sign(t, with(func(c jwt.MapClaims) { c["aud"] = "someone-else" }), nil),
+		"unknown username":                   rsaKey.sign(t, with(func(c jwt.MapClaims) { c["username"] = "mallory@corp" }), nil),
+		"jku header":                         rsaKey.sign(t, good, map[string]any{"jku": "https://evil.test/keys"}),
+		"x5u header":                         rsaKey.sign(t, good, map[string]any{"x5u": "https://evil.test/cert"}),
+		"unknown kid":                        (&testKey{"other", "RS256", rsaKey.priv, jwt.SigningMethodRS256}).sign(t, good, nil),
+		"malformed":                          "not.a.token",
+		"a megabyte of dots":                 strings.Repeat(".", 1<<20),
+	}
+	for name, tok := range refused {
+		t.Run(name, func(t *testing.T) {
+			status, hdr, _ := httpDo(t, "POST", url, sql, bearer(tok))
+			if status == 200 || (status != 401 && status != 431 && status != 400) {
+				t.Fatalf("%s: status %d", name, status)
+			}
+			if status == 401 && hdr.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+				t.Fatalf("%s: WWW-Authenticate %q", name, hdr.Get("WWW-Authenticate"))
+			}
+		})
+	}
+	// Within the 60 s leeway, a just-expired token still works.
+	status, _, _ := httpDo(t, "POST", url, sql, bearer(rsaKey.sign(t, with(func(c jwt.MapClaims) { c["exp"] = now.Add(-20 * time.Second).Unix() }), nil)))
+	if status != 200 {
+		t.Fatalf("token within leeway: %d", status)
+	}
+
+	// Key rotation: a new key appears in the JWKS and is picked up.
+	rsa2, _ := rsa.GenerateKey(rand.Reader, 2048)
+	newKey := &testKey{"rsa-2", "RS256", rsa2, jwt.SigningMethodRS256}
+	jwks.set(newKey.jwk(), ecKey.jwk())
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		status, _, _ := httpDo(t, "POST", url, sql, bearer(newKey.sign(t, good, nil)))
+		if status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotated key never accepted (%d)", status)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// The JWKS endpoint goes down: the last good keys stay in use.
+	jwks.setDown(true)
+	time.Sleep(2500 * time.Millisecond)
+	status, _, _ = httpDo(t, "POST", url, sql, bearer(ecKey.sign(t, good, nil)))
+	if status != 200 {
+		t.Fatalf("with the JWKS down, last good keys should serve: %d", status)
+	}
+}
