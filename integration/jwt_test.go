@@ -190,7 +190,7 @@ method = "jwt"
 	rsOwn := rsaKey.sign(t, jwt.MapClaims{"iss": "pgwarden", "sub": "alice", "exp": now.Add(time.Hour).Unix()}, nil)
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good).SignedString(jwt.UnsafeAllowNoneSignatureType)
 	refused := map[string]string{
-		"alg none":                          none,
+		"alg none":                           none,
 		"HS256 claiming the external issuer": hsExternal,
 		"RS256 claiming pgwarden's issuer":   rsOwn,
 		"expired beyond leeway":              rsaKey.sign(t, with(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() }), nil),
