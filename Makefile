@@ -11,14 +11,14 @@ FUZZ_TARGETS := \
 	./hba:FuzzParseFile \
 	./authcore:FuzzParseHash
 
-.PHONY: help build test unit integration vet fuzz demo bench clean
+.PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http clean
 
 help:
 	@echo "make build        build $(BIN)"
 	@echo "make test         vet, unit and integration tests with -race (needs PostgreSQL server binaries)"
 	@echo "make fuzz         run every fuzz target for FUZZTIME (default $(FUZZTIME))"
 	@echo "make demo         throwaway PostgreSQL + pgwarden in front of it"
-	@echo "make bench        pgbench through pgwarden vs direct PostgreSQL"
+	@echo "make bench        pgbench and HTTP load through pgwarden vs direct PostgreSQL"
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/pgwarden
@@ -47,8 +47,13 @@ fuzz:
 demo: build
 	./scripts/demo.sh
 
-bench: build
+bench: bench-pgbench bench-http
+
+bench-pgbench: build
 	./bench/pgbench.sh
+
+bench-http: build
+	./bench/http.sh
 
 clean:
 	rm -rf bin demo/run bench/results

@@ -16,27 +16,18 @@ WORK=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
 chmod 755 "$WORK"
 PASSWORD=bench-password
 
-BINDIR=$(pg_config --bindir 2>/dev/null || true)
-[ -x "$BINDIR/initdb" ] || BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-[ -x "$BINDIR/initdb" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
+. bench/lib.sh
 PG_PORT=$(free_port 57432)
 PGW_PORT=$(free_port 57532)
 
-mkdir -p "$WORK/pgdata" "$WORK/sock"
 # One certificate serves PostgreSQL and pgwarden, so TLS costs the same on both.
 "$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
-[ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pgdata" "$WORK/sock" "$WORK/pki"
-echo "$PASSWORD" > "$WORK/pw"; chmod 644 "$WORK/pw"
-as_pg "$BINDIR/initdb" -D "$WORK/pgdata" -U postgres --pwfile "$WORK/pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
-as_pg "$BINDIR/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pgdata/log" -w -o "-p $PG_PORT -c listen_addresses=127.0.0.1 \
-  -c unix_socket_directories=$WORK/sock -c max_connections=200 -c fsync=off -c synchronous_commit=off \
-  -c ssl=on -c ssl_cert_file=$WORK/pki/server.crt -c ssl_key_file=$WORK/pki/server.key" start >/dev/null
+[ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pki"
+start_pg "$WORK" "$PG_PORT" "$PASSWORD" -c ssl=on -c "ssl_cert_file=$WORK/pki/server.crt" -c "ssl_key_file=$WORK/pki/server.key"
 PGW_PID=""
 cleanup() {
 	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
-	as_pg "$BINDIR/pg_ctl" -D "$WORK/pgdata" -m fast -w stop >/dev/null 2>&1 || true
+	stop_pg "$WORK"
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,7 +54,7 @@ method = "scram-sha-256"
 CONFIG
 "$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
 PGW_PID=$!
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PGW_PORT") 2>/dev/null && break; sleep 0.1; done
+wait_port "$PGW_PORT"
 
 # run PORT ARGS...: one pgbench run, prints its TPS. SSLMODE picks TLS.
 run() {
@@ -71,7 +62,6 @@ run() {
 	PGSSLMODE=${SSLMODE:-disable} PGPASSWORD=$PASSWORD "$BINDIR/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n "$@" postgres 2>&1 |
 		awk '/^tps = / { print $3; exit }'
 }
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 declare -A R
 for round in $(seq "$ROUNDS"); do

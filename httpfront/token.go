@@ -1,12 +1,15 @@
 package httpfront
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/snapshot"
+	"go.uber.org/zap"
 )
 
 // handleToken issues a token to a password-authenticated user:
@@ -43,9 +46,22 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "28000", "tokens are issued only under a password rule")
 		return
 	}
-	if res.user == nil || res.user.Secret == "" {
-		writeError(w, http.StatusConflict, "55000", "the user has no token secret yet: create one with `pgwarden token create`")
+	if res.user == nil {
+		writeError(w, http.StatusForbidden, "28000", "tokens are issued only to users of the users file")
 		return
+	}
+	user := res.user
+	if user.Secret == "" {
+		// The secret is made on the first token (SPEC section 3),
+		// through the locked, atomic users-file writer; a reload then
+		// makes it count for verification.
+		u, err := s.createSecret(snap, user.Name)
+		if err != nil {
+			s.o.Log.Error("could not store a token secret", zap.String("user", user.Name), zap.Error(err))
+			writeError(w, http.StatusInternalServerError, "XX000", "could not store the user's token secret")
+			return
+		}
+		user = u
 	}
 	var ttl time.Duration
 	if body.Expire != "" {
@@ -56,10 +72,35 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	tok, exp, err := authcore.IssueToken(snap.Config.Tokens, res.user, ttl, time.Now())
+	tok, exp, err := authcore.IssueToken(snap.Config.Tokens, user, ttl, time.Now())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "22023", err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
+}
+
+// createSecret stores a new secret for name and reloads, returning the
+// user as the new snapshot has it.
+func (s *Server) createSecret(snap *snapshot.Snapshot, name string) (*authcore.User, error) {
+	err := authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+		for _, u := range list {
+			if u.Name == name && u.Secret == "" {
+				u.Secret = authcore.NewSecret()
+			}
+		}
+		return list, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	next, err := s.o.State.Reload()
+	if err != nil {
+		return nil, err
+	}
+	u := next.Users.Lookup(name)
+	if u == nil || u.Secret == "" {
+		return nil, errors.New("the user vanished from the users file")
+	}
+	return u, nil
 }

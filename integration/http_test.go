@@ -2,6 +2,10 @@ package integration
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -229,12 +233,23 @@ func TestHTTPCustomFailureStatusAndTokenEndpoint(t *testing.T) {
 [tokens]
 default_ttl = "1h"
 max_ttl = "2h"
-`, []testUser{{name: "alice", password: "alice-Pass-1", extra: `secret = "` + strings.Repeat("QUJD", 11) + `"` + "\n"}})
-	status, _, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "bad-bad-bad"))
+`, []testUser{{name: "alice", password: "alice-Pass-1", extra: `secret = "` + strings.Repeat("QUJD", 11) + `"` + "\n"},
+		{name: "bob", password: "bob-Pass-2"}})
+	// bob has no secret yet: the first token makes one.
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_token", "", basic("bob", "bob-Pass-2"))
+	if status != 200 || out["token"] == nil {
+		t.Fatalf("/_token for a user without a secret: %d %v", status, out)
+	}
+	noteSecret(out["token"].(string))
+	users, _ := os.ReadFile(filepath.Join(g.dir, "users.toml"))
+	if !strings.Contains(string(users), "secret") || strings.Count(string(users), "secret = ") != 2 {
+		t.Fatalf("bob's secret was not stored:\n%s", users)
+	}
+	status, _, _ = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "bad-bad-bad"))
 	if status != 499 {
 		t.Fatalf("auth_failure_status: %d", status)
 	}
-	status, _, out := httpDo(t, "POST", g.httpURL()+"/_token", "", basic("alice", "alice-Pass-1"))
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_token", "", basic("alice", "alice-Pass-1"))
 	if status != 200 || out["token"] == nil {
 		t.Fatalf("/_token: %d %v", status, out)
 	}
@@ -302,4 +317,60 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		t.Fatalf("healthz %d", s)
 	}
 	_ = fmt.Sprint
+}
+
+func TestHTTPSWithClientCertificates(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, filepath.Join(dir, "certs"), "alice", "bob")
+	port := freePortPair()
+	g := &gateway{t: t, dir: dir, port: port, sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}),
+		opts: gwOptions{http: true, server: "http_tls = true"}}
+	g.writeConfig(tlsSection + `
+[[hba]]
+protocol = "http"
+method = "cert"
+`)
+	g.writeUsers(nil)
+	g.start()
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(p.path("ca.crt"))
+	pool.AppendCertsFromPEM(pem)
+	client := func(name string) *http.Client {
+		cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+		if name != "" {
+			c, err := tls.LoadX509KeyPair(p.path(name+".crt"), p.path(name+".key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{c}
+		}
+		return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	url := fmt.Sprintf("https://localhost:%d/_sql?db=postgres", port+1)
+	post := func(c *http.Client, user string) (int, string) {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(`{"stmt":"SELECT current_user"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if user != "" {
+			req.SetBasicAuth(user, "ignored-password")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if s, b := post(client("alice"), ""); s != 200 || !strings.Contains(b, `[["alice"]]`) {
+		t.Fatalf("mTLS as alice: %d %s", s, b)
+	}
+	if s, b := post(client("alice"), "alice"); s != 200 {
+		t.Fatalf("mTLS with a matching Basic user: %d %s", s, b)
+	}
+	if s, _ := post(client("alice"), "bob"); s != 401 {
+		t.Fatalf("Basic user other than the CN: %d", s)
+	}
+	if s, _ := post(client(""), ""); s != 401 {
+		t.Fatalf("no client certificate: %d", s)
+	}
 }

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# make bench-http: SELECT 1 through pgwarden's /_sql with trust, Basic and
+# Bearer JWT, and through pgx directly for reference; A/B interleaved rounds,
+# medians, written to bench/results/. Loopback only; stops by itself.
+#
+#   BENCH_ROUNDS=3 BENCH_TIME=10 BENCH_CLIENTS=8 make bench-http
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${BENCH_ROUNDS:-3}
+TIME=${BENCH_TIME:-10}
+CLIENTS=${BENCH_CLIENTS:-8}
+PGWARDEN=$ROOT/bin/pgwarden
+WORK=$(mktemp -d /tmp/pgwarden-bench-http.XXXXXX)
+chmod 755 "$WORK"
+PASSWORD=bench-password
+. bench/lib.sh
+PG_PORT=$(free_port 57632)
+PGW_PORT=$(free_port 57732)
+HTTP_PORT=$(free_port $((PGW_PORT + 1)))
+
+go build -o "$WORK/httpload" ./bench/httpload
+start_pg "$WORK" "$PG_PORT" "$PASSWORD"
+PGW_PID=""
+cleanup() {
+	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
+	stop_pg "$WORK"
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+HASH=$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)
+for u in t_user b_user j_user; do
+	printf '[[user]]\nname = "%s"\npassword = "%s"\nbackend_user = "postgres"\n\n' "$u" "$HASH"
+done > "$WORK/users.toml"
+cat > "$WORK/config.toml" <<CONFIG
+[server]
+pg_listen = ["127.0.0.1:$PGW_PORT"]
+http_listen = ["127.0.0.1:$HTTP_PORT"]
+unix_socket_dir = ""
+[backend]
+port = $PG_PORT
+sslmode = "disable"
+password = "$PASSWORD"
+[http]
+default_database = "postgres"
+[tokens]
+[log]
+level = "warn"
+[[hba]]
+user = "t_user"
+method = "trust"
+[[hba]]
+user = "b_user"
+method = "password"
+[[hba]]
+user = "j_user"
+method = "jwt"
+CONFIG
+TOKEN=$("$PGWARDEN" token create -c "$WORK/config.toml" --user j_user 2>/dev/null)
+"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
+PGW_PID=$!
+wait_port "$HTTP_PORT"
+URL="http://127.0.0.1:$HTTP_PORT/_sql"
+BASIC="Basic $(printf 'b_user:%s' "$PASSWORD" | base64 -w0)"
+
+rps() { "$WORK/httpload" -c "$CLIENTS" -d "${TIME}s" "$@" | sed -n 's/^rps=\([0-9]*\).*/\1/p'; }
+declare -A R
+for round in $(seq "$ROUNDS"); do
+	echo "round $round/$ROUNDS" >&2
+	R[pgx]+="$(rps -pgx "host=127.0.0.1 port=$PG_PORT user=postgres password=$PASSWORD dbname=postgres sslmode=disable") "
+	R[trust]+="$(rps -url "$URL" -auth "Basic $(printf 't_user:x' | base64 -w0)") "
+	R[basic]+="$(rps -url "$URL" -auth "$BASIC") "
+	R[jwt]+="$(rps -url "$URL" -auth "Bearer $TOKEN") "
+done
+
+mkdir -p bench/results
+OUT=bench/results/http-$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+	echo "SELECT 1, $CLIENTS clients, ${TIME}s, medians of $ROUNDS interleaved rounds ($(nproc) cores)"
+	trust=$(echo ${R[trust]} | tr ' ' '\n' | median)
+	printf '%-32s %10s %14s\n' "path" "req/s" "ratio to trust"
+	for k in pgx trust basic jwt; do
+		v=$(echo ${R[$k]} | tr ' ' '\n' | median)
+		label=$k
+		[ "$k" = pgx ] && label="pgx direct (reference)"
+		[ "$k" = trust ] && label="/_sql trust"
+		[ "$k" = basic ] && label="/_sql Basic (cached)"
+		[ "$k" = jwt ] && label="/_sql Bearer JWT (HS256)"
+		printf '%-32s %10.0f %14s\n' "$label" "$v" "$(echo "$v $trust" | awk '{ printf "%.2f", $1 / $2 }')"
+	done
+} | tee "$OUT"
+echo "written to $OUT"

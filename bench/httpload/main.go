@@ -1,0 +1,115 @@
+// Command httpload is a small bounded load generator for make bench: it
+// posts {"stmt": "SELECT 1"} to a pgwarden /_sql endpoint with C workers for
+// D seconds (or runs SELECT 1 through pgx directly, for reference) and prints
+// requests per second and latency percentiles. Loopback only.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func main() {
+	target := flag.String("url", "", "http://127.0.0.1:PORT/_sql?db=postgres")
+	pgURL := flag.String("pgx", "", "instead of HTTP: a PostgreSQL connection string for pgx")
+	header := flag.String("auth", "", "Authorization header value")
+	conc := flag.Int("c", 8, "concurrent workers")
+	dur := flag.Duration("d", 10*time.Second, "duration (at most 5m)")
+	flag.Parse()
+	if *dur > 5*time.Minute {
+		*dur = 5 * time.Minute
+	}
+	var do func(ctx context.Context) error
+	switch {
+	case *pgURL != "":
+		pool, err := pgxpool.New(context.Background(), *pgURL+" pool_max_conns="+fmt.Sprint(*conc))
+		if err != nil {
+			fail(err)
+		}
+		defer pool.Close()
+		do = func(ctx context.Context) error {
+			var one int
+			return pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+		}
+	case *target != "":
+		u, err := url.Parse(*target)
+		if err != nil || (u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost" && u.Hostname() != "::1") {
+			fail(fmt.Errorf("loopback URLs only: %q", *target))
+		}
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc}, Timeout: 30 * time.Second}
+		do = func(ctx context.Context) error {
+			req, _ := http.NewRequestWithContext(ctx, "POST", *target, strings.NewReader(`{"stmt":"SELECT 1"}`))
+			req.Header.Set("Content-Type", "application/json")
+			if *header != "" {
+				req.Header.Set("Authorization", *header)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return nil
+		}
+	default:
+		fail(fmt.Errorf("give -url or -pgx"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *dur)
+	defer cancel()
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errs int
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < *conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			bad := 0
+			for ctx.Err() == nil {
+				t := time.Now()
+				if err := do(ctx); err != nil {
+					if ctx.Err() == nil {
+						bad++
+					}
+					continue
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			errs += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[int(p*float64(len(lat)-1))]
+	}
+	fmt.Printf("rps=%.0f p50=%s p99=%s errors=%d\n", float64(len(lat))/el.Seconds(), pct(0.5), pct(0.99), errs)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "httpload:", err)
+	os.Exit(2)
+}

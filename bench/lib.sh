@@ -1,0 +1,33 @@
+# Shared helpers of the bench scripts: find and run a throwaway PostgreSQL.
+# Source it; it sets BINDIR and defines as_pg, free_port, start_pg, stop_pg,
+# median.
+
+BINDIR=$(pg_config --bindir 2>/dev/null || true)
+[ -x "$BINDIR/initdb" ] || BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$BINDIR/initdb" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
+
+# initdb and postgres refuse to run as root: use the postgres OS user then.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# free_port N: the first free loopback port from N up.
+free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
+
+# start_pg DIR PORT PASSWORD [postgres -c options...]: initdb DIR/pgdata
+# (superuser postgres with PASSWORD, SCRAM on TCP) and start it.
+start_pg() {
+	local dir=$1 port=$2 pw=$3; shift 3
+	mkdir -p "$dir/pgdata" "$dir/sock"
+	[ "$(id -u)" = 0 ] && chown postgres "$dir/pgdata" "$dir/sock"
+	echo "$pw" > "$dir/pw"; chmod 644 "$dir/pw"
+	as_pg "$BINDIR/initdb" -D "$dir/pgdata" -U postgres --pwfile "$dir/pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+	rm -f "$dir/pw"
+	as_pg "$BINDIR/pg_ctl" -D "$dir/pgdata" -l "$dir/pgdata/log" -w -o "-p $port -c listen_addresses=127.0.0.1 \
+  -c unix_socket_directories=$dir/sock -c max_connections=200 -c fsync=off -c synchronous_commit=off $*" start >/dev/null
+}
+
+stop_pg() { as_pg "$BINDIR/pg_ctl" -D "$1/pgdata" -m fast -w stop >/dev/null 2>&1 || true; }
+
+# wait_port PORT: until something listens on it (5 s at most).
+wait_port() { for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
