@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
 // DefaultHosts are the names a dev server certificate is valid for.
@@ -119,35 +121,10 @@ func (i *Issued) Write(dir, base string) error {
 		return err
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := writeFile(filepath.Join(dir, base+".crt"), certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, base+".crt"), certPEM, 0o644); err != nil {
 		return err
 	}
-	return writeFile(filepath.Join(dir, base+".key"), keyPEM, 0o600)
-}
-
-// writeFile writes atomically, so a half-written key never exists.
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(filepath.Join(dir, base+".key"), keyPEM, 0o600)
 }
 
 var clientNameRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]+$`)
