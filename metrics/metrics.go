@@ -101,3 +101,24 @@ func (m *Metrics) Register(c prometheus.Collector) { m.reg.MustRegister(c) }
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+// PoolFigures are the backend pool's numbers at one moment.
+type PoolFigures struct {
+	Parked, InUse  int
+	Reused, Closed int64
+}
+
+// RegisterPool exposes the backend pool: parked and in-use backends, and
+// how many were reused and closed.
+func (m *Metrics) RegisterPool(figures func() PoolFigures) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_parked", Help: "Idle backends kept for reuse."},
+			func() float64 { return float64(figures().Parked) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_in_use", Help: "Backends serving a client."},
+			func() float64 { return float64(figures().InUse) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgwarden_backend_reused_total", Help: "Client sessions served by a reused backend."},
+			func() float64 { return float64(figures().Reused) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgwarden_backend_closed_total", Help: "Backends closed by pgwarden (idle, lifetime, limits, errors)."},
+			func() float64 { return float64(figures().Closed) }),
+	)
+}

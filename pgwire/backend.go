@@ -2,6 +2,7 @@ package pgwire
 
 import (
 	"context"
+	"time"
 	"errors"
 	"fmt"
 	"net"
@@ -60,57 +61,106 @@ func cancelAddr(hc *pgconn.HijackedConn) (string, string) {
 	return "tcp", net.JoinHostPort(hc.Config.Host, fmt.Sprint(hc.Config.Port))
 }
 
-// startSession connects the backend, makes the client ready, and relays.
+// startSession hands the client a backend (a parked one of the same key
+// when reuse is on, else a new login), makes the client ready, relays, and
+// afterwards parks the backend again when it was left idle.
 func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *authResult, db string) error {
-	t := backend.Route(snap.Config, res.name, res.user, res.password, db)
+	cfg := snap.Config
+	t := backend.Route(cfg, res.name, res.user, res.password, db)
 	params := make(map[string]string, len(sp.params))
 	for _, p := range sp.params {
 		params[p.name] = p.value
 	}
-	pc, err := backend.Config(snap.Config, t, params)
-	if err != nil {
-		return err
-	}
-	hc, err := connectBackend(c.ctx(), pc)
-	if err != nil {
-		return c.backendFailure(t, err)
-	}
-	if !c.setBackend(hc.Conn) {
-		hc.Conn.Close()
-		return errSilentClose
-	}
-	defer hc.Conn.Close()
+	// Replication connections speak another protocol after startup and are
+	// never reused.
+	reuse := cfg.Backend.Reuse && sp.get("replication") == ""
+	limits := poolLimits(cfg)
+	key := backend.NewKey(t, params)
+	pool := c.srv.pool
 
-	// Make the client ready as PostgreSQL would after AuthenticationOk:
-	// the backend's ParameterStatus values, our BackendKeyData (the
-	// client cancels through us), then ReadyForQuery.
-	for name, value := range hc.ParameterStatuses {
-		c.cc.send(&pgproto3.ParameterStatus{Name: name, Value: value})
+	var s *backend.Session
+	if reuse {
+		for {
+			if s = pool.Get(key, limits, time.Now()); s == nil || alive(s.Conn) {
+				break
+			}
+			pool.Discard(s)
+		}
 	}
-	// Anything the backend sent after its ReadyForQuery (a NOTICE, a
-	// ParameterStatus) and pgconn already buffered is passed on, not lost.
-	for hc.Frontend.ReadBufferLen() > 0 {
-		m, err := hc.Frontend.Receive()
+	if s == nil {
+		if err := pool.Reserve(limits); err != nil {
+			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", limits.Max))
+			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
+		}
+		pc, err := backend.Config(cfg, t, params)
 		if err != nil {
+			pool.Release()
+			return err
+		}
+		hc, err := connectBackend(c.ctx(), pc)
+		if err != nil {
+			pool.Release()
 			return c.backendFailure(t, err)
 		}
-		if bm, ok := m.(pgproto3.BackendMessage); ok {
-			c.cc.send(bm)
+		network, addr := cancelAddr(hc)
+		s = &backend.Session{Conn: hc.Conn, Key: key, PID: hc.PID, Secret: hc.SecretKey, Params: hc.ParameterStatuses,
+			Created: time.Now(), CancelNetwork: network, CancelAddr: addr}
+		// Anything the backend sent after its ReadyForQuery (a NOTICE, a
+		// ParameterStatus) that pgconn already buffered is passed on.
+		for hc.Frontend.ReadBufferLen() > 0 {
+			m, err := hc.Frontend.Receive()
+			if err != nil {
+				pool.Discard(s)
+				return c.backendFailure(t, err)
+			}
+			if bm, ok := m.(pgproto3.BackendMessage); ok {
+				c.cc.send(bm)
+			}
 		}
 	}
-	network, addr := cancelAddr(hc)
-	target := &cancelTarget{network: network, addr: addr, pid: hc.PID, secret: hc.SecretKey}
+	if !c.setBackend(s.Conn) {
+		pool.Discard(s)
+		return errSilentClose
+	}
+
+	// Make the client ready as PostgreSQL would after AuthenticationOk:
+	// the backend's ParameterStatus values (for a reused backend, as its
+	// reset left them, which are its startup values again), our
+	// BackendKeyData (the client cancels through us), then ReadyForQuery.
+	for name, value := range s.Params {
+		c.cc.send(&pgproto3.ParameterStatus{Name: name, Value: value})
+	}
+	target := &cancelTarget{network: s.CancelNetwork, addr: s.CancelAddr, pid: s.PID, secret: s.Secret}
 	pid := c.srv.cancels.register(target)
 	defer c.srv.cancels.unregister(pid)
 	c.cc.send(&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: target.key[:]})
-	c.cc.send(&pgproto3.ReadyForQuery{TxStatus: hc.TxStatus})
+	c.cc.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if err := c.cc.flush(); err != nil {
+		pool.Discard(s)
 		return err
 	}
 	// Authentication is over: no more deadline on the client socket.
 	c.raw.SetDeadline(noDeadline)
-	c.srv.log.Debug("session started", zap.Uint64("client_id", c.id), zap.String("role", t.Role), zap.String("database", t.Database))
-	up, down := relay(c.cc, hc.Conn)
-	c.srv.metrics.Relayed(up, down)
+	c.srv.log.Debug("session started", zap.Uint64("client_id", c.id), zap.String("role", t.Role),
+		zap.String("database", t.Database), zap.Int("reuses", s.Reuses))
+	if !reuse {
+		up, down := relay(c.cc, s.Conn)
+		c.srv.metrics.Relayed(up, down)
+		pool.Discard(s)
+		return nil
+	}
+	tr := &trackedRelay{client: c.cc, backend: s.Conn, params: s.Params}
+	idle := tr.run()
+	c.srv.metrics.Relayed(tr.up, tr.down)
+	if !idle || c.srv.closing.Load() {
+		pool.Discard(s)
+		return nil
+	}
+	if err := resetBackend(s, cfg.Backend.ResetQuery, 5*time.Second); err != nil {
+		c.srv.log.Debug("backend not reused", zap.Uint64("client_id", c.id), zap.Error(err))
+		pool.Discard(s)
+		return nil
+	}
+	pool.Put(s, limits, time.Now())
 	return nil
 }

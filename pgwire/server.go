@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -31,6 +32,8 @@ type Server struct {
 	audit    *zap.Logger
 	throttle *authcore.Throttle
 	cancels  *cancelRegistry
+	pool     *backend.Pool
+	closing  atomic.Bool
 
 	ctx    context.Context // canceled on a hard close: ends throttle waits
 	cancel context.CancelFunc
@@ -65,6 +68,7 @@ func NewServer(o Options) *Server {
 	return &Server{
 		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle, metrics: o.Metrics, active: o.Active,
 		cancels: newCancelRegistry(),
+		pool:    backend.NewPool(),
 		ctx:     ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}
@@ -134,6 +138,7 @@ func (s *Server) Addrs() []net.Addr {
 
 // Serve starts one accept loop per listener and returns at once.
 func (s *Server) Serve() {
+	s.pool.Start(func() backend.PoolLimits { return poolLimits(s.state.Current().Config) })
 	for _, ln := range s.listeners {
 		s.acceptWG.Add(1)
 		go s.acceptLoop(ln)
@@ -224,6 +229,7 @@ func (s *Server) sessions() int {
 
 // Close stops listening and closes every connection now.
 func (s *Server) Close() {
+	s.closing.Store(true)
 	s.closeListeners()
 	s.acceptWG.Wait()
 	s.cancel()
@@ -233,4 +239,8 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.connWG.Wait()
+	s.pool.Close()
 }
+
+// PoolStats reports the backend pool's figures.
+func (s *Server) PoolStats() backend.Stats { return s.pool.Stats() }

@@ -47,6 +47,10 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err := pg.Listen(); err != nil {
 		return err
 	}
+	m.RegisterPool(func() metrics.PoolFigures {
+		st := pg.PoolStats()
+		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Reused: st.Reused, Closed: st.Closed}
+	})
 	web := httpfront.New(httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active})
 	if err := web.Listen(); err != nil {
 		pg.Close()

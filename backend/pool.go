@@ -1,0 +1,259 @@
+package backend
+
+import (
+	"errors"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Key identifies which parked backends may serve a client: the same server,
+// role, database and startup parameters.
+type Key struct {
+	Host     string
+	Port     int
+	Role     string
+	Database string
+	Params   string // the client's startup parameters, sorted, NUL-joined
+}
+
+// NewKey builds the pool key of a login.
+func NewKey(t Target, params map[string]string) Key {
+	kv := make([]string, 0, len(params))
+	for k, v := range params {
+		if k != "user" && k != "database" {
+			kv = append(kv, k+"="+v)
+		}
+	}
+	sort.Strings(kv)
+	return Key{Host: t.Host, Port: t.Port, Role: t.Role, Database: t.Database, Params: strings.Join(kv, "\x00")}
+}
+
+// Session is a logged-in backend connection that may outlive its client.
+type Session struct {
+	Conn    net.Conn
+	Key     Key
+	PID     uint32
+	Secret  []byte
+	Params  map[string]string // ParameterStatus values as the backend last reported them
+	Created time.Time
+	// CancelNetwork and CancelAddr are where CancelRequests go.
+	CancelNetwork, CancelAddr string
+	Reuses                    int
+
+	parkedAt time.Time
+}
+
+// ErrTooManyBackends means max_backend_connections is reached and no
+// parked backend could be closed to make room.
+var ErrTooManyBackends = errors.New("too many backend connections")
+
+// Pool keeps backends whose clients left while they were idle, for the
+// next client with the same key; and it counts every backend, in use or
+// parked, against max_backend_connections.
+type Pool struct {
+	mu     sync.Mutex
+	parked map[Key][]*Session
+	total  int // backends open: in use plus parked
+
+	reused atomic.Int64
+	closed atomic.Int64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// PoolLimits are the [backend] settings in force; passed on each call so a
+// reload changes them at once.
+type PoolLimits struct {
+	PerKey      int
+	Max         int
+	IdleTimeout time.Duration
+	MaxLifetime time.Duration
+}
+
+// NewPool makes an empty pool; Start runs its janitor.
+func NewPool() *Pool {
+	return &Pool{parked: map[Key][]*Session{}, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start closes parked backends past their idle timeout or lifetime, every
+// few seconds, until Close.
+func (p *Pool) Start(limits func() PoolLimits) {
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				p.expire(limits(), time.Now())
+			}
+		}
+	}()
+}
+
+func (p *Pool) expire(l PoolLimits, now time.Time) {
+	var old []*Session
+	p.mu.Lock()
+	for k, list := range p.parked {
+		keep := list[:0]
+		for _, s := range list {
+			if now.Sub(s.parkedAt) > l.IdleTimeout || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) {
+				old = append(old, s)
+				continue
+			}
+			keep = append(keep, s)
+		}
+		if len(keep) == 0 {
+			delete(p.parked, k)
+		} else {
+			p.parked[k] = keep
+		}
+	}
+	p.total -= len(old)
+	p.mu.Unlock()
+	p.closeAll(old)
+}
+
+func (p *Pool) closeAll(list []*Session) {
+	for _, s := range list {
+		s.Conn.Close()
+		p.closed.Add(1)
+	}
+}
+
+// Get hands out a parked backend for key, or nil. The newest is taken:
+// it is the least likely to hit the idle timeout soon.
+func (p *Pool) Get(key Key, l PoolLimits, now time.Time) *Session {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		list := p.parked[key]
+		if len(list) == 0 {
+			return nil
+		}
+		s := list[len(list)-1]
+		p.parked[key] = list[:len(list)-1]
+		if len(p.parked[key]) == 0 {
+			delete(p.parked, key)
+		}
+		if l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime {
+			p.total--
+			go p.closeAll([]*Session{s})
+			continue
+		}
+		s.Reuses++
+		p.reused.Add(1)
+		return s
+	}
+}
+
+// Reserve counts a new backend connection about to be opened. At the limit
+// it closes the longest-parked backend of any key to make room; when none is
+// parked it fails.
+func (p *Pool) Reserve(l PoolLimits) error {
+	p.mu.Lock()
+	if p.total < l.Max {
+		p.total++
+		p.mu.Unlock()
+		return nil
+	}
+	var oldest *Session
+	var oldestKey Key
+	for k, list := range p.parked {
+		if len(list) > 0 && (oldest == nil || list[0].parkedAt.Before(oldest.parkedAt)) {
+			oldest, oldestKey = list[0], k
+		}
+	}
+	if oldest == nil {
+		p.mu.Unlock()
+		return ErrTooManyBackends
+	}
+	p.parked[oldestKey] = p.parked[oldestKey][1:]
+	if len(p.parked[oldestKey]) == 0 {
+		delete(p.parked, oldestKey)
+	}
+	// total stays: the evicted backend's slot goes to the new one.
+	p.mu.Unlock()
+	p.closeAll([]*Session{oldest})
+	return nil
+}
+
+// Put parks a reset, idle backend; when its key already has pool_size
+// parked, or its lifetime is over, it is closed instead.
+func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
+	p.mu.Lock()
+	if len(p.parked[s.Key]) >= l.PerKey || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) {
+		p.total--
+		p.mu.Unlock()
+		p.closeAll([]*Session{s})
+		return
+	}
+	s.parkedAt = now
+	p.parked[s.Key] = append(p.parked[s.Key], s)
+	p.mu.Unlock()
+}
+
+// Discard closes a backend that may not be reused.
+func (p *Pool) Discard(s *Session) {
+	p.mu.Lock()
+	p.total--
+	p.mu.Unlock()
+	p.closeAll([]*Session{s})
+}
+
+// Release gives back a reservation whose connection never opened.
+func (p *Pool) Release() {
+	p.mu.Lock()
+	p.total--
+	p.mu.Unlock()
+}
+
+// Stats are the pool's figures.
+type Stats struct {
+	Parked, InUse  int
+	Reused, Closed int64
+	ParkedByKey    map[Key]int
+}
+
+// Stats reports the pool's figures now.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Stats{ParkedByKey: map[Key]int{}, Reused: p.reused.Load(), Closed: p.closed.Load()}
+	for k, list := range p.parked {
+		st.Parked += len(list)
+		st.ParkedByKey[k] = len(list)
+	}
+	st.InUse = p.total - st.Parked
+	return st
+}
+
+// Close closes every parked backend and stops the janitor.
+func (p *Pool) Close() {
+	select {
+	case <-p.stop:
+		return
+	default:
+		close(p.stop)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(time.Second):
+	}
+	p.mu.Lock()
+	var all []*Session
+	for k, list := range p.parked {
+		all = append(all, list...)
+		delete(p.parked, k)
+	}
+	p.total -= len(all)
+	p.mu.Unlock()
+	p.closeAll(all)
+}

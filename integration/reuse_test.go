@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func backendPID(t *testing.T, c *pgx.Conn) string {
+	t.Helper()
+	return queryOne(t, c, "SELECT pg_backend_pid()::text")
+}
+
+// closeAndWait closes a client and gives pgwarden a moment to reset and
+// park its backend.
+func closeAndWait(c *pgx.Conn) {
+	c.Close(context.Background())
+	time.Sleep(300 * time.Millisecond)
+}
+
+func TestAnIdleBackendIsResetAndReusedByTheNextClient(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	conn := g.connString("alice", "alice-Pass-1", "postgres") + " application_name=reuse-test"
+	c1 := g.mustConnectString(conn)
+	pid := backendPID(t, c1)
+	ctx := context.Background()
+	for _, sql := range []string{"SET search_path = pg_catalog", "SET application_name = 'changed'", "CREATE TEMP TABLE scratch (x int)", "PREPARE p AS SELECT 1"} {
+		if _, err := c1.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeAndWait(c1)
+
+	c2 := g.mustConnectString(conn)
+	if got := backendPID(t, c2); got != pid {
+		t.Fatalf("backend not reused: %s then %s", pid, got)
+	}
+	// DISCARD ALL left nothing of the previous session.
+	if got := queryOne(t, c2, "SHOW search_path"); got != `"$user", public` {
+		t.Fatalf("search_path survived: %s", got)
+	}
+	if got := queryOne(t, c2, "SELECT count(*)::text FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't'"); got != "0" {
+		t.Fatal("temp table survived")
+	}
+	if got := queryOne(t, c2, "SELECT count(*)::text FROM pg_prepared_statements WHERE name = 'p'"); got != "0" {
+		t.Fatal("prepared statement survived")
+	}
+	// The client is told the truth about its session.
+	if got := c2.PgConn().ParameterStatus("application_name"); got != "reuse-test" {
+		t.Fatalf("ParameterStatus application_name = %q", got)
+	}
+	if got := queryOne(t, c2, "SHOW application_name"); got != "reuse-test" {
+		t.Fatalf("application_name = %q", got)
+	}
+	// Other startup parameters: another backend.
+	c3 := g.mustConnectString(g.connString("alice", "alice-Pass-1", "postgres") + " application_name=other")
+	if got := backendPID(t, c3); got == pid {
+		t.Fatal("a backend was shared across different startup parameters")
+	}
+	// Cancel still reaches the reused backend.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		c2.PgConn().CancelRequest(context.Background())
+	}()
+	_, err := c2.Exec(ctx, "SELECT pg_sleep(20)")
+	wantPgError(t, err, "57014", "canceling statement due to user request")
+
+	resp, err := http.Get(g.httpURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "pgwarden_backend_reused_total 1") || !strings.Contains(string(body), "pgwarden_backend_in_use 2") {
+		t.Fatalf("pool metrics:\n%s", grepLines(string(body), "pgwarden_backend"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestABackendLeftInATransactionIsNeverReused(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c1 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	pid := backendPID(t, c1)
+	if _, err := c1.Exec(context.Background(), "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	closeAndWait(c1)
+	c2 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if got := backendPID(t, c2); got == pid {
+		t.Fatal("a backend left inside a transaction was reused")
+	}
+	// A client that vanishes without Terminate: not reused either.
+	pid2 := backendPID(t, c2)
+	c2.PgConn().Conn().Close()
+	time.Sleep(300 * time.Millisecond)
+	c3 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if got := backendPID(t, c3); got == pid2 {
+		t.Fatal("a backend whose client vanished mid-stream was reused")
+	}
+}
+
+func TestReuseOffOpensAFreshBackendEachTime(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{backend: "reuse = false"}, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c1 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	pid := backendPID(t, c1)
+	closeAndWait(c1)
+	c2 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if got := backendPID(t, c2); got == pid {
+		t.Fatal("reuse = false reused a backend")
+	}
+}
+
+func TestAParkedBackendThatDiedIsNotHandedOut(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c1 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	pid := backendPID(t, c1)
+	closeAndWait(c1)
+	if err := pg.Exec("SELECT pg_terminate_backend(" + pid + ")"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	c2 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if got := queryOne(t, c2, "SELECT 'fresh'"); got != "fresh" {
+		t.Fatal(got)
+	}
+}
+
+func TestMaxBackendConnections(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 2"}, passwordRules,
+		[]testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
+	a := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	b := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	_, err := g.connect("bob", "bob-Pass-2", "postgres")
+	wantPgError(t, err, "53300", "too many backend connections")
+	// A parked backend of another key gives way to a new login.
+	closeAndWait(a)
+	c := g.mustConnect("bob", "bob-Pass-2", "postgres")
+	if got := queryOne(t, c, "SELECT current_user"); got != "bob" {
+		t.Fatal(got)
+	}
+	_ = b
+	_ = fmt.Sprint
+}
