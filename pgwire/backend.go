@@ -2,12 +2,12 @@ package pgwire
 
 import (
 	"context"
-	"time"
 	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
