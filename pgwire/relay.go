@@ -32,9 +32,44 @@ func relay(client *clientConn, backend net.Conn) (up, down int64) {
 	return up, down
 }
 
-// relayBufPool holds the copy buffers of tracked relays; a buffer is held
-// only while a direction is copying.
+// relayBufPool holds the large copy buffers of tracked relays.
 var relayBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// quietBufSize is what a relay direction holds while its stream is quiet:
+// an idle session costs two of these, not two large buffers.
+const quietBufSize = 2 << 10
+
+// pump reads r and hands each chunk to each until each returns false or
+// reading fails. It waits for data in a small buffer and switches to a pooled
+// large one while data flows in full reads, returning it when the stream
+// goes quiet again.
+func pump(r io.Reader, each func([]byte) bool) error {
+	small := make([]byte, quietBufSize)
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			relayBufPool.Put(big)
+		}
+	}()
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && !each(buf[:n]) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case n == len(buf) && big == nil:
+			big = relayBufPool.Get().(*[]byte)
+			buf = *big
+		case n < len(small) && big != nil:
+			relayBufPool.Put(big)
+			big, buf = nil, small
+		}
+	}
+}
 
 // trackedRelay relays like relay, but follows message boundaries so that
 // when the client leaves with its backend idle, the backend can be kept:
@@ -63,9 +98,6 @@ func (t *trackedRelay) run() (reusable bool) {
 	downDone := make(chan bool, 1) // true: stopped cleanly at a boundary
 	var stopping atomic.Bool
 	go func() {
-		bp := relayBufPool.Get().(*[]byte)
-		defer relayBufPool.Put(bp)
-		buf := *bp
 		sc := &msgScanner{capture: func(typ byte) bool { return typ == 'Z' || typ == 'S' },
 			onMsg: func(typ byte, body []byte) {
 				switch typ {
@@ -83,22 +115,17 @@ func (t *trackedRelay) run() (reusable bool) {
 				}
 			}}
 		clientGone := false
-		for {
-			n, err := t.backend.Read(buf)
-			if n > 0 {
-				sc.feed(buf[:n], 0)
-				if !clientGone {
-					if _, werr := t.client.Write(buf[:n]); werr != nil {
-						clientGone = true // keep draining to a boundary
-					}
-					t.down += int64(n)
+		err := pump(t.backend, func(chunk []byte) bool {
+			sc.feed(chunk, 0)
+			if !clientGone {
+				if _, werr := t.client.Write(chunk); werr != nil {
+					clientGone = true // keep draining to a boundary
 				}
+				t.down += int64(len(chunk))
 			}
-			if err != nil {
-				downDone <- stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded) && sc.atBoundary()
-				return
-			}
-		}
+			return true
+		})
+		downDone <- stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded) && sc.atBoundary()
 	}()
 
 	terminated := t.clientToBackend()
@@ -131,9 +158,6 @@ func (t *trackedRelay) run() (reusable bool) {
 // clientToBackend copies until the client ends; true when it ended with a
 // Terminate message at a message boundary (held back from the backend).
 func (t *trackedRelay) clientToBackend() bool {
-	bp := relayBufPool.Get().(*[]byte)
-	defer relayBufPool.Put(bp)
-	buf := *bp
 	sc := &msgScanner{onMsg: func(typ byte, _ []byte) {
 		switch typ {
 		case 'Q', 'S', 'F':
@@ -148,27 +172,38 @@ func (t *trackedRelay) clientToBackend() bool {
 			t.unsynced = true
 		}
 	}}
-	for {
-		n, err := t.client.r.Read(buf)
-		if n > 0 {
-			chunk := buf[:n]
-			cut := sc.feed(chunk, 'X')
-			if cut >= 0 {
-				chunk = chunk[:cut]
-			}
-			if len(chunk) > 0 {
-				if _, werr := t.backend.Write(chunk); werr != nil {
-					return false
-				}
-				t.up += int64(len(chunk))
-			}
-			if cut >= 0 {
-				// Anything after Terminate is ignored, as PostgreSQL does.
-				return sc.atBoundary()
-			}
+	terminated, failed := false, false
+	forward := func(chunk []byte) bool {
+		cut := sc.feed(chunk, 'X')
+		if cut >= 0 {
+			chunk = chunk[:cut]
 		}
-		if err != nil {
+		if len(chunk) > 0 {
+			if _, err := t.backend.Write(chunk); err != nil {
+				failed = true
+				return false
+			}
+			t.up += int64(len(chunk))
+		}
+		if cut >= 0 {
+			// Anything after Terminate is ignored, as PostgreSQL does.
+			terminated = sc.atBoundary()
 			return false
 		}
+		return true
 	}
+	// Bytes the client pipelined during authentication sit in the
+	// buffered reader; after them, read the socket directly and let the
+	// reader's buffer go.
+	if n := t.client.r.Buffered(); n > 0 {
+		pending, _ := t.client.r.Peek(n)
+		more := forward(append([]byte(nil), pending...))
+		t.client.r.Discard(n)
+		if !more {
+			return terminated && !failed
+		}
+	}
+	t.client.r = nil
+	pump(t.client.Conn, forward)
+	return terminated && !failed
 }
