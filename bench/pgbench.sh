@@ -31,7 +31,7 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-"$BINDIR/pgbench" -i -q -s 1 -h "$WORK/sock" -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
+"$BINDIR/pgbench" -i -q -s 10 -h "$WORK/sock" -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
 
 HASH=$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)
 printf '[[user]]\nname = "postgres"\npassword = "%s"\n' "$HASH" > "$WORK/users.toml"
@@ -68,6 +68,8 @@ for round in $(seq "$ROUNDS"); do
 	echo "round $round/$ROUNDS" >&2
 	R[direct_S]+="$(run "$PG_PORT" -S -c "$CLIENTS" -j 2 -T "$TIME") "
 	R[pgwarden_S]+="$(run "$PGW_PORT" -S -c "$CLIENTS" -j 2 -T "$TIME") "
+	R[direct_B]+="$(run "$PG_PORT" -c "$CLIENTS" -j 2 -T "$TIME") "
+	R[pgwarden_B]+="$(run "$PGW_PORT" -c "$CLIENTS" -j 2 -T "$TIME") "
 	R[direct_C]+="$(run "$PG_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
 	R[pgwarden_C]+="$(run "$PGW_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
 	R[direct_T]+="$(SSLMODE=require run "$PG_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
@@ -79,10 +81,11 @@ OUT=bench/results/pgbench-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
 	echo "pgbench, $CLIENTS clients, medians of $ROUNDS interleaved rounds ($(nproc) cores, PostgreSQL $("$BINDIR/postgres" --version | awk '{print $3}'))"
 	printf '%-40s %12s %12s %8s\n' "workload" "direct TPS" "pgwarden" "ratio"
-	for w in S C T; do
+	for w in S B C T; do
 		d=$(echo ${R[direct_$w]} | tr ' ' '\n' | median)
 		p=$(echo ${R[pgwarden_$w]} | tr ' ' '\n' | median)
 		name="select-only (-S), ${TIME}s"
+		[ "$w" = B ] && name="TPC-B-like (default script), ${TIME}s"
 		[ "$w" = C ] && name="-S -C (new connection each), SCRAM"
 		[ "$w" = T ] && name="-S -C, SCRAM over TLS (require)"
 		printf '%-40s %12.0f %12.0f %8.2f\n' "$name" "$d" "$p" "$(echo "$p $d" | awk '{ printf "%.2f", $1 / $2 }')"

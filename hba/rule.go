@@ -180,19 +180,33 @@ type Miss struct {
 	Reason string
 }
 
-// why returns "" when the rule matches r, else the first reason it does not.
-func (rule *Rule) why(r *Request) string {
+// field names what part of a rule failed to match; 0 means it matched.
+type field int
+
+const (
+	matched field = iota
+	badProtocol
+	badAddress
+	badSSLOn
+	badSSLOff
+	badDatabase
+	badUser
+)
+
+// mismatch returns the first field of the rule that r does not match. It
+// allocates nothing: Match runs it for every rule on every connection.
+func (rule *Rule) mismatch(r *Request) field {
 	if rule.Protocol != ProtoAll && rule.Protocol != r.Protocol {
-		return fmt.Sprintf("protocol is %s, not %s", r.Protocol, rule.Protocol)
+		return badProtocol
 	}
 	if !anyAddr(rule.Addresses, r) {
-		return fmt.Sprintf("address %s is not in %s", r.AddrString(), joinPatterns(rule.Addresses))
+		return badAddress
 	}
 	switch {
 	case rule.SSL == SSLOn && !r.SSL:
-		return "connection is not SSL, rule requires ssl on"
+		return badSSLOn
 	case rule.SSL == SSLOff && r.SSL:
-		return "connection is SSL, rule requires ssl off"
+		return badSSLOff
 	}
 	dbOK := false
 	for _, p := range rule.Databases {
@@ -202,17 +216,36 @@ func (rule *Rule) why(r *Request) string {
 		}
 	}
 	if !dbOK {
+		return badDatabase
+	}
+	for _, p := range rule.Users {
+		if p.matchUser(r) {
+			return matched
+		}
+	}
+	return badUser
+}
+
+// why says in words why the rule does not match r ("" when it does).
+func (rule *Rule) why(r *Request) string {
+	switch rule.mismatch(r) {
+	case badProtocol:
+		return fmt.Sprintf("protocol is %s, not %s", r.Protocol, rule.Protocol)
+	case badAddress:
+		return fmt.Sprintf("address %s is not in %s", r.AddrString(), joinPatterns(rule.Addresses))
+	case badSSLOn:
+		return "connection is not SSL, rule requires ssl on"
+	case badSSLOff:
+		return "connection is SSL, rule requires ssl off"
+	case badDatabase:
 		if r.Replication {
 			return fmt.Sprintf("replication connection, database list %s lacks replication", joinPatterns(rule.Databases))
 		}
 		return fmt.Sprintf("database %q is not in %s", r.Database, joinPatterns(rule.Databases))
+	case badUser:
+		return fmt.Sprintf("user %q is not in %s", r.User, joinPatterns(rule.Users))
 	}
-	for _, p := range rule.Users {
-		if p.matchUser(r) {
-			return ""
-		}
-	}
-	return fmt.Sprintf("user %q is not in %s", r.User, joinPatterns(rule.Users))
+	return ""
 }
 
 func anyAddr(list []AddrPattern, r *Request) bool {
@@ -238,7 +271,7 @@ type Rules []*Rule
 // Match returns the first rule that matches r, or nil: no match rejects.
 func (rs Rules) Match(r *Request) *Rule {
 	for _, rule := range rs {
-		if rule.why(r) == "" {
+		if rule.mismatch(r) == matched {
 			return rule
 		}
 	}

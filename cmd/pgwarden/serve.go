@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -27,6 +28,21 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	} else if len(pos) > 0 {
 		return usageErr("serve takes no arguments")
+	}
+	// PGWARDEN_CPUPROFILE=file writes a CPU profile until the process
+	// stops, for performance work (see README, Performance).
+	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	limiter := authcore.NewHashLimiter(0)
 	snap, err := snapshot.Load(*cfgPath, limiter)

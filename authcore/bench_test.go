@@ -1,0 +1,56 @@
+package authcore
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+func BenchmarkCheckPasswordWarmCache(b *testing.B) {
+	h, _ := HashPassword(AlgoSCRAM, "bench-password")
+	us, _ := ParseUsers("u", []byte("[[user]]\nname = \"alice\"\npassword = \""+h+"\"\n"))
+	a := NewAuthenticator(us, NewHashLimiter(0))
+	ctx := context.Background()
+	a.CheckPassword(ctx, "alice", "bench-password")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.CheckPassword(ctx, "alice", "bench-password"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCheckPasswordSCRAMColdHash(b *testing.B) {
+	h, _ := HashPassword(AlgoSCRAM, "bench-password")
+	v, _ := ParseHash(h)
+	for b.Loop() {
+		v.Verify("bench-password")
+	}
+}
+
+func BenchmarkVerifyOwnToken(b *testing.B) {
+	cfg := config.Default()
+	cfg.TokensSet = true
+	secret := strings.Repeat("QUJD", 11)
+	us, _ := ParseUsers("u", []byte("[[user]]\nname = \"alice\"\nsecret = \""+secret+"\"\n"))
+	toks, err := NewTokens(context.Background(), cfg, us, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, _, err := IssueToken(cfg.Tokens, us.Lookup("alice"), time.Hour, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := toks.Verify(context.Background(), tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = jwt.SigningMethodHS256
+}
