@@ -11,7 +11,7 @@ FUZZ_TARGETS := \
 	./hba:FuzzParseFile \
 	./authcore:FuzzParseHash
 
-.PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http clean
+.PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle clean
 
 help:
 	@echo "make build        build $(BIN)"
@@ -47,13 +47,16 @@ fuzz:
 demo: build
 	./scripts/demo.sh
 
-bench: bench-pgbench bench-http
+bench: bench-pgbench bench-http bench-idle
 
 bench-pgbench: build
 	./bench/pgbench.sh
 
 bench-http: build
 	./bench/http.sh
+
+bench-idle: build
+	./bench/idle.sh
 
 clean:
 	rm -rf bin demo/run bench/results

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 	"github.com/pgwarden/pgwarden/config"
@@ -171,4 +172,17 @@ func ParseUsers(path string, data []byte) (*Users, error) {
 		return nil, config.Errors{{File: path, Msg: err.Error()}}
 	}
 	return us, nil
+}
+
+// CheckPasswordPolicy enforces users.password_min_length, counted in
+// characters (not bytes), with no upper limit short of what bcrypt cannot
+// take (bcrypt itself refuses over 72 bytes rather than truncating).
+func CheckPasswordPolicy(pw string, minLength int) error {
+	if n := utf8.RuneCountInString(pw); n < minLength {
+		return fmt.Errorf("password too short: %d characters, users.password_min_length is %d", n, minLength)
+	}
+	if !utf8.ValidString(pw) {
+		return errors.New("password is not valid UTF-8")
+	}
+	return nil
 }

@@ -31,3 +31,50 @@ stop_pg() { as_pg "$BINDIR/pg_ctl" -D "$1/pgdata" -m fast -w stop >/dev/null 2>&
 wait_port() { for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# PgBouncer from Debian's package, for side-by-side runs. It refuses to run
+# as root, so as root it runs as the postgres OS user.
+PGBOUNCER=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null || true)
+ensure_pgbouncer() {
+	[ -n "$PGBOUNCER" ] && return 0
+	if [ "$(id -u)" = 0 ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null 2>&1 ||
+			{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+		PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+	fi
+	[ -x "$PGBOUNCER" ]
+}
+
+# start_pgbouncer DIR PORT PG_PORT PASSWORD CERT KEY: session mode, SCRAM
+# clients, the same certificate as pgwarden; writes DIR/pgb/pgbouncer.pid.
+start_pgbouncer() {
+	local dir=$1/pgb port=$2 pgport=$3 pw=$4 cert=$5 key=$6
+	mkdir -p "$dir"
+	printf '"postgres" "%s"\n' "$pw" > "$dir/userlist.txt"
+	cat > "$dir/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$pgport dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = session
+max_client_conn = 2000
+default_pool_size = 1100
+server_reset_query = DISCARD ALL
+client_tls_sslmode = allow
+client_tls_cert_file = $cert
+client_tls_key_file = $key
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+	[ "$(id -u)" = 0 ] && chown -R postgres "$dir"
+	as_pg "$PGBOUNCER" -d "$dir/pgbouncer.ini"
+	wait_port "$port"
+}
+
+stop_pgbouncer() {
+	[ -f "$1/pgb/pgbouncer.pid" ] && kill -INT "$(cat "$1/pgb/pgbouncer.pid")" 2>/dev/null || true
+}

@@ -19,6 +19,9 @@ PASSWORD=bench-password
 . bench/lib.sh
 PG_PORT=$(free_port 57432)
 PGW_PORT=$(free_port 57532)
+PGB_PORT=$(free_port 57632)
+WITH_PGB=0
+ensure_pgbouncer && WITH_PGB=1 || echo "PgBouncer not available: its column stays empty" >&2
 
 # One certificate serves PostgreSQL and pgwarden, so TLS costs the same on both.
 "$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
@@ -26,6 +29,7 @@ PGW_PORT=$(free_port 57532)
 start_pg "$WORK" "$PG_PORT" "$PASSWORD" -c ssl=on -c "ssl_cert_file=$WORK/pki/server.crt" -c "ssl_key_file=$WORK/pki/server.key"
 PGW_PID=""
 cleanup() {
+	stop_pgbouncer "$WORK"
 	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
 	stop_pg "$WORK"
 	rm -rf "$WORK"
@@ -55,6 +59,7 @@ CONFIG
 "$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
 PGW_PID=$!
 wait_port "$PGW_PORT"
+[ "$WITH_PGB" = 1 ] && start_pgbouncer "$WORK" "$PGB_PORT" "$PG_PORT" "$PASSWORD" "$WORK/pki/server.crt" "$WORK/pki/server.key"
 
 # run PORT ARGS...: one pgbench run, prints its TPS. SSLMODE picks TLS.
 run() {
@@ -63,32 +68,40 @@ run() {
 		awk '/^tps = / { print $3; exit }'
 }
 
+# Targets in the order each round runs them: direct, pgwarden, pgbouncer.
+targets="direct:$PG_PORT pgwarden:$PGW_PORT"
+[ "$WITH_PGB" = 1 ] && targets="$targets pgbouncer:$PGB_PORT"
 declare -A R
 for round in $(seq "$ROUNDS"); do
 	echo "round $round/$ROUNDS" >&2
-	R[direct_S]+="$(run "$PG_PORT" -S -c "$CLIENTS" -j 2 -T "$TIME") "
-	R[pgwarden_S]+="$(run "$PGW_PORT" -S -c "$CLIENTS" -j 2 -T "$TIME") "
-	R[direct_B]+="$(run "$PG_PORT" -c "$CLIENTS" -j 2 -T "$TIME") "
-	R[pgwarden_B]+="$(run "$PGW_PORT" -c "$CLIENTS" -j 2 -T "$TIME") "
-	R[direct_C]+="$(run "$PG_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
-	R[pgwarden_C]+="$(run "$PGW_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
-	R[direct_T]+="$(SSLMODE=require run "$PG_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
-	R[pgwarden_T]+="$(SSLMODE=require run "$PGW_PORT" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") "
+	for w in S B C T; do
+		for tp in $targets; do
+			name=${tp%%:*} port=${tp##*:}
+			case $w in
+			S) R[${name}_S]+="$(run "$port" -S -c "$CLIENTS" -j 2 -T "$TIME") " ;;
+			B) R[${name}_B]+="$(run "$port" -c "$CLIENTS" -j 2 -T "$TIME") " ;;
+			C) R[${name}_C]+="$(run "$port" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") " ;;
+			T) R[${name}_T]+="$(SSLMODE=require run "$port" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") " ;;
+			esac
+		done
+	done
 done
 
 mkdir -p bench/results
 OUT=bench/results/pgbench-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
-	echo "pgbench, $CLIENTS clients, medians of $ROUNDS interleaved rounds ($(nproc) cores, PostgreSQL $("$BINDIR/postgres" --version | awk '{print $3}'))"
-	printf '%-40s %12s %12s %8s\n' "workload" "direct TPS" "pgwarden" "ratio"
+	echo "TPS; pgbench, $CLIENTS clients, medians of $ROUNDS interleaved rounds ($(nproc) cores, PostgreSQL $("$BINDIR/postgres" --version | awk '{print $3}'))"
+	printf '%-40s %10s %10s %10s %9s %9s\n' "workload" "direct" "pgwarden" "pgbouncer" "pgw/dir" "pgb/dir"
 	for w in S B C T; do
 		d=$(echo ${R[direct_$w]} | tr ' ' '\n' | median)
 		p=$(echo ${R[pgwarden_$w]} | tr ' ' '\n' | median)
+		b=$(echo ${R[pgbouncer_$w]:-0} | tr ' ' '\n' | median)
 		name="select-only (-S), ${TIME}s"
 		[ "$w" = B ] && name="TPC-B-like (default script), ${TIME}s"
 		[ "$w" = C ] && name="-S -C (new connection each), SCRAM"
 		[ "$w" = T ] && name="-S -C, SCRAM over TLS (require)"
-		printf '%-40s %12.0f %12.0f %8.2f\n' "$name" "$d" "$p" "$(echo "$p $d" | awk '{ printf "%.2f", $1 / $2 }')"
+		printf '%-40s %10.0f %10.0f %10.0f %9.2f %9.2f\n' "$name" "$d" "$p" "$b" \
+			"$(echo "$p $d" | awk '{ printf "%.2f", $1 / $2 }')" "$(echo "$b $d" | awk '{ printf "%.2f", $1 / $2 }')"
 	done
 } | tee "$OUT"
 echo "written to $OUT"

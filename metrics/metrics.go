@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,4 +122,44 @@ func (m *Metrics) RegisterPool(figures func() PoolFigures) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgwarden_backend_closed_total", Help: "Backends closed by pgwarden (idle, lifetime, limits, errors)."},
 			func() float64 { return float64(figures().Closed) }),
 	)
+}
+
+// Sample is one pgwarden_* series as the admin console shows it.
+type Sample struct {
+	Name   string
+	Labels string
+	Value  float64
+}
+
+// Samples returns the current value of every pgwarden_* counter and gauge
+// (histograms as their count and sum).
+func (m *Metrics) Samples() []Sample {
+	families, err := m.reg.Gather()
+	if err != nil {
+		return nil
+	}
+	var out []Sample
+	for _, f := range families {
+		name := f.GetName()
+		if !strings.HasPrefix(name, "pgwarden_") {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			var labels []string
+			for _, l := range mt.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			ls := strings.Join(labels, ",")
+			switch {
+			case mt.Counter != nil:
+				out = append(out, Sample{name, ls, mt.Counter.GetValue()})
+			case mt.Gauge != nil:
+				out = append(out, Sample{name, ls, mt.Gauge.GetValue()})
+			case mt.Histogram != nil:
+				out = append(out, Sample{name + "_count", ls, float64(mt.Histogram.GetSampleCount())},
+					Sample{name + "_sum", ls, mt.Histogram.GetSampleSum()})
+			}
+		}
+	}
+	return out
 }

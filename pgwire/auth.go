@@ -27,7 +27,7 @@ type authResult struct {
 func (c *conn) authenticate(snap *snapshot.Snapshot, rule *hba.Rule, req *hba.Request) (*authResult, error) {
 	// clientcert= asks for a valid certificate before the method runs,
 	// as PostgreSQL does; verify-full's name check comes after it.
-	if rule.ClientCert != "" && rule.Method != hba.Reject {
+	if rule.ClientCert != "" {
 		leaf, err := c.clientCert()
 		if err != nil {
 			return nil, &certRefusal{reason: err.Error(), required: true}
@@ -48,8 +48,6 @@ func (c *conn) authenticate(snap *snapshot.Snapshot, rule *hba.Rule, req *hba.Re
 func (c *conn) runMethod(snap *snapshot.Snapshot, rule *hba.Rule, req *hba.Request) (*authResult, error) {
 	res := &authResult{name: req.User, method: rule.Method}
 	switch rule.Method {
-	case hba.Reject:
-		return nil, HBAReject(c.addrString(), req.User, req.Database, c.ssl)
 	case hba.Trust:
 		// Trust proves nothing, but a users-file entry that is disabled
 		// or expired still may not log in.

@@ -46,6 +46,9 @@ type conn struct {
 	mu      sync.Mutex
 	backend net.Conn
 	closed  bool
+	// Set once authenticated, for SHOW CLIENTS, KILL and ending a
+	// dropped user's sessions.
+	user, database, method string
 }
 
 func (c *conn) close() {
@@ -179,6 +182,11 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		return NoHBARule(c.addrString(), user, db, c.ssl)
 	}
 	ev.Rule, ev.Method = rule.Number, string(rule.Method)
+	if rule.Method == hba.Reject {
+		ev.Result, ev.Reason = authcore.ResultRejected, "rule method is reject"
+		c.audit(ev)
+		return HBAReject(c.addrString(), user, db, c.ssl)
+	}
 	res, err := c.authenticate(snap, rule, req)
 	if err != nil {
 		return c.authFailed(snap, ev, err)
@@ -186,6 +194,9 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 	c.srv.throttle.Success(c.addrString(), user)
 	ev.Result = authcore.ResultOK
 	c.audit(ev)
+	c.mu.Lock()
+	c.user, c.database, c.method = user, db, string(rule.Method)
+	c.mu.Unlock()
 
 	c.cc.send(&pgproto3.AuthenticationOk{})
 	if err := c.cc.flush(); err != nil {
@@ -200,12 +211,7 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 // authFailed logs a failed attempt, waits out the throttle delay and
 // returns what the client is told.
 func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err error) error {
-	var pe *Error
 	switch {
-	case errors.As(err, &pe) && pe.Code == codeInvalidAuthorization && pe.Message[:3] == "HBA":
-		ev.Result, ev.Reason = authcore.ResultRejected, "rule method is reject"
-		c.audit(ev)
-		return err
 	case errors.Is(err, authcore.ErrPasswordFailed):
 		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
 		c.audit(ev)

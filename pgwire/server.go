@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,8 @@ type Server struct {
 	cancels  *cancelRegistry
 	pool     *backend.Pool
 	closing  atomic.Bool
+	version  string
+	reloadFn func() error
 
 	ctx    context.Context // canceled on a hard close: ends throttle waits
 	cancel context.CancelFunc
@@ -57,6 +60,11 @@ type Options struct {
 	Audit    *zap.Logger
 	Throttle *authcore.Throttle
 	Metrics  *metrics.Metrics
+	// Version is what SHOW VERSION says.
+	Version string
+	// Reload re-reads the configuration (SIGHUP's work) for RELOAD and
+	// for admin commands that change the users file.
+	Reload func() error
 	// Active counts client connections of both protocols against
 	// server.max_connections.
 	Active *atomic.Int64
@@ -69,6 +77,7 @@ func NewServer(o Options) *Server {
 		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle, metrics: o.Metrics, active: o.Active,
 		cancels: newCancelRegistry(),
 		pool:    backend.NewPool(),
+		version: o.Version, reloadFn: o.Reload,
 		ctx:     ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}
@@ -244,3 +253,59 @@ func (s *Server) Close() {
 
 // PoolStats reports the backend pool's figures.
 func (s *Server) PoolStats() backend.Stats { return s.pool.Stats() }
+
+func (s *Server) reload() error {
+	if s.reloadFn == nil {
+		_, err := s.state.Reload()
+		return err
+	}
+	return s.reloadFn()
+}
+
+// clients lists the authenticated wire clients for SHOW CLIENTS.
+func (s *Server) clients() [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rows [][]string
+	for c := range s.conns {
+		c.mu.Lock()
+		if c.user != "" {
+			rows = append(rows, []string{strconv.FormatUint(c.id, 10), "pg", c.user, c.database, c.addrString(), c.method,
+				strconv.FormatBool(c.ssl), c.since.UTC().Format(time.RFC3339)})
+		}
+		c.mu.Unlock()
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		a, _ := strconv.Atoi(rows[i][0])
+		b, _ := strconv.Atoi(rows[j][0])
+		return a < b
+	})
+	return rows
+}
+
+// kill closes the client with id; false if there is none.
+func (s *Server) kill(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.id == id {
+			c.close()
+			return true
+		}
+	}
+	return false
+}
+
+// killUser closes every session of user but except (the admin's own).
+func (s *Server) killUser(user string, except *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.mu.Lock()
+		match := c.user == user && c != except
+		c.mu.Unlock()
+		if match {
+			c.close()
+		}
+	}
+}

@@ -57,6 +57,12 @@ func readPassword(stdin io.Reader, stderr io.Writer) (string, error) {
 		}
 		return string(a), nil
 	}
+	return readPasswordLine(stdin)
+}
+
+// readPasswordLine reads one line of stdin as the password, with no limit
+// short of 64 KiB and no truncation.
+func readPasswordLine(stdin io.Reader) (string, error) {
 	line, err := bufio.NewReaderSize(stdin, 64*1024).ReadString('\n')
 	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
 		return "", errors.New("no password on stdin")

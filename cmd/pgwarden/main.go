@@ -20,6 +20,7 @@ commands:
   check         [-c config.toml]   validate config, users and HBA; print the rule table
   explain       [-c config.toml] --protocol pg|http --user U --database D --address IP|local [--ssl] [--replication]
   hash-password [--algo scram-sha-256|bcrypt|pbkdf2-sha512|argon2id]
+  user          add|passwd|del|list [-c config.toml] NAME [--admin] [--password-stdin]
   token create  [-c config.toml] --user NAME [--expire 90d]
   certs init    --dir DIR [--hosts localhost,127.0.0.1,::1] [--client NAME...]
   version
@@ -53,6 +54,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdExplain(args, stdout)
 	case "hash-password":
 		err = cmdHashPassword(args, stdin, stdout, stderr)
+	case "user":
+		err = cmdUser(args, stdin, stdout, stderr)
 	case "token":
 		err = cmdToken(args, stdout, stderr)
 	case "certs":

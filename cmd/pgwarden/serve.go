@@ -59,7 +59,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 	throttle := authcore.NewThrottle(100_000, 15*time.Minute)
 	m := metrics.New()
 	active := new(atomic.Int64)
-	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active})
+	doReload := func() error { return reload(state, level, log, m) }
+	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
+		Active: active, Version: versionString(), Reload: doReload})
 	if err := pg.Listen(); err != nil {
 		return err
 	}
@@ -89,7 +91,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGHUP:
-			reload(state, level, log, m)
+			doReload()
 		case syscall.SIGTERM:
 			timeout := state.Current().Config.Server.ShutdownTimeout.Duration
 			log.Info("SIGTERM: draining sessions", zap.Duration("timeout", timeout), zap.Int64("connections", pg.ActiveConnections()))
@@ -116,16 +118,17 @@ func cmdServe(args []string, stderr io.Writer) error {
 }
 
 // reload swaps in a new snapshot; on failure the old one stays in force.
-func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger, m *metrics.Metrics) {
+func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger, m *metrics.Metrics) error {
 	s, err := state.Reload()
 	if err != nil {
 		m.Reload("failed")
 		log.Error("reload failed; the previous configuration stays in force", zap.Error(err))
-		return
+		return err
 	}
 	m.Reload("ok")
 	level.SetLevel(parseLevel(s.Config.Log.Level))
 	log.Info("reloaded", zap.Int("rules", len(s.Rules)), zap.Int("users", s.Users.Len()))
+	return nil
 }
 
 func parseLevel(s string) zapcore.Level {

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# make bench-idle: resident memory per idle client connection, pgwarden and
+# PgBouncer, each holding N idle clients (default 1000) with their backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${BENCH_IDLE_CLIENTS:-1000}
+PGWARDEN=$ROOT/bin/pgwarden
+WORK=$(mktemp -d /tmp/pgwarden-bench-idle.XXXXXX)
+chmod 755 "$WORK"
+PASSWORD=bench-password
+. bench/lib.sh
+PG_PORT=$(free_port 57832)
+PGW_PORT=$(free_port 57932)
+PGB_PORT=$(free_port 58032)
+go build -o "$WORK/idleconns" ./bench/idleconns
+"$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
+[ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pki"
+start_pg "$WORK" "$PG_PORT" "$PASSWORD" -c max_connections=$((N + 100)) -c shared_buffers=32MB
+PGW_PID=""
+cleanup() {
+	stop_pgbouncer "$WORK"
+	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
+	stop_pg "$WORK"
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+HASH=$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)
+printf '[[user]]\nname = "postgres"\npassword = "%s"\n' "$HASH" > "$WORK/users.toml"
+cat > "$WORK/config.toml" <<CONFIG
+[server]
+pg_listen = ["127.0.0.1:$PGW_PORT"]
+http_listen = []
+unix_socket_dir = ""
+max_connections = $((N * 2))
+[backend]
+port = $PG_PORT
+sslmode = "disable"
+password = "$PASSWORD"
+max_backend_connections = $((N + 50))
+[log]
+level = "warn"
+[[hba]]
+method = "scram-sha-256"
+CONFIG
+"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
+PGW_PID=$!
+wait_port "$PGW_PORT"
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# measure NAME PID PORT: RSS growth per idle client, in KiB.
+measure() {
+	local before after
+	before=$(rss "$2")
+	coproc HOLD { "$WORK/idleconns" -n "$N" -conn "host=127.0.0.1 port=$3 user=postgres password=$PASSWORD dbname=postgres sslmode=disable"; }
+	read -r line <&"${HOLD[0]}"
+	sleep 1
+	after=$(rss "$2")
+	echo >&"${HOLD[1]}"
+	wait "$HOLD_PID" 2>/dev/null || true
+	echo "$1 $line $before $after" | awk '{ printf "%-10s %6d clients  RSS %8d KiB -> %8d KiB  %6.1f KiB per idle client\n", $1, $3, $4, $5, ($5 - $4) / $3 }'
+}
+mkdir -p bench/results
+OUT=bench/results/idle-$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+	echo "idle client connections, each with its backend ($(nproc) cores)"
+	measure pgwarden "$PGW_PID" "$PGW_PORT"
+	if ensure_pgbouncer; then
+		start_pgbouncer "$WORK" "$PGB_PORT" "$PG_PORT" "$PASSWORD" "$WORK/pki/server.crt" "$WORK/pki/server.key"
+		sleep 0.5
+		measure pgbouncer "$(cat "$WORK/pgb/pgbouncer.pid")" "$PGB_PORT"
+	fi
+} | tee "$OUT"
+echo "written to $OUT"

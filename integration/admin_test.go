@@ -1,0 +1,210 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgwarden/pgwarden/authcore"
+)
+
+const adminRules = `
+[tokens]
+
+[[hba]]
+protocol = "http"
+method = "jwt"
+
+[[hba]]
+method = "password"
+`
+
+func TestAdminConsoleThroughPsql(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, adminRules, []testUser{
+		{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"},
+		{name: "alice", password: "alice-Pass-1"},
+	})
+	admin := g.connString("root", "root-Admin-1", "pgwarden")
+	run := func(sql string) string {
+		t.Helper()
+		out, err := psql(t, admin, sql)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", sql, err, out)
+		}
+		return out
+	}
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, live, "SELECT 1")
+
+	if out := run("SHOW USERS"); !strings.Contains(out, "alice||alice|scram-sha-256|false||false|") || strings.Contains(out, "SCRAM-SHA-256$") {
+		t.Fatalf("SHOW USERS:\n%s", out)
+	}
+	if out := run("SHOW HBA"); !strings.Contains(out, "1|http|all|any|all|all|jwt") {
+		t.Fatalf("SHOW HBA:\n%s", out)
+	}
+	if out := run("SHOW CLIENTS"); !strings.Contains(out, "|pg|alice|postgres|127.0.0.1|password|false|") {
+		t.Fatalf("SHOW CLIENTS:\n%s", out)
+	}
+	if out := run("SHOW STATS"); !strings.Contains(out, "pgwarden_auth_attempts_total|method=password,protocol=pg,result=ok|") {
+		t.Fatalf("SHOW STATS:\n%s", out)
+	}
+	if out := run("SHOW CONFIG"); !strings.Contains(out, "backend.password|********") || strings.Contains(out, backendPassword) ||
+		!strings.Contains(out, "server.admin_database|pgwarden") {
+		t.Fatalf("SHOW CONFIG:\n%s", out)
+	}
+	if out := run("show version;"); !strings.HasPrefix(out, "pgwarden ") {
+		t.Fatalf("SHOW VERSION: %s", out)
+	}
+	if out := run("SHOW POOLS"); !strings.Contains(out, "(all)") {
+		t.Fatalf("SHOW POOLS: %s", out)
+	}
+	run("RELOAD")
+
+	// Users made, changed and dropped from the console.
+	noteSecret("carol-First-1")
+	noteSecret("carol-Second-2")
+	run("CREATE USER carol WITH PASSWORD 'carol-First-1'")
+	carol := g.mustConnect("carol", "carol-First-1", "postgres")
+	tok := run("CREATE TOKEN carol EXPIRE '3 months'")
+	noteSecret(tok)
+	status, _, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, bearer(tok))
+	if status != 200 {
+		t.Fatalf("console token over HTTP: %d", status)
+	}
+	run("ALTER USER carol PASSWORD 'carol-Second-2'")
+	if _, err := carol.Exec(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal("a password change did not end carol's session")
+	}
+	_, err := g.connect("carol", "carol-First-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "carol"`)
+	g.mustConnect("carol", "carol-Second-2", "postgres")
+	if status, _, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, bearer(tok)); status != 401 {
+		t.Fatalf("a token outlived a password change: %d", status)
+	}
+	run("DROP USER carol")
+	_, err = g.connect("carol", "carol-Second-2", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "carol"`)
+
+	// KILL ends a client.
+	var id string
+	for _, line := range strings.Split(run("SHOW CLIENTS"), "\n") {
+		if strings.Contains(line, "|alice|") {
+			id = strings.SplitN(line, "|", 2)[0]
+		}
+	}
+	run("KILL " + id)
+	if _, err := live.Exec(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal("KILL did not end the session")
+	}
+
+	// Errors: unknown command, bad usage, a failed reload.
+	out, err := psql(t, admin, "SHOW NOTHING")
+	if err == nil || !strings.Contains(out, "unknown admin command") {
+		t.Fatalf("unknown command: %v %s", err, out)
+	}
+	writeFile(t, g.configPath(), "[server]\nbogus = 1\n")
+	out, err = psql(t, admin, "RELOAD")
+	if err == nil || !strings.Contains(out, "reload failed") {
+		t.Fatalf("failed RELOAD: %v %s", err, out)
+	}
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
+
+	// A non-admin is refused after authenticating.
+	_, err = g.connect("alice", "alice-Pass-1", "pgwarden")
+	wantPgError(t, err, "42501", "permission denied for admin console")
+}
+
+func TestUserCommandsAgainstALiveServer(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	long := strings.Repeat("ü", 1024)
+	noteSecret("bob-Pass-1234")
+	_, errOut, code := runCLI(t, "bob-Pass-1234\n", "user", "add", "-c", g.configPath(), "bob", "--password-stdin")
+	if code != 0 {
+		t.Fatalf("user add: %s", errOut)
+	}
+	_, errOut, code = runCLI(t, "short\n", "user", "add", "-c", g.configPath(), "carol", "--password-stdin")
+	if code != 1 || !strings.Contains(errOut, "password too short: 5 characters") {
+		t.Fatalf("policy: %d %s", code, errOut)
+	}
+	_, errOut, code = runCLI(t, long+"\n", "user", "add", "-c", g.configPath(), "dave", "--password-stdin", "--admin")
+	if code != 0 {
+		t.Fatalf("1024-character password: %s", errOut)
+	}
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 1)
+	g.mustConnect("bob", "bob-Pass-1234", "postgres")
+	g.mustConnect("dave", long, "postgres")
+	_, err := g.connect("dave", long[:len(long)-2], "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "dave"`)
+
+	noteSecret("bob-New-56789")
+	if _, e, c := runCLI(t, "bob-New-56789\n", "user", "passwd", "-c", g.configPath(), "bob", "--password-stdin"); c != 0 {
+		t.Fatal(e)
+	}
+	if _, e, c := runCLI(t, "", "user", "del", "-c", g.configPath(), "alice"); c != 0 {
+		t.Fatal(e)
+	}
+	out, _, _ := runCLI(t, "", "user", "list", "-c", g.configPath())
+	if !strings.Contains(out, "bob") || !strings.Contains(out, "[admin]") || strings.Contains(out, "alice") {
+		t.Fatalf("user list:\n%s", out)
+	}
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 2)
+	g.mustConnect("bob", "bob-New-56789", "postgres")
+	_, err = g.connect("alice", "alice-Pass-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+	if st, _ := os.Stat(filepath.Join(g.dir, "users.toml")); st.Mode().Perm() != 0o600 {
+		t.Fatalf("users file mode %v", st.Mode().Perm())
+	}
+}
+
+func TestConcurrentUserAddsAllLand(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "users.toml"), "")
+	cfg := filepath.Join(dir, "config.toml")
+	writeFile(t, cfg, "[[hba]]\nmethod = \"trust\"\n")
+	var wg sync.WaitGroup
+	const n = 16
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, e, c := runCLI(t, "concurrent-pass\n", "user", "add", "-c", cfg, fmt.Sprintf("u%02d", i), "--password-stdin", "--algo", "bcrypt"); c != 0 {
+				t.Error(e)
+			}
+		}(i)
+	}
+	wg.Wait()
+	us, err := authcore.LoadUsers(filepath.Join(dir, "users.toml"))
+	if err != nil || us.Len() != n {
+		t.Fatalf("%d of %d users landed: %v", us.Len(), n, err)
+	}
+}
+
+func TestKilledWritersNeverTearTheUsersFile(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.toml")
+	writeFile(t, users, "")
+	cfg := filepath.Join(dir, "config.toml")
+	writeFile(t, cfg, "[[hba]]\nmethod = \"trust\"\n")
+	for i := 0; i < 25; i++ {
+		cmd := exec.Command(cliBin, "user", "add", "-c", cfg, fmt.Sprintf("k%02d", i), "--password-stdin", "--algo", "argon2id")
+		cmd.Stdin = strings.NewReader("killed-writer-pass\n")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%8) * 4 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if _, err := authcore.LoadUsers(users); err != nil {
+			t.Fatalf("after kill %d the users file does not parse: %v", i, err)
+		}
+	}
+}
