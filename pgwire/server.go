@@ -78,7 +78,7 @@ func NewServer(o Options) *Server {
 		cancels: newCancelRegistry(),
 		pool:    backend.NewPool(),
 		version: o.Version, reloadFn: o.Reload,
-		ctx:     ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}
 }
