@@ -46,13 +46,43 @@ var dummySCRAM = sync.OnceValue(func() *SCRAMVerifier {
 	return NewSCRAMVerifier(string(randomBytes(16)), scramIterations)
 })
 
+// ExternalCredentials is a credential store outside the users file: the
+// backend database through [auth_query]. It is asked only about names the
+// users file does not hold.
+type ExternalCredentials interface {
+	// User returns name's stored credentials, or nil when the store does
+	// not know the name or only verifies (verify mode).
+	User(ctx context.Context, name string) (*User, error)
+	// Verify checks a cleartext password in the store itself; ok is false
+	// when the store only looks hashes up (lookup mode).
+	Verify(ctx context.Context, name, password string) (valid, ok bool, err error)
+}
+
 // Authenticator checks credentials against one immutable set of users. A
 // reload makes a new Authenticator, which also empties the credential cache.
 type Authenticator struct {
-	users   *Users
-	limiter *HashLimiter
-	cache   *credCache
-	now     func() time.Time
+	users    *Users
+	external ExternalCredentials
+	limiter  *HashLimiter
+	cache    *credCache
+	now      func() time.Time
+}
+
+// WithExternal adds a credential store consulted for names the users file
+// does not hold.
+func (a *Authenticator) WithExternal(e ExternalCredentials) *Authenticator {
+	a.external = e
+	return a
+}
+
+// lookup finds name in the users file, then in the external store. An
+// external store that fails is logged by the caller as the reason; the
+// client sees the one password failure.
+func (a *Authenticator) lookup(ctx context.Context, name string) (*User, error) {
+	if u := a.users.Lookup(name); u != nil || a.external == nil {
+		return u, nil
+	}
+	return a.external.User(ctx, name)
 }
 
 // NewAuthenticator serves users, hashing under limiter.
@@ -68,7 +98,25 @@ func (a *Authenticator) Users() *Users { return a.users }
 // ErrPasswordFailed) whose reason is for the log only; a canceled ctx
 // returns ctx's error.
 func (a *Authenticator) CheckPassword(ctx context.Context, name, password string) (*User, error) {
-	u := a.users.Lookup(name)
+	if a.users.Lookup(name) == nil && a.external != nil {
+		valid, ok, err := a.external.Verify(ctx, name, password)
+		if ok {
+			switch {
+			case err != nil:
+				return nil, Fail(Reason("auth_query failed: " + err.Error()))
+			case password == "":
+				return nil, Fail(ReasonEmptyPassword)
+			case !valid:
+				return nil, Fail(ReasonWrongPassword)
+			}
+			return &User{Name: name}, nil
+		}
+	}
+	u, err := a.lookup(ctx, name)
+	if err != nil {
+		a.limiter.Do(ctx, func() { dummySCRAM().Verify(password) })
+		return nil, Fail(Reason("auth_query failed: " + err.Error()))
+	}
 	if u == nil || u.hash == nil {
 		// Spend the same work as a real check before failing.
 		if err := a.limiter.Do(ctx, func() { dummySCRAM().Verify(password) }); err != nil {
@@ -181,4 +229,14 @@ func (c *credCache) add(k [32]byte) {
 		}
 	}
 	c.entries[k] = time.Now().Add(c.ttl)
+}
+
+// NewExternalUser makes the user an external store found: a name and a
+// stored hash in any accepted format.
+func NewExternalUser(name, hash string) (*User, error) {
+	h, err := ParseHash(hash)
+	if err != nil {
+		return nil, err
+	}
+	return &User{Name: name, Password: hash, hash: h}, nil
 }

@@ -1,6 +1,7 @@
 package authcore
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
@@ -50,7 +51,7 @@ type SCRAM struct {
 // mechanism the client chose. cb is the tls-server-end-point hash of the
 // server certificate when the connection is TLS (PLUS is then offered), else
 // nil.
-func (a *Authenticator) StartSCRAM(name, mechanism string, cb []byte) (*SCRAM, error) {
+func (a *Authenticator) StartSCRAM(ctx context.Context, name, mechanism string, cb []byte) (*SCRAM, error) {
 	s := &SCRAM{auth: a, mech: mechanism, plus: len(cb) > 0}
 	switch {
 	case mechanism == MechSCRAM:
@@ -59,8 +60,10 @@ func (a *Authenticator) StartSCRAM(name, mechanism string, cb []byte) (*SCRAM, e
 		return nil, saslViolation("client selected an invalid SASL authentication mechanism")
 	}
 	creds := a.mockCredentials(name)
-	u := a.users.Lookup(name)
+	u, err := a.lookup(ctx, name)
 	switch {
+	case err != nil:
+		s.doomed = Reason("auth_query failed: " + err.Error())
 	case u == nil:
 		s.doomed = ReasonUnknownUser
 	case u.hash == nil:

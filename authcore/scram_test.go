@@ -1,6 +1,7 @@
 package authcore
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -19,7 +20,7 @@ func scramUsers(t *testing.T) *Authenticator {
 // run drives a full exchange with xdg-go/scram's client.
 func run(t *testing.T, a *Authenticator, user, password, mech string, serverCB []byte, client *scram.ClientConversation) error {
 	t.Helper()
-	s, err := a.StartSCRAM(user, mech, serverCB)
+	s, err := a.StartSCRAM(context.Background(), user, mech, serverCB)
 	if err != nil {
 		return err
 	}
@@ -99,7 +100,7 @@ func TestSCRAMRefusesDowngradeAndMismatchedBinding(t *testing.T) {
 		t.Fatalf("downgrade: %v", err)
 	}
 	// PLUS selected without TLS.
-	if _, err := a.StartSCRAM("alice", MechSCRAMPlus, nil); !errors.Is(err, ErrSASLProtocol) {
+	if _, err := a.StartSCRAM(context.Background(), "alice", MechSCRAMPlus, nil); !errors.Is(err, ErrSASLProtocol) {
 		t.Fatalf("PLUS without TLS: %v", err)
 	}
 	// Binding data that is not our certificate's hash.
@@ -108,7 +109,7 @@ func TestSCRAMRefusesDowngradeAndMismatchedBinding(t *testing.T) {
 	if !errors.Is(err, ErrSASLProtocol) {
 		t.Fatalf("binding mismatch: %v", err)
 	}
-	if _, err := a.StartSCRAM("alice", "SCRAM-SHA-1", nil); !errors.Is(err, ErrSASLProtocol) {
+	if _, err := a.StartSCRAM(context.Background(), "alice", "SCRAM-SHA-1", nil); !errors.Is(err, ErrSASLProtocol) {
 		t.Fatal("unknown mechanism accepted")
 	}
 }
@@ -116,7 +117,7 @@ func TestSCRAMRefusesDowngradeAndMismatchedBinding(t *testing.T) {
 func TestSCRAMMalformedMessagesAreProtocolViolations(t *testing.T) {
 	a := scramUsers(t)
 	for _, msg := range []string{"", "x,,n=,r=abc", "n,,", "n,,n=,r=", "p=tls-server-end-point,,n=,r=abc"} {
-		s, _ := a.StartSCRAM("alice", MechSCRAM, nil)
+		s, _ := a.StartSCRAM(context.Background(), "alice", MechSCRAM, nil)
 		if _, _, err := s.Step([]byte(msg)); !errors.Is(err, ErrSASLProtocol) {
 			t.Errorf("%q: %v", msg, err)
 		}
@@ -128,7 +129,7 @@ func TestSCRAMMalformedMessagesAreProtocolViolations(t *testing.T) {
 func TestSCRAMMockSaltIsStablePerName(t *testing.T) {
 	a := scramUsers(t)
 	first := func() string {
-		s, _ := a.StartSCRAM("ghost", MechSCRAM, nil)
+		s, _ := a.StartSCRAM(context.Background(), "ghost", MechSCRAM, nil)
 		out, _, err := s.Step([]byte("n,,n=,r=clientnonce"))
 		if err != nil {
 			t.Fatal(err)

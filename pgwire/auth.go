@@ -166,7 +166,7 @@ func (c *conn) scram(snap *snapshot.Snapshot, user string) (*authcore.User, erro
 	if err != nil {
 		return nil, err
 	}
-	ex, err := snap.Auth.StartSCRAM(user, mech, cb)
+	ex, err := snap.Auth.StartSCRAM(c.ctx(), user, mech, cb)
 	if err != nil {
 		return nil, err
 	}

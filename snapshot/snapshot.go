@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
@@ -71,6 +72,15 @@ func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error)
 		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
+	var aq *backend.AuthQuery
+	if cfg.AuthQuery != nil && users != nil {
+		if aq, err = backend.NewAuthQuery(cfg); err != nil {
+			errs = append(errs, err)
+		} else {
+			// The pool goes when the snapshot is retired.
+			context.AfterFunc(ctx, aq.Close)
+		}
+	}
 	var tokens *authcore.Tokens
 	if users != nil {
 		if tokens, err = authcore.NewTokens(ctx, cfg, users, jwksClient); err != nil {
@@ -81,13 +91,17 @@ func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error)
 		stop()
 		return nil, errors.Join(errs...)
 	}
+	auth := authcore.NewAuthenticator(users, limiter)
+	if aq != nil {
+		auth.WithExternal(aq)
+	}
 	return &Snapshot{
 		stop:   stop,
 		Tokens: tokens,
 		TLS:    tlsm,
 		Config: cfg,
 		Users:  users,
-		Auth:   authcore.NewAuthenticator(users, limiter),
+		Auth:   auth,
 		Rules:  rules,
 		Loaded: time.Now(),
 	}, nil

@@ -1,0 +1,96 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// AuthQuery is the [auth_query] credential store: a query run in the
+// backend database on a small pool of its own, as the configured role.
+// Parameters are always bound, never interpolated, and no client's startup
+// parameters ever reach these connections (a client's search_path cannot
+// substitute a table of its own for pg_shadow).
+type AuthQuery struct {
+	cfg  config.AuthQuery
+	pool *pgxpool.Pool
+}
+
+var _ authcore.ExternalCredentials = (*AuthQuery)(nil)
+
+// authQueryTimeout bounds one lookup.
+const authQueryTimeout = 5 * time.Second
+
+// NewAuthQuery prepares the pool; it connects on first use.
+func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
+	aq := cfg.AuthQuery
+	t := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: aq.Database, Role: aq.User, Password: aq.Password}
+	pc, err := Config(cfg, t, map[string]string{"application_name": "pgwarden-auth-query"})
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	pcfg.ConnConfig.Config = *pc
+	pcfg.MaxConns = 2
+	pcfg.MaxConnIdleTime = time.Minute
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return nil, err
+	}
+	return &AuthQuery{cfg: *aq, pool: pool}, nil
+}
+
+// User runs the lookup query for name: its one column is the stored hash.
+// No row or NULL means the name is unknown here.
+func (q *AuthQuery) User(ctx context.Context, name string) (*authcore.User, error) {
+	if q.cfg.Mode != "lookup" {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, authQueryTimeout)
+	defer cancel()
+	var hash *string
+	err := q.pool.QueryRow(ctx, q.cfg.Query, name).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (hash == nil || *hash == "")) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	u, err := authcore.NewExternalUser(name, *hash)
+	if err != nil {
+		// An MD5 or plain password in pg_authid: not a hash pgwarden
+		// accepts. The user fails like an unknown one.
+		return nil, nil
+	}
+	return u, nil
+}
+
+// Verify runs the verify query with the user and password: a row or more
+// means valid.
+func (q *AuthQuery) Verify(ctx context.Context, name, password string) (bool, bool, error) {
+	if q.cfg.Mode != "verify" {
+		return false, false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, authQueryTimeout)
+	defer cancel()
+	rows, err := q.pool.Query(ctx, q.cfg.Query, name, password)
+	if err != nil {
+		return false, true, err
+	}
+	defer rows.Close()
+	found := rows.Next()
+	rows.Close()
+	return found, true, rows.Err()
+}
+
+// Close closes the pool.
+func (q *AuthQuery) Close() { q.pool.Close() }

@@ -1,0 +1,87 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestAuthQueryLookupWithPostgresOwnVerifiers(t *testing.T) {
+	noteSecret("aq-Pass-1")
+	noteSecret("evil-password")
+	if err := pg.Exec(`DROP ROLE IF EXISTS aq_user; CREATE ROLE aq_user LOGIN PASSWORD 'aq-Pass-1';
+		DROP SCHEMA IF EXISTS evil CASCADE; CREATE SCHEMA evil; GRANT USAGE ON SCHEMA evil TO PUBLIC;
+		CREATE TABLE evil.pg_shadow (usename name, passwd text); GRANT SELECT ON evil.pg_shadow TO PUBLIC;
+		INSERT INTO evil.pg_shadow SELECT 'aq_user', rolpassword FROM pg_authid WHERE rolname = 'alice'`); err != nil {
+		t.Fatal(err)
+	}
+	// alice's backend verifier is for backendPassword: the evil table
+	// claims aq_user's password is that.
+	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `password = "aq-Pass-1"`}, fmt.Sprintf(`
+[auth_query]
+mode = "lookup"
+query = "SELECT passwd FROM pg_shadow WHERE usename = $1"
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+user = "aq_user"
+database = "app_prod"
+method = "password"
+
+[[hba]]
+method = "scram-sha-256"
+`, backendPassword), []testUser{{name: "alice", password: "alice-Pass-1", extra: fmt.Sprintf("backend_password = %q\n", backendPassword)}})
+	// SCRAM on the wire against PostgreSQL's own verifier.
+	c := g.mustConnectString(g.connString("aq_user", "aq-Pass-1", "postgres"))
+	if got := queryOne(t, c, "SELECT current_user"); got != "aq_user" {
+		t.Fatal(got)
+	}
+	// Cleartext against the same verifier.
+	g.mustConnect("aq_user", "aq-Pass-1", "app_prod")
+	// Wrong password and unknown users: the one failure.
+	_, err := g.connect("aq_user", "wrong-password", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "aq_user"`)
+	_, err = g.connect("nobody_anywhere", "aq-Pass-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "nobody_anywhere"`)
+	// The users file still comes first.
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
+	// A client's search_path never reaches the auth query: evil.pg_shadow
+	// is not consulted.
+	_, err = g.connectString(g.connString("aq_user", backendPassword, "postgres") + " search_path=evil,pg_catalog")
+	wantPgError(t, err, "28P01", `password authentication failed for user "aq_user"`)
+}
+
+func TestAuthQueryVerifyModeWithPgcrypto(t *testing.T) {
+	noteSecret("crypt-Pass-9")
+	if err := pg.Exec(`CREATE EXTENSION IF NOT EXISTS pgcrypto;
+		DROP TABLE IF EXISTS app_users; CREATE TABLE app_users (name text PRIMARY KEY, pw_hash text);
+		INSERT INTO app_users VALUES ('eve', crypt('crypt-Pass-9', gen_salt('bf', 6)))`); err != nil {
+		t.Skipf("pgcrypto is not available: %v", err)
+	}
+	g := startGateway(t, fmt.Sprintf(`
+[auth_query]
+mode = "verify"
+query = "SELECT 1 FROM app_users WHERE name = $1 AND pw_hash = crypt($2, pw_hash)"
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+method = "password"
+`, backendPassword), nil)
+	c := g.mustConnect("eve", "crypt-Pass-9", "postgres")
+	if got := queryOne(t, c, "SELECT current_user"); got != "eve" {
+		t.Fatal(got)
+	}
+	// A password that is SQL stays a parameter.
+	for _, pw := range []string{"wrong-password", "' OR '1'='1", "x') OR true --"} {
+		cfg, _ := pgx.ParseConfig(g.connString("eve", "", "postgres"))
+		cfg.Password = pw
+		_, err := pgx.ConnectConfig(context.Background(), cfg)
+		wantPgError(t, err, "28P01", `password authentication failed for user "eve"`)
+	}
+}
