@@ -122,7 +122,7 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 	case name == "" && !creds.sent():
 		name = cfg.HTTP.DefaultUser
 	}
-	addr := clientAddr(r)
+	addr := clientAddr(r, snap)
 	ev := &authcore.AuditEvent{Protocol: "http", ClientID: s.nextID.Add(1), Address: addr.String(), User: name, SSL: r.TLS != nil}
 	finish := func(res *authResult, f *authFailure) (*authResult, *authFailure) {
 		if f == nil {
@@ -258,14 +258,43 @@ func (s *Server) fail(w http.ResponseWriter, snap *snapshot.Snapshot, f *authFai
 	writeError(w, status, f.code, f.msg)
 }
 
-// clientAddr is the request's peer address. (X-Forwarded-For from trusted
-// proxies is not read yet.)
-func clientAddr(r *http.Request) netip.Addr {
+// clientAddr is the request's client address: the peer, or, when the peer
+// is a trusted proxy, the right-most X-Forwarded-For address that is not
+// itself a trusted proxy (the left part of the header is whatever the
+// client chose to send).
+func clientAddr(r *http.Request, snap *snapshot.Snapshot) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ap.Addr().Unmap()
+	addr := ap.Addr().Unmap()
+	if !inPrefixes(addr, snap.TrustedProxies) {
+		return addr
+	}
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(h, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return addr // a malformed hop: trust nothing further left
+		}
+		addr = a.Unmap()
+		if !inPrefixes(addr, snap.TrustedProxies) {
+			return addr
+		}
+	}
+	return addr
+}
+
+func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func sslWord(on bool) string {

@@ -32,6 +32,9 @@ type conn struct {
 	addr  netip.Addr
 	since time.Time
 
+	// pre holds bytes read while looking for a PROXY header that turned
+	// out to be the client's own; they are read again first.
+	pre []byte
 	// stream is what the client protocol runs over: raw, or TLS on it.
 	stream net.Conn
 	cc     *clientConn
@@ -106,6 +109,30 @@ func (s *Server) handle(raw net.Conn, local bool) {
 	}
 	raw.SetDeadline(time.Now().Add(snap.Config.Server.AuthTimeout.Duration))
 	c.cc = newClientConn(raw)
+	if mode := snap.Config.Server.ProxyProtocol; mode != "off" && !local {
+		if !trusted(c.addr, snap.TrustedProxies) {
+			if mode == "required" {
+				// Every connection must come through a trusted proxy.
+				s.log.Warn("connection from an untrusted address refused (proxy_protocol = required)", zap.String("address", c.addrString()))
+				return
+			}
+		} else {
+			h, pre, err := readProxyHeader(raw)
+			switch {
+			case err != nil:
+				s.log.Warn("bad PROXY header", zap.String("proxy", c.addrString()), zap.Error(err))
+				return
+			case h == nil && mode == "required":
+				s.log.Warn("no PROXY header from a trusted proxy (proxy_protocol = required)", zap.String("proxy", c.addrString()))
+				return
+			case h != nil:
+				if a, ok := proxySource(h); ok {
+					c.addr = a
+				}
+			}
+			c.pre = pre
+		}
+	}
 	if err := c.serve(snap, n > max); err != nil {
 		c.fail(err)
 	}
@@ -253,11 +280,15 @@ func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err 
 // GSSENCRequest are answered, a CancelRequest is forwarded and ends the
 // connection.
 func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
+	src := io.Reader(c.raw)
+	if len(c.pre) > 0 {
+		src = io.MultiReader(bytes.NewReader(c.pre), c.raw)
+	}
 	var first [1]byte
-	if _, err := io.ReadFull(c.raw, first[:]); err != nil {
+	if _, err := io.ReadFull(src, first[:]); err != nil {
 		return nil, err
 	}
-	var in io.Reader = io.MultiReader(bytes.NewReader(first[:]), c.raw)
+	var in io.Reader = io.MultiReader(bytes.NewReader(first[:]), src)
 	sslDone, gssDone := false, false
 	if first[0] == tlsRecordHandshake {
 		// Direct TLS (sslnegotiation=direct): no SSLRequest comes.

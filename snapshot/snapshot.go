@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +30,9 @@ type Snapshot struct {
 	// TLS is nil when [tls] is absent.
 	TLS    *certs.Material
 	Tokens *authcore.Tokens
-	Loaded time.Time
+	// TrustedProxies may send PROXY headers and X-Forwarded-For.
+	TrustedProxies []netip.Prefix
+	Loaded         time.Time
 
 	// stop ends the snapshot's background work (JWKS refreshes) once a
 	// newer snapshot replaces it.
@@ -95,15 +98,22 @@ func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error)
 	if aq != nil {
 		auth.WithExternal(aq)
 	}
+	var proxies []netip.Prefix
+	for _, p := range cfg.Server.TrustedProxies {
+		if pr, err := config.ParsePrefix(p); err == nil {
+			proxies = append(proxies, pr)
+		}
+	}
 	return &Snapshot{
-		stop:   stop,
-		Tokens: tokens,
-		TLS:    tlsm,
-		Config: cfg,
-		Users:  users,
-		Auth:   auth,
-		Rules:  rules,
-		Loaded: time.Now(),
+		TrustedProxies: proxies,
+		stop:           stop,
+		Tokens:         tokens,
+		TLS:            tlsm,
+		Config:         cfg,
+		Users:          users,
+		Auth:           auth,
+		Rules:          rules,
+		Loaded:         time.Now(),
 	}, nil
 }
 

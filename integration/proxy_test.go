@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"net"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pires/go-proxyproto"
+)
+
+const proxyRules = `
+[[hba]]
+address = "10.0.0.0/8"
+method = "trust"
+
+[[hba]]
+method = "reject"
+`
+
+func proxyHeader(t *testing.T, version byte, src string) []byte {
+	t.Helper()
+	h := proxyproto.HeaderProxyFromAddrs(version, &net.TCPAddr{IP: net.ParseIP(src), Port: 50000}, &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 6432})
+	b, err := h.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPROXYHeadersFromATrustedProxy(t *testing.T) {
+	g := startGatewayServer(t, "proxy_protocol = \"optional\"\ntrusted_proxies = [\"127.0.0.1/32\"]", proxyRules, nil)
+	for _, v := range []byte{1, 2} {
+		r := dialRaw(t, g.addr())
+		r.write(append(proxyHeader(t, v, "10.1.2.3"), startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+		if _, ok := r.receive().(*pgproto3.AuthenticationOk); !ok {
+			t.Fatalf("PROXY v%d: the HBA did not see 10.1.2.3", v)
+		}
+	}
+	g.waitLog(`"address":"10.1.2.3"`, 2)
+	// Optional: a trusted proxy may also connect without a header.
+	r := dialRaw(t, g.addr())
+	r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	r.expectError("28000", `HBA rejects connection for host "127.0.0.1", user "alice", database "postgres", SSL off`)
+}
+
+func TestPROXYHeadersFromAnUntrustedAddressAreNotBelieved(t *testing.T) {
+	g := startGatewayServer(t, "proxy_protocol = \"optional\"\ntrusted_proxies = [\"192.0.2.0/24\"]", proxyRules, nil)
+	r := dialRaw(t, g.addr())
+	r.write(append(proxyHeader(t, 2, "10.1.2.3"), startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+	r.expectError("08P01", "invalid length of startup packet")
+
+	req := startGatewayServer(t, "proxy_protocol = \"required\"\ntrusted_proxies = [\"192.0.2.0/24\"]", proxyRules, nil)
+	r2 := dialRaw(t, req.addr())
+	r2.write(append(proxyHeader(t, 1, "10.1.2.3"), startupBytes(3, 0, "user", "alice")...))
+	r2.expectClosed()
+}
+
+func TestRequiredPROXYHeaderIsRequired(t *testing.T) {
+	g := startGatewayServer(t, "proxy_protocol = \"required\"\ntrusted_proxies = [\"127.0.0.0/8\"]", proxyRules, nil)
+	r := dialRaw(t, g.addr())
+	r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	r.expectClosed()
+}
+
+func TestXForwardedForOnlyFromTrustedProxies(t *testing.T) {
+	rules := `
+[[hba]]
+protocol = "http"
+address = "10.0.0.0/8"
+method = "trust"
+
+[[hba]]
+method = "reject"
+`
+	trustedGW := startGatewayWith(t, gwOptions{http: true, server: `trusted_proxies = ["127.0.0.1/32"]`, httpSection: `default_user = "alice"`}, rules, nil)
+	url := trustedGW.httpURL() + "/_sql?db=postgres"
+	if s, _, out := httpDo(t, "POST", url, `{"stmt":"SELECT 1"}`, map[string]string{"X-Forwarded-For": "203.0.113.9, 10.9.9.9"}); s != 200 {
+		t.Fatalf("XFF from a trusted proxy: %d %v", s, out)
+	}
+	if s, _, _ := httpDo(t, "POST", url, `{"stmt":"SELECT 1"}`, nil); s != 403 {
+		t.Fatalf("no XFF: %d", s)
+	}
+	// The right-most untrusted hop counts, not what the client prepended.
+	if s, _, _ := httpDo(t, "POST", url, `{"stmt":"SELECT 1"}`, map[string]string{"X-Forwarded-For": "10.9.9.9, 203.0.113.9"}); s != 403 {
+		t.Fatalf("spoofed left-most XFF believed: %d", s)
+	}
+	plain := startGatewayWith(t, gwOptions{http: true, httpSection: `default_user = "alice"`}, rules, nil)
+	if s, _, _ := httpDo(t, "POST", plain.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, map[string]string{"X-Forwarded-For": "10.9.9.9"}); s != 403 {
+		t.Fatalf("XFF from an untrusted peer believed: %d", s)
+	}
+}
