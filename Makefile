@@ -8,8 +8,13 @@ FUZZTIME  ?= 10s
 # Every fuzz target: package and function.
 FUZZ_TARGETS := \
 	./pgwire:FuzzStartupPacket \
+	./pgwire:FuzzTypedMessageBeforeAuth \
+	./pgwire:FuzzPROXYHeader \
+	./authcore:FuzzSCRAMExchange \
+	./authcore:FuzzParseHash \
 	./hba:FuzzParseFile \
-	./authcore:FuzzParseHash
+	./httpfront:FuzzAuthorizationHeader \
+	./httpfront:FuzzSQLBody
 
 .PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle clean
 

@@ -1,0 +1,47 @@
+package httpfront
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// FuzzAuthorizationHeader: any Authorization header is either credentials
+// or a refusal, never a panic.
+func FuzzAuthorizationHeader(f *testing.F) {
+	for _, s := range []string{"Basic YWxpY2U6cHc=", "Basic !!!", "Bearer a.b.c", "Basic OnB3", "Digest x", "Bearer " + strings.Repeat(".", 9000)} {
+		f.Add(s)
+	}
+	snap := &snapshot.Snapshot{}
+	f.Fuzz(func(t *testing.T, h string) {
+		r := httptest.NewRequest("POST", "/_sql", nil)
+		r.Header.Set("Authorization", h)
+		c, fail := readCredentials(r, snap, nil)
+		if (c == nil) == (fail == nil) {
+			t.Fatalf("credentials %v and failure %v", c, fail)
+		}
+		if c != nil && c.basic && c.user == "" {
+			t.Fatal("Basic credentials without a user")
+		}
+	})
+}
+
+// FuzzSQLBody: any body is decoded within the limit or refused.
+func FuzzSQLBody(f *testing.F) {
+	for _, s := range []string{`{"stmt":"SELECT 1","args":[1,2.5,"x",null,{"a":[1]}]}`, `{"transaction":[{"stmt":"x"}]}`,
+		`{"bulk_args":[[1],[2]],"stmt":"x"}`, strings.Repeat("[", 5000), `{"stmt":"\xff"}`, `{}{}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		r := httptest.NewRequest("POST", "/_sql", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		var req sqlRequest
+		w := httptest.NewRecorder()
+		if e := decodeBody(w, r, 4096, &req); e != nil && e.status != http.StatusBadRequest && e.status != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d", e.status)
+		}
+	})
+}
