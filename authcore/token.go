@@ -3,11 +3,13 @@ package authcore
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -34,7 +36,25 @@ type Tokens struct {
 	external  map[string]*externalIssuer
 	allowAlgs []string
 	now       func() time.Time
+
+	// verified remembers tokens that verified, by SHA-256 of the token,
+	// for at most a minute and never past their exp: a client repeating
+	// its bearer token costs one digest, not a signature check. A reload
+	// makes a new Tokens, so a changed secret or a removed user ends
+	// cached tokens too.
+	mu       sync.Mutex
+	verified map[[32]byte]verifiedToken
 }
+
+type verifiedToken struct {
+	user  *User
+	until time.Time
+}
+
+const (
+	verifiedTokensMax = 10000
+	verifiedTokensTTL = time.Minute
+)
 
 type externalIssuer struct {
 	cfg config.JWTIssuer
@@ -45,7 +65,8 @@ type externalIssuer struct {
 // until ctx ends (the snapshot is retired). A JWKS endpoint that is down at
 // start does not fail the load: keys arrive on a later refresh.
 func NewTokens(ctx context.Context, cfg *config.Config, users *Users, client *http.Client) (*Tokens, error) {
-	t := &Tokens{cfg: cfg.Tokens, ownSet: cfg.TokensSet, users: users, external: map[string]*externalIssuer{}, now: time.Now}
+	t := &Tokens{cfg: cfg.Tokens, ownSet: cfg.TokensSet, users: users, external: map[string]*externalIssuer{}, now: time.Now,
+		verified: map[[32]byte]verifiedToken{}}
 	if t.ownSet {
 		t.allowAlgs = append(t.allowAlgs, "HS256")
 	}
@@ -110,6 +131,17 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, badToken("token too large")
 	}
+	key := sha256.Sum256([]byte(raw))
+	now := t.now()
+	t.mu.Lock()
+	hit, ok := t.verified[key]
+	t.mu.Unlock()
+	if ok && now.Before(hit.until) {
+		if r := hit.user.unusable(now); r != "" {
+			return nil, Fail(r)
+		}
+		return hit.user, nil
+	}
 	var user *User
 	var ext *externalIssuer
 	parser := jwt.NewParser(jwt.WithValidMethods(t.allowAlgs), jwt.WithExpirationRequired(),
@@ -157,9 +189,22 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 			return nil, badToken("no single user is bound to this identity")
 		}
 	}
-	if r := user.unusable(t.now()); r != "" {
+	if r := user.unusable(now); r != "" {
 		return nil, Fail(r)
 	}
+	until := now.Add(verifiedTokensTTL)
+	if exp, err := c.GetExpirationTime(); err == nil && exp != nil && exp.Time.Before(until) {
+		until = exp.Time
+	}
+	t.mu.Lock()
+	if len(t.verified) >= verifiedTokensMax {
+		for k := range t.verified {
+			delete(t.verified, k)
+			break
+		}
+	}
+	t.verified[key] = verifiedToken{user: user, until: until}
+	t.mu.Unlock()
 	return user, nil
 }
 

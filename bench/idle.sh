@@ -54,7 +54,7 @@ measure() {
 	before=$(rss "$2")
 	coproc HOLD { "$WORK/idleconns" -n "$N" -conn "host=127.0.0.1 port=$3 user=postgres password=$PASSWORD dbname=postgres sslmode=disable"; }
 	read -r line <&"${HOLD[0]}"
-	sleep 1
+	sleep 3 # steady state: let the runtime collect what the logins left behind
 	after=$(rss "$2")
 	echo >&"${HOLD[1]}"
 	wait "$HOLD_PID" 2>/dev/null || true

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -303,6 +304,13 @@ func (s *Server) writeSQLError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusBadGateway, "08006", "could not connect to the backend server")
 		return
 	}
-	s.o.Log.Error("HTTP statement failed", zap.Error(err))
-	writeError(w, http.StatusBadGateway, "08006", "the backend connection failed")
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		s.o.Log.Error("backend connection failed during an HTTP request", zap.Error(err))
+		writeError(w, http.StatusBadGateway, "08006", "the backend connection failed")
+		return
+	}
+	// What is left was refused before reaching the backend: a wrong
+	// number of arguments, a value that does not fit its parameter.
+	writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: "22023", Message: err.Error(), Statement: idx}})
 }

@@ -71,11 +71,21 @@ func startTLSGateway(t *testing.T, rules string, users []testUser, clients ...st
 	t.Helper()
 	dir := t.TempDir()
 	p := newPKI(t, filepath.Join(dir, "certs"), clients...)
-	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{})}
+	return startTLSGatewayIn(t, dir, "", rules, users), p
+}
+
+// startTLSGatewayIn starts a gateway with [tls] whose certificates are (or
+// are made) under dir/certs, with more [server] settings.
+func startTLSGatewayIn(t *testing.T, dir, server, rules string, users []testUser) *gateway {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "certs", "ca.crt")); err != nil {
+		newPKI(t, filepath.Join(dir, "certs"))
+	}
+	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), opts: gwOptions{server: server}}
 	g.writeConfig(tlsSection + rules)
 	g.writeUsers(users)
 	g.start()
-	return g, p
+	return g
 }
 
 func (g *gateway) tlsConnString(p *pki, user, extra string) string {

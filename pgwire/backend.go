@@ -139,8 +139,10 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *aut
 		pool.Discard(s)
 		return err
 	}
-	// Authentication is over: no more deadline on the client socket.
+	// Authentication is over: no more deadline on the client socket, and
+	// the output buffer of the handshake is not kept for an idle session.
 	c.raw.SetDeadline(noDeadline)
+	c.cc.wbuf = nil
 	c.srv.log.Debug("session started", zap.Uint64("client_id", c.id), zap.String("role", t.Role),
 		zap.String("database", t.Database), zap.Int("reuses", s.Reuses))
 	if !reuse {

@@ -37,7 +37,7 @@ var relayBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return
 
 // quietBufSize is what a relay direction holds while its stream is quiet:
 // an idle session costs two of these, not two large buffers.
-const quietBufSize = 2 << 10
+const quietBufSize = 1 << 10
 
 // pump reads r and hands each chunk to each until each returns false or
 // reading fails. It waits for data in a small buffer and switches to a pooled

@@ -90,9 +90,11 @@ func decodeStartupPacket(body []byte) (*startupPacket, error) {
 		}
 		return &startupPacket{kind: kindGSSENCRequest}, nil
 	case cancelRequestCode:
-		// Protocol 3.0 keys are 4 bytes; 3.2 allows up to 256.
+		// Protocol 3.0 keys are 4 bytes; 3.2 allows up to 256. A bad
+		// cancel request gets no answer, as in PostgreSQL: nobody waits
+		// for one, and an answer would only help a prober.
 		if len(rest) < 8 || len(rest) > 4+256 {
-			return nil, ProtocolViolation("invalid length of cancel request packet")
+			return nil, errSilentClose
 		}
 		return &startupPacket{kind: kindCancel, cancelPID: binary.BigEndian.Uint32(rest), cancelKey: append([]byte(nil), rest[4:]...)}, nil
 	}

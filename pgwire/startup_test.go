@@ -46,7 +46,6 @@ func TestBadStartupPacketsAreProtocolViolations(t *testing.T) {
 		"no terminator":      packet(protocolV3, "user", "alice")[:17],
 		"ssl with payload":   append(packet(sslRequestCode), 1),
 		"duplicate":          packet(protocolV3, "user", "a", "user", "b"),
-		"cancel short":       packet(cancelRequestCode),
 		"value without name": append(binary.BigEndian.AppendUint32([]byte{0, 0, 0, 11}, protocolV3), 'u', 0, 0),
 	}
 	for name, b := range cases {
@@ -58,6 +57,9 @@ func TestBadStartupPacketsAreProtocolViolations(t *testing.T) {
 		if !errors.As(err, &pe) || pe.Code != codeProtocolViolation {
 			t.Errorf("%s: got %v, want 08P01", name, err)
 		}
+	}
+	if _, err := readStartupPacket(bytes.NewReader(packet(cancelRequestCode))); err != errSilentClose {
+		t.Fatalf("a short cancel request must close silently: %v", err)
 	}
 	_, err := readStartupPacket(bytes.NewReader(packet(4 << 16)))
 	var pe *Error

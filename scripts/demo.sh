@@ -14,6 +14,7 @@ free_port() {
 }
 PG_PORT=${PG_PORT:-$(free_port 55432)}
 PGW_PORT=${PGW_PORT:-$(free_port 6432)}
+HTTP_PORT=${HTTP_PORT:-$(free_port 8432)}
 DEMO_PASSWORD=${DEMO_PASSWORD:-demo-password}
 
 find_bindir() {
@@ -67,7 +68,7 @@ chmod 600 "$RUN/users.toml"
 cat > "$RUN/config.toml" <<CONFIG
 [server]
 pg_listen = ["127.0.0.1:$PGW_PORT"]
-http_listen = []
+http_listen = ["127.0.0.1:$HTTP_PORT"]
 unix_socket_dir = "$RUN"
 
 [tls]
@@ -95,13 +96,15 @@ CONFIG
 "$PGWARDEN" check -c "$RUN/config.toml"
 cat <<TRY
 
-pgwarden is starting on 127.0.0.1:$PGW_PORT in front of PostgreSQL on port $PG_PORT.
+pgwarden is starting on 127.0.0.1:$PGW_PORT (wire) and 127.0.0.1:$HTTP_PORT (HTTP) in front of PostgreSQL on port $PG_PORT.
 Try, in another terminal:
 
   psql "host=127.0.0.1 port=$PGW_PORT user=demo dbname=demo password=$DEMO_PASSWORD"
   psql "host=$RUN port=$PGW_PORT user=demo dbname=demo"            # unix socket, trust
-  psql "host=localhost port=$PGW_PORT user=demo dbname=demo sslmode=verify-full sslrootcert=$RUN/certs/ca.crt password=$DEMO_PASSWORD"
-  pgwarden explain -c $RUN/config.toml --user demo --database demo --address 127.0.0.1
+  psql "host=localhost port=$PGW_PORT user=demo dbname=demo sslmode=verify-full sslrootcert=$RUN/certs/ca.crt password=$DEMO_PASSWORD channel_binding=require"
+  psql "host=127.0.0.1 port=$PGW_PORT user=demo dbname=pgwarden password=$DEMO_PASSWORD" -c 'SHOW CLIENTS'   # admin console
+  curl -s -u demo:$DEMO_PASSWORD -H 'Content-Type: application/json' -d '{"stmt":"SELECT now()"}' 'http://127.0.0.1:$HTTP_PORT/_sql?db=demo'
+  bin/pgwarden explain -c $RUN/config.toml --user demo --database demo --address 127.0.0.1
 
 Ctrl-C stops pgwarden and the demo PostgreSQL.
 TRY

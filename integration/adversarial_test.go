@@ -1,0 +1,267 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Attacks on the wire, raw sockets against the built binary. Each test's
+// name says what it proves.
+
+func TestHTTPSentToThePgPortIsRefused(t *testing.T) {
+	g := startGateway(t, passwordRules, nil)
+	r := dialRaw(t, g.addr())
+	r.write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	r.expectError("08P01", "invalid length of startup packet")
+}
+
+func TestQueryOrPasswordAsTheFirstPacketIsRefused(t *testing.T) {
+	g := startGateway(t, passwordRules, nil)
+	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Query{String: "SELECT 1"}, &pgproto3.PasswordMessage{Password: "x"}} {
+		r := dialRaw(t, g.addr())
+		r.send(m)
+		r.expectError("08P01", "invalid length of startup packet")
+	}
+}
+
+func TestOneByteSegmentsStillWork(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetNoDelay(true)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	dribble := func(b []byte) {
+		for _, x := range b {
+			if _, err := c.Write([]byte{x}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	fe := pgproto3.NewFrontend(c, c)
+	dribble(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	if _, err := fe.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	pw, _ := (&pgproto3.PasswordMessage{Password: "alice-Pass-1"}).Encode(nil)
+	dribble(pw)
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("error: %#v", m)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	q, _ := (&pgproto3.Query{String: "SELECT 'dribbled'"}).Encode(nil)
+	dribble(q)
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := m.(*pgproto3.DataRow); ok && string(d.Values[0]) == "dribbled" {
+			return
+		}
+	}
+}
+
+func TestSlowClientsAreClosedAtAuthTimeoutAndFreeTheirSlot(t *testing.T) {
+	dir := t.TempDir()
+	g := startTLSGatewayIn(t, dir, `auth_timeout = "1s"`+"\nmax_connections = 3", `
+[[hba]]
+method = "scram-sha-256"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	// Mid-startup: half a startup packet.
+	r1 := dialRaw(t, g.addr())
+	r1.write(startupBytes(3, 0, "user", "alice")[:6])
+	// Mid-TLS: an SSLRequest, then nothing.
+	r2 := dialRaw(t, g.addr())
+	r2.write(requestBytes(80877103))
+	// Mid-SCRAM: the exchange started, never finished.
+	r3 := dialRaw(t, g.addr())
+	r3.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	if _, ok := r3.receive().(*pgproto3.AuthenticationSASL); !ok {
+		t.Fatal("want AuthenticationSASL")
+	}
+	r1.expectError("08P01", "authentication timeout")
+	r3.expectError("08P01", "authentication timeout")
+	if b := r2.readByte(); b != 'S' {
+		t.Fatal("SSLRequest not answered")
+	}
+	r2.expectClosed()
+	// All three slots are free again.
+	for i := 0; i < 3; i++ {
+		c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+		queryOne(t, c, "SELECT 1")
+	}
+}
+
+func TestAConnectionFloodGets53300AndHonestClientsComeBack(t *testing.T) {
+	g := startGatewayServer(t, "max_connections = 10", passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	refused := 0
+	for i := 0; i < 100; i++ {
+		c, err := net.DialTimeout("tcp", g.addr(), 5*time.Second)
+		if err != nil {
+			continue
+		}
+		conns = append(conns, c)
+	}
+	// Each sends a startup; the ten within the limit are asked for a
+	// password, the rest are told 53300 or closed.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func(c net.Conn) {
+			defer wg.Done()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.Write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+			m, err := pgproto3.NewFrontend(c, c).Receive()
+			if e, ok := m.(*pgproto3.ErrorResponse); (ok && e.Code == "53300") || err != nil {
+				mu.Lock()
+				refused++
+				mu.Unlock()
+			}
+		}(c)
+	}
+	wg.Wait()
+	if refused < 85 {
+		t.Fatalf("only %d of 100 flooding connections were refused", refused)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := g.connect("alice", "alice-Pass-1", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("honest client not served after the flood: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestACancelFloodWithWrongKeysCancelsNothing(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	pid := c.PgConn().PID()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(1.5)")
+		done <- err
+	}()
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			conn, err := net.DialTimeout("tcp", g.addr(), 5*time.Second)
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			msg := []byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, byte(pid >> 24), byte(pid >> 16), byte(pid >> 8), byte(pid), byte(i), 1, 2, 3}
+			if i%10 == 0 {
+				msg = msg[:14] // wrong length
+				msg[3] = 14
+			}
+			conn.Write(msg)
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var b [1]byte
+			if n, _ := conn.Read(b[:]); n != 0 {
+				t.Errorf("a cancel request got a reply")
+			}
+		}(i)
+	}
+	wg.Wait()
+	if err := <-done; err != nil {
+		t.Fatalf("a wrong key canceled the query: %v", err)
+	}
+}
+
+func TestHTTPHeaderAndBodyAttacks(t *testing.T) {
+	g := startHTTPGateway(t, "max_body_bytes = 4096", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	url := g.httpURL() + "/_sql?db=postgres"
+	auth := basic("alice", "alice-Pass-1")
+	// Huge headers: 431.
+	h := basic("alice", "alice-Pass-1")
+	h["X-Big"] = strings.Repeat("x", 64<<10)
+	if s, _, _ := httpDo(t, "POST", url, `{"stmt":"SELECT 1"}`, h); s != 431 {
+		t.Fatalf("huge header: %d", s)
+	}
+	// A JSON nesting bomb within the body limit.
+	if s, _, _ := httpDo(t, "POST", url, `{"stmt":"SELECT 1","args":`+strings.Repeat("[", 2000)+strings.Repeat("]", 2000)+`}`, auth); s != 400 && s != 413 {
+		t.Fatalf("nesting bomb: %d", s)
+	}
+	// Invalid UTF-8 in SQL.
+	if s, _, out := httpDo(t, "POST", url, "{\"stmt\":\"SELECT '\xff'\"}", auth); s != 400 || errCode(out) != "22021" {
+		t.Fatalf("invalid UTF-8: %d %v", s, out)
+	}
+	// Two Authorization headers.
+	req, _ := http.NewRequest("POST", url, strings.NewReader(`{"stmt":"SELECT 1"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Add("Authorization", auth["Authorization"])
+	req.Header.Add("Authorization", auth["Authorization"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("two Authorization headers: %d", resp.StatusCode)
+	}
+	// A cross-site form post cannot run SQL.
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded"} {
+		hh := basic("alice", "alice-Pass-1")
+		hh["Content-Type"] = ct
+		hh["Origin"] = "https://evil.example"
+		if s, _, _ := httpDo(t, "POST", url, `{"stmt":"SELECT 1"}`, hh); s != 415 {
+			t.Fatalf("%s post: %d", ct, s)
+		}
+	}
+	// Slow headers are cut off by the server's header timeout: the
+	// connection is closed without a request being served.
+	c, err := net.Dial("tcp", strings.TrimPrefix(g.httpURL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("POST /_sql HTTP/1.1\r\nHost: x\r\n"))
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	start := time.Now()
+	buf := make([]byte, 512)
+	n, _ := c.Read(buf)
+	if time.Since(start) > 25*time.Second || strings.Contains(string(buf[:n]), "200 OK") {
+		t.Fatalf("slow headers were not cut off: %q", buf[:n])
+	}
+	_ = fmt.Sprint
+	_ = tls.VersionTLS12
+}
