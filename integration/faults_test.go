@@ -1,0 +1,79 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+func TestABackendKilledMidQueryGivesTheClientAnError(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	pid := backendPID(t, c)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(30)")
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := pg.Exec("SELECT pg_terminate_backend(" + pid + ")"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the query survived its backend")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client hangs after its backend was killed")
+	}
+	// pgwarden keeps serving.
+	c2 := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, c2, "SELECT 1")
+}
+
+func TestASlowBackendAtConnectDelaysOnlyItsOwnClients(t *testing.T) {
+	// A "backend" that accepts and never says a word.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	g := startGatewayWith(t, gwOptions{backend: `connect_timeout = "2s"`}, passwordRules+fmt.Sprintf(`
+[[databases]]
+name = "slow"
+backend_dbname = "postgres"
+port = %d
+`, port), []testUser{{name: "alice", password: "alice-Pass-1"}})
+	slow := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := g.connect("alice", "alice-Pass-1", "slow")
+		slow <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, c, "SELECT 1")
+	select {
+	case <-slow:
+		t.Fatal("the slow backend answered before the healthy one served")
+	default:
+	}
+	err = <-slow
+	wantPgError(t, err, "08006", "could not connect to the backend server")
+	if time.Since(start) < 2*time.Second {
+		t.Fatal("gave up before connect_timeout")
+	}
+}
