@@ -12,11 +12,13 @@ FUZZ_TARGETS := \
 	./pgwire:FuzzPROXYHeader \
 	./authcore:FuzzSCRAMExchange \
 	./authcore:FuzzParseHash \
+	./authcore:FuzzBearerToken \
 	./hba:FuzzParseFile \
+	./hba:FuzzTOMLRules \
 	./httpfront:FuzzAuthorizationHeader \
 	./httpfront:FuzzSQLBody
 
-.PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle clean
+.PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood clean
 
 help:
 	@echo "make build        build $(BIN)"
@@ -52,7 +54,7 @@ fuzz:
 demo: build
 	./scripts/demo.sh
 
-bench: bench-pgbench bench-http bench-idle
+bench: bench-pgbench bench-http bench-idle bench-flood
 
 bench-pgbench: build
 	./bench/pgbench.sh
@@ -62,6 +64,9 @@ bench-http: build
 
 bench-idle: build
 	./bench/idle.sh
+
+bench-flood: build
+	./bench/flood.sh
 
 clean:
 	rm -rf bin demo/run bench/results

@@ -3,6 +3,8 @@ package authcore
 import (
 	"context"
 	"testing"
+
+	"github.com/pgwarden/pgwarden/config"
 )
 
 // FuzzSCRAMExchange: arbitrary client-first and client-final messages end
@@ -28,6 +30,28 @@ func FuzzSCRAMExchange(f *testing.F) {
 					t.Fatalf("a made-up proof was accepted: %q %q", first, final)
 				}
 			}
+		}
+	})
+}
+
+// FuzzBearerToken: any bearer token is refused or names a real user; no
+// made-up token verifies, and nothing panics.
+func FuzzBearerToken(f *testing.F) {
+	f.Add("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.x")
+	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJwZ3dhcmRlbiIsInN1YiI6ImFsaWNlIiwiZXhwIjo5OTk5OTk5OTk5fQ.")
+	f.Add("a.b.c.d")
+	f.Add("....")
+	cfg := config.Default()
+	cfg.TokensSet = true
+	us, _ := ParseUsers("u", []byte("[[user]]\nname = \"alice\"\nsecret = \"QUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJD\"\n"))
+	toks, err := NewTokens(context.Background(), cfg, us, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		toks.ClaimedUser(tok)
+		if _, err := toks.Verify(context.Background(), tok); err == nil {
+			t.Fatalf("a made-up token verified: %q", tok)
 		}
 	})
 }

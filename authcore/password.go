@@ -19,11 +19,13 @@ type HashLimiter struct {
 	slots chan struct{}
 }
 
-// NewHashLimiter allows n concurrent hash computations; n <= 0 means one per
-// core.
+// NewHashLimiter allows n concurrent hash computations; n <= 0 means half
+// the cores, at least one. Half, not all: Go preempts a CPU-bound goroutine
+// only every 10 ms, so hashing on every core would make relayed queries wait
+// for a core behind a flood of guesses.
 func NewHashLimiter(n int) *HashLimiter {
 	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+		n = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	return &HashLimiter{slots: make(chan struct{}, n)}
 }

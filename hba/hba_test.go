@@ -11,11 +11,11 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 )
 
-// TestDataDriven runs the files under testdata: "rules" loads [[hba]]
+// TestDataDriven runs the files under testdata/datadriven: "rules" loads [[hba]]
 // blocks, "hbafile" loads pg_hba.conf lines, "match" explains a request
 // against the rules loaded last. Run with -rewrite to update expectations.
 func TestDataDriven(t *testing.T) {
-	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
+	datadriven.Walk(t, "testdata/datadriven", func(t *testing.T, path string) {
 		var rules Rules
 		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
 			env := Env{TLS: td.HasArg("tls"), ClientCA: td.HasArg("tls"), JWT: td.HasArg("jwt")}

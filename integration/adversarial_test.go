@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -264,4 +265,25 @@ func TestHTTPHeaderAndBodyAttacks(t *testing.T) {
 	}
 	_ = fmt.Sprint
 	_ = tls.VersionTLS12
+}
+
+func TestAPasswordMessageNobodyAskedForIsAnError(t *testing.T) {
+	g := startGateway(t, `
+[[hba]]
+method = "trust"
+`, nil)
+	r := dialRaw(t, g.addr())
+	pw, _ := (&pgproto3.PasswordMessage{Password: "unasked"}).Encode(nil)
+	r.write(append(startupBytes(3, 0, "user", "alice", "database", "postgres"), pw...))
+	r.expectError("08P01", "")
+}
+
+func TestBasicWithInvalidUTF8OrEmptyUserIsRefused(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	for _, raw := range []string{"\xff\xfe:password", ":password"} {
+		h := map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(raw))}
+		if s, _, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, h); s != 401 {
+			t.Fatalf("%q: %d", raw, s)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,5 +87,46 @@ method = "password"
 	}
 	if n := strings.Count(g.log.String(), `"msg":"reloaded"`); n != 1001 {
 		t.Fatalf("%d reloads logged, want 1001", n)
+	}
+}
+
+// TestAMixedWorkloadLeavesNothingBehind runs sessions, failed logins,
+// cancels, HTTP requests and refused connections, then checks that
+// goroutines and file descriptors come back to where they were.
+func TestAMixedWorkloadLeavesNothingBehind(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, backend: "reuse = false"}, passwordRules,
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	warm := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, warm, "SELECT 1")
+	warm.Close(context.Background())
+	httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
+	time.Sleep(500 * time.Millisecond)
+	baseG, baseFD := goroutines(t, g), openFDs(t, g)
+
+	for i := 0; i < 20; i++ {
+		c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+		queryOne(t, c, "SELECT 1")
+		go func() { time.Sleep(50 * time.Millisecond); c.PgConn().CancelRequest(context.Background()) }()
+		c.Exec(context.Background(), "SELECT pg_sleep(5)")
+		c.Close(context.Background())
+		g.connect("alice", "wrong-password", "postgres")
+		r := dialRaw(t, g.addr())
+		r.write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		r.conn.Close()
+		httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
+		httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "nope-nope"))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		gs, fds := goroutines(t, g), openFDs(t, g)
+		// HTTP keep-alive connections of the test's own client may stay
+		// open; allow for the default transport's idle connections.
+		if gs <= baseG+6 && fds <= baseFD+4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the workload: %d goroutines (was %d), %d fds (was %d)", gs, baseG, fds, baseFD)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

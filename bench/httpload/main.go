@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +26,7 @@ func main() {
 	target := flag.String("url", "", "http://127.0.0.1:PORT/_sql?db=postgres")
 	pgURL := flag.String("pgx", "", "instead of HTTP: a PostgreSQL connection string for pgx")
 	header := flag.String("auth", "", "Authorization header value")
+	randBasic := flag.String("randbasic", "", "send Basic credentials for this user with a random password each time (a guessing flood)")
 	conc := flag.Int("c", 8, "concurrent workers")
 	dur := flag.Duration("d", 10*time.Second, "duration (at most 5m)")
 	flag.Parse()
@@ -54,13 +57,18 @@ func main() {
 			if *header != "" {
 				req.Header.Set("Authorization", *header)
 			}
+			if *randBasic != "" {
+				var b [12]byte
+				rand.Read(b[:])
+				req.SetBasicAuth(*randBasic, hex.EncodeToString(b[:]))
+			}
 			resp, err := client.Do(req)
 			if err != nil {
 				return err
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != 200 && *randBasic == "" {
 				return fmt.Errorf("status %d", resp.StatusCode)
 			}
 			return nil
