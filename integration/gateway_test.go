@@ -202,7 +202,12 @@ func (g *gateway) start() {
 	g.t.Cleanup(g.kill)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", g.addr(), time.Second)
+		// Ready when the last listener opened (HTTP, when on) accepts.
+		addr := g.addr()
+		if g.opts.http {
+			addr = fmt.Sprintf("127.0.0.1:%d", g.port+1)
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 			return
