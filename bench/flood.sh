@@ -9,8 +9,6 @@ ROOT=$PWD
 TIME=${BENCH_TIME:-8}
 FLOODERS=${BENCH_FLOODERS:-32}
 PGWARDEN=$ROOT/bin/pgwarden
-WORK=$(mktemp -d /tmp/pgwarden-bench-flood.XXXXXX)
-chmod 755 "$WORK"
 PASSWORD=bench-password
 . bench/lib.sh
 PG_PORT=$(free_port 58132)
@@ -18,13 +16,6 @@ PGW_PORT=$(free_port 58232)
 HTTP_PORT=$(free_port $((PGW_PORT + 1)))
 go build -o "$WORK/httpload" ./bench/httpload
 start_pg "$WORK" "$PG_PORT" "$PASSWORD"
-PGW_PID=""
-cleanup() {
-	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
-	stop_pg "$WORK"
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 {
 	printf '[[user]]\nname = "postgres"\npassword = "%s"\n\n' "$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)"
 	printf '[[user]]\nname = "victim_bcrypt"\npassword = "%s"\nbackend_user = "postgres"\n\n' "$(printf 'x%s\n' "$PASSWORD" | "$PGWARDEN" hash-password --algo bcrypt)"
@@ -49,9 +40,7 @@ level = "error"
 [[hba]]
 method = "password"
 CONFIG
-"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
-PGW_PID=$!
-wait_port "$HTTP_PORT"
+start_pgwarden "$HTTP_PORT"
 URL="http://127.0.0.1:$HTTP_PORT/_sql"
 BASIC="Basic $(printf 'postgres:%s' "$PASSWORD" | base64 -w0)"
 session() { "$WORK/httpload" -c 1 -d "${TIME}s" -pgx "host=127.0.0.1 port=$PGW_PORT user=postgres password=$PASSWORD dbname=postgres sslmode=disable"; }

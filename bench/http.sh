@@ -11,8 +11,6 @@ ROUNDS=${BENCH_ROUNDS:-3}
 TIME=${BENCH_TIME:-10}
 CLIENTS=${BENCH_CLIENTS:-8}
 PGWARDEN=$ROOT/bin/pgwarden
-WORK=$(mktemp -d /tmp/pgwarden-bench-http.XXXXXX)
-chmod 755 "$WORK"
 PASSWORD=bench-password
 . bench/lib.sh
 PG_PORT=$(free_port 57632)
@@ -21,13 +19,6 @@ HTTP_PORT=$(free_port $((PGW_PORT + 1)))
 
 go build -o "$WORK/httpload" ./bench/httpload
 start_pg "$WORK" "$PG_PORT" "$PASSWORD"
-PGW_PID=""
-cleanup() {
-	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
-	stop_pg "$WORK"
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 HASH=$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)
 for u in t_user b_user j_user; do
@@ -58,9 +49,7 @@ user = "j_user"
 method = "jwt"
 CONFIG
 TOKEN=$("$PGWARDEN" token create -c "$WORK/config.toml" --user j_user 2>/dev/null)
-"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
-PGW_PID=$!
-wait_port "$HTTP_PORT"
+start_pgwarden "$HTTP_PORT"
 URL="http://127.0.0.1:$HTTP_PORT/_sql"
 BASIC="Basic $(printf 'b_user:%s' "$PASSWORD" | base64 -w0)"
 

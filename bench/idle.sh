@@ -6,8 +6,6 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 N=${BENCH_IDLE_CLIENTS:-1000}
 PGWARDEN=$ROOT/bin/pgwarden
-WORK=$(mktemp -d /tmp/pgwarden-bench-idle.XXXXXX)
-chmod 755 "$WORK"
 PASSWORD=bench-password
 . bench/lib.sh
 PG_PORT=$(free_port 57832)
@@ -17,14 +15,6 @@ go build -o "$WORK/idleconns" ./bench/idleconns
 "$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pki"
 start_pg "$WORK" "$PG_PORT" "$PASSWORD" -c max_connections=$((N + 100)) -c shared_buffers=32MB
-PGW_PID=""
-cleanup() {
-	stop_pgbouncer "$WORK"
-	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
-	stop_pg "$WORK"
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 HASH=$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)
 printf '[[user]]\nname = "postgres"\npassword = "%s"\n' "$HASH" > "$WORK/users.toml"
 cat > "$WORK/config.toml" <<CONFIG
@@ -43,9 +33,7 @@ level = "warn"
 [[hba]]
 method = "scram-sha-256"
 CONFIG
-"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
-PGW_PID=$!
-wait_port "$PGW_PORT"
+start_pgwarden "$PGW_PORT"
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 # measure NAME PID PORT: RSS growth per idle client, in KiB.

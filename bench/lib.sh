@@ -78,3 +78,24 @@ INI
 stop_pgbouncer() {
 	[ -f "$1/pgb/pgbouncer.pid" ] && kill -INT "$(cat "$1/pgb/pgbouncer.pid")" 2>/dev/null || true
 }
+
+# The bench scripts' common life cycle: WORK is a fresh folder; whatever a
+# script starts there (PostgreSQL, pgwarden as PGW_PID, PgBouncer) is stopped
+# and the folder removed on exit, also on failure.
+WORK=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
+chmod 755 "$WORK"
+PGW_PID=""
+bench_cleanup() {
+	stop_pgbouncer "$WORK"
+	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
+	stop_pg "$WORK"
+	rm -rf "$WORK"
+}
+trap bench_cleanup EXIT
+
+# start_pgwarden PORT: serve $WORK/config.toml until exit; wait for PORT.
+start_pgwarden() {
+	"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
+	PGW_PID=$!
+	wait_port "$1"
+}

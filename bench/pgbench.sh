@@ -12,8 +12,6 @@ TIME=${BENCH_TIME:-20}
 CTIME=${BENCH_CONNECT_TIME:-10}
 CLIENTS=${BENCH_CLIENTS:-8}
 PGWARDEN=$ROOT/bin/pgwarden
-WORK=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
-chmod 755 "$WORK"
 PASSWORD=bench-password
 
 . bench/lib.sh
@@ -27,14 +25,6 @@ ensure_pgbouncer && WITH_PGB=1 || echo "PgBouncer not available: its column stay
 "$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pki"
 start_pg "$WORK" "$PG_PORT" "$PASSWORD" -c ssl=on -c "ssl_cert_file=$WORK/pki/server.crt" -c "ssl_key_file=$WORK/pki/server.key"
-PGW_PID=""
-cleanup() {
-	stop_pgbouncer "$WORK"
-	[ -n "$PGW_PID" ] && kill -INT "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null || true
-	stop_pg "$WORK"
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 "$BINDIR/pgbench" -i -q -s 10 -h "$WORK/sock" -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
 
 HASH=$(printf '%s\n' "$PASSWORD" | "$PGWARDEN" hash-password)
@@ -56,9 +46,7 @@ level = "warn"
 [[hba]]
 method = "scram-sha-256"
 CONFIG
-"$PGWARDEN" serve -c "$WORK/config.toml" 2>"$WORK/pgwarden.log" &
-PGW_PID=$!
-wait_port "$PGW_PORT"
+start_pgwarden "$PGW_PORT"
 [ "$WITH_PGB" = 1 ] && start_pgbouncer "$WORK" "$PGB_PORT" "$PG_PORT" "$PASSWORD" "$WORK/pki/server.crt" "$WORK/pki/server.key"
 
 # run PORT ARGS...: one pgbench run, prints its TPS. SSLMODE picks TLS.

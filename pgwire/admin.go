@@ -247,7 +247,7 @@ func (a *admin) createUser(snap *snapshot.Snapshot, t adminTokens) error {
 			return syntaxErr("unexpected %q in CREATE USER", opts[i].text)
 		}
 	}
-	err := authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	err := a.updateUsers(snap, func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, x := range list {
 			if x.Name == u.Name {
 				return nil, &adminError{code: "42710", msg: fmt.Sprintf("user %q already exists", u.Name)}
@@ -256,9 +256,6 @@ func (a *admin) createUser(snap *snapshot.Snapshot, t adminTokens) error {
 		return append(list, u), nil
 	})
 	if err != nil {
-		return err
-	}
-	if err := a.c.srv.reload(); err != nil {
 		return err
 	}
 	a.done("CREATE USER")
@@ -282,7 +279,7 @@ func (a *admin) alterUser(snap *snapshot.Snapshot, t adminTokens) error {
 	if err != nil {
 		return err
 	}
-	err = authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	err = a.updateUsers(snap, func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, u := range list {
 			if u.Name == name {
 				u.Password = h
@@ -297,16 +294,13 @@ func (a *admin) alterUser(snap *snapshot.Snapshot, t adminTokens) error {
 	if err != nil {
 		return err
 	}
-	if err := a.c.srv.reload(); err != nil {
-		return err
-	}
 	a.c.srv.killUser(name, a.c)
 	a.done("ALTER USER")
 	return nil
 }
 
 func (a *admin) dropUser(snap *snapshot.Snapshot, name string) error {
-	err := authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	err := a.updateUsers(snap, func(list []*authcore.User) ([]*authcore.User, error) {
 		for i, u := range list {
 			if u.Name == name {
 				return append(list[:i], list[i+1:]...), nil
@@ -315,9 +309,6 @@ func (a *admin) dropUser(snap *snapshot.Snapshot, name string) error {
 		return nil, &adminError{code: "42704", msg: fmt.Sprintf("user %q does not exist", name)}
 	})
 	if err != nil {
-		return err
-	}
-	if err := a.c.srv.reload(); err != nil {
 		return err
 	}
 	a.c.srv.killUser(name, a.c)
@@ -340,7 +331,7 @@ func (a *admin) createToken(snap *snapshot.Snapshot, t adminTokens) error {
 	}
 	name := t[0].text
 	var user *authcore.User
-	err := authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	err := a.updateUsers(snap, func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, u := range list {
 			if u.Name == name {
 				if u.Secret == "" {
@@ -353,9 +344,6 @@ func (a *admin) createToken(snap *snapshot.Snapshot, t adminTokens) error {
 		return nil, &adminError{code: "42704", msg: fmt.Sprintf("user %q does not exist", name)}
 	})
 	if err != nil {
-		return err
-	}
-	if err := a.c.srv.reload(); err != nil {
 		return err
 	}
 	tok, _, err := authcore.IssueToken(snap.Config.Tokens, user, ttl, time.Now())
@@ -501,4 +489,13 @@ func tokenizeAdmin(q string) (adminTokens, error) {
 		}
 	}
 	return out, nil
+}
+
+// updateUsers changes the users file through the locked, atomic writer and
+// reloads, so the change is in force when the command answers.
+func (a *admin) updateUsers(snap *snapshot.Snapshot, change func([]*authcore.User) ([]*authcore.User, error)) error {
+	if err := authcore.UpdateUsersFile(snap.Config.Users.File, change); err != nil {
+		return err
+	}
+	return a.c.srv.reload()
 }
