@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/pgwarden/pgwarden/config"
 )
 
@@ -52,5 +50,4 @@ func BenchmarkVerifyOwnToken(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	_ = jwt.SigningMethodHS256
 }

@@ -2,9 +2,7 @@ package integration
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -263,8 +261,6 @@ func TestHTTPHeaderAndBodyAttacks(t *testing.T) {
 	if time.Since(start) > 25*time.Second || strings.Contains(string(buf[:n]), "200 OK") {
 		t.Fatalf("slow headers were not cut off: %q", buf[:n])
 	}
-	_ = fmt.Sprint
-	_ = tls.VersionTLS12
 }
 
 func TestAPasswordMessageNobodyAskedForIsAnError(t *testing.T) {

@@ -316,7 +316,6 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	if s, _, _ := httpDo(t, "GET", g.httpURL()+"/healthz", "", nil); s != 200 {
 		t.Fatalf("healthz %d", s)
 	}
-	_ = fmt.Sprint
 }
 
 func TestHTTPSWithClientCertificates(t *testing.T) {

@@ -117,5 +117,3 @@ func secretsInLogs() string {
 	}
 	return ""
 }
-
-var _ = testing.Short

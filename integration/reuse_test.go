@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -154,5 +153,4 @@ func TestMaxBackendConnections(t *testing.T) {
 		t.Fatal(got)
 	}
 	_ = b
-	_ = fmt.Sprint
 }

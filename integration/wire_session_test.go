@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 func TestCancelReachesTheRightBackend(t *testing.T) {
@@ -236,5 +234,3 @@ func TestSIGINTClosesEverythingAtOnce(t *testing.T) {
 		t.Fatalf("unix socket left behind: %v", err)
 	}
 }
-
-var _ = pgx.Connect
