@@ -79,7 +79,7 @@ mkdir -p bench/results
 OUT=bench/results/pgbench-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
 	echo "TPS; pgbench, $CLIENTS clients, medians of $ROUNDS interleaved rounds ($(nproc) cores, PostgreSQL $("$BINDIR/postgres" --version | awk '{print $3}'))"
-	printf '%-40s %10s %10s %10s %9s %9s\n' "workload" "direct" "pgwarden" "pgbouncer" "pgw/dir" "pgb/dir"
+	printf '%-40s %10s %10s %10s %9s %9s %9s\n' "workload" "direct" "pgwarden" "pgbouncer" "pgw/dir" "pgb/dir" "pgw/pgb"
 	for w in S B C T; do
 		d=$(echo ${R[direct_$w]} | tr ' ' '\n' | median)
 		p=$(echo ${R[pgwarden_$w]} | tr ' ' '\n' | median)
@@ -88,8 +88,8 @@ OUT=bench/results/pgbench-$(date -u +%Y%m%dT%H%M%SZ).txt
 		[ "$w" = B ] && name="TPC-B-like (default script), ${TIME}s"
 		[ "$w" = C ] && name="-S -C (new connection each), SCRAM"
 		[ "$w" = T ] && name="-S -C, SCRAM over TLS (require)"
-		printf '%-40s %10.0f %10.0f %10.0f %9.2f %9.2f\n' "$name" "$d" "$p" "$b" \
-			"$(echo "$p $d" | awk '{ printf "%.2f", $1 / $2 }')" "$(echo "$b $d" | awk '{ printf "%.2f", $1 / $2 }')"
+		ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else printf "-" }'; }
+		printf '%-40s %10.0f %10.0f %10.0f %9s %9s %9s\n' "$name" "$d" "$p" "$b" "$(ratio "$p" "$d")" "$(ratio "$b" "$d")" "$(ratio "$p" "$b")"
 	done
 } | tee "$OUT"
 echo "written to $OUT"
