@@ -290,3 +290,22 @@ func (rs Rules) Explain(r *Request) (*Rule, []Miss) {
 	}
 	return nil, misses
 }
+
+// NoRuleMessage is what a client is told when no rule matches r, the same
+// on both protocols.
+func (r *Request) NoRuleMessage() string {
+	return fmt.Sprintf("no HBA rule for host %q, user %q, database %q, %s", r.AddrString(), r.User, r.Database, sslWord(r.SSL))
+}
+
+// RejectMessage is what a client is told when the matching rule's method
+// is reject.
+func (r *Request) RejectMessage() string {
+	return fmt.Sprintf("HBA rejects connection for host %q, user %q, database %q, %s", r.AddrString(), r.User, r.Database, sslWord(r.SSL))
+}
+
+func sslWord(ssl bool) string {
+	if ssl {
+		return "SSL on"
+	}
+	return "SSL off"
+}

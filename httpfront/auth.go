@@ -161,14 +161,14 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 	if rule == nil {
 		ev.Result = authcore.ResultNoRule
 		return finish(nil, &authFailure{status: http.StatusForbidden, code: "28000",
-			msg:    fmt.Sprintf("no HBA rule for host %q, user %q, database %q, %s", ev.Address, name, db, sslWord(r.TLS != nil)),
+			msg:    req.NoRuleMessage(),
 			reason: "no HBA rule matched"})
 	}
 	ev.Rule, ev.Method = rule.Number, string(rule.Method)
 	if rule.Method == hba.Reject {
 		ev.Result = authcore.ResultRejected
 		return finish(nil, &authFailure{status: http.StatusForbidden, code: "28000",
-			msg:    fmt.Sprintf("HBA rejects connection for host %q, user %q, database %q, %s", ev.Address, name, db, sslWord(r.TLS != nil)),
+			msg:    req.RejectMessage(),
 			reason: "rule method is reject"})
 	}
 	if rule.ClientCert != "" {
@@ -268,7 +268,7 @@ func clientAddr(r *http.Request, snap *snapshot.Snapshot) netip.Addr {
 		return netip.Addr{}
 	}
 	addr := ap.Addr().Unmap()
-	if !inPrefixes(addr, snap.TrustedProxies) {
+	if !snap.TrustedProxy(addr) {
 		return addr
 	}
 	var hops []string
@@ -281,25 +281,9 @@ func clientAddr(r *http.Request, snap *snapshot.Snapshot) netip.Addr {
 			return addr // a malformed hop: trust nothing further left
 		}
 		addr = a.Unmap()
-		if !inPrefixes(addr, snap.TrustedProxies) {
+		if !snap.TrustedProxy(addr) {
 			return addr
 		}
 	}
 	return addr
-}
-
-func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-func sslWord(on bool) string {
-	if on {
-		return "SSL on"
-	}
-	return "SSL off"
 }

@@ -110,7 +110,7 @@ func (s *Server) handle(raw net.Conn, local bool) {
 	raw.SetDeadline(time.Now().Add(snap.Config.Server.AuthTimeout.Duration))
 	c.cc = newClientConn(raw)
 	if mode := snap.Config.Server.ProxyProtocol; mode != "off" && !local {
-		if !trusted(c.addr, snap.TrustedProxies) {
+		if !snap.TrustedProxy(c.addr) {
 			if mode == "required" {
 				// Every connection must come through a trusted proxy.
 				s.log.Warn("connection from an untrusted address refused (proxy_protocol = required)", zap.String("address", c.addrString()))
@@ -206,13 +206,13 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 	if rule == nil {
 		ev.Result, ev.Reason = authcore.ResultNoRule, "no HBA rule matched"
 		c.audit(ev)
-		return NoHBARule(c.addrString(), user, db, c.ssl)
+		return NoHBARule(req)
 	}
 	ev.Rule, ev.Method = rule.Number, string(rule.Method)
 	if rule.Method == hba.Reject {
 		ev.Result, ev.Reason = authcore.ResultRejected, "rule method is reject"
 		c.audit(ev)
-		return HBAReject(c.addrString(), user, db, c.ssl)
+		return HBAReject(req)
 	}
 	res, err := c.authenticate(snap, rule, req)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgwarden/pgwarden/hba"
 )
 
 // SQLSTATEs pgwarden itself sends.
@@ -35,21 +37,14 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-func sslWord(ssl bool) string {
-	if ssl {
-		return "SSL on"
-	}
-	return "SSL off"
-}
-
 // NoHBARule is the refusal when no rule matches.
-func NoHBARule(addr, user, db string, ssl bool) *Error {
-	return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("no HBA rule for host %q, user %q, database %q, %s", addr, user, db, sslWord(ssl))}
+func NoHBARule(req *hba.Request) *Error {
+	return &Error{Code: codeInvalidAuthorization, Message: req.NoRuleMessage()}
 }
 
 // HBAReject is the refusal when the matching rule's method is reject.
-func HBAReject(addr, user, db string, ssl bool) *Error {
-	return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("HBA rejects connection for host %q, user %q, database %q, %s", addr, user, db, sslWord(ssl))}
+func HBAReject(req *hba.Request) *Error {
+	return &Error{Code: codeInvalidAuthorization, Message: req.RejectMessage()}
 }
 
 // PasswordFailed is the one message for every password, user and token

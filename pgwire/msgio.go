@@ -114,3 +114,13 @@ func (c *clientConn) readSASLInitial() (string, []byte, error) {
 	}
 	return mech, rest, nil
 }
+
+// parseParameterStatus reads the body of a ParameterStatus message.
+func parseParameterStatus(body []byte) (name, value string, ok bool) {
+	name, rest, ok := cutNul(body)
+	if !ok {
+		return "", "", false
+	}
+	value, _, ok = cutNul(rest)
+	return name, value, ok
+}

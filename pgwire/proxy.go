@@ -78,13 +78,3 @@ func proxySource(h *proxyproto.Header) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
-
-// trusted reports whether addr is in the trusted proxies.
-func trusted(addr netip.Addr, proxies []netip.Prefix) bool {
-	for _, p := range proxies {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}

@@ -107,10 +107,8 @@ func (t *trackedRelay) run() (reusable bool) {
 					}
 					t.readies.Add(1)
 				case 'S':
-					if name, rest, ok := cutNul(body); ok {
-						if value, _, ok := cutNul(rest); ok {
-							t.params[name] = value
-						}
+					if name, value, ok := parseParameterStatus(body); ok {
+						t.params[name] = value
 					}
 				}
 			}}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-	"golang.org/x/sys/unix"
 
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/config"
@@ -55,10 +54,8 @@ func resetBackend(s *backend.Session, query string, timeout time.Duration) error
 		}
 		switch hdr[0] {
 		case 'S':
-			if name, rest, ok := cutNul(body); ok {
-				if value, _, ok := cutNul(rest); ok {
-					s.Params[name] = value
-				}
+			if name, value, ok := parseParameterStatus(body); ok {
+				s.Params[name] = value
 			}
 		case 'E':
 			failed = fmt.Errorf("reset_query failed")
@@ -78,36 +75,6 @@ func resetBackend(s *backend.Session, query string, timeout time.Duration) error
 // read, not closed. A backend that restarted while a connection sat parked
 // has sent a FATAL and closed it.
 func alive(c net.Conn) bool {
-	type netConner interface{ NetConn() net.Conn }
-	if nc, ok := c.(netConner); ok {
-		c = nc.NetConn()
-	}
-	var raw interface {
-		Read(func(uintptr) bool) error
-	}
-	switch x := c.(type) {
-	case *net.TCPConn:
-		r, err := x.SyscallConn()
-		if err != nil {
-			return false
-		}
-		raw = r
-	case *net.UnixConn:
-		r, err := x.SyscallConn()
-		if err != nil {
-			return false
-		}
-		raw = r
-	default:
-		return true
-	}
-	ok := false
-	raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		// Would block: nothing pending and not closed.
-		ok = errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK)
-		return true
-	})
-	return ok
+	st := peekSocket(c)
+	return st == socketQuiet || st == socketUnknown
 }

@@ -9,8 +9,6 @@ import (
 	"net"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -29,7 +27,7 @@ func (c *conn) startTLS(snap *snapshot.Snapshot) error {
 		_, err := c.stream.Write([]byte{'N'})
 		return err
 	}
-	if pendingBytes(c.raw) {
+	if peekSocket(c.raw) == socketPending {
 		return UnencryptedAfterSSL()
 	}
 	if _, err := c.stream.Write([]byte{'S'}); err != nil {
@@ -84,27 +82,6 @@ func (c *conn) clientCert() (*x509.Certificate, error) {
 		return nil, certs.ErrNoClientCert
 	}
 	return c.tlsMat.VerifyClient(c.tls.PeerCertificates, time.Now())
-}
-
-// pendingBytes reports whether the client has sent anything that has not
-// been read yet, without reading it.
-func pendingBytes(c net.Conn) bool {
-	tcp, ok := c.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	raw, err := tcp.SyscallConn()
-	if err != nil {
-		return false
-	}
-	pending := false
-	raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		pending = err == nil && n > 0
-		return true // never wait for readiness
-	})
-	return pending
 }
 
 // prefixConn replays bytes already read from a connection before reading

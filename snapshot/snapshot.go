@@ -39,6 +39,17 @@ type Snapshot struct {
 	stop context.CancelFunc
 }
 
+// TrustedProxy reports whether addr may send PROXY headers and
+// X-Forwarded-For.
+func (s *Snapshot) TrustedProxy(addr netip.Addr) bool {
+	for _, p := range s.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
 // Retire stops the snapshot's background work. Connections that still hold
 // it keep working with what it already has.
 func (s *Snapshot) Retire() {
