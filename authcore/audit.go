@@ -23,9 +23,12 @@ type AuditEvent struct {
 	Database string
 	Rule     int // 0 when no rule matched
 	Method   string
-	SSL      bool
-	Result   string
-	Reason   string
+	// Credential is what an HTTP request offered (basic, bearer, session,
+	// console login...); empty on the wire.
+	Credential string
+	SSL        bool
+	Result     string
+	Reason     string
 }
 
 // Log writes the event as one line.
@@ -40,6 +43,9 @@ func (e *AuditEvent) Log(l *zap.Logger) {
 		zap.String("method", e.Method),
 		zap.Bool("ssl", e.SSL),
 		zap.String("result", e.Result),
+	}
+	if e.Credential != "" {
+		fields = append(fields, zap.String("credential", e.Credential))
 	}
 	if e.Reason != "" {
 		fields = append(fields, zap.String("reason", e.Reason))

@@ -107,6 +107,16 @@ func (us *Users) All() []*User {
 	return out
 }
 
+// AnyWithRole reports whether some user holds role.
+func (us *Users) AnyWithRole(role string) bool {
+	for _, u := range us.list {
+		if u.HasRole(role) {
+			return true
+		}
+	}
+	return false
+}
+
 // Len is the number of users.
 func (us *Users) Len() int { return len(us.list) }
 

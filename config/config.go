@@ -119,7 +119,10 @@ type HTTP struct {
 	MaxRows           int      `toml:"max_rows"`
 	StatementTimeout  Duration `toml:"statement_timeout"`
 	SessionTTL        Duration `toml:"session_ttl"`
-	Console           bool     `toml:"console"`
+	// SessionIdleTimeout ends a console session unused this long; the SPEC
+	// names one key (session_ttl, the absolute lifetime) for both timeouts.
+	SessionIdleTimeout Duration `toml:"session_idle_timeout"`
+	Console            bool     `toml:"console"`
 }
 
 // Tokens configures the HS256 tokens pgwarden issues itself.
@@ -213,13 +216,14 @@ func Default() *Config {
 		Users:    Users{File: "users.toml", PasswordMinLength: 8},
 		Throttle: Throttle{FailureDelay: d(time.Second), MaxDelay: d(30 * time.Second)},
 		HTTP: HTTP{
-			AuthFailureStatus: 401,
-			Realm:             "pgwarden",
-			MaxBodyBytes:      1 << 20,
-			MaxRows:           10000,
-			StatementTimeout:  d(30 * time.Second),
-			SessionTTL:        d(12 * time.Hour),
-			Console:           true,
+			AuthFailureStatus:  401,
+			Realm:              "pgwarden",
+			MaxBodyBytes:       1 << 20,
+			MaxRows:            10000,
+			StatementTimeout:   d(30 * time.Second),
+			SessionTTL:         d(12 * time.Hour),
+			SessionIdleTimeout: d(30 * time.Minute),
+			Console:            true,
 		},
 		Tokens: Tokens{Issuer: "pgwarden", DefaultTTL: d(90 * 24 * time.Hour), MaxTTL: d(365 * 24 * time.Hour)},
 		Log:    Log{Level: "info", Format: "json"},

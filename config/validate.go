@@ -233,6 +233,12 @@ func (c *Config) validate(v *validator) {
 	if h.StatementTimeout.Duration < 0 {
 		v.add("http.statement_timeout", "must not be negative")
 	}
+	if h.SessionTTL.Duration <= 0 {
+		v.add("http.session_ttl", "must be positive")
+	}
+	if h.SessionIdleTimeout.Duration <= 0 {
+		v.add("http.session_idle_timeout", "must be positive")
+	}
 
 	if c.Tokens.Issuer == "" {
 		v.add("tokens.issuer", "must not be empty")

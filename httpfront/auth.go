@@ -24,9 +24,44 @@ type credentials struct {
 	user     string
 	password string
 	cert     *x509.Certificate // verified against client_ca_file
+	// session is the console session a cookie named, when the request
+	// sent no other credentials (see sessionCredentials).
+	session *authcore.Session
+	// staleSession is a session cookie that names no live session.
+	staleSession bool
+	// login marks the console's login form: a password that, proven, opens
+	// a session, so only the methods that may hold one accept it.
+	login bool
 }
 
-func (c *credentials) sent() bool { return c.basic || c.bearer != "" || c.inline }
+func (c *credentials) sent() bool {
+	return c.basic || c.bearer != "" || c.inline || c.session != nil || c.staleSession || c.login
+}
+
+// kind names the credential for the audit log.
+func (c *credentials) kind() string {
+	switch {
+	case c.login:
+		return "console login"
+	case c.session != nil, c.staleSession:
+		return "session"
+	case c.basic:
+		return "basic"
+	case c.bearer != "":
+		return "bearer"
+	case c.inline:
+		return "inline"
+	case c.cert != nil:
+		return "certificate"
+	}
+	return "none"
+}
+
+// passwordMethod reports whether m proves a user by password: the methods
+// under which a console login and its session cookie are accepted.
+func passwordMethod(m hba.Method) bool {
+	return m == hba.Password || m == hba.SCRAM || m == hba.MD5
+}
 
 // authResult is who the request proved to be.
 type authResult struct {
@@ -42,9 +77,21 @@ type authFailure struct {
 	status int
 	code   string
 	msg    string
-	bearer bool // answer WWW-Authenticate: Bearer rather than Basic
+	scheme challenge
 	reason string
 }
+
+// challenge is the WWW-Authenticate scheme of a 401.
+type challenge int
+
+const (
+	challengeBasic challenge = iota
+	challengeBearer
+	// challengeCookie answers failures of a session cookie. Browsers prompt
+	// for Basic challenges, also on fetch calls, so the console's calls get
+	// the cookie scheme of draft-broyer-http-cookie-auth instead.
+	challengeCookie
+)
 
 func (e *authFailure) Error() string { return e.reason }
 
@@ -81,7 +128,7 @@ func readCredentials(r *http.Request, snap *snapshot.Snapshot, inline *inlineCre
 		case "bearer":
 			if value == "" || len(value) > authcore.MaxTokenBytes {
 				f := bad("empty or oversized bearer token")
-				f.bearer = true
+				f.scheme = challengeBearer
 				return nil, f
 			}
 			c.bearer = value
@@ -123,7 +170,9 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 		name = cfg.HTTP.DefaultUser
 	}
 	addr := clientAddr(r, snap)
-	ev := &authcore.AuditEvent{Protocol: "http", ClientID: s.nextID.Add(1), Address: addr.String(), User: name, SSL: r.TLS != nil}
+	ev := &authcore.AuditEvent{Protocol: "http", ClientID: s.nextID.Add(1), Address: addr.String(), User: name, SSL: r.TLS != nil,
+		Credential: creds.kind()}
+	throttled := false
 	finish := func(res *authResult, f *authFailure) (*authResult, *authFailure) {
 		if f == nil {
 			ev.Result = authcore.ResultOK
@@ -133,6 +182,12 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 				ev.Result = authcore.ResultFailed
 			}
 			ev.Reason = f.reason
+			if creds.login && !throttled {
+				// Every failed console login waits, whatever the
+				// reason, so the page cannot tell a refusing rule
+				// from a wrong password by its timing.
+				s.throttleWait(r, snap, ev.Address, name)
+			}
 		}
 		ev.Log(s.o.Audit)
 		s.o.Metrics.AuthAttempt("http", ev.Method, ev.Result, time.Since(start))
@@ -140,9 +195,14 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 	}
 	if name == "" {
 		f := s.unauthorized(creds, "", "no credentials and no http.default_user")
-		if creds.bearer != "" {
+		switch {
+		case creds.bearer != "":
 			f.reason = "bad token: it names no known user"
 			s.throttleWait(r, snap, ev.Address, "")
+			throttled = true
+		case creds.staleSession:
+			f.reason = "the session cookie names no live session (expired, logged out, or its user changed)"
+			f.msg = "the console session ended: log in again"
 		}
 		return finish(nil, f)
 	}
@@ -180,6 +240,48 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 		}
 	}
 	res := &authResult{name: name, method: rule.Method}
+	if (creds.session != nil || creds.login) && !passwordMethod(rule.Method) {
+		// A session stands for a proven password; a rule that asks for
+		// something else (or nothing) does not accept one.
+		return finish(nil, s.unauthorized(creds, name, fmt.Sprintf("console sessions are accepted only under password or scram-sha-256 rules (rule %d is %s)", rule.Number, rule.Method)))
+	}
+	var err error
+	switch {
+	case creds.session != nil:
+		// The session was checked against the current users file when
+		// its cookie was read; the rule is checked here, per request.
+		res.user = snap.Users.Lookup(name)
+		if res.user == nil {
+			err = authcore.Fail(authcore.ReasonUnknownUser)
+		}
+	case creds.login && snap.Users.Lookup(name) == nil:
+		// A session must be checkable against the users file at every
+		// request, and auth_query users have no entry there. The password
+		// is still checked, so the refusal costs what a real one does.
+		if _, err = snap.Auth.CheckPassword(r.Context(), name, creds.password); err == nil {
+			err = authcore.Fail("auth_query user: console logins need a users-file entry")
+		}
+	default:
+		err = s.prove(r, snap, creds, rule, name, res)
+	}
+	if err != nil {
+		f := s.unauthorized(creds, name, authcore.ReasonOf(err))
+		if rule.Method == hba.JWT {
+			f.scheme = challengeBearer
+		}
+		if errors.Is(err, authcore.ErrPasswordFailed) {
+			s.throttleWait(r, snap, ev.Address, name)
+			throttled = true
+		}
+		return finish(nil, f)
+	}
+	return finish(res, nil)
+}
+
+// prove checks the credentials by the rule's method and fills in who they
+// proved. A *authcore.Failure is a wrong credential (throttled); any other
+// error is a credential of the wrong kind for the rule.
+func (s *Server) prove(r *http.Request, snap *snapshot.Snapshot, creds *credentials, rule *hba.Rule, name string, res *authResult) error {
 	var err error
 	switch rule.Method {
 	case hba.Trust:
@@ -189,24 +291,22 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 			err = snap.Auth.CheckUsable(res.user)
 		}
 	case hba.Password, hba.SCRAM, hba.MD5:
-		if !creds.basic && !creds.inline {
-			return finish(nil, s.unauthorized(creds, name, "method "+string(rule.Method)+" needs a password (Basic or inline credentials)"))
+		if !creds.basic && !creds.inline && !creds.login {
+			return errors.New("method " + string(rule.Method) + " needs a password (Basic or inline credentials)")
 		}
 		res.user, err = snap.Auth.CheckPassword(r.Context(), name, creds.password)
 		res.password = creds.password
 	case hba.Cert:
 		switch {
 		case creds.cert == nil:
-			return finish(nil, s.unauthorized(creds, name, "method cert: no valid client certificate"))
+			return errors.New("method cert: no valid client certificate")
 		case creds.basic && creds.user != creds.cert.Subject.CommonName:
-			return finish(nil, s.unauthorized(creds, name, "method cert: Basic user is not the certificate's CN"))
+			return errors.New("method cert: Basic user is not the certificate's CN")
 		}
 		res.user, err = snap.Auth.CertUser(name, creds.cert.Subject.CommonName)
 	case hba.JWT:
 		if creds.bearer == "" {
-			f := s.unauthorized(creds, name, "method jwt needs a bearer token")
-			f.bearer = true
-			return finish(nil, f)
+			return errors.New("method jwt needs a bearer token")
 		}
 		res.user, err = snap.Tokens.Verify(r.Context(), creds.bearer)
 		if err == nil && res.user.Name != name {
@@ -215,15 +315,7 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 	default:
 		err = fmt.Errorf("method %s is not available over HTTP", rule.Method)
 	}
-	if err != nil {
-		f := s.unauthorized(creds, name, authcore.ReasonOf(err))
-		f.bearer = rule.Method == hba.JWT
-		if errors.Is(err, authcore.ErrPasswordFailed) {
-			s.throttleWait(r, snap, ev.Address, name)
-		}
-		return finish(nil, f)
-	}
-	return finish(res, nil)
+	return err
 }
 
 // unauthorized is the one 401 answer: the same body whether or not the
@@ -233,7 +325,14 @@ func (s *Server) unauthorized(creds *credentials, name, reason string) *authFail
 	if name != "" {
 		msg = fmt.Sprintf("password authentication failed for user %q", name)
 	}
-	return &authFailure{status: http.StatusUnauthorized, code: "28P01", msg: msg, bearer: creds.bearer != "", reason: reason}
+	f := &authFailure{status: http.StatusUnauthorized, code: "28P01", msg: msg, reason: reason}
+	switch {
+	case creds.bearer != "":
+		f.scheme = challengeBearer
+	case creds.session != nil || creds.staleSession || creds.login:
+		f.scheme = challengeCookie
+	}
+	return f
 }
 
 // throttleWait delays a failed answer per SPEC section 7, in the request's
@@ -249,9 +348,12 @@ func (s *Server) fail(w http.ResponseWriter, snap *snapshot.Snapshot, f *authFai
 	status := f.status
 	if status == 0 || status == http.StatusUnauthorized {
 		status = snap.Config.HTTP.AuthFailureStatus
-		if f.bearer {
+		switch f.scheme {
+		case challengeBearer:
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		} else {
+		case challengeCookie:
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Cookie realm=%q, form-action=\"/login\"", snap.Config.HTTP.Realm))
+		default:
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", snap.Config.HTTP.Realm))
 		}
 	}

@@ -1,5 +1,5 @@
 // Package httpfront is pgwarden's HTTP frontend: SQL as JSON at /_sql,
-// tokens at /_token, health and metrics. It takes credentials from a request,
+// tokens at /_token, health, metrics and the web console. It takes credentials from a request,
 // asks package hba which method applies, proves them through authcore and runs
 // the SQL on a backend pool as the mapped role.
 package httpfront
@@ -33,6 +33,9 @@ type Options struct {
 	// Active counts client connections of both protocols against
 	// server.max_connections; HTTP counts requests in flight.
 	Active *atomic.Int64
+	// EndWireSessions closes a user's Postgres wire sessions, after a
+	// password change in the console; nil when there is no wire frontend.
+	EndWireSessions func(user string)
 }
 
 // Server serves the HTTP listeners of server.http_listen.
@@ -45,13 +48,24 @@ type Server struct {
 	nextID    atomic.Uint64
 	ctx       context.Context
 	cancel    context.CancelFunc
+
+	// sessions are the console's logins, kept across reloads.
+	sessions *authcore.Sessions
+	// formKey signs the CSRF tokens of the forms shown before login.
+	formKey []byte
+	// setup is the first-run token, nil when an admin existed at start.
+	setup *authcore.SetupToken
 }
 
 // New makes the server; call Listen, then Serve.
 func New(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{o: o, ctx: ctx, cancel: cancel}
+	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: authcore.NewSessions(maxSessions, maxSessionsPerUser),
+		formKey: []byte(authcore.NewOpaqueID())}
 	s.pools = newPools(o.Log)
+	if o.Metrics != nil {
+		o.Metrics.RegisterConsoleSessions(s.sessions.Len)
+	}
 	return s
 }
 
@@ -65,6 +79,17 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", s.o.Metrics.Handler())
+	mux.HandleFunc("GET /{$}", s.console(s.handleConsole))
+	mux.HandleFunc("POST /login", s.console(s.handleLogin))
+	mux.HandleFunc("POST /logout", s.console(s.handleLogout))
+	mux.HandleFunc("POST /password", s.console(s.handlePassword))
+	mux.HandleFunc("GET /setup", s.console(s.handleSetupPage))
+	mux.HandleFunc("POST /setup", s.console(s.handleSetup))
+	mux.Handle("GET /assets/", s.console(func(w http.ResponseWriter, r *http.Request, _ *snapshot.Snapshot, _ transport) {
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		assets.ServeHTTP(w, r)
+	}))
 	return mux
 }
 
@@ -107,6 +132,7 @@ func (s *Server) Addrs() []net.Addr {
 
 // Serve starts serving every listener and returns at once.
 func (s *Server) Serve() {
+	s.startSetup()
 	h := s.Handler()
 	for _, ln := range s.listeners {
 		srv := &http.Server{
@@ -128,6 +154,28 @@ func (s *Server) Serve() {
 		}(ln)
 	}
 	s.pools.start(s.o.State)
+	s.wg.Add(1)
+	go s.sweepSessions()
+}
+
+// sweepSessions removes expired and ended console sessions every minute
+// until the server closes, so that they free their memory even if their
+// cookies never come back.
+func (s *Server) sweepSessions() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			snap := s.o.State.Current()
+			s.sessions.Sweep(sessionLimits(snap), now, func(x authcore.Session) bool {
+				return x.HeldBy(snap.Users.Lookup(x.User), now)
+			})
+		}
+	}
 }
 
 // Shutdown stops accepting and waits for requests in flight until ctx ends.

@@ -105,6 +105,9 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	creds, f := readCredentials(r, snap, req.Credentials)
+	if f == nil {
+		f = s.sessionCredentials(r, snap, creds)
+	}
 	if f != nil {
 		s.fail(w, snap, f)
 		return

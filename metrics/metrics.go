@@ -124,6 +124,12 @@ func (m *Metrics) RegisterPool(figures func() PoolFigures) {
 	)
 }
 
+// RegisterConsoleSessions exposes the number of web console sessions.
+func (m *Metrics) RegisterConsoleSessions(n func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_console_sessions", Help: "Web console sessions stored (expired ones until swept)."},
+		func() float64 { return float64(n()) }))
+}
+
 // Sample is one pgwarden_* series as the admin console shows it.
 type Sample struct {
 	Name   string

@@ -296,6 +296,10 @@ func (s *Server) kill(id uint64) bool {
 	return false
 }
 
+// KillUser closes every wire session of user: what a password change made
+// elsewhere (the web console) does to them, as ALTER USER does.
+func (s *Server) KillUser(user string) { s.killUser(user, nil) }
+
 // killUser closes every session of user but except (the admin's own).
 func (s *Server) killUser(user string, except *conn) {
 	s.mu.Lock()

@@ -69,7 +69,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 		st := pg.PoolStats()
 		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Reused: st.Reused, Closed: st.Closed}
 	})
-	web := httpfront.New(httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active})
+	web := httpfront.New(httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active,
+		EndWireSessions: pg.KillUser})
 	if err := web.Listen(); err != nil {
 		pg.Close()
 		return err

@@ -1,0 +1,204 @@
+package integration
+
+import (
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/pgwarden/pgwarden/authcore"
+)
+
+const setupRules = `
+[[hba]]
+protocol = "http"
+method = "password"
+
+[[hba]]
+protocol = "pg"
+method = "scram-sha-256"
+`
+
+var setupURLRE = regexp.MustCompile(`"setup_url":"([^"]+)"`)
+
+// setupURL waits for the start-up line that carries the setup link.
+func (g *gateway) setupURL() *url.URL {
+	g.t.Helper()
+	g.waitLog(`"setup_url"`, 1)
+	m := setupURLRE.FindStringSubmatch(g.log.String())
+	u, err := url.Parse(m[1])
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return u
+}
+
+// setupForm loads the setup page with token and returns its CSRF token.
+func (cc *consoleClient) setupForm(token string) string {
+	cc.t.Helper()
+	r := cc.get("/setup?token=" + url.QueryEscape(token))
+	if r.status != 200 || !strings.Contains(r.body, `action="/setup"`) {
+		cc.t.Fatalf("GET /setup: %d\n%s", r.status, r.body)
+	}
+	return firstMatch(cc.t, csrfFieldRE, r.body)
+}
+
+func TestFirstRunSetupCreatesOneAdminThenAnswers404(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, httpSection: `default_database = "postgres"`}, setupRules,
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	link := g.setupURL()
+	if link.Path != "/setup" || link.Host != strings.TrimPrefix(g.httpURL(), "http://") {
+		t.Fatalf("setup link %s", link)
+	}
+	token := link.Query().Get("token")
+	if len(token) < 43 {
+		t.Fatalf("setup token %q", token)
+	}
+	cc := newConsoleClient(t, g.httpURL(), nil)
+	for _, bad := range []string{"/setup", "/setup?token=", "/setup?token=" + token[:len(token)-1] + "x"} {
+		if r := cc.get(bad); r.status != 403 || strings.Contains(r.body, `action="/setup"`) {
+			t.Fatalf("GET %s: %d", bad, r.status)
+		}
+	}
+	csrf := cc.setupForm(token)
+	post := func(form url.Values) consoleResponse {
+		for _, k := range []string{"password", "password2"} {
+			if v := form.Get(k); v != "" {
+				noteSecret(v)
+			}
+		}
+		return cc.post("/setup", form, nil)
+	}
+	good := url.Values{"csrf": {csrf}, "token": {token}, "user": {"ops1"}, "password": {"ops1-Admin-Pass"}, "password2": {"ops1-Admin-Pass"}}
+	with := func(k, v string) url.Values {
+		f := url.Values{}
+		for key, vs := range good {
+			f[key] = vs
+		}
+		f.Set(k, v)
+		return f
+	}
+	for _, c := range []struct {
+		why    string
+		form   url.Values
+		status int
+		msg    string
+	}{
+		{"no CSRF token", with("csrf", ""), 403, ""},
+		{"a wrong token", with("token", strings.Repeat("A", 43)), 403, ""},
+		{"an empty name", with("user", " "), 400, "The user name is empty."},
+		{"a name with a control character", with("user", "ops\x01"), 400, "control characters"},
+		{"an existing user's name", with("user", "alice"), 400, "exists already"},
+		{"passwords that differ", with("password2", "ops1-Admin-Pasz"), 400, "The passwords do not match."},
+		{"a short password", func() url.Values { f := with("password", "short"); f.Set("password2", "short"); return f }(), 400, "password too short"},
+	} {
+		r := post(c.form)
+		if r.status != c.status || (c.msg != "" && !strings.Contains(firstMatch(t, formErrorRE, r.body), c.msg)) {
+			t.Fatalf("setup with %s: %d\n%s", c.why, r.status, r.body)
+		}
+	}
+	if r := cc.post("/setup", good, map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}); r.status != 403 {
+		t.Fatalf("cross-site setup post: %d", r.status)
+	}
+	if r := cc.post("/setup", good, map[string]string{"Content-Type": "text/plain"}); r.status != 415 {
+		t.Fatalf("text/plain setup post: %d", r.status)
+	}
+
+	r := post(good)
+	if r.status != http.StatusSeeOther || !strings.Contains(r.header.Get("Location"), "setup-done") {
+		t.Fatalf("setup: %d %v\n%s", r.status, r.header, r.body)
+	}
+	us, err := authcore.LoadUsers(filepath.Join(g.dir, "users.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := us.Lookup("ops1"); u == nil || !u.HasRole("admin") || u.Hash() == nil || u.Hash().Kind() != "scram-sha-256" {
+		t.Fatalf("the users file after setup: %+v", u)
+	}
+	// The token is spent: /setup is gone, whatever is sent to it.
+	for _, path := range []string{"/setup", "/setup?token=" + token} {
+		if r := cc.get(path); r.status != 404 {
+			t.Fatalf("GET %s after setup: %d", path, r.status)
+		}
+	}
+	if r := post(with("user", "second")); r.status != 404 {
+		t.Fatalf("a second setup: %d", r.status)
+	}
+	// The new admin logs in to the console and to the admin console.
+	csrf = newConsoleClient(t, g.httpURL(), nil).login("ops1", "ops1-Admin-Pass")
+	if csrf == "" {
+		t.Fatal("no console for the new admin")
+	}
+	if out, err := psql(t, g.connString("ops1", "ops1-Admin-Pass", "pgwarden"), "SHOW USERS"); err != nil || !strings.Contains(out, "ops1") {
+		t.Fatalf("admin console as the new admin: %v\n%s", err, out)
+	}
+}
+
+func TestTwoRacingSetupVisitorsMakeOneAdmin(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, setupRules, nil)
+	token := g.setupURL().Query().Get("token")
+	const visitors = 4
+	var wg sync.WaitGroup
+	statuses := make([]int, visitors)
+	for i := 0; i < visitors; i++ {
+		cc := newConsoleClient(t, g.httpURL(), nil)
+		form := url.Values{"csrf": {cc.setupForm(token)}, "token": {token}, "user": {[]string{"alice", "bob", "carol", "dave"}[i]},
+			"password": {"racing-Pass-1"}, "password2": {"racing-Pass-1"}}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			statuses[i] = cc.post("/setup", form, nil).status
+		}(i)
+	}
+	wg.Wait()
+	noteSecret("racing-Pass-1")
+	won := 0
+	for _, s := range statuses {
+		if s == http.StatusSeeOther {
+			won++
+		} else if s != 404 {
+			t.Fatalf("a losing visitor got %d", s)
+		}
+	}
+	us, err := authcore.LoadUsers(filepath.Join(g.dir, "users.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if won != 1 || us.Len() != 1 {
+		t.Fatalf("%d visitors won, %d users stored: %v", won, us.Len(), statuses)
+	}
+}
+
+func TestNoSetupWhenAnAdminExistsOrTheCLIMakesOne(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, setupRules,
+		[]testUser{{name: "ops1", password: "ops1-Pass-6", extra: "roles = [\"admin\"]\n"}})
+	if strings.Contains(g.log.String(), "setup_url") {
+		t.Fatal("a setup link was logged although an admin exists")
+	}
+	if r := newConsoleClient(t, g.httpURL(), nil).get("/setup?token=x"); r.status != 404 {
+		t.Fatalf("GET /setup with an admin: %d", r.status)
+	}
+
+	// Without an admin at start, an admin made with the CLI closes setup.
+	g = startGatewayWith(t, gwOptions{http: true}, setupRules, nil)
+	token := g.setupURL().Query().Get("token")
+	cc := newConsoleClient(t, g.httpURL(), nil)
+	cc.setupForm(token)
+	if _, stderr, code := runCLI(t, "ops1-Pass-6\n", "user", "add", "-c", g.configPath(), "--admin", "--password-stdin", "ops1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 1)
+	if r := cc.get("/setup?token=" + url.QueryEscape(token)); r.status != 404 {
+		t.Fatalf("GET /setup after the CLI made an admin: %d", r.status)
+	}
+	data, _ := os.ReadFile(filepath.Join(g.dir, "users.toml"))
+	if strings.Count(string(data), "[[user]]") != 1 {
+		t.Fatalf("users file:\n%s", data)
+	}
+}
