@@ -54,6 +54,9 @@
     return typeof v === "number" || v instanceof Exact;
   }
 
+  // Columns of these types are aligned right, heading and values alike.
+  const numericTypes = new Set(["int2", "int4", "int8", "numeric", "float4", "float8", "oid", "money"]);
+
   function clear() {
     status.textContent = "";
     errorBox.textContent = "";
@@ -91,6 +94,7 @@
     res.cols.forEach(function (name, i) {
       const th = document.createElement("th");
       th.scope = "col";
+      if (numericTypes.has(res.col_types[i])) th.className = "num";
       const n = document.createElement("span");
       n.className = "col-name";
       n.textContent = name;
