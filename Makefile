@@ -16,7 +16,9 @@ FUZZ_TARGETS := \
 	./hba:FuzzParseFile \
 	./hba:FuzzTOMLRules \
 	./httpfront:FuzzAuthorizationHeader \
-	./httpfront:FuzzSQLBody
+	./httpfront:FuzzSQLBody \
+	./httpfront:FuzzSessionCookie \
+	./httpfront:FuzzConsoleForm
 
 .PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood clean
 
