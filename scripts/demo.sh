@@ -106,6 +106,8 @@ Try, in another terminal:
   curl -s -u demo:$DEMO_PASSWORD -H 'Content-Type: application/json' -d '{"stmt":"SELECT now()"}' 'http://127.0.0.1:$HTTP_PORT/_sql?db=demo'
   bin/pgwarden explain -c $RUN/config.toml --user demo --database demo --address 127.0.0.1
 
+and open the web console at http://127.0.0.1:$HTTP_PORT/ (user demo, password $DEMO_PASSWORD).
+
 Ctrl-C stops pgwarden and the demo PostgreSQL.
 TRY
 "$PGWARDEN" serve -c "$RUN/config.toml"
