@@ -188,3 +188,36 @@ func TestThrottleDoublesUpToMaxAndResets(t *testing.T) {
 		t.Fatalf("throttle table grew to %d", len(th.entries))
 	}
 }
+
+func TestChangePasswordRotatesTheSecretAndKeepsTheRest(t *testing.T) {
+	path := t.TempDir() + "/users.toml"
+	old, secret := mustHash(t, "old-password"), NewSecret()
+	err := UpdateUsersFile(path, func([]*User) ([]*User, error) {
+		return []*User{{Name: "alice", Password: old, Secret: secret, Roles: []string{"admin"}, BackendUser: "app_rw"}, {Name: "bob"}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := mustHash(t, "new-password")
+	if err := ChangePassword(path, "alice", next); err != nil {
+		t.Fatal(err)
+	}
+	us, err := LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := us.Lookup("alice")
+	if a.Password != next || a.Secret == secret || a.Secret == "" || !a.HasRole("admin") || a.BackendUser != "app_rw" || us.Lookup("bob") == nil {
+		t.Fatalf("after the change: %+v", a)
+	}
+	// A user without a secret gets none: tokens were never issued.
+	if err := ChangePassword(path, "bob", next); err != nil {
+		t.Fatal(err)
+	}
+	if us, err = LoadUsers(path); err != nil || us.Lookup("bob").Secret != "" || us.Lookup("bob").Password != next {
+		t.Fatalf("bob after the change: %v %+v", err, us.Lookup("bob"))
+	}
+	if err := ChangePassword(path, "carol", next); !errors.Is(err, ErrNoSuchUser) {
+		t.Fatalf("changing a missing user: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package authcore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 
@@ -10,6 +11,28 @@ import (
 
 	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
+
+// ErrNoSuchUser is what ChangePassword returns for a name the users file
+// does not hold.
+var ErrNoSuchUser = errors.New("no such user")
+
+// ChangePassword stores hash as the named user's password in the users file
+// at path. A user's token secret, if it has one, is rotated with it: tokens
+// end with the password they were issued under.
+func ChangePassword(path, name, hash string) error {
+	return UpdateUsersFile(path, func(list []*User) ([]*User, error) {
+		for _, u := range list {
+			if u.Name == name {
+				u.Password = hash
+				if u.Secret != "" {
+					u.Secret = NewSecret()
+				}
+				return list, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: %q in %s", ErrNoSuchUser, name, path)
+	})
+}
 
 // UpdateUsersFile rewrites the users file through change, atomically and
 // under an exclusive lock: the new content goes to a temporary file in the

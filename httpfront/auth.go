@@ -203,6 +203,8 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 		case creds.staleSession:
 			f.reason = "the session cookie names no live session (expired, logged out, or its user changed)"
 			f.msg = "the console session ended: log in again"
+		case creds.login:
+			f.reason = "console login without a user name"
 		}
 		return finish(nil, f)
 	}

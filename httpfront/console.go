@@ -195,9 +195,6 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request, snap *snaps
 	}
 	name := formValue(form, "user")
 	creds := &credentials{login: true, user: name, password: formValue(form, "password")}
-	if len(name) > 256 {
-		creds.user = "" // refused below, like any unknown user
-	}
 	res, f := s.authenticate(r, snap, creds, "")
 	if f != nil {
 		w.Header().Set("WWW-Authenticate", `Cookie realm="`+snap.Config.HTTP.Realm+`", form-action="/login"`)
@@ -271,18 +268,7 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 	}
 	hash, err := authcore.HashPassword(authcore.AlgoSCRAM, next)
 	if err == nil {
-		err = authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
-			for _, u := range list {
-				if u.Name == sess.User {
-					u.Password = hash
-					if u.Secret != "" {
-						u.Secret = authcore.NewSecret() // old tokens end with the old password
-					}
-					return list, nil
-				}
-			}
-			return nil, errors.New("the user is no longer in the users file")
-		})
+		err = authcore.ChangePassword(snap.Config.Users.File, sess.User, hash)
 	}
 	if err == nil {
 		_, err = s.o.State.Reload()

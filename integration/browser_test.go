@@ -288,6 +288,17 @@ func TestConsoleInABrowser(t *testing.T) {
 	saveScreenshot(t, "result-table.png", png)
 	saveScreenshot(t, "console.png", browserRun(b, chromedp.FullScreenshot(100)))
 
+	// The database picker suggests the backend's databases and runs the
+	// box on the one chosen.
+	b.do(step(chromedp.Poll[bool](`Array.from(document.querySelectorAll("#db-list option")).some(o => o.value === "app_prod")`)),
+		setField("db", "app_prod"))
+	b.runSQL("SELECT current_database()")
+	b.do(chromedp.WaitVisible(chromedp.ID("result-table")))
+	if cell := b.text("#result-table tbody td"); cell != "app_prod" {
+		t.Fatalf("current_database() after picking app_prod: %q", cell)
+	}
+	b.do(setField("db", "postgres"))
+
 	// Errors show with their SQLSTATE; Ctrl+Enter runs the box.
 	b.do(
 		setField("stmt", "SELECT * FROM no_such_table"),

@@ -279,19 +279,12 @@ func (a *admin) alterUser(snap *snapshot.Snapshot, t adminTokens) error {
 	if err != nil {
 		return err
 	}
-	err = a.updateUsers(snap, func(list []*authcore.User) ([]*authcore.User, error) {
-		for _, u := range list {
-			if u.Name == name {
-				u.Password = h
-				if u.Secret != "" {
-					u.Secret = authcore.NewSecret()
-				}
-				return list, nil
-			}
-		}
-		return nil, &adminError{code: "42704", msg: fmt.Sprintf("user %q does not exist", name)}
-	})
-	if err != nil {
+	if err := authcore.ChangePassword(snap.Config.Users.File, name, h); errors.Is(err, authcore.ErrNoSuchUser) {
+		return &adminError{code: "42704", msg: fmt.Sprintf("user %q does not exist", name)}
+	} else if err != nil {
+		return err
+	}
+	if err := a.c.srv.reload(); err != nil {
 		return err
 	}
 	a.c.srv.killUser(name, a.c)

@@ -73,6 +73,13 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if sub == "passwd" {
+		if err := authcore.ChangePassword(cfg.Users.File, name, hash); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "password changed for %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
+		return nil
+	}
 	var done string
 	err = authcore.UpdateUsersFile(cfg.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
 		for i, u := range list {
@@ -82,14 +89,6 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			switch sub {
 			case "add":
 				return nil, fmt.Errorf("user %q exists (use passwd)", name)
-			case "passwd":
-				u.Password = hash
-				// A new password ends the user's tokens too.
-				if u.Secret != "" {
-					u.Secret = authcore.NewSecret()
-				}
-				done = "password changed for " + name
-				return list, nil
 			case "del":
 				done = "deleted " + name
 				return append(list[:i], list[i+1:]...), nil
