@@ -206,8 +206,9 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request, snap *snaps
 		s.sessions.Delete(old)
 	}
 	id, _ := s.sessions.Create(res.user, time.Now())
+	// The login cookie stays: it is no credential, and a login form still
+	// open in another tab keeps working with it.
 	setCookie(w, t, t.sessionCookie(), id)
-	clearCookie(w, t, t.loginCookie())
 	s.o.Log.Info("console session started", zap.String("user", res.name), zap.String("address", clientAddr(r, snap).String()))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

@@ -369,6 +369,7 @@ func TestSessionsAreAcceptedOnlyUnderPasswordRules(t *testing.T) {
 
 func TestLogoutEndsTheSessionServerSide(t *testing.T) {
 	g, cc := startConsoleGateway(t, "")
+	otherTab := cc.loginForm() // a login form left open in another tab
 	csrf := cc.login("alice", "alice-Pass-1")
 	id := cc.cookie("pgwarden_session")
 	r := cc.post("/logout", url.Values{"csrf": {csrf}}, nil)
@@ -387,6 +388,11 @@ func TestLogoutEndsTheSessionServerSide(t *testing.T) {
 	}
 	if r := replay.get("/"); !strings.Contains(r.body, `action="/login"`) || !strings.Contains(r.body, "Your session ended") {
 		t.Fatalf("GET / with the old cookie:\n%s", r.body)
+	}
+	// The form of the other tab still logs in, under yet another id.
+	r = cc.post("/login", url.Values{"csrf": {otherTab}, "user": {"alice"}, "password": {"alice-Pass-1"}}, nil)
+	if r.status != http.StatusSeeOther || cc.cookie("pgwarden_session") == id {
+		t.Fatalf("login from a form loaded before the last login: %d", r.status)
 	}
 }
 
