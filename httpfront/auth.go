@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -209,10 +210,7 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 		return finish(nil, f)
 	}
 	if db == "" {
-		db = cfg.HTTP.DefaultDatabase
-	}
-	if db == "" {
-		db = name
+		db = defaultDatabase(cfg, name)
 	}
 	ev.Database = db
 	req := &hba.Request{Protocol: hba.ProtoHTTP, Addr: addr, SSL: r.TLS != nil, Database: db, User: name}
@@ -320,6 +318,21 @@ func (s *Server) prove(r *http.Request, snap *snapshot.Snapshot, creds *credenti
 	return err
 }
 
+// defaultDatabase is the database of a request that names none:
+// http.default_database, else the user name.
+func defaultDatabase(cfg *config.Config, user string) string {
+	if cfg.HTTP.DefaultDatabase != "" {
+		return cfg.HTTP.DefaultDatabase
+	}
+	return user
+}
+
+// cookieChallenge is the WWW-Authenticate value of a refused console
+// session or login.
+func cookieChallenge(realm string) string {
+	return fmt.Sprintf("Cookie realm=%q, form-action=\"/login\"", realm)
+}
+
 // unauthorized is the one 401 answer: the same body whether or not the
 // user exists.
 func (s *Server) unauthorized(creds *credentials, name, reason string) *authFailure {
@@ -354,7 +367,7 @@ func (s *Server) fail(w http.ResponseWriter, snap *snapshot.Snapshot, f *authFai
 		case challengeBearer:
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		case challengeCookie:
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Cookie realm=%q, form-action=\"/login\"", snap.Config.HTTP.Realm))
+			w.Header().Set("WWW-Authenticate", cookieChallenge(snap.Config.HTTP.Realm))
 		default:
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", snap.Config.HTTP.Realm))
 		}

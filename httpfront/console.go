@@ -167,10 +167,7 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request, snap *sna
 }
 
 func (s *Server) renderConsole(w http.ResponseWriter, status int, snap *snapshot.Snapshot, sess authcore.Session, passwordErr string) {
-	db := snap.Config.HTTP.DefaultDatabase
-	if db == "" {
-		db = sess.User
-	}
+	db := defaultDatabase(snap.Config, sess.User)
 	dbs := []string{db}
 	for _, d := range snap.Config.Databases {
 		if !slices.Contains(dbs, d.Name) {
@@ -197,7 +194,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request, snap *snaps
 	creds := &credentials{login: true, user: name, password: formValue(form, "password")}
 	res, f := s.authenticate(r, snap, creds, "")
 	if f != nil {
-		w.Header().Set("WWW-Authenticate", `Cookie realm="`+snap.Config.HTTP.Realm+`", form-action="/login"`)
+		w.Header().Set("WWW-Authenticate", cookieChallenge(snap.Config.HTTP.Realm))
 		render(w, http.StatusUnauthorized, &page{View: "login", Title: "Log in", Error: loginFailed, FormUser: name,
 			CSRF: s.loginToken("login", s.loginNonce(w, r, t))})
 		return

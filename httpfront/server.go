@@ -1,7 +1,8 @@
 // Package httpfront is pgwarden's HTTP frontend: SQL as JSON at /_sql,
-// tokens at /_token, health, metrics and the web console. It takes credentials from a request,
-// asks package hba which method applies, proves them through authcore and runs
-// the SQL on a backend pool as the mapped role.
+// tokens at /_token, health, metrics and the web console. It takes
+// credentials from a request, asks package hba which method applies, proves
+// them through authcore and runs the SQL on a backend pool as the mapped
+// role.
 package httpfront
 
 import (

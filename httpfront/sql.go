@@ -129,10 +129,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	}
 	db := r.URL.Query().Get("db")
 	if db == "" {
-		db = cfg.HTTP.DefaultDatabase
-	}
-	if db == "" {
-		db = res.name
+		db = defaultDatabase(cfg, res.name)
 	}
 	t := backend.Route(cfg, res.name, res.user, res.password, db)
 	pool, err := s.pools.get(snap, t)

@@ -142,19 +142,27 @@ func TestFirstRunSetupCreatesOneAdminThenAnswers404(t *testing.T) {
 func TestTwoRacingSetupVisitorsMakeOneAdmin(t *testing.T) {
 	g := startGatewayWith(t, gwOptions{http: true}, setupRules, nil)
 	token := g.setupURL().Query().Get("token")
-	const visitors = 4
-	var wg sync.WaitGroup
-	statuses := make([]int, visitors)
-	for i := 0; i < visitors; i++ {
-		cc := newConsoleClient(t, g.httpURL(), nil)
-		form := url.Values{"csrf": {cc.setupForm(token)}, "token": {token}, "user": {[]string{"alice", "bob", "carol", "dave"}[i]},
+	// Every visitor has the form open before any of them sends it.
+	names := []string{"alice", "bob", "carol", "dave"}
+	clients := make([]*consoleClient, len(names))
+	forms := make([]url.Values, len(names))
+	for i, name := range names {
+		clients[i] = newConsoleClient(t, g.httpURL(), nil)
+		forms[i] = url.Values{"csrf": {clients[i].setupForm(token)}, "token": {token}, "user": {name},
 			"password": {"racing-Pass-1"}, "password2": {"racing-Pass-1"}}
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	statuses := make([]int, len(names))
+	for i := range names {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			statuses[i] = cc.post("/setup", form, nil).status
+			<-start
+			statuses[i] = clients[i].post("/setup", forms[i], nil).status
 		}(i)
 	}
+	close(start)
 	wg.Wait()
 	noteSecret("racing-Pass-1")
 	won := 0
