@@ -38,6 +38,14 @@ var methods = map[Method]methodInfo{
 	Peer:     {pg: true, localOnly: true},
 }
 
+// ProvesPassword reports whether m proves a user by a password (md5
+// performs scram-sha-256, as PostgreSQL does for SCRAM-stored passwords):
+// the methods under which pgwarden issues tokens and holds web console
+// sessions.
+func (m Method) ProvesPassword() bool {
+	return m == Password || m == SCRAM || m == MD5
+}
+
 // Known reports whether m is one of the methods pgwarden understands.
 func Known(m Method) bool {
 	_, ok := methods[m]

@@ -58,12 +58,6 @@ func (c *credentials) kind() string {
 	return "none"
 }
 
-// passwordMethod reports whether m proves a user by password: the methods
-// under which a console login and its session cookie are accepted.
-func passwordMethod(m hba.Method) bool {
-	return m == hba.Password || m == hba.SCRAM || m == hba.MD5
-}
-
 // authResult is who the request proved to be.
 type authResult struct {
 	name     string
@@ -240,7 +234,7 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 		}
 	}
 	res := &authResult{name: name, method: rule.Method}
-	if (creds.session != nil || creds.login) && !passwordMethod(rule.Method) {
+	if (creds.session != nil || creds.login) && !rule.Method.ProvesPassword() {
 		// A session stands for a proven password; a rule that asks for
 		// something else (or nothing) does not accept one.
 		return finish(nil, s.unauthorized(creds, name, fmt.Sprintf("console sessions are accepted only under password or scram-sha-256 rules (rule %d is %s)", rule.Number, rule.Method)))

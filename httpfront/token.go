@@ -7,7 +7,6 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
-	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/snapshot"
 	"go.uber.org/zap"
 )
@@ -40,9 +39,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, snap, f)
 		return
 	}
-	switch res.method {
-	case hba.Password, hba.SCRAM, hba.MD5:
-	default:
+	if !res.method.ProvesPassword() {
 		writeError(w, http.StatusForbidden, "28000", "tokens are issued only under a password rule")
 		return
 	}

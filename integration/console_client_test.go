@@ -78,13 +78,7 @@ func (cc *consoleClient) post(path string, form url.Values, hdr map[string]strin
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", cc.origin)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	for k, v := range hdr {
-		if v == "" {
-			req.Header.Del(k)
-		} else {
-			req.Header.Set(k, v)
-		}
-	}
+	overrideHeaders(req, hdr)
 	return cc.do(req)
 }
 
@@ -170,13 +164,7 @@ func (cc *consoleClient) sql(db, stmt, csrf string, hdr map[string]string) (int,
 	if csrf != "" {
 		req.Header.Set("X-CSRF-Token", csrf)
 	}
-	for k, v := range hdr {
-		if v == "" {
-			req.Header.Del(k)
-		} else {
-			req.Header.Set(k, v)
-		}
-	}
+	overrideHeaders(req, hdr)
 	r := cc.do(req)
 	var out map[string]any
 	dec := json.NewDecoder(strings.NewReader(r.body))

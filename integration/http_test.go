@@ -26,13 +26,7 @@ func httpDo(t *testing.T, method, url, body string, hdr map[string]string) (int,
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	for k, v := range hdr {
-		if v == "" {
-			req.Header.Del(k)
-		} else {
-			req.Header.Set(k, v)
-		}
-	}
+	overrideHeaders(req, hdr)
 	c := &http.Client{Timeout: 60 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -47,6 +41,18 @@ func httpDo(t *testing.T, method, url, body string, hdr map[string]string) (int,
 		t.Fatalf("bad JSON %q: %v", raw, err)
 	}
 	return resp.StatusCode, resp.Header, out
+}
+
+// overrideHeaders sets the headers of hdr on req; an empty value deletes
+// the header.
+func overrideHeaders(req *http.Request, hdr map[string]string) {
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
 }
 
 func basic(user, pw string) map[string]string {
