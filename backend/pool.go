@@ -43,6 +43,9 @@ type Session struct {
 	// CancelNetwork and CancelAddr are where CancelRequests go.
 	CancelNetwork, CancelAddr string
 	Reuses                    int
+	// Settings is what SettingsQuery answered when the backend started:
+	// the role and database settings it applied at login.
+	Settings string
 
 	parkedAt time.Time
 }

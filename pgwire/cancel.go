@@ -12,61 +12,101 @@ import (
 // cancelTarget is where a client's CancelRequest must go: the backend it is
 // relayed to, and that backend's own key.
 type cancelTarget struct {
-	key     [4]byte // the key pgwarden gave the client
+	key     [4]byte // the secret key pgwarden gave the client
 	network string
 	addr    string
-	pid     uint32
-	secret  []byte
+	pid     uint32 // the backend's pid, which is also what the client was given
+	secret  []byte // the backend's own secret key, never shown to the client
+
+	// inflight counts cancels being delivered; unregister waits for them,
+	// so that none lands on the backend's next client.
+	inflight sync.WaitGroup
 }
 
 // cancelRegistry maps the BackendKeyData pgwarden handed to clients to
-// their backends. Keys come from crypto/rand: a guessable key would let
-// anyone cancel anyone's queries.
+// their backends. A client is given its backend's real process id, so that
+// pg_terminate_backend, NOTIFY sender pids and pg_stat_activity mean what
+// they mean directly, with a secret key of pgwarden's own from crypto/rand:
+// the backend's key never leaves pgwarden, and a guessable key would let
+// anyone cancel anyone's queries. Backends behind different [[databases]]
+// hosts may share a pid, so a pid can hold several targets; the key tells
+// them apart.
 type cancelRegistry struct {
 	mu sync.Mutex
-	m  map[uint32]*cancelTarget
+	m  map[uint32][]*cancelTarget
 }
 
 func newCancelRegistry() *cancelRegistry {
-	return &cancelRegistry{m: make(map[uint32]*cancelTarget)}
+	return &cancelRegistry{m: make(map[uint32][]*cancelTarget)}
 }
 
-// register stores t under a fresh random process id and key.
-func (r *cancelRegistry) register(t *cancelTarget) uint32 {
-	rand.Read(t.key[:])
+// register gives t a fresh random key, unique among the targets of its pid,
+// and stores it.
+func (r *cancelRegistry) register(t *cancelTarget) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	list := r.m[t.pid]
 	for {
-		var b [4]byte
-		rand.Read(b[:])
-		// Positive and non-zero, like a real process id.
-		pid := binary.BigEndian.Uint32(b[:]) & 0x7fffffff
-		if _, taken := r.m[pid]; pid != 0 && !taken {
-			r.m[pid] = t
-			return pid
+		rand.Read(t.key[:])
+		taken := false
+		for _, o := range list {
+			taken = taken || o.key == t.key
 		}
+		if !taken {
+			break
+		}
+	}
+	r.m[t.pid] = append(list, t)
+}
+
+// unregister retires t's key: after it returns, no CancelRequest reaches
+// t's backend through t, and none is still on its way. It must run before
+// the backend serves anyone else, or the old client could cancel the new
+// one's queries.
+func (r *cancelRegistry) unregister(t *cancelTarget) {
+	defer t.inflight.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list := r.m[t.pid]
+	for i, o := range list {
+		if o == t {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(r.m, t.pid)
+	} else {
+		r.m[t.pid] = list
 	}
 }
 
-func (r *cancelRegistry) unregister(pid uint32) {
+// lookup finds the target of a CancelRequest; nil for an unknown pid or a
+// wrong key. Every candidate's key is compared in constant time. A target
+// found is counted in flight; the caller ends that with inflight.Done.
+func (r *cancelRegistry) lookup(pid uint32, key []byte) *cancelTarget {
 	r.mu.Lock()
-	delete(r.m, pid)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	var found *cancelTarget
+	for _, t := range r.m[pid] {
+		if len(key) == len(t.key) && subtle.ConstantTimeCompare(key, t.key[:]) == 1 {
+			found = t
+		}
+	}
+	if found != nil {
+		found.inflight.Add(1)
+	}
+	return found
 }
 
 // forward sends a matching CancelRequest to the client's backend. Unknown
-// process ids and wrong keys are ignored silently, as PostgreSQL does, and
-// take the same path up to the key comparison.
+// process ids and wrong keys are ignored silently, as PostgreSQL does.
 func (r *cancelRegistry) forward(pid uint32, key []byte) bool {
-	r.mu.Lock()
-	t := r.m[pid]
-	r.mu.Unlock()
+	t := r.lookup(pid, key)
 	if t == nil {
 		return false
 	}
-	if len(key) != len(t.key) || subtle.ConstantTimeCompare(key, t.key[:]) != 1 {
-		return false
-	}
+	defer t.inflight.Done()
 	c, err := net.DialTimeout(t.network, t.addr, 5*time.Second)
 	if err != nil {
 		return false

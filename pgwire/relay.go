@@ -87,6 +87,9 @@ type trackedRelay struct {
 	status   atomic.Int32 // last transaction status: 'I', 'T', 'E'
 	unsynced bool         // client sent messages after its last sync point
 	up, down int64
+	// customSettings: the client may have created a custom setting,
+	// which no reset removes (see customSettingDetector).
+	customSettings bool
 }
 
 // run relays until the client leaves or either side fails. It reports
@@ -156,9 +159,25 @@ func (t *trackedRelay) run() (reusable bool) {
 // clientToBackend copies until the client ends; true when it ended with a
 // Terminate message at a message boundary (held back from the backend).
 func (t *trackedRelay) clientToBackend() bool {
-	sc := &msgScanner{onMsg: func(typ byte, _ []byte) {
+	var custom customSettingDetector
+	defer func() { t.customSettings = custom.found }()
+	sc := &msgScanner{
+		stream:  func(typ byte) bool { return !custom.found && (typ == 'Q' || typ == 'P') },
+		onStart: custom.start,
+		onPart:  custom.feed,
+	}
+	sc.onMsg = func(typ byte, _ []byte) {
+		if sc.streams {
+			custom.start() // ends the message's last token
+		}
 		switch typ {
-		case 'Q', 'S', 'F':
+		case 'Q', 'S':
+			t.syncs.Add(1)
+			t.unsynced = false
+		case 'F':
+			// A fast-path call names its function by oid: it may be
+			// set_config.
+			custom.found = true
 			t.syncs.Add(1)
 			t.unsynced = false
 		case 'd', 'c', 'f', 'H':
@@ -169,7 +188,7 @@ func (t *trackedRelay) clientToBackend() bool {
 			// whose Sync has not come yet.
 			t.unsynced = true
 		}
-	}}
+	}
 	terminated, failed := false, false
 	forward := func(chunk []byte) bool {
 		cut := sc.feed(chunk, 'X')

@@ -22,6 +22,12 @@ type msgScanner struct {
 	bad     bool // a length field made no sense: the stream cannot be followed
 	capture func(typ byte) bool
 	onMsg   func(typ byte, body []byte)
+	// stream, when set, picks message types whose bodies are handed to
+	// onStart and onPart piece by piece as they pass, however large.
+	stream  func(typ byte) bool
+	onStart func()
+	onPart  func(part []byte)
+	streams bool // the current message's body goes to onPart
 }
 
 // atBoundary reports whether the bytes seen so far end exactly at the end
@@ -53,6 +59,10 @@ func (s *msgScanner) feed(b []byte, stop byte) int {
 			}
 			s.left = l
 			s.keep = s.capture != nil && s.capture(s.typ) && l <= maxCapturedBody
+			s.streams = s.stream != nil && s.stream(s.typ)
+			if s.streams {
+				s.onStart()
+			}
 			s.body = s.body[:0]
 			if l == 0 {
 				s.done()
@@ -65,6 +75,9 @@ func (s *msgScanner) feed(b []byte, stop byte) int {
 		}
 		if s.keep {
 			s.body = append(s.body, b[off:off+n]...)
+		}
+		if s.streams {
+			s.onPart(b[off : off+n])
 		}
 		s.left -= n
 		off += n

@@ -17,20 +17,39 @@ import (
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
-// connectBackend logs in to the backend and takes over its socket.
-func connectBackend(ctx context.Context, pc *pgconn.Config) (*pgconn.HijackedConn, error) {
+// connectBackend logs in to the backend and takes over its socket. When
+// the backend may be reused it also reads the role and database settings
+// the backend started with (backend.SettingsQuery), so that a later reset
+// can tell whether they changed; a backend that cannot answer that query
+// is used once and not reused (ok false).
+func connectBackend(ctx context.Context, pc *pgconn.Config, reuse bool) (hc *pgconn.HijackedConn, settings string, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.ConnectTimeout)
 	defer cancel()
 	pg, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
-		return nil, err
+		return nil, "", false, err
 	}
-	hc, err := pg.Hijack()
+	if reuse {
+		settings, err = backend.ReadSettings(ctx, pg)
+		ok = err == nil
+		if err != nil && pg.IsClosed() {
+			return nil, "", false, err
+		}
+	}
+	// pgconn may have a background read in flight (it starts one when a
+	// write is slow, to avoid a write/read deadlock) or bytes buffered.
+	// Taking the socket over without SyncConn would let that read swallow
+	// the first reply the backend sends to the client's first query.
+	if err := pg.SyncConn(ctx); err != nil {
+		pg.Close(ctx)
+		return nil, "", false, err
+	}
+	hc, err = pg.Hijack()
 	if err != nil {
 		pg.Close(ctx)
-		return nil, err
+		return nil, "", false, err
 	}
-	return hc, nil
+	return hc, settings, ok, nil
 }
 
 func isBackendError(err error) bool { return backend.IsServerError(err) }
@@ -81,10 +100,19 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *aut
 	var s *backend.Session
 	if reuse {
 		for {
-			if s = pool.Get(key, limits, time.Now()); s == nil || alive(s.Conn) {
+			if s = pool.Get(key, limits, time.Now()); s == nil {
 				break
 			}
-			pool.Discard(s)
+			if !alive(s.Conn) {
+				pool.Discard(s)
+				continue
+			}
+			if err := settingsCurrent(s, 5*time.Second); err != nil {
+				c.srv.log.Debug("parked backend not reused", zap.Uint64("client_id", c.id), zap.Uint32("pid", s.PID), zap.Error(err))
+				pool.Discard(s)
+				continue
+			}
+			break
 		}
 	}
 	if s == nil {
@@ -97,14 +125,19 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *aut
 			pool.Release()
 			return err
 		}
-		hc, err := connectBackend(c.ctx(), pc)
+		hc, settings, known, err := connectBackend(c.ctx(), pc, reuse)
 		if err != nil {
 			pool.Release()
 			return c.backendFailure(t, err)
 		}
+		if reuse && !known {
+			c.srv.log.Warn("backend will not be reused: its role and database settings could not be read",
+				zap.Uint64("client_id", c.id), zap.String("role", t.Role), zap.String("database", t.Database))
+			reuse = false
+		}
 		network, addr := cancelAddr(hc)
 		s = &backend.Session{Conn: hc.Conn, Key: key, PID: hc.PID, Secret: hc.SecretKey, Params: hc.ParameterStatuses,
-			Created: time.Now(), CancelNetwork: network, CancelAddr: addr}
+			Created: time.Now(), CancelNetwork: network, CancelAddr: addr, Settings: settings}
 		// Anything the backend sent after its ReadyForQuery (a NOTICE, a
 		// ParameterStatus) that pgconn already buffered is passed on.
 		for hc.Frontend.ReadBufferLen() > 0 {
@@ -125,15 +158,23 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *aut
 
 	// Make the client ready as PostgreSQL would after AuthenticationOk:
 	// the backend's ParameterStatus values (for a reused backend, as its
-	// reset left them, which are its startup values again), our
-	// BackendKeyData (the client cancels through us), then ReadyForQuery.
+	// reset left them, which are its startup values again), then
+	// BackendKeyData with the backend's real pid and a key of our own
+	// (the client cancels through us), then ReadyForQuery.
 	for name, value := range s.Params {
 		c.cc.send(&pgproto3.ParameterStatus{Name: name, Value: value})
 	}
 	target := &cancelTarget{network: s.CancelNetwork, addr: s.CancelAddr, pid: s.PID, secret: s.Secret}
-	pid := c.srv.cancels.register(target)
-	defer c.srv.cancels.unregister(pid)
-	c.cc.send(&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: target.key[:]})
+	c.srv.cancels.register(target)
+	registered := true
+	retireKey := func() {
+		if registered {
+			c.srv.cancels.unregister(target)
+			registered = false
+		}
+	}
+	defer retireKey()
+	c.cc.send(&pgproto3.BackendKeyData{ProcessID: s.PID, SecretKey: target.key[:]})
 	c.cc.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if err := c.cc.flush(); err != nil {
 		pool.Discard(s)
@@ -154,7 +195,17 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *aut
 	tr := &trackedRelay{client: c.cc, backend: s.Conn, params: s.Params}
 	idle := tr.run()
 	c.srv.metrics.Relayed(tr.up, tr.down)
+	// The client is gone: its key must not reach whoever gets this
+	// backend next.
+	retireKey()
 	if !idle || c.srv.closing.Load() {
+		pool.Discard(s)
+		return nil
+	}
+	if tr.customSettings {
+		// DISCARD ALL cannot remove a custom setting's placeholder: the
+		// next client would read '' where a fresh session reads NULL.
+		c.srv.log.Debug("backend not reused: the session created custom settings", zap.Uint64("client_id", c.id))
 		pool.Discard(s)
 		return nil
 	}

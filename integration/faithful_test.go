@@ -1,0 +1,302 @@
+package integration
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// trustRules let everyone in over TCP: these tests are about the session,
+// not the login.
+const trustRules = `
+[[hba]]
+method = "trust"
+`
+
+// loadACore keeps one core busy with `yes` until the test ends, as the
+// issue's reproduction did: a loaded machine makes pgconn's slow-write
+// path (and its background reader) likely.
+func loadACore(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command("yes")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill() // by the PID we started
+		cmd.Wait()
+	})
+}
+
+// shortSessions runs n sessions, par at a time, each connect, SELECT 1,
+// close, and counts the replies that never came (a query that did not
+// answer within its generous timeout) and the logins that failed.
+func shortSessions(t *testing.T, conn string, n, par int) (lost, failedLogins int64, firstErr error) {
+	t.Helper()
+	var lostN, failedN atomic.Int64
+	var errMu sync.Mutex
+	record := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+	}
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := pgx.Connect(ctx, conn)
+			if err != nil {
+				failedN.Add(1)
+				record(err)
+				return
+			}
+			defer c.Close(context.Background())
+			qctx, qcancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer qcancel()
+			var one int
+			if err := c.QueryRow(qctx, "SELECT 1").Scan(&one); err != nil {
+				if errors.Is(err, context.DeadlineExceeded) || qctx.Err() != nil {
+					lostN.Add(1)
+				}
+				record(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return lostN.Load(), failedN.Load(), firstErr
+}
+
+func TestNoReplyIsLostUnderLoadWithReuseOnOrOff(t *testing.T) {
+	loadACore(t)
+	for _, reuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reuse=%v", reuse), func(t *testing.T) {
+			g := startGatewayWith(t, gwOptions{backend: fmt.Sprintf("reuse = %v", reuse)}, trustRules, nil)
+			lost, failed, err := shortSessions(t, g.connString("alice", "", "postgres"), 500, 50)
+			if lost != 0 || failed != 0 {
+				t.Fatalf("of 500 sessions, %d replies were lost and %d logins failed (first error: %v)", lost, failed, err)
+			}
+		})
+	}
+}
+
+func TestTheClientIsGivenItsBackendsRealPid(t *testing.T) {
+	g := startGateway(t, trustRules, nil)
+	c := g.mustConnect("alice", "", "postgres")
+	if got, want := fmt.Sprint(c.PgConn().PID()), backendPID(t, c); got != want {
+		t.Fatalf("BackendKeyData pid %s, pg_backend_pid() %s", got, want)
+	}
+}
+
+func TestPgTerminateBackendOfTheGivenPidEndsThatSession(t *testing.T) {
+	g := startGateway(t, trustRules, nil)
+	victim := g.mustConnect("alice", "", "postgres")
+	other := g.mustConnect("alice", "", "postgres") // a role may end its own sessions
+	var ok bool
+	if err := other.QueryRow(context.Background(), "SELECT pg_terminate_backend($1)", int(victim.PgConn().PID())).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend: %v %v", ok, err)
+	}
+	// As directly: the next query sees the backend's FATAL, and the
+	// connection is closed.
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if _, err = victim.Exec(context.Background(), "SELECT 1"); err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil {
+		t.Fatal("the terminated session still answers")
+	}
+	if pe := pgErrorOrNil(err); pe != nil {
+		if pe.Code != "57P01" || pe.Message != "terminating connection due to administrator command" {
+			t.Fatalf("want 57P01, got %s %q", pe.Code, pe.Message)
+		}
+	}
+	if !victim.IsClosed() {
+		t.Fatal("the client's connection is still open")
+	}
+	// The other session is untouched.
+	if got := queryOne(t, other, "SELECT 'alive'"); got != "alive" {
+		t.Fatal(got)
+	}
+}
+
+func TestANotificationNamesTheSendersPid(t *testing.T) {
+	g := startGateway(t, trustRules, nil)
+	listener := g.mustConnect("alice", "", "postgres")
+	sender := g.mustConnect("bob", "", "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := listener.Exec(ctx, "LISTEN faithful"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sender.Exec(ctx, "NOTIFY faithful, 'hello'"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := listener.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.PID != sender.PgConn().PID() || n.Payload != "hello" {
+		t.Fatalf("notification from pid %d (%q), the sender was given pid %d", n.PID, n.Payload, sender.PgConn().PID())
+	}
+}
+
+// faithfulRole makes a backend role of the test's own, so role settings
+// changed here touch no other test.
+func faithfulRole(t *testing.T, name string) {
+	t.Helper()
+	if err := pg.Exec(fmt.Sprintf("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN PASSWORD '%s'", name, name, backendPassword)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP ROLE IF EXISTS " + name) })
+}
+
+func TestAlterRoleSetWhileABackendIsParkedReachesTheNextClient(t *testing.T) {
+	faithfulRole(t, "faithful_ars")
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("faithful_ars", "", "postgres")
+
+	c1 := g.mustConnectString(conn)
+	pid := backendPID(t, c1)
+	if got := queryOne(t, c1, "SHOW work_mem"); got != "4MB" {
+		t.Fatalf("work_mem at start: %s", got)
+	}
+	closeAndWait(c1)
+	if err := pg.Exec("ALTER ROLE faithful_ars SET work_mem = '64MB'"); err != nil {
+		t.Fatal(err)
+	}
+	c2 := g.mustConnectString(conn)
+	if got := queryOne(t, c2, "SHOW work_mem"); got != "64MB" {
+		t.Fatalf("the next client sees work_mem %s, a fresh session sees 64MB", got)
+	}
+	// Settings that did not change keep reuse working.
+	pid2 := backendPID(t, c2)
+	closeAndWait(c2)
+	c3 := g.mustConnectString(conn)
+	if got := backendPID(t, c3); got != pid2 {
+		t.Fatalf("a backend with current settings was not reused: %s then %s (first %s)", pid2, got, pid)
+	}
+
+	// A change made by the client itself during its session counts too.
+	if _, err := c3.Exec(context.Background(), "ALTER ROLE faithful_ars SET work_mem = '32MB'"); err != nil {
+		t.Fatal(err)
+	}
+	closeAndWait(c3)
+	c4 := g.mustConnectString(conn)
+	if got := queryOne(t, c4, "SHOW work_mem"); got != "32MB" {
+		t.Fatalf("after the client's own ALTER ROLE the next client sees work_mem %s", got)
+	}
+}
+
+func TestAlterDatabaseSetWhileABackendIsParkedReachesTheNextClient(t *testing.T) {
+	faithfulRole(t, "faithful_ads")
+	if err := pg.Exec("DROP DATABASE IF EXISTS faithful_db; CREATE DATABASE faithful_db"); err != nil {
+		// CREATE DATABASE cannot run in a multi-statement string.
+		pg.Exec("DROP DATABASE IF EXISTS faithful_db")
+		if err := pg.Exec("CREATE DATABASE faithful_db"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { pg.Exec("DROP DATABASE IF EXISTS faithful_db WITH (FORCE)") })
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("faithful_ads", "", "faithful_db")
+	c1 := g.mustConnectString(conn)
+	if got := queryOne(t, c1, "SHOW statement_timeout"); got != "0" {
+		t.Fatalf("statement_timeout at start: %s", got)
+	}
+	closeAndWait(c1)
+	if err := pg.Exec("ALTER DATABASE faithful_db SET statement_timeout = '7s'"); err != nil {
+		t.Fatal(err)
+	}
+	c2 := g.mustConnectString(conn)
+	if got := queryOne(t, c2, "SHOW statement_timeout"); got != "7s" {
+		t.Fatalf("the next client sees statement_timeout %s, a fresh session sees 7s", got)
+	}
+}
+
+func TestACustomSettingDoesNotLeaveAPlaceholderForTheNextClient(t *testing.T) {
+	faithfulRole(t, "faithful_ph")
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("faithful_ph", "", "postgres")
+	for _, set := range []string{
+		"SET myapp.tenant = 'A'",
+		"SELECT set_config('myapp.tenant', 'A', false)",
+		"BEGIN; SET LOCAL myapp.tenant = 'A'; COMMIT",
+	} {
+		c1 := g.mustConnectString(conn)
+		if _, err := c1.Exec(context.Background(), set); err != nil {
+			t.Fatal(err)
+		}
+		closeAndWait(c1)
+		c2 := g.mustConnectString(conn)
+		if got := queryOne(t, c2, "SELECT coalesce(current_setting('myapp.tenant', true), '<null>')"); got != "<null>" {
+			t.Fatalf("after %q the next client reads myapp.tenant = %q, a fresh session reads NULL", set, got)
+		}
+		closeAndWait(c2)
+	}
+	// A session that made no custom setting is still reused.
+	c1 := g.mustConnectString(conn)
+	pid := backendPID(t, c1)
+	closeAndWait(c1)
+	c2 := g.mustConnectString(conn)
+	if got := backendPID(t, c2); got != pid {
+		t.Fatalf("a plain session's backend was not reused: %s then %s", pid, got)
+	}
+}
+
+func TestTheOldClientsCancelKeyCannotReachTheNextClientOfItsBackend(t *testing.T) {
+	faithfulRole(t, "faithful_ck")
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("faithful_ck", "", "postgres")
+	c1 := g.mustConnectString(conn)
+	pid, key := c1.PgConn().PID(), c1.PgConn().SecretKey()
+	closeAndWait(c1)
+	c2 := g.mustConnectString(conn)
+	if c2.PgConn().PID() != pid {
+		t.Fatalf("backend not reused (%d then %d)", pid, c2.PgConn().PID())
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c2.Exec(context.Background(), "SELECT pg_sleep(1.5)")
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	r := dialRaw(t, g.addr())
+	msg := make([]byte, 12)
+	binary.BigEndian.PutUint32(msg, uint32(12+len(key)))
+	binary.BigEndian.PutUint32(msg[4:], 80877102)
+	binary.BigEndian.PutUint32(msg[8:], pid)
+	r.write(append(msg, key...))
+	r.expectClosed()
+	if err := <-done; err != nil {
+		t.Fatalf("the previous client's key canceled the next client's query: %v", err)
+	}
+}
+
+// pgErrorOrNil is the server error in err, if any.
+func pgErrorOrNil(err error) *pgconn.PgError {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return nil
+}

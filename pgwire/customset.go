@@ -1,0 +1,95 @@
+package pgwire
+
+// customSettingDetector watches the SQL a client sends (Query and Parse
+// bodies, fed in pieces as they pass through the relay) for what may create
+// a custom setting (a name with a dot, like myapp.tenant): a call of
+// set_config, or SET [SESSION|LOCAL] followed by a dotted name. PostgreSQL
+// keeps a placeholder for such a setting for the rest of the session, and
+// neither DISCARD ALL nor RESET ALL removes it: a later
+// current_setting('myapp.tenant', true) answers ” instead of NULL. Nor can
+// SQL list placeholders (pg_settings hides them), so the relay looks at what
+// the client asked for. It errs on the side of finding: a match only costs
+// the reuse of that backend. A placeholder made inside a function the client
+// calls (set_config in a PL/pgSQL body, a function's own SET clause) is not
+// seen; the README says so.
+type customSettingDetector struct {
+	found bool
+
+	// matched counts the bytes of "set_config" matched so far, anywhere
+	// (also inside a longer name such as pg_catalog.set_config).
+	matched int
+
+	// The current token: a run of name characters.
+	tok    [8]byte // its first bytes, lower-cased
+	tokLen int
+	tokDot bool // it holds a dot
+	// afterSet: the previous token was SET (or SET SESSION / SET LOCAL).
+	afterSet bool
+}
+
+const setConfig = "set_config"
+
+// start begins a new message: no token continues across messages.
+func (d *customSettingDetector) start() {
+	d.endToken()
+	d.afterSet, d.matched = false, 0
+}
+
+// feed scans the next piece of a message body.
+func (d *customSettingDetector) feed(b []byte) {
+	for _, c := range b {
+		if d.found {
+			return
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		switch {
+		case c == setConfig[d.matched]:
+			d.matched++
+			if d.matched == len(setConfig) {
+				d.found = true
+			}
+		case c == setConfig[0]:
+			d.matched = 1
+		default:
+			d.matched = 0
+		}
+		if isNameByte(c) {
+			if d.tokLen < len(d.tok) {
+				d.tok[d.tokLen] = c
+			}
+			d.tokLen++
+			d.tokDot = d.tokDot || c == '.'
+			continue
+		}
+		d.endToken()
+	}
+}
+
+func (d *customSettingDetector) endToken() {
+	if d.tokLen == 0 {
+		return
+	}
+	word := ""
+	if d.tokLen <= len(d.tok) {
+		word = string(d.tok[:d.tokLen])
+	}
+	switch {
+	case d.afterSet && (word == "session" || word == "local"):
+		// SET SESSION name / SET LOCAL name: the name comes next.
+	case d.afterSet:
+		d.found = d.found || d.tokDot
+		d.afterSet = false
+	default:
+		d.afterSet = word == "set"
+	}
+	d.tokLen, d.tokDot = 0, false
+}
+
+// isNameByte reports whether c (lower-cased) continues an SQL name as far
+// as the detector cares: letters, digits, _, $, non-ASCII, the dot that
+// joins qualified names and the quotes of quoted ones.
+func isNameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '$' || c == '.' || c == '"' || c >= 0x80
+}
