@@ -66,8 +66,16 @@ type Authenticator struct {
 	users    *Users
 	external ExternalCredentials
 	limiter  *HashLimiter
+	limits   HashLimits
 	cache    *credCache
 	now      func() time.Time
+}
+
+// WithHashLimits sets the bounds a stored hash must keep to be usable
+// (DefaultHashLimits unless set).
+func (a *Authenticator) WithHashLimits(l HashLimits) *Authenticator {
+	a.limits = l
+	return a
 }
 
 // WithExternal adds a credential store consulted for names the users file
@@ -89,7 +97,7 @@ func (a *Authenticator) lookup(ctx context.Context, name string) (*User, error) 
 
 // NewAuthenticator serves users, hashing under limiter.
 func NewAuthenticator(users *Users, limiter *HashLimiter) *Authenticator {
-	return &Authenticator{users: users, limiter: limiter, cache: newCredCache(10000, 10*time.Minute), now: time.Now}
+	return &Authenticator{users: users, limiter: limiter, limits: DefaultHashLimits, cache: newCredCache(10000, 10*time.Minute), now: time.Now}
 }
 
 // Users returns the user set this authenticator serves.
@@ -114,20 +122,27 @@ func (a *Authenticator) CheckPassword(ctx context.Context, name, password string
 			return &User{Name: name}, nil
 		}
 	}
-	u, err := a.lookup(ctx, name)
-	if err != nil {
-		a.limiter.Do(ctx, func() { dummySCRAM().Verify(password) })
-		return nil, Fail(Reason("auth_query failed: " + err.Error()))
-	}
-	if u == nil || u.hash == nil {
-		// Spend the same work as a real check before failing.
-		if err := a.limiter.Do(ctx, func() { dummySCRAM().Verify(password) }); err != nil {
+	// Whatever goes wrong before the real check, the failure costs what a
+	// real user's check costs (see Users.decoyFor).
+	decoy := func(r Reason) (*User, error) {
+		if err := a.limiter.Do(ctx, func() { a.users.decoyFor(name).Verify(password) }); err != nil {
 			return nil, err
 		}
-		if u == nil {
-			return nil, Fail(ReasonUnknownUser)
-		}
-		return nil, Fail(ReasonNoPassword)
+		return nil, Fail(r)
+	}
+	u, err := a.lookup(ctx, name)
+	switch {
+	case err != nil:
+		return decoy(Reason("auth_query failed: " + err.Error()))
+	case u == nil:
+		return decoy(ReasonUnknownUser)
+	case u.hash == nil:
+		return decoy(ReasonNoPassword)
+	}
+	if err := a.limits.Check(u.hash); err != nil {
+		// Only an external store can hand over such a hash: the users
+		// file refuses to load one.
+		return decoy(Reason("stored hash unusable: " + err.Error()))
 	}
 	if password == "" {
 		return nil, Fail(ReasonEmptyPassword)

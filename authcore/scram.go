@@ -72,6 +72,8 @@ func (a *Authenticator) StartSCRAM(ctx context.Context, name, mechanism string, 
 		v, ok := u.hash.(*SCRAMVerifier)
 		if !ok {
 			s.doomed = ReasonNotSCRAM
+		} else if err := a.limits.Check(v); err != nil {
+			s.doomed = Reason("stored hash unusable: " + err.Error())
 		} else {
 			creds = scram.StoredCredentials{
 				KeyFactors: scram.KeyFactors{Salt: string(v.Salt), Iters: v.Iterations},
@@ -101,8 +103,13 @@ func (a *Authenticator) mockCredentials(name string) scram.StoredCredentials {
 	m := hmac.New(sha256.New, a.cache.secret)
 	m.Write([]byte("scram mock salt\x00" + name))
 	salt := m.Sum(nil)[:16]
+	// The iteration count a known user of the same decoy would show.
+	iters := scramIterations
+	if v, ok := a.users.decoyFor(name).(*SCRAMVerifier); ok {
+		iters = v.Iterations
+	}
 	return scram.StoredCredentials{
-		KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: scramIterations},
+		KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: iters},
 		StoredKey:  randomBytes(sha256.Size), ServerKey: randomBytes(sha256.Size),
 	}
 }

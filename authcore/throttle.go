@@ -6,11 +6,16 @@ import (
 	"time"
 )
 
-// Throttle slows down repeated authentication failures from one (address,
-// user): each failure answers only after a delay that doubles per
-// consecutive failure, up to a maximum; a success resets it. It lives for the
-// whole process, across reloads, so a reload does not wipe an attacker's
-// record.
+// Throttle slows down guessing from one (address, user) (SPEC section 7):
+// after a failure, the next attempt of that pair is not checked until a
+// delay has passed since the failure, doubling per consecutive failure up
+// to a maximum; a success resets it. The wait comes before the check, right
+// password or wrong, so a client that gives up early learns nothing, and an
+// attempt's answer is never delayed after its check. Attempts of the same
+// pair that arrive together are checked one delay apart, not all at once.
+// Other addresses are never held up, so the real user elsewhere is not
+// locked out. It lives for the whole process, across reloads, so a reload
+// does not wipe an attacker's record.
 type Throttle struct {
 	mu      sync.Mutex
 	entries map[throttleKey]*throttleEntry
@@ -23,7 +28,8 @@ type throttleKey struct{ addr, user string }
 
 type throttleEntry struct {
 	fails int
-	last  time.Time
+	last  time.Time // the last failure
+	next  time.Time // no attempt is checked before this
 }
 
 // NewThrottle tracks at most max sources; a source that has not failed for
@@ -32,8 +38,49 @@ func NewThrottle(max int, forget time.Duration) *Throttle {
 	return &Throttle{entries: make(map[throttleKey]*throttleEntry), max: max, forget: forget, now: time.Now}
 }
 
-// Failure records a failed attempt and returns how long to wait before
-// answering it.
+// backoff is the wait after fails consecutive failures.
+func backoff(fails int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < fails && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// Wait returns when an attempt of (addr, user) may be checked: at once when
+// the pair has no recent failure, else once its backoff has passed. It
+// waits in the caller's goroutine and holds no lock meanwhile; it returns
+// ctx's error, without waiting longer, when ctx ends (the client left).
+func (t *Throttle) Wait(ctx context.Context, addr, user string, base, max time.Duration) error {
+	k := throttleKey{addr, user}
+	for {
+		t.mu.Lock()
+		now := t.now()
+		e := t.entries[k]
+		if e == nil || now.Sub(e.last) > t.forget {
+			t.mu.Unlock()
+			return nil
+		}
+		if !now.Before(e.next) {
+			// This attempt goes ahead; one arriving beside it waits a
+			// further backoff, so parallel guesses gain nothing.
+			e.next = now.Add(backoff(e.fails, base, max))
+			t.mu.Unlock()
+			return nil
+		}
+		d := e.next.Sub(now)
+		t.mu.Unlock()
+		if err := Sleep(ctx, d); err != nil {
+			return err
+		}
+	}
+}
+
+// Failure records a failed attempt of (addr, user) and returns how long
+// the pair's next attempt will wait.
 func (t *Throttle) Failure(addr, user string, base, max time.Duration) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -50,13 +97,8 @@ func (t *Throttle) Failure(addr, user string, base, max time.Duration) time.Dura
 	}
 	e.fails++
 	e.last = now
-	d := base
-	for i := 1; i < e.fails && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
+	d := backoff(e.fails, base, max)
+	e.next = now.Add(d)
 	return d
 }
 

@@ -29,7 +29,8 @@ type User struct {
 	Disabled        bool       `toml:"disabled,omitempty"`
 	JWT             *UserJWT   `toml:"jwt,omitempty"`
 
-	hash Hash
+	hash         Hash
+	passwordLine int // where the password stands in the users file
 }
 
 // UserJWT binds a user to the identity an external issuer vouches for.
@@ -75,6 +76,8 @@ func (u *User) unusable(now time.Time) Reason {
 type Users struct {
 	byName map[string]*User
 	list   []*User
+	// decoys cost what the users' own hashes cost (see decoyFor).
+	decoys []Hash
 }
 
 // NewUsers indexes list; names must be unique and non-empty.
@@ -88,6 +91,9 @@ func NewUsers(list []*User) (*Users, error) {
 			return nil, fmt.Errorf("user %q is listed twice", u.Name)
 		}
 		us.byName[u.Name] = u
+		if u.hash != nil {
+			us.decoys = append(us.decoys, decoy(u.hash))
+		}
 	}
 	return us, nil
 }
@@ -163,6 +169,7 @@ func ParseUsers(path string, data []byte) (*Users, error) {
 		}
 		if u.Password != "" {
 			h, err := ParseHash(u.Password)
+			u.passwordLine, _ = at("password")
 			if err != nil {
 				line, key := at("password")
 				errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: fmt.Sprintf("user %q: %v", u.Name, err)})

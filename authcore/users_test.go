@@ -161,6 +161,46 @@ func TestHashLimiterBoundsConcurrency(t *testing.T) {
 	}
 }
 
+func TestThrottleWaitsBeforeTheCheckAndOnlyForThatPair(t *testing.T) {
+	th := NewThrottle(10, time.Hour)
+	now := time.Unix(1000, 0)
+	th.now = func() time.Time { return now }
+	ctx := context.Background()
+	// No failure yet: no wait.
+	if err := th.Wait(ctx, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	th.Failure("1.2.3.4", "alice", time.Second, 8*time.Second)
+	// The next attempt waits, and a canceled wait ends at once with the
+	// context's error (the client left).
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err == nil {
+		t.Fatal("an attempt right after a failure was not held")
+	}
+	// Another address, or another user, is not held.
+	if err := th.Wait(canceled, "5.6.7.8", "alice", time.Second, 8*time.Second); err != nil {
+		t.Fatal("another address was held up")
+	}
+	if err := th.Wait(canceled, "1.2.3.4", "bob", time.Second, 8*time.Second); err != nil {
+		t.Fatal("another user was held up")
+	}
+	// Once the backoff has passed, one attempt goes ahead and one beside
+	// it waits a further backoff.
+	now = now.Add(time.Second)
+	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
+		t.Fatal("the attempt after the backoff was held")
+	}
+	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err == nil {
+		t.Fatal("a parallel attempt went ahead at once")
+	}
+	// A success lets the next attempt through at once.
+	th.Success("1.2.3.4", "alice")
+	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
+		t.Fatal("a success did not reset the wait")
+	}
+}
+
 func TestThrottleDoublesUpToMaxAndResets(t *testing.T) {
 	th := NewThrottle(10, time.Hour)
 	var got []time.Duration

@@ -17,10 +17,16 @@ import (
 var ErrNoSuchUser = errors.New("no such user")
 
 // ChangePassword stores hash as the named user's password in the users file
-// at path. A user's token secret, if it has one, is rotated with it: tokens
-// end with the password they were issued under.
+// at path (see PasswordChange).
 func ChangePassword(path, name, hash string) error {
-	return UpdateUsersFile(path, func(list []*User) ([]*User, error) {
+	return UpdateUsersFile(path, PasswordChange(name, hash))
+}
+
+// PasswordChange is the change of UpdateUsersFile that stores hash as the
+// named user's password. A user's token secret, if it has one, is rotated
+// with it: tokens end with the password they were issued under.
+func PasswordChange(name, hash string) func([]*User) ([]*User, error) {
+	return func(list []*User) ([]*User, error) {
 		for _, u := range list {
 			if u.Name == name {
 				u.Password = hash
@@ -30,21 +36,35 @@ func ChangePassword(path, name, hash string) error {
 				return list, nil
 			}
 		}
-		return nil, fmt.Errorf("%w: %q in %s", ErrNoSuchUser, name, path)
-	})
+		return nil, fmt.Errorf("%w: %q", ErrNoSuchUser, name)
+	}
 }
 
 // UpdateUsersFile rewrites the users file through change, atomically and
 // under an exclusive lock: the new content goes to a temporary file in the
 // same folder, is fsynced, renamed over the old one, and the folder is
 // fsynced. A crash leaves the old file or the new one, never a torn one, and
-// two writers never lose each other's update. The file is mode 0600.
+// two writers never lose each other's update. A new file is mode 0600; an
+// existing one keeps its mode, owner and group (and so does the lock file
+// made beside it), or nothing is written.
 func UpdateUsersFile(path string, change func(users []*User) ([]*User, error)) error {
+	return UpdateUsersFileChecked(path, change, nil)
+}
+
+// UpdateUsersFileChecked is UpdateUsersFile with a check of the new users,
+// exactly as they will be read back from the file, before anything is
+// written: a running server builds and validates its whole new state there,
+// so that a change it cannot apply is never written (and never applied
+// silently by a later reload).
+func UpdateUsersFileChecked(path string, change func(users []*User) ([]*User, error), check func(*Users) error) error {
 	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
+	if err := atomicfile.OwnLike(path+".lock", path); err != nil {
+		return fmt.Errorf("%s.lock: cannot give it the users file's owner: %v", path, err)
+	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("lock %s: %v", path, err)
 	}
@@ -71,6 +91,15 @@ func UpdateUsersFile(path string, change func(users []*User) ([]*User, error)) e
 	buf.WriteString("# pgwarden users file: written by pgwarden; edit with `pgwarden user` when the server runs.\n")
 	if err := toml.NewEncoder(&buf).Encode(usersFile{User: list}); err != nil {
 		return err
+	}
+	if check != nil {
+		next, err := ParseUsers(path, buf.Bytes())
+		if err != nil {
+			return err
+		}
+		if err := check(next); err != nil {
+			return err
+		}
 	}
 	return atomicfile.Write(path, buf.Bytes(), 0o600)
 }

@@ -7,6 +7,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -57,21 +58,28 @@ func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 	return t
 }
 
-// Config builds the pgconn configuration for t. The connection string
-// carries only what pgconn must see while parsing (its TLS fallbacks);
-// identity and runtime parameters are set afterwards, so no client-supplied
-// value is ever parsed as connection-string syntax.
+// Config builds the pgconn configuration for t from the configuration
+// alone. The connection string carries only what pgconn must see while
+// parsing (its TLS fallbacks); identity and runtime parameters are set
+// afterwards, so no client-supplied value is ever parsed as
+// connection-string syntax. libpq's defaults from the home folder
+// (~/.postgresql/postgresql.crt, root.crt, ~/.pgpass) are written over with
+// the configured values, empty when unset, and libpq's environment variables
+// are ignored (IgnoreLibpqEnvironment): what pgwarden connects to, and with
+// which key, is what the config says.
 func Config(cfg *config.Config, t Target, params map[string]string) (*pgconn.Config, error) {
 	b := &cfg.Backend
 	kv := []string{
 		"host=" + quote(t.Host),
 		fmt.Sprintf("port=%d", t.Port),
 		"sslmode=" + quote(b.SSLMode),
-	}
-	for _, o := range []struct{ k, v string }{{"sslrootcert", b.SSLRootCert}, {"sslcert", b.SSLCert}, {"sslkey", b.SSLKey}} {
-		if o.v != "" {
-			kv = append(kv, o.k+"="+quote(o.v))
-		}
+		"sslrootcert=" + quote(b.SSLRootCert),
+		"sslcert=" + quote(b.SSLCert),
+		"sslkey=" + quote(b.SSLKey),
+		"passfile=''",
+		// A placeholder: the role is set below; it spares pgconn looking
+		// up the OS user.
+		"user=pgwarden",
 	}
 	pc, err := pgconn.ParseConfig(strings.Join(kv, " "))
 	if err != nil {
@@ -88,6 +96,41 @@ func Config(cfg *config.Config, t Target, params map[string]string) (*pgconn.Con
 		}
 	}
 	return pc, nil
+}
+
+// libpqEnvironment are the variables pgconn (like libpq) reads as defaults
+// for every connection.
+var libpqEnvironment = []string{"PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGAPPNAME",
+	"PGCONNECT_TIMEOUT", "PGSSLMODE", "PGSSLKEY", "PGSSLCERT", "PGSSLCERTMODE", "PGSSLSNI", "PGSSLROOTCERT", "PGSSLPASSWORD",
+	"PGSSLNEGOTIATION", "PGTARGETSESSIONATTRS", "PGSERVICE", "PGSERVICEFILE", "PGTZ", "PGOPTIONS", "PGMINPROTOCOLVERSION",
+	"PGMAXPROTOCOLVERSION", "PGCHANNELBINDING", "PGREQUIREAUTH", "PGSSLCRL", "PGSSLCRLDIR", "PGSSLMINPROTOCOLVERSION",
+	"PGSSLMAXPROTOCOLVERSION", "PGGSSENCMODE", "PGKRBSRVNAME", "PGGSSLIB", "PGREQUIREPEER", "PGLOADBALANCEHOSTS",
+	"PGSYSCONFDIR", "PGLOCALEDIR", "PGCLIENTENCODING", "PGDATESTYLE", "PGGEQO"}
+
+// IgnoreLibpqEnvironment removes libpq's variables from this process's
+// environment, so that no backend connection (wire, HTTP, auth_query)
+// takes a host, key, service or option from them. It returns the names it
+// removed, for the log. The server calls it once at start.
+func IgnoreLibpqEnvironment() []string {
+	var removed []string
+	for _, name := range libpqEnvironment {
+		if _, ok := os.LookupEnv(name); ok {
+			os.Unsetenv(name)
+			removed = append(removed, name)
+		}
+	}
+	return removed
+}
+
+// Validate builds the backend connection configuration once, so that
+// broken backend TLS settings (a missing or unreadable sslrootcert, an
+// sslcert without its key) are reported when the configuration loads
+// (pgwarden check, serve, reload), not by the first client.
+func Validate(cfg *config.Config) error {
+	if _, err := Config(cfg, Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Role: "pgwarden"}, nil); err != nil {
+		return &config.Error{File: cfg.Path, Key: "backend", Msg: "the TLS settings (sslmode, sslrootcert, sslcert, sslkey) do not work: " + err.Error()}
+	}
+	return nil
 }
 
 func quote(s string) string {

@@ -10,7 +10,7 @@ ROOT=$PWD
 ROUNDS=${BENCH_ROUNDS:-3}
 TIME=${BENCH_TIME:-10}
 CLIENTS=${BENCH_CLIENTS:-8}
-PGWARDEN=$ROOT/bin/pgwarden
+PGWARDEN=${PGWARDEN:-$ROOT/bin/pgwarden}
 PASSWORD=bench-password
 . bench/lib.sh
 PG_PORT=$(free_port 57632)

@@ -11,7 +11,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 TIME=${BENCH_TIME:-20}
 CTIME=${BENCH_CONNECT_TIME:-10}
 CLIENTS=${BENCH_CLIENTS:-8}
-PGWARDEN=$ROOT/bin/pgwarden
+PGWARDEN=${PGWARDEN:-$ROOT/bin/pgwarden}
+WORKLOADS=${BENCH_WORKLOADS:-S B C T}
 PASSWORD=bench-password
 
 . bench/lib.sh
@@ -62,7 +63,7 @@ targets="direct:$PG_PORT pgwarden:$PGW_PORT"
 declare -A R
 for round in $(seq "$ROUNDS"); do
 	echo "round $round/$ROUNDS" >&2
-	for w in S B C T; do
+	for w in $WORKLOADS; do
 		for tp in $targets; do
 			name=${tp%%:*} port=${tp##*:}
 			case $w in
@@ -80,7 +81,7 @@ OUT=bench/results/pgbench-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
 	echo "TPS; pgbench, $CLIENTS clients, medians of $ROUNDS interleaved rounds ($(nproc) cores, PostgreSQL $("$BINDIR/postgres" --version | awk '{print $3}'))"
 	printf '%-40s %10s %10s %10s %9s %9s %9s\n' "workload" "direct" "pgwarden" "pgbouncer" "pgw/dir" "pgb/dir" "pgw/pgb"
-	for w in S B C T; do
+	for w in $WORKLOADS; do
 		d=$(echo ${R[direct_$w]} | tr ' ' '\n' | median)
 		p=$(echo ${R[pgwarden_$w]} | tr ' ' '\n' | median)
 		b=$(echo ${R[pgbouncer_$w]:-0} | tr ' ' '\n' | median)

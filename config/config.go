@@ -92,6 +92,13 @@ type Database struct {
 type Users struct {
 	File              string `toml:"file"`
 	PasswordMinLength int    `toml:"password_min_length"`
+	// Bounds on the work one stored hash may ask for, wherever it comes
+	// from (users file or auth_query).
+	MaxSCRAMIterations  int `toml:"max_scram_iterations"`
+	MaxPBKDF2Iterations int `toml:"max_pbkdf2_iterations"`
+	MaxBcryptCost       int `toml:"max_bcrypt_cost"`
+	MaxArgon2Memory     int `toml:"max_argon2_memory"` // KiB
+	MaxArgon2Time       int `toml:"max_argon2_time"`
 }
 
 // AuthQuery looks credentials up in the backend database.
@@ -123,6 +130,9 @@ type HTTP struct {
 	// names one key (session_ttl, the absolute lifetime) for both timeouts.
 	SessionIdleTimeout Duration `toml:"session_idle_timeout"`
 	Console            bool     `toml:"console"`
+	// AllowedHosts are Host names accepted besides localhost and the
+	// listen addresses; any other Host is 421 (DNS rebinding).
+	AllowedHosts []string `toml:"allowed_hosts"`
 }
 
 // Tokens configures the HS256 tokens pgwarden issues itself.
@@ -213,7 +223,12 @@ func Default() *Config {
 			IdleTimeout:           d(10 * time.Minute),
 			MaxLifetime:           d(time.Hour),
 		},
-		Users:    Users{File: "users.toml", PasswordMinLength: 8},
+		// The hash bounds pass PostgreSQL's SCRAM default (4096) 25 times
+		// over, OWASP's PBKDF2-SHA512 (210,000) and argon2id advice and
+		// RFC 9106's (64 MiB, t=3) with room, and bcrypt up to Caddy's
+		// default cost of 14 (Go's and htpasswd's are 10).
+		Users: Users{File: "users.toml", PasswordMinLength: 8, MaxSCRAMIterations: 100_000, MaxPBKDF2Iterations: 1_000_000,
+			MaxBcryptCost: 14, MaxArgon2Memory: 262_144, MaxArgon2Time: 10},
 		Throttle: Throttle{FailureDelay: d(time.Second), MaxDelay: d(30 * time.Second)},
 		HTTP: HTTP{
 			AuthFailureStatus:  401,

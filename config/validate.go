@@ -202,6 +202,20 @@ func (c *Config) validate(v *validator) {
 	if c.Users.PasswordMinLength < 0 {
 		v.add("users.password_min_length", "must not be negative")
 	}
+	for _, b := range []struct {
+		key      string
+		val, min int
+	}{
+		{"users.max_scram_iterations", c.Users.MaxSCRAMIterations, 4096},
+		{"users.max_pbkdf2_iterations", c.Users.MaxPBKDF2Iterations, 1000},
+		{"users.max_bcrypt_cost", c.Users.MaxBcryptCost, 4},
+		{"users.max_argon2_memory", c.Users.MaxArgon2Memory, 8},
+		{"users.max_argon2_time", c.Users.MaxArgon2Time, 1},
+	} {
+		if b.val < b.min {
+			v.add(b.key, "must be at least %d, not %d", b.min, b.val)
+		}
+	}
 
 	if a := c.AuthQuery; a != nil {
 		switch a.Mode {

@@ -178,22 +178,31 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 			}
 			ev.Reason = f.reason
 			if creds.login && !throttled {
-				// Every failed console login waits, whatever the
+				// Every failed console login counts, whatever the
 				// reason, so the page cannot tell a refusing rule
-				// from a wrong password by its timing.
-				s.throttleWait(r, snap, ev.Address, name)
+				// from a wrong password by how the next one waits.
+				s.throttleFailure(snap, ev.Address, name)
 			}
 		}
 		ev.Log(s.o.Audit)
 		s.o.Metrics.AuthAttempt("http", ev.Method, ev.Result, time.Since(start))
 		return res, f
 	}
+	// The wait comes before any check (SPEC section 7), and ends when the
+	// client leaves (the request's context).
+	if creds.sent() {
+		t := cfg.Throttle
+		if err := s.o.Throttle.Wait(r.Context(), ev.Address, name, t.FailureDelay.Duration, t.MaxDelay.Duration); err != nil {
+			throttled = true
+			return finish(nil, s.unauthorized(creds, name, "the client left while its attempt waited for the throttle"))
+		}
+	}
 	if name == "" {
 		f := s.unauthorized(creds, "", "no credentials and no http.default_user")
 		switch {
 		case creds.bearer != "":
 			f.reason = "bad token: it names no known user"
-			s.throttleWait(r, snap, ev.Address, "")
+			s.throttleFailure(snap, ev.Address, "")
 			throttled = true
 		case creds.staleSession:
 			f.reason = "the session cookie names no live session (expired, logged out, or its user changed)"
@@ -264,7 +273,7 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 			f.scheme = challengeBearer
 		}
 		if errors.Is(err, authcore.ErrPasswordFailed) {
-			s.throttleWait(r, snap, ev.Address, name)
+			s.throttleFailure(snap, ev.Address, name)
 			throttled = true
 		}
 		return finish(nil, f)
@@ -344,12 +353,11 @@ func (s *Server) unauthorized(creds *credentials, name, reason string) *authFail
 	return f
 }
 
-// throttleWait delays a failed answer per SPEC section 7, in the request's
-// own goroutine.
-func (s *Server) throttleWait(r *http.Request, snap *snapshot.Snapshot, addr, user string) {
+// throttleFailure records a failed attempt: the pair's next attempt waits
+// (SPEC section 7); this one is answered at once.
+func (s *Server) throttleFailure(snap *snapshot.Snapshot, addr, user string) {
 	t := snap.Config.Throttle
-	d := s.o.Throttle.Failure(addr, user, t.FailureDelay.Duration, t.MaxDelay.Duration)
-	authcore.Sleep(r.Context(), d)
+	s.o.Throttle.Failure(addr, user, t.FailureDelay.Duration, t.MaxDelay.Duration)
 }
 
 // fail writes an authentication refusal.

@@ -249,10 +249,14 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 		return
 	}
 	current, next := formValue(form, "current_password"), formValue(form, "new_password")
+	addr := clientAddr(r, snap).String()
+	th := snap.Config.Throttle
+	if err := s.o.Throttle.Wait(r.Context(), addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration); err != nil {
+		return // the client left while it waited
+	}
 	if _, err := snap.Auth.CheckPassword(r.Context(), sess.User, current); err != nil {
-		addr := clientAddr(r, snap).String()
 		s.o.Audit.Warn("password change refused", zap.String("user", sess.User), zap.String("address", addr), zap.String("reason", authcore.ReasonOf(err)))
-		s.throttleWait(r, snap, addr, sess.User)
+		s.throttleFailure(snap, addr, sess.User)
 		s.renderConsole(w, http.StatusBadRequest, snap, sess, "The current password is wrong.")
 		return
 	}
@@ -266,10 +270,7 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 	}
 	hash, err := authcore.HashPassword(authcore.AlgoSCRAM, next)
 	if err == nil {
-		err = authcore.ChangePassword(snap.Config.Users.File, sess.User, hash)
-	}
-	if err == nil {
-		_, err = s.o.State.Reload()
+		_, err = s.o.State.UpdateUsers(authcore.PasswordChange(sess.User, hash))
 	}
 	if err != nil {
 		s.o.Log.Error("console password change failed", zap.String("user", sess.User), zap.Error(err))

@@ -32,7 +32,7 @@ func newTestConsole(t testing.TB) *testConsole {
 		t.Fatal(err)
 	}
 	snap := &snapshot.Snapshot{Config: config.Default(), Users: users,
-		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.2/32")}}
 	s := New(Options{State: snapshot.NewHolder("", snap, nil), Log: zap.NewNop(), Audit: zap.NewNop()})
 	id, sess := s.sessions.Create(alice, time.Now())
 	return &testConsole{s: s, snap: snap, id: id, sess: sess}
@@ -44,23 +44,34 @@ func TestTheConsoleNeedsHTTPSOffTheMachine(t *testing.T) {
 		peer, proto string
 		tls         bool
 		secure, ok  bool
+		xff         string
 	}{
-		{"127.0.0.1:5000", "", false, false, true},
-		{"[::1]:5000", "", false, false, true},
-		{"[::ffff:127.0.0.1]:5000", "", false, false, true},
-		{"192.0.2.7:5000", "", false, false, false},
-		{"192.0.2.7:5000", "", true, true, true},
+		{"127.0.0.1:5000", "", false, false, true, ""},
+		{"[::1]:5000", "", false, false, true, ""},
+		{"[::ffff:127.0.0.1]:5000", "", false, false, true, ""},
+		{"192.0.2.7:5000", "", false, false, false, ""},
+		{"192.0.2.7:5000", "", true, true, true, ""},
 		// X-Forwarded-Proto counts from a trusted proxy only.
-		{"10.1.2.3:5000", "https", false, true, true},
-		{"10.1.2.3:5000", "http", false, false, false},
-		{"192.0.2.7:5000", "https", false, false, false},
-		{"127.0.0.1:5000", "https", false, false, true},
-		{"not an address", "", false, false, false},
+		{"10.1.2.3:5000", "https", false, true, true, ""},
+		{"10.1.2.3:5000", "http", false, false, false, ""},
+		{"192.0.2.7:5000", "https", false, false, false, ""},
+		{"127.0.0.1:5000", "https", false, false, true, ""},
+		{"not an address", "", false, false, false, ""},
+		// Through a trusted proxy on loopback, the forwarded client and
+		// scheme count, not the proxy's own loopback address.
+		{"127.0.0.2:5000", "http", false, false, false, "198.51.100.9"},
+		{"127.0.0.2:5000", "", false, false, false, "198.51.100.9"},
+		{"127.0.0.2:5000", "https", false, true, true, "198.51.100.9"},
+		{"127.0.0.2:5000", "http", false, false, true, "127.0.0.1"},
+		{"127.0.0.2:5000", "", false, false, true, ""},
 	} {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.RemoteAddr = c.peer
 		if c.proto != "" {
 			r.Header.Set("X-Forwarded-Proto", c.proto)
+		}
+		if c.xff != "" {
+			r.Header.Set("X-Forwarded-For", c.xff)
 		}
 		r.TLS = nil
 		if c.tls {

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -42,7 +43,7 @@ type Options struct {
 // Server serves the HTTP listeners of server.http_listen.
 type Server struct {
 	o         Options
-	pools     *pools
+	pools     *backend.HTTPPools
 	servers   []*http.Server
 	listeners []net.Listener
 	wg        sync.WaitGroup
@@ -63,7 +64,7 @@ func New(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: authcore.NewSessions(maxSessions, maxSessionsPerUser),
 		formKey: []byte(authcore.NewOpaqueID())}
-	s.pools = newPools(o.Log)
+	s.pools = backend.NewHTTPPools(o.Log)
 	if o.Metrics != nil {
 		o.Metrics.RegisterConsoleSessions(s.sessions.Len)
 	}
@@ -91,7 +92,7 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		assets.ServeHTTP(w, r)
 	}))
-	return mux
+	return s.checkHost(mux)
 }
 
 // Listen opens the listeners of server.http_listen.
@@ -154,7 +155,7 @@ func (s *Server) Serve() {
 			}
 		}(ln)
 	}
-	s.pools.start(s.o.State)
+	s.pools.Start(func() time.Duration { return s.o.State.Current().Config.Backend.IdleTimeout.Duration })
 	s.wg.Add(1)
 	go s.sweepSessions()
 }
@@ -194,7 +195,7 @@ func (s *Server) Close() {
 		srv.Close()
 	}
 	s.wg.Wait()
-	s.pools.close()
+	s.pools.Close()
 }
 
 // limit counts a request against server.max_connections.

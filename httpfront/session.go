@@ -75,8 +75,17 @@ func consoleTransport(r *http.Request, snap *snapshot.Snapshot) (transport, erro
 		return transport{}, errPlainHTTP
 	}
 	peer := ap.Addr().Unmap()
-	if snap.TrustedProxy(peer) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
-		return transport{secure: true}, nil
+	forwarded := r.Header.Get("X-Forwarded-Proto") != "" || len(r.Header.Values("X-Forwarded-For")) > 0
+	if snap.TrustedProxy(peer) && forwarded {
+		// The proxy speaks for the client: the scheme and the address
+		// that count are the ones it forwards, not its own loopback.
+		if strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+			return transport{secure: true}, nil
+		}
+		if clientAddr(r, snap).IsLoopback() {
+			return transport{}, nil
+		}
+		return transport{}, errPlainHTTP
 	}
 	if peer.IsLoopback() {
 		return transport{}, nil

@@ -117,7 +117,7 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, snap *snaps
 	}
 	errTaken := fmt.Errorf("A user named %q exists already; choose another name.", name)
 	errDone := errors.New("an admin exists already")
-	err = authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	_, err = s.o.State.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, u := range list {
 			if u.HasRole("admin") {
 				return nil, errDone
@@ -142,12 +142,6 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, snap *snaps
 		return
 	}
 	s.setup.Spend()
-	if _, err := s.o.State.Reload(); err != nil {
-		s.o.Log.Error("the first admin was stored, but the reload failed", zap.String("user", name), zap.Error(err))
-		renderMessage(w, http.StatusInternalServerError, "Reload failed",
-			"The administrator was stored, but the configuration could not be reloaded; the server log says why.")
-		return
-	}
 	s.o.Log.Info("first admin created on the setup page", zap.String("user", name), zap.String("address", clientAddr(r, snap).String()))
 	http.Redirect(w, r, "/?notice=setup-done", http.StatusSeeOther)
 }

@@ -132,7 +132,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		db = defaultDatabase(cfg, res.name)
 	}
 	t := backend.Route(cfg, res.name, res.user, res.password, db)
-	pool, err := s.pools.get(snap, t)
+	pool, err := s.pools.Get(cfg, t)
 	if err != nil {
 		s.writeSQLError(w, err)
 		return
@@ -178,10 +178,16 @@ type bulkResults struct {
 // every row lands or none does.
 func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, stmt string, sets [][]any) (*bulkResults, error) {
 	out := &bulkResults{}
+	if what, ends := txEndingStatement(stmt); ends {
+		return nil, txEnded(what)
+	}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for i, args := range sets {
 			tag, err := tx.Exec(ctx, stmt, jsonArgs(args)...)
 			if err != nil {
+				return withStatement(err, i)
+			}
+			if err := stillInTransaction(tx); err != nil {
 				return withStatement(err, i)
 			}
 			out.Results = append(out.Results, struct {
@@ -201,10 +207,18 @@ type txResults struct {
 // error rolls all back and names the statement (0-based) that failed.
 func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, stmts []txStatement) (*txResults, error) {
 	out := &txResults{}
+	for i, st := range stmts {
+		if what, ends := txEndingStatement(st.Stmt); ends {
+			return nil, withStatement(txEnded(what), i)
+		}
+	}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for i, st := range stmts {
 			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, snap.Config.HTTP.MaxRows)
 			if err != nil {
+				return withStatement(err, i)
+			}
+			if err := stillInTransaction(tx); err != nil {
 				return withStatement(err, i)
 			}
 			out.Results = append(out.Results, res)
@@ -212,6 +226,17 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 		return nil
 	})
 	return out, err
+}
+
+// stillInTransaction checks, after each statement of a transaction
+// request, that the backend still reports an open, healthy transaction
+// block: anything else (a statement that left it, however it did) ends the
+// request with everything rolled back.
+func stillInTransaction(tx pgx.Tx) error {
+	if st := tx.Conn().PgConn().TxStatus(); st != 'T' {
+		return txEnded("the statement")
+	}
+	return nil
 }
 
 type statementError struct {

@@ -80,7 +80,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 // createSecret stores a new secret for name and reloads, returning the
 // user as the new snapshot has it.
 func (s *Server) createSecret(snap *snapshot.Snapshot, name string) (*authcore.User, error) {
-	err := authcore.UpdateUsersFile(snap.Config.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	next, err := s.o.State.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, u := range list {
 			if u.Name == name && u.Secret == "" {
 				u.Secret = authcore.NewSecret()
@@ -88,10 +88,6 @@ func (s *Server) createSecret(snap *snapshot.Snapshot, name string) (*authcore.U
 		}
 		return list, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	next, err := s.o.State.Reload()
 	if err != nil {
 		return nil, err
 	}

@@ -92,6 +92,10 @@ type gwOptions struct {
 	http bool
 	// http section lines ([http]).
 	httpSection string
+	// env is added to the process environment.
+	env []string
+	// top holds top-level keys (hba_file), written before any table.
+	top string
 }
 
 // baseConfig is the [server], [backend], [throttle] and [log] part every
@@ -116,7 +120,7 @@ func baseConfig(port int, sockDir string, o gwOptions) string {
 	if !o.noSharedPassword {
 		o.backend += fmt.Sprintf("\npassword = %q", backendPassword)
 	}
-	return fmt.Sprintf(`
+	return o.top + fmt.Sprintf(`
 [server]
 %s
 pg_listen = ["127.0.0.1:%d"]
@@ -190,6 +194,9 @@ func (g *gateway) start() {
 	allLogs = append(allLogs, g.log)
 	logsMu.Unlock()
 	g.cmd = exec.Command(pgwardenBin, "serve", "-c", g.configPath())
+	if len(g.opts.env) > 0 {
+		g.cmd.Env = append(os.Environ(), g.opts.env...)
+	}
 	g.cmd.Stdout = g.log
 	g.cmd.Stderr = g.log
 	if err := g.cmd.Start(); err != nil {

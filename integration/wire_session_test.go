@@ -147,17 +147,20 @@ func TestBrokenReloadKeepsTheOldConfiguration(t *testing.T) {
 func TestThrottleDelaysRepeatedFailuresButNotOthers(t *testing.T) {
 	g := startGatewayWith(t, gwOptions{throttle: `failure_delay = "300ms"` + "\n" + `max_delay = "1200ms"`},
 		passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
-	// Each consecutive failure of (127.0.0.1, alice) waits at least
-	// 300ms, 600ms, 1200ms, 1200ms: lower bounds only, no upper ones.
-	for i, min := range []time.Duration{300, 600, 1200, 1200} {
+	// The first failure is answered at once; each next attempt of
+	// (127.0.0.1, alice) is checked only after 300ms, 600ms, 1200ms,
+	// 1200ms: lower bounds only, no upper ones.
+	for i, min := range []time.Duration{0, 300, 600, 1200, 1200} {
 		start := time.Now()
 		_, err := g.connect("alice", "wrong-password", "postgres")
 		wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
-		if took := time.Since(start); took < min*time.Millisecond {
-			t.Fatalf("failure %d answered after %v, want at least %v", i+1, took, min*time.Millisecond)
+		// The backoff runs from the moment the server recorded the last
+		// failure, a little before this client saw it: allow for that.
+		if took := time.Since(start); took < min*time.Millisecond-50*time.Millisecond {
+			t.Fatalf("attempt %d answered after %v, want at least %v", i+1, took, min*time.Millisecond)
 		}
 	}
-	// While alice's next failure waits, bob logs in: the waiting
+	// While alice's next attempt waits, bob logs in: the waiting
 	// connection holds no lock that others need.
 	failed := make(chan struct{})
 	go func() {
@@ -169,13 +172,19 @@ func TestThrottleDelaysRepeatedFailuresButNotOthers(t *testing.T) {
 	queryOne(t, c, "SELECT 1")
 	select {
 	case <-failed:
-		t.Fatal("alice's throttled failure answered before bob's login finished")
+		t.Fatal("alice's throttled attempt answered before bob's login finished")
 	default:
 	}
 	<-failed
-	// A success resets alice's count; the next failure is back to 300ms.
-	g.mustConnect("alice", "alice-Pass-1", "postgres")
+	// The right password waits too, then a success resets alice's count:
+	// the next failure is answered at once and the one after waits 300ms.
 	start := time.Now()
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if took := time.Since(start); took < 1200*time.Millisecond {
+		t.Fatalf("the right password was checked after %v, before the backoff passed", took)
+	}
+	start = time.Now()
+	g.connect("alice", "wrong-password", "postgres")
 	g.connect("alice", "wrong-password", "postgres")
 	if took := time.Since(start); took < 300*time.Millisecond || took >= 1200*time.Millisecond {
 		t.Fatalf("after a success the delay should restart at 300ms, took %v", took)

@@ -279,12 +279,9 @@ func (a *admin) alterUser(snap *snapshot.Snapshot, t adminTokens) error {
 	if err != nil {
 		return err
 	}
-	if err := authcore.ChangePassword(snap.Config.Users.File, name, h); errors.Is(err, authcore.ErrNoSuchUser) {
+	if _, err := a.c.srv.state.UpdateUsers(authcore.PasswordChange(name, h)); errors.Is(err, authcore.ErrNoSuchUser) {
 		return &adminError{code: "42704", msg: fmt.Sprintf("user %q does not exist", name)}
 	} else if err != nil {
-		return err
-	}
-	if err := a.c.srv.reload(); err != nil {
 		return err
 	}
 	a.c.srv.killUser(name, a.c)
@@ -485,10 +482,9 @@ func tokenizeAdmin(q string) (adminTokens, error) {
 }
 
 // updateUsers changes the users file through the locked, atomic writer and
-// reloads, so the change is in force when the command answers.
-func (a *admin) updateUsers(snap *snapshot.Snapshot, change func([]*authcore.User) ([]*authcore.User, error)) error {
-	if err := authcore.UpdateUsersFile(snap.Config.Users.File, change); err != nil {
-		return err
-	}
-	return a.c.srv.reload()
+// puts the change in force, all or nothing (snapshot.Holder.UpdateUsers):
+// the change is in force when the command answers, or nothing changed.
+func (a *admin) updateUsers(_ *snapshot.Snapshot, change func([]*authcore.User) ([]*authcore.User, error)) error {
+	_, err := a.c.srv.state.UpdateUsers(change)
+	return err
 }

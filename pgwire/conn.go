@@ -180,6 +180,11 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		// Newer minor or _pq_ options: say what we speak and go on as 3.0.
 		c.cc.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: sp.unknownOptions})
 	}
+	repl, err := parseReplication(sp.get("replication"), sp.has("replication"))
+	if err != nil {
+		return err
+	}
+	sp.normalizeReplication(repl)
 	user := sp.get("user")
 	if user == "" {
 		return &Error{Code: codeInvalidAuthorization, Message: "no PostgreSQL user name specified in startup packet"}
@@ -195,7 +200,7 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		SSL:         c.ssl,
 		Database:    db,
 		User:        user,
-		Replication: isPhysicalReplication(sp.get("replication")),
+		Replication: repl == replicationPhysical,
 	}
 	if u := snap.Users.Lookup(user); u != nil {
 		req.Roles = u.Roles
@@ -213,6 +218,9 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		ev.Result, ev.Reason = authcore.ResultRejected, "rule method is reject"
 		c.audit(ev)
 		return HBAReject(req)
+	}
+	if err := c.throttleWait(snap, user); err != nil {
+		return err
 	}
 	res, err := c.authenticate(snap, rule, req)
 	if err != nil {
@@ -235,20 +243,16 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 	return c.startSession(snap, sp, res, db)
 }
 
-// authFailed logs a failed attempt, waits out the throttle delay and
-// returns what the client is told.
+// authFailed logs a failed attempt, records it with the throttle and
+// returns what the client is told, at once: the throttle makes the pair's
+// next attempt wait instead.
 func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err error) error {
 	switch {
 	case errors.Is(err, authcore.ErrPasswordFailed):
 		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
 		c.audit(ev)
 		t := snap.Config.Throttle
-		d := c.srv.throttle.Failure(c.addrString(), ev.User, t.FailureDelay.Duration, t.MaxDelay.Duration)
-		// The delay runs in this connection's goroutine and holds no lock:
-		// other clients are not slowed by it.
-		if err := authcore.Sleep(c.srv.ctx, d); err != nil {
-			return errSilentClose
-		}
+		c.srv.throttle.Failure(c.addrString(), ev.User, t.FailureDelay.Duration, t.MaxDelay.Duration)
 		return PasswordFailed(ev.User)
 	case errors.Is(err, authcore.ErrSASLProtocol):
 		ev.Result, ev.Reason = authcore.ResultFailed, err.Error()
@@ -332,6 +336,49 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 		// The prefix byte is consumed; TLS may have replaced the stream.
 		in = c.stream
 	}
+}
+
+// throttleWait holds the attempt until the throttle lets (address, user)
+// be checked (SPEC section 7). It waits in this connection's goroutine and
+// ends early, closing the connection, when the client leaves meanwhile: the
+// client has been asked for nothing yet, so anything it sends or a close is
+// its leaving. The wait does not count against auth_timeout: the deadline
+// is set again after it, so a long backoff cannot lock the user out.
+func (c *conn) throttleWait(snap *snapshot.Snapshot, user string) error {
+	t := snap.Config.Throttle
+	ctx, cancel := context.WithCancel(c.ctx())
+	defer cancel()
+	// Most attempts have nothing to wait for: find that out without a
+	// watcher (a canceled context makes Wait answer without waiting).
+	now, nowCancel := context.WithCancel(ctx)
+	nowCancel()
+	if c.srv.throttle.Wait(now, c.addrString(), user, t.FailureDelay.Duration, t.MaxDelay.Duration) == nil {
+		return nil
+	}
+	watched := make(chan struct{})
+	stop := make(chan struct{})
+	defer func() { close(stop); <-watched }()
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if st := peekSocket(c.raw); st == socketClosed || st == socketPending {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	if err := c.srv.throttle.Wait(ctx, c.addrString(), user, t.FailureDelay.Duration, t.MaxDelay.Duration); err != nil {
+		return errSilentClose
+	}
+	c.raw.SetDeadline(time.Now().Add(snap.Config.Server.AuthTimeout.Duration))
+	return nil
 }
 
 // ctx is the context of work done for this connection.

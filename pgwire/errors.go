@@ -12,16 +12,17 @@ import (
 
 // SQLSTATEs pgwarden itself sends.
 const (
-	codeInvalidAuthorization = "28000"
-	codeInvalidPassword      = "28P01"
-	codeProtocolViolation    = "08P01"
-	codeConnectionFailure    = "08006"
-	codeFeatureNotSupported  = "0A000"
-	codeTooManyConnections   = "53300"
-	codeCannotConnectNow     = "57P03"
-	codeInsufficientPriv     = "42501"
-	codeSyntaxError          = "42601"
-	codeInternalError        = "XX000"
+	codeInvalidAuthorization  = "28000"
+	codeInvalidPassword       = "28P01"
+	codeProtocolViolation     = "08P01"
+	codeConnectionFailure     = "08006"
+	codeFeatureNotSupported   = "0A000"
+	codeTooManyConnections    = "53300"
+	codeCannotConnectNow      = "57P03"
+	codeInsufficientPriv      = "42501"
+	codeSyntaxError           = "42601"
+	codeInvalidParameterValue = "22023"
+	codeInternalError         = "XX000"
 )
 
 // Error is an error a client sees: a SQLSTATE and a message, FATAL unless
@@ -30,6 +31,7 @@ type Error struct {
 	Code    string
 	Message string
 	Detail  string
+	Hint    string
 	// Severity defaults to FATAL: errors before and during authentication
 	// end the connection.
 	Severity string
@@ -117,7 +119,7 @@ func errorResponse(err error) *pgproto3.ErrorResponse {
 		if sev == "" {
 			sev = "FATAL"
 		}
-		return &pgproto3.ErrorResponse{Severity: sev, SeverityUnlocalized: sev, Code: e.Code, Message: e.Message, Detail: e.Detail}
+		return &pgproto3.ErrorResponse{Severity: sev, SeverityUnlocalized: sev, Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint}
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {

@@ -2,6 +2,7 @@ package pgwire
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"strings"
 )
@@ -145,13 +146,84 @@ func cutNul(b []byte) (string, []byte, bool) {
 	return "", nil, false
 }
 
-// isReplication reads the replication startup parameter as PostgreSQL
-// does: a boolean asks for physical replication; "database" asks for logical
-// replication, which is matched against the database as usual.
-func isPhysicalReplication(v string) bool {
-	switch strings.ToLower(v) {
-	case "true", "on", "yes", "1":
-		return true
+// replicationMode is what a startup packet's replication parameter asks for.
+type replicationMode int
+
+const (
+	replicationNone     replicationMode = iota
+	replicationPhysical                 // a walsender without a database
+	replicationLogical                  // replication=database: a walsender in a database
+)
+
+// parseReplication reads the replication startup parameter exactly as
+// PostgreSQL's ProcessStartupPacket does: the literal "database" asks for
+// logical replication, anything parse_bool accepts is a boolean (physical
+// replication when true), and any other value is refused before
+// authentication, as PostgreSQL refuses it.
+func parseReplication(v string, present bool) (replicationMode, error) {
+	if !present {
+		return replicationNone, nil
+	}
+	if v == "database" {
+		return replicationLogical, nil
+	}
+	b, ok := parseBool(v)
+	if !ok {
+		return replicationNone, &Error{Code: codeInvalidParameterValue,
+			Message: fmt.Sprintf("invalid value for parameter %q: %q", "replication", v),
+			Hint:    `Valid values are: "false", 0, "true", 1, "database".`}
+	}
+	if b {
+		return replicationPhysical, nil
+	}
+	return replicationNone, nil
+}
+
+// parseBool is PostgreSQL's parse_bool (src/backend/utils/adt/bool.c):
+// case-insensitive prefixes of true, false, yes and no; on and off (at
+// least "of"); 1 and 0. No white space is trimmed.
+func parseBool(v string) (value, ok bool) {
+	prefixOf := func(word string, min int) bool {
+		return len(v) >= min && len(v) <= len(word) && strings.EqualFold(v, word[:len(v)])
+	}
+	switch {
+	case v == "":
+		return false, false
+	case prefixOf("true", 1), prefixOf("yes", 1), strings.EqualFold(v, "on"), v == "1":
+		return true, true
+	case prefixOf("false", 1), prefixOf("no", 1), prefixOf("off", 2), v == "0":
+		return false, true
+	}
+	return false, false
+}
+
+// normalizeReplication rewrites the replication parameter into the one
+// form PostgreSQL cannot read differently from pgwarden: "true" or
+// "database", or no parameter at all for false. The backend then gets
+// exactly what the HBA decision saw.
+func (p *startupPacket) normalizeReplication(mode replicationMode) {
+	kept := p.params[:0]
+	for _, kv := range p.params {
+		if kv.name != "replication" {
+			kept = append(kept, kv)
+			continue
+		}
+		switch mode {
+		case replicationPhysical:
+			kept = append(kept, param{"replication", "true"})
+		case replicationLogical:
+			kept = append(kept, param{"replication", "database"})
+		}
+	}
+	p.params = kept
+}
+
+// has reports whether the packet carries the parameter at all.
+func (p *startupPacket) has(name string) bool {
+	for _, kv := range p.params {
+		if kv.name == name {
+			return true
+		}
 	}
 	return false
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -76,10 +77,56 @@ func FuzzStartupPacket(f *testing.F) {
 	f.Add(packet(gssEncRequestCode))
 	f.Add(append(packet(cancelRequestCode), 0, 0, 0, 1, 1, 2, 3, 4))
 	f.Add([]byte{0, 0, 0, 8, 0, 3, 0, 0})
+	for _, v := range []string{"t", "TrU", "yes", "y", "on", "1", "database", "Database", "of", "o", "true ", "xyz", ""} {
+		f.Add(packet(protocolV3, "user", "alice", "replication", v))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sp, err := readStartupPacket(bytes.NewReader(b))
 		if err == nil && len(b) > maxStartupPacketLen && sp == nil {
 			t.Fatal("nil packet without error")
 		}
+		if err != nil || sp.kind != kindStartup {
+			return
+		}
+		// Whatever the replication value, what reaches the backend is a
+		// form PostgreSQL reads exactly as the HBA decision did.
+		mode, err := parseReplication(sp.get("replication"), sp.has("replication"))
+		if err != nil {
+			return
+		}
+		sp.normalizeReplication(mode)
+		again, err := parseReplication(sp.get("replication"), sp.has("replication"))
+		if err != nil || again != mode {
+			t.Fatalf("normalized replication %q reads as %v, was %v", sp.get("replication"), again, mode)
+		}
 	})
+}
+
+// The replication parameter is read as PostgreSQL reads it: every form
+// parse_bool accepts, "database" exactly, and nothing else.
+func TestReplicationIsReadAsPostgreSQLReadsIt(t *testing.T) {
+	cases := map[string]replicationMode{
+		"t": replicationPhysical, "tr": replicationPhysical, "TRU": replicationPhysical, "true": replicationPhysical,
+		"y": replicationPhysical, "Ye": replicationPhysical, "yes": replicationPhysical, "on": replicationPhysical,
+		"ON": replicationPhysical, "1": replicationPhysical,
+		"f": replicationNone, "fals": replicationNone, "n": replicationNone, "NO": replicationNone, "of": replicationNone,
+		"off": replicationNone, "0": replicationNone,
+		"database": replicationLogical,
+	}
+	for v, want := range cases {
+		got, err := parseReplication(v, true)
+		if err != nil || got != want {
+			t.Errorf("replication=%q: %v %v, want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"", "o", "truee", "yess", "onn", "offf", "2", "true ", " true", "Database", "DATABASE", "database ", "10"} {
+		_, err := parseReplication(v, true)
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != "22023" || pe.Message != fmt.Sprintf(`invalid value for parameter "replication": %q`, v) {
+			t.Errorf("replication=%q: want 22023, got %v", v, err)
+		}
+	}
+	if m, err := parseReplication("", false); m != replicationNone || err != nil {
+		t.Fatal("no parameter must mean no replication")
+	}
 }

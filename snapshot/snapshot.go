@@ -70,13 +70,27 @@ func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
 
 // Build loads what cfg names: the users file and the rules.
 func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error) {
+	return build(cfg, limiter, nil)
+}
+
+// build is Build with the users given, when they are, instead of read
+// from the users file.
+func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Users) (*Snapshot, error) {
 	var errs []error
-	users, err := authcore.LoadUsers(cfg.Users.File)
+	var err error
+	if users == nil {
+		users, err = authcore.LoadUsers(cfg.Users.File)
+	}
 	if err != nil {
+		errs = append(errs, err)
+	} else if err := users.CheckHashCost(cfg.Users.File, authcore.HashLimitsOf(cfg)); err != nil {
 		errs = append(errs, err)
 	}
 	rules, err := LoadRules(cfg)
 	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := backend.Validate(cfg); err != nil {
 		errs = append(errs, err)
 	}
 	var tlsm *certs.Material
@@ -105,7 +119,7 @@ func Build(cfg *config.Config, limiter *authcore.HashLimiter) (*Snapshot, error)
 		stop()
 		return nil, errors.Join(errs...)
 	}
-	auth := authcore.NewAuthenticator(users, limiter)
+	auth := authcore.NewAuthenticator(users, limiter).WithHashLimits(authcore.HashLimitsOf(cfg))
 	if aq != nil {
 		auth.WithExternal(aq)
 	}
@@ -182,6 +196,33 @@ func (h *Holder) Reload() (*Snapshot, error) {
 	old := h.cur.Swap(s)
 	old.Retire()
 	return s, nil
+}
+
+// UpdateUsers changes the users file and puts the change in force, all or
+// nothing: the new state is built in memory from the configuration in force
+// and the new users first (a config file that no longer loads does not
+// matter; a users file the server could not serve is refused), then the
+// file is written, then the new snapshot swapped in. On any error nothing
+// changed, on disk or in memory.
+func (h *Holder) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, error)) (*Snapshot, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := h.Current()
+	var next *Snapshot
+	err := authcore.UpdateUsersFileChecked(cur.Config.Users.File, change, func(users *authcore.Users) error {
+		s, err := build(cur.Config, h.limiter, users)
+		next = s
+		return err
+	})
+	if err != nil {
+		if next != nil {
+			next.Retire()
+		}
+		return nil, err
+	}
+	old := h.cur.Swap(next)
+	old.Retire()
+	return next, nil
 }
 
 // jwksClient fetches JWKS documents: bounded in time, and never following a

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/pgwarden/pgwarden/backend"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -36,8 +38,15 @@ func (e errUsage) Error() string { return e.msg }
 func usageErr(format string, args ...any) error { return errUsage{fmt.Sprintf(format, args...)} }
 
 func main() {
+	// The backend target and its keys come from the configuration alone:
+	// libpq's PG* variables (PGSSLKEY, PGSERVICE, PGOPTIONS, ...) would
+	// otherwise reach every backend connection through pgconn.
+	ignoredEnv = backend.IgnoreLibpqEnvironment()
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
+
+// ignoredEnv are the libpq variables main removed, for serve's log.
+var ignoredEnv []string
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "serve"

@@ -85,6 +85,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	log.Info("pgwarden started", zap.String("version", versionString()), zap.String("config", snap.Config.Path),
 		zap.Int("rules", len(snap.Rules)), zap.Int("users", snap.Users.Len()))
+	if len(ignoredEnv) > 0 {
+		log.Warn("libpq environment variables ignored: the backend connection comes from the configuration alone", zap.Strings("variables", ignoredEnv))
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)

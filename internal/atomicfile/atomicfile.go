@@ -4,13 +4,28 @@
 package atomicfile
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
-// Write replaces path with data at mode.
+// Write replaces path with data. A new file gets mode; a file that exists
+// keeps its own mode, owner and group, so that `pgwarden user add` run as
+// root leaves a service user's 0600 file readable by that service. When the
+// owner cannot be kept (a user other than root rewriting another user's
+// file), nothing is written and the error says so.
 func Write(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
+	uid, gid := -1, -1
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	} else if !os.IsNotExist(err) {
+		return err
+	}
 	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-")
 	if err != nil {
 		return err
@@ -19,6 +34,13 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
+	}
+	if uid >= 0 && (uid != os.Getuid() || gid != os.Getgid()) {
+		if err := tmp.Chown(uid, gid); err != nil {
+			tmp.Close()
+			return fmt.Errorf("%s belongs to uid %d, gid %d and this process (uid %d) cannot write a replacement it would own: run as that user or as root: %v",
+				path, uid, gid, os.Getuid(), err)
+		}
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
@@ -39,4 +61,25 @@ func Write(path string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// OwnLike gives path the owner and group of like, when like exists and
+// they differ; for files made beside another (a lock file).
+func OwnLike(path, like string) error {
+	fi, err := os.Stat(like)
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	cur, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if cst, ok := cur.Sys().(*syscall.Stat_t); ok && cst.Uid == st.Uid && cst.Gid == st.Gid {
+		return nil
+	}
+	return os.Chown(path, int(st.Uid), int(st.Gid))
 }

@@ -1,0 +1,113 @@
+package authcore
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestAUsersFileHashOverTheCostBoundIsRefusedWithItsLine(t *testing.T) {
+	costly := NewSCRAMVerifier("pw", 200_000).String()
+	us := mustUsers(t, "[[user]]\nname = \"ok\"\npassword = \""+mustHash(t, "pw")+"\"\n\n[[user]]\nname = \"slow\"\npassword = \""+costly+"\"\n")
+	err := us.CheckHashCost("users.toml", DefaultHashLimits)
+	if err == nil || !strings.Contains(err.Error(), "users.toml:7:") || !strings.Contains(err.Error(), "max_scram_iterations") {
+		t.Fatalf("want users.toml:7 naming max_scram_iterations, got %v", err)
+	}
+	if strings.Contains(err.Error(), costly) {
+		t.Fatal("the error quotes the hash")
+	}
+	raised := DefaultHashLimits
+	raised.SCRAMIterations = 300_000
+	if err := us.CheckHashCost("users.toml", raised); err != nil {
+		t.Fatalf("a raised limit still refuses: %v", err)
+	}
+}
+
+func TestHashCostBoundsCoverEveryKind(t *testing.T) {
+	l := HashLimits{SCRAMIterations: 4096, PBKDF2Iterations: 1000, BcryptCost: 10, Argon2MemoryKiB: 1024, Argon2Time: 2}
+	b11, _ := bcrypt.GenerateFromPassword([]byte("pw"), 11)
+	for _, c := range []struct {
+		hash string
+		over bool
+	}{
+		{NewSCRAMVerifier("pw", 4096).String(), false},
+		{NewSCRAMVerifier("pw", 4097).String(), true},
+		{"$pbkdf2-sha512$1000$c2FsdHNhbHRzYWx0$" + strings.Repeat("A", 86), false},
+		{"$pbkdf2-sha512$1001$c2FsdHNhbHRzYWx0$" + strings.Repeat("A", 86), true},
+		{string(b11), true},
+		{"$argon2id$v=19$m=1024,t=2,p=1$c2FsdHNhbHQ$" + strings.Repeat("A", 43), false},
+		{"$argon2id$v=19$m=2048,t=2,p=1$c2FsdHNhbHQ$" + strings.Repeat("A", 43), true},
+		{"$argon2id$v=19$m=1024,t=3,p=1$c2FsdHNhbHQ$" + strings.Repeat("A", 43), true},
+	} {
+		h, err := ParseHash(c.hash)
+		if err != nil {
+			t.Fatalf("%s: %v", c.hash[:14], err)
+		}
+		if got := l.Check(h) != nil; got != c.over {
+			t.Errorf("%s: over the bound %v, want %v", c.hash[:20], got, c.over)
+		}
+	}
+}
+
+// fakeStore is an auth_query in lookup mode that hands out one hash.
+type fakeStore struct{ hash string }
+
+func (f fakeStore) User(_ context.Context, name string) (*User, error) {
+	return NewExternalUser(name, f.hash)
+}
+func (f fakeStore) Verify(context.Context, string, string) (bool, bool, error) {
+	return false, false, nil
+}
+
+func TestAnExternalHashOverTheCostBoundFailsLikeAWrongPasswordWithoutTheWork(t *testing.T) {
+	us := mustUsers(t, "")
+	a := NewAuthenticator(us, NewHashLimiter(1)).WithExternal(fakeStore{NewSCRAMVerifier("right", 200_000).String()})
+	start := time.Now()
+	_, err := a.CheckPassword(context.Background(), "mallory", "right")
+	if !errors.Is(err, ErrPasswordFailed) || !strings.Contains(ReasonOf(err), "max_scram_iterations") {
+		t.Fatalf("want a password failure naming the bound, got %v", err)
+	}
+	t.Logf("refused in %v", time.Since(start))
+	// The SCRAM exchange refuses it too.
+	s, err := a.StartSCRAM(context.Background(), "mallory", MechSCRAM, nil)
+	if err != nil || !strings.Contains(string(s.doomed), "max_scram_iterations") {
+		t.Fatalf("SCRAM with a costly stored verifier: %v %q", err, s.doomed)
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)/2]
+}
+
+func TestUnknownUsersCostWhatTheUsersHashesCost(t *testing.T) {
+	// Every user has a bcrypt hash at cost 8: an unknown name must cost
+	// about that much too, not a cheap SCRAM check.
+	b, _ := bcrypt.GenerateFromPassword([]byte("right-password"), 8)
+	us := mustUsers(t, "[[user]]\nname = \"alice\"\npassword = \""+string(b)+"\"\n[[user]]\nname = \"bob\"\npassword = \""+string(b)+"\"\n")
+	a := NewAuthenticator(us, NewHashLimiter(1))
+	ctx := context.Background()
+	var known, unknown []time.Duration
+	for i := 0; i < 5; i++ {
+		for _, c := range []struct {
+			name string
+			into *[]time.Duration
+		}{{"alice", &known}, {"nobody-" + string(rune('a'+i)), &unknown}} {
+			start := time.Now()
+			if _, err := a.CheckPassword(ctx, c.name, "wrong-password"); !errors.Is(err, ErrPasswordFailed) {
+				t.Fatal(err)
+			}
+			*c.into = append(*c.into, time.Since(start))
+		}
+	}
+	k, u := median(known), median(unknown)
+	if u < k/2 || u > k*2 {
+		t.Fatalf("median wrong-password time: known bcrypt user %v, unknown user %v", k, u)
+	}
+	t.Logf("median: known %v, unknown %v", k, u)
+}

@@ -1,0 +1,150 @@
+package backend
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// maxConnsPerHTTPPool bounds the backend connections one backend login
+// holds for HTTP requests.
+const maxConnsPerHTTPPool = 10
+
+// resetTimeout bounds the reset of a released backend.
+const resetTimeout = 5 * time.Second
+
+// HTTPPools keeps one bounded pgxpool per backend login (host, port, role,
+// database, password) for the HTTP frontend; a pool unused for [backend]
+// idle_timeout is closed. Requests of different users mapped to one backend
+// role share a pool, so every connection is reset ([backend] reset_query,
+// DISCARD ALL by default) when a request releases it, before anyone else
+// can acquire it: no session state (SET, set_config, temporary tables,
+// prepared statements, advisory locks) passes from one request to the next.
+// The reset runs in pgxpool's release goroutine, after the request's answer
+// is ready, so it adds no round trip to a request.
+type HTTPPools struct {
+	log  *zap.Logger
+	mu   sync.Mutex
+	m    map[[32]byte]*httpPoolEntry
+	stop chan struct{}
+	done chan struct{}
+}
+
+type httpPoolEntry struct {
+	pool     *pgxpool.Pool
+	lastUsed time.Time
+}
+
+// NewHTTPPools makes an empty set of pools; Start runs its janitor.
+func NewHTTPPools(log *zap.Logger) *HTTPPools {
+	return &HTTPPools{log: log, m: map[[32]byte]*httpPoolEntry{}, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start closes pools unused for the idle timeout in force, until Close.
+func (p *HTTPPools) Start(idleTimeout func() time.Duration) {
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				p.closeIdle(idleTimeout())
+			}
+		}
+	}()
+}
+
+func (p *HTTPPools) closeIdle(idle time.Duration) {
+	p.mu.Lock()
+	var old []*pgxpool.Pool
+	for k, e := range p.m {
+		if time.Since(e.lastUsed) > idle {
+			old = append(old, e.pool)
+			delete(p.m, k)
+		}
+	}
+	p.mu.Unlock()
+	for _, pl := range old {
+		pl.Close()
+	}
+}
+
+// Close closes every pool and stops the janitor.
+func (p *HTTPPools) Close() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+		select {
+		case <-p.done:
+		case <-time.After(time.Second):
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, e := range p.m {
+		e.pool.Close()
+		delete(p.m, k)
+	}
+}
+
+// Get returns the pool for t, making it when needed. The key hashes the
+// password rather than holding it in a map key.
+func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
+	key := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s\x00%s\x00%s\x00%s", t.Host, t.Port, t.Role, t.Database, t.Password, cfg.Backend.ResetQuery)))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.m[key]; e != nil {
+		e.lastUsed = time.Now()
+		return e.pool, nil
+	}
+	pc, err := Config(cfg, t, map[string]string{"application_name": "pgwarden-http"})
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	pcfg.ConnConfig.Config = *pc
+	pcfg.MaxConns = maxConnsPerHTTPPool
+	pcfg.MaxConnIdleTime = cfg.Backend.IdleTimeout.Duration
+	pcfg.MaxConnLifetime = cfg.Backend.MaxLifetime.Duration
+	resetQuery := cfg.Backend.ResetQuery
+	pcfg.AfterRelease = func(c *pgx.Conn) bool { return p.reset(c, resetQuery) }
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return nil, err
+	}
+	p.m[key] = &httpPoolEntry{pool: pool, lastUsed: time.Now()}
+	return pool, nil
+}
+
+// reset makes a released connection fit for the next request; false
+// closes it instead of returning it to the pool.
+func (p *HTTPPools) reset(c *pgx.Conn, query string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
+	defer cancel()
+	if _, err := c.PgConn().Exec(ctx, query).ReadAll(); err != nil {
+		p.log.Debug("HTTP backend not reused: reset failed", zap.Error(err))
+		return false
+	}
+	// The reset removed the server's prepared statements; pgx's statement
+	// cache must forget them too (its DEALLOCATE ALL is a no-op now).
+	if err := c.DeallocateAll(ctx); err != nil {
+		p.log.Debug("HTTP backend not reused: clearing the statement cache failed", zap.Error(err))
+		return false
+	}
+	return c.PgConn().TxStatus() == 'I'
+}

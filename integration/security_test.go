@@ -1,0 +1,396 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/authcore"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Regression tests of the adversarial review: each is named after what it
+// proves.
+
+const replicationRejectRules = `
+[[hba]]
+database = ["replication"]
+method = "reject"
+
+[[hba]]
+method = "password"
+`
+
+func TestEveryBooleanFormOfReplicationMeetsTheReplicationRule(t *testing.T) {
+	g := startGateway(t, replicationRejectRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	for _, v := range []string{"t", "tr", "TRU", "true", "y", "Ye", "yes", "on", "ON", "1"} {
+		r := dialRaw(t, g.addr())
+		r.write(startupBytes(3, 0, "user", "alice", "database", "postgres", "replication", v))
+		r.expectError("28000", `HBA rejects connection for host "127.0.0.1", user "alice", database "postgres", SSL off`)
+	}
+	// psql as a user would type it.
+	out, err := psql(t, g.connString("alice", "alice-Pass-1", "postgres")+" replication=t", "IDENTIFY_SYSTEM")
+	if err == nil {
+		t.Fatalf("psql replication=t got a walsender: %s", out)
+	}
+}
+
+func TestAReplicationValuePostgreSQLWouldRefuseIsRefusedBeforeAuthentication(t *testing.T) {
+	g := startGateway(t, replicationRejectRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	for _, v := range []string{"xyz", "o", "true ", "Database", "2"} {
+		r := dialRaw(t, g.addr())
+		r.write(startupBytes(3, 0, "user", "alice", "database", "postgres", "replication", v))
+		m := r.receive()
+		e, ok := m.(*pgproto3.ErrorResponse)
+		if !ok {
+			t.Fatalf("replication=%q: want an error before authentication, got %T", v, m)
+		}
+		if e.Code != "22023" || e.Message != fmt.Sprintf(`invalid value for parameter "replication": %q`, v) {
+			t.Fatalf("replication=%q: got %s %q", v, e.Code, e.Message)
+		}
+	}
+}
+
+func TestReplicationFalseIsAnOrdinarySession(t *testing.T) {
+	g := startGateway(t, replicationRejectRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnectString(g.connString("alice", "alice-Pass-1", "postgres") + " replication=off")
+	if got := queryOne(t, c, "SELECT 'ordinary'"); got != "ordinary" {
+		t.Fatal(got)
+	}
+}
+
+func TestAWireClientThatGivesUpEarlyLearnsNothingFromTheThrottle(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{throttle: `failure_delay = "3s"` + "\n" + `max_delay = "30s"`},
+		passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	_, err := g.connect("alice", "wrong-password", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+	// Impatient attempts, even with the right password, are never
+	// checked: they get no answer at all before they give up.
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		c, err := pgx.Connect(ctx, g.connString("alice", "alice-Pass-1", "postgres"))
+		cancel()
+		if err == nil {
+			c.Close(context.Background())
+			t.Fatalf("attempt %d was checked before the backoff passed", i+1)
+		}
+		if pe := pgErrorOrNil(err); pe != nil {
+			t.Fatalf("attempt %d was answered (%s) before the backoff passed", i+1, pe.Code)
+		}
+	}
+	// A patient client with the right password gets in once it passed.
+	start := time.Now()
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
+	t.Logf("the patient login took %v", time.Since(start))
+}
+
+func TestAnHTTPClientThatGivesUpEarlyLearnsNothingFromTheThrottle(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, throttle: `failure_delay = "3s"` + "\n" + `max_delay = "30s"`},
+		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	body := `{"stmt": "SELECT 1"}`
+	try := func(pw string, timeout time.Duration) (int, error) {
+		req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth("alice", pw)
+		resp, err := (&http.Client{Timeout: timeout}).Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if status, err := try("wrong-password", 10*time.Second); err != nil || status != 401 {
+		t.Fatalf("first wrong guess: %d %v", status, err)
+	}
+	answered := 0
+	for i := 0; i < 8; i++ {
+		pw := "wrong-password"
+		if i%2 == 1 {
+			pw = "alice-Pass-1"
+		}
+		if _, err := try(pw, 300*time.Millisecond); err == nil {
+			answered++
+		}
+	}
+	if answered != 0 {
+		t.Fatalf("%d impatient guesses were answered before the backoff passed", answered)
+	}
+	if status, err := try("alice-Pass-1", 30*time.Second); err != nil || status != 200 {
+		t.Fatalf("the patient right password: %d %v", status, err)
+	}
+}
+
+func TestNoSessionStatePassesBetweenHTTPRequestsOfOneBackendRole(t *testing.T) {
+	// carol and dave are both mapped to backend role app_rw: their
+	// requests share a pool of backend connections.
+	users := []testUser{
+		{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
+		{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
+	}
+	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
+	sql := func(user, pw, stmt string) map[string]any {
+		t.Helper()
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, map[string]any{"stmt": stmt}), basic(user, pw))
+		if status != 200 {
+			t.Fatalf("%s: %q answered %d %v", user, stmt, status, out)
+		}
+		return out
+	}
+	// carol leaves every kind of session state behind, many times, so
+	// that every pooled connection has some.
+	for i := 0; i < 12; i++ {
+		sql("carol", "carol-Pass-3", "SELECT set_config('search_path', 'carol_schema', false)")
+		sql("carol", "carol-Pass-3", "CREATE TEMP TABLE IF NOT EXISTS carol_tmp (x int)")
+		sql("carol", "carol-Pass-3", "SELECT set_config('app.tenant', 'carol', false)")
+		sql("carol", "carol-Pass-3", "SELECT pg_advisory_lock(4242)")
+	}
+	for i := 0; i < 12; i++ {
+		out := sql("dave", "dave-Pass-4", `SELECT current_setting('search_path') AS sp,
+			(SELECT count(*) FROM pg_class WHERE relname = 'carol_tmp' AND relpersistence = 't') AS tmp,
+			coalesce(current_setting('app.tenant', true), '<null>') AS tenant,
+			(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks`)
+		row := out["rows"].([]any)[0].([]any)
+		if row[0] != `"$user", public` || fmt.Sprint(row[1]) != "0" || fmt.Sprint(row[3]) != "0" {
+			t.Fatalf("request %d of dave sees carol's session state: %v", i, row)
+		}
+		// The placeholder of a custom setting is '' where a fresh session
+		// has NULL: DISCARD ALL cannot remove it, so say what it is.
+		if row[2] != "<null>" && row[2] != "" {
+			t.Fatalf("request %d of dave reads carol's app.tenant = %v", i, row[2])
+		}
+	}
+}
+
+func TestATransactionRequestIsAllOrNothingEvenWithCOMMITInside(t *testing.T) {
+	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", []testUser{{name: "alice", password: "alice-Pass-1"}})
+	if err := pg.Exec("DROP TABLE IF EXISTS tx_all_or_nothing; CREATE TABLE tx_all_or_nothing (x int); GRANT ALL ON tx_all_or_nothing TO alice"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP TABLE IF EXISTS tx_all_or_nothing") })
+	for _, end := range []string{"COMMIT", "commit and chain", "END", "ABORT", "ROLLBACK", "/* x */ COMMIT", "PREPARE TRANSACTION 'p1'"} {
+		body := jsonText(t, map[string]any{"transaction": []map[string]any{
+			{"stmt": "INSERT INTO tx_all_or_nothing VALUES (1)"},
+			{"stmt": end},
+			{"stmt": "INSERT INTO tx_all_or_nothing VALUES (2)"},
+			{"stmt": "SELECT 1/0"},
+		}})
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, basic("alice", "alice-Pass-1"))
+		if status != 400 || errCode(out) != "25001" {
+			t.Fatalf("%q inside a transaction: %d %v", end, status, out)
+		}
+		if e := out["error"].(map[string]any); fmt.Sprint(e["statement"]) != "1" {
+			t.Fatalf("%q: the refusal names statement %v, want 1", end, e["statement"])
+		}
+	}
+	// bulk_args cannot end its transaction either.
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt": "COMMIT", "bulk_args": [[], []]}`, basic("alice", "alice-Pass-1"))
+	if status != 400 || errCode(out) != "25001" {
+		t.Fatalf("COMMIT with bulk_args: %d %v", status, out)
+	}
+	_, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt": "SELECT count(*) FROM tx_all_or_nothing"}`, basic("alice", "alice-Pass-1"))
+	if n := fmt.Sprint(out["rows"].([]any)[0].([]any)[0]); n != "0" {
+		t.Fatalf("%s rows committed by refused transactions", n)
+	}
+	// Savepoints stay inside and work.
+	body := jsonText(t, map[string]any{"transaction": []map[string]any{
+		{"stmt": "INSERT INTO tx_all_or_nothing VALUES (1)"}, {"stmt": "SAVEPOINT a"},
+		{"stmt": "INSERT INTO tx_all_or_nothing VALUES (2)"}, {"stmt": "ROLLBACK TO SAVEPOINT a"},
+	}})
+	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, basic("alice", "alice-Pass-1")); status != 200 {
+		t.Fatalf("savepoints: %d %v", status, out)
+	}
+	_, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt": "SELECT count(*) FROM tx_all_or_nothing"}`, basic("alice", "alice-Pass-1"))
+	if n := fmt.Sprint(out["rows"].([]any)[0].([]any)[0]); n != "1" {
+		t.Fatalf("after a transaction with a rolled-back savepoint: %s rows, want 1", n)
+	}
+}
+
+func TestAUsersFileHashOverTheCostBoundStopsTheServerFromStarting(t *testing.T) {
+	dir := t.TempDir()
+	costly := authcore.NewSCRAMVerifier("slow-Pass-1", 200_000).String()
+	noteSecret(costly)
+	writeFile(t, filepath.Join(dir, "users.toml"), "[[user]]\nname = \"slow\"\npassword = \""+costly+"\"\n")
+	writeFile(t, filepath.Join(dir, "config.toml"), "[[hba]]\nmethod = \"password\"\n")
+	out, err := exec.Command(cliBin, "check", "-c", filepath.Join(dir, "config.toml")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "users.toml:3:") || !strings.Contains(string(out), "max_scram_iterations") {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+}
+
+func TestAnAuthQueryVerifierOverTheCostBoundFailsLikeAWrongPassword(t *testing.T) {
+	noteSecret("costly-Pass-1")
+	// A backend role set its own verifier to far more iterations than the
+	// bound: its login must fail at once, without the work.
+	costly := authcore.NewSCRAMVerifier("costly-Pass-1", 200_000).String()
+	if err := pg.Exec(fmt.Sprintf("DROP ROLE IF EXISTS aq_costly; CREATE ROLE aq_costly LOGIN PASSWORD '%s'", costly)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP ROLE IF EXISTS aq_costly") })
+	g := startGateway(t, fmt.Sprintf(`
+[auth_query]
+mode = "lookup"
+query = "SELECT passwd FROM pg_shadow WHERE usename = $1"
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+method = "password"
+`, backendPassword), nil)
+	_, err := g.connect("aq_costly", "costly-Pass-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "aq_costly"`)
+	g.waitLog("max_scram_iterations", 1)
+}
+
+func TestHTTPRequestsWithAForeignHostAreMisdirected(t *testing.T) {
+	g := startHTTPGateway(t, `default_user = "dave"`+"\nallowed_hosts = [\"sql.example.com\"]", httpRules, nil)
+	for host, want := range map[string]int{"rebind.evil.example": 421, "127.0.0.1": 200, "localhost": 200, "sql.example.com": 200} {
+		req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(`{"stmt": "SELECT 1"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestTheConsoleBehindATrustedProxyIsHTTPSOnlyForRemoteClients(t *testing.T) {
+	g := startHTTPGateway(t, "", "[[hba]]\nmethod = \"password\"\n", nil)
+	g.opts.server = `trusted_proxies = ["127.0.0.1/32"]`
+	g.writeConfig("[[hba]]\nmethod = \"password\"\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reloaded", 1)
+	for _, c := range []struct {
+		proto, xff string
+		want       int
+	}{{"http", "198.51.100.7", 403}, {"", "198.51.100.7", 403}, {"https", "198.51.100.7", 200}, {"", "", 200}} {
+		req, _ := http.NewRequest("GET", g.httpURL()+"/", nil)
+		if c.proto != "" {
+			req.Header.Set("X-Forwarded-Proto", c.proto)
+		}
+		if c.xff != "" {
+			req.Header.Set("X-Forwarded-For", c.xff)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("proto %q for %q: %d, want %d", c.proto, c.xff, resp.StatusCode, c.want)
+		}
+		if c.proto == "https" {
+			for _, ck := range resp.Cookies() {
+				if !ck.Secure {
+					t.Fatalf("cookie %s is not Secure behind an HTTPS proxy", ck.Name)
+				}
+			}
+		}
+	}
+}
+
+func TestUserAddAsRootKeepsTheUsersFilesOwnerAndMode(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to own a file as another user; CI runs as root")
+	}
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.toml")
+	writeFile(t, users, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}}))
+	writeFile(t, filepath.Join(dir, "config.toml"), "[[hba]]\nmethod = \"password\"\n")
+	if err := os.Chown(users, 4242, 4343); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(users, 0o640)
+	cmd := exec.Command(cliBin, "user", "add", "-c", filepath.Join(dir, "config.toml"), "bob", "--password-stdin")
+	cmd.Stdin = strings.NewReader("bob-Pass-2-long\n")
+	noteSecret("bob-Pass-2-long")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("user add: %v\n%s", err, out)
+	}
+	for _, p := range []string{users, users + ".lock"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 4242 || st.Gid != 4343 {
+			t.Fatalf("%s is owned by %d:%d after user add, want 4242:4343", filepath.Base(p), st.Uid, st.Gid)
+		}
+	}
+	if fi, _ := os.Stat(users); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("users file mode %o, want 640", fi.Mode().Perm())
+	}
+}
+
+func TestAnAdminChangeIsAllOrNothing(t *testing.T) {
+	users := []testUser{{name: "ops1", password: "ops1-Pass-6", extra: "roles = [\"admin\"]\n"}, {name: "alice", password: "alice-Pass-1"}}
+	hbaFile := filepath.Join(t.TempDir(), "extra_hba.conf")
+	writeFile(t, hbaFile, "host all all 127.0.0.1/32 scram-sha-256\n")
+	g := startGatewayWith(t, gwOptions{top: fmt.Sprintf("hba_file = %q\n", hbaFile)}, passwordRules, users)
+	admin := g.connString("ops1", "ops1-Pass-6", "pgwarden")
+	noteSecret("alice-New-Pass-7")
+	noteSecret("alice-Other-Pass-8")
+
+	// The config file on disk no longer loads; the one in force is fine:
+	// the change is built from the configuration in force, written, and
+	// in force when the command answers.
+	writeFile(t, g.configPath(), "this is not TOML [")
+	if out, err := psql(t, admin, "ALTER USER alice PASSWORD 'alice-New-Pass-7'"); err != nil {
+		t.Fatalf("ALTER USER: %v\n%s", err, out)
+	}
+	g.mustConnect("alice", "alice-New-Pass-7", "postgres")
+	_, err := g.connect("alice", "alice-Pass-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+
+	// A change whose new state cannot be built (a file the configuration
+	// in force names is gone) answers ERROR and changes nothing: not the
+	// users file, not the password in force.
+	before, _ := os.ReadFile(filepath.Join(g.dir, "users.toml"))
+	os.Remove(hbaFile)
+	if out, err := psql(t, admin, "ALTER USER alice PASSWORD 'alice-Other-Pass-8'"); err == nil {
+		t.Fatalf("ALTER USER succeeded without its hba_file: %s", out)
+	}
+	if after, _ := os.ReadFile(filepath.Join(g.dir, "users.toml")); string(after) != string(before) {
+		t.Fatal("a failed ALTER USER rewrote the users file")
+	}
+	g.mustConnect("alice", "alice-New-Pass-7", "postgres")
+	_, err = g.connect("alice", "alice-Other-Pass-8", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+}
+
+func TestTheBackendConnectionIgnoresLibpqEnvironmentVariables(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{env: []string{"PGSSLKEY=/nonexistent/key", "PGSSLCERT=/nonexistent/cert",
+		"PGSERVICE=no_such_service", "PGPASSFILE=/nonexistent/pgpass", "PGOPTIONS=-c work_mem=1MB", "PGSSLMODE=verify-full",
+		"PGHOST=192.0.2.1", "PGTARGETSESSIONATTRS=standby"}}, trustRules, nil)
+	c := g.mustConnect("alice", "", "postgres")
+	if got := queryOne(t, c, "SHOW work_mem"); got != "4MB" {
+		t.Fatalf("PGOPTIONS reached the backend: work_mem = %s", got)
+	}
+	g.waitLog("libpq environment variables ignored", 1)
+}
+
+func TestBrokenBackendTLSSettingsAreReportedAtLoad(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "users.toml"), "")
+	writeFile(t, filepath.Join(dir, "bad.crt"), "not a certificate")
+	writeFile(t, filepath.Join(dir, "config.toml"), "[backend]\nsslmode = \"verify-ca\"\nsslrootcert = \"bad.crt\"\n\n[[hba]]\nmethod = \"password\"\n")
+	out, err := exec.Command(cliBin, "check", "-c", filepath.Join(dir, "config.toml")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "backend") {
+		t.Fatalf("check accepted a broken sslrootcert: %s", out)
+	}
+}

@@ -1,0 +1,60 @@
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func owner(t *testing.T, path string) (uint32, uint32, os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return st.Uid, st.Gid, fi.Mode().Perm()
+}
+
+func TestANewFileGetsTheModeAsked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := Write(path, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, mode := owner(t, path); mode != 0o600 {
+		t.Fatalf("mode %o", mode)
+	}
+}
+
+func TestARewriteKeepsOwnerGroupAndMode(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("changing a file's owner needs root; CI runs as root")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "users.toml")
+	if err := os.WriteFile(path, []byte("old"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 4242, 4343); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uid, gid, mode := owner(t, path)
+	if uid != 4242 || gid != 4343 || mode != 0o640 {
+		t.Fatalf("after the rewrite: uid %d gid %d mode %o, want 4242 4343 640", uid, gid, mode)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Fatalf("content %q", b)
+	}
+	lock := path + ".lock"
+	os.WriteFile(lock, nil, 0o600)
+	if err := OwnLike(lock, path); err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid, _ := owner(t, lock); uid != 4242 || gid != 4343 {
+		t.Fatalf("lock file owner %d:%d", uid, gid)
+	}
+}
