@@ -10,6 +10,9 @@ const (
 	ResultFailed   = "failed"
 	ResultRejected = "rejected"
 	ResultNoRule   = "no_rule"
+	// ResultBackend: pgwarden proved the client, and the backend refused
+	// pgwarden's login as the mapped role.
+	ResultBackend = "backend"
 )
 
 // AuditEvent is one authentication attempt, as the audit log records it.

@@ -49,6 +49,7 @@ type Tokens struct {
 type verifiedToken struct {
 	user  *User
 	until time.Time
+	own   bool // pgwarden issued it
 }
 
 const (
@@ -122,12 +123,31 @@ func (t *Tokens) ClaimedUser(raw string) string {
 	return ""
 }
 
+// VerifyOwn proves a token only if pgwarden issued it (HS256, iss =
+// tokens.issuer): under password rules such a token is a password proof
+// handed on, where an identity provider's token is not.
+// It works whether or not a [tokens] section was written: /_token issues
+// with the defaults, and its tokens must prove their user where a password
+// would.
+func (t *Tokens) VerifyOwn(ctx context.Context, raw string) (*User, error) {
+	if t == nil {
+		return nil, badToken("no users")
+	}
+	return t.verify(ctx, raw, true)
+}
+
 // Verify proves a token and returns its user. Any failure is a *Failure
 // with reason "bad token: ..." for the log.
 func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 	if !t.Enabled() {
 		return nil, badToken("no token issuer is configured")
 	}
+	return t.verify(ctx, raw, false)
+}
+
+// verify proves a token of any issuer verification is configured for, or,
+// ownOnly, of pgwarden's own issuer only.
+func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, badToken("token too large")
 	}
@@ -136,7 +156,7 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 	t.mu.Lock()
 	hit, ok := t.verified[key]
 	t.mu.Unlock()
-	if ok && now.Before(hit.until) {
+	if ok && now.Before(hit.until) && (hit.own || !ownOnly) {
 		if r := hit.user.unusable(now); r != "" {
 			return nil, Fail(r)
 		}
@@ -144,7 +164,11 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 	}
 	var user *User
 	var ext *externalIssuer
-	parser := jwt.NewParser(jwt.WithValidMethods(t.allowAlgs), jwt.WithExpirationRequired(),
+	algs, own := t.allowAlgs, t.ownSet
+	if ownOnly {
+		algs, own = []string{"HS256"}, true
+	}
+	parser := jwt.NewParser(jwt.WithValidMethods(algs), jwt.WithExpirationRequired(),
 		jwt.WithLeeway(leeway), jwt.WithIssuedAt(), jwt.WithTimeFunc(t.now))
 	c := jwt.MapClaims{}
 	_, err := parser.ParseWithClaims(raw, c, func(tok *jwt.Token) (any, error) {
@@ -155,7 +179,7 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 		}
 		iss, _ := c["iss"].(string)
 		alg := tok.Method.Alg()
-		if iss == t.cfg.Issuer && t.ownSet {
+		if iss == t.cfg.Issuer && own {
 			if alg != "HS256" {
 				return nil, fmt.Errorf("pgwarden's own tokens are HS256, not %s", alg)
 			}
@@ -167,6 +191,9 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 			return secretKey(user.Secret)
 		}
 		ex := t.external[iss]
+		if ownOnly {
+			return nil, errors.New("not a token pgwarden issued: under a password rule only those prove a user")
+		}
 		if ex == nil {
 			return nil, fmt.Errorf("unknown issuer %q", iss)
 		}
@@ -203,7 +230,7 @@ func (t *Tokens) Verify(ctx context.Context, raw string) (*User, error) {
 			break
 		}
 	}
-	t.verified[key] = verifiedToken{user: user, until: until}
+	t.verified[key] = verifiedToken{user: user, until: until, own: ext == nil}
 	t.mu.Unlock()
 	return user, nil
 }

@@ -61,6 +61,10 @@ func (u *User) BackendRole() string {
 	return u.Name
 }
 
+// CanLogIn reports whether the user may log in at all now: not disabled,
+// valid_until not passed.
+func (u *User) CanLogIn(now time.Time) bool { return u.unusable(now) == "" }
+
 // unusable says why the user may not log in at all now, or "".
 func (u *User) unusable(now time.Time) Reason {
 	switch {

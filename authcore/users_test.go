@@ -239,7 +239,7 @@ func TestChangePasswordRotatesTheSecretAndKeepsTheRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := mustHash(t, "new-password")
-	if err := ChangePassword(path, "alice", next); err != nil {
+	if err := UpdateUsersFile(path, PasswordChange("alice", next)); err != nil {
 		t.Fatal(err)
 	}
 	us, err := LoadUsers(path)
@@ -251,13 +251,22 @@ func TestChangePasswordRotatesTheSecretAndKeepsTheRest(t *testing.T) {
 		t.Fatalf("after the change: %+v", a)
 	}
 	// A user without a secret gets none: tokens were never issued.
-	if err := ChangePassword(path, "bob", next); err != nil {
+	if err := UpdateUsersFile(path, PasswordChange("bob", next)); err != nil {
 		t.Fatal(err)
 	}
 	if us, err = LoadUsers(path); err != nil || us.Lookup("bob").Secret != "" || us.Lookup("bob").Password != next {
 		t.Fatalf("bob after the change: %v %+v", err, us.Lookup("bob"))
 	}
-	if err := ChangePassword(path, "carol", next); !errors.Is(err, ErrNoSuchUser) {
+	if err := UpdateUsersFile(path, PasswordChange("carol", next)); !errors.Is(err, ErrNoSuchUser) {
 		t.Fatalf("changing a missing user: %v", err)
 	}
+}
+
+func mustHash(t *testing.T, pw string) string {
+	t.Helper()
+	h, err := HashPassword(AlgoSCRAM, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

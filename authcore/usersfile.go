@@ -16,10 +16,16 @@ import (
 // does not hold.
 var ErrNoSuchUser = errors.New("no such user")
 
-// ChangePassword stores hash as the named user's password in the users file
-// at path (see PasswordChange).
-func ChangePassword(path, name, hash string) error {
-	return UpdateUsersFile(path, PasswordChange(name, hash))
+// HashNewPassword is the one path from a password someone chose to a
+// stored hash: users.password_min_length's policy, then the hash (algo ""
+// is SCRAM-SHA-256). The CLI, the admin console, the web console and the
+// first-run setup all go through it; PasswordChange (or a new User) then
+// stores the hash through the users-file writer of their choice.
+func HashNewPassword(algo, password string, minLength int) (string, error) {
+	if err := CheckPasswordPolicy(password, minLength); err != nil {
+		return "", err
+	}
+	return HashPassword(algo, password)
 }
 
 // PasswordChange is the change of UpdateUsersFile that stores hash as the

@@ -142,3 +142,30 @@ func IsServerError(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe)
 }
+
+// Refusal is how a client is told that the backend refused pgwarden's own
+// login, after pgwarden had accepted the client's credentials.
+type Refusal struct {
+	Code, Message, Detail, Hint string
+}
+
+// LoginRefusal rewrites a backend's refusal of pgwarden's login that would
+// read as the client's own failure: over TCP with SCRAM, PostgreSQL hides a
+// missing role or a wrong backend password behind "password authentication
+// failed for user ...", and a client whose password pgwarden just accepted
+// must not be told its password failed. The backend's SQLSTATE stays, its
+// message becomes the DETAIL, and the HINT says what to configure. Any other
+// backend error (role "x" does not exist, database "y" does not exist, too
+// many connections) is clear already: nil, pass it on as it is.
+func LoginRefusal(pe *pgconn.PgError, role string) *Refusal {
+	if pe.Code != "28P01" {
+		return nil
+	}
+	return &Refusal{
+		Code:    pe.Code,
+		Message: fmt.Sprintf("the backend refused pgwarden's login as role %q", role),
+		Detail:  "The backend said: " + pe.Message,
+		Hint: "pgwarden accepted this client's credentials; the backend did not accept pgwarden's. " +
+			"Set the user's backend_password (or [backend] password), or backend_user to a role the backend knows.",
+	}
+}

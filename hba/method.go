@@ -51,3 +51,20 @@ func Known(m Method) bool {
 	_, ok := methods[m]
 	return ok
 }
+
+// Serves reports which protocols m may serve, from the table config load
+// checks rules against; authcore's table of how each method runs must
+// agree (a test keeps them in step).
+func Serves(m Method) (pg, http bool) {
+	info := methods[m]
+	return info.pg, info.http
+}
+
+// Methods lists every method pgwarden understands.
+func Methods() []Method {
+	out := make([]Method, 0, len(methods))
+	for m := range methods {
+		out = append(out, m)
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package httpfront
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/snapshot"
@@ -27,7 +29,7 @@ type credentials struct {
 	cert     *x509.Certificate // verified against client_ca_file
 	// session is the console session a cookie named, when the request
 	// sent no other credentials (see sessionCredentials).
-	session *authcore.Session
+	session *Session
 	// staleSession is a session cookie that names no live session.
 	staleSession bool
 	// login marks the console's login form: a password that, proven, opens
@@ -64,6 +66,9 @@ type authResult struct {
 	user     *authcore.User // nil for a trusted name without an entry
 	password string         // for [backend] passthrough
 	method   hba.Method
+	// event is the audit event, kept so that a backend refusing
+	// pgwarden's login can be recorded against the same attempt.
+	event *authcore.AuditEvent
 }
 
 // authFailure is an authentication refusal with its HTTP status and the
@@ -86,6 +91,9 @@ const (
 	// for Basic challenges, also on fetch calls, so the console's calls get
 	// the cookie scheme of draft-broyer-http-cookie-auth instead.
 	challengeCookie
+	// challengeNone: the rule wants a client certificate, which no header
+	// can carry.
+	challengeNone
 )
 
 func (e *authFailure) Error() string { return e.reason }
@@ -96,11 +104,11 @@ func (e *authFailure) Error() string { return e.reason }
 func readCredentials(r *http.Request, snap *snapshot.Snapshot, inline *inlineCredentials) (*credentials, *authFailure) {
 	c := &credentials{}
 	bad := func(why string) *authFailure {
-		return &authFailure{status: 0, code: "28000", msg: "invalid authorization", reason: why}
+		return &authFailure{status: 0, code: codeInvalidAuthorization, msg: "invalid authorization", reason: why}
 	}
 	if q := r.URL.Query(); q.Has("access_token") || q.Has("token") || q.Has("password") {
 		// Secrets in URLs end up in logs and browser histories.
-		return nil, &authFailure{status: http.StatusBadRequest, code: "28000", msg: "credentials are not accepted in the URL", reason: "credentials in the URL"}
+		return nil, &authFailure{status: http.StatusBadRequest, code: codeInvalidAuthorization, msg: "credentials are not accepted in the URL", reason: "credentials in the URL"}
 	}
 	hs := r.Header.Values("Authorization")
 	if len(hs) > 1 {
@@ -133,7 +141,7 @@ func readCredentials(r *http.Request, snap *snapshot.Snapshot, inline *inlineCre
 	}
 	if inline != nil {
 		if c.basic || c.bearer != "" {
-			return nil, &authFailure{status: http.StatusBadRequest, code: "28000", msg: "credentials given twice (header and body)", reason: "credentials given twice"}
+			return nil, &authFailure{status: http.StatusBadRequest, code: codeInvalidAuthorization, msg: "credentials given twice (header and body)", reason: "credentials given twice"}
 		}
 		if inline.User == "" || !utf8.ValidString(inline.User) {
 			return nil, bad("inline credentials without a user")
@@ -148,10 +156,11 @@ func readCredentials(r *http.Request, snap *snapshot.Snapshot, inline *inlineCre
 	return c, nil
 }
 
-// authenticate proves the request's credentials under the first matching
-// HBA rule (SPEC section 4): the claimed user is matched first and proved by
-// the rule's method afterwards. Credentials that were sent and fail never
-// fall back to the default user.
+// authenticate proves the request's credentials through the one login
+// gate (authcore.Gate), under the first matching HBA rule (SPEC section 4):
+// the claimed user is matched first and proved by the rule's method
+// afterwards. Credentials that were sent and fail never fall back to the
+// default user.
 func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *credentials, db string) (*authResult, *authFailure) {
 	start := time.Now()
 	cfg := snap.Config
@@ -164,161 +173,67 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 	case name == "" && !creds.sent():
 		name = cfg.HTTP.DefaultUser
 	}
-	addr := clientAddr(r, snap)
-	ev := &authcore.AuditEvent{Protocol: "http", ClientID: s.nextID.Add(1), Address: addr.String(), User: name, SSL: r.TLS != nil,
-		Credential: creds.kind()}
-	throttled := false
-	finish := func(res *authResult, f *authFailure) (*authResult, *authFailure) {
-		if f == nil {
-			ev.Result = authcore.ResultOK
-			s.o.Throttle.Success(ev.Address, name)
-		} else {
-			if ev.Result == "" {
-				ev.Result = authcore.ResultFailed
-			}
-			ev.Reason = f.reason
-			if creds.login && !throttled {
-				// Every failed console login counts, whatever the
-				// reason, so the page cannot tell a refusing rule
-				// from a wrong password by how the next one waits.
-				s.throttleFailure(snap, ev.Address, name)
-			}
-		}
-		ev.Log(s.o.Audit)
-		s.o.Metrics.AuthAttempt("http", ev.Method, ev.Result, time.Since(start))
-		return res, f
-	}
-	// The wait comes before any check (SPEC section 7), and ends when the
-	// client leaves (the request's context).
-	if creds.sent() {
-		t := cfg.Throttle
-		if err := s.o.Throttle.Wait(r.Context(), ev.Address, name, t.FailureDelay.Duration, t.MaxDelay.Duration); err != nil {
-			throttled = true
-			return finish(nil, s.unauthorized(creds, name, "the client left while its attempt waited for the throttle"))
-		}
-	}
-	if name == "" {
-		f := s.unauthorized(creds, "", "no credentials and no http.default_user")
-		switch {
-		case creds.bearer != "":
-			f.reason = "bad token: it names no known user"
-			s.throttleFailure(snap, ev.Address, "")
-			throttled = true
-		case creds.staleSession:
-			f.reason = "the session cookie names no live session (expired, logged out, or its user changed)"
-			f.msg = "the console session ended: log in again"
-		case creds.login:
-			f.reason = "console login without a user name"
-		}
-		return finish(nil, f)
-	}
-	if db == "" {
+	if db == "" && name != "" {
 		db = defaultDatabase(cfg, name)
 	}
-	ev.Database = db
-	req := &hba.Request{Protocol: hba.ProtoHTTP, Addr: addr, SSL: r.TLS != nil, Database: db, User: name}
-	if u := snap.Users.Lookup(name); u != nil {
-		req.Roles = u.Roles
+	addr := clientAddr(r, snap)
+	a := &authcore.Attempt{Protocol: hba.ProtoHTTP, Addr: addr, SSL: r.TLS != nil, User: name, Database: db,
+		Address: addr.String(), ClientID: s.nextID.Add(1), Credential: creds.kind(),
+		Console: creds.session != nil || creds.staleSession || creds.login, Login: creds.login}
+	id, ref, ev := s.gate.Login(r.Context(), snap.Login, a, httpProver{creds})
+	s.o.Metrics.AuthAttempt("http", ev.Method, ev.Result, time.Since(start))
+	if ref != nil {
+		ev.Log(s.o.Audit)
+		return nil, refusalFailure(ref, a, creds)
 	}
-	rule := snap.Rules.Match(req)
-	if rule == nil {
-		ev.Result = authcore.ResultNoRule
-		return finish(nil, &authFailure{status: http.StatusForbidden, code: "28000",
-			msg:    req.NoRuleMessage(),
-			reason: "no HBA rule matched"})
-	}
-	ev.Rule, ev.Method = rule.Number, string(rule.Method)
-	if rule.Method == hba.Reject {
-		ev.Result = authcore.ResultRejected
-		return finish(nil, &authFailure{status: http.StatusForbidden, code: "28000",
-			msg:    req.RejectMessage(),
-			reason: "rule method is reject"})
-	}
-	if rule.ClientCert != "" {
-		if creds.cert == nil {
-			return finish(nil, s.unauthorized(creds, name, "clientcert: no valid client certificate"))
-		}
-		if rule.ClientCert == "verify-full" && creds.cert.Subject.CommonName != name {
-			return finish(nil, s.unauthorized(creds, name, "clientcert: certificate CN is not the user"))
-		}
-	}
-	res := &authResult{name: name, method: rule.Method}
-	if (creds.session != nil || creds.login) && !rule.Method.ProvesPassword() {
-		// A session stands for a proven password; a rule that asks for
-		// something else (or nothing) does not accept one.
-		return finish(nil, s.unauthorized(creds, name, fmt.Sprintf("console sessions are accepted only under password or scram-sha-256 rules (rule %d is %s)", rule.Number, rule.Method)))
-	}
-	var err error
-	switch {
-	case creds.session != nil:
-		// The session was checked against the current users file when
-		// its cookie was read; the rule is checked here, per request.
-		res.user = snap.Users.Lookup(name)
-		if res.user == nil {
-			err = authcore.Fail(authcore.ReasonUnknownUser)
-		}
-	case creds.login && snap.Users.Lookup(name) == nil:
-		// A session must be checkable against the users file at every
-		// request, and auth_query users have no entry there. The password
-		// is still checked, so the refusal costs what a real one does.
-		if _, err = snap.Auth.CheckPassword(r.Context(), name, creds.password); err == nil {
-			err = authcore.Fail("auth_query user: console logins need a users-file entry")
-		}
-	default:
-		err = s.prove(r, snap, creds, rule, name, res)
-	}
-	if err != nil {
-		f := s.unauthorized(creds, name, authcore.ReasonOf(err))
-		if rule.Method == hba.JWT {
-			f.scheme = challengeBearer
-		}
-		if errors.Is(err, authcore.ErrPasswordFailed) {
-			s.throttleFailure(snap, ev.Address, name)
-			throttled = true
-		}
-		return finish(nil, f)
-	}
-	return finish(res, nil)
+	ev.Log(s.o.Audit)
+	return &authResult{name: id.Name, user: id.User, password: id.Password, method: id.Rule.Method, event: ev}, nil
 }
 
-// prove checks the credentials by the rule's method and fills in who they
-// proved. A *authcore.Failure is a wrong credential (throttled); any other
-// error is a credential of the wrong kind for the rule.
-func (s *Server) prove(r *http.Request, snap *snapshot.Snapshot, creds *credentials, rule *hba.Rule, name string, res *authResult) error {
-	var err error
-	switch rule.Method {
-	case hba.Trust:
-		// The Basic password, if any, is ignored, as trust means.
-		res.user = snap.Users.Lookup(name)
-		if res.user != nil {
-			err = snap.Auth.CheckUsable(res.user)
-		}
-	case hba.Password, hba.SCRAM, hba.MD5:
-		if !creds.basic && !creds.inline && !creds.login {
-			return errors.New("method " + string(rule.Method) + " needs a password (Basic or inline credentials)")
-		}
-		res.user, err = snap.Auth.CheckPassword(r.Context(), name, creds.password)
-		res.password = creds.password
-	case hba.Cert:
-		switch {
-		case creds.cert == nil:
-			return errors.New("method cert: no valid client certificate")
-		case creds.basic && creds.user != creds.cert.Subject.CommonName:
-			return errors.New("method cert: Basic user is not the certificate's CN")
-		}
-		res.user, err = snap.Auth.CertUser(name, creds.cert.Subject.CommonName)
-	case hba.JWT:
-		if creds.bearer == "" {
-			return errors.New("method jwt needs a bearer token")
-		}
-		res.user, err = snap.Tokens.Verify(r.Context(), creds.bearer)
-		if err == nil && res.user.Name != name {
-			err = authcore.Fail(authcore.ReasonBadToken + ": token is for another user")
-		}
-	default:
-		err = fmt.Errorf("method %s is not available over HTTP", rule.Method)
+// httpProver hands authcore.Gate the credentials a request carried: the
+// HTTP face of the one login gate. It asks the client for nothing.
+type httpProver struct{ c *credentials }
+
+var _ authcore.Prover = httpProver{}
+
+func (p httpProver) Offered() authcore.Offer {
+	switch {
+	case p.c.session != nil:
+		return authcore.OfferSession
+	case p.c.basic, p.c.inline, p.c.login:
+		return authcore.OfferPassword
+	case p.c.bearer != "":
+		return authcore.OfferToken
 	}
-	return err
+	return authcore.OfferNone
+}
+
+func (p httpProver) Password(context.Context) (string, error) {
+	if p.c.basic || p.c.inline || p.c.login {
+		return p.c.password, nil
+	}
+	return "", authcore.ErrNotOffered
+}
+
+func (p httpProver) Token(context.Context) (string, error) {
+	if p.c.bearer == "" {
+		return "", authcore.ErrNotOffered
+	}
+	return p.c.bearer, nil
+}
+
+// SASL is nil: over HTTP the SCRAM methods take a password.
+func (p httpProver) SASL() authcore.SASLExchange { return nil }
+
+func (p httpProver) Certificate() (*x509.Certificate, error) {
+	if p.c.cert == nil {
+		return nil, certs.ErrNoClientCert
+	}
+	return p.c.cert, nil
+}
+
+func (p httpProver) PeerUser() (string, error) {
+	return "", errors.New("peer authentication needs the unix socket")
 }
 
 // defaultDatabase is the database of a request that names none:
@@ -334,47 +249,6 @@ func defaultDatabase(cfg *config.Config, user string) string {
 // session or login.
 func cookieChallenge(realm string) string {
 	return fmt.Sprintf("Cookie realm=%q, form-action=\"/login\"", realm)
-}
-
-// unauthorized is the one 401 answer: the same body whether or not the
-// user exists.
-func (s *Server) unauthorized(creds *credentials, name, reason string) *authFailure {
-	msg := "authentication failed"
-	if name != "" {
-		msg = fmt.Sprintf("password authentication failed for user %q", name)
-	}
-	f := &authFailure{status: http.StatusUnauthorized, code: "28P01", msg: msg, reason: reason}
-	switch {
-	case creds.bearer != "":
-		f.scheme = challengeBearer
-	case creds.session != nil || creds.staleSession || creds.login:
-		f.scheme = challengeCookie
-	}
-	return f
-}
-
-// throttleFailure records a failed attempt: the pair's next attempt waits
-// (SPEC section 7); this one is answered at once.
-func (s *Server) throttleFailure(snap *snapshot.Snapshot, addr, user string) {
-	t := snap.Config.Throttle
-	s.o.Throttle.Failure(addr, user, t.FailureDelay.Duration, t.MaxDelay.Duration)
-}
-
-// fail writes an authentication refusal.
-func (s *Server) fail(w http.ResponseWriter, snap *snapshot.Snapshot, f *authFailure) {
-	status := f.status
-	if status == 0 || status == http.StatusUnauthorized {
-		status = snap.Config.HTTP.AuthFailureStatus
-		switch f.scheme {
-		case challengeBearer:
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		case challengeCookie:
-			w.Header().Set("WWW-Authenticate", cookieChallenge(snap.Config.HTTP.Realm))
-		default:
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", snap.Config.HTTP.Realm))
-		}
-	}
-	writeError(w, status, f.code, f.msg)
 }
 
 // clientAddr is the request's client address: the peer, or, when the peer

@@ -166,7 +166,7 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request, snap *sna
 	render(w, http.StatusOK, p)
 }
 
-func (s *Server) renderConsole(w http.ResponseWriter, status int, snap *snapshot.Snapshot, sess authcore.Session, passwordErr string) {
+func (s *Server) renderConsole(w http.ResponseWriter, status int, snap *snapshot.Snapshot, sess Session, passwordErr string) {
 	db := defaultDatabase(snap.Config, sess.User)
 	dbs := []string{db}
 	for _, d := range snap.Config.Databases {
@@ -256,7 +256,7 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 	}
 	if _, err := snap.Auth.CheckPassword(r.Context(), sess.User, current); err != nil {
 		s.o.Audit.Warn("password change refused", zap.String("user", sess.User), zap.String("address", addr), zap.String("reason", authcore.ReasonOf(err)))
-		s.throttleFailure(snap, addr, sess.User)
+		s.o.Throttle.Failure(addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration)
 		s.renderConsole(w, http.StatusBadRequest, snap, sess, "The current password is wrong.")
 		return
 	}
@@ -264,14 +264,12 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 		s.renderConsole(w, http.StatusBadRequest, snap, sess, "The new passwords do not match.")
 		return
 	}
-	if err := authcore.CheckPasswordPolicy(next, snap.Config.Users.PasswordMinLength); err != nil {
+	hash, err := authcore.HashNewPassword(authcore.AlgoSCRAM, next, snap.Config.Users.PasswordMinLength)
+	if err != nil {
 		s.renderConsole(w, http.StatusBadRequest, snap, sess, "The new password is refused: "+err.Error()+".")
 		return
 	}
-	hash, err := authcore.HashPassword(authcore.AlgoSCRAM, next)
-	if err == nil {
-		_, err = s.o.State.UpdateUsers(authcore.PasswordChange(sess.User, hash))
-	}
+	_, err = s.o.State.UpdateUsers(authcore.PasswordChange(sess.User, hash))
 	if err != nil {
 		s.o.Log.Error("console password change failed", zap.String("user", sess.User), zap.Error(err))
 		s.renderConsole(w, http.StatusInternalServerError, snap, sess, "The password could not be changed; the server log says why.")
@@ -311,7 +309,7 @@ func (s *Server) sessionCredentials(r *http.Request, snap *snapshot.Snapshot, cr
 	if checkSameOrigin(r, t) != nil || !sess.CheckCSRF(r.Header.Get(csrfHeader)) {
 		s.o.Log.Warn("refused a session-cookie request without the console's origin and CSRF token",
 			zap.String("user", sess.User), zap.String("address", clientAddr(r, snap).String()), zap.String("path", r.URL.Path))
-		return &authFailure{status: http.StatusForbidden, code: "28000",
+		return &authFailure{status: http.StatusForbidden, code: codeInvalidAuthorization,
 			msg: "cross-site request refused: a console session needs the console's origin and CSRF token"}
 	}
 	creds.session = &sess

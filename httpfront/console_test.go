@@ -21,7 +21,7 @@ type testConsole struct {
 	s    *Server
 	snap *snapshot.Snapshot
 	id   string
-	sess authcore.Session
+	sess Session
 }
 
 func newTestConsole(t testing.TB) *testConsole {
@@ -119,7 +119,7 @@ func TestTheOriginCheckAcceptsOnlyTheServersOwnOrigin(t *testing.T) {
 
 func TestPreLoginTokensAreBoundToTheLoginCookieAndPurpose(t *testing.T) {
 	tc := newTestConsole(t)
-	nonce := authcore.NewOpaqueID()
+	nonce := NewOpaqueID()
 	token := tc.s.loginToken("login", nonce)
 	req := func(cookie string) *http.Request {
 		r := httptest.NewRequest("POST", "/login", nil)
@@ -133,7 +133,7 @@ func TestPreLoginTokensAreBoundToTheLoginCookieAndPurpose(t *testing.T) {
 	}
 	for why, ok := range map[string]bool{
 		"no cookie":         tc.s.checkLoginToken(req(""), transport{}, "login", token),
-		"another cookie":    tc.s.checkLoginToken(req(authcore.NewOpaqueID()), transport{}, "login", token),
+		"another cookie":    tc.s.checkLoginToken(req(NewOpaqueID()), transport{}, "login", token),
 		"another purpose":   tc.s.checkLoginToken(req(nonce), transport{}, "setup", token),
 		"no token":          tc.s.checkLoginToken(req(nonce), transport{}, "login", ""),
 		"HTTPS cookie name": tc.s.checkLoginToken(req(nonce), transport{secure: true}, "login", token),
@@ -148,7 +148,7 @@ func TestPreLoginTokensAreBoundToTheLoginCookieAndPurpose(t *testing.T) {
 func TestAShadowingCookieDoesNotHideTheRealSession(t *testing.T) {
 	tc := newTestConsole(t)
 	r := httptest.NewRequest("GET", "/", nil)
-	r.Header.Set("Cookie", sessionCookiePlain+"="+authcore.NewOpaqueID()+"; "+sessionCookiePlain+"="+tc.id)
+	r.Header.Set("Cookie", sessionCookiePlain+"="+NewOpaqueID()+"; "+sessionCookiePlain+"="+tc.id)
 	id, sess, ok, sent := tc.s.currentSession(r, tc.snap, transport{})
 	if !ok || !sent || id != tc.id || sess.User != "alice" {
 		t.Fatalf("session %q %+v ok=%v sent=%v", id, sess, ok, sent)

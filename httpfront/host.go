@@ -59,7 +59,7 @@ func hostAllowed(cfg *config.Config, host string) bool {
 func (s *Server) checkHost(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !hostAllowed(s.o.State.Current().Config, r.Host) {
-			writeError(w, http.StatusMisdirectedRequest, "08004",
+			writeError(w, http.StatusMisdirectedRequest, codeRejectedConnection,
 				"the Host of this request is not a name of this server; add it to http.allowed_hosts if it is")
 			return
 		}

@@ -44,6 +44,7 @@ type Options struct {
 type Server struct {
 	o         Options
 	pools     *backend.HTTPPools
+	gate      *authcore.Gate
 	servers   []*http.Server
 	listeners []net.Listener
 	wg        sync.WaitGroup
@@ -52,19 +53,20 @@ type Server struct {
 	cancel    context.CancelFunc
 
 	// sessions are the console's logins, kept across reloads.
-	sessions *authcore.Sessions
+	sessions *Sessions
 	// formKey signs the CSRF tokens of the forms shown before login.
 	formKey []byte
 	// setup is the first-run token, nil when an admin existed at start.
-	setup *authcore.SetupToken
+	setup *SetupToken
 }
 
 // New makes the server; call Listen, then Serve.
 func New(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: authcore.NewSessions(maxSessions, maxSessionsPerUser),
-		formKey: []byte(authcore.NewOpaqueID())}
+	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: NewSessions(maxSessions, maxSessionsPerUser),
+		formKey: []byte(NewOpaqueID())}
 	s.pools = backend.NewHTTPPools(o.Log)
+	s.gate = &authcore.Gate{Throttle: o.Throttle}
 	if o.Metrics != nil {
 		o.Metrics.RegisterConsoleSessions(s.sessions.Len)
 	}
@@ -173,7 +175,7 @@ func (s *Server) sweepSessions() {
 			return
 		case now := <-t.C:
 			snap := s.o.State.Current()
-			s.sessions.Sweep(sessionLimits(snap), now, func(x authcore.Session) bool {
+			s.sessions.Sweep(sessionLimits(snap), now, func(x Session) bool {
 				return x.HeldBy(snap.Users.Lookup(x.User), now)
 			})
 		}
@@ -207,7 +209,7 @@ func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
 		s.o.Metrics.ConnectionOpened("http")
 		defer s.o.Metrics.ConnectionClosed("http")
 		if n > max {
-			writeError(w, http.StatusServiceUnavailable, "53300", "too many connections")
+			writeError(w, http.StatusServiceUnavailable, codeTooManyConnections, "too many connections")
 			return
 		}
 		h(w, r)
@@ -217,25 +219,7 @@ func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
 // handleReady answers 200 when the backend answers the Postgres way: an
 // SSLRequest gets 'S' or 'N'.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	cfg := s.o.State.Current().Config
-	d := net.Dialer{Timeout: cfg.Backend.ConnectTimeout.Duration}
-	network, addr := "tcp", net.JoinHostPort(cfg.Backend.Host, fmt.Sprint(cfg.Backend.Port))
-	if len(cfg.Backend.Host) > 0 && cfg.Backend.Host[0] == '/' {
-		network, addr = "unix", fmt.Sprintf("%s/.s.PGSQL.%d", cfg.Backend.Host, cfg.Backend.Port)
-	}
-	c, err := d.DialContext(r.Context(), network, addr)
-	if err == nil {
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(cfg.Backend.ConnectTimeout.Duration))
-		var b [1]byte
-		if _, err = c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err == nil {
-			_, err = c.Read(b[:])
-		}
-		if err == nil && b[0] != 'S' && b[0] != 'N' {
-			err = errors.New("not a PostgreSQL server")
-		}
-	}
-	if err != nil {
+	if err := backend.Ping(r.Context(), s.o.State.Current().Config); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "backend unavailable"})
 		return
 	}
@@ -257,6 +241,8 @@ type apiError struct {
 type errorBody struct {
 	Code      string `json:"code"`
 	Message   string `json:"message"`
+	Detail    string `json:"detail,omitempty"`
+	Hint      string `json:"hint,omitempty"`
 	Statement *int   `json:"statement,omitempty"`
 }
 

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -118,16 +117,16 @@ func cookieValues(r *http.Request, name string) []string {
 
 // sessionLimits are the configured session timeouts; the idle one never
 // exceeds the absolute one.
-func sessionLimits(snap *snapshot.Snapshot) authcore.SessionLimits {
+func sessionLimits(snap *snapshot.Snapshot) SessionLimits {
 	h := snap.Config.HTTP
-	return authcore.SessionLimits{Idle: min(h.SessionIdleTimeout.Duration, h.SessionTTL.Duration), Absolute: h.SessionTTL.Duration}
+	return SessionLimits{Idle: min(h.SessionIdleTimeout.Duration, h.SessionTTL.Duration), Absolute: h.SessionTTL.Duration}
 }
 
 // currentSession finds the live session r's cookie names, checking that
 // its user still holds it under snap (a password change, disabling or
 // removal by any path ends it here). cookieSent tells whether r carried a
 // session cookie at all.
-func (s *Server) currentSession(r *http.Request, snap *snapshot.Snapshot, t transport) (id string, sess authcore.Session, ok, cookieSent bool) {
+func (s *Server) currentSession(r *http.Request, snap *snapshot.Snapshot, t transport) (id string, sess Session, ok, cookieSent bool) {
 	now := time.Now()
 	for _, v := range cookieValues(r, t.sessionCookie()) {
 		cookieSent = true
@@ -141,7 +140,7 @@ func (s *Server) currentSession(r *http.Request, snap *snapshot.Snapshot, t tran
 		}
 		return v, sess, true, true
 	}
-	return "", authcore.Session{}, false, cookieSent
+	return "", Session{}, false, cookieSent
 }
 
 // loginToken is the CSRF token of the forms shown before login (login,
@@ -156,10 +155,10 @@ func (s *Server) loginToken(purpose, nonce string) string {
 // loginNonce returns the browser's login cookie, setting a new one when it
 // has none.
 func (s *Server) loginNonce(w http.ResponseWriter, r *http.Request, t transport) string {
-	if c, err := r.Cookie(t.loginCookie()); err == nil && authcore.WellFormedSessionID(c.Value) {
+	if c, err := r.Cookie(t.loginCookie()); err == nil && WellFormedSessionID(c.Value) {
 		return c.Value
 	}
-	nonce := authcore.NewOpaqueID()
+	nonce := NewOpaqueID()
 	setCookie(w, t, t.loginCookie(), nonce)
 	return nonce
 }
@@ -168,7 +167,7 @@ func (s *Server) loginNonce(w http.ResponseWriter, r *http.Request, t transport)
 // browser's login cookie.
 func (s *Server) checkLoginToken(r *http.Request, t transport, purpose, token string) bool {
 	c, err := r.Cookie(t.loginCookie())
-	if err != nil || !authcore.WellFormedSessionID(c.Value) || token == "" {
+	if err != nil || !WellFormedSessionID(c.Value) || token == "" {
 		return false
 	}
 	want := s.loginToken(purpose, c.Value)

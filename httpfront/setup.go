@@ -26,7 +26,7 @@ func (s *Server) startSetup() {
 		s.o.Log.Warn("no user holds role admin; create one with `pgwarden user add NAME --admin`")
 		return
 	}
-	s.setup = authcore.NewSetupToken()
+	s.setup = NewSetupToken()
 	// The token is logged on purpose, once: the log is where only the
 	// operator looks. It is spent by the first admin created.
 	s.o.Log.Warn("no user holds role admin: open the setup page to create the first one (the link works once)",
@@ -106,13 +106,9 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, snap *snaps
 		again("The passwords do not match.")
 		return
 	}
-	if err := authcore.CheckPasswordPolicy(pw, snap.Config.Users.PasswordMinLength); err != nil {
-		again("The password is refused: " + err.Error() + ".")
-		return
-	}
-	hash, err := authcore.HashPassword(authcore.AlgoSCRAM, pw)
+	hash, err := authcore.HashNewPassword(authcore.AlgoSCRAM, pw, snap.Config.Users.PasswordMinLength)
 	if err != nil {
-		again(err.Error())
+		again("The password is refused: " + err.Error() + ".")
 		return
 	}
 	errTaken := fmt.Errorf("A user named %q exists already; choose another name.", name)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -68,30 +70,30 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 		if err != nil || mt != "application/json" {
 			// Also refuses the text/plain and form posts a cross-site
 			// page can send without a preflight.
-			return &sqlError{status: http.StatusUnsupportedMediaType, code: "08P01", msg: "the body must be application/json"}
+			return &sqlError{status: http.StatusUnsupportedMediaType, code: codeProtocolViolation, msg: "the body must be application/json"}
 		}
 	} else {
-		return &sqlError{status: http.StatusUnsupportedMediaType, code: "08P01", msg: "the body must be application/json"}
+		return &sqlError{status: http.StatusUnsupportedMediaType, code: codeProtocolViolation, msg: "the body must be application/json"}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &sqlError{status: http.StatusRequestEntityTooLarge, code: "54000", msg: fmt.Sprintf("the body is over http.max_body_bytes (%d)", max)}
+			return &sqlError{status: http.StatusRequestEntityTooLarge, code: codeProgramLimit, msg: fmt.Sprintf("the body is over http.max_body_bytes (%d)", max)}
 		}
-		return &sqlError{status: http.StatusBadRequest, code: "08P01", msg: "could not read the body"}
+		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "could not read the body"}
 	}
 	if !utf8.Valid(body) {
-		return &sqlError{status: http.StatusBadRequest, code: "22021", msg: "the body is not valid UTF-8"}
+		return &sqlError{status: http.StatusBadRequest, code: codeCharacterNotInRepertoire, msg: "the body is not valid UTF-8"}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &sqlError{status: http.StatusBadRequest, code: "08P01", msg: "the body is not valid JSON for /_sql: " + err.Error()}
+		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body is not valid JSON for /_sql: " + err.Error()}
 	}
 	if dec.More() {
-		return &sqlError{status: http.StatusBadRequest, code: "08P01", msg: "the body holds more than one JSON value"}
+		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body holds more than one JSON value"}
 	}
 	return nil
 }
@@ -124,7 +126,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if shapes != 1 || (req.BulkArgs != nil && (req.Stmt == "" || req.Args != nil)) {
-		writeError(w, http.StatusBadRequest, "08P01", `give exactly one of "stmt" (with "args" or "bulk_args") or "transaction"`)
+		writeError(w, http.StatusBadRequest, codeProtocolViolation, `give exactly one of "stmt" (with "args" or "bulk_args") or "transaction"`)
 		return
 	}
 	db := r.URL.Query().Get("db")
@@ -134,7 +136,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	t := backend.Route(cfg, res.name, res.user, res.password, db)
 	pool, err := s.pools.Get(cfg, t)
 	if err != nil {
-		s.writeSQLError(w, err)
+		s.internalError(w, r, "backend configuration failed for an HTTP request", err)
 		return
 	}
 	ctx := r.Context()
@@ -153,7 +155,20 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		out, err = s.runOne(ctx, snap, pool, req.Stmt, req.Args)
 	}
 	if err != nil {
-		s.writeSQLError(w, err)
+		var ce *pgconn.ConnectError
+		var pe *pgconn.PgError
+		if errors.As(err, &ce) && errors.As(err, &pe) {
+			// The backend refused pgwarden's login: the client was
+			// proven, so the audit records the backend's refusal.
+			ev := *res.event
+			ev.Result, ev.Reason = authcore.ResultBackend, "backend refused the session: "+pe.Message
+			ev.Log(s.o.Audit)
+			if rf := backend.LoginRefusal(pe, t.Role); rf != nil {
+				writeJSON(w, http.StatusBadGateway, apiError{Error: errorBody{Code: rf.Code, Message: rf.Message, Detail: rf.Detail, Hint: rf.Hint}})
+				return
+			}
+		}
+		s.writeSQLError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -254,7 +269,7 @@ var errTooManyRows = errors.New("too many rows")
 // query runs one statement and reads at most maxRows rows.
 func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows int) (*result, error) {
 	if stmt == "" {
-		return nil, &sqlError{status: http.StatusBadRequest, code: "42601", msg: "empty statement"}
+		return nil, &sqlError{status: http.StatusBadRequest, code: codeSyntaxError, msg: "empty statement"}
 	}
 	start := time.Now()
 	rows, err := conn.Query(ctx, stmt, jsonArgs(args)...)
@@ -275,7 +290,7 @@ func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows
 	for rows.Next() {
 		if len(res.Rows) >= maxRows {
 			rows.Close()
-			return nil, &sqlError{status: http.StatusBadRequest, code: "54000",
+			return nil, &sqlError{status: http.StatusBadRequest, code: codeProgramLimit,
 				msg: fmt.Sprintf("the result has more than http.max_rows (%d) rows", maxRows)}
 		}
 		vals, err := rows.Values()
@@ -302,7 +317,7 @@ func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows
 
 // writeSQLError answers a failed statement: the backend's SQLSTATE as
 // 400, 502 when the backend cannot be reached.
-func (s *Server) writeSQLError(w http.ResponseWriter, err error) {
+func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error) {
 	var idx *int
 	var se *statementError
 	if errors.As(err, &se) {
@@ -320,22 +335,29 @@ func (s *Server) writeSQLError(w http.ResponseWriter, err error) {
 		return
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: "57014", Message: "canceling statement due to http.statement_timeout", Statement: idx}})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to http.statement_timeout", Statement: idx}})
 		return
 	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
 		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))
-		writeError(w, http.StatusBadGateway, "08006", "could not connect to the backend server")
+		writeError(w, http.StatusBadGateway, codeConnectionFailure, "could not connect to the backend server")
 		return
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		s.o.Log.Error("backend connection failed during an HTTP request", zap.Error(err))
-		writeError(w, http.StatusBadGateway, "08006", "the backend connection failed")
+		writeError(w, http.StatusBadGateway, codeConnectionFailure, "the backend connection failed")
 		return
 	}
 	// What is left was refused before reaching the backend: a wrong
-	// number of arguments, a value that does not fit its parameter.
-	writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: "22023", Message: err.Error(), Statement: idx}})
+	// number of arguments, a value that does not fit its parameter (pgx's
+	// words about the client's own arguments). Anything else is internal,
+	// and its text stays in the log.
+	if msg := err.Error(); strings.Contains(msg, "arguments, got") || strings.Contains(msg, "encode args[") ||
+		strings.Contains(msg, "cannot find encode plan") {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: codeInvalidParameterValue, Message: msg, Statement: idx}})
+		return
+	}
+	s.internalError(w, r, "an HTTP request failed", err)
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/snapshot"
-	"go.uber.org/zap"
 )
 
 // handleToken issues a token to a password-authenticated user:
@@ -31,7 +30,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !creds.basic {
-		s.fail(w, snap, &authFailure{status: http.StatusUnauthorized, code: "28P01", msg: "POST /_token needs Basic credentials", reason: "no Basic credentials for /_token"})
+		s.fail(w, snap, &authFailure{status: http.StatusUnauthorized, code: codeInvalidPassword, msg: "POST /_token needs Basic credentials", reason: "no Basic credentials for /_token"})
 		return
 	}
 	res, f := s.authenticate(r, snap, creds, r.URL.Query().Get("db"))
@@ -40,11 +39,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !res.method.ProvesPassword() {
-		writeError(w, http.StatusForbidden, "28000", "tokens are issued only under a password rule")
+		writeError(w, http.StatusForbidden, codeInvalidAuthorization, "tokens are issued only under a password rule")
 		return
 	}
 	if res.user == nil {
-		writeError(w, http.StatusForbidden, "28000", "tokens are issued only to users of the users file")
+		writeError(w, http.StatusForbidden, codeInvalidAuthorization, "tokens are issued only to users of the users file")
 		return
 	}
 	user := res.user
@@ -54,8 +53,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		// makes it count for verification.
 		u, err := s.createSecret(snap, user.Name)
 		if err != nil {
-			s.o.Log.Error("could not store a token secret", zap.String("user", user.Name), zap.Error(err))
-			writeError(w, http.StatusInternalServerError, "XX000", "could not store the user's token secret")
+			s.internalError(w, r, "could not store a token secret for "+user.Name, err)
 			return
 		}
 		user = u
@@ -64,14 +62,14 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if body.Expire != "" {
 		d, err := config.ParseDuration(body.Expire)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "22023", err.Error())
+			writeError(w, http.StatusBadRequest, codeInvalidParameterValue, err.Error())
 			return
 		}
 		ttl = d
 	}
 	tok, exp, err := authcore.IssueToken(snap.Config.Tokens, user, ttl, time.Now())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "22023", err.Error())
+		writeError(w, http.StatusBadRequest, codeInvalidParameterValue, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})

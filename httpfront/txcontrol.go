@@ -98,6 +98,6 @@ func isWordByte(c byte) bool {
 // txEnded is the refusal of a statement that would end, or did leave, the
 // request's transaction; everything the request did is rolled back.
 func txEnded(what string) *sqlError {
-	return &sqlError{status: http.StatusBadRequest, code: "25001",
+	return &sqlError{status: http.StatusBadRequest, code: codeActiveSQLTransaction,
 		msg: what + " would end the request's transaction; statements in \"transaction\" and \"bulk_args\" run in one transaction that pgwarden ends, and all of them were rolled back"}
 }

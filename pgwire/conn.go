@@ -193,91 +193,32 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 	if db == "" {
 		db = user
 	}
-	req := &hba.Request{
-		Protocol:    hba.ProtoPG,
-		Addr:        c.addr,
-		Local:       c.local,
-		SSL:         c.ssl,
-		Database:    db,
-		User:        user,
-		Replication: repl == replicationPhysical,
-	}
-	if u := snap.Users.Lookup(user); u != nil {
-		req.Roles = u.Roles
-	}
-	ev := &authcore.AuditEvent{Protocol: "pg", ClientID: c.id, Address: c.addrString(), User: user, Database: db, SSL: c.ssl}
-
-	rule := snap.Rules.Match(req)
-	if rule == nil {
-		ev.Result, ev.Reason = authcore.ResultNoRule, "no HBA rule matched"
+	a := &authcore.Attempt{Protocol: hba.ProtoPG, Addr: c.addr, Local: c.local, SSL: c.ssl, User: user, Database: db,
+		Replication: repl == replicationPhysical, Address: c.addrString(), ClientID: c.id}
+	id, ref, ev := c.srv.gate.Login(c.ctx(), snap.Login, a, wireProver{c})
+	if ref != nil {
+		if errors.Is(ref, os.ErrDeadlineExceeded) {
+			ev.Reason = "authentication timeout"
+		}
 		c.audit(ev)
-		return NoHBARule(req)
+		return refusalError(ref, a)
 	}
-	ev.Rule, ev.Method = rule.Number, string(rule.Method)
-	if rule.Method == hba.Reject {
-		ev.Result, ev.Reason = authcore.ResultRejected, "rule method is reject"
-		c.audit(ev)
-		return HBAReject(req)
-	}
-	if err := c.throttleWait(snap, user); err != nil {
-		return err
-	}
-	res, err := c.authenticate(snap, rule, req)
-	if err != nil {
-		return c.authFailed(snap, ev, err)
-	}
-	c.srv.throttle.Success(c.addrString(), user)
-	ev.Result = authcore.ResultOK
-	c.audit(ev)
 	c.mu.Lock()
-	c.user, c.database, c.method = user, db, string(rule.Method)
+	c.user, c.database, c.method = user, db, string(id.Rule.Method)
 	c.mu.Unlock()
 
 	c.cc.send(&pgproto3.AuthenticationOk{})
 	if err := c.cc.flush(); err != nil {
+		c.audit(ev)
 		return err
 	}
 	if db == snap.Config.Server.AdminDatabase {
-		return c.adminConsole(snap, res)
+		c.audit(ev)
+		return c.adminConsole(snap, id)
 	}
-	return c.startSession(snap, sp, res, db)
-}
-
-// authFailed logs a failed attempt, records it with the throttle and
-// returns what the client is told, at once: the throttle makes the pair's
-// next attempt wait instead.
-func (c *conn) authFailed(snap *snapshot.Snapshot, ev *authcore.AuditEvent, err error) error {
-	switch {
-	case errors.Is(err, authcore.ErrPasswordFailed):
-		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
-		c.audit(ev)
-		t := snap.Config.Throttle
-		c.srv.throttle.Failure(c.addrString(), ev.User, t.FailureDelay.Duration, t.MaxDelay.Duration)
-		return PasswordFailed(ev.User)
-	case errors.Is(err, authcore.ErrSASLProtocol):
-		ev.Result, ev.Reason = authcore.ResultFailed, err.Error()
-		c.audit(ev)
-		return ProtocolViolation("%s", err.Error())
-	case errors.As(err, new(*certRefusal)):
-		cr := err.(*certRefusal)
-		ev.Result, ev.Reason = authcore.ResultFailed, "client certificate: "+cr.reason
-		c.audit(ev)
-		if cr.required {
-			return CertRequired()
-		}
-		return CertFailed(ev.User)
-	case errors.As(err, new(*peerMismatch)):
-		ev.Result, ev.Reason = authcore.ResultFailed, err.Error()
-		c.audit(ev)
-		return PeerFailed(ev.User)
-	default:
-		ev.Result, ev.Reason = authcore.ResultFailed, authcore.ReasonOf(err)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			ev.Reason = "authentication timeout"
-		}
-		c.audit(ev)
-		return err
-	}
+	// The audit line waits for the backend: a backend that refuses
+	// pgwarden's login is recorded as such.
+	return c.startSession(snap, sp, id, db, ev)
 }
 
 // negotiate reads untyped packets until the StartupMessage: SSLRequest and
@@ -336,49 +277,6 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 		// The prefix byte is consumed; TLS may have replaced the stream.
 		in = c.stream
 	}
-}
-
-// throttleWait holds the attempt until the throttle lets (address, user)
-// be checked (SPEC section 7). It waits in this connection's goroutine and
-// ends early, closing the connection, when the client leaves meanwhile: the
-// client has been asked for nothing yet, so anything it sends or a close is
-// its leaving. The wait does not count against auth_timeout: the deadline
-// is set again after it, so a long backoff cannot lock the user out.
-func (c *conn) throttleWait(snap *snapshot.Snapshot, user string) error {
-	t := snap.Config.Throttle
-	ctx, cancel := context.WithCancel(c.ctx())
-	defer cancel()
-	// Most attempts have nothing to wait for: find that out without a
-	// watcher (a canceled context makes Wait answer without waiting).
-	now, nowCancel := context.WithCancel(ctx)
-	nowCancel()
-	if c.srv.throttle.Wait(now, c.addrString(), user, t.FailureDelay.Duration, t.MaxDelay.Duration) == nil {
-		return nil
-	}
-	watched := make(chan struct{})
-	stop := make(chan struct{})
-	defer func() { close(stop); <-watched }()
-	go func() {
-		defer close(watched)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if st := peekSocket(c.raw); st == socketClosed || st == socketPending {
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	if err := c.srv.throttle.Wait(ctx, c.addrString(), user, t.FailureDelay.Duration, t.MaxDelay.Duration); err != nil {
-		return errSilentClose
-	}
-	c.raw.SetDeadline(time.Now().Add(snap.Config.Server.AuthTimeout.Duration))
-	return nil
 }
 
 // ctx is the context of work done for this connection.

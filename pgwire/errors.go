@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/hba"
 )
 
@@ -107,6 +108,40 @@ func BackendUnreachable() *Error {
 // AdminDenied refuses a non-admin user on the admin console.
 func AdminDenied() *Error {
 	return &Error{Code: codeInsufficientPriv, Message: "permission denied for admin console"}
+}
+
+// refusalError is what a client refused by the gate is told (SPEC section
+// 5). The true reason is in the audit event, never here.
+func refusalError(ref *authcore.Refusal, a *authcore.Attempt) error {
+	req := &hba.Request{Protocol: a.Protocol, Addr: a.Addr, Local: a.Local, SSL: a.SSL, Database: a.Database, User: a.User}
+	switch ref.Kind {
+	case authcore.RefusedNoRule:
+		return NoHBARule(req)
+	case authcore.RefusedRejected:
+		return HBAReject(req)
+	case authcore.RefusedCertRequired:
+		return CertRequired()
+	case authcore.RefusedCertName:
+		return CertFailed(a.User)
+	case authcore.RefusedPeer:
+		return PeerFailed(a.User)
+	case authcore.RefusedClientGone:
+		return errSilentClose
+	case authcore.RefusedProtocol:
+		var e *Error
+		switch {
+		case errors.As(ref.Err, &e):
+			return e // the frontend's own protocol error
+		case errors.Is(ref.Err, authcore.ErrSASLProtocol):
+			return ProtocolViolation("%s", ref.Err.Error())
+		case ref.Err != nil:
+			return ref.Err // a closed socket, a deadline: fail() knows them
+		}
+		return ProtocolViolation("%s", ref.Reason)
+	}
+	// RefusedPassword, and a credential of the wrong kind (which the wire
+	// never has: it asks for what the method wants).
+	return PasswordFailed(a.User)
 }
 
 // errorResponse turns any error into the message a client receives. Our own

@@ -32,6 +32,7 @@ type Server struct {
 	log      *zap.Logger
 	audit    *zap.Logger
 	throttle *authcore.Throttle
+	gate     *authcore.Gate
 	cancels  *cancelRegistry
 	pool     *backend.Pool
 	closing  atomic.Bool
@@ -75,6 +76,7 @@ func NewServer(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle, metrics: o.Metrics, active: o.Active,
+		gate:    &authcore.Gate{Throttle: o.Throttle},
 		cancels: newCancelRegistry(),
 		pool:    backend.NewPool(),
 		version: o.Version, reloadFn: o.Reload,

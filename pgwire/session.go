@@ -3,16 +3,14 @@ package pgwire
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
+	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -62,6 +60,9 @@ func (c *conn) backendFailure(t backend.Target, err error) error {
 	if errors.As(err, &pe) {
 		c.srv.log.Info("backend refused session", zap.Uint64("client_id", c.id), zap.String("role", t.Role),
 			zap.String("database", t.Database), zap.String("sqlstate", pe.Code), zap.String("message", pe.Message))
+		if r := backend.LoginRefusal(pe, t.Role); r != nil {
+			return &Error{Code: r.Code, Message: r.Message, Detail: r.Detail, Hint: r.Hint}
+		}
 		return err
 	}
 	c.srv.log.Warn("backend unreachable", zap.Uint64("client_id", c.id), zap.String("host", t.Host),
@@ -69,23 +70,32 @@ func (c *conn) backendFailure(t backend.Target, err error) error {
 	return BackendUnreachable()
 }
 
-// cancelAddr is where CancelRequests for hc's backend are sent.
+// cancelAddr is where CancelRequests for hc's backend are sent: the
+// address it was reached at.
 func cancelAddr(hc *pgconn.HijackedConn) (string, string) {
-	if strings.HasPrefix(hc.Config.Host, "/") {
-		return "unix", filepath.Join(hc.Config.Host, fmt.Sprintf(".s.PGSQL.%d", hc.Config.Port))
-	}
 	if a, ok := hc.Conn.RemoteAddr().(*net.TCPAddr); ok {
 		return "tcp", a.String()
 	}
-	return "tcp", net.JoinHostPort(hc.Config.Host, fmt.Sprint(hc.Config.Port))
+	return backend.Address(hc.Config.Host, int(hc.Config.Port))
 }
 
 // startSession hands the client a backend (a parked one of the same key
 // when reuse is on, else a new login), makes the client ready, relays, and
 // afterwards parks the backend again when it was left idle.
-func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *authResult, db string) error {
+func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *authcore.Identity, db string, ev *authcore.AuditEvent) error {
 	cfg := snap.Config
-	t := backend.Route(cfg, res.name, res.user, res.password, db)
+	t := backend.Route(cfg, id.Name, id.User, id.Password, db)
+	audited := false
+	audit := func(err error) {
+		if !audited {
+			if err != nil {
+				ev.Result, ev.Reason = authcore.ResultBackend, "backend refused the session: "+err.Error()
+			}
+			c.audit(ev)
+			audited = true
+		}
+	}
+	defer audit(nil)
 	params := make(map[string]string, len(sp.params))
 	for _, p := range sp.params {
 		params[p.name] = p.value
@@ -118,16 +128,19 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *aut
 	if s == nil {
 		if err := pool.Reserve(limits); err != nil {
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", limits.Max))
+			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
 		}
 		pc, err := backend.Config(cfg, t, params)
 		if err != nil {
 			pool.Release()
+			audit(err)
 			return err
 		}
 		hc, settings, known, err := connectBackend(c.ctx(), pc, reuse)
 		if err != nil {
 			pool.Release()
+			audit(err)
 			return c.backendFailure(t, err)
 		}
 		if reuse && !known {
@@ -155,6 +168,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, res *aut
 		pool.Discard(s)
 		return errSilentClose
 	}
+	audit(nil)
 
 	// Make the client ready as PostgreSQL would after AuthenticationOk:
 	// the backend's ParameterStatus values (for a reused backend, as its

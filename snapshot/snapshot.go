@@ -33,6 +33,8 @@ type Snapshot struct {
 	// TrustedProxies may send PROXY headers and X-Forwarded-For.
 	TrustedProxies []netip.Prefix
 	Loaded         time.Time
+	// Login is what the authcore.Gate decides against.
+	Login *authcore.State
 
 	// stop ends the snapshot's background work (JWKS refreshes) once a
 	// newer snapshot replaces it.
@@ -129,7 +131,10 @@ func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Us
 			proxies = append(proxies, pr)
 		}
 	}
+	login := &authcore.State{Rules: rules, Users: users, Auth: auth, Tokens: tokens,
+		FailureDelay: cfg.Throttle.FailureDelay.Duration, MaxDelay: cfg.Throttle.MaxDelay.Duration}
 	return &Snapshot{
+		Login:          login,
 		TrustedProxies: proxies,
 		stop:           stop,
 		Tokens:         tokens,

@@ -22,7 +22,7 @@ commands:
   check         [-c config.toml]   validate config, users and HBA; print the rule table
   explain       [-c config.toml] --protocol pg|http --user U --database D --address IP|local [--ssl] [--replication]
   hash-password [--algo scram-sha-256|bcrypt|pbkdf2-sha512|argon2id]
-  user          add|passwd|del|list [-c config.toml] NAME [--admin] [--password-stdin]
+  user          add|passwd|del|list [-c config.toml] NAME [--admin] [--backend-user ROLE] [--password-stdin]
   token create  [-c config.toml] --user NAME [--expire 90d]
   certs init    --dir DIR [--hosts localhost,127.0.0.1,::1] [--client NAME...]
   version

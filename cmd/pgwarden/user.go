@@ -10,7 +10,7 @@ import (
 )
 
 func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	const use = "usage: pgwarden user add|passwd|del|list [-c config.toml] NAME [--admin] [--password-stdin]"
+	const use = "usage: pgwarden user add|passwd|del|list [-c config.toml] NAME [--admin] [--backend-user ROLE] [--password-stdin]"
 	if len(args) == 0 {
 		return usageErr(use)
 	}
@@ -18,6 +18,7 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("user " + sub)
 	cfgPath := configFlag(fs)
 	admin := fs.Bool("admin", false, "give the user role admin (add)")
+	backendUser := fs.String("backend-user", "", "the backend role the user logs in as (add; default: the user's name)")
 	fromStdin := fs.Bool("password-stdin", false, "read the password from one line of stdin")
 	algo := fs.String("algo", authcore.AlgoSCRAM, "hash algorithm for the password")
 	pos, err := parseFlags(fs, args[1:])
@@ -66,15 +67,12 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := authcore.CheckPasswordPolicy(pw, cfg.Users.PasswordMinLength); err != nil {
-			return err
-		}
-		if hash, err = authcore.HashPassword(*algo, pw); err != nil {
+		if hash, err = authcore.HashNewPassword(*algo, pw, cfg.Users.PasswordMinLength); err != nil {
 			return err
 		}
 	}
 	if sub == "passwd" {
-		if err := authcore.ChangePassword(cfg.Users.File, name, hash); err != nil {
+		if err := authcore.UpdateUsersFile(cfg.Users.File, authcore.PasswordChange(name, hash)); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "password changed for %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
@@ -97,7 +95,7 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if sub != "add" {
 			return nil, fmt.Errorf("no user %q in %s", name, cfg.Users.File)
 		}
-		u := &authcore.User{Name: name, Password: hash}
+		u := &authcore.User{Name: name, Password: hash, BackendUser: *backendUser}
 		if *admin {
 			u.Roles = []string{"admin"}
 		}

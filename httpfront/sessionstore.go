@@ -1,11 +1,14 @@
-package authcore
+package httpfront
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"sync"
 	"time"
+
+	"github.com/pgwarden/pgwarden/authcore"
 )
 
 // sessionIDBytes is the entropy of a session id: 256 bits, twice the
@@ -57,7 +60,7 @@ func NewSessions(maxTotal, maxPerUser int) *Sessions {
 // Create starts a session for u and returns its new random id with a copy
 // of the session. The id is never derived from anything the client sent: a
 // pre-login cookie is never promoted.
-func (s *Sessions) Create(u *User, now time.Time) (string, Session) {
+func (s *Sessions) Create(u *authcore.User, now time.Time) (string, Session) {
 	id := NewOpaqueID()
 	sess := &Session{
 		User:     u.Name,
@@ -177,8 +180,8 @@ func (x *Session) expired(lim SessionLimits, now time.Time) bool {
 // Disabling, removing or changing the password of a user, by whichever path
 // (the console, the admin console, the CLI then a reload), ends their
 // sessions through this check.
-func (x Session) HeldBy(u *User, now time.Time) bool {
-	if u == nil || u.Name != x.User || u.unusable(now) != "" {
+func (x Session) HeldBy(u *authcore.User, now time.Time) bool {
+	if u == nil || u.Name != x.User || !u.CanLogIn(now) {
 		return false
 	}
 	d := credDigest(u)
@@ -214,6 +217,12 @@ func NewOpaqueID() string {
 func sessionKey(id string) [32]byte { return sha256.Sum256([]byte(id)) }
 
 // credDigest stands for the user's stored password without keeping it.
-func credDigest(u *User) [32]byte {
+func credDigest(u *authcore.User) [32]byte {
 	return sha256.Sum256([]byte("pgwarden session\x00" + u.Name + "\x00" + u.Password))
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }

@@ -1,6 +1,7 @@
-package authcore
+package httpfront
 
 import (
+	"github.com/pgwarden/pgwarden/authcore"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +13,7 @@ var testLimits = SessionLimits{Idle: 10 * time.Minute, Absolute: time.Hour}
 func TestASessionLivesUntilItsIdleOrAbsoluteTimeout(t *testing.T) {
 	s := NewSessions(100, 10)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	id, sess := s.Create(&User{Name: "alice"}, t0)
+	id, sess := s.Create(&authcore.User{Name: "alice"}, t0)
 	if !WellFormedSessionID(id) || sess.User != "alice" || len(sess.CSRF) < 40 {
 		t.Fatalf("id %q session %+v", id, sess)
 	}
@@ -31,7 +32,7 @@ func TestASessionLivesUntilItsIdleOrAbsoluteTimeout(t *testing.T) {
 	if s.Len() != 0 {
 		t.Fatal("an expired session stays stored")
 	}
-	id, _ = s.Create(&User{Name: "alice"}, t0)
+	id, _ = s.Create(&authcore.User{Name: "alice"}, t0)
 	if _, ok := s.Get(id, testLimits, t0.Add(10*time.Minute)); ok {
 		t.Fatal("session outlived its idle timeout")
 	}
@@ -41,7 +42,7 @@ func TestEverySessionIDIsNewAndUnrelatedToTheUser(t *testing.T) {
 	s := NewSessions(1000, 1000)
 	seen := map[string]bool{}
 	for i := 0; i < 200; i++ {
-		id, sess := s.Create(&User{Name: "alice"}, time.Now())
+		id, sess := s.Create(&authcore.User{Name: "alice"}, time.Now())
 		if seen[id] || seen[sess.CSRF] || strings.Contains(id, "alice") {
 			t.Fatalf("id %q repeats or names its user", id)
 		}
@@ -52,7 +53,7 @@ func TestEverySessionIDIsNewAndUnrelatedToTheUser(t *testing.T) {
 func TestUnknownMalformedAndDeletedIDsFindNothing(t *testing.T) {
 	s := NewSessions(10, 10)
 	now := time.Now()
-	id, _ := s.Create(&User{Name: "alice"}, now)
+	id, _ := s.Create(&authcore.User{Name: "alice"}, now)
 	for _, bad := range []string{"", "x", id[:len(id)-1], id + "A", strings.Repeat("A", SessionIDLen), id[:10] + "!" + id[11:]} {
 		if _, ok := s.Get(bad, testLimits, now); ok {
 			t.Fatalf("id %q found a session", bad)
@@ -81,7 +82,7 @@ func TestAPasswordChangeDisableOrRemovalEndsTheSession(t *testing.T) {
 	expired.ValidUntil = &past
 	other := *alice
 	other.Name = "bob"
-	for name, u := range map[string]*User{"changed password": &changed, "disabled": &disabled, "expired": &expired, "removed": nil, "another user": &other} {
+	for name, u := range map[string]*authcore.User{"changed password": &changed, "disabled": &disabled, "expired": &expired, "removed": nil, "another user": &other} {
 		if sess.HeldBy(u, now) {
 			t.Errorf("%s: the session still holds", name)
 		}
@@ -89,7 +90,7 @@ func TestAPasswordChangeDisableOrRemovalEndsTheSession(t *testing.T) {
 	// A role change or a new token secret leaves the session alone.
 	promoted := *alice
 	promoted.Roles = []string{"admin"}
-	promoted.Secret = NewSecret()
+	promoted.Secret = authcore.NewSecret()
 	if !sess.HeldBy(&promoted, now) {
 		t.Fatal("a role or secret change ended the session")
 	}
@@ -99,10 +100,10 @@ func TestSweepAndEndUserRemoveExactlyTheirSessions(t *testing.T) {
 	s := NewSessions(100, 100)
 	now := time.Now()
 	for i := 0; i < 3; i++ {
-		s.Create(&User{Name: "alice"}, now)
-		s.Create(&User{Name: "bob"}, now)
+		s.Create(&authcore.User{Name: "alice"}, now)
+		s.Create(&authcore.User{Name: "bob"}, now)
 	}
-	old, _ := s.Create(&User{Name: "carol"}, now.Add(-time.Hour))
+	old, _ := s.Create(&authcore.User{Name: "carol"}, now.Add(-time.Hour))
 	if n := s.EndUser("alice"); n != 3 {
 		t.Fatalf("EndUser ended %d sessions, want 3", n)
 	}
@@ -118,10 +119,10 @@ func TestSweepAndEndUserRemoveExactlyTheirSessions(t *testing.T) {
 func TestOneUsersLoginsCannotPushOthersOut(t *testing.T) {
 	s := NewSessions(10, 3)
 	now := time.Now()
-	bob, _ := s.Create(&User{Name: "bob"}, now)
+	bob, _ := s.Create(&authcore.User{Name: "bob"}, now)
 	var alice []string
 	for i := 0; i < 20; i++ {
-		id, _ := s.Create(&User{Name: "alice"}, now.Add(time.Duration(i+1)*time.Second))
+		id, _ := s.Create(&authcore.User{Name: "alice"}, now.Add(time.Duration(i+1)*time.Second))
 		alice = append(alice, id)
 	}
 	if _, ok := s.Get(bob, testLimits, now); !ok {
@@ -136,7 +137,7 @@ func TestOneUsersLoginsCannotPushOthersOut(t *testing.T) {
 	}
 	// The total bound ends the least recently used session of anyone.
 	for i := 0; i < 10; i++ {
-		s.Create(&User{Name: string(rune('c' + i))}, now.Add(time.Hour))
+		s.Create(&authcore.User{Name: string(rune('c' + i))}, now.Add(time.Hour))
 	}
 	if s.Len() != 10 {
 		t.Fatalf("%d sessions stored, bound is 10", s.Len())
@@ -144,7 +145,7 @@ func TestOneUsersLoginsCannotPushOthersOut(t *testing.T) {
 }
 
 func TestCSRFTokensCompareExactly(t *testing.T) {
-	_, sess := NewSessions(1, 1).Create(&User{Name: "alice"}, time.Now())
+	_, sess := NewSessions(1, 1).Create(&authcore.User{Name: "alice"}, time.Now())
 	for _, bad := range []string{"", sess.CSRF[:len(sess.CSRF)-1], sess.CSRF + "x", strings.ToUpper(sess.CSRF)} {
 		if bad != sess.CSRF && sess.CheckCSRF(bad) {
 			t.Fatalf("CSRF token %q accepted", bad)
@@ -164,7 +165,7 @@ func TestSessionsAreSafeForConcurrentUse(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
 				now := time.Now()
-				id, _ := s.Create(&User{Name: string(rune('a' + g%3))}, now)
+				id, _ := s.Create(&authcore.User{Name: string(rune('a' + g%3))}, now)
 				s.Get(id, testLimits, now)
 				if i%7 == 0 {
 					s.EndUser("a")
@@ -200,9 +201,18 @@ func TestTheSetupTokenWorksOnceAndOnlyAsItself(t *testing.T) {
 
 func mustHash(t *testing.T, pw string) string {
 	t.Helper()
-	h, err := HashPassword(AlgoSCRAM, pw)
+	h, err := authcore.HashPassword(authcore.AlgoSCRAM, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
+}
+
+func mustUsers(t *testing.T, toml string) *authcore.Users {
+	t.Helper()
+	us, err := authcore.ParseUsers("users.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return us
 }

@@ -1,4 +1,4 @@
-package authcore
+package httpfront
 
 import (
 	"crypto/subtle"

@@ -1,0 +1,426 @@
+// Package admin is the language of pgwarden's admin console: SHOW, RELOAD,
+// CREATE/ALTER/DROP USER, CREATE TOKEN and KILL, parsed and run against an
+// Env the server provides, with results handed to an Output. It knows
+// nothing of the wire protocol: package pgwire reads the queries and turns
+// results into RowDescription, DataRow and CommandComplete.
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/metrics"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// Env is what the admin console acts on: the server's state and sessions.
+type Env interface {
+	Snapshot() *snapshot.Snapshot
+	// UpdateUsers changes the users file and puts the change in force,
+	// all or nothing.
+	UpdateUsers(change func([]*authcore.User) ([]*authcore.User, error)) error
+	Reload() error
+	Clients() [][]string
+	Kill(id uint64) bool
+	// EndSessionsOf ends the named user's sessions (other than the
+	// console's own).
+	EndSessionsOf(user string)
+	Samples() []metrics.Sample
+	Pools() backend.Stats
+	Version() string
+}
+
+// Output receives a command's result.
+type Output interface {
+	Rows(tag string, cols []string, rows [][]string)
+	Done(tag string)
+}
+
+// Error is an error the client is shown as it is: its SQLSTATE and message.
+// Any other error Run returns is internal, and its text is for the log.
+type Error struct{ Code, Msg string }
+
+func (e *Error) Error() string { return e.Msg }
+
+// syntaxError is 42601.
+const syntaxError = "42601"
+
+func syntaxErr(format string, args ...any) error {
+	return &Error{Code: syntaxError, Msg: fmt.Sprintf(format, args...)}
+}
+
+type console struct {
+	env Env
+	out Output
+}
+
+// Verb names a command for the log (SHOW USERS, CREATE TOKEN ...), without
+// its arguments, which may hold a password.
+func Verb(q string) string {
+	t, err := tokenize(q)
+	if err != nil {
+		return "?"
+	}
+	return t.verb()
+}
+
+// Run parses and runs one command line.
+func Run(q string, env Env, out Output) error {
+	t, err := tokenize(q)
+	if err != nil {
+		return &Error{Code: syntaxError, Msg: err.Error()}
+	}
+	return (&console{env: env, out: out}).dispatch(t)
+}
+
+func (a *console) dispatch(t tokens) error {
+	snap := a.env.Snapshot()
+	switch {
+	case t.is("SHOW", "USERS"):
+		var rows [][]string
+		for _, u := range snap.Users.All() {
+			kind := ""
+			if u.Hash() != nil {
+				kind = u.Hash().Kind()
+			}
+			until := ""
+			if u.ValidUntil != nil {
+				until = u.ValidUntil.UTC().Format(time.RFC3339)
+			}
+			jwt := ""
+			if u.JWT != nil {
+				jwt = u.JWT.Iss + " " + u.JWT.Username
+			}
+			rows = append(rows, []string{u.Name, strings.Join(u.Roles, ","), u.BackendRole(), kind, strconv.FormatBool(u.Secret != ""), until, strconv.FormatBool(u.Disabled), jwt})
+		}
+		a.out.Rows("SHOW", []string{"name", "roles", "backend_user", "password", "token_secret", "valid_until", "disabled", "jwt"}, rows)
+	case t.is("SHOW", "HBA"):
+		var rows [][]string
+		for _, r := range snap.Rules {
+			rows = append(rows, r.Row())
+		}
+		a.out.Rows("SHOW", hba.Columns, rows)
+	case t.is("SHOW", "CLIENTS"):
+		a.out.Rows("SHOW", []string{"id", "protocol", "user", "database", "address", "method", "tls", "connected_since"}, a.env.Clients())
+	case t.is("SHOW", "STATS"):
+		var rows [][]string
+		for _, s := range a.env.Samples() {
+			rows = append(rows, []string{s.Name, s.Labels, strconv.FormatFloat(s.Value, 'f', -1, 64)})
+		}
+		a.out.Rows("SHOW", []string{"metric", "labels", "value"}, rows)
+	case t.is("SHOW", "CONFIG"):
+		rows, err := configRows(snap.Config)
+		if err != nil {
+			return err
+		}
+		a.out.Rows("SHOW", []string{"key", "value"}, rows)
+	case t.is("SHOW", "VERSION"):
+		a.out.Rows("SHOW", []string{"version"}, [][]string{{"pgwarden " + a.env.Version()}})
+	case t.is("SHOW", "POOLS"):
+		st := a.env.Pools()
+		var rows [][]string
+		for k, n := range st.ParkedByKey {
+			rows = append(rows, []string{k.Role, k.Database, k.Host, strconv.Itoa(k.Port), strconv.Itoa(n), strings.ReplaceAll(k.Params, "\x00", " ")})
+		}
+		sort.Slice(rows, func(i, j int) bool { return strings.Join(rows[i], "\x00") < strings.Join(rows[j], "\x00") })
+		rows = append(rows, []string{"(all)", "", "", "", strconv.Itoa(st.Parked), fmt.Sprintf("in use %d, reused %d, closed %d", st.InUse, st.Reused, st.Closed)})
+		a.out.Rows("SHOW", []string{"role", "database", "host", "port", "parked", "startup_parameters"}, rows)
+	case t.is("RELOAD") && len(t) == 1:
+		if err := a.env.Reload(); err != nil {
+			return &Error{Code: "F0000", Msg: "reload failed; the previous configuration stays in force: " + err.Error()}
+		}
+		a.out.Done("RELOAD")
+	case t.is("CREATE", "USER"):
+		return a.createUser(snap, t[2:])
+	case t.is("ALTER", "USER"):
+		return a.alterUser(snap, t[2:])
+	case t.is("DROP", "USER"):
+		if len(t) != 3 {
+			return syntaxErr("usage: DROP USER name")
+		}
+		return a.dropUser(snap, t[2].text)
+	case t.is("CREATE", "TOKEN"):
+		return a.createToken(snap, t[2:])
+	case t.is("KILL"):
+		if len(t) != 2 {
+			return syntaxErr("usage: KILL client_id")
+		}
+		id, err := strconv.ParseUint(t[1].text, 10, 64)
+		if err != nil || !a.env.Kill(id) {
+			return &Error{Code: "42704", Msg: fmt.Sprintf("no client %s", t[1].text)}
+		}
+		a.out.Done("KILL")
+	default:
+		return syntaxErr("unknown admin command %q", t.verb())
+	}
+	return nil
+}
+
+// createUser: CREATE USER name [WITH] [PASSWORD 'pw'] [SECRET 's'] [ADMIN]
+func (a *console) createUser(snap *snapshot.Snapshot, t tokens) error {
+	if len(t) == 0 {
+		return syntaxErr("usage: CREATE USER name [WITH] [PASSWORD 'pw'] [SECRET 's'] [ADMIN]")
+	}
+	u := &authcore.User{Name: t[0].text}
+	opts := t[1:]
+	if len(opts) > 0 && opts[0].kw("WITH") {
+		opts = opts[1:]
+	}
+	for i := 0; i < len(opts); i++ {
+		switch {
+		case opts[i].kw("ADMIN"):
+			u.Roles = []string{"admin"}
+		case opts[i].kw("PASSWORD") && i+1 < len(opts) && opts[i+1].str:
+			h, err := authcore.HashNewPassword(authcore.AlgoSCRAM, opts[i+1].text, snap.Config.Users.PasswordMinLength)
+			if err != nil {
+				return &Error{Code: "22023", Msg: err.Error()}
+			}
+			u.Password = h
+			i++
+		case opts[i].kw("SECRET") && i+1 < len(opts) && opts[i+1].str:
+			u.Secret = opts[i+1].text
+			i++
+		default:
+			return syntaxErr("unexpected %q in CREATE USER", opts[i].text)
+		}
+	}
+	err := a.env.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
+		for _, x := range list {
+			if x.Name == u.Name {
+				return nil, &Error{Code: "42710", Msg: fmt.Sprintf("user %q already exists", u.Name)}
+			}
+		}
+		return append(list, u), nil
+	})
+	if err != nil {
+		return err
+	}
+	a.out.Done("CREATE USER")
+	return nil
+}
+
+// alterUser: ALTER USER name [WITH] PASSWORD 'pw'. A new password also
+// rotates the user's token secret and ends their sessions.
+func (a *console) alterUser(snap *snapshot.Snapshot, t tokens) error {
+	if len(t) > 1 && t[1].kw("WITH") {
+		t = append(t[:1:1], t[2:]...)
+	}
+	if len(t) != 3 || !t[1].kw("PASSWORD") || !t[2].str {
+		return syntaxErr("usage: ALTER USER name [WITH] PASSWORD 'pw'")
+	}
+	name := t[0].text
+	h, err := authcore.HashNewPassword(authcore.AlgoSCRAM, t[2].text, snap.Config.Users.PasswordMinLength)
+	if err != nil {
+		return &Error{Code: "22023", Msg: err.Error()}
+	}
+	if err := a.env.UpdateUsers(authcore.PasswordChange(name, h)); errors.Is(err, authcore.ErrNoSuchUser) {
+		return &Error{Code: "42704", Msg: fmt.Sprintf("user %q does not exist", name)}
+	} else if err != nil {
+		return err
+	}
+	a.env.EndSessionsOf(name)
+	a.out.Done("ALTER USER")
+	return nil
+}
+
+func (a *console) dropUser(snap *snapshot.Snapshot, name string) error {
+	err := a.env.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
+		for i, u := range list {
+			if u.Name == name {
+				return append(list[:i], list[i+1:]...), nil
+			}
+		}
+		return nil, &Error{Code: "42704", Msg: fmt.Sprintf("user %q does not exist", name)}
+	})
+	if err != nil {
+		return err
+	}
+	a.env.EndSessionsOf(name)
+	a.out.Done("DROP USER")
+	return nil
+}
+
+// createToken: CREATE TOKEN name [EXPIRE '3 months'], one row, one column.
+func (a *console) createToken(snap *snapshot.Snapshot, t tokens) error {
+	if len(t) != 1 && !(len(t) == 3 && t[1].kw("EXPIRE") && t[2].str) {
+		return syntaxErr("usage: CREATE TOKEN name [EXPIRE '3 months']")
+	}
+	var ttl time.Duration
+	if len(t) == 3 {
+		d, err := parseInterval(t[2].text)
+		if err != nil {
+			return &Error{Code: "22007", Msg: err.Error()}
+		}
+		ttl = d
+	}
+	name := t[0].text
+	var user *authcore.User
+	err := a.env.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
+		for _, u := range list {
+			if u.Name == name {
+				if u.Secret == "" {
+					u.Secret = authcore.NewSecret()
+				}
+				user = u
+				return list, nil
+			}
+		}
+		return nil, &Error{Code: "42704", Msg: fmt.Sprintf("user %q does not exist", name)}
+	})
+	if err != nil {
+		return err
+	}
+	tok, _, err := authcore.IssueToken(snap.Config.Tokens, user, ttl, time.Now())
+	if err != nil {
+		return &Error{Code: "22023", Msg: err.Error()}
+	}
+	a.out.Rows("SELECT", []string{"token"}, [][]string{{tok}})
+	return nil
+}
+
+// parseInterval reads '3 months', '90 days', '12h', '1 year'.
+func parseInterval(s string) (time.Duration, error) {
+	f := strings.Fields(strings.ToLower(s))
+	if len(f) == 1 {
+		return config.ParseDuration(f[0])
+	}
+	if len(f) != 2 {
+		return 0, fmt.Errorf("invalid interval %q", s)
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("invalid interval %q", s)
+	}
+	units := map[string]time.Duration{"second": time.Second, "minute": time.Minute, "hour": time.Hour,
+		"day": 24 * time.Hour, "week": 7 * 24 * time.Hour, "month": 30 * 24 * time.Hour, "year": 365 * 24 * time.Hour}
+	u, ok := units[strings.TrimSuffix(f[1], "s")]
+	if !ok {
+		return 0, fmt.Errorf("invalid interval unit %q", f[1])
+	}
+	return time.Duration(n) * u, nil
+}
+
+// configRows flattens the configuration into key/value rows, secrets
+// masked.
+func configRows(c *config.Config) ([][]string, error) {
+	var buf strings.Builder
+	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if _, err := toml.Decode(buf.String(), &m); err != nil {
+		return nil, err
+	}
+	var rows [][]string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			keys := make([]string, 0, len(x))
+			for k := range x {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				p := k
+				if prefix != "" {
+					p = prefix + "." + k
+				}
+				walk(p, x[k])
+			}
+		case []map[string]any:
+			for i, e := range x {
+				walk(fmt.Sprintf("%s[%d]", prefix, i+1), e)
+			}
+		default:
+			val := fmt.Sprint(v)
+			last := prefix[strings.LastIndex(prefix, ".")+1:]
+			if (last == "password" || last == "secret") && val != "" {
+				val = "********"
+			}
+			rows = append(rows, []string{prefix, val})
+		}
+	}
+	walk("", m)
+	return rows, nil
+}
+
+// token is one word or quoted string of an admin command.
+type token struct {
+	text string
+	str  bool // a '...' literal
+}
+
+func (t token) kw(k string) bool { return !t.str && strings.EqualFold(t.text, k) }
+
+type tokens []token
+
+func (ts tokens) is(words ...string) bool {
+	if len(ts) < len(words) {
+		return false
+	}
+	for i, w := range words {
+		if !ts[i].kw(w) {
+			return false
+		}
+	}
+	return len(words) > 1 || len(ts) >= 1
+}
+
+func (ts tokens) verb() string {
+	var w []string
+	for i := 0; i < len(ts) && i < 2 && !ts[i].str; i++ {
+		w = append(w, strings.ToUpper(ts[i].text))
+	}
+	return strings.Join(w, " ")
+}
+
+// tokenize splits a command into words, "quoted identifiers" and
+// 'string literals' (” inside is a quote, as in SQL).
+func tokenize(q string) (tokens, error) {
+	var out tokens
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			i++
+		case c == '\'' || c == '"':
+			var b strings.Builder
+			j := i + 1
+			for ; j < len(q); j++ {
+				if q[j] == c {
+					if j+1 < len(q) && q[j+1] == c {
+						b.WriteByte(c)
+						j++
+						continue
+					}
+					break
+				}
+				b.WriteByte(q[j])
+			}
+			if j >= len(q) {
+				return nil, errors.New("unterminated quoted string")
+			}
+			out = append(out, token{text: b.String(), str: c == '\''})
+			i = j + 1
+		default:
+			j := i
+			for j < len(q) && q[j] != ' ' && q[j] != '\t' && q[j] != '\n' && q[j] != '\r' && q[j] != '\'' && q[j] != '"' {
+				j++
+			}
+			out = append(out, token{text: q[i:j]})
+			i = j
+		}
+	}
+	return out, nil
+}

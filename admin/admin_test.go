@@ -1,0 +1,72 @@
+package admin
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/metrics"
+	"github.com/pgwarden/pgwarden/snapshot"
+)
+
+// fakeEnv serves commands that fail before they touch the server.
+type fakeEnv struct{}
+
+func (fakeEnv) Snapshot() *snapshot.Snapshot { return nil }
+func (fakeEnv) UpdateUsers(func([]*authcore.User) ([]*authcore.User, error)) error {
+	return errors.New("not here")
+}
+func (fakeEnv) Reload() error             { return nil }
+func (fakeEnv) Clients() [][]string       { return nil }
+func (fakeEnv) Kill(uint64) bool          { return false }
+func (fakeEnv) EndSessionsOf(string)      {}
+func (fakeEnv) Samples() []metrics.Sample { return nil }
+func (fakeEnv) Pools() backend.Stats      { return backend.Stats{} }
+func (fakeEnv) Version() string           { return "test" }
+
+func TestTheCommandLanguageSplitsWordsIdentifiersAndStrings(t *testing.T) {
+	toks, err := tokenize(`CREATE USER "Mixed Case" WITH PASSWORD 'it''s a secret' ADMIN`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []token{{text: "CREATE"}, {text: "USER"}, {text: "Mixed Case"}, {text: "WITH"}, {text: "PASSWORD"},
+		{text: "it's a secret", str: true}, {text: "ADMIN"}}
+	if len(toks) != len(want) {
+		t.Fatalf("%+v", toks)
+	}
+	for i := range want {
+		if toks[i] != want[i] {
+			t.Fatalf("token %d: %+v, want %+v", i, toks[i], want[i])
+		}
+	}
+	if v := Verb(`ALTER USER alice PASSWORD 'secret'`); v != "ALTER USER" {
+		t.Fatalf("the verb for the log is %q (it must never carry the password)", v)
+	}
+	if _, err := tokenize(`ALTER USER alice PASSWORD 'unterminated`); err == nil {
+		t.Fatal("an unterminated string was accepted")
+	}
+}
+
+func TestUnknownCommandsAndBadUsageAre42601(t *testing.T) {
+	for _, q := range []string{"FROB", "DROP USER", "KILL", "CREATE TOKEN a EXPIRE", "ALTER USER a PASSWORD b", "SHOW"} {
+		err := Run(q, fakeEnv{}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != "42601" {
+			t.Errorf("%q: %v", q, err)
+		}
+	}
+}
+
+func TestIntervalsReadAsPeopleWriteThem(t *testing.T) {
+	for _, s := range []string{"3 months", "90 days", "12h", "1 year", "2 weeks"} {
+		if d, err := parseInterval(s); err != nil || d <= 0 {
+			t.Errorf("%q: %v %v", s, d, err)
+		}
+	}
+	for _, s := range []string{"", "three months", "3 fortnights", "-1 days", "1 2 3"} {
+		if _, err := parseInterval(s); err == nil {
+			t.Errorf("%q was accepted", s)
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package authcore
+
+import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/hba"
+)
+
+// fakeProver hands out what a test gives it.
+type fakeProver struct {
+	offer    Offer
+	password string
+	token    string
+	cert     *x509.Certificate
+	asked    []Proof
+}
+
+func (p *fakeProver) Offered() Offer { return p.offer }
+func (p *fakeProver) Password(context.Context) (string, error) {
+	p.asked = append(p.asked, ProofPassword)
+	if p.offer != OfferPassword && p.offer != OfferInteractive {
+		return "", ErrNotOffered
+	}
+	return p.password, nil
+}
+func (p *fakeProver) Token(context.Context) (string, error) {
+	p.asked = append(p.asked, ProofToken)
+	if p.token == "" {
+		return "", ErrNotOffered
+	}
+	return p.token, nil
+}
+func (p *fakeProver) SASL() SASLExchange { return nil }
+func (p *fakeProver) Certificate() (*x509.Certificate, error) {
+	p.asked = append(p.asked, ProofCertificate)
+	if p.cert == nil {
+		return nil, errors.New("no certificate")
+	}
+	return p.cert, nil
+}
+func (p *fakeProver) PeerUser() (string, error) { return "", errors.New("no socket") }
+
+// gateState serves alice under one HTTP rule for database db.
+func gateState(t *testing.T, db, method, clientcert string) *State {
+	t.Helper()
+	us := mustUsers(t, "[[user]]\nname = \"alice\"\npassword = \""+mustHash(t, "alice-Pass-1")+"\"\n")
+	cfg := config.Default()
+	cfg.HBA = []config.HBARule{{Protocol: "http", Address: config.StringList{"all"}, SSL: "any", Database: config.StringList{db},
+		User: config.StringList{"all"}, Method: method, ClientCert: clientcert}}
+	rs, err := hba.FromConfig(cfg, hba.Env{TLS: true, ClientCA: true, JWT: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &State{Rules: rs, Users: us, Auth: NewAuthenticator(us, NewHashLimiter(1)), Tokens: &Tokens{users: us},
+		FailureDelay: time.Hour, MaxDelay: time.Hour}
+}
+
+func attempt(db string) *Attempt {
+	return &Attempt{Protocol: hba.ProtoHTTP, Addr: netip.MustParseAddr("192.0.2.1"), SSL: true, User: "alice", Database: db, Address: "192.0.2.1"}
+}
+
+func TestTheGateAsksForExactlyTheProofTheMethodWants(t *testing.T) {
+	st := gateState(t, "pw", "password", "")
+	g := &Gate{Throttle: NewThrottle(10, time.Hour)}
+	p := &fakeProver{offer: OfferPassword, password: "alice-Pass-1"}
+	id, ref, ev := g.Login(context.Background(), st, attempt("pw"), p)
+	if ref != nil || id.User == nil || ev.Result != ResultOK || len(p.asked) != 1 || p.asked[0] != ProofPassword {
+		t.Fatalf("id %+v ref %v ev %+v asked %v", id, ref, ev, p.asked)
+	}
+}
+
+func TestAWrongPasswordIsThePasswordRefusalAndFeedsTheThrottle(t *testing.T) {
+	st := gateState(t, "pw", "password", "")
+	th := NewThrottle(10, time.Hour)
+	g := &Gate{Throttle: th}
+	_, ref, ev := g.Login(context.Background(), st, attempt("pw"), &fakeProver{offer: OfferPassword, password: "wrong"})
+	if ref == nil || ref.Kind != RefusedPassword || ev.Result != ResultFailed || ev.Reason != string(ReasonWrongPassword) {
+		t.Fatalf("ref %+v ev %+v", ref, ev)
+	}
+	// The next attempt of the pair waits before any check.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, ref, _ = g.Login(ctx, st, attempt("pw"), &fakeProver{offer: OfferPassword, password: "alice-Pass-1"})
+	if ref == nil || ref.Kind != RefusedClientGone {
+		t.Fatalf("an attempt right after a failure was checked: %+v", ref)
+	}
+}
+
+func TestAWrongKindOfCredentialNamesTheProofTheRuleWants(t *testing.T) {
+	st := gateState(t, "jwt", "jwt", "")
+	g := &Gate{Throttle: NewThrottle(10, time.Hour)}
+	_, ref, _ := g.Login(context.Background(), st, attempt("jwt"), &fakeProver{offer: OfferPassword, password: "alice-Pass-1"})
+	if ref == nil || ref.Kind != RefusedCredential || ref.Wants != ProofToken {
+		t.Fatalf("ref %+v", ref)
+	}
+}
+
+func TestClientcertAsksForTheCertificateBeforeTheMethodAndItsNameAfter(t *testing.T) {
+	st := gateState(t, "full", "password", "verify-full")
+	g := &Gate{Throttle: NewThrottle(10, time.Hour)}
+	// No certificate: refused before the password is asked for.
+	p := &fakeProver{offer: OfferPassword, password: "alice-Pass-1"}
+	_, ref, _ := g.Login(context.Background(), st, attempt("full"), p)
+	if ref == nil || ref.Kind != RefusedCertRequired || len(p.asked) != 1 || p.asked[0] != ProofCertificate {
+		t.Fatalf("ref %+v asked %v", ref, p.asked)
+	}
+	// Another user's certificate: the password is checked first, then the
+	// name refuses.
+	p = &fakeProver{offer: OfferPassword, password: "alice-Pass-1", cert: &x509.Certificate{Subject: pkix.Name{CommonName: "bob"}}}
+	_, ref, _ = g.Login(context.Background(), st, attempt("full"), p)
+	if ref == nil || ref.Kind != RefusedCertName || len(p.asked) != 2 || p.asked[1] != ProofPassword {
+		t.Fatalf("ref %+v asked %v", ref, p.asked)
+	}
+}
+
+func TestAConsoleSessionIsRefusedUnderARuleThatProvesNoPassword(t *testing.T) {
+	st := gateState(t, "trustdb", "trust", "")
+	g := &Gate{Throttle: NewThrottle(10, time.Hour)}
+	a := attempt("trustdb")
+	a.Console = true
+	_, ref, _ := g.Login(context.Background(), st, a, &fakeProver{offer: OfferSession})
+	if ref == nil || ref.Kind != RefusedCredential {
+		t.Fatalf("a session under trust: %+v", ref)
+	}
+}
