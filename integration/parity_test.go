@@ -242,4 +242,3 @@ func jsonField(body []byte, key string) string {
 	}
 	return b.String()
 }
-
