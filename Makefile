@@ -13,6 +13,7 @@ FUZZ_TARGETS := \
 	./authcore:FuzzSCRAMExchange \
 	./authcore:FuzzParseHash \
 	./authcore:FuzzBearerToken \
+	./authcore:FuzzOAuthBearer \
 	./hba:FuzzParseFile \
 	./hba:FuzzTOMLRules \
 	./httpfront:FuzzAuthorizationHeader \

@@ -152,6 +152,7 @@ const (
 	RefusedCredential                          // the wrong kind of credential for the rule; HTTP 401 naming what it wants
 	RefusedClientGone                          // the client left while waiting; nobody to answer
 	RefusedBackend                             // the backend refused pgwarden's login (set after the gate)
+	RefusedOAuth                               // 28000 OAuth bearer authentication failed; HTTP 401 Bearer invalid_token
 )
 
 // Refusal is a client the gate did not let in: its kind decides what the
@@ -161,6 +162,9 @@ type Refusal struct {
 	Reason string
 	// Wants is the proof the rule asks for (RefusedCredential).
 	Wants Proof
+	// Issuer and Scope tell a client refused by method oauth where to get
+	// a token (RefusedOAuth).
+	Issuer, Scope string
 	// Err is the frontend's own error when a prover failed (a protocol
 	// violation it wants to report as it is, a timeout, a closed socket).
 	Err error
@@ -192,7 +196,7 @@ func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Ide
 	// Password failures feed the throttle; on the web console's login
 	// form every failure does, so the page cannot tell a refusing rule
 	// from a wrong password by how the next attempt waits.
-	if ref.Kind == RefusedPassword || (a.Login && ref.Kind != RefusedClientGone) {
+	if ref.Kind == RefusedPassword || ref.Kind == RefusedOAuth || (a.Login && ref.Kind != RefusedClientGone) {
 		g.Throttle.Failure(a.Address, a.User, st.FailureDelay, st.MaxDelay)
 	}
 	return nil, ref, ev

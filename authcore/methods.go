@@ -38,6 +38,9 @@ var methods = map[hba.Method]method{
 	// else).
 	hba.JWT:  {pg: true, http: true, proof: ProofToken, run: runJWT},
 	hba.Peer: {pg: true, proof: ProofPeer, run: runPeer},
+	// oauth is PostgreSQL 18's: SASL OAUTHBEARER on the wire, a bearer
+	// token over HTTP, from the rule's issuer only.
+	hba.OAuth: {pg: true, http: true, proof: ProofToken, run: runOAuth},
 }
 
 // runTrust proves nothing, but a users-file entry that is disabled or

@@ -213,7 +213,10 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 			return nil, badToken("audience does not include " + ext.cfg.Audience)
 		}
 		if user = t.externalUser(ext, c); user == nil {
-			return nil, badToken("no single user is bound to this identity")
+			var err error
+			if user, err = roleFromClaim(ext.cfg, c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if r := user.unusable(now); r != "" {
@@ -258,6 +261,77 @@ func (t *Tokens) externalUser(ex *externalIssuer, c jwt.MapClaims) *User {
 		found = u
 	}
 	return found
+}
+
+// roleFromClaim makes the identity of a token whose person has no
+// users-file entry, when the issuer says which claim names a backend role
+// (role_claim) and which roles it may name (roles_allowed): the user is the
+// username claim, logging in as that role. The reason of a refusal says
+// which claim decided.
+func roleFromClaim(cfg config.JWTIssuer, c jwt.MapClaims) (*User, error) {
+	if cfg.RoleClaim == "" {
+		return nil, badToken("no single user is bound to this identity")
+	}
+	name, _ := c[cfg.UsernameClaim].(string)
+	if name == "" {
+		return nil, badToken(fmt.Sprintf("claim %q (username_claim) is missing or not a string", cfg.UsernameClaim))
+	}
+	v, present := c[cfg.RoleClaim]
+	if !present {
+		return nil, badToken(fmt.Sprintf("no users-file entry for %q and no %q claim (role_claim)", name, cfg.RoleClaim))
+	}
+	role, ok := v.(string)
+	if !ok || role == "" {
+		return nil, badToken(fmt.Sprintf("claim %q (role_claim) is not a string naming a role", cfg.RoleClaim))
+	}
+	if !slices.Contains(cfg.RolesAllowed, role) {
+		return nil, badToken(fmt.Sprintf("claim %q names role %q, which is not in roles_allowed", cfg.RoleClaim, role))
+	}
+	return &User{Name: name, BackendUser: role}, nil
+}
+
+// Explain says who a token proves and what decided it, for pgwarden
+// explain: a users-file entry, or the role claim of its issuer; or why it is
+// refused.
+func (t *Tokens) Explain(ctx context.Context, raw string) string {
+	u, err := t.Verify(ctx, raw)
+	if err != nil {
+		return "refused: " + ReasonOf(err)
+	}
+	if t.users.Lookup(u.Name) == u {
+		return fmt.Sprintf("user %q (its users-file entry), backend role %q", u.Name, u.BackendRole())
+	}
+	c := jwt.MapClaims{}
+	jwt.NewParser().ParseUnverified(raw, c)
+	iss, _ := c["iss"].(string)
+	claim := ""
+	if ex := t.external[iss]; ex != nil {
+		claim = ex.cfg.RoleClaim
+	}
+	return fmt.Sprintf("user %q (no users-file entry), backend role %q from claim %q of issuer %q (listed in roles_allowed)", u.Name, u.BackendRole(), claim, iss)
+}
+
+// VerifyFor proves a token only if issuer issued it: the rule of method
+// oauth names one issuer, pgwarden's own (tokens.issuer) or a
+// [[jwt_issuers]] entry.
+func (t *Tokens) VerifyFor(ctx context.Context, raw, issuer string) (*User, error) {
+	if t == nil {
+		return nil, badToken("no users")
+	}
+	if len(raw) > MaxTokenBytes {
+		return nil, badToken("token too large")
+	}
+	c := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, c); err != nil {
+		return nil, badToken(err.Error())
+	}
+	if iss, _ := c["iss"].(string); iss != issuer {
+		return nil, badToken(fmt.Sprintf("issued by %q, the rule takes tokens of %q", iss, issuer))
+	}
+	if issuer == t.cfg.Issuer && t.external[issuer] == nil {
+		return t.verify(ctx, raw, true)
+	}
+	return t.Verify(ctx, raw)
 }
 
 func badToken(why string) error { return &Failure{Reason: ReasonBadToken + Reason(": "+why)} }

@@ -118,6 +118,10 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 		return nil, err
 	}
 	pcfg.ConnConfig.Config = *pc
+	// Descriptions are cached, statements are not prepared by name: the
+	// reset's DEALLOCATE ALL then leaves pgx nothing to lose, and each
+	// query is still one round trip (Parse, Bind, Execute, Sync).
+	pcfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	pcfg.MaxConns = maxConnsPerHTTPPool
 	pcfg.MaxConnIdleTime = cfg.Backend.IdleTimeout.Duration
 	pcfg.MaxConnLifetime = cfg.Backend.MaxLifetime.Duration
@@ -138,12 +142,6 @@ func (p *HTTPPools) reset(c *pgx.Conn, query string) bool {
 	defer cancel()
 	if _, err := c.PgConn().Exec(ctx, query).ReadAll(); err != nil {
 		p.log.Debug("HTTP backend not reused: reset failed", zap.Error(err))
-		return false
-	}
-	// The reset removed the server's prepared statements; pgx's statement
-	// cache must forget them too (its DEALLOCATE ALL is a no-op now).
-	if err := c.DeallocateAll(ctx); err != nil {
-		p.log.Debug("HTTP backend not reused: clearing the statement cache failed", zap.Error(err))
 		return false
 	}
 	return c.PgConn().TxStatus() == 'I'

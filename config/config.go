@@ -150,6 +150,11 @@ type JWTIssuer struct {
 	UsernameClaim string   `toml:"username_claim"`
 	Algorithms    []string `toml:"algorithms"`
 	Refresh       Duration `toml:"refresh"`
+	// RoleClaim names a claim that gives the backend role of a token whose
+	// identity has no users-file entry; RolesAllowed lists the roles it may
+	// name.
+	RoleClaim    string   `toml:"role_claim"`
+	RolesAllowed []string `toml:"roles_allowed"`
 }
 
 // HBARule is one [[hba]] block as written; package hba normalizes it.
@@ -161,6 +166,9 @@ type HBARule struct {
 	User       StringList `toml:"user"`
 	Method     string     `toml:"method"`
 	ClientCert string     `toml:"clientcert"`
+	// Issuer and Scope are method oauth's options.
+	Issuer string `toml:"issuer"`
+	Scope  string `toml:"scope"`
 
 	// Line is where the block starts in the configuration file.
 	Line int `toml:"-"`

@@ -293,17 +293,26 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 			r.ClientCert = val
 		case name == "clientcert":
 			return nil, fmt.Errorf("clientcert must be verify-ca or verify-full, not %q", val)
+		case name == "issuer" && r.Method == OAuth:
+			r.Issuer = val
+		case name == "scope" && r.Method == OAuth:
+			r.Scope = val
+		case name == "validator" && r.Method == OAuth:
+			// PostgreSQL's validator module: pgwarden validates itself.
 		default:
 			return nil, fmt.Errorf("authentication option %q is not supported by pgwarden", name)
 		}
 	}
 	if !Known(r.Method) {
-		return nil, fmt.Errorf("authentication method %q is not supported by pgwarden (trust, reject, password, md5, scram-sha-256, cert, peer)", m.text)
+		return nil, fmt.Errorf("authentication method %q is not supported by pgwarden (trust, reject, password, md5, scram-sha-256, cert, peer, oauth)", m.text)
 	}
 	if r.Method == JWT {
 		return nil, fmt.Errorf("method jwt is not a pg_hba.conf method; write it as an [[hba]] rule")
 	}
 	if msg := r.checkMethod(env); msg != "" {
+		return nil, fmt.Errorf("%s", msg)
+	}
+	if msg := r.checkOAuth(env); msg != "" {
 		return nil, fmt.Errorf("%s", msg)
 	}
 	if r.ClientCert != "" && (!env.TLS || !env.ClientCA) {

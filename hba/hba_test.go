@@ -19,6 +19,9 @@ func TestDataDriven(t *testing.T) {
 		var rules Rules
 		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
 			env := Env{TLS: td.HasArg("tls"), ClientCA: td.HasArg("tls"), JWT: td.HasArg("jwt")}
+			if td.HasArg("jwt") {
+				env.Issuers = []string{"https://idp.example.com/", "pgwarden"}
+			}
 			switch td.Cmd {
 			case "rules":
 				cfg, err := config.Parse("test.toml", []byte(td.Input))

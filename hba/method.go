@@ -13,6 +13,9 @@ const (
 	Cert     Method = "cert"
 	JWT      Method = "jwt"
 	Peer     Method = "peer"
+	// OAuth is PostgreSQL 18's oauth: SASL OAUTHBEARER (RFC 7628) on the
+	// wire, a bearer token over HTTP, verified against one issuer.
+	OAuth Method = "oauth"
 )
 
 // methodInfo says where a method may be used. Rules are checked against this
@@ -22,6 +25,7 @@ type methodInfo struct {
 	pg, http  bool // protocols it can serve
 	needsTLS  bool // meaningless without a TLS session (cert)
 	localOnly bool // needs the unix socket's peer credentials (peer)
+	tlsOnly   bool // matches TLS connections only, as if ssl = "on" (oauth)
 	// missing, when set, is why this build cannot honour the method yet; a
 	// rule using it fails to load rather than failing every client later.
 	missing string
@@ -36,6 +40,8 @@ var methods = map[Method]methodInfo{
 	Cert:     {pg: true, http: true, needsTLS: true},
 	JWT:      {pg: true, http: true},
 	Peer:     {pg: true, localOnly: true},
+	// A bearer token is a secret: oauth matches TLS connections only.
+	OAuth: {pg: true, http: true, tlsOnly: true},
 }
 
 // ProvesPassword reports whether m proves a user by a password (md5

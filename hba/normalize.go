@@ -15,6 +15,9 @@ type Env struct {
 	TLS      bool
 	ClientCA bool
 	JWT      bool
+	// Issuers are the issuers tokens can be verified for: every
+	// [[jwt_issuers]] entry, and tokens.issuer when [tokens] is written.
+	Issuers []string
 }
 
 // FromConfig normalizes the [[hba]] blocks of cfg. Errors name the file, the
@@ -45,7 +48,8 @@ func normalize(c config.HBARule, env Env, key string) (*Rule, config.Errors) {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &config.Error{Key: key + "." + field, Msg: fmt.Sprintf(format, args...)})
 	}
-	r := &Rule{Protocol: Protocol(c.Protocol), SSL: SSLMode(c.SSL), Method: Method(c.Method), ClientCert: c.ClientCert}
+	r := &Rule{Protocol: Protocol(c.Protocol), SSL: SSLMode(c.SSL), Method: Method(c.Method), ClientCert: c.ClientCert,
+		Issuer: c.Issuer, Scope: c.Scope}
 	switch r.Protocol {
 	case ProtoAll, ProtoPG, ProtoHTTP:
 	default:
@@ -106,6 +110,16 @@ func normalize(c config.HBARule, env Env, key string) (*Rule, config.Errors) {
 	if r.SSL == SSLOn && !env.TLS {
 		bad("ssl", "ssl = \"on\" needs a [tls] section")
 	}
+	if msg := r.checkOAuth(env); msg != "" {
+		field := "issuer"
+		if r.SSL == SSLOff {
+			field = "ssl"
+		}
+		bad(field, "%s", msg)
+	}
+	if r.Method != OAuth && (c.Issuer != "" || c.Scope != "") {
+		bad("issuer", "issuer and scope are options of method oauth only")
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -116,7 +130,7 @@ func normalize(c config.HBARule, env Env, key string) (*Rule, config.Errors) {
 func (r *Rule) checkMethod(env Env) string {
 	info, ok := methods[r.Method]
 	if !ok {
-		return fmt.Sprintf("unknown method %q (want trust, reject, password, scram-sha-256, md5, cert, jwt or peer)", r.Method)
+		return fmt.Sprintf("unknown method %q (want trust, reject, password, scram-sha-256, md5, cert, jwt, oauth or peer)", r.Method)
 	}
 	switch {
 	case info.missing != "":
@@ -125,6 +139,8 @@ func (r *Rule) checkMethod(env Env) string {
 		return fmt.Sprintf("method %s is not allowed for protocol http", r.Method)
 	case r.Protocol == ProtoAll && !info.http:
 		return fmt.Sprintf("method %s works on the Postgres wire only: set protocol = \"pg\"", r.Method)
+	case info.tlsOnly && !env.TLS:
+		return fmt.Sprintf("method %s needs a [tls] section: it serves TLS connections only", r.Method)
 	case info.needsTLS && !env.TLS:
 		return fmt.Sprintf("method %s needs a [tls] section", r.Method)
 	case info.needsTLS && !env.ClientCA:
@@ -139,6 +155,29 @@ func (r *Rule) checkMethod(env Env) string {
 		}
 	}
 	return ""
+}
+
+// checkOAuth checks method oauth's options and makes the rule match TLS
+// connections only; "" means fine.
+func (r *Rule) checkOAuth(env Env) string {
+	if r.Method != OAuth {
+		return ""
+	}
+	switch r.SSL {
+	case SSLOff:
+		return "method oauth carries a bearer token, a secret: it cannot serve ssl = \"off\""
+	case SSLAny:
+		r.SSL = SSLOn
+	}
+	if r.Issuer == "" {
+		return "method oauth needs issuer = one of [[jwt_issuers]] (or tokens.issuer)"
+	}
+	for _, i := range env.Issuers {
+		if i == r.Issuer {
+			return ""
+		}
+	}
+	return fmt.Sprintf("method oauth: issuer %q is neither a [[jwt_issuers]] entry nor tokens.issuer of a written [tokens] section", r.Issuer)
 }
 
 // parseAddr reads one address entry. In pg_hba.conf syntax "all" means every

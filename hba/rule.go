@@ -48,6 +48,10 @@ type Rule struct {
 	Users      []NamePattern
 	Method     Method
 	ClientCert string // "", "verify-ca" or "verify-full"
+	// Issuer and Scope are method oauth's options (as in PostgreSQL's
+	// pg_hba.conf): whose tokens the rule takes, and the scope a client
+	// is told to ask for.
+	Issuer, Scope string
 }
 
 type addrKind int

@@ -3,6 +3,7 @@ package hba
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -13,10 +14,17 @@ var Columns = []string{"#", "protocol", "address", "ssl", "database", "user", "m
 
 // Row renders the rule as the cells of the rule table.
 func (rule *Rule) Row() []string {
-	opts := ""
+	var o []string
 	if rule.ClientCert != "" {
-		opts = "clientcert=" + rule.ClientCert
+		o = append(o, "clientcert="+rule.ClientCert)
 	}
+	if rule.Issuer != "" {
+		o = append(o, "issuer="+rule.Issuer)
+	}
+	if rule.Scope != "" {
+		o = append(o, "scope="+strconv.Quote(rule.Scope))
+	}
+	opts := strings.Join(o, " ")
 	return []string{
 		fmt.Sprint(rule.Number), string(rule.Protocol), joinPatterns(rule.Addresses), string(rule.SSL),
 		joinPatterns(rule.Databases), joinPatterns(rule.Users), string(rule.Method), opts, rule.Source,

@@ -79,6 +79,8 @@ type authFailure struct {
 	msg    string
 	scheme challenge
 	reason string
+	// issuer and scope: an oauth rule's, for the Bearer challenge.
+	issuer, scope string
 }
 
 // challenge is the WWW-Authenticate scheme of a 401.

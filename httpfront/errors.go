@@ -36,7 +36,7 @@ const (
 // WWW-Authenticate scheme. The true reason stays in the audit log.
 func refusalFailure(ref *authcore.Refusal, a *authcore.Attempt, creds *credentials) *authFailure {
 	req := &hba.Request{Protocol: a.Protocol, Addr: a.Addr, SSL: a.SSL, Database: a.Database, User: a.User}
-	f := &authFailure{status: http.StatusUnauthorized, code: codeInvalidPassword, reason: ref.Reason}
+	f := &authFailure{status: http.StatusUnauthorized, code: codeInvalidPassword, reason: ref.Reason, issuer: ref.Issuer, scope: ref.Scope}
 	switch {
 	case creds.bearer != "":
 		f.scheme = challengeBearer
@@ -66,6 +66,9 @@ func refusalFailure(ref *authcore.Refusal, a *authcore.Attempt, creds *credentia
 		default:
 			f.scheme, f.msg = challengeBasic, "this request's rule wants a password (Basic or inline credentials)"
 		}
+	case authcore.RefusedOAuth:
+		f.code, f.scheme = codeInvalidAuthorization, challengeBearer
+		f.msg = fmt.Sprintf("OAuth bearer authentication failed for user %q", a.User)
 	case authcore.RefusedProtocol:
 		f.status, f.code, f.msg = http.StatusBadRequest, codeProtocolViolation, "malformed credentials"
 	default: // RefusedPassword, RefusedClientGone
@@ -87,7 +90,17 @@ func (s *Server) fail(w http.ResponseWriter, snap *snapshot.Snapshot, f *authFai
 		status = snap.Config.HTTP.AuthFailureStatus
 		switch f.scheme {
 		case challengeBearer:
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			// RFC 6750; under an oauth rule also where to learn about the
+			// issuer (RFC 9728's resource_metadata) and the scope to ask
+			// for, as PostgreSQL 18's discovery tells a wire client.
+			ch := `Bearer error="invalid_token"`
+			if f.issuer != "" {
+				ch += fmt.Sprintf(`, resource_metadata=%q`, "/.well-known/oauth-protected-resource")
+				if f.scope != "" {
+					ch += fmt.Sprintf(`, scope=%q`, f.scope)
+				}
+			}
+			w.Header().Set("WWW-Authenticate", ch)
 		case challengeCookie:
 			w.Header().Set("WWW-Authenticate", cookieChallenge(snap.Config.HTTP.Realm))
 		case challengeNone:

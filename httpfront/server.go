@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -82,6 +84,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource", s.handleResourceMetadata)
 	mux.Handle("GET /metrics", s.o.Metrics.Handler())
 	mux.HandleFunc("GET /{$}", s.console(s.handleConsole))
 	mux.HandleFunc("POST /login", s.console(s.handleLogin))
@@ -224,6 +227,40 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// handleResourceMetadata is RFC 9728's protected resource metadata: the
+// issuers whose tokens the oauth rules over HTTP take, and their scopes, so
+// a client refused with a Bearer challenge learns where to get a token.
+func (s *Server) handleResourceMetadata(w http.ResponseWriter, r *http.Request) {
+	snap := s.o.State.Current()
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	doc := struct {
+		Resource             string   `json:"resource"`
+		AuthorizationServers []string `json:"authorization_servers"`
+		BearerMethods        []string `json:"bearer_methods_supported"`
+		Scopes               []string `json:"scopes_supported,omitempty"`
+	}{Resource: scheme + "://" + r.Host, AuthorizationServers: []string{}, BearerMethods: []string{"header"}}
+	seen := map[string]bool{}
+	for _, rule := range snap.Rules {
+		if rule.Method != hba.OAuth || rule.Protocol == hba.ProtoPG {
+			continue
+		}
+		if !seen["i"+rule.Issuer] {
+			doc.AuthorizationServers = append(doc.AuthorizationServers, rule.Issuer)
+			seen["i"+rule.Issuer] = true
+		}
+		for _, sc := range strings.Fields(rule.Scope) {
+			if !seen["s"+sc] {
+				doc.Scopes = append(doc.Scopes, sc)
+				seen["s"+sc] = true
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, doc)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -127,6 +127,9 @@ func refusalError(ref *authcore.Refusal, a *authcore.Attempt) error {
 		return PeerFailed(a.User)
 	case authcore.RefusedClientGone:
 		return errSilentClose
+	case authcore.RefusedOAuth:
+		// PostgreSQL 18's own words and code for a failed oauth login.
+		return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("OAuth bearer authentication failed for user %q", a.User)}
 	case authcore.RefusedProtocol:
 		var e *Error
 		switch {

@@ -155,6 +155,12 @@ func LoadRules(cfg *config.Config) (hba.Rules, error) {
 		ClientCA: cfg.TLS != nil && cfg.TLS.ClientCAFile != "",
 		JWT:      len(cfg.JWTIssuers) > 0 || cfg.TokensSet,
 	}
+	for _, j := range cfg.JWTIssuers {
+		env.Issuers = append(env.Issuers, j.Issuer)
+	}
+	if cfg.TokensSet {
+		env.Issuers = append(env.Issuers, cfg.Tokens.Issuer)
+	}
 	rules, err := hba.FromConfig(cfg, env)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -38,6 +39,7 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	address := fs.String("address", "", "client IP address, or local for the unix socket")
 	ssl := fs.Bool("ssl", false, "the connection uses TLS")
 	replication := fs.Bool("replication", false, "a physical replication connection")
+	token := fs.String("token", "", "a bearer token: say who it proves (users-file entry or role claim) or why it is refused")
 	if pos, err := parseFlags(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -82,5 +84,8 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "rule %d (%s): match\n", rule.Number, rule.Source)
 	fmt.Fprintf(stdout, "method: %s\n", rule.Method)
+	if *token != "" {
+		fmt.Fprintf(stdout, "token: %s\n", snap.Tokens.Explain(context.Background(), *token))
+	}
 	return nil
 }
