@@ -209,4 +209,3 @@ func runOAuth(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 	}
 	return &Refusal{Kind: RefusedOAuth, Reason: reason, Issuer: rule.Issuer, Scope: rule.Scope}
 }
-
