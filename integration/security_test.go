@@ -394,3 +394,17 @@ func TestBrokenBackendTLSSettingsAreReportedAtLoad(t *testing.T) {
 		t.Fatalf("check accepted a broken sslrootcert: %s", out)
 	}
 }
+
+func TestUserAddSetsTheBackendRole(t *testing.T) {
+	g := startGateway(t, passwordRules, nil)
+	noteSecret("ursula-Pass-1")
+	if _, errOut, code := runCLI(t, "ursula-Pass-1\n", "user", "add", "-c", g.configPath(), "ursula", "--password-stdin", "--backend-user", "app_rw"); code != 0 {
+		t.Fatal(errOut)
+	}
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 1)
+	c := g.mustConnect("ursula", "ursula-Pass-1", "postgres")
+	if got := queryOne(t, c, "SELECT current_user"); got != "app_rw" {
+		t.Fatalf("current_user %s, want the --backend-user role", got)
+	}
+}
