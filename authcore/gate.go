@@ -165,6 +165,10 @@ type Refusal struct {
 	// Issuer and Scope tell a client refused by method oauth where to get
 	// a token (RefusedOAuth).
 	Issuer, Scope string
+	// Discovery: an oauth client that sent no token, to learn where to get
+	// one (libpq 18's first step). It guessed nothing, so the throttle
+	// does not count it: its next connection, with a token, is not held.
+	Discovery bool
 	// Err is the frontend's own error when a prover failed (a protocol
 	// violation it wants to report as it is, a timeout, a closed socket).
 	Err error
@@ -196,7 +200,7 @@ func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Ide
 	// Password failures feed the throttle; on the web console's login
 	// form every failure does, so the page cannot tell a refusing rule
 	// from a wrong password by how the next attempt waits.
-	if ref.Kind == RefusedPassword || ref.Kind == RefusedOAuth || (a.Login && ref.Kind != RefusedClientGone) {
+	if (ref.Kind == RefusedPassword || ref.Kind == RefusedOAuth || a.Login) && ref.Kind != RefusedClientGone && !ref.Discovery {
 		g.Throttle.Failure(a.Address, a.User, st.FailureDelay, st.MaxDelay)
 	}
 	return nil, ref, ev

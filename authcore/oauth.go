@@ -202,10 +202,10 @@ func runOAuth(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 	if err != nil {
 		// Clients often close here instead of sending 0x01 (pgx does):
 		// the refusal and its true reason stand all the same.
-		return &Refusal{Kind: RefusedOAuth, Reason: reason + " (the client closed after the error)", Err: err}
+		return &Refusal{Kind: RefusedOAuth, Reason: reason + " (the client closed after the error)", Err: err, Discovery: tok == ""}
 	}
 	if len(in) != 1 || in[0] != kvsep {
 		return refusal(saslViolation("malformed OAUTHBEARER message: the client did not end the failed exchange with 0x01"), ProofToken)
 	}
-	return &Refusal{Kind: RefusedOAuth, Reason: reason, Issuer: rule.Issuer, Scope: rule.Scope}
+	return &Refusal{Kind: RefusedOAuth, Reason: reason, Issuer: rule.Issuer, Scope: rule.Scope, Discovery: tok == ""}
 }

@@ -217,6 +217,13 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 			if user, err = roleFromClaim(ext.cfg, c); err != nil {
 				return nil, err
 			}
+			// A name the users file holds belongs to that entry: an
+			// identity provider's person of the same name, not bound to
+			// it by [user.jwt], must not take its name (and with it the
+			// rules that match the entry's roles).
+			if t.users.Lookup(user.Name) != nil {
+				return nil, badToken(fmt.Sprintf("%q is a users-file entry not bound to this identity ([user.jwt])", user.Name))
+			}
 		}
 	}
 	if r := user.unusable(now); r != "" {

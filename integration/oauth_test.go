@@ -133,6 +133,13 @@ func TestARoleClaimLogsInAPersonWithoutAUsersFileEntry(t *testing.T) {
 			t.Fatalf("%s logged in", name)
 		}
 	}
+	// A person whose name is a users-file entry not bound to them cannot
+	// take that name through a role claim.
+	if c, err := connectOAuth(g, "alice", "require", oauthToken(t, key, jwt.MapClaims{"email": "alice", "pg_role": "app_rw"})); err == nil {
+		c.Close(context.Background())
+		t.Fatal("a role claim took the name of a users-file entry")
+	}
+	g.waitLog(`\"alice\" is a users-file entry not bound to this identity`, 1)
 	// pgwarden explain shows which claim decided.
 	out, stderr, code := runCLI(t, "", "explain", "-c", g.configPath(), "--user", "ann@corp", "--database", "postgres",
 		"--address", "127.0.0.1", "--ssl", "--token", oauthToken(t, key, jwt.MapClaims{"email": "ann@corp", "pg_role": "app_rw"}))
