@@ -24,11 +24,19 @@ FUZZ_TARGETS := \
 .PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood clean
 
 help:
-	@echo "make build        build $(BIN)"
-	@echo "make test         vet, unit and integration tests with -race (needs PostgreSQL server binaries)"
-	@echo "make fuzz         run every fuzz target for FUZZTIME (default $(FUZZTIME))"
-	@echo "make demo         throwaway PostgreSQL + pgwarden in front of it"
-	@echo "make bench        pgbench and HTTP load through pgwarden vs direct PostgreSQL"
+	@echo "make build          build $(BIN)"
+	@echo "make test           gofmt check, go vet, unit and integration tests with -race (needs PostgreSQL server binaries)"
+	@echo "make vet            gofmt check and go vet only"
+	@echo "make unit           unit tests only (-race)"
+	@echo "make integration    integration tests only (-race)"
+	@echo "make fuzz           run every fuzz target for FUZZTIME (default $(FUZZTIME))"
+	@echo "make demo           throwaway PostgreSQL + pgwarden in front of it"
+	@echo "make bench          every benchmark suite below (about 15 minutes)"
+	@echo "make bench-pgbench  pgbench through pgwarden vs direct PostgreSQL and PgBouncer"
+	@echo "make bench-http     /_sql load with trust, Basic and Bearer vs pgx directly"
+	@echo "make bench-idle     resident memory of 1000 idle clients"
+	@echo "make bench-flood    session latency during a flood of wrong passwords"
+	@echo "make clean          remove built binaries and benchmark results"
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/pgwarden

@@ -31,15 +31,10 @@ const authQueryTimeout = 5 * time.Second
 func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
 	aq := cfg.AuthQuery
 	t := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: aq.Database, Role: aq.User, Password: aq.Password}
-	pc, err := Config(cfg, t, map[string]string{"application_name": "pgwarden-auth-query"})
+	pcfg, err := PoolConfig(cfg, t, "pgwarden-auth-query")
 	if err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	pcfg.ConnConfig.Config = *pc
 	pcfg.MaxConns = 2
 	pcfg.MaxConnIdleTime = time.Minute
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)

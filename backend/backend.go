@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
@@ -168,4 +169,19 @@ func LoginRefusal(pe *pgconn.PgError, role string) *Refusal {
 		Hint: "pgwarden accepted this client's credentials; the backend did not accept pgwarden's. " +
 			"Set the user's backend_password (or [backend] password), or backend_user to a role the backend knows.",
 	}
+}
+
+// PoolConfig is the pgxpool configuration of a pool of t's logins, built
+// from the configuration alone like every backend connection (Config).
+func PoolConfig(cfg *config.Config, t Target, applicationName string) (*pgxpool.Config, error) {
+	pc, err := Config(cfg, t, map[string]string{"application_name": applicationName})
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	pcfg.ConnConfig.Config = *pc
+	return pcfg, nil
 }

@@ -109,15 +109,10 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 		e.lastUsed = time.Now()
 		return e.pool, nil
 	}
-	pc, err := Config(cfg, t, map[string]string{"application_name": "pgwarden-http"})
+	pcfg, err := PoolConfig(cfg, t, "pgwarden-http")
 	if err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	pcfg.ConnConfig.Config = *pc
 	// Descriptions are cached, statements are not prepared by name: the
 	// reset's DEALLOCATE ALL then leaves pgx nothing to lose, and each
 	// query is still one round trip (Parse, Bind, Execute, Sync).

@@ -231,3 +231,14 @@ client_ca_file = "ca.crt"
 	}
 	t.Logf("%d PgBouncer HBA vectors pass", n)
 }
+
+func TestCheckCountsInTheSingularAndThePlural(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "users.toml"), usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}}))
+	cfg := filepath.Join(dir, "config.toml")
+	writeFile(t, cfg, "[[hba]]\nmethod = \"password\"\n")
+	out, errOut, code := runCLI(t, "", "check", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "OK (1 rule, 1 user)") {
+		t.Fatalf("check: %d %s %s", code, out, errOut)
+	}
+}

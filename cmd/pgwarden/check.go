@@ -26,7 +26,7 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if err := snap.Rules.WriteTable(stdout); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\n%s: OK (%d rules, %d users)\n", snap.Config.Path, len(snap.Rules), snap.Users.Len())
+	fmt.Fprintf(stdout, "\n%s: OK (%s, %s)\n", snap.Config.Path, count(len(snap.Rules), "rule"), count(snap.Users.Len(), "user"))
 	return nil
 }
 
@@ -88,4 +88,12 @@ func cmdExplain(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "token: %s\n", snap.Tokens.Explain(context.Background(), *token))
 	}
 	return nil
+}
+
+// count says "1 rule", "2 rules".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -62,6 +62,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 	doReload := func() error { return reload(state, level, log, m) }
 	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
 		Active: active, Version: versionString(), Reload: doReload})
+	// Signals are caught before any listener opens: a SIGHUP sent as soon
+	// as the port accepts must reload, not end the process (SIGHUP's
+	// default).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	if err := pg.Listen(); err != nil {
 		return err
 	}
@@ -89,8 +94,6 @@ func cmdServe(args []string, stderr io.Writer) error {
 		log.Warn("libpq environment variables ignored: the backend connection comes from the configuration alone", zap.Strings("variables", ignoredEnv))
 	}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	for sig := range sigs {
 		switch sig {
