@@ -30,6 +30,11 @@ stop_pg() { as_pg "$BINDIR/pg_ctl" -D "$1/pgdata" -m fast -w stop >/dev/null 2>&
 # wait_port PORT: until something listens on it (5 s at most).
 wait_port() { for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
+# cpu_ticks PID: user plus system CPU time the process has used, in clock
+# ticks (/proc/PID/stat fields 14 and 15); 0 when unknown.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # PgBouncer from Debian's package, for side-by-side runs. It refuses to run
