@@ -1,0 +1,60 @@
+package backend
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+func TestABackendRefusalOfPgwardensLoginReadsAsOne(t *testing.T) {
+	r := LoginRefusal(&pgconn.PgError{Code: "28P01", Message: `password authentication failed for user "alice"`}, "alice")
+	if r == nil || r.Code != "28P01" || r.Message != `the backend refused pgwarden's login as role "alice"` ||
+		r.Detail != `The backend said: password authentication failed for user "alice"` || r.Hint == "" {
+		t.Fatalf("%+v", r)
+	}
+	for _, pe := range []*pgconn.PgError{{Code: "28000", Message: `role "x" does not exist`}, {Code: "3D000"}, {Code: "53300"}} {
+		if LoginRefusal(pe, "x") != nil {
+			t.Errorf("%s is clear already and must pass as it is", pe.Code)
+		}
+	}
+}
+
+func TestAnAddressIsAUnixSocketOrTCP(t *testing.T) {
+	if n, a := Address("/var/run/postgresql", 5433); n != "unix" || a != "/var/run/postgresql/.s.PGSQL.5433" {
+		t.Fatalf("%s %s", n, a)
+	}
+	if n, a := Address("::1", 5432); n != "tcp" || a != "[::1]:5432" {
+		t.Fatalf("%s %s", n, a)
+	}
+}
+
+// libpq's home-folder defaults and environment do not reach a backend
+// connection: only the configuration does.
+func TestTheBackendConfigComesFromTheConfigurationAlone(t *testing.T) {
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, ".postgresql"), 0o700)
+	for _, f := range []string{"postgresql.crt", "postgresql.key", "root.crt"} {
+		os.WriteFile(filepath.Join(home, ".postgresql", f), []byte("not a certificate"), 0o600)
+	}
+	os.WriteFile(filepath.Join(home, ".pgpass"), []byte("*:*:*:*:from-pgpass\n"), 0o600)
+	t.Setenv("HOME", home)
+	t.Setenv("PGSSLKEY", "/nonexistent/key")
+	t.Setenv("PGSSLCERT", "/nonexistent/cert")
+	t.Setenv("PGSSLROOTCERT", "/nonexistent/root")
+	cfg := config.Default()
+	cfg.Backend.SSLMode = "require"
+	pc, err := Config(cfg, Target{Host: "127.0.0.1", Port: 5432, Role: "alice", Database: "app"}, map[string]string{"application_name": "x"})
+	if err != nil {
+		t.Fatalf("a home folder and environment the configuration does not name broke the backend config: %v", err)
+	}
+	if pc.Password != "" || pc.User != "alice" || pc.Database != "app" || pc.RuntimeParams["application_name"] != "x" {
+		t.Fatalf("%+v", pc)
+	}
+	if pc.TLSConfig == nil || len(pc.TLSConfig.Certificates) != 0 {
+		t.Fatal("a client certificate the configuration does not name was loaded")
+	}
+}
