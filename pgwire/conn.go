@@ -45,6 +45,8 @@ type conn struct {
 	// refusing is set once the connection is only being told why it is
 	// refused; a draining server does not wait for those.
 	refusing atomic.Bool
+	// terminating: the server is ending this session (see terminate).
+	terminating atomic.Bool
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -62,6 +64,25 @@ func (c *conn) close() {
 	if c.backend != nil {
 		c.backend.Close()
 	}
+}
+
+// terminate ends the connection because the server stops. A relayed
+// session's backend is closed, and its relay tells the client FATAL 57P01
+// (as PostgreSQL does) before closing the client's socket; any other
+// connection (still authenticating, the admin console) is closed at once.
+func (c *conn) terminate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if c.backend != nil {
+		c.terminating.Store(true)
+		c.backend.Close()
+		return
+	}
+	c.closed = true
+	c.raw.Close()
 }
 
 // setBackend records the backend so that a hard close reaches it; it

@@ -20,6 +20,7 @@ const (
 	codeFeatureNotSupported   = "0A000"
 	codeTooManyConnections    = "53300"
 	codeCannotConnectNow      = "57P03"
+	codeAdminShutdown         = "57P01"
 	codeInsufficientPriv      = "42501"
 	codeSyntaxError           = "42601"
 	codeInvalidParameterValue = "22023"

@@ -12,15 +12,28 @@ import (
 
 var noDeadline time.Time
 
+// terminationMessage is what PostgreSQL sends a session an administrator
+// ends: pgwarden sends it to every session a shutdown ends.
+var terminationMessage = func() []byte {
+	b, _ := errorResponse(&Error{Code: codeAdminShutdown, Message: "terminating connection due to administrator command"}).Encode(nil)
+	return b
+}()
+
 // relay copies both directions until either side closes; the first to end
 // closes both. Copies are plain io.Copy between the sockets, so that on Linux
 // TCP to TCP goes through splice. The client's buffered reader is drained
 // first: bytes the client pipelined during authentication reach the backend.
 // This is the relay when backend reuse is off.
-func relay(client *clientConn, backend net.Conn) (up, down int64) {
+func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool) (up, down int64) {
 	done := make(chan int64, 1)
 	go func() {
 		n, _ := io.Copy(client.Conn, backend)
+		if terminating != nil && terminating.Load() {
+			// The server ends the session (shutdown): the client is told
+			// so, as PostgreSQL tells it. This relay follows no message
+			// boundaries; at a shutdown that is a risk worth taking.
+			client.Write(terminationMessage)
+		}
 		client.Close()
 		backend.Close()
 		done <- n
@@ -87,6 +100,10 @@ type trackedRelay struct {
 	status   atomic.Int32 // last transaction status: 'I', 'T', 'E'
 	unsynced bool         // client sent messages after its last sync point
 	up, down int64
+	// terminating is set when the server ends the session (shutdown): the
+	// backend is closed, and the client is told 57P01 at a message
+	// boundary before its socket closes.
+	terminating *atomic.Bool
 	// customSettings: the client may have created a custom setting,
 	// which no reset removes (see customSettingDetector).
 	customSettings bool
@@ -126,6 +143,12 @@ func (t *trackedRelay) run() (reusable bool) {
 			}
 			return true
 		})
+		if t.terminating != nil && t.terminating.Load() {
+			if !clientGone && sc.atBoundary() {
+				t.client.Write(terminationMessage)
+			}
+			t.client.Close() // ends clientToBackend's read
+		}
 		downDone <- stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded) && sc.atBoundary()
 	}()
 

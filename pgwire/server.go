@@ -207,10 +207,13 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// Shutdown drains: new clients are told 57P03 while sessions may finish,
-// until ctx ends; then every remaining connection is closed.
+// Shutdown drains as a load balancer understands (SPEC section 7): the
+// listeners close at once, so new connections are refused and TCP health
+// checks fail, while established sessions go on until ctx ends; then every
+// remaining session is ended as Close ends it.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.draining.Store(true)
+	s.closeListeners()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 wait:
@@ -238,7 +241,10 @@ func (s *Server) sessions() int {
 	return n
 }
 
-// Close stops listening and closes every connection now.
+// Close stops listening and ends every connection now: each relayed
+// session's client is told FATAL 57P01 `terminating connection due to
+// administrator command` before its socket closes (at most a second is
+// given for that); anything left is closed.
 func (s *Server) Close() {
 	s.closing.Store(true)
 	s.closeListeners()
@@ -246,10 +252,24 @@ func (s *Server) Close() {
 	s.cancel()
 	s.mu.Lock()
 	for c := range s.conns {
-		c.close()
+		c.terminate()
 	}
 	s.mu.Unlock()
-	s.connWG.Wait()
+	told := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(told)
+	}()
+	select {
+	case <-told:
+	case <-time.After(time.Second):
+		s.mu.Lock()
+		for c := range s.conns {
+			c.close()
+		}
+		s.mu.Unlock()
+		<-told
+	}
 	s.pool.Close()
 }
 

@@ -201,12 +201,12 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	c.srv.log.Debug("session started", zap.Uint64("client_id", c.id), zap.String("role", t.Role),
 		zap.String("database", t.Database), zap.Int("reuses", s.Reuses))
 	if !reuse {
-		up, down := relay(c.cc, s.Conn)
+		up, down := relay(c.cc, s.Conn, &c.terminating)
 		c.srv.metrics.Relayed(up, down)
 		pool.Discard(s)
 		return nil
 	}
-	tr := &trackedRelay{client: c.cc, backend: s.Conn, params: s.Params}
+	tr := &trackedRelay{client: c.cc, backend: s.Conn, params: s.Params, terminating: &c.terminating}
 	idle := tr.run()
 	c.srv.metrics.Relayed(tr.up, tr.down)
 	// The client is gone: its key must not reach whoever gets this
