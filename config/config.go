@@ -50,6 +50,10 @@ type Server struct {
 	AdminDatabase   string   `toml:"admin_database"`
 	ProxyProtocol   string   `toml:"proxy_protocol"`
 	TrustedProxies  []string `toml:"trusted_proxies"`
+	// MetricsListen serves /metrics, /healthz and /readyz on an address of
+	// their own (and /metrics no longer on http_listen); "" keeps them on
+	// http_listen.
+	MetricsListen string `toml:"metrics_listen"`
 }
 
 // TLS is the server certificate and the CA that client certificates must

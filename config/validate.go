@@ -104,6 +104,11 @@ func (c *Config) validate(v *validator) {
 			v.add("server.http_listen", "%v", err)
 		}
 	}
+	if s.MetricsListen != "" {
+		if err := checkListen(s.MetricsListen); err != nil {
+			v.add("server.metrics_listen", "%v", err)
+		}
+	}
 	if s.UnixSocketDir != "" && len(s.PGListen) == 0 {
 		v.add("server.unix_socket_dir", "the socket is named after the port of the first pg_listen address; give one")
 	}

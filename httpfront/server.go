@@ -44,15 +44,20 @@ type Options struct {
 
 // Server serves the HTTP listeners of server.http_listen.
 type Server struct {
-	o         Options
-	pools     *backend.HTTPPools
-	gate      *authcore.Gate
-	servers   []*http.Server
-	listeners []net.Listener
-	wg        sync.WaitGroup
-	nextID    atomic.Uint64
-	ctx       context.Context
-	cancel    context.CancelFunc
+	o     Options
+	pools *backend.HTTPPools
+	gate  *authcore.Gate
+	// draining is set once a SIGTERM drain begins: /readyz answers 503.
+	draining atomic.Bool
+	// metricsSrv serves server.metrics_listen; it outlives the drain.
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	servers    []*http.Server
+	listeners  []net.Listener
+	wg         sync.WaitGroup
+	nextID     atomic.Uint64
+	ctx        context.Context
+	cancel     context.CancelFunc
 
 	// sessions are the console's logins, kept across reloads.
 	sessions *Sessions
@@ -85,7 +90,9 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource", s.handleResourceMetadata)
-	mux.Handle("GET /metrics", s.o.Metrics.Handler())
+	if s.o.State.Current().Config.Server.MetricsListen == "" {
+		mux.Handle("GET /metrics", s.o.Metrics.Handler())
+	}
 	mux.HandleFunc("GET /{$}", s.console(s.handleConsole))
 	mux.HandleFunc("POST /login", s.console(s.handleLogin))
 	mux.HandleFunc("POST /logout", s.console(s.handleLogout))
@@ -126,6 +133,46 @@ func (s *Server) Listen() error {
 		s.listeners = append(s.listeners, ln)
 	}
 	return nil
+}
+
+// ListenMetrics opens server.metrics_listen, when set: /metrics, /healthz
+// and /readyz on an address of their own, for a scraper and a load
+// balancer's health check that the SQL listener need not serve. It stays
+// open through a drain, so /readyz can say 503 until the process ends.
+func (s *Server) ListenMetrics() error {
+	addr := s.o.State.Current().Config.Server.MetricsListen
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (server.metrics_listen): %w", addr, err)
+	}
+	s.metricsLn = ln
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.o.Metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second,
+		ErrorLog: zap.NewStdLog(s.o.Log.Named("metrics"))}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.o.Log.Error("metrics server stopped", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// MetricsAddr is the metrics listener's address, nil when there is none.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
 }
 
 // Addrs returns the listening addresses.
@@ -187,10 +234,12 @@ func (s *Server) sweepSessions() {
 
 // Shutdown stops accepting and waits for requests in flight until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) {
+	// /readyz answers 503 from now on, where it is still served (the
+	// metrics listener stays open until the process ends).
+	s.draining.Store(true)
 	for _, srv := range s.servers {
 		srv.Shutdown(ctx)
 	}
-	s.Close()
 }
 
 // Close stops everything at once.
@@ -198,6 +247,9 @@ func (s *Server) Close() {
 	s.cancel()
 	for _, srv := range s.servers {
 		srv.Close()
+	}
+	if s.metricsSrv != nil {
+		s.metricsSrv.Close()
 	}
 	s.wg.Wait()
 	s.pools.Close()
@@ -222,6 +274,10 @@ func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
 // handleReady answers 200 when the backend answers the Postgres way: an
 // SSLRequest gets 'S' or 'N'.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
+		return
+	}
 	if err := backend.Ping(r.Context(), s.o.State.Current().Config); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "backend unavailable"})
 		return

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -407,4 +408,39 @@ func TestUserAddSetsTheBackendRole(t *testing.T) {
 	if got := queryOne(t, c, "SELECT current_user"); got != "app_rw" {
 		t.Fatalf("current_user %s, want the --backend-user role", got)
 	}
+}
+
+func TestMetricsListenServesMetricsAndReadinessOnAnAddressOfTheirOwn(t *testing.T) {
+	mport := freePort()
+	g := startGatewayWith(t, gwOptions{http: true, server: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"", mport)}, passwordRules,
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	g.waitLog(`"protocol":"metrics"`, 1)
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	metrics := fmt.Sprintf("http://127.0.0.1:%d", mport)
+	if st, body := get(metrics + "/metrics"); st != 200 || !strings.Contains(body, "pgwarden_") {
+		t.Fatalf("/metrics on metrics_listen: %d", st)
+	}
+	if st, _ := get(g.httpURL() + "/metrics"); st != 404 {
+		t.Fatalf("/metrics is still public on the SQL listener: %d", st)
+	}
+	if st, _ := get(metrics + "/readyz"); st != 200 {
+		t.Fatalf("/readyz: %d", st)
+	}
+	// While a session drains after SIGTERM, the metrics listener stays and
+	// /readyz says 503 at once.
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	g.signal(syscall.SIGTERM)
+	g.waitLog("draining", 1)
+	if st, _ := get(metrics + "/readyz"); st != 503 {
+		t.Fatalf("/readyz while draining: %d, want 503", st)
+	}
+	live.Close(context.Background())
 }

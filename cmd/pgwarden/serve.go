@@ -80,6 +80,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 		pg.Close()
 		return err
 	}
+	if err := web.ListenMetrics(); err != nil {
+		pg.Close()
+		web.Close()
+		return err
+	}
 	pg.Serve()
 	web.Serve()
 	for _, a := range pg.Addrs() {
@@ -87,6 +92,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	for _, a := range web.Addrs() {
 		log.Info("listening", zap.String("protocol", "http"), zap.Stringer("address", a))
+	}
+	if a := web.MetricsAddr(); a != nil {
+		log.Info("listening", zap.String("protocol", "metrics"), zap.Stringer("address", a))
 	}
 	log.Info("pgwarden started", zap.String("version", versionString()), zap.String("config", snap.Config.Path),
 		zap.Int("rules", len(snap.Rules)), zap.Int("users", snap.Users.Len()))
@@ -110,6 +118,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 			}()
 			pg.Shutdown(ctx)
 			<-done
+			// The metrics listener served /readyz (503) through the drain.
+			web.Close()
 			cancel()
 			log.Info("stopped")
 			return nil
