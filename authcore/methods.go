@@ -60,12 +60,9 @@ func runPassword(ctx context.Context, st *State, a *Attempt, p Prover, id *Ident
 		if err != nil {
 			return refusal(err, ProofPassword)
 		}
-		u, err := st.Tokens.VerifyOwn(ctx, tok)
+		u, err := tokenUser(st.Tokens.VerifyOwn(ctx, tok))(id.Name)
 		if err != nil {
 			return refusal(err, ProofPassword)
-		}
-		if u.Name != id.Name {
-			return refusal(Fail(ReasonBadToken+": token is for another user"), ProofPassword)
 		}
 		id.User = u
 		return nil
@@ -161,15 +158,27 @@ func runJWT(ctx context.Context, st *State, _ *Attempt, p Prover, id *Identity) 
 	if err != nil {
 		return refusal(err, ProofToken)
 	}
-	u, err := st.Tokens.Verify(ctx, tok)
+	u, err := tokenUser(st.Tokens.Verify(ctx, tok))(id.Name)
 	if err != nil {
 		return refusal(err, ProofToken)
 	}
-	if u.Name != id.Name {
-		return refusal(Fail(ReasonBadToken+": token is for another user"), ProofToken)
-	}
 	id.User = u
 	return nil
+}
+
+// tokenUser takes what a token verification answered and checks, for the
+// name the client claimed, that the token is that user's: a valid token of
+// someone else proves nothing.
+func tokenUser(u *User, err error) func(name string) (*User, error) {
+	return func(name string) (*User, error) {
+		if err != nil {
+			return nil, err
+		}
+		if u.Name != name {
+			return nil, Fail(ReasonBadToken + ": token is for another user")
+		}
+		return u, nil
+	}
 }
 
 func runPeer(_ context.Context, st *State, a *Attempt, p Prover, id *Identity) *Refusal {

@@ -162,10 +162,7 @@ func runOAuth(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 		if err != nil {
 			return refusal(err, ProofToken)
 		}
-		u, err := st.Tokens.VerifyFor(ctx, tok, rule.Issuer)
-		if err == nil && u.Name != id.Name {
-			err = Fail(ReasonBadToken + ": token is for another user")
-		}
+		u, err := tokenUser(st.Tokens.VerifyFor(ctx, tok, rule.Issuer))(id.Name)
 		if err != nil {
 			return &Refusal{Kind: RefusedOAuth, Reason: ReasonOf(err), Issuer: rule.Issuer, Scope: rule.Scope}
 		}
@@ -186,10 +183,7 @@ func runOAuth(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 	reason := "oauth discovery: the client sent no token and was told where to get one"
 	var u *User
 	if tok != "" {
-		u, err = st.Tokens.VerifyFor(ctx, tok, rule.Issuer)
-		if err == nil && u.Name != id.Name {
-			err = Fail(ReasonBadToken + ": token is for another user")
-		}
+		u, err = tokenUser(st.Tokens.VerifyFor(ctx, tok, rule.Issuer))(id.Name)
 		if err == nil {
 			id.User = u
 			return nil

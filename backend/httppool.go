@@ -50,19 +50,7 @@ func NewHTTPPools(log *zap.Logger) *HTTPPools {
 
 // Start closes pools unused for the idle timeout in force, until Close.
 func (p *HTTPPools) Start(idleTimeout func() time.Duration) {
-	go func() {
-		defer close(p.done)
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-t.C:
-				p.closeIdle(idleTimeout())
-			}
-		}
-	}()
+	go janitor(10*time.Second, p.stop, p.done, func() { p.closeIdle(idleTimeout()) })
 }
 
 func (p *HTTPPools) closeIdle(idle time.Duration) {

@@ -86,19 +86,23 @@ func NewPool() *Pool {
 // Start closes parked backends past their idle timeout or lifetime, every
 // few seconds, until Close.
 func (p *Pool) Start(limits func() PoolLimits) {
-	go func() {
-		defer close(p.done)
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-t.C:
-				p.expire(limits(), time.Now())
-			}
+	go janitor(2*time.Second, p.stop, p.done, func() { p.expire(limits(), time.Now()) })
+}
+
+// janitor runs sweep every interval until stop closes, then closes done.
+// Both backend pools keep house with it.
+func janitor(every time.Duration, stop <-chan struct{}, done chan<- struct{}, sweep func()) {
+	defer close(done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			sweep()
 		}
-	}()
+	}
 }
 
 func (p *Pool) expire(l PoolLimits, now time.Time) {
