@@ -28,14 +28,18 @@ const resetTimeout = 5 * time.Second
 // DISCARD ALL by default) when a request releases it, before anyone else
 // can acquire it: no session state (SET, set_config, temporary tables,
 // prepared statements, advisory locks) passes from one request to the next.
-// The reset runs in pgxpool's release goroutine, after the request's answer
-// is ready, so it adds no round trip to a request.
+// A single statement has the reset pipelined behind it (QueryThenReset),
+// so it costs no round trip; other requests are reset in pgxpool's
+// release goroutine, after the request's answer is ready.
 type HTTPPools struct {
 	log  *zap.Logger
 	mu   sync.Mutex
 	m    map[[32]byte]*httpPoolEntry
 	stop chan struct{}
 	done chan struct{}
+
+	states connStates
+	resets sync.Map // *pgxpool.Pool -> reset query QueryThenReset may pipeline
 }
 
 type httpPoolEntry struct {
@@ -65,6 +69,7 @@ func (p *HTTPPools) closeIdle(idle time.Duration) {
 	p.mu.Unlock()
 	for _, pl := range old {
 		pl.Close()
+		p.resets.Delete(pl)
 	}
 }
 
@@ -83,6 +88,7 @@ func (p *HTTPPools) Close() {
 	defer p.mu.Unlock()
 	for k, e := range p.m {
 		e.pool.Close()
+		p.resets.Delete(e.pool)
 		delete(p.m, k)
 	}
 }
@@ -109,10 +115,19 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	pcfg.MaxConnIdleTime = cfg.Backend.IdleTimeout.Duration
 	pcfg.MaxConnLifetime = cfg.Backend.MaxLifetime.Duration
 	resetQuery := cfg.Backend.ResetQuery
-	pcfg.AfterRelease = func(c *pgx.Conn) bool { return p.reset(c, resetQuery) }
+	pcfg.AfterRelease = func(c *pgx.Conn) bool {
+		if p.states.takeClean(c.PgConn()) {
+			return true
+		}
+		return p.reset(c, resetQuery)
+	}
+	pcfg.BeforeClose = func(c *pgx.Conn) { p.states.forget(c.PgConn()) }
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	if err != nil {
 		return nil, err
+	}
+	if oneStatement(resetQuery) {
+		p.resets.Store(pool, resetQuery)
 	}
 	p.m[key] = &httpPoolEntry{pool: pool, lastUsed: time.Now()}
 	return pool, nil

@@ -53,7 +53,22 @@ start_pgwarden "$HTTP_PORT"
 URL="http://127.0.0.1:$HTTP_PORT/_sql"
 BASIC="Basic $(printf 'b_user:%s' "$PASSWORD" | base64 -w0)"
 
-rps() { "$WORK/httpload" -c "$CLIENTS" -d "${TIME}s" "$@" | sed -n 's/^rps=\([0-9]*\).*/\1/p'; }
+# pg_ticks: CPU ticks of the PostgreSQL cluster's processes (the postmaster
+# and its children), for the backend's CPU per request.
+pg_ticks() {
+	local pm t=0 p
+	pm=$(head -1 "$WORK/pgdata/postmaster.pid")
+	for p in $pm $(pgrep -P "$pm"); do t=$((t + $(cpu_ticks "$p"))); done
+	echo "$t"
+}
+# rps ARGS: "req/s pgwarden-µs/req postgres-µs/req" for one load run.
+rps() {
+	local out b0 p0 n
+	b0=$(pg_ticks); p0=$(cpu_ticks "$PGW_PID")
+	out=$("$WORK/httpload" -c "$CLIENTS" -d "${TIME}s" "$@")
+	n=$(echo "$out" | sed -n 's/^rps=\([0-9]*\).*/\1/p')
+	echo "$n/$(( ($(cpu_ticks "$PGW_PID") - p0) * 1000000 / CLK_TCK / (n * TIME) ))/$(( ($(pg_ticks) - b0) * 1000000 / CLK_TCK / (n * TIME) ))"
+}
 declare -A R
 for round in $(seq "$ROUNDS"); do
 	echo "round $round/$ROUNDS" >&2
@@ -67,16 +82,19 @@ mkdir -p bench/results
 OUT=bench/results/http-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
 	echo "SELECT 1, $CLIENTS clients, ${TIME}s, medians of $ROUNDS interleaved rounds ($(nproc) cores)"
-	trust=$(echo ${R[trust]} | tr ' ' '\n' | median)
-	printf '%-32s %10s %14s\n' "path" "req/s" "ratio to trust"
+	echo "CPU per request in µs from per-process accounting: pgwarden's own, and the PostgreSQL cluster's"
+	field() { echo ${R[$1]} | tr ' ' '\n' | cut -d/ -f"$2" | median; }
+	trust=$(field trust 1)
+	printf '%-32s %10s %14s %12s %12s\n' "path" "req/s" "ratio to trust" "pgwarden µs" "postgres µs"
 	for k in pgx trust basic jwt; do
-		v=$(echo ${R[$k]} | tr ' ' '\n' | median)
+		v=$(field $k 1)
 		label=$k
 		[ "$k" = pgx ] && label="pgx direct (reference)"
 		[ "$k" = trust ] && label="/_sql trust"
 		[ "$k" = basic ] && label="/_sql Basic (cached)"
 		[ "$k" = jwt ] && label="/_sql Bearer JWT (HS256)"
-		printf '%-32s %10.0f %14s\n' "$label" "$v" "$(echo "$v $trust" | awk '{ printf "%.2f", $1 / $2 }')"
+		pw=$(field $k 2); [ "$k" = pgx ] && pw=-
+		printf '%-32s %10.0f %14s %12s %12s\n' "$label" "$v" "$(echo "$v $trust" | awk '{ printf "%.2f", $1 / $2 }')" "$pw" "$(field $k 3)"
 	done
 } | tee "$OUT"
 echo "written to $OUT"

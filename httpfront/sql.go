@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -152,7 +153,10 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	case req.BulkArgs != nil:
 		out, err = s.runBulk(ctx, pool, req.Stmt, req.BulkArgs)
 	default:
-		out, err = s.runOne(ctx, snap, pool, req.Stmt, req.Args)
+		var answered bool
+		if answered, err = s.runOne(ctx, w, snap, pool, req.Stmt, req.Args); answered {
+			return
+		}
 	}
 	if err != nil {
 		var ce *pgconn.ConnectError
@@ -174,13 +178,23 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) runOne(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, stmt string, args []any) (*result, error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
+// runOne runs one statement and answers it as soon as its rows are read
+// (so answered reports whether the reply went out); the backend's reset
+// travels behind the statement.
+func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, stmt string, args []any) (answered bool, err error) {
+	if stmt == "" {
+		return false, errEmptyStatement
 	}
-	defer conn.Release()
-	return query(ctx, conn.Conn(), stmt, args, snap.Config.HTTP.MaxRows)
+	var res *result
+	start := time.Now()
+	err = s.pools.QueryThenReset(ctx, pool, stmt, jsonArgs(args), func(rows pgx.Rows, tm *pgtype.Map) (err error) {
+		res, err = readResult(rows, tm, snap.Config.HTTP.MaxRows, start)
+		return err
+	}, func() {
+		writeJSONNow(w, http.StatusOK, res)
+		answered = true
+	})
+	return answered, err
 }
 
 type bulkResults struct {
@@ -266,10 +280,12 @@ func withStatement(err error, i int) error { return &statementError{err: err, in
 
 var errTooManyRows = errors.New("too many rows")
 
+var errEmptyStatement = &sqlError{status: http.StatusBadRequest, code: codeSyntaxError, msg: "empty statement"}
+
 // query runs one statement and reads at most maxRows rows.
 func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows int) (*result, error) {
 	if stmt == "" {
-		return nil, &sqlError{status: http.StatusBadRequest, code: codeSyntaxError, msg: "empty statement"}
+		return nil, errEmptyStatement
 	}
 	start := time.Now()
 	rows, err := conn.Query(ctx, stmt, jsonArgs(args)...)
@@ -277,8 +293,12 @@ func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows
 		return nil, err
 	}
 	defer rows.Close()
+	return readResult(rows, conn.TypeMap(), maxRows, start)
+}
+
+// readResult reads at most maxRows rows into a result.
+func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*result, error) {
 	res := &result{Cols: []string{}, ColTypes: []string{}, Rows: [][]any{}}
-	tm := conn.TypeMap()
 	for _, fd := range rows.FieldDescriptions() {
 		res.Cols = append(res.Cols, fd.Name)
 		name := strconv.FormatUint(uint64(fd.DataTypeOID), 10)

@@ -92,7 +92,7 @@ func runMain(m *testing.M) int {
 
 func createRoles(c *pgCluster) error {
 	var sql strings.Builder
-	for _, r := range []string{"alice", "bob", "carol", "dave", "app_rw", "svc_reports", "svc_etl", "ops1", "eve"} {
+	for _, r := range []string{"alice", "bob", "carol", "dave", "app_rw", "svc_reports", "svc_etl", "ops1", "eve", "erin"} {
 		fmt.Fprintf(&sql, "CREATE ROLE %s LOGIN PASSWORD '%s';", r, backendPassword)
 	}
 	if err := c.Exec(sql.String()); err != nil {

@@ -172,6 +172,49 @@ func TestNoSessionStatePassesBetweenHTTPRequestsOfOneBackendRole(t *testing.T) {
 	}
 }
 
+func TestTheResetPipelinedBehindAStatementKeepsItsMeaning(t *testing.T) {
+	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", []testUser{{name: "erin", password: "erin-Pass-5"}})
+	if err := pg.Exec("DROP TABLE IF EXISTS pipelined_t; CREATE TABLE pipelined_t (a int, z int); INSERT INTO pipelined_t VALUES (1, 2); ALTER TABLE pipelined_t OWNER TO erin"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP TABLE IF EXISTS pipelined_t") })
+	run := func(stmt string) (int, map[string]any) {
+		t.Helper()
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, map[string]any{"stmt": stmt}), basic("erin", "erin-Pass-5"))
+		return status, out
+	}
+	// A statement that refuses a transaction block still runs: the reset
+	// behind it has a Sync of its own.
+	if status, out := run("VACUUM pipelined_t"); status != 200 {
+		t.Fatalf("VACUUM: %d %v", status, out)
+	}
+	// The same text after the table changed under the cached description:
+	// every request answers with the table as it is now.
+	for i := 0; i < 12; i++ {
+		if status, out := run("SELECT * FROM pipelined_t"); status != 200 {
+			t.Fatalf("before ALTER: %d %v", status, out)
+		}
+	}
+	if status, out := run("ALTER TABLE pipelined_t ADD COLUMN b text DEFAULT 'x', ADD COLUMN c bigint DEFAULT 7"); status != 200 {
+		t.Fatalf("ALTER: %d %v", status, out)
+	}
+	for i := 0; i < 12; i++ {
+		status, out := run("SELECT * FROM pipelined_t")
+		if status != 200 || fmt.Sprint(out["rows"]) != "[[1 2 x 7]]" {
+			t.Fatalf("request %d after ALTER: %d %v", i, status, out)
+		}
+	}
+	// A failed statement leaves nothing behind either.
+	if status, _ := run("SELECT set_config('search_path', 'gone', false), 1/0"); status != 400 {
+		t.Fatalf("1/0 answered %d", status)
+	}
+	for i := 0; i < 12; i++ {
+		if _, out := run("SHOW search_path"); fmt.Sprint(out["rows"]) != `[["$user", public]]` {
+			t.Fatalf("search_path after a failed statement: %v", out["rows"])
+		}
+	}
+}
+
 func TestATransactionRequestIsAllOrNothingEvenWithCOMMITInside(t *testing.T) {
 	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", []testUser{{name: "alice", password: "alice-Pass-1"}})
 	if err := pg.Exec("DROP TABLE IF EXISTS tx_all_or_nothing; CREATE TABLE tx_all_or_nothing (x int); GRANT ALL ON tx_all_or_nothing TO alice"); err != nil {

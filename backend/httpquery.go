@@ -1,0 +1,208 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// maxDescriptionsPerConn bounds the statement descriptions kept for one
+// backend connection; past it the cache starts over.
+const maxDescriptionsPerConn = 512
+
+// httpConnState is what HTTPPools knows of one pooled connection beyond
+// pgx: the descriptions of the statements it ran (pgx's own description
+// cache is not reachable from outside pgx), and whether it is already
+// reset.
+type httpConnState struct {
+	descriptions map[string]*pgconn.StatementDescription
+	clean        bool
+}
+
+// connStates holds httpConnState by connection, for the pools' hooks.
+type connStates struct {
+	mu sync.Mutex
+	m  map[*pgconn.PgConn]*httpConnState
+}
+
+func (s *connStates) get(pc *pgconn.PgConn) *httpConnState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[*pgconn.PgConn]*httpConnState{}
+	}
+	st := s.m[pc]
+	if st == nil {
+		st = &httpConnState{descriptions: map[string]*pgconn.StatementDescription{}}
+		s.m[pc] = st
+	}
+	return st
+}
+
+func (s *connStates) forget(pc *pgconn.PgConn) {
+	s.mu.Lock()
+	delete(s.m, pc)
+	s.mu.Unlock()
+}
+
+// takeClean says whether the connection was reset by QueryThenReset since
+// it was acquired, and clears the mark.
+func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.m[pc]
+	if st == nil || !st.clean {
+		return false
+	}
+	st.clean = false
+	return true
+}
+
+// QueryThenReset runs one statement on a connection of pool with the
+// pool's reset pipelined behind it, hands the statement's rows to read,
+// and when read succeeded calls answer (which sends the client its reply)
+// before it reads the reset's result. Statement and reset go to the
+// backend in one write, each with its own Sync (so the reset runs whatever
+// the statement did, and a statement that refuses to run in a transaction
+// block still runs); by the time the reply is sent the reset's result has
+// arrived. The request pays no round trip for its reset, and the release
+// finds the connection already clean. When the reset cannot be
+// pipelined, or anything goes wrong, the release runs it as usual.
+//
+// Descriptions are cached per connection as pgx's "cache describe" mode
+// does: the first run of a statement text on a connection costs one more
+// round trip to learn its parameter types.
+func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	conn := c.Conn()
+	reset, ok := p.pipelinedReset(pool)
+	if !ok {
+		rows, err := conn.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if err := read(rows, conn.TypeMap()); err != nil {
+			return err
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		answer()
+		return nil
+	}
+	pc := conn.PgConn()
+	st := p.states.get(pc)
+	sd, cached := st.descriptions[sql], true
+	for {
+		if sd == nil {
+			cached = false
+			if sd, err = pc.Prepare(ctx, "", sql, nil); err != nil {
+				return err
+			}
+			if len(st.descriptions) >= maxDescriptionsPerConn {
+				st.descriptions = map[string]*pgconn.StatementDescription{}
+			}
+			st.descriptions[sql] = sd
+		}
+		err = p.runPipelined(ctx, conn, st, sd, args, reset, read, answer)
+		if err == nil {
+			return nil
+		}
+		// A changed table may have made the description stale.
+		delete(st.descriptions, sql)
+		if !cached || !staleDescription(err) {
+			return err
+		}
+		// Bind refused what the old description built, so nothing ran:
+		// run it once more with a fresh description.
+		sd = nil
+	}
+}
+
+// staleDescription says whether err is what Bind answers to formats or
+// values built from a description the table no longer matches.
+func staleDescription(err error) bool {
+	var pe *pgconn.PgError
+	// Both are refusals of the Bind message (bind message has N result
+	// formats but query has M columns; incorrect binary data format in
+	// bind parameter): a statement that ran never gets them.
+	return errors.As(err, &pe) && (pe.Code == "08P01" || pe.Code == "22P03")
+}
+
+// runPipelined sends the statement and the reset in one write, reads the
+// statement's rows, answers, then reads the reset's result.
+func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, reset string, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+	if len(sd.ParamOIDs) != len(args) {
+		return fmt.Errorf("expected %d arguments, got %d", len(sd.ParamOIDs), len(args))
+	}
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(conn.TypeMap(), sd, args); err != nil {
+		return err
+	}
+	pc := conn.PgConn()
+	pl := pc.StartPipeline(ctx)
+	pl.SendQueryParams(sd.SQL, eqb.ParamValues, sd.ParamOIDs, eqb.ParamFormats, eqb.ResultFormats)
+	pl.SendPipelineSync()
+	pl.SendQueryParams(reset, nil, nil, nil, nil)
+	pl.SendPipelineSync()
+	if err := pl.Flush(); err != nil {
+		return err
+	}
+	runErr := func() error {
+		res, err := pl.GetResults()
+		if err != nil {
+			return err
+		}
+		rr, ok := res.(*pgconn.ResultReader)
+		if !ok {
+			return fmt.Errorf("pipeline: expected a result, got %T", res)
+		}
+		rows := pgx.RowsFromResultReader(conn.TypeMap(), rr)
+		defer rows.Close()
+		if err := read(rows, conn.TypeMap()); err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
+	}()
+	if runErr == nil {
+		answer()
+	}
+	// Close reads what is left: the statement's Sync, the reset's result
+	// and its Sync, which by now have arrived. An error leaves the reset
+	// to the release.
+	if err := pl.Close(); err == nil && pc.TxStatus() == 'I' {
+		st.clean = true
+	}
+	return runErr
+}
+
+// pipelinedReset is the reset to pipeline behind a statement on pool's
+// connections, if it has one that the extended protocol can carry.
+func (p *HTTPPools) pipelinedReset(pool *pgxpool.Pool) (string, bool) {
+	q, ok := p.resets.Load(pool)
+	if !ok {
+		return "", false
+	}
+	return q.(string), true
+}
+
+// oneStatement says whether q can be sent with the extended protocol,
+// which takes one statement; a reset_query of several runs as a simple
+// query at release.
+func oneStatement(q string) bool {
+	return !strings.Contains(strings.TrimRight(strings.TrimSpace(q), "; \t\n"), ";")
+}
