@@ -3,7 +3,8 @@
 GO        ?= go
 BIN       ?= bin/pgwarden
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X main.version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 10s
 # Every fuzz target: package and function.
 FUZZ_TARGETS := \
@@ -21,10 +22,11 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzSessionCookie \
 	./httpfront:FuzzConsoleForm
 
-.PHONY: help build test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood clean
+.PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood clean
 
 help:
 	@echo "make build          build $(BIN)"
+	@echo "make man            man pages from the command definitions, into bin/man"
 	@echo "make test           gofmt check, go vet, unit and integration tests with -race (needs PostgreSQL server binaries)"
 	@echo "make vet            gofmt check and go vet only"
 	@echo "make unit           unit tests only (-race)"
@@ -40,6 +42,9 @@ help:
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/pgwarden
+
+man: build
+	$(BIN) man --dir bin/man
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

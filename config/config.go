@@ -6,9 +6,15 @@
 package config
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -32,6 +38,8 @@ type Config struct {
 	JWTIssuers []JWTIssuer `toml:"jwt_issuers"`
 	HBA        []HBARule   `toml:"hba"`
 	Log        Log         `toml:"log"`
+
+	lines keyLines
 
 	// TokensSet tells whether a [tokens] section was written, which makes
 	// pgwarden's own tokens a way a jwt rule can be satisfied.
@@ -258,7 +266,11 @@ func Default() *Config {
 }
 
 // Load reads, defaults and validates the configuration file at path. The
-// returned error, if any, is an Errors listing every problem found.
+// returned error, if any, is an Errors listing every problem found. With
+// validation errors the Config returned beside them is what could be read,
+// so that callers can look for more problems (in the users file, the HBA
+// rules, the certificates) and report them in the same run; it must not be
+// served.
 func Load(path string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -266,23 +278,58 @@ func Load(path string) (*Config, error) {
 	}
 	data, err := os.ReadFile(abs)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+		return nil, readError(path, abs, err)
 	}
 	return Parse(abs, data)
 }
 
-// Parse decodes and validates data as if read from path.
+// readError explains a configuration file that cannot be read, and what
+// to do about a missing one.
+func readError(path, abs string, err error) error {
+	msg := unwrapPathError(err).Error()
+	if errors.Is(err, fs.ErrNotExist) {
+		how := "the default path when neither -c nor $PGWARDEN_CONFIG is given"
+		if os.Getenv("PGWARDEN_CONFIG") == path {
+			how = "from $PGWARDEN_CONFIG"
+		} else if path != "config.toml" {
+			how = "given with -c"
+		}
+		msg = fmt.Sprintf("no configuration file here (%s, %s); give one with -c FILE, or start from config.toml.example", abs, how)
+	}
+	return Errors{{File: path, Msg: msg}}
+}
+
+// Parse decodes and validates data as if read from path; see Load for what
+// it returns.
 func Parse(path string, data []byte) (*Config, error) {
 	cfg := Default()
 	cfg.Path = path
-	md, err := toml.Decode(string(data), cfg)
-	if err != nil {
-		return nil, decodeError(path, err)
-	}
 	lines := scanKeyLines(data)
+	// The file is read as a document first: a syntax error stops there,
+	// but a value of the wrong type is reported and left out, so that the
+	// struct decode below and the validation still report the rest.
+	var doc map[string]any
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		return nil, decodeError(path, data, err)
+	}
 	v := &validator{file: path, lines: lines}
+	checkTypes(v, doc, reflect.TypeOf(Config{}), "")
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
+		return nil, Errors{{File: path, Msg: err.Error()}}
+	}
+	md, err := toml.Decode(buf.String(), cfg)
+	if err != nil {
+		return nil, decodeError(path, data, err)
+	}
 	for _, k := range md.Undecoded() {
-		v.add(k.String(), "unknown key")
+		msg := "unknown key"
+		if s := Suggest(k[len(k)-1], knownKeys(k[:len(k)-1])); s != "" {
+			msg += fmt.Sprintf("; did you mean %s?", s)
+		} else {
+			msg += "; the keys are listed in docs/configuration.md"
+		}
+		v.add(k.String(), "%s", msg)
 	}
 	for i := range cfg.HBA {
 		cfg.HBA[i].Line = lines.line(fmt.Sprintf("hba.%d", i))
@@ -298,12 +345,32 @@ func Parse(path string, data []byte) (*Config, error) {
 		fillAuthQueryDefaults(cfg.AuthQuery, md)
 	}
 	cfg.TokensSet = md.IsDefined("tokens")
+	cfg.lines = lines
 	cfg.resolvePaths()
 	cfg.validate(v)
 	if len(v.errs) > 0 {
-		return nil, v.errs
+		// In the order of the file, as an editor shows it.
+		sort.SliceStable(v.errs, func(i, j int) bool { return lineOrder(v.errs[i]) < lineOrder(v.errs[j]) })
+		return cfg, v.errs
 	}
 	return cfg, nil
+}
+
+// lineOrder sorts errors without a line (about the file as a whole) last.
+func lineOrder(e *Error) int {
+	if e.Line == 0 {
+		return 1 << 30
+	}
+	return e.Line
+}
+
+// Line is the line of the configuration file that key (such as
+// "users.file" or "hba.2.method") is written on; 0 when it is not written.
+func (c *Config) Line(key string) int {
+	if c.lines == nil {
+		return 0
+	}
+	return c.lines.line(key)
 }
 
 func fillRuleDefaults(r *HBARule, md toml.MetaData, _ int) {
@@ -384,11 +451,46 @@ func (c *Config) resolvePaths() {
 	}
 }
 
-func decodeError(path string, err error) error {
-	if pe, ok := err.(toml.ParseError); ok {
-		return Errors{{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
+// decodeError reports a TOML syntax error at the line it is on, with the
+// table or key it concerns and, where the decoder's words are obscure,
+// what to write instead.
+func decodeError(path string, data []byte, err error) error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) {
+		return Errors{{File: path, Msg: err.Error()}}
 	}
-	return Errors{{File: path, Msg: err.Error()}}
+	line, key, msg := pe.Position.Line, pe.LastKey, pe.Message
+	src := strings.Split(string(data), "\n")
+	text := func(n int) string {
+		if n >= 1 && n <= len(src) {
+			return strings.TrimSpace(src[n-1])
+		}
+		return ""
+	}
+	// The decoder notices a line is unfinished at its newline, and counts
+	// that newline as the next line.
+	if strings.Contains(msg, `'\n'`) && line > 1 && text(line) != "" && !strings.HasPrefix(text(line-1), "#") && text(line-1) != "" {
+		line--
+	}
+	if t := text(line); strings.HasPrefix(t, "[") {
+		name := strings.Trim(t, "[] \t")
+		key = name
+		head := strings.TrimRight(strings.SplitN(t, "#", 2)[0], " \t")
+		if !strings.HasSuffix(head, "]") || (strings.HasPrefix(head, "[[") && !strings.HasSuffix(head, "]]")) {
+			msg = fmt.Sprintf("the table header is not closed; write [%s]", name)
+			if strings.HasPrefix(t, "[[") {
+				msg = fmt.Sprintf("the table header is not closed; write [[%s]]", name)
+			}
+		} else {
+			msg += "; a table header is [name] or [[name]] on a line of its own"
+		}
+	} else if k, _, ok := strings.Cut(text(line), "="); ok {
+		key = strings.TrimSpace(k)
+		if strings.Contains(msg, "expected value") || strings.Contains(msg, "invalid") || strings.Contains(msg, "bare keys cannot contain") {
+			msg += `; strings are quoted ("..."), lists are [..., ...]`
+		}
+	}
+	return Errors{{File: path, Line: line, Key: key, Msg: "TOML syntax: " + msg}}
 }
 
 func unwrapPathError(err error) error {

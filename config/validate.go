@@ -2,7 +2,9 @@ package config
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -134,8 +136,8 @@ func (c *Config) validate(v *validator) {
 			v.add("server.trusted_proxies", "%v", err)
 		}
 	}
-	if s.ProxyProtocol != "off" && len(s.TrustedProxies) == 0 {
-		v.add("server.trusted_proxies", "proxy_protocol %q needs at least one trusted proxy", s.ProxyProtocol)
+	if (s.ProxyProtocol == "optional" || s.ProxyProtocol == "required") && len(s.TrustedProxies) == 0 {
+		v.add("server.trusted_proxies", "proxy_protocol %q needs at least one trusted proxy; list the balancer's addresses, such as trusted_proxies = [\"10.0.0.5/32\"]", s.ProxyProtocol)
 	}
 
 	if t := c.TLS; t != nil {
@@ -304,14 +306,45 @@ func (c *Config) validate(v *validator) {
 	}
 }
 
+// fileOK checks that the file a key names can be read, and says how to
+// make a missing one.
 func (c *Config) fileOK(v *validator, key, path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
-		v.add(key, "cannot read %s: %v", path, unwrapPathError(err))
+		fix := ""
+		if errors.Is(err, fs.ErrNotExist) {
+			fix = "; " + missingFileFix(key, c.Path)
+		}
+		v.add(key, "cannot read %s: %v%s", path, unwrapPathError(err), fix)
 		return false
 	}
 	f.Close()
 	return true
+}
+
+// FileError is the error for a file the configuration names under key
+// that cannot be read: where the key is written and, for a missing file,
+// how to make it.
+func (c *Config) FileError(key, path string, err error) *Error {
+	msg := fmt.Sprintf("cannot read %s: %v", path, unwrapPathError(err))
+	if errors.Is(err, fs.ErrNotExist) {
+		msg += "; " + missingFileFix(key, c.Path)
+	}
+	return &Error{File: c.Path, Line: c.Line(key), Key: key, Msg: msg}
+}
+
+// missingFileFix says how to make the file key names.
+func missingFileFix(key, cfgPath string) string {
+	switch {
+	case key == "users.file":
+		return fmt.Sprintf("create it with `pgwarden user add NAME -c %s` (an empty file is a users file with no users)", cfgPath)
+	case strings.HasPrefix(key, "tls."):
+		return "make a CA and certificates with `pgwarden certs init --dir DIR`, or point the key at your own PEM file"
+	case key == "hba_file":
+		return "write it in pg_hba.conf form, or remove hba_file and keep the [[hba]] rules in this file"
+	default:
+		return "check the path (relative paths start at the configuration file's folder)"
+	}
 }
 
 func checkListen(a string) error {

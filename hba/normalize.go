@@ -130,7 +130,14 @@ func normalize(c config.HBARule, env Env, key string) (*Rule, config.Errors) {
 func (r *Rule) checkMethod(env Env) string {
 	info, ok := methods[r.Method]
 	if !ok {
-		return fmt.Sprintf("unknown method %q (want trust, reject, password, scram-sha-256, md5, cert, jwt, oauth or peer)", r.Method)
+		names := make([]string, 0, len(methods))
+		for m := range methods {
+			names = append(names, string(m))
+		}
+		if s := config.Suggest(string(r.Method), names); s != "" {
+			return fmt.Sprintf("unknown method %q; did you mean %s? (the methods are trust, reject, password, scram-sha-256, md5, cert, jwt, oauth and peer)", r.Method, s)
+		}
+		return fmt.Sprintf("unknown method %q; write one of trust, reject, password, scram-sha-256, md5, cert, jwt, oauth or peer", r.Method)
 	}
 	switch {
 	case info.missing != "":

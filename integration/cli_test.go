@@ -242,3 +242,130 @@ func TestCheckCountsInTheSingularAndThePlural(t *testing.T) {
 		t.Fatalf("check: %d %s %s", code, out, errOut)
 	}
 }
+
+func TestHelpIsEverywhereAndExitsZero(t *testing.T) {
+	cases := [][]string{
+		{"-h"}, {"--help"}, {"help"},
+		{"serve", "--help"}, {"check", "-h"}, {"explain", "--help"}, {"hash-password", "--help"},
+		{"user", "--help"}, {"user", "add", "--help"}, {"user", "passwd", "-h"}, {"user", "del", "--help"}, {"user", "list", "--help"},
+		{"token", "create", "--help"}, {"certs", "init", "--help"}, {"help", "user", "add"}, {"help", "check"},
+	}
+	for _, args := range cases {
+		out, errOut, code := runCLI(t, "", args...)
+		if code != 0 {
+			t.Fatalf("%v exited %d: %s", args, code, errOut)
+		}
+		for _, want := range []string{"Usage:", "Examples:", "pgwarden", "-h, --help"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("%v: help lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+	// Every flag a command has is in its help.
+	out, _, _ := runCLI(t, "", "user", "add", "--help")
+	for _, flag := range []string{"--admin", "--backend-user", "--password-stdin", "--algo", "-c, --config"} {
+		if !strings.Contains(out, flag) {
+			t.Fatalf("user add --help lacks %s:\n%s", flag, out)
+		}
+	}
+	// user --help needs no configuration file.
+	if out, errOut, code := runCLI(t, "", "user", "--help"); code != 0 || strings.Contains(out+errOut, "no such file") {
+		t.Fatalf("user --help: %d %s %s", code, out, errOut)
+	}
+}
+
+func TestVersionSaysVersionCommitAndGo(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		out, errOut, code := runCLI(t, "", args...)
+		if code != 0 {
+			t.Fatalf("%v exited %d: %s", args, code, errOut)
+		}
+		if !regexp.MustCompile(`^pgwarden \S+ \(commit \S+, go1\.\d+`).MatchString(out) {
+			t.Fatalf("%v printed %q", args, out)
+		}
+	}
+}
+
+func TestUsageMistakesExitTwoAndSuggest(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"chek"}, `unknown command "chek"; did you mean "check"?`},
+		{[]string{"user", "ad", "bob"}, `unknown command "ad"; did you mean "add"?`},
+		{[]string{"user"}, `user needs a command: add, del, list, passwd`},
+		{[]string{"check", "--bogus"}, `unknown flag: --bogus`},
+		{[]string{"user", "add"}, `pgwarden user add needs one user NAME`},
+		{[]string{"token", "create"}, `token create needs --user`},
+	}
+	for _, tc := range cases {
+		_, errOut, code := runCLI(t, "", tc.args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "--help") {
+			t.Fatalf("%v: want exit 2 and %q, got %d:\n%s", tc.args, tc.want, code, errOut)
+		}
+	}
+}
+
+func TestCompletionAndManPagesComeFromTheCommandDefinitions(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "__start_pgwarden", "zsh": "#compdef pgwarden", "fish": "complete -c pgwarden"} {
+		out, errOut, code := runCLI(t, "", "completion", shell)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("completion %s: exit %d, lacks %q: %s", shell, code, want, errOut)
+		}
+	}
+	dir := t.TempDir()
+	if _, errOut, code := runCLI(t, "", "man", "--dir", dir); code != 0 {
+		t.Fatalf("man: exit %d: %s", code, errOut)
+	}
+	for _, page := range []string{"pgwarden.1", "pgwarden-serve.1", "pgwarden-user-add.1", "pgwarden-token-create.1", "pgwarden-certs-init.1"} {
+		b, err := os.ReadFile(filepath.Join(dir, page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), ".TH \"PGWARDEN\"") {
+			t.Fatalf("%s is not a man page:\n%s", page, b)
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "pgwarden-user-add.1"))
+	if !strings.Contains(string(b), "backend-user") {
+		t.Fatalf("pgwarden-user-add.1 lacks its flags:\n%s", b)
+	}
+}
+
+func TestCheckReportsEveryProblemOfConfigUsersAndRulesInOneRun(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	writeFile(t, cfg, "[server]\nbogus = 1\n[backend]\nport = \"55433\"\n[users]\nfile = \"nope.toml\"\n[[hba]]\nmethod = \"trusst\"\n")
+	_, errOut, code := runCLI(t, "", "check", "-c", cfg)
+	if code != 1 {
+		t.Fatalf("check exited %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		cfg + ":2: server.bogus: unknown key",
+		cfg + ":4: backend.port: must be a number, not a string; write port = 55433 without quotes",
+		cfg + ":6: users.file: cannot read " + filepath.Join(dir, "nope.toml") + ": no such file or directory; create it with `pgwarden user add NAME -c " + cfg + "`",
+		cfg + `:7: hba[1].method: unknown method "trusst"; did you mean trust?`,
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Fatalf("check output lacks %q:\n%s", want, errOut)
+		}
+	}
+	// The fix it names works: user add makes the missing users file.
+	writeFile(t, cfg, "[users]\nfile = \"nope.toml\"\n[[hba]]\nmethod = \"trust\"\n")
+	if _, errOut, code := runCLI(t, "s3cret-Pass-1\n", "user", "add", "zed", "--password-stdin", "-c", cfg); code != 0 {
+		t.Fatalf("user add: %d %s", code, errOut)
+	}
+	if _, errOut, code := runCLI(t, "", "check", "-c", cfg); code != 0 {
+		t.Fatalf("check after user add: %d %s", code, errOut)
+	}
+	// No configuration at all: where it looked, -c, the example.
+	cmd := exec.Command(cliBin, "check")
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "PGWARDEN_CONFIG=")
+	out, _ := cmd.CombinedOutput()
+	for _, want := range []string{"no configuration file here", "-c FILE", "config.toml.example"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("no config: %s lacks %q", out, want)
+		}
+	}
+}

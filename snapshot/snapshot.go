@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,9 +66,33 @@ func (s *Snapshot) Retire() {
 func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
-		return nil, err
+		if cfg == nil {
+			return nil, err
+		}
+		// Report what else is wrong in the same run: the users file, the
+		// rules, the certificates.
+		return nil, errors.Join(append([]error{err}, checkFiles(cfg)...)...)
 	}
 	return Build(cfg, limiter)
+}
+
+// checkFiles loads what a configuration with errors names, for their
+// errors only: nothing that reaches the network.
+func checkFiles(cfg *config.Config) []error {
+	var errs []error
+	if _, err := os.Stat(cfg.Users.File); err != nil {
+		errs = append(errs, cfg.FileError("users.file", cfg.Users.File, err))
+	} else {
+		if users, err := authcore.LoadUsers(cfg.Users.File); err != nil {
+			errs = append(errs, err)
+		} else if err := users.CheckHashCost(cfg.Users.File, authcore.HashLimitsOf(cfg)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := LoadRules(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // Build loads what cfg names: the users file and the rules.
@@ -81,7 +106,11 @@ func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Us
 	var errs []error
 	var err error
 	if users == nil {
-		users, err = authcore.LoadUsers(cfg.Users.File)
+		if _, err = os.Stat(cfg.Users.File); err != nil {
+			err = cfg.FileError("users.file", cfg.Users.File, err)
+		} else {
+			users, err = authcore.LoadUsers(cfg.Users.File)
+		}
 	}
 	if err != nil {
 		errs = append(errs, err)

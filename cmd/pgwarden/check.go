@@ -11,15 +11,8 @@ import (
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
-func cmdCheck(args []string, stdout io.Writer) error {
-	fs := newFlags("check")
-	cfgPath := configFlag(fs)
-	if pos, err := parseFlags(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usageErr("check takes no arguments")
-	}
-	snap, err := snapshot.Load(*cfgPath, authcore.NewHashLimiter(0))
+func check(cfgPath string, stdout io.Writer) error {
+	snap, err := snapshot.Load(cfgPath, authcore.NewHashLimiter(0))
 	if err != nil {
 		return err
 	}
@@ -30,21 +23,16 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func cmdExplain(args []string, stdout io.Writer) error {
-	fs := newFlags("explain")
-	cfgPath := configFlag(fs)
-	protocol := fs.String("protocol", "pg", "pg or http")
-	user := fs.String("user", "", "user name")
-	database := fs.String("database", "", "database name (default: the user name)")
-	address := fs.String("address", "", "client IP address, or local for the unix socket")
-	ssl := fs.Bool("ssl", false, "the connection uses TLS")
-	replication := fs.Bool("replication", false, "a physical replication connection")
-	token := fs.String("token", "", "a bearer token: say who it proves (users-file entry or role claim) or why it is refused")
-	if pos, err := parseFlags(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usageErr("explain takes no positional arguments")
-	}
+// explainOptions are explain's flags.
+type explainOptions struct {
+	config                                   *string
+	protocol, user, database, address, token string
+	ssl, replication                         bool
+}
+
+func explain(o explainOptions, stdout io.Writer) error {
+	cfgPath, protocol, user, database, address := o.config, &o.protocol, &o.user, &o.database, &o.address
+	ssl, replication, token := &o.ssl, &o.replication, &o.token
 	if *user == "" || *address == "" {
 		return usageErr("explain needs --user and --address")
 	}

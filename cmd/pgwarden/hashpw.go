@@ -13,19 +13,12 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 )
 
-func cmdHashPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("hash-password")
-	algo := fs.String("algo", authcore.AlgoSCRAM, "scram-sha-256, bcrypt, pbkdf2-sha512 or argon2id")
-	if pos, err := parseFlags(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usageErr("hash-password takes no arguments; it reads the password from a prompt or stdin")
-	}
+func hashPassword(algo string, stdin io.Reader, stdout, stderr io.Writer) error {
 	pw, err := readPassword(stdin, stderr)
 	if err != nil {
 		return err
 	}
-	h, err := authcore.HashPassword(*algo, pw)
+	h, err := authcore.HashPassword(algo, pw)
 	if err != nil {
 		return err
 	}

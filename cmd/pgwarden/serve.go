@@ -21,14 +21,8 @@ import (
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
-func cmdServe(args []string, stderr io.Writer) error {
-	fs := newFlags("serve")
-	cfgPath := configFlag(fs)
-	if pos, err := parseFlags(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usageErr("serve takes no arguments")
-	}
+func serve(configPath string, stderr io.Writer) error {
+	cfgPath := &configPath
 	// PGWARDEN_CPUPROFILE=file writes a CPU profile until the process
 	// stops, for performance work (see README, Performance).
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {

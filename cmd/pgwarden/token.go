@@ -10,23 +10,12 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 )
 
-func cmdToken(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "create" {
-		return usageErr("usage: pgwarden token create [-c config.toml] --user NAME [--expire 90d]")
-	}
-	fs := newFlags("token create")
-	cfgPath := configFlag(fs)
-	user := fs.String("user", "", "user the token is for")
-	expire := fs.String("expire", "", "lifetime (default tokens.default_ttl)")
-	if pos, err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usageErr("token create takes no positional arguments")
-	}
+func tokenCreate(cfgPath, userName, expireFlag string, stdout, stderr io.Writer) error {
+	user, expire := &userName, &expireFlag
 	if *user == "" {
 		return usageErr("token create needs --user")
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
 	}

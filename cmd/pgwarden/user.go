@@ -9,102 +9,115 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 )
 
-func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	const use = "usage: pgwarden user add|passwd|del|list [-c config.toml] NAME [--admin] [--backend-user ROLE] [--password-stdin]"
-	if len(args) == 0 {
-		return usageErr(use)
-	}
-	sub := args[0]
-	fs := newFlags("user " + sub)
-	cfgPath := configFlag(fs)
-	admin := fs.Bool("admin", false, "give the user role admin (add)")
-	backendUser := fs.String("backend-user", "", "the backend role the user logs in as (add; default: the user's name)")
-	fromStdin := fs.Bool("password-stdin", false, "read the password from one line of stdin")
-	algo := fs.String("algo", authcore.AlgoSCRAM, "hash algorithm for the password")
-	pos, err := parseFlags(fs, args[1:])
+// userOptions are the flags of the user commands.
+type userOptions struct {
+	config      *string
+	admin       bool
+	backendUser string
+	fromStdin   bool
+	algo        string
+}
+
+func userList(cfgPath string, stdout io.Writer) error {
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath)
+	us, err := authcore.LoadUsers(cfg.Users.File)
 	if err != nil {
 		return err
 	}
-	if sub == "list" {
-		if len(pos) != 0 {
-			return usageErr(use)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "name\troles\tbackend_user\tpassword\tvalid_until\tdisabled")
+	for _, u := range us.All() {
+		kind := "-"
+		if u.Hash() != nil {
+			kind = u.Hash().Kind()
 		}
-		us, err := authcore.LoadUsers(cfg.Users.File)
-		if err != nil {
-			return err
+		until := "-"
+		if u.ValidUntil != nil {
+			until = u.ValidUntil.UTC().Format("2006-01-02T15:04:05Z")
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "name\troles\tbackend_user\tpassword\tvalid_until\tdisabled")
-		for _, u := range us.All() {
-			kind := "-"
-			if u.Hash() != nil {
-				kind = u.Hash().Kind()
-			}
-			until := "-"
-			if u.ValidUntil != nil {
-				until = u.ValidUntil.UTC().Format("2006-01-02T15:04:05Z")
-			}
-			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%v\n", u.Name, u.Roles, u.BackendRole(), kind, until, u.Disabled)
-		}
-		return tw.Flush()
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%v\n", u.Name, u.Roles, u.BackendRole(), kind, until, u.Disabled)
 	}
-	if len(pos) != 1 || (sub != "add" && sub != "passwd" && sub != "del") {
-		return usageErr(use)
+	return tw.Flush()
+}
+
+// newPasswordHash asks for a password and hashes it as o says.
+func newPasswordHash(o userOptions, cfg *config.Config, stdin io.Reader, stderr io.Writer) (string, error) {
+	var pw string
+	var err error
+	if o.fromStdin {
+		pw, err = readPasswordLine(stdin)
+	} else {
+		pw, err = readPassword(stdin, stderr)
 	}
-	name := pos[0]
-	var hash string
-	if sub == "add" || sub == "passwd" {
-		var pw string
-		if *fromStdin {
-			pw, err = readPasswordLine(stdin)
-		} else {
-			pw, err = readPassword(stdin, stderr)
-		}
-		if err != nil {
-			return err
-		}
-		if hash, err = authcore.HashNewPassword(*algo, pw, cfg.Users.PasswordMinLength); err != nil {
-			return err
-		}
+	if err != nil {
+		return "", err
 	}
-	if sub == "passwd" {
-		if err := authcore.UpdateUsersFile(cfg.Users.File, authcore.PasswordChange(name, hash)); err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "password changed for %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
-		return nil
+	return authcore.HashNewPassword(o.algo, pw, cfg.Users.PasswordMinLength)
+}
+
+func userPasswd(o userOptions, name string, stdin io.Reader, stderr io.Writer) error {
+	cfg, err := config.Load(*o.config)
+	if err != nil {
+		return err
 	}
-	var done string
+	hash, err := newPasswordHash(o, cfg, stdin, stderr)
+	if err != nil {
+		return err
+	}
+	if err := authcore.UpdateUsersFile(cfg.Users.File, authcore.PasswordChange(name, hash)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "password changed for %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
+	return nil
+}
+
+func userAdd(o userOptions, name string, stdin io.Reader, stderr io.Writer) error {
+	cfg, err := config.Load(*o.config)
+	if err != nil {
+		return err
+	}
+	hash, err := newPasswordHash(o, cfg, stdin, stderr)
+	if err != nil {
+		return err
+	}
 	err = authcore.UpdateUsersFile(cfg.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
-		for i, u := range list {
-			if u.Name != name {
-				continue
-			}
-			switch sub {
-			case "add":
+		for _, u := range list {
+			if u.Name == name {
 				return nil, fmt.Errorf("user %q exists (use passwd)", name)
-			case "del":
-				done = "deleted " + name
-				return append(list[:i], list[i+1:]...), nil
 			}
 		}
-		if sub != "add" {
-			return nil, fmt.Errorf("no user %q in %s", name, cfg.Users.File)
-		}
-		u := &authcore.User{Name: name, Password: hash, BackendUser: *backendUser}
-		if *admin {
+		u := &authcore.User{Name: name, Password: hash, BackendUser: o.backendUser}
+		if o.admin {
 			u.Roles = []string{"admin"}
 		}
-		done = "added " + name
 		return append(list, u), nil
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "%s in %s; a running server sees it after SIGHUP or RELOAD\n", done, cfg.Users.File)
+	fmt.Fprintf(stderr, "added %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
+	return nil
+}
+
+func userDel(o userOptions, name string, stderr io.Writer) error {
+	cfg, err := config.Load(*o.config)
+	if err != nil {
+		return err
+	}
+	err = authcore.UpdateUsersFile(cfg.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+		for i, u := range list {
+			if u.Name == name {
+				return append(list[:i], list[i+1:]...), nil
+			}
+		}
+		return nil, fmt.Errorf("no user %q in %s", name, cfg.Users.File)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "deleted %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
 	return nil
 }

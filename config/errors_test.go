@@ -1,0 +1,112 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Every kind of configuration mistake is reported as
+// FILE:LINE: KEY: what is wrong; what to do.
+func TestEveryConfigErrorSaysWhereAndWhatToDo(t *testing.T) {
+	cases := []struct {
+		name, config string
+		want         []string // each a line of the report, in order
+	}{
+		{"unterminated table header", "[server]\nmax_connections = 5\n\n[[hba]]\nmethod = \"trust\"\n\n[tls]\ncert_file = \"x\"\n[backend\nport = 5\n",
+			[]string{`c.toml:9: backend: TOML syntax: the table header is not closed; write [backend]`}},
+		{"unterminated array of tables", "[[hba]\nmethod = \"trust\"\n",
+			[]string{`c.toml:1: hba: TOML syntax: the table header is not closed; write [[hba]]`}},
+		{"unquoted string", "[backend]\nhost = db.example.com\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: host: TOML syntax: `}},
+		{"number as string", "[backend]\nport = \"55433\"\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: backend.port: must be a number, not a string; write port = 55433 without quotes`}},
+		{"bool as string", "[backend]\nreuse = \"false\"\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: backend.reuse: must be true or false, not a string; write reuse = false without quotes`}},
+		{"string as number", "[backend]\nhost = 5\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: backend.host: must be a string, not the number 5; write host = "5"`}},
+		{"list as string", "[server]\npg_listen = \"127.0.0.1:6432\"\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: server.pg_listen: must be a list, not a string; write pg_listen = ["127.0.0.1:6432"]`}},
+		{"bad duration", "[server]\nauth_timeout = \"10 parsecs\"\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: server.auth_timeout: `}},
+		{"table as value", "server = 5\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:1: server: must be a table, not the number 5; write it as a [server] section`}},
+		{"value in an array of tables", "[[hba]]\nmethod = \"trust\"\n[[hba]]\nmethod = 7\n",
+			[]string{`c.toml:4: hba[2].method: must be a string, not the number 7; write method = "7"`}},
+		{"unknown key near a known one", "[server]\npg_lisen = [\"127.0.0.1:1\"]\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: server.pg_lisen: unknown key; did you mean pg_listen?`}},
+		{"unknown table near a known one", "[backnd]\nport = 5\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:1: backnd: unknown key; did you mean backend?`}},
+		{"unknown key in a rule", "[[hba]]\nmethd = \"trust\"\n",
+			[]string{`c.toml:2: hba.methd: unknown key; did you mean method?`}},
+		{"unknown key far from any", "[server]\nfrobnicate = 1\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: server.frobnicate: unknown key; the keys are listed in docs/configuration.md`}},
+		{"missing certificate", "[tls]\ncert_file = \"nowhere.crt\"\nkey_file = \"nowhere.key\"\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: tls.cert_file: cannot read ` + "DIR" + `/nowhere.crt: no such file or directory; make a CA and certificates with ` + "`pgwarden certs init --dir DIR`"}},
+		{"missing HBA file", "hba_file = \"nowhere.conf\"\n",
+			[]string{`c.toml:1: hba_file: cannot read DIR/nowhere.conf: no such file or directory; write it in pg_hba.conf form`}},
+		{"everything at once", "[server]\nmax_connections = \"many\"\nbogus = 1\nproxy_protocol = \"sometimes\"\n[backend]\nport = \"x\"\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{
+				`c.toml:2: server.max_connections: must be a whole number, not the string "many"`,
+				`c.toml:3: server.bogus: unknown key`,
+				`c.toml:4: server.proxy_protocol: must be off, optional or required, not "sometimes"`,
+				`c.toml:6: backend.port: must be a whole number, not the string "x"`,
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := Parse(filepath.Join(dir, "c.toml"), []byte(tc.config))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) < len(tc.want) {
+				t.Fatalf("want %d problems, got:\n%v", len(tc.want), err)
+			}
+			for i, w := range tc.want {
+				w = strings.ReplaceAll(w, "DIR/", dir+"/")
+				if !strings.HasPrefix(lines[i], filepath.Join(dir, w)) {
+					t.Fatalf("problem %d:\n got %s\nwant %s...\nall:\n%v", i+1, lines[i], filepath.Join(dir, w), err)
+				}
+			}
+		})
+	}
+}
+
+func TestNoConfigurationFileSaysWhereItLookedAndWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(dir)
+	t.Setenv("PGWARDEN_CONFIG", "")
+	_, err := Load("config.toml")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"config.toml: no configuration file here (" + filepath.Join(dir, "config.toml"), "neither -c nor $PGWARDEN_CONFIG", "-c FILE", "config.toml.example"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("%q lacks %q", err, want)
+		}
+	}
+	_, err = Load(filepath.Join(dir, "other.toml"))
+	if !strings.Contains(err.Error(), "given with -c") {
+		t.Fatalf("%q does not say the path came from -c", err)
+	}
+}
+
+func TestAValueOfTheWrongTypeDoesNotHideTheRestOfTheFile(t *testing.T) {
+	// The right values around a wrong one are still read: an empty [tls]
+	// is still a [tls] (and says what it lacks), [tokens] still counts.
+	c, err := Parse("/x/c.toml", []byte("[backend]\nport = \"5\"\nhost = \"db\"\n[tokens]\n[[hba]]\nmethod = \"trust\"\n"))
+	if err == nil || c == nil {
+		t.Fatalf("want the partial config and an error, got %v %v", c, err)
+	}
+	if c.Backend.Host != "db" || !c.TokensSet || len(c.HBA) != 1 {
+		t.Fatalf("the rest of the file was lost: %+v", c)
+	}
+	if _, err := Parse("/x/c.toml", []byte("[tls]\n[[hba]]\nmethod = \"trust\"\n")); err == nil || !strings.Contains(err.Error(), "tls: cert_file and key_file are required") {
+		t.Fatalf("empty [tls]: %v", err)
+	}
+}
