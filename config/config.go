@@ -499,3 +499,44 @@ func unwrapPathError(err error) error {
 	}
 	return err
 }
+
+// RestartKeys are the keys a reload does not apply: they are read once, at
+// start (listeners cannot move under open sockets, the log's format is
+// fixed with its encoder). A reload that changes one logs a warning.
+var RestartKeys = map[string]bool{
+	"server.pg_listen":       true,
+	"server.http_listen":     true,
+	"server.http_tls":        true,
+	"server.unix_socket_dir": true,
+	"server.metrics_listen":  true,
+	"log.format":             true,
+}
+
+// ChangedRestartKeys lists the RestartKeys whose values differ between old
+// and new, for the reload's warning.
+func ChangedRestartKeys(old, new *Config) []string {
+	var out []string
+	for key := range RestartKeys {
+		a, _ := keyValue(reflect.ValueOf(old).Elem(), strings.Split(key, "."))
+		b, _ := keyValue(reflect.ValueOf(new).Elem(), strings.Split(key, "."))
+		if !reflect.DeepEqual(a, b) {
+			out = append(out, key)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func keyValue(v reflect.Value, path []string) (any, bool) {
+	for _, p := range path {
+		if v.Kind() != reflect.Struct {
+			return nil, false
+		}
+		f, ok := tomlFields(v.Type())[p]
+		if !ok {
+			return nil, false
+		}
+		v = v.FieldByIndex(f.Index)
+	}
+	return v.Interface(), true
+}

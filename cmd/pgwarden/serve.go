@@ -130,6 +130,7 @@ func serve(configPath string, stderr io.Writer) error {
 
 // reload swaps in a new snapshot; on failure the old one stays in force.
 func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger, m *metrics.Metrics) error {
+	before := state.Current().Config
 	s, err := state.Reload()
 	if err != nil {
 		m.Reload("failed")
@@ -139,6 +140,9 @@ func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger, m *m
 	m.Reload("ok")
 	level.SetLevel(parseLevel(s.Config.Log.Level))
 	log.Info("reloaded", zap.Int("rules", len(s.Rules)), zap.Int("users", s.Users.Len()))
+	if keys := config.ChangedRestartKeys(before, s.Config); len(keys) > 0 {
+		log.Warn("changed keys that only a restart applies; the running values stay", zap.Strings("keys", keys))
+	}
 	return nil
 }
 
