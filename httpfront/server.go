@@ -8,6 +8,7 @@ package httpfront
 import (
 	"context"
 	"crypto/tls"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,6 +82,12 @@ func New(o Options) *Server {
 	return s
 }
 
+// OpenAPI is the OpenAPI 3.1 document of the HTTP API (httpfront/openapi.json),
+// served at GET /openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
 // Handler is the request router.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -90,6 +97,11 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(OpenAPI)
+	})
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource", s.handleResourceMetadata)
 	if s.o.State.Current().Config.Server.MetricsListen == "" {
 		mux.Handle("GET /metrics", s.o.Metrics.Handler())
