@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
@@ -195,6 +197,35 @@ point to. Client names may also follow the flags.`,
 	}
 	init.SilenceUsage, init.SilenceErrors = true, true
 	cmd.AddCommand(init)
+	return cmd
+}
+
+// probeCommand is a health check for containers without curl: GET a URL
+// (such as /readyz), exit 0 on a 2xx answer, 1 otherwise.
+func probeCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "probe URL",
+		Short: "GET a URL such as /readyz; exit 0 on a 2xx answer (a container health check)",
+		Long: `GET the URL with a short timeout and exit 0 when the answer is 2xx, 1
+otherwise, printing the status. Meant for HEALTHCHECK in images that have no
+curl (the Dockerfile's distroless base).`,
+		Example: "  pgwarden probe http://127.0.0.1:8432/readyz",
+		Args:    exactArgs(1, "one URL"),
+	}
+	timeout := cmd.Flags().Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c := &http.Client{Timeout: *timeout}
+		resp, err := c.Get(args[0])
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		fmt.Fprintln(stdout, resp.Status)
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("%s answered %s", args[0], resp.Status)
+		}
+		return nil
+	}
 	return cmd
 }
 

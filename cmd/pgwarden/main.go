@@ -185,6 +185,7 @@ Without a command, pgwarden runs "serve".`,
 		tokenCommand(stdout, stderr),
 		certsCommand(stdout),
 		manCommand(root, stdout),
+		probeCommand(stdout),
 		&cobra.Command{
 			Use:     "version",
 			Short:   "print version, commit and Go version",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -53,7 +54,13 @@ func serve(configPath string, stderr io.Writer) error {
 	throttle := authcore.NewThrottle(100_000, 15*time.Minute)
 	m := metrics.New()
 	active := new(atomic.Int64)
-	doReload := func() error { return reload(state, level, log, m) }
+	sd := notifier{log: log}
+	doReload := func() error {
+		sd.reloading()
+		err := reload(state, level, log, m)
+		sd.ready(readyStatus(state))
+		return err
+	}
 	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
 		Active: active, Version: versionString(), Reload: doReload})
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
@@ -95,6 +102,10 @@ func serve(configPath string, stderr io.Writer) error {
 	if len(ignoredEnv) > 0 {
 		log.Warn("libpq environment variables ignored: the backend connection comes from the configuration alone", zap.Strings("variables", ignoredEnv))
 	}
+	sd.ready(readyStatus(state))
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	sd.watchdog(wdCtx)
 
 	defer signal.Stop(sigs)
 	for sig := range sigs {
@@ -104,6 +115,7 @@ func serve(configPath string, stderr io.Writer) error {
 		case syscall.SIGTERM:
 			timeout := state.Current().Config.Server.ShutdownTimeout.Duration
 			log.Info("SIGTERM: draining sessions", zap.Duration("timeout", timeout), zap.Int64("connections", pg.ActiveConnections()))
+			sd.stopping(fmt.Sprintf("draining %d connections", pg.ActiveConnections()))
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			done := make(chan struct{})
 			go func() {
@@ -119,6 +131,7 @@ func serve(configPath string, stderr io.Writer) error {
 			return nil
 		case syscall.SIGINT:
 			log.Info("SIGINT: closing all sessions now")
+			sd.stopping("closing all sessions")
 			web.Close()
 			pg.Close()
 			log.Info("stopped")
@@ -126,6 +139,12 @@ func serve(configPath string, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// readyStatus is the STATUS= line systemctl status shows.
+func readyStatus(state *snapshot.Holder) string {
+	s := state.Current()
+	return fmt.Sprintf("serving %s, %s", count(len(s.Rules), "rule"), count(s.Users.Len(), "user"))
 }
 
 // reload swaps in a new snapshot; on failure the old one stays in force.
