@@ -40,6 +40,10 @@ type HTTPPools struct {
 
 	states connStates
 	resets sync.Map // *pgxpool.Pool -> reset query QueryThenReset may pipeline
+
+	// Timings, when set before the first Get, receives connect and
+	// acquire times.
+	Timings PoolTimings
 }
 
 type httpPoolEntry struct {
@@ -111,6 +115,7 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	// reset's DEALLOCATE ALL then leaves pgx nothing to lose, and each
 	// query is still one round trip (Parse, Bind, Execute, Sync).
 	pcfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	pcfg.ConnConfig.Tracer = poolTracer{&p.Timings}
 	pcfg.MaxConns = maxConnsPerHTTPPool
 	pcfg.MaxConnIdleTime = cfg.Backend.IdleTimeout.Duration
 	pcfg.MaxConnLifetime = cfg.Backend.MaxLifetime.Duration

@@ -75,6 +75,10 @@ func New(o Options) *Server {
 	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: NewSessions(maxSessions, maxSessionsPerUser),
 		formKey: []byte(NewOpaqueID())}
 	s.pools = backend.NewHTTPPools(o.Log)
+	s.pools.Timings = backend.PoolTimings{
+		Connect: func(d time.Duration) { o.Metrics.BackendConnect("http", d) },
+		Acquire: func(d time.Duration) { o.Metrics.BackendAcquire("http", d) },
+	}
 	s.gate = &authcore.Gate{Throttle: o.Throttle}
 	if o.Metrics != nil {
 		o.Metrics.RegisterConsoleSessions(s.sessions.Len)
@@ -117,8 +121,48 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		assets.ServeHTTP(w, r)
 	}))
-	return s.checkHost(mux)
+	return s.timed(s.checkHost(mux))
 }
+
+// timed observes each request's duration by the route the router matched
+// (its pattern, so the label set stays small) and the status answered.
+func (s *Server) timed(next http.Handler) http.Handler {
+	if s.o.Metrics == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "other"
+		}
+		s.o.Metrics.HTTPRequest(route, sw.status, time.Since(start))
+	})
+}
+
+// statusWriter remembers the status a handler answered. Unwrap lets
+// http.ResponseController reach the connection's Flush.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Listen opens the listeners of server.http_listen.
 func (s *Server) Listen() error {

@@ -4,6 +4,8 @@ package metrics
 
 import (
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,13 +16,23 @@ import (
 
 // Metrics are the collectors both frontends report to.
 type Metrics struct {
-	reg          *prometheus.Registry
-	authAttempts *prometheus.CounterVec
-	authDuration prometheus.Histogram
-	connections  *prometheus.GaugeVec
-	relayed      *prometheus.CounterVec
-	reloads      *prometheus.CounterVec
+	reg            *prometheus.Registry
+	authAttempts   *prometheus.CounterVec
+	authDuration   *prometheus.HistogramVec
+	connections    *prometheus.GaugeVec
+	relayed        *prometheus.CounterVec
+	relayedUp      prometheus.Counter
+	relayedDown    prometheus.Counter
+	reloads        *prometheus.CounterVec
+	httpDuration   *prometheus.HistogramVec
+	backendConnect *prometheus.HistogramVec
+	backendAcquire *prometheus.HistogramVec
+	// collectors are every collector registered, for Names.
+	collectors []prometheus.Collector
 }
+
+// latencyBuckets span 0.1 ms to about 13 s.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 18)
 
 // New registers every collector of SPEC section 7.
 func New() *Metrics {
@@ -29,22 +41,36 @@ func New() *Metrics {
 		authAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgwarden_auth_attempts_total", Help: "Authentication attempts by protocol, method and result.",
 		}, []string{"protocol", "method", "result"}),
-		authDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pgwarden_auth_duration_seconds", Help: "Time to decide an authentication attempt, throttle delay included.",
+		authDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pgwarden_auth_duration_seconds", Help: "Time to decide an authentication attempt, throttle delay included, by protocol, method and result.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
-		}),
+		}, []string{"protocol", "method", "result"}),
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pgwarden_client_connections", Help: "Open client connections (HTTP: requests in flight).",
 		}, []string{"protocol"}),
 		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgwarden_relayed_bytes_total", Help: "Bytes relayed between clients and backends, counted when a session ends.",
+			Name: "pgwarden_relayed_bytes_total", Help: "Bytes relayed between clients and backends, counted as they flow.",
 		}, []string{"direction"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pgwarden_http_request_duration_seconds", Help: "HTTP requests by route (the router's pattern, \"other\" when none matched) and status.",
+			Buckets: latencyBuckets,
+		}, []string{"route", "status"}),
+		backendConnect: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pgwarden_backend_connect_duration_seconds", Help: "Time to open a new backend session (dial, TLS, login), by protocol of the client it is for.",
+			Buckets: latencyBuckets,
+		}, []string{"protocol"}),
+		backendAcquire: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pgwarden_backend_acquire_duration_seconds", Help: "Time a client session or HTTP request waited for a backend: a parked one checked out, a pooled one, or a new one opened.",
+			Buckets: latencyBuckets,
+		}, []string{"protocol"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgwarden_reloads_total", Help: "Configuration reloads by result.",
 		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.authAttempts, m.authDuration, m.connections, m.relayed, m.reloads,
+	m.register(m.authAttempts, m.authDuration, m.connections, m.relayed, m.reloads, m.httpDuration, m.backendConnect, m.backendAcquire,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.relayedUp = m.relayed.WithLabelValues("client_to_backend")
+	m.relayedDown = m.relayed.WithLabelValues("backend_to_client")
 	for _, p := range []string{"pg", "http"} {
 		m.connections.WithLabelValues(p)
 	}
@@ -63,7 +89,7 @@ func (m *Metrics) AuthAttempt(protocol, method, result string, took time.Duratio
 		method = "none"
 	}
 	m.authAttempts.WithLabelValues(protocol, method, result).Inc()
-	m.authDuration.Observe(took.Seconds())
+	m.authDuration.WithLabelValues(protocol, method, result).Observe(took.Seconds())
 }
 
 // ConnectionOpened and ConnectionClosed track open client connections.
@@ -80,12 +106,69 @@ func (m *Metrics) ConnectionClosed(protocol string) {
 	}
 }
 
-// Relayed adds the bytes of a finished session.
-func (m *Metrics) Relayed(clientToBackend, backendToClient int64) {
+// RelayedUp and RelayedDown add bytes relayed client to backend and back,
+// as each chunk is passed on.
+func (m *Metrics) RelayedUp(n int) {
 	if m != nil {
-		m.relayed.WithLabelValues("client_to_backend").Add(float64(clientToBackend))
-		m.relayed.WithLabelValues("backend_to_client").Add(float64(backendToClient))
+		m.relayedUp.Add(float64(n))
 	}
+}
+
+// RelayedDown is RelayedUp's other direction.
+func (m *Metrics) RelayedDown(n int) {
+	if m != nil {
+		m.relayedDown.Add(float64(n))
+	}
+}
+
+// HTTPRequest observes one answered HTTP request.
+func (m *Metrics) HTTPRequest(route string, status int, took time.Duration) {
+	if m != nil {
+		m.httpDuration.WithLabelValues(route, strconv.Itoa(status)).Observe(took.Seconds())
+	}
+}
+
+// BackendConnect observes the opening of a new backend session.
+func (m *Metrics) BackendConnect(protocol string, took time.Duration) {
+	if m != nil {
+		m.backendConnect.WithLabelValues(protocol).Observe(took.Seconds())
+	}
+}
+
+// BackendAcquire observes how long a client or request waited for a
+// backend.
+func (m *Metrics) BackendAcquire(protocol string, took time.Duration) {
+	if m != nil {
+		m.backendAcquire.WithLabelValues(protocol).Observe(took.Seconds())
+	}
+}
+
+// register registers collectors and remembers them for Names.
+func (m *Metrics) register(cs ...prometheus.Collector) {
+	m.reg.MustRegister(cs...)
+	m.collectors = append(m.collectors, cs...)
+}
+
+var fqNameRE = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// Names lists the name of every metric pgwarden can export, whether or not
+// it has a sample yet (a histogram with labels appears on /metrics only
+// once observed); for checking dashboards and alerts against.
+func (m *Metrics) Names() []string {
+	ch := make(chan *prometheus.Desc, 256)
+	go func() {
+		for _, c := range m.collectors {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	for d := range ch {
+		if sub := fqNameRE.FindStringSubmatch(d.String()); sub != nil {
+			out = append(out, sub[1])
+		}
+	}
+	return out
 }
 
 // Reload counts a reload by result ("ok" or "failed").
@@ -96,7 +179,7 @@ func (m *Metrics) Reload(result string) {
 }
 
 // Register adds more collectors (the backend pools').
-func (m *Metrics) Register(c prometheus.Collector) { m.reg.MustRegister(c) }
+func (m *Metrics) Register(c prometheus.Collector) { m.register(c) }
 
 // Handler serves the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
@@ -112,7 +195,7 @@ type PoolFigures struct {
 // RegisterPool exposes the backend pool: parked and in-use backends, and
 // how many were reused and closed.
 func (m *Metrics) RegisterPool(figures func() PoolFigures) {
-	m.reg.MustRegister(
+	m.register(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_parked", Help: "Idle backends kept for reuse."},
 			func() float64 { return float64(figures().Parked) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_in_use", Help: "Backends serving a client."},
@@ -126,7 +209,7 @@ func (m *Metrics) RegisterPool(figures func() PoolFigures) {
 
 // RegisterConsoleSessions exposes the number of web console sessions.
 func (m *Metrics) RegisterConsoleSessions(n func() int) {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_console_sessions", Help: "Web console sessions stored (expired ones until swept)."},
+	m.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_console_sessions", Help: "Web console sessions stored (expired ones until swept)."},
 		func() float64 { return float64(n()) }))
 }
 

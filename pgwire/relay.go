@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgwarden/pgwarden/metrics"
 )
 
 var noDeadline time.Time
@@ -20,14 +22,14 @@ var terminationMessage = func() []byte {
 }()
 
 // relay copies both directions until either side closes; the first to end
-// closes both. Copies are plain io.Copy between the sockets, so that on Linux
-// TCP to TCP goes through splice. The client's buffered reader is drained
-// first: bytes the client pipelined during authentication reach the backend.
-// This is the relay when backend reuse is off.
-func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool) (up, down int64) {
+// closes both. The client's buffered reader is drained first: bytes the
+// client pipelined during authentication reach the backend. This is the
+// relay when backend reuse is off. Each read is counted in the metrics as
+// it is passed on (which costs the splice a TCP-to-TCP io.Copy could use).
+func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool, m *metrics.Metrics) (up, down int64) {
 	done := make(chan int64, 1)
 	go func() {
-		n, _ := io.Copy(client.Conn, backend)
+		n, _ := io.Copy(client.Conn, countingReader{backend, m.RelayedDown})
 		if terminating != nil && terminating.Load() {
 			// The server ends the session (shutdown): the client is told
 			// so, as PostgreSQL tells it. This relay follows no message
@@ -38,11 +40,25 @@ func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool) (up, 
 		backend.Close()
 		done <- n
 	}()
-	up, _ = io.Copy(backend, client.r)
+	up, _ = io.Copy(backend, countingReader{client.r, m.RelayedUp})
 	backend.Close()
 	client.Close()
 	down = <-done
 	return up, down
+}
+
+// countingReader reports each read's size as it happens.
+type countingReader struct {
+	r     io.Reader
+	count func(int)
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.count(n)
+	}
+	return n, err
 }
 
 // relayBufPool holds the large copy buffers of tracked relays.
@@ -100,6 +116,7 @@ type trackedRelay struct {
 	status   atomic.Int32 // last transaction status: 'I', 'T', 'E'
 	unsynced bool         // client sent messages after its last sync point
 	up, down int64
+	metrics  *metrics.Metrics // counts the bytes as they flow
 	// terminating is set when the server ends the session (shutdown): the
 	// backend is closed, and the client is told 57P01 at a message
 	// boundary before its socket closes.
@@ -140,6 +157,7 @@ func (t *trackedRelay) run() (reusable bool) {
 					clientGone = true // keep draining to a boundary
 				}
 				t.down += int64(len(chunk))
+				t.metrics.RelayedDown(len(chunk))
 			}
 			return true
 		})
@@ -224,6 +242,7 @@ func (t *trackedRelay) clientToBackend() bool {
 				return false
 			}
 			t.up += int64(len(chunk))
+			t.metrics.RelayedUp(len(chunk))
 		}
 		if cut >= 0 {
 			// Anything after Terminate is ignored, as PostgreSQL does.

@@ -108,6 +108,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	pool := c.srv.pool
 
 	var s *backend.Session
+	acquireStart := time.Now()
 	if reuse {
 		for {
 			if s = pool.Get(key, limits, time.Now()); s == nil {
@@ -137,7 +138,11 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			audit(err)
 			return err
 		}
+		connectStart := time.Now()
 		hc, settings, known, err := connectBackend(c.ctx(), pc, reuse)
+		if err == nil {
+			c.srv.metrics.BackendConnect("pg", time.Since(connectStart))
+		}
 		if err != nil {
 			pool.Release()
 			audit(err)
@@ -164,6 +169,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			}
 		}
 	}
+	c.srv.metrics.BackendAcquire("pg", time.Since(acquireStart))
 	if !c.setBackend(s.Conn) {
 		pool.Discard(s)
 		return errSilentClose
@@ -201,14 +207,12 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	c.srv.log.Debug("session started", zap.Uint64("client_id", c.id), zap.String("role", t.Role),
 		zap.String("database", t.Database), zap.Int("reuses", s.Reuses))
 	if !reuse {
-		up, down := relay(c.cc, s.Conn, &c.terminating)
-		c.srv.metrics.Relayed(up, down)
+		relay(c.cc, s.Conn, &c.terminating, c.srv.metrics)
 		pool.Discard(s)
 		return nil
 	}
-	tr := &trackedRelay{client: c.cc, backend: s.Conn, params: s.Params, terminating: &c.terminating}
+	tr := &trackedRelay{client: c.cc, backend: s.Conn, params: s.Params, terminating: &c.terminating, metrics: c.srv.metrics}
 	idle := tr.run()
-	c.srv.metrics.Relayed(tr.up, tr.down)
 	// The client is gone: its key must not reach whoever gets this
 	// backend next.
 	retireKey()

@@ -1,0 +1,98 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func scrapeMetrics(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// sampleValue reads one series' value from the text format; -1 if absent.
+func sampleValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// The histograms an operator alerts on have samples with the labels the
+// dashboard uses, and relayed bytes are counted while a session is open.
+func TestMetricsAnOperatorCanAlertOn(t *testing.T) {
+	g := startHTTPGateway(t, "default_database = \"postgres\"", `
+[[hba]]
+method = "password"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	conn := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	defer conn.Close(context.Background())
+	if _, _, code := httpDoStatus(t, g.httpURL()+"/_sql", `{"stmt": "SELECT 1"}`, basic("alice", "alice-Pass-1")); code != 200 {
+		t.Fatalf("/_sql answered %d", code)
+	}
+	httpDoStatus(t, g.httpURL()+"/_sql", `{"stmt": "SELECT 1"}`, basic("alice", "wrong"))
+
+	before := scrapeMetrics(t, g.httpURL())
+	down0 := sampleValue(t, before, `pgwarden_relayed_bytes_total{direction="backend_to_client"}`)
+	// 200 kB through the open session, which stays open.
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT length(string_agg(repeat('x', 1000), '')) FROM generate_series(1, 200)").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	var big string
+	if err := conn.QueryRow(context.Background(), "SELECT repeat('y', 200000)").Scan(&big); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var text string
+	for {
+		text = scrapeMetrics(t, g.httpURL())
+		if sampleValue(t, text, `pgwarden_relayed_bytes_total{direction="backend_to_client"}`)-down0 >= 200000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relayed bytes of an open session are not counted as they flow: %v then %v", down0,
+				sampleValue(t, text, `pgwarden_relayed_bytes_total{direction="backend_to_client"}`))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, series := range []string{
+		`pgwarden_auth_duration_seconds_count{method="password",protocol="pg",result="ok"}`,
+		`pgwarden_auth_duration_seconds_count{method="password",protocol="http",result="ok"}`,
+		`pgwarden_auth_duration_seconds_count{method="password",protocol="http",result="failed"}`,
+		`pgwarden_http_request_duration_seconds_count{route="POST /_sql",status="200"}`,
+		`pgwarden_http_request_duration_seconds_count{route="POST /_sql",status="401"}`,
+		`pgwarden_http_request_duration_seconds_count{route="GET /metrics",status="200"}`,
+		`pgwarden_backend_connect_duration_seconds_count{protocol="pg"}`,
+		`pgwarden_backend_connect_duration_seconds_count{protocol="http"}`,
+		`pgwarden_backend_acquire_duration_seconds_count{protocol="pg"}`,
+		`pgwarden_backend_acquire_duration_seconds_count{protocol="http"}`,
+	} {
+		if v := sampleValue(t, text, series); v < 1 {
+			t.Errorf("%s = %v, want at least 1", series, v)
+		}
+	}
+	if !regexp.MustCompile(`pgwarden_auth_duration_seconds_bucket\{method="password",protocol="pg",result="ok",le="0.001"\}`).MatchString(text) {
+		t.Error("the auth histogram has no buckets")
+	}
+}
+
+func httpDoStatus(t *testing.T, url, body string, hdr map[string]string) (string, http.Header, int) {
+	t.Helper()
+	status, h, _ := httpDo(t, "POST", url, body, hdr)
+	return "", h, status
+}
