@@ -300,3 +300,18 @@ func refusal(err error, wants Proof) *Refusal {
 	}
 	return &Refusal{Kind: RefusedProtocol, Reason: err.Error(), Err: err}
 }
+
+// SessionAdmits says whether a console session of a.User would pass the
+// rule stage of Login for a.Database (a rule matches, it takes a proven
+// password, and it demands no client certificate the attempt lacks). It
+// checks no credential and waits for no throttle: the web console uses it
+// to offer only the databases its session can open, and Login still
+// decides every request.
+func SessionAdmits(st *State, a *Attempt, hasCertificate bool) bool {
+	req := &hba.Request{Protocol: a.Protocol, Addr: a.Addr, Local: a.Local, SSL: a.SSL, Database: a.Database, User: a.User}
+	if u := st.Users.Lookup(a.User); u != nil {
+		req.Roles = u.Roles
+	}
+	rule := st.Rules.Match(req)
+	return rule != nil && rule.Method.ProvesPassword() && (rule.ClientCert == "" || hasCertificate)
+}

@@ -2,6 +2,7 @@ package httpfront
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"html/template"
@@ -10,9 +11,12 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -152,7 +156,7 @@ func formValue(form map[string][]string, key string) string {
 func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request, snap *snapshot.Snapshot, t transport) {
 	_, sess, ok, stale := s.currentSession(r, snap, t)
 	if ok {
-		s.renderConsole(w, http.StatusOK, snap, sess, "")
+		s.renderConsole(w, r, http.StatusOK, snap, sess, "")
 		return
 	}
 	p := &page{View: "login", Title: "Log in", Notice: notices[r.URL.Query().Get("notice")]}
@@ -166,16 +170,63 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request, snap *sna
 	render(w, http.StatusOK, p)
 }
 
-func (s *Server) renderConsole(w http.ResponseWriter, status int, snap *snapshot.Snapshot, sess Session, passwordErr string) {
+func (s *Server) renderConsole(w http.ResponseWriter, r *http.Request, status int, snap *snapshot.Snapshot, sess Session, passwordErr string) {
 	db := defaultDatabase(snap.Config, sess.User)
-	dbs := []string{db}
+	render(w, status, &page{View: "console", Title: "SQL", User: sess.User, CSRF: sess.CSRF, Database: db,
+		Databases: s.consoleDatabases(r, snap, sess.User, db),
+		MinLength: snap.Config.Users.PasswordMinLength, PasswordError: passwordErr})
+}
+
+// consoleDatabases are the databases the database field offers: the
+// default one, the [[databases]] names, and those the backend lets the
+// user's backend role connect to, each kept only when the HBA rules let
+// this user's console session in (authcore.SessionAdmits). The backend's
+// list costs one query per page; when it fails the configured names stay.
+func (s *Server) consoleDatabases(r *http.Request, snap *snapshot.Snapshot, user, def string) []string {
+	cands := []string{def}
 	for _, d := range snap.Config.Databases {
-		if !slices.Contains(dbs, d.Name) {
-			dbs = append(dbs, d.Name)
+		cands = append(cands, d.Name)
+	}
+	cands = append(cands, s.backendDatabases(r, snap, user, def)...)
+	a := &authcore.Attempt{Protocol: hba.ProtoHTTP, Addr: clientAddr(r, snap), SSL: r.TLS != nil, User: user}
+	hasCert := r.TLS != nil && len(r.TLS.PeerCertificates) > 0
+	var out []string
+	for _, d := range cands {
+		if slices.Contains(out, d) {
+			continue
+		}
+		a.Database = d
+		if authcore.SessionAdmits(snap.Login, a, hasCert) {
+			out = append(out, d)
 		}
 	}
-	render(w, status, &page{View: "console", Title: "SQL", User: sess.User, CSRF: sess.CSRF, Database: db, Databases: dbs,
-		MinLength: snap.Config.Users.PasswordMinLength, PasswordError: passwordErr})
+	return out
+}
+
+// backendDatabases asks the backend, as the user's backend role, which
+// databases that role may connect to.
+func (s *Server) backendDatabases(r *http.Request, snap *snapshot.Snapshot, user, db string) []string {
+	u := snap.Users.Lookup(user)
+	if u == nil {
+		return nil
+	}
+	pool, err := s.pools.Get(snap.Config, backend.Route(snap.Config, user, u, "", db))
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	rows, err := pool.Query(ctx, `SELECT datname FROM pg_database
+		WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT') ORDER BY datname`)
+	if err != nil {
+		s.o.Log.Debug("console: the backend's database list is unavailable", zap.String("user", user), zap.Error(err))
+		return nil
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil
+	}
+	return names
 }
 
 // handleLogin serves POST /login. Success starts a new session under a new
@@ -257,22 +308,22 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 	if _, err := snap.Auth.CheckPassword(r.Context(), sess.User, current); err != nil {
 		s.o.Audit.Warn("password change refused", zap.String("user", sess.User), zap.String("address", addr), zap.String("reason", authcore.ReasonOf(err)))
 		s.o.Throttle.Failure(addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration)
-		s.renderConsole(w, http.StatusBadRequest, snap, sess, "The current password is wrong.")
+		s.renderConsole(w, r, http.StatusBadRequest, snap, sess, "The current password is wrong.")
 		return
 	}
 	if next != formValue(form, "new_password2") {
-		s.renderConsole(w, http.StatusBadRequest, snap, sess, "The new passwords do not match.")
+		s.renderConsole(w, r, http.StatusBadRequest, snap, sess, "The new passwords do not match.")
 		return
 	}
 	hash, err := authcore.HashNewPassword(authcore.AlgoSCRAM, next, snap.Config.Users.PasswordMinLength)
 	if err != nil {
-		s.renderConsole(w, http.StatusBadRequest, snap, sess, "The new password is refused: "+err.Error()+".")
+		s.renderConsole(w, r, http.StatusBadRequest, snap, sess, "The new password is refused: "+err.Error()+".")
 		return
 	}
 	_, err = s.o.State.UpdateUsers(authcore.PasswordChange(sess.User, hash))
 	if err != nil {
 		s.o.Log.Error("console password change failed", zap.String("user", sess.User), zap.Error(err))
-		s.renderConsole(w, http.StatusInternalServerError, snap, sess, "The password could not be changed; the server log says why.")
+		s.renderConsole(w, r, http.StatusInternalServerError, snap, sess, "The password could not be changed; the server log says why.")
 		return
 	}
 	n := s.sessions.EndUser(sess.User)

@@ -585,3 +585,42 @@ func caTLSConfig(t *testing.T, file string) *tls.Config {
 	pool.AppendCertsFromPEM(pem)
 	return &tls.Config{RootCAs: pool, ServerName: "localhost"}
 }
+
+// The database field offers what the session can open: databases the
+// backend lets the user's role connect to, whose HBA rule takes a console
+// session; not templates, not ones without CONNECT, not trust or jwt ones.
+func TestTheConsoleOffersTheDatabasesTheUserMayConnectTo(t *testing.T) {
+	for _, stmt := range []string{
+		"DROP DATABASE IF EXISTS trustdb", "CREATE DATABASE trustdb",
+		"DROP DATABASE IF EXISTS jwtdb", "CREATE DATABASE jwtdb",
+		"DROP DATABASE IF EXISTS console_noconnect", "CREATE DATABASE console_noconnect",
+		"REVOKE CONNECT ON DATABASE console_noconnect FROM PUBLIC",
+	} {
+		if err := pg.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		pg.Exec("DROP DATABASE IF EXISTS trustdb")
+		pg.Exec("DROP DATABASE IF EXISTS jwtdb")
+		pg.Exec("DROP DATABASE IF EXISTS console_noconnect")
+	})
+	_, cc := startConsoleGateway(t, "")
+	cc.login("alice", "alice-Pass-1")
+	page := cc.get("/").body
+	i := strings.Index(page, `<datalist id="db-list">`)
+	if i < 0 {
+		t.Fatalf("no database list:\n%s", page)
+	}
+	list := page[i : i+strings.Index(page[i:], "</datalist>")]
+	for _, want := range []string{"postgres", "app_prod"} {
+		if !strings.Contains(list, `value="`+want+`"`) {
+			t.Fatalf("the picker lacks %s: %s", want, list)
+		}
+	}
+	for _, not := range []string{"template0", "template1", "console_noconnect", "trustdb", "jwtdb"} {
+		if strings.Contains(list, `value="`+not+`"`) {
+			t.Fatalf("the picker offers %s: %s", not, list)
+		}
+	}
+}

@@ -302,7 +302,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		`pgwarden_auth_attempts_total{method="password",protocol="pg",result="ok"} 1`,
 		`pgwarden_client_connections{protocol="pg"} 1`,
 		`pgwarden_reloads_total{result="ok"} 1`,
-		`pgwarden_auth_duration_seconds_count 3`,
+		`pgwarden_auth_duration_seconds_count{method="password",protocol="pg",result="ok"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
