@@ -38,6 +38,9 @@ type Env interface {
 	Samples() []metrics.Sample
 	Pools() backend.Stats
 	Version() string
+	// PeerReachable says whether a peer's Postgres listener accepts a
+	// connection now.
+	PeerReachable(address string) bool
 }
 
 // Output receives a command's result.
@@ -126,6 +129,16 @@ func (a *console) dispatch(t tokens) error {
 		a.out.Rows("SHOW", []string{"key", "value"}, rows)
 	case t.is("SHOW", "VERSION"):
 		a.out.Rows("SHOW", []string{"version"}, [][]string{{"pgwarden " + a.env.Version()}})
+	case t.is("SHOW", "PEERS"):
+		rows := [][]string{{strconv.Itoa(snap.Config.Server.PeerID), "(this instance)", "yes"}}
+		for _, p := range snap.Config.Peers {
+			reach := "no"
+			if a.env.PeerReachable(p.Address) {
+				reach = "yes"
+			}
+			rows = append(rows, []string{strconv.Itoa(p.ID), p.Address, reach})
+		}
+		a.out.Rows("SHOW", []string{"id", "address", "reachable"}, rows)
 	case t.is("SHOW", "POOLS"):
 		st := a.env.Pools()
 		var rows [][]string

@@ -24,6 +24,7 @@ func (fakeEnv) EndSessionsOf(string)      {}
 func (fakeEnv) Samples() []metrics.Sample { return nil }
 func (fakeEnv) Pools() backend.Stats      { return backend.Stats{} }
 func (fakeEnv) Version() string           { return "test" }
+func (fakeEnv) PeerReachable(string) bool { return false }
 
 func TestTheCommandLanguageSplitsWordsIdentifiersAndStrings(t *testing.T) {
 	toks, err := tokenize(`CREATE USER "Mixed Case" WITH PASSWORD 'it''s a secret' ADMIN`)

@@ -38,6 +38,7 @@ type Config struct {
 	JWTIssuers []JWTIssuer `toml:"jwt_issuers"`
 	HBA        []HBARule   `toml:"hba"`
 	Log        Log         `toml:"log"`
+	Peers      []Peer      `toml:"peers"`
 
 	lines keyLines
 
@@ -62,7 +63,22 @@ type Server struct {
 	// their own (and /metrics no longer on http_listen); "" keeps them on
 	// http_listen.
 	MetricsListen string `toml:"metrics_listen"`
+	// PeerID is this instance's id in the cancel keys it hands out (0: no
+	// peers); ReusePort opens the listeners with SO_REUSEPORT.
+	PeerID    int  `toml:"peer_id"`
+	ReusePort bool `toml:"reuse_port"`
 }
+
+// Peer is another instance: CancelRequests for keys carrying its id are
+// forwarded to its Postgres listener.
+type Peer struct {
+	ID      int    `toml:"id"`
+	Address string `toml:"address"`
+}
+
+// MaxPeerID is the largest peer id: the id takes the top 10 bits of the
+// 32-bit cancel key.
+const MaxPeerID = 1023
 
 // TLS is the server certificate and the CA that client certificates must
 // chain to. A nil *TLS means TLS is off.
@@ -509,6 +525,8 @@ var RestartKeys = map[string]bool{
 	"server.http_tls":        true,
 	"server.unix_socket_dir": true,
 	"server.metrics_listen":  true,
+	"server.peer_id":         true,
+	"server.reuse_port":      true,
 	"log.format":             true,
 }
 

@@ -110,3 +110,22 @@ func TestAValueOfTheWrongTypeDoesNotHideTheRestOfTheFile(t *testing.T) {
 		t.Fatalf("empty [tls]: %v", err)
 	}
 }
+
+func TestPeerListsAreChecked(t *testing.T) {
+	cases := []struct{ config, want string }{
+		{"[server]\npeer_id = 1\n[[peers]]\nid = 1\naddress = \"10.0.0.2:6432\"\n[[hba]]\nmethod = \"trust\"\n", "peers[1].id: 1 is this instance's own server.peer_id"},
+		{"[[peers]]\nid = 2\naddress = \"10.0.0.2:6432\"\n[[hba]]\nmethod = \"trust\"\n", "server.peer_id: [[peers]] are listed but this instance has no peer_id"},
+		{"[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"a:1\"\n[[peers]]\nid = 2\naddress = \"b:1\"\n[[hba]]\nmethod = \"trust\"\n", "peers[2].id: peer id 2 is listed twice"},
+		{"[server]\npeer_id = 1024\n[[hba]]\nmethod = \"trust\"\n", "server.peer_id: must be 0 (no peers) to 1023, not 1024"},
+		{"[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"10.0.0.2\"\n[[hba]]\nmethod = \"trust\"\n", "peers[1].address: must be host:port"},
+	}
+	for _, tc := range cases {
+		_, err := Parse("/x/c.toml", []byte(tc.config))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.config, err, tc.want)
+		}
+	}
+	if _, err := Parse("/x/c.toml", []byte("[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"10.0.0.2:6432\"\n[[hba]]\nmethod = \"trust\"\n")); err != nil && !strings.Contains(err.Error(), "users.file") {
+		t.Fatalf("a good peer list refused: %v", err)
+	}
+}

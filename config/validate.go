@@ -111,6 +111,28 @@ func (c *Config) validate(v *validator) {
 			v.add("server.metrics_listen", "%v", err)
 		}
 	}
+	if s.PeerID < 0 || s.PeerID > MaxPeerID {
+		v.add("server.peer_id", "must be 0 (no peers) to %d, not %d", MaxPeerID, s.PeerID)
+	}
+	if len(c.Peers) > 0 && s.PeerID == 0 {
+		v.add("server.peer_id", "[[peers]] are listed but this instance has no peer_id; give each instance its own id, 1 to %d", MaxPeerID)
+	}
+	seenPeers := map[int]bool{}
+	for i, p := range c.Peers {
+		key := fmt.Sprintf("peers.%d", i)
+		switch {
+		case p.ID < 1 || p.ID > MaxPeerID:
+			v.add(key+".id", "must be 1 to %d, not %d", MaxPeerID, p.ID)
+		case p.ID == s.PeerID:
+			v.add(key+".id", "%d is this instance's own server.peer_id; list only the other instances", p.ID)
+		case seenPeers[p.ID]:
+			v.add(key+".id", "peer id %d is listed twice", p.ID)
+		}
+		seenPeers[p.ID] = true
+		if _, port, err := net.SplitHostPort(p.Address); err != nil || port == "" {
+			v.add(key+".address", "must be host:port of the peer's Postgres listener, not %q", p.Address)
+		}
+	}
 	if s.UnixSocketDir != "" && len(s.PGListen) == 0 {
 		v.add("server.unix_socket_dir", "the socket is named after the port of the first pg_listen address; give one")
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/internal/listen"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -168,7 +169,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) Listen() error {
 	snap := s.o.State.Current()
 	for _, addr := range snap.Config.Server.HTTPListen {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listen.TCP(addr, snap.Config.Server.ReusePort)
 		if err != nil {
 			for _, l := range s.listeners {
 				l.Close()
@@ -201,7 +202,7 @@ func (s *Server) ListenMetrics() error {
 	if addr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen.TCP(addr, s.o.State.Current().Config.Server.ReusePort)
 	if err != nil {
 		return fmt.Errorf("listen on %s (server.metrics_listen): %w", addr, err)
 	}

@@ -160,11 +160,17 @@ func startGatewayServer(t *testing.T, serverExtra, extra string, users []testUse
 // startGatewayWith is startGateway with changed shared settings.
 func startGatewayWith(t *testing.T, o gwOptions, extra string, users []testUser) *gateway {
 	t.Helper()
-	dir := t.TempDir()
 	port := freePort()
 	if o.http {
 		port = freePortPair()
 	}
+	return startGatewayAt(t, port, o, extra, users)
+}
+
+// startGatewayAt is startGatewayWith on a given port.
+func startGatewayAt(t *testing.T, port int, o gwOptions, extra string, users []testUser) *gateway {
+	t.Helper()
+	dir := t.TempDir()
 	g := &gateway{t: t, dir: dir, port: port, sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), opts: o}
 	g.writeConfig(extra)
 	g.writeUsers(users)

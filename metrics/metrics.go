@@ -5,6 +5,7 @@ package metrics
 import (
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 // Metrics are the collectors both frontends report to.
 type Metrics struct {
 	reg            *prometheus.Registry
+	registerer     prometheus.Registerer
 	authAttempts   *prometheus.CounterVec
 	authDuration   *prometheus.HistogramVec
 	connections    *prometheus.GaugeVec
@@ -34,10 +36,23 @@ type Metrics struct {
 // latencyBuckets span 0.1 ms to about 13 s.
 var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 18)
 
-// New registers every collector of SPEC section 7.
-func New() *Metrics {
+// New registers every collector of SPEC section 7, for an instance without
+// a peer id.
+func New() *Metrics { return NewFor("", 0) }
+
+// NewFor is New for an instance of a version and peer id: with a peer id,
+// every metric carries it as the label peer_id, so the series of several
+// instances stay apart wherever they are collected; pgwarden_build_info
+// says which build runs.
+func NewFor(version string, peerID int) *Metrics {
+	reg := prometheus.NewRegistry()
+	var registerer prometheus.Registerer = reg
+	if peerID != 0 {
+		registerer = prometheus.WrapRegistererWith(prometheus.Labels{"peer_id": strconv.Itoa(peerID)}, reg)
+	}
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:        reg,
+		registerer: registerer,
 		authAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgwarden_auth_attempts_total", Help: "Authentication attempts by protocol, method and result.",
 		}, []string{"protocol", "method", "result"}),
@@ -69,6 +84,10 @@ func New() *Metrics {
 	}
 	m.register(m.authAttempts, m.authDuration, m.connections, m.relayed, m.reloads, m.httpDuration, m.backendConnect, m.backendAcquire,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pgwarden_build_info", Help: "The running build: always 1, with its version and Go version."},
+		[]string{"version", "goversion"})
+	info.WithLabelValues(version, runtime.Version()).Set(1)
+	m.register(info)
 	m.relayedUp = m.relayed.WithLabelValues("client_to_backend")
 	m.relayedDown = m.relayed.WithLabelValues("backend_to_client")
 	for _, p := range []string{"pg", "http"} {
@@ -145,7 +164,7 @@ func (m *Metrics) BackendAcquire(protocol string, took time.Duration) {
 
 // register registers collectors and remembers them for Names.
 func (m *Metrics) register(cs ...prometheus.Collector) {
-	m.reg.MustRegister(cs...)
+	m.registerer.MustRegister(cs...)
 	m.collectors = append(m.collectors, cs...)
 }
 

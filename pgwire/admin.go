@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
@@ -144,6 +146,14 @@ func (e adminEnv) Kill(id uint64) bool       { return e.c.srv.kill(id) }
 func (e adminEnv) EndSessionsOf(user string) { e.c.srv.killUser(user, e.c) }
 func (e adminEnv) Pools() backend.Stats      { return e.c.srv.pool.Stats() }
 func (e adminEnv) Version() string           { return e.c.srv.version }
+func (e adminEnv) PeerReachable(address string) bool {
+	c, err := net.DialTimeout("tcp", address, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
 func (e adminEnv) Samples() []metrics.Sample {
 	if e.c.srv.metrics == nil {
 		return nil

@@ -31,13 +31,33 @@ type cancelTarget struct {
 // anyone cancel anyone's queries. Backends behind different [[databases]]
 // hosts may share a pid, so a pid can hold several targets; the key tells
 // them apart.
+//
+// With peers (server.peer_id), the top 10 bits of every key carry this
+// instance's id, as PgBouncer's peering does, so that a CancelRequest that
+// a load balancer sends to another instance can be forwarded here; the
+// other 22 bits stay random.
 type cancelRegistry struct {
-	mu sync.Mutex
-	m  map[uint32][]*cancelTarget
+	mu     sync.Mutex
+	m      map[uint32][]*cancelTarget
+	peerID uint16
 }
 
-func newCancelRegistry() *cancelRegistry {
-	return &cancelRegistry{m: make(map[uint32][]*cancelTarget)}
+func newCancelRegistry(peerID int) *cancelRegistry {
+	return &cancelRegistry{m: make(map[uint32][]*cancelTarget), peerID: uint16(peerID)}
+}
+
+// keyPeer is the peer id a cancel key carries (0 when peering is off).
+func keyPeer(key []byte) uint16 {
+	if len(key) != 4 {
+		return 0
+	}
+	return uint16(key[0])<<2 | uint16(key[1]>>6)
+}
+
+// stampPeer writes id into the top 10 bits of key.
+func stampPeer(key *[4]byte, id uint16) {
+	key[0] = byte(id >> 2)
+	key[1] = key[1]&0x3F | byte(id&3)<<6
 }
 
 // register gives t a fresh random key, unique among the targets of its pid,
@@ -48,6 +68,9 @@ func (r *cancelRegistry) register(t *cancelTarget) {
 	list := r.m[t.pid]
 	for {
 		rand.Read(t.key[:])
+		if r.peerID != 0 {
+			stampPeer(&t.key, r.peerID)
+		}
 		taken := false
 		for _, o := range list {
 			taken = taken || o.key == t.key

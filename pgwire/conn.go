@@ -274,7 +274,7 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 		switch sp.kind {
 		case kindCancel:
 			c.refusing.Store(true)
-			c.srv.cancels.forward(sp.cancelPID, sp.cancelKey)
+			c.srv.cancelRequest(snap.Config, c.addr, sp.cancelPID, sp.cancelKey)
 			return nil, errSilentClose
 		case kindSSLRequest:
 			if sslDone {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/internal/listen"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -77,7 +78,7 @@ func NewServer(o Options) *Server {
 	return &Server{
 		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle, metrics: o.Metrics, active: o.Active,
 		gate:    &authcore.Gate{Throttle: o.Throttle},
-		cancels: newCancelRegistry(),
+		cancels: newCancelRegistry(o.State.Current().Config.Server.PeerID),
 		pool:    backend.NewPool(),
 		version: o.Version, reloadFn: o.Reload,
 		ctx: ctx, cancel: cancel,
@@ -91,7 +92,7 @@ func NewServer(o Options) *Server {
 func (s *Server) Listen() error {
 	cfg := s.state.Current().Config
 	for _, addr := range cfg.Server.PGListen {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listen.TCP(addr, cfg.Server.ReusePort)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen on %s: %w", addr, err)

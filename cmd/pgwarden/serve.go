@@ -47,12 +47,16 @@ func serve(configPath string, stderr io.Writer) error {
 	level := zap.NewAtomicLevelAt(parseLevel(snap.Config.Log.Level))
 	log := newLogger(snap.Config.Log, level, stderr)
 	defer log.Sync()
+	if id := snap.Config.Server.PeerID; id != 0 {
+		// Every line, the audit log's too, says which instance wrote it.
+		log = log.With(zap.Int("peer_id", id))
+	}
 	state := snapshot.NewHolder(*cfgPath, snap, limiter)
 
 	// A failure is remembered for 15 minutes after the last one; 100k
 	// sources bound the memory an address-spraying attacker can take.
 	throttle := authcore.NewThrottle(100_000, 15*time.Minute)
-	m := metrics.New()
+	m := metrics.NewFor(versionString(), snap.Config.Server.PeerID)
 	active := new(atomic.Int64)
 	sd := notifier{log: log}
 	doReload := func() error {
@@ -106,6 +110,11 @@ func serve(configPath string, stderr io.Writer) error {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	sd.watchdog(wdCtx)
+	// Files are watched as well as SIGHUP is caught: a changed users file,
+	// configuration, HBA file or certificate reloads by itself.
+	if err := snapshot.WatchFiles(wdCtx, state, doReload, log, fileWatchDebounce); err != nil {
+		log.Warn("file watching is off; SIGHUP still reloads", zap.Error(err))
+	}
 
 	defer signal.Stop(sigs)
 	for sig := range sigs {
@@ -140,6 +149,10 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// fileWatchDebounce is how long changes must be quiet before a reload:
+// long enough for a tool that writes a file in several steps.
+const fileWatchDebounce = 300 * time.Millisecond
 
 // readyStatus is the STATUS= line systemctl status shows.
 func readyStatus(state *snapshot.Holder) string {

@@ -1,0 +1,230 @@
+package integration
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TestAChangedUsersFileIsInForceWithoutASignal changes the users file the
+// way configuration management does (a new file renamed over the old one)
+// and expects the new password to work and the old one to fail, with no
+// SIGHUP; a broken file keeps the old state.
+func TestAChangedUsersFileIsInForceWithoutASignal(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{}, "[[hba]]\nmethod = \"scram-sha-256\"\n", []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	c.Close(context.Background())
+
+	replace := func(content string) {
+		t.Helper()
+		tmp := filepath.Join(g.dir, "users.toml.new")
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(g.dir, "users.toml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace(usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-2"}}))
+	waitFor(t, 5*time.Second, "the new password works", func() bool {
+		c, err := g.connect("alice", "alice-Pass-2", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err == nil
+	})
+	if _, err := g.connect("alice", "alice-Pass-1", "postgres"); err == nil {
+		t.Fatal("the old password still works after the users file changed")
+	}
+	// A users file that does not load: the old state stays, and says why.
+	replace("[[user]]\nname = \n")
+	g.waitLog("reload failed; the previous configuration stays in force", 1)
+	c, err := g.connect("alice", "alice-Pass-2", "postgres")
+	if err != nil {
+		t.Fatalf("a broken users file changed the state in force: %v", err)
+	}
+	c.Close(context.Background())
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestACancelSentToAnotherPeerCancels runs two instances that know each
+// other; a query on A is canceled by a CancelRequest sent to B, as a load
+// balancer would send it. Keys of unknown peers are ignored.
+func TestACancelSentToAnotherPeerCancels(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { cancelThroughPeer(t, false) })
+	// Peers that require PROXY headers (behind HAProxy): the client's
+	// connection and its cancel come with one, and so does the forward.
+	t.Run("proxy_protocol required", func(t *testing.T) { cancelThroughPeer(t, true) })
+}
+
+const proxyV1 = "PROXY TCP4 10.9.8.7 127.0.0.1 40000 6432\r\n"
+
+func cancelThroughPeer(t *testing.T, withProxy bool) {
+	portA, portB := freePort(), freePort()
+	rules := "[[hba]]\nmethod = \"scram-sha-256\"\n"
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
+	peerOf := func(other, otherPort int) string {
+		return fmt.Sprintf("\n[[peers]]\nid = %d\naddress = \"127.0.0.1:%d\"\n", other, otherPort)
+	}
+	server := ""
+	if withProxy {
+		server = "\nproxy_protocol = \"required\"\ntrusted_proxies = [\"127.0.0.1/32\"]"
+	}
+	a := startGatewayAt(t, portA, gwOptions{server: "peer_id = 1" + server}, rules+peerOf(2, portB), users)
+	b := startGatewayAt(t, portB, gwOptions{server: "peer_id = 2" + server}, rules+peerOf(1, portA), users)
+
+	cfg, err := pgx.ParseConfig(a.connString("alice", "alice-Pass-1", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withProxy {
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				_, err = c.Write([]byte(proxyV1))
+			}
+			return c, err
+		}
+	}
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if withProxy {
+		// HBA and the audit see the address the PROXY header gave.
+		a.waitLog(`"address":"10.9.8.7"`, 1)
+	}
+	prefix := ""
+	if withProxy {
+		prefix = proxyV1
+	}
+	pid, key := conn.PgConn().PID(), conn.PgConn().SecretKey()
+	if got := int(key[0])<<2 | int(key[1]>>6); got != 1 {
+		t.Fatalf("A's cancel key carries peer id %d, want 1", got)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// A key of a peer nobody lists is ignored: the query goes on.
+	bogus := append([]byte(nil), key...)
+	bogus[0] = 0xFF
+	sendCancel(t, b.addr(), prefix, pid, bogus)
+	select {
+	case err := <-done:
+		t.Fatalf("a cancel with an unknown peer's key ended the query: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// The right key, sent to B, reaches A's backend.
+	sendCancel(t, b.addr(), prefix, pid, key)
+	select {
+	case err := <-done:
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57014" {
+			t.Fatalf("canceled query: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancel sent to the other peer did not cancel the query")
+	}
+}
+
+// sendCancel sends a CancelRequest as libpq does and waits for the close.
+func sendCancel(t *testing.T, addr, prefix string, pid uint32, key []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if prefix != "" {
+		c.Write([]byte(prefix))
+	}
+	msg := make([]byte, 12, 16)
+	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(key)))
+	binary.BigEndian.PutUint32(msg[4:], 80877102)
+	binary.BigEndian.PutUint32(msg[8:], pid)
+	c.Write(append(msg, key...))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, c)
+}
+
+// SHOW PEERS lists this instance and each peer with whether it answers;
+// metrics carry the instance's id, and pgwarden_build_info says the build.
+func TestPeersAreVisibleInTheAdminConsoleAndMetrics(t *testing.T) {
+	live := startGatewayWith(t, gwOptions{}, "[[hba]]\nmethod = \"trust\"\n", nil)
+	dead := freePort()
+	g := startGatewayWith(t, gwOptions{http: true, server: "peer_id = 7"}, fmt.Sprintf(`
+[[peers]]
+id = 8
+address = "%s"
+
+[[peers]]
+id = 9
+address = "127.0.0.1:%d"
+
+[[hba]]
+method = "password"
+`, live.addr(), dead), []testUser{{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"}})
+	out, err := psql(t, g.connString("root", "root-Admin-1", "pgwarden"), "SHOW PEERS")
+	if err != nil {
+		t.Fatalf("SHOW PEERS: %v\n%s", err, out)
+	}
+	for _, want := range []string{"7|(this instance)|yes", "8|" + live.addr() + "|yes", fmt.Sprintf("9|127.0.0.1:%d|no", dead)} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("SHOW PEERS lacks %q:\n%s", want, out)
+		}
+	}
+	text := scrapeMetrics(t, g.httpURL())
+	if !regexp.MustCompile(`pgwarden_build_info\{goversion="go[^"]+",peer_id="7",version="[^"]+"\} 1`).MatchString(text) {
+		t.Fatalf("no pgwarden_build_info with peer_id 7:\n%s", text)
+	}
+	if !strings.Contains(text, `pgwarden_reloads_total{peer_id="7",result="ok"}`) {
+		t.Fatal("metrics do not carry the peer id")
+	}
+	g.waitLog(`"peer_id":7`, 1)
+}
+
+// With reuse_port, a second instance listens on the same address as the
+// first (an upgrade without a refused connection); without it, it cannot.
+func TestReusePortLetsANewProcessListenBesideTheOld(t *testing.T) {
+	port := freePort()
+	rules := "[[hba]]\nmethod = \"trust\"\n"
+	startGatewayAt(t, port, gwOptions{server: "reuse_port = true"}, rules, nil)
+	second := startGatewayAt(t, port, gwOptions{server: "reuse_port = true"}, rules, nil)
+	second.kill()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "users.toml"), "")
+	cfg := filepath.Join(dir, "config.toml")
+	writeFile(t, cfg, fmt.Sprintf("[server]\npg_listen = [\"127.0.0.1:%d\"]\nhttp_listen = []\nunix_socket_dir = \"\"\n%s", port, rules))
+	cmd := exec.Command(cliBin, "serve", "-c", cfg)
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("without reuse_port a second listener on the port: %s", out)
+	}
+}

@@ -1,0 +1,120 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+)
+
+// WatchedFiles are the files a snapshot was loaded from: the
+// configuration, the users file, the HBA file and the certificates.
+func (s *Snapshot) WatchedFiles() []string {
+	c := s.Config
+	files := []string{c.Path, c.Users.File}
+	if c.HBAFile != "" {
+		files = append(files, c.HBAFile)
+	}
+	if c.TLS != nil {
+		for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile, c.TLS.ClientCAFile} {
+			if f != "" {
+				files = append(files, f)
+			}
+		}
+	}
+	return files
+}
+
+// WatchFiles calls reload when a file the current snapshot was loaded from
+// changes, until ctx ends: so instances sharing a users file, or a file
+// replaced by configuration management, need no SIGHUP. It watches the
+// files' folders (an editor or a deployment tool replaces a file by
+// renaming another over it), waits until the changes have been quiet for
+// debounce, and reloads only when a file's content differs from what the
+// last check saw (a write that changes nothing, or pgwarden's own
+// write followed by its own reload, costs at most one reload). reload keeps
+// the old state on a file that does not load, as SIGHUP does.
+func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Logger, debounce time.Duration) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	files := map[string]bool{}
+	dirs := map[string]bool{}
+	sync := func() {
+		clear(files)
+		for _, f := range h.Current().WatchedFiles() {
+			f = filepath.Clean(f)
+			files[f] = true
+			d := filepath.Dir(f)
+			if !dirs[d] {
+				if err := w.Add(d); err != nil {
+					log.Warn("cannot watch a folder for changes; SIGHUP still reloads", zap.String("folder", d), zap.Error(err))
+					continue
+				}
+				dirs[d] = true
+			}
+		}
+	}
+	sync()
+	seen := fingerprint(files)
+	go func() {
+		defer w.Close()
+		timer := time.NewTimer(time.Hour)
+		timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if files[filepath.Clean(ev.Name)] {
+					timer.Reset(debounce)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("file watching error; SIGHUP still reloads", zap.Error(err))
+			case <-timer.C:
+				now := fingerprint(files)
+				if now == seen {
+					continue
+				}
+				log.Info("a configuration file changed: reloading")
+				reload()
+				sync()
+				seen = fingerprint(files)
+			}
+		}
+	}()
+	return nil
+}
+
+// fingerprint hashes the names and contents of files (a missing file
+// counts as empty), in a fixed order.
+func fingerprint(files map[string]bool) [32]byte {
+	names := make([]string, 0, len(files))
+	for f := range files {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	hs := sha256.New()
+	for _, f := range names {
+		hs.Write([]byte(f))
+		hs.Write([]byte{0})
+		b, _ := os.ReadFile(f)
+		sum := sha256.Sum256(b)
+		hs.Write(sum[:])
+	}
+	var out [32]byte
+	copy(out[:], hs.Sum(nil))
+	return out
+}
