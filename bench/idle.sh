@@ -11,6 +11,7 @@ PASSWORD=bench-password
 PG_PORT=$(free_port 57832)
 PGW_PORT=$(free_port 57932)
 PGB_PORT=$(free_port 58032)
+MET_PORT=$(free_port 18132) # below the ephemeral range
 go build -o "$WORK/idleconns" ./bench/idleconns
 "$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pki"
@@ -23,6 +24,7 @@ pg_listen = ["127.0.0.1:$PGW_PORT"]
 http_listen = []
 unix_socket_dir = ""
 max_connections = $((N * 2))
+metrics_listen = "127.0.0.1:$MET_PORT"
 [backend]
 port = $PG_PORT
 sslmode = "disable"
@@ -33,7 +35,7 @@ level = "warn"
 [[hba]]
 method = "scram-sha-256"
 CONFIG
-start_pgwarden "$PGW_PORT"
+start_pgwarden "$PGW_PORT" || { cat "$WORK/pgwarden.log" >&2; exit 1; }
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 # measure NAME PID PORT: RSS growth per idle client, in KiB.
@@ -44,9 +46,24 @@ measure() {
 	read -r line <&"${HOLD[0]}"
 	sleep 3 # steady state: let the runtime collect what the logins left behind
 	after=$(rss "$2")
+	[ "$1" = pgwarden ] && memstats >&2
 	echo >&"${HOLD[1]}"
 	wait "$HOLD_PID" 2>/dev/null || true
 	echo "$1 $line $before $after" | awk '{ printf "%-10s %6d clients  RSS %8d KiB -> %8d KiB  %6.1f KiB per idle client\n", $1, $3, $4, $5, ($5 - $4) / $3 }'
+}
+# memstats: where pgwarden's memory is, from its own metrics (and, with
+# PGWARDEN_PPROF=127.0.0.1:PORT, its heap and goroutine profiles in
+# bench/results/).
+memstats() {
+	if [ -n "${PGWARDEN_PPROF:-}" ]; then
+		curl -s "http://$PGWARDEN_PPROF/debug/pprof/heap" > bench/results/idle-heap.pprof
+		curl -s "http://$PGWARDEN_PPROF/debug/pprof/goroutine?debug=1" > bench/results/idle-goroutines.txt
+	fi
+	curl -s "http://127.0.0.1:$MET_PORT/metrics" | awk -v n="$N" '
+		/^go_goroutines / { g = $2 }
+		/^go_memstats_stack_inuse_bytes / { st = $2 }
+		/^go_memstats_heap_inuse_bytes / { h = $2 }
+		END { printf "pgwarden: %d goroutines, stacks %.1f KiB and heap %.1f KiB per client (totals, divided by %d)\n", g, st / 1024 / n, h / 1024 / n, n }'
 }
 mkdir -p bench/results
 OUT=bench/results/idle-$(date -u +%Y%m%dT%H%M%SZ).txt

@@ -34,7 +34,7 @@ func (s *Snapshot) WatchedFiles() []string {
 // changes, until ctx ends: so instances sharing a users file, or a file
 // replaced by configuration management, need no SIGHUP. It watches the
 // files' folders (an editor or a deployment tool replaces a file by
-// renaming another over it), waits until the changes have been quiet for
+// renaming another over it, a Kubernetes ConfigMap swaps a symlink), waits until the changes have been quiet for
 // debounce, and reloads only when a file's content differs from what the
 // last check saw (a write that changes nothing, or pgwarden's own
 // write followed by its own reload, costs at most one reload). reload keeps
@@ -75,9 +75,11 @@ func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Lo
 				if !ok {
 					return
 				}
-				if files[filepath.Clean(ev.Name)] {
-					timer.Reset(debounce)
-				}
+				// Any change in a watched folder counts: a Kubernetes
+				// ConfigMap swaps a ..data symlink, not the file's name.
+				// The fingerprint then tells whether a file changed.
+				_ = ev
+				timer.Reset(debounce)
 			case err, ok := <-w.Errors:
 				if !ok {
 					return

@@ -39,6 +39,14 @@ func serve(configPath string, stderr io.Writer) error {
 			f.Close()
 		}()
 	}
+	// PGWARDEN_PPROF=127.0.0.1:PORT serves Go's profiles (heap, goroutine,
+	// CPU) there, for performance work (see README, Performance). Loopback
+	// only: the profiles show memory contents' shapes, never to expose.
+	if addr := os.Getenv("PGWARDEN_PPROF"); addr != "" {
+		if err := servePprof(addr); err != nil {
+			return err
+		}
+	}
 	limiter := authcore.NewHashLimiter(0)
 	snap, err := snapshot.Load(*cfgPath, limiter)
 	if err != nil {
