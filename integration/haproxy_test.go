@@ -1,0 +1,240 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TestTwoInstancesBehindHAProxy runs two pgwarden instances behind
+// HAProxy (Debian's package): TCP mode with PROXY v2 for the wire, HTTP
+// mode with X-Forwarded-For, round robin. Clients come from 127.0.0.2 so
+// that the address HBA sees can only be theirs if the PROXY header and
+// X-Forwarded-For were read (HAProxy itself connects from 127.0.0.1).
+func TestTwoInstancesBehindHAProxy(t *testing.T) {
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		if _, err2 := os.Stat("/usr/sbin/haproxy"); err2 == nil {
+			haproxy = "/usr/sbin/haproxy"
+		} else {
+			missingTool(t, "haproxy (Debian: apt-get install haproxy)")
+		}
+	}
+	// alice may log in only from 127.0.0.2; bob from anywhere.
+	rules := `
+[[hba]]
+user = "alice"
+address = "127.0.0.2/32"
+method = "scram-sha-256"
+
+[[hba]]
+user = "bob"
+method = "scram-sha-256"
+`
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}}
+	portA, portB := freePortPair(), freePortPair()
+	server := "proxy_protocol = \"required\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+	peer := func(id, port int) string {
+		return fmt.Sprintf("\n[[peers]]\nid = %d\naddress = \"127.0.0.1:%d\"\n", id, port)
+	}
+	httpSection := "default_database = \"postgres\""
+	a := startGatewayAt(t, portA, gwOptions{http: true, httpSection: httpSection, server: server + "peer_id = 1"}, rules+peer(2, portB), users)
+	b := startGatewayAt(t, portB, gwOptions{http: true, httpSection: httpSection, server: server + "peer_id = 2"}, rules+peer(1, portA), users)
+
+	pgPort, webPort := freePort(), freePort()
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	writeFile(t, cfg, fmt.Sprintf(`global
+    maxconn 2000
+defaults
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+frontend pg
+    mode tcp
+    bind 127.0.0.1:%d
+    default_backend pgwarden_pg
+backend pgwarden_pg
+    mode tcp
+    balance roundrobin
+    server a 127.0.0.1:%d send-proxy-v2 check inter 200ms fall 1 rise 1
+    server b 127.0.0.1:%d send-proxy-v2 check inter 200ms fall 1 rise 1
+frontend web
+    mode http
+    bind 127.0.0.1:%d
+    default_backend pgwarden_http
+backend pgwarden_http
+    mode http
+    balance roundrobin
+    option forwardfor
+    server a 127.0.0.1:%d check inter 200ms
+    server b 127.0.0.1:%d check inter 200ms
+`, pgPort, portA, portB, webPort, portA+1, portB+1))
+	hp := exec.Command(haproxy, "-f", cfg, "-db")
+	var hpLog lockedBuffer
+	hp.Stdout, hp.Stderr = &hpLog, &hpLog
+	if err := hp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		hp.Process.Signal(syscall.SIGTERM)
+		hp.Wait()
+		if t.Failed() {
+			t.Logf("haproxy log:\n%s", hpLog.String())
+		}
+	})
+	waitFor(t, 10*time.Second, "haproxy listens", func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pgPort))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	time.Sleep(500 * time.Millisecond) // both servers up in HAProxy's checks
+
+	from := func(src string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		return d.DialContext
+	}
+	connect := func(user, pw, src string) (*pgx.Conn, error) {
+		c, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable connect_timeout=10", pgPort, user, pw))
+		if err != nil {
+			return nil, err
+		}
+		c.DialFunc = from(src)
+		return pgx.ConnectConfig(context.Background(), c)
+	}
+
+	t.Run("logins reach both instances and HBA sees the client's address", func(t *testing.T) {
+		for i := 0; i < 4; i++ {
+			c, err := connect("alice", "alice-Pass-1", "127.0.0.2")
+			if err != nil {
+				t.Fatalf("alice from 127.0.0.2, login %d: %v", i, err)
+			}
+			c.Close(context.Background())
+		}
+		a.waitLog(`"address":"127.0.0.2"`, 1)
+		b.waitLog(`"address":"127.0.0.2"`, 1)
+		_, err := connect("alice", "alice-Pass-1", "127.0.0.1")
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, `host "127.0.0.1"`) {
+			t.Fatalf("alice from 127.0.0.1 through HAProxy: %v", err)
+		}
+		for i := 0; i < 2; i++ {
+			if out, err := psql(t, fmt.Sprintf("host=127.0.0.1 port=%d user=bob password=bob-Pass-2 dbname=postgres sslmode=disable", pgPort), "SELECT 1"); err != nil || out != "1" {
+				t.Fatalf("psql through HAProxy: %v %s", err, out)
+			}
+		}
+	})
+
+	t.Run("a cancel that HAProxy sends to the other instance cancels", func(t *testing.T) {
+		for i := 0; i < 2; i++ {
+			c, err := connect("bob", "bob-Pass-2", "127.0.0.2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Exec(context.Background(), "SELECT pg_sleep(30)")
+				done <- err
+			}()
+			time.Sleep(300 * time.Millisecond)
+			// pgconn sends the CancelRequest to the address it connected
+			// to: HAProxy, whose round robin picks the next instance.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := c.PgConn().CancelRequest(ctx); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			select {
+			case err := <-done:
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Code != "57014" {
+					t.Fatalf("cancel %d: %v", i, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("cancel %d through HAProxy did not reach the query", i)
+			}
+			c.Close(context.Background())
+		}
+	})
+
+	t.Run("HTTP through HAProxy sees X-Forwarded-For", func(t *testing.T) {
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: from("127.0.0.2"), DisableKeepAlives: true}}
+		for i := 0; i < 4; i++ {
+			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/_sql", webPort), bytes.NewReader([]byte(`{"stmt": "SELECT 1"}`)))
+			req.Header.Set("Content-Type", "application/json")
+			req.SetBasicAuth("alice", "alice-Pass-1")
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("request %d: %d", i, resp.StatusCode)
+			}
+		}
+	})
+
+	t.Run("draining one instance under connect-per-transaction load gives no errors", func(t *testing.T) {
+		var ok, failed atomic.Int64
+		var firstErr atomic.Value
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; n < 2000; n++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := connect("bob", "bob-Pass-2", "127.0.0.2")
+					if err == nil {
+						_, err = c.Exec(context.Background(), "SELECT 1")
+						c.Close(context.Background())
+					}
+					if err != nil {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, err.Error())
+						continue
+					}
+					ok.Add(1)
+				}
+			}()
+		}
+		time.Sleep(700 * time.Millisecond)
+		a.signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("A did not drain")
+		}
+		time.Sleep(700 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		if failed.Load() > 0 || ok.Load() < 20 {
+			t.Fatalf("%d transactions, %d failed (first: %v)", ok.Load(), failed.Load(), firstErr.Load())
+		}
+		t.Logf("%d connect-per-transaction clients, none failed, while A drained", ok.Load())
+	})
+	_ = b
+}
