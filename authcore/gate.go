@@ -28,6 +28,10 @@ type State struct {
 	Tokens       *Tokens
 	FailureDelay time.Duration
 	MaxDelay     time.Duration
+	// Unavailable, when set, refuses every attempt with that reason: the
+	// shared user store is out of reach, and what is cached here may be
+	// stale (a revoked password), so nothing is decided from it.
+	Unavailable string
 }
 
 // Attempt is who a connection or a request claims to be, as the frontend
@@ -152,6 +156,7 @@ const (
 	RefusedCredential                          // the wrong kind of credential for the rule; HTTP 401 naming what it wants
 	RefusedClientGone                          // the client left while waiting; nobody to answer
 	RefusedBackend                             // the backend refused pgwarden's login (set after the gate)
+	RefusedUnavailable                         // the shared user store is out of reach: fail closed
 	RefusedOAuth                               // 28000 OAuth bearer authentication failed; HTTP 401 Bearer invalid_token
 )
 
@@ -207,6 +212,9 @@ func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Ide
 }
 
 func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *AuditEvent) (*Identity, *Refusal) {
+	if st.Unavailable != "" {
+		return nil, &Refusal{Kind: RefusedUnavailable, Reason: st.Unavailable}
+	}
 	if err := g.wait(ctx, st, a, p); err != nil {
 		return nil, &Refusal{Kind: RefusedClientGone, Reason: "the client left while its attempt waited for the throttle", Err: err}
 	}

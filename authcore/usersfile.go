@@ -109,3 +109,14 @@ func UpdateUsersFileChecked(path string, change func(users []*User) ([]*User, er
 	}
 	return atomicfile.Write(path, buf.Bytes(), 0o600)
 }
+
+// EncodeUsers writes users in the users file's form ([[user]] blocks),
+// which ParseUsers reads back; the PostgreSQL store keeps one such block
+// per user.
+func EncodeUsers(list []*User) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(usersFile{User: list}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -32,6 +32,7 @@ type Config struct {
 	Databases  []Database  `toml:"databases"`
 	Users      Users       `toml:"users"`
 	AuthQuery  *AuthQuery  `toml:"auth_query"`
+	Store      Store       `toml:"store"`
 	Throttle   Throttle    `toml:"throttle"`
 	HTTP       HTTP        `toml:"http"`
 	Tokens     Tokens      `toml:"tokens"`
@@ -136,6 +137,19 @@ type AuthQuery struct {
 	Database string `toml:"database"`
 	User     string `toml:"user"`
 	Password string `toml:"password"`
+}
+
+// Store is where the users live: the users file (kind "file"), or a
+// pgwarden schema in PostgreSQL (kind "postgres") shared by every instance.
+// Host, port and sslmode default to [backend]'s.
+type Store struct {
+	Kind     string `toml:"kind"`
+	Database string `toml:"database"`
+	User     string `toml:"user"`
+	Password string `toml:"password"`
+	Host     string `toml:"host"`
+	Port     int    `toml:"port"`
+	SSLMode  string `toml:"sslmode"`
 }
 
 // Throttle slows down repeated failures from one (address, user).
@@ -278,6 +292,7 @@ func Default() *Config {
 		},
 		Tokens: Tokens{Issuer: "pgwarden", DefaultTTL: d(90 * 24 * time.Hour), MaxTTL: d(365 * 24 * time.Hour)},
 		Log:    Log{Level: "info", Format: "json"},
+		Store:  Store{Kind: "file", Database: "postgres", User: "pgwarden_store"},
 	}
 }
 
@@ -526,6 +541,13 @@ var RestartKeys = map[string]bool{
 	"server.unix_socket_dir": true,
 	"server.metrics_listen":  true,
 	"server.peer_id":         true,
+	"store.kind":             true,
+	"store.database":         true,
+	"store.user":             true,
+	"store.password":         true,
+	"store.host":             true,
+	"store.port":             true,
+	"store.sslmode":          true,
 	"server.reuse_port":      true,
 	"log.format":             true,
 }

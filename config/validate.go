@@ -225,6 +225,23 @@ func (c *Config) validate(v *validator) {
 		}
 	}
 
+	switch c.Store.Kind {
+	case "file":
+	case "postgres":
+		if c.Store.Database == "" || c.Store.User == "" {
+			v.add("store.database", "the postgres store needs a database and a user")
+		}
+		if c.Store.Port < 0 || c.Store.Port > 65535 {
+			v.add("store.port", "must be a port number, not %d", c.Store.Port)
+		}
+		switch c.Store.SSLMode {
+		case "", "disable", "prefer", "require", "verify-ca", "verify-full":
+		default:
+			v.add("store.sslmode", "must be disable, prefer, require, verify-ca or verify-full, not %q", c.Store.SSLMode)
+		}
+	default:
+		v.add("store.kind", "must be file or postgres, not %q", c.Store.Kind)
+	}
 	if c.Users.File == "" {
 		v.add("users.file", "must not be empty")
 	}

@@ -71,6 +71,9 @@ func refusalFailure(ref *authcore.Refusal, a *authcore.Attempt, creds *credentia
 		f.msg = fmt.Sprintf("OAuth bearer authentication failed for user %q", a.User)
 	case authcore.RefusedProtocol:
 		f.status, f.code, f.msg = http.StatusBadRequest, codeProtocolViolation, "malformed credentials"
+	case authcore.RefusedUnavailable:
+		f.status, f.code, f.scheme = http.StatusServiceUnavailable, "57P03", challengeNone
+		f.msg = "the user store is unreachable: logins are refused until it answers again"
 	default: // RefusedPassword, RefusedClientGone
 		f.msg = "authentication failed"
 		if a.User != "" {

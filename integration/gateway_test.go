@@ -167,6 +167,21 @@ func startGatewayWith(t *testing.T, o gwOptions, extra string, users []testUser)
 	return startGatewayAt(t, port, o, extra, users)
 }
 
+// newGateway writes a gateway's configuration (and an empty users file)
+// without starting it; start starts it.
+func newGateway(t *testing.T, o gwOptions, extra string) *gateway {
+	t.Helper()
+	port := freePort()
+	if o.http {
+		port = freePortPair()
+	}
+	g := &gateway{t: t, dir: t.TempDir(), port: port, log: &lockedBuffer{}, done: make(chan struct{}), opts: o}
+	g.sockDir = g.dir
+	g.writeConfig(extra)
+	g.writeUsers(nil)
+	return g
+}
+
 // startGatewayAt is startGatewayWith on a given port.
 func startGatewayAt(t *testing.T, port int, o gwOptions, extra string, users []testUser) *gateway {
 	t.Helper()

@@ -154,10 +154,13 @@ func (c *pgCluster) Destroy() {
 }
 
 // Exec runs SQL as the superuser over the unix socket.
-func (c *pgCluster) Exec(sql string) error {
+func (c *pgCluster) Exec(sql string) error { return c.ExecIn("postgres", sql) }
+
+// ExecIn runs sql as the superuser in database db.
+func (c *pgCluster) ExecIn(db, sql string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", c.sockDir, c.port))
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable", c.sockDir, c.port, db))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,18 +18,20 @@ import (
 
 // Metrics are the collectors both frontends report to.
 type Metrics struct {
-	reg            *prometheus.Registry
-	registerer     prometheus.Registerer
-	authAttempts   *prometheus.CounterVec
-	authDuration   *prometheus.HistogramVec
-	connections    *prometheus.GaugeVec
-	relayed        *prometheus.CounterVec
-	relayedUp      prometheus.Counter
-	relayedDown    prometheus.Counter
-	reloads        *prometheus.CounterVec
-	httpDuration   *prometheus.HistogramVec
-	backendConnect *prometheus.HistogramVec
-	backendAcquire *prometheus.HistogramVec
+	reg             *prometheus.Registry
+	registerer      prometheus.Registerer
+	authAttempts    *prometheus.CounterVec
+	authDuration    *prometheus.HistogramVec
+	connections     *prometheus.GaugeVec
+	relayed         *prometheus.CounterVec
+	relayedUp       prometheus.Counter
+	relayedDown     prometheus.Counter
+	reloads         *prometheus.CounterVec
+	httpDuration    *prometheus.HistogramVec
+	backendConnect  *prometheus.HistogramVec
+	backendAcquire  *prometheus.HistogramVec
+	storeUp         prometheus.Gauge
+	storeRegistered atomic.Bool
 	// collectors are every collector registered, for Names.
 	collectors []prometheus.Collector
 }
@@ -82,6 +85,8 @@ func NewFor(version string, peerID int) *Metrics {
 			Name: "pgwarden_reloads_total", Help: "Configuration reloads by result.",
 		}, []string{"result"}),
 	}
+	m.storeUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgwarden_store_up",
+		Help: "1 while the PostgreSQL user store's LISTEN connection is up and its users loaded; 0 while logins are refused for want of it (absent with the file store)."})
 	m.register(m.authAttempts, m.authDuration, m.connections, m.relayed, m.reloads, m.httpDuration, m.backendConnect, m.backendAcquire,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pgwarden_build_info", Help: "The running build: always 1, with its version and Go version."},
@@ -160,6 +165,22 @@ func (m *Metrics) BackendAcquire(protocol string, took time.Duration) {
 	if m != nil {
 		m.backendAcquire.WithLabelValues(protocol).Observe(took.Seconds())
 	}
+}
+
+// StoreUp says whether the PostgreSQL user store can be trusted now; the
+// gauge appears once a postgres store is in use.
+func (m *Metrics) StoreUp(up bool) {
+	if m == nil {
+		return
+	}
+	if !m.storeRegistered.Swap(true) {
+		m.register(m.storeUp)
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.storeUp.Set(v)
 }
 
 // register registers collectors and remembers them for Names.

@@ -128,6 +128,8 @@ func refusalError(ref *authcore.Refusal, a *authcore.Attempt) error {
 		return PeerFailed(a.User)
 	case authcore.RefusedClientGone:
 		return errSilentClose
+	case authcore.RefusedUnavailable:
+		return &Error{Code: codeCannotConnectNow, Message: "the user store is unreachable: logins are refused until it answers again"}
 	case authcore.RefusedOAuth:
 		// PostgreSQL 18's own words and code for a failed oauth login.
 		return &Error{Code: codeInvalidAuthorization, Message: fmt.Sprintf("OAuth bearer authentication failed for user %q", a.User)}

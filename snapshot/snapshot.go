@@ -19,6 +19,7 @@ import (
 	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/store"
 )
 
 // Snapshot is everything a connection needs to authenticate, fixed at one
@@ -64,6 +65,12 @@ func (s *Snapshot) Retire() {
 // Load reads the configuration at path and everything it names. Problems
 // are gathered from every file before failing.
 func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
+	return LoadFrom(path, limiter, nil)
+}
+
+// LoadFrom is Load with the users read from src (an open store), or, when
+// src is nil, from the store the configuration names.
+func LoadFrom(path string, limiter *authcore.HashLimiter, src store.Users) (*Snapshot, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		if cfg == nil {
@@ -73,6 +80,21 @@ func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
 		// rules, the certificates.
 		return nil, errors.Join(append([]error{err}, checkFiles(cfg)...)...)
 	}
+	if cfg.Store.Kind == "postgres" {
+		if src == nil {
+			st, err := store.Open(context.Background(), cfg)
+			if err != nil {
+				return nil, err
+			}
+			defer st.Close()
+			src = st
+		}
+		users, err := src.Load(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		return build(cfg, limiter, users)
+	}
 	return Build(cfg, limiter)
 }
 
@@ -80,7 +102,9 @@ func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
 // errors only: nothing that reaches the network.
 func checkFiles(cfg *config.Config) []error {
 	var errs []error
-	if _, err := os.Stat(cfg.Users.File); err != nil {
+	if cfg.Store.Kind == "postgres" {
+		// The users are in the store; reading it is not a file check.
+	} else if _, err := os.Stat(cfg.Users.File); err != nil {
 		errs = append(errs, cfg.FileError("users.file", cfg.Users.File, err))
 	} else {
 		if users, err := authcore.LoadUsers(cfg.Users.File); err != nil {
@@ -213,6 +237,9 @@ type Holder struct {
 	limiter *authcore.HashLimiter
 	cur     atomic.Pointer[Snapshot]
 	mu      sync.Mutex // one reload at a time
+	// Users is where reloads read users and UpdateUsers writes them; nil
+	// is the users file of the configuration in force.
+	Users store.Users
 }
 
 // NewHolder serves first, reloading from path.
@@ -229,13 +256,31 @@ func (h *Holder) Current() *Snapshot { return h.cur.Load() }
 func (h *Holder) Reload() (*Snapshot, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s, err := Load(h.path, h.limiter)
+	s, err := LoadFrom(h.path, h.limiter, h.Users)
 	if err != nil {
 		return nil, err
 	}
 	old := h.cur.Swap(s)
 	old.Retire()
 	return s, nil
+}
+
+// SetUnavailable puts in force the current snapshot refusing every login
+// with reason (the shared user store is out of reach); the next successful
+// Reload ends it.
+func (h *Holder) SetUnavailable(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := h.Current()
+	if cur.Login.Unavailable != "" {
+		return
+	}
+	s := *cur
+	login := *cur.Login
+	login.Unavailable = reason
+	s.Login = &login
+	// The copy shares cur's background work, retired with it later.
+	h.cur.Store(&s)
 }
 
 // UpdateUsers changes the users file and puts the change in force, all or
@@ -249,7 +294,14 @@ func (h *Holder) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, er
 	defer h.mu.Unlock()
 	cur := h.Current()
 	var next *Snapshot
-	err := authcore.UpdateUsersFileChecked(cur.Config.Users.File, change, func(users *authcore.Users) error {
+	if cur.Login.Unavailable != "" {
+		return nil, errors.New(cur.Login.Unavailable)
+	}
+	var src store.Users = store.File{Path: cur.Config.Users.File}
+	if h.Users != nil {
+		src = h.Users
+	}
+	err := src.Update(context.Background(), change, func(users *authcore.Users) error {
 		s, err := build(cur.Config, h.limiter, users)
 		next = s
 		return err

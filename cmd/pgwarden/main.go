@@ -186,6 +186,7 @@ Without a command, pgwarden runs "serve".`,
 		certsCommand(stdout),
 		manCommand(root, stdout),
 		probeCommand(stdout),
+		storeCommand(stdout, stderr),
 		&cobra.Command{
 			Use:     "version",
 			Short:   "print version, commit and Go version",

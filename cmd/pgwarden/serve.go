@@ -48,7 +48,14 @@ func serve(configPath string, stderr io.Writer) error {
 		}
 	}
 	limiter := authcore.NewHashLimiter(0)
-	snap, err := snapshot.Load(*cfgPath, limiter)
+	users, err := openStore(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if users != nil {
+		defer users.Close()
+	}
+	snap, err := snapshot.LoadFrom(*cfgPath, limiter, users)
 	if err != nil {
 		return err
 	}
@@ -60,6 +67,7 @@ func serve(configPath string, stderr io.Writer) error {
 		log = log.With(zap.Int("peer_id", id))
 	}
 	state := snapshot.NewHolder(*cfgPath, snap, limiter)
+	state.Users = users
 
 	// A failure is remembered for 15 minutes after the last one; 100k
 	// sources bound the memory an address-spraying attacker can take.
@@ -118,6 +126,9 @@ func serve(configPath string, stderr io.Writer) error {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	sd.watchdog(wdCtx)
+	if users != nil {
+		go listenStore(wdCtx, snap.Config, state, doReload, log, m)
+	}
 	// Files are watched as well as SIGHUP is caught: a changed users file,
 	// configuration, HBA file or certificate reloads by itself.
 	if err := snapshot.WatchFiles(wdCtx, state, doReload, log, fileWatchDebounce); err != nil {

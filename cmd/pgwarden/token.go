@@ -29,7 +29,7 @@ func tokenCreate(cfgPath, userName, expireFlag string, stdout, stderr io.Writer)
 	// locked writer as every users-file change.
 	var u *authcore.User
 	created := false
-	err = authcore.UpdateUsersFile(cfg.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	err = updateUsers(cfg, func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, x := range list {
 			if x.Name == *user {
 				if x.Secret == "" {
@@ -40,7 +40,7 @@ func tokenCreate(cfgPath, userName, expireFlag string, stdout, stderr io.Writer)
 				return list, nil
 			}
 		}
-		return nil, fmt.Errorf("no user %q in %s", *user, cfg.Users.File)
+		return nil, fmt.Errorf("no user %q in %s", *user, storeName(cfg))
 	})
 	if err != nil {
 		return err
@@ -55,7 +55,7 @@ func tokenCreate(cfgPath, userName, expireFlag string, stdout, stderr io.Writer)
 	fmt.Fprintln(stdout, tok)
 	fmt.Fprintf(stderr, "token for %s expires %s\n", u.Name, exp.UTC().Format(time.RFC3339))
 	if created {
-		fmt.Fprintf(stderr, "a new secret was stored for %s: reload the server (SIGHUP) before using the token\n", u.Name)
+		fmt.Fprintf(stderr, "a new secret was stored for %s: running servers take it when they reload (the file watch, the store's NOTIFY, or SIGHUP)\n", u.Name)
 	}
 	return nil
 }

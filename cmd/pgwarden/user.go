@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/store"
 )
 
 // userOptions are the flags of the user commands.
@@ -23,7 +25,12 @@ func userList(cfgPath string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	us, err := authcore.LoadUsers(cfg.Users.File)
+	st, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	us, err := st.Load(context.Background())
 	if err != nil {
 		return err
 	}
@@ -67,10 +74,10 @@ func userPasswd(o userOptions, name string, stdin io.Reader, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if err := authcore.UpdateUsersFile(cfg.Users.File, authcore.PasswordChange(name, hash)); err != nil {
+	if err := updateUsers(cfg, authcore.PasswordChange(name, hash)); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "password changed for %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
+	fmt.Fprintf(stderr, "password changed for %s in %s; %s\n", name, storeName(cfg), whenSeen(cfg))
 	return nil
 }
 
@@ -83,7 +90,7 @@ func userAdd(o userOptions, name string, stdin io.Reader, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	err = authcore.UpdateUsersFile(cfg.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	err = updateUsers(cfg, func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, u := range list {
 			if u.Name == name {
 				return nil, fmt.Errorf("user %q exists (use passwd)", name)
@@ -98,7 +105,7 @@ func userAdd(o userOptions, name string, stdin io.Reader, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "added %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
+	fmt.Fprintf(stderr, "added %s in %s; %s\n", name, storeName(cfg), whenSeen(cfg))
 	return nil
 }
 
@@ -107,17 +114,43 @@ func userDel(o userOptions, name string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	err = authcore.UpdateUsersFile(cfg.Users.File, func(list []*authcore.User) ([]*authcore.User, error) {
+	err = updateUsers(cfg, func(list []*authcore.User) ([]*authcore.User, error) {
 		for i, u := range list {
 			if u.Name == name {
 				return append(list[:i], list[i+1:]...), nil
 			}
 		}
-		return nil, fmt.Errorf("no user %q in %s", name, cfg.Users.File)
+		return nil, fmt.Errorf("no user %q in %s", name, storeName(cfg))
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "deleted %s in %s; a running server sees it after SIGHUP or RELOAD\n", name, cfg.Users.File)
+	fmt.Fprintf(stderr, "deleted %s in %s; %s\n", name, storeName(cfg), whenSeen(cfg))
 	return nil
+}
+
+// updateUsers changes the users where the configuration keeps them.
+func updateUsers(cfg *config.Config, change func([]*authcore.User) ([]*authcore.User, error)) error {
+	st, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.Update(context.Background(), change, nil)
+}
+
+// storeName says where the users are, for messages.
+func storeName(cfg *config.Config) string {
+	if cfg.Store.Kind == "postgres" {
+		return "the PostgreSQL store"
+	}
+	return cfg.Users.File
+}
+
+// whenSeen says when running servers see a change.
+func whenSeen(cfg *config.Config) string {
+	if cfg.Store.Kind == "postgres" {
+		return "every running instance sees it within a second (NOTIFY)"
+	}
+	return "running servers watching the file see it within a second (or after SIGHUP or RELOAD)"
 }

@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+const storeSection = `
+[store]
+kind = "postgres"
+database = "pgwarden_store_db"
+user = "pgwarden_store"
+password = "store-Pass-9"
+`
+
+// TestTwoInstancesShareThePostgreSQLStore: the schema is made and migrated
+// by store init, a users file moved in by store import; a password changed
+// with pgwarden user passwd (or on one instance) is refused by the other
+// within a second; a store out of reach refuses logins (fail closed) until
+// it is back; a schema of another version refuses to start.
+func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
+	noteSecret("store-Pass-9")
+	for _, stmt := range []string{
+		"DROP DATABASE IF EXISTS pgwarden_store_db", "DROP ROLE IF EXISTS pgwarden_store",
+		"CREATE ROLE pgwarden_store LOGIN PASSWORD 'store-Pass-9'",
+		"CREATE DATABASE pgwarden_store_db OWNER pgwarden_store",
+	} {
+		if err := pg.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		pg.Exec("ALTER ROLE pgwarden_store LOGIN")
+		pg.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'pgwarden_store_db'")
+		pg.Exec("DROP DATABASE IF EXISTS pgwarden_store_db")
+		pg.Exec("DROP ROLE IF EXISTS pgwarden_store")
+	})
+	rules := storeSection + "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
+	a := newGateway(t, gwOptions{server: "peer_id = 1"}, rules)
+	cfg := a.configPath()
+
+	// store init is idempotent; import moves a users file in.
+	out, errOut, code := runCLI(t, "", "store", "init", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "from version 0 to 1") {
+		t.Fatalf("store init: %d %s %s", code, out, errOut)
+	}
+	if out, _, code := runCLI(t, "", "store", "init", "-c", cfg); code != 0 || !strings.Contains(out, "at version 1 already") {
+		t.Fatalf("store init again: %d %s", code, out)
+	}
+	usersFile := filepath.Join(t.TempDir(), "import.toml")
+	writeFile(t, usersFile, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"},
+		{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"}}))
+	if _, errOut, code := runCLI(t, "", "store", "import", "-c", cfg, usersFile); code != 0 || !strings.Contains(errOut, "imported 3 users") {
+		t.Fatalf("store import: %d %s", code, errOut)
+	}
+	if out, _, _ := runCLI(t, "", "user", "list", "-c", cfg); !strings.Contains(out, "alice") || !strings.Contains(out, "bob") {
+		t.Fatalf("user list from the store:\n%s", out)
+	}
+
+	a.start()
+	b := startGatewayWith(t, gwOptions{server: "peer_id = 2"}, rules, nil)
+	for _, g := range []*gateway{a, b} {
+		c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+		c.Close(context.Background())
+	}
+
+	// A password change reaches both instances within a second.
+	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", cfg); code != 0 {
+		t.Fatalf("user passwd: %s", errOut)
+	}
+	noteSecret("alice-Pass-NEW")
+	start := time.Now()
+	for _, g := range []*gateway{a, b} {
+		waitFor(t, time.Second, "the old password is refused", func() bool {
+			c, err := g.connect("alice", "alice-Pass-1", "postgres")
+			if err == nil {
+				c.Close(context.Background())
+			}
+			return err != nil
+		})
+		c := g.mustConnect("alice", "alice-Pass-NEW", "postgres")
+		c.Close(context.Background())
+	}
+	t.Logf("the new password was in force on both instances %v after the change", time.Since(start).Round(time.Millisecond))
+
+	// The admin console of A writes to the store too; B follows.
+	if out, err := psql(t, a.connString("root", "root-Admin-1", "pgwarden"), "ALTER USER carol_s PASSWORD 'carol-Pass-5'"); err == nil || !strings.Contains(out, "carol_s") {
+		t.Fatalf("ALTER USER of an unknown user: %v %s", err, out)
+	}
+	if out, err := psql(t, a.connString("root", "root-Admin-1", "pgwarden"), "CREATE USER erin WITH PASSWORD 'erin-Pass-6'"); err != nil {
+		t.Fatalf("CREATE USER on A: %v %s", err, out)
+	}
+	noteSecret("erin-Pass-6")
+	waitFor(t, time.Second, "a user made on A's admin console logs in on B", func() bool {
+		c, err := b.connect("erin", "erin-Pass-6", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err == nil
+	})
+
+	// The store out of reach: logins are refused (57P03), not answered
+	// from a cache that may be stale; back, they work again.
+	if err := pg.Exec("ALTER ROLE pgwarden_store NOLOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pgwarden_store'"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "logins are refused while the store is out of reach", func() bool {
+		_, err := b.connect("bob", "bob-Pass-2", "postgres")
+		var pe *pgconn.PgError
+		return errors.As(err, &pe) && pe.Code == "57P03" && strings.Contains(pe.Message, "user store is unreachable")
+	})
+	b.waitLog("lost the user store's LISTEN connection", 1)
+	if err := pg.Exec("ALTER ROLE pgwarden_store LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "logins work again once the store is back", func() bool {
+		c, err := b.connect("bob", "bob-Pass-2", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err == nil
+	})
+
+	// A schema of another version: refused, naming what to run.
+	if err := pg.ExecIn("pgwarden_store_db", "UPDATE pgwarden.schema_version SET version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = runCLI(t, "", "check", "-c", cfg)
+	if code != 1 || !strings.Contains(errOut, "schema version 99 is newer than this binary's 1") {
+		t.Fatalf("check with a newer schema: %d %s", code, errOut)
+	}
+	pg.ExecIn("pgwarden_store_db", "UPDATE pgwarden.schema_version SET version = 1")
+}

@@ -1,0 +1,333 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// Channel is the NOTIFY channel of user changes; the payload names the
+// users changed.
+const Channel = "pgwarden_users"
+
+// migrations are the schema's versions, in order; migration i makes
+// version i+1. They only ever grow: a released migration never changes.
+var migrations = []string{
+	`CREATE TABLE pgwarden.users (
+		name       text PRIMARY KEY,
+		entry      text NOT NULL, -- the user's [[user]] block, as in a users file
+		updated_at timestamptz NOT NULL DEFAULT now()
+	)`,
+}
+
+// SchemaVersion is the schema this binary reads and writes.
+var SchemaVersion = len(migrations)
+
+// ErrSchema is a schema that is not the one this binary knows.
+var ErrSchema = errors.New("the pgwarden schema is not this binary's")
+
+// timeout bounds each store operation.
+const timeout = 10 * time.Second
+
+// Postgres is the PostgreSQL store.
+type Postgres struct {
+	pool  *pgxpool.Pool
+	where string
+	cfg   *config.Config
+}
+
+// connConfig is the store's connection: [store], with host, port and
+// sslmode defaulting to [backend]'s, built like every backend connection.
+func connConfig(cfg *config.Config) (*pgxpool.Config, error) {
+	c := *cfg
+	st := cfg.Store
+	t := backend.Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: st.Database, Role: st.User, Password: st.Password}
+	if st.Host != "" {
+		t.Host = st.Host
+	}
+	if st.Port != 0 {
+		t.Port = st.Port
+	}
+	if st.SSLMode != "" {
+		c.Backend.SSLMode = st.SSLMode
+	}
+	pcfg, err := backend.PoolConfig(&c, t, "pgwarden-store")
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = 4
+	pcfg.MaxConnIdleTime = time.Minute
+	return pcfg, nil
+}
+
+func where(pcfg *pgxpool.Config) string {
+	return fmt.Sprintf("the PostgreSQL store (%s@%s:%d/%s)", pcfg.ConnConfig.User, pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database)
+}
+
+// OpenPostgres connects and checks the schema's version.
+func OpenPostgres(ctx context.Context, cfg *config.Config) (*Postgres, error) {
+	pcfg, err := connConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Postgres{pool: pool, where: where(pcfg), cfg: cfg}
+	v, err := p.version(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%s: %w", p.where, err)
+	}
+	switch {
+	case v < SchemaVersion:
+		pool.Close()
+		return nil, fmt.Errorf("%s: schema version %d, this binary needs %d: %w; run `pgwarden store init -c %s` to migrate it",
+			p.where, v, SchemaVersion, ErrSchema, cfg.Path)
+	case v > SchemaVersion:
+		pool.Close()
+		return nil, fmt.Errorf("%s: schema version %d is newer than this binary's %d: %w; run the newer pgwarden, or a schema this one knows",
+			p.where, v, SchemaVersion, ErrSchema)
+	}
+	return p, nil
+}
+
+// version reads the schema's version; 0 when there is no schema.
+func (p *Postgres) version(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var exists bool
+	if err := p.pool.QueryRow(ctx, `SELECT to_regclass('pgwarden.schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, err
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int
+	err := p.pool.QueryRow(ctx, `SELECT version FROM pgwarden.schema_version`).Scan(&v)
+	return v, err
+}
+
+// Init creates the schema or migrates it to this binary's version, in one
+// transaction, idempotently; it returns the versions before and after.
+func Init(ctx context.Context, cfg *config.Config) (from, to int, err error) {
+	pcfg, err := connConfig(cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", where(pcfg), err)
+	}
+	defer conn.Close(context.Background())
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// One migrator at a time, across instances.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('pgwarden store migration'))`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS pgwarden`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS pgwarden.schema_version (version int NOT NULL)`); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM pgwarden.schema_version`).Scan(&from); err != nil {
+			return err
+		}
+		if from > SchemaVersion {
+			return fmt.Errorf("schema version %d is newer than this binary's %d: %w", from, SchemaVersion, ErrSchema)
+		}
+		for v := from; v < SchemaVersion; v++ {
+			if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+				return fmt.Errorf("migration %d: %w", v+1, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM pgwarden.schema_version`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO pgwarden.schema_version VALUES ($1)`, SchemaVersion)
+		return err
+	})
+	if err != nil {
+		return from, from, fmt.Errorf("%s: %w", where(pcfg), err)
+	}
+	return from, SchemaVersion, nil
+}
+
+// Load implements Users.
+func (p *Postgres) Load(ctx context.Context) (*authcore.Users, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	entries, err := readEntries(ctx, p.pool)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p.where, err)
+	}
+	return authcore.ParseUsers(p.where, []byte(strings.Join(entries, "\n")))
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func readEntries(ctx context.Context, q querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT entry FROM pgwarden.users ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// Update implements Users: in one transaction that holds the table's
+// write lock, read every user, apply change, check, write what changed,
+// and NOTIFY every instance (delivered at commit).
+func (p *Postgres) Update(ctx context.Context, change func([]*authcore.User) ([]*authcore.User, error), check func(*authcore.Users) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE pgwarden.users IN EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		entries, err := readEntries(ctx, tx)
+		if err != nil {
+			return err
+		}
+		cur, err := authcore.ParseUsers(p.where, []byte(strings.Join(entries, "\n")))
+		if err != nil {
+			return err
+		}
+		before := map[string]string{}
+		for _, u := range cur.All() {
+			b, err := authcore.EncodeUsers([]*authcore.User{u})
+			if err != nil {
+				return err
+			}
+			before[u.Name] = string(b)
+		}
+		list, err := change(cur.All())
+		if err != nil {
+			return err
+		}
+		if _, err := authcore.NewUsers(list); err != nil {
+			return err
+		}
+		after := map[string]string{}
+		var all []string
+		for _, u := range list {
+			b, err := authcore.EncodeUsers([]*authcore.User{u})
+			if err != nil {
+				return err
+			}
+			after[u.Name] = string(b)
+			all = append(all, string(b))
+		}
+		next, err := authcore.ParseUsers(p.where, []byte(strings.Join(all, "\n")))
+		if err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(next); err != nil {
+				return err
+			}
+		}
+		var changed []string
+		for name := range before {
+			if _, ok := after[name]; !ok {
+				if _, err := tx.Exec(ctx, `DELETE FROM pgwarden.users WHERE name = $1`, name); err != nil {
+					return err
+				}
+				changed = append(changed, name)
+			}
+		}
+		for name, entry := range after {
+			if before[name] == entry {
+				continue
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO pgwarden.users (name, entry) VALUES ($1, $2)
+				ON CONFLICT (name) DO UPDATE SET entry = excluded.entry, updated_at = now()`, name, entry); err != nil {
+				return err
+			}
+			changed = append(changed, name)
+		}
+		if len(changed) == 0 {
+			return nil
+		}
+		sort.Strings(changed)
+		payload := strings.Join(changed, ",")
+		if len(payload) > 7000 {
+			payload = "*" // NOTIFY payloads are bounded: "everything"
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, payload)
+		return err
+	})
+	if err != nil && !isUserError(err) {
+		return fmt.Errorf("%s: %w", p.where, err)
+	}
+	return err
+}
+
+// isUserError says whether err is the change's or the check's own refusal,
+// which callers match (ErrNoSuchUser) and show as they are.
+func isUserError(err error) bool {
+	return errors.Is(err, authcore.ErrNoSuchUser)
+}
+
+// Where implements Users.
+func (p *Postgres) Where() string { return p.where }
+
+// Close implements Users.
+func (p *Postgres) Close() { p.pool.Close() }
+
+// Listen holds a LISTEN connection until ctx ends: onChange runs once each
+// time LISTEN takes effect (changes before it would be missed otherwise)
+// and for each notification, and onLost when the connection goes or cannot
+// be made (it is tried again every second).
+// While it is down, callers must not trust what they cached.
+func Listen(ctx context.Context, cfg *config.Config, onChange func(payload string), onLost func(error)) {
+	pcfg, err := connConfig(cfg)
+	if err != nil {
+		onLost(err)
+		return
+	}
+	for ctx.Err() == nil {
+		conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig)
+		if err == nil {
+			_, err = conn.Exec(ctx, "LISTEN "+Channel)
+		}
+		if err == nil {
+			// What changed before LISTEN took effect (since the last
+			// load, or while the connection was down) is read now.
+			onChange("*")
+			for {
+				n, werr := conn.WaitForNotification(ctx)
+				if werr != nil {
+					err = werr
+					break
+				}
+				onChange(n.Payload)
+			}
+		}
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		onLost(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
