@@ -17,6 +17,7 @@ import (
 // locked out. It lives for the whole process, across reloads, so a reload
 // does not wipe an attacker's record.
 type Throttle struct {
+	publish func(failure bool, addr, user string)
 	mu      sync.Mutex
 	entries map[throttleKey]*throttleEntry
 	max     int
@@ -79,9 +80,30 @@ func (t *Throttle) Wait(ctx context.Context, addr, user string, base, max time.D
 	}
 }
 
+// Publish, when set (before use), is told of every local Failure and
+// Success, for other instances to apply: with several instances behind a
+// balancer, a guess on any of them counts against the same backoff.
+func (t *Throttle) SetPublisher(publish func(failure bool, addr, user string)) { t.publish = publish }
+
 // Failure records a failed attempt of (addr, user) and returns how long
 // the pair's next attempt will wait.
 func (t *Throttle) Failure(addr, user string, base, max time.Duration) time.Duration {
+	d := t.Apply(true, addr, user, base, max)
+	if t.publish != nil {
+		t.publish(true, addr, user)
+	}
+	return d
+}
+
+// Apply records a failure or a success another instance published, without
+// publishing it again.
+func (t *Throttle) Apply(failure bool, addr, user string, base, max time.Duration) time.Duration {
+	if !failure {
+		t.mu.Lock()
+		delete(t.entries, throttleKey{addr, user})
+		t.mu.Unlock()
+		return 0
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -105,8 +127,13 @@ func (t *Throttle) Failure(addr, user string, base, max time.Duration) time.Dura
 // Success forgets the source's failures.
 func (t *Throttle) Success(addr, user string) {
 	t.mu.Lock()
+	_, had := t.entries[throttleKey{addr, user}]
 	delete(t.entries, throttleKey{addr, user})
 	t.mu.Unlock()
+	// Only a success that ended a backoff is news to other instances.
+	if had && t.publish != nil {
+		t.publish(false, addr, user)
+	}
 }
 
 func (t *Throttle) makeRoom(now time.Time) {

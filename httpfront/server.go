@@ -43,6 +43,12 @@ type Options struct {
 	// EndWireSessions closes a user's Postgres wire sessions, after a
 	// password change in the console; nil when there is no wire frontend.
 	EndWireSessions func(user string)
+	// Sessions, FormKey and SetupToken are shared by every instance when
+	// the users live in the PostgreSQL store; empty, each is the
+	// process's own (in memory, random).
+	Sessions   SessionStore
+	FormKey    []byte
+	SetupToken string
 }
 
 // Server serves the HTTP listeners of server.http_listen.
@@ -63,7 +69,7 @@ type Server struct {
 	cancel     context.CancelFunc
 
 	// sessions are the console's logins, kept across reloads.
-	sessions *Sessions
+	sessions SessionStore
 	// formKey signs the CSRF tokens of the forms shown before login.
 	formKey []byte
 	// setup is the first-run token, nil when an admin existed at start.
@@ -73,8 +79,13 @@ type Server struct {
 // New makes the server; call Listen, then Serve.
 func New(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: NewSessions(maxSessions, maxSessionsPerUser),
-		formKey: []byte(NewOpaqueID())}
+	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: o.Sessions, formKey: o.FormKey}
+	if s.sessions == nil {
+		s.sessions = NewSessions(maxSessions, maxSessionsPerUser)
+	}
+	if len(s.formKey) == 0 {
+		s.formKey = []byte(NewOpaqueID())
+	}
 	s.pools = backend.NewHTTPPools(o.Log)
 	s.pools.Timings = backend.PoolTimings{
 		Connect: func(d time.Duration) { o.Metrics.BackendConnect("http", d) },

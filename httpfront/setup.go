@@ -27,6 +27,10 @@ func (s *Server) startSetup() {
 		return
 	}
 	s.setup = NewSetupToken()
+	if s.o.SetupToken != "" {
+		// Shared through the store: the link works on any instance.
+		s.setup = &SetupToken{token: s.o.SetupToken}
+	}
 	// The token is logged on purpose, once: the log is where only the
 	// operator looks. It is spent by the first admin created.
 	s.o.Log.Warn("no user holds role admin: open the setup page to create the first one (the link works once)",

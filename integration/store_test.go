@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,32 +27,17 @@ password = "store-Pass-9"
 // within a second; a store out of reach refuses logins (fail closed) until
 // it is back; a schema of another version refuses to start.
 func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
-	noteSecret("store-Pass-9")
-	for _, stmt := range []string{
-		"DROP DATABASE IF EXISTS pgwarden_store_db", "DROP ROLE IF EXISTS pgwarden_store",
-		"CREATE ROLE pgwarden_store LOGIN PASSWORD 'store-Pass-9'",
-		"CREATE DATABASE pgwarden_store_db OWNER pgwarden_store",
-	} {
-		if err := pg.Exec(stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		pg.Exec("ALTER ROLE pgwarden_store LOGIN")
-		pg.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'pgwarden_store_db'")
-		pg.Exec("DROP DATABASE IF EXISTS pgwarden_store_db")
-		pg.Exec("DROP ROLE IF EXISTS pgwarden_store")
-	})
+	freshStore(t)
 	rules := storeSection + "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
 	a := newGateway(t, gwOptions{server: "peer_id = 1"}, rules)
 	cfg := a.configPath()
 
 	// store init is idempotent; import moves a users file in.
 	out, errOut, code := runCLI(t, "", "store", "init", "-c", cfg)
-	if code != 0 || !strings.Contains(out, "from version 0 to 1") {
+	if code != 0 || !strings.Contains(out, "from version 0 to 2") {
 		t.Fatalf("store init: %d %s %s", code, out, errOut)
 	}
-	if out, _, code := runCLI(t, "", "store", "init", "-c", cfg); code != 0 || !strings.Contains(out, "at version 1 already") {
+	if out, _, code := runCLI(t, "", "store", "init", "-c", cfg); code != 0 || !strings.Contains(out, "at version 2 already") {
 		t.Fatalf("store init again: %d %s", code, out)
 	}
 	usersFile := filepath.Join(t.TempDir(), "import.toml")
@@ -135,8 +122,80 @@ func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errOut, code = runCLI(t, "", "check", "-c", cfg)
-	if code != 1 || !strings.Contains(errOut, "schema version 99 is newer than this binary's 1") {
+	if code != 1 || !strings.Contains(errOut, "schema version 99 is newer than this binary's 2") {
 		t.Fatalf("check with a newer schema: %d %s", code, errOut)
 	}
-	pg.ExecIn("pgwarden_store_db", "UPDATE pgwarden.schema_version SET version = 1")
+	pg.ExecIn("pgwarden_store_db", "UPDATE pgwarden.schema_version SET version = 2")
+}
+
+// freshStore makes the store's role and database anew for one test.
+func freshStore(t *testing.T) {
+	t.Helper()
+	noteSecret("store-Pass-9")
+	for _, stmt := range []string{
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'pgwarden_store_db'",
+		"DROP DATABASE IF EXISTS pgwarden_store_db", "DROP ROLE IF EXISTS pgwarden_store",
+		"CREATE ROLE pgwarden_store LOGIN PASSWORD 'store-Pass-9'",
+		"CREATE DATABASE pgwarden_store_db OWNER pgwarden_store",
+	} {
+		if err := pg.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		pg.Exec("ALTER ROLE pgwarden_store LOGIN")
+		pg.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'pgwarden_store_db'")
+		pg.Exec("DROP DATABASE IF EXISTS pgwarden_store_db")
+		pg.Exec("DROP ROLE IF EXISTS pgwarden_store")
+	})
+}
+
+// TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore: a console
+// login form served by B posted to A works, and the session it makes holds
+// on B (plain round robin); a wrong password on A holds up the next
+// attempt of that address and user on B.
+func TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore(t *testing.T) {
+	freshStore(t)
+	rules := storeSection + "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
+	o := gwOptions{http: true, httpSection: "default_database = \"postgres\"", throttle: "failure_delay = \"2s\"\nmax_delay = \"4s\""}
+	a := newGateway(t, o, rules)
+	if _, errOut, code := runCLI(t, "", "store", "init", "-c", a.configPath()); code != 0 {
+		t.Fatal(errOut)
+	}
+	usersFile := filepath.Join(t.TempDir(), "import.toml")
+	writeFile(t, usersFile, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}}))
+	if _, errOut, code := runCLI(t, "", "store", "import", "-c", a.configPath(), usersFile); code != 0 {
+		t.Fatal(errOut)
+	}
+	a.start()
+	b := startGatewayWith(t, o, rules, nil)
+
+	// The login form of B, posted to A (round robin), then the console
+	// page from B.
+	cc := newConsoleClient(t, b.httpURL(), nil)
+	csrf := cc.loginForm()
+	cc.base, cc.origin = a.httpURL(), a.httpURL()
+	r := cc.post("/login", url.Values{"csrf": {csrf}, "user": {"alice"}, "password": {"alice-Pass-1"}}, nil)
+	if r.status != http.StatusSeeOther {
+		t.Fatalf("login form of B posted to A: %d\n%s", r.status, r.body)
+	}
+	cc.base, cc.origin = b.httpURL(), b.httpURL()
+	if page := cc.get("/"); page.status != 200 || !strings.Contains(page.body, "alice") || strings.Contains(page.body, `action="/login"`) {
+		t.Fatalf("the session made on A does not hold on B: %d\n%s", page.status, page.body)
+	}
+
+	// A wrong password on A: B makes the next attempt of the pair wait.
+	if _, err := a.connect("bob", "wrong-wrong", "postgres"); err == nil {
+		t.Fatal("a wrong password logged in")
+	}
+	time.Sleep(200 * time.Millisecond) // the event crosses the store
+	start := time.Now()
+	c, err := b.connect("bob", "bob-Pass-2", "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close(context.Background())
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Fatalf("B let bob's next attempt in after %v: A's failure did not count there", el)
+	}
 }

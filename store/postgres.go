@@ -17,8 +17,12 @@ import (
 )
 
 // Channel is the NOTIFY channel of user changes; the payload names the
-// users changed.
-const Channel = "pgwarden_users"
+// users changed. ThrottleChannel carries the throttle's failures and
+// successes between instances.
+const (
+	Channel         = "pgwarden_users"
+	ThrottleChannel = "pgwarden_throttle"
+)
 
 // migrations are the schema's versions, in order; migration i makes
 // version i+1. They only ever grow: a released migration never changes.
@@ -28,6 +32,19 @@ var migrations = []string{
 		entry      text NOT NULL, -- the user's [[user]] block, as in a users file
 		updated_at timestamptz NOT NULL DEFAULT now()
 	)`,
+	`CREATE TABLE pgwarden.settings (
+		key   text PRIMARY KEY, -- form_key, setup_token
+		value text NOT NULL
+	);
+	CREATE TABLE pgwarden.sessions (
+		id_hash    bytea PRIMARY KEY, -- SHA-256 of the session id: the table never holds a usable id
+		user_name  text NOT NULL,
+		csrf       text NOT NULL,
+		cred       bytea NOT NULL,
+		created    timestamptz NOT NULL,
+		last_seen  timestamptz NOT NULL
+	);
+	CREATE INDEX sessions_user ON pgwarden.sessions (user_name)`,
 }
 
 // SchemaVersion is the schema this binary reads and writes.
@@ -285,6 +302,32 @@ func isUserError(err error) bool {
 // Where implements Users.
 func (p *Postgres) Where() string { return p.where }
 
+// Pool is the store's connection pool, for the console's sessions.
+func (p *Postgres) Pool() *pgxpool.Pool { return p.pool }
+
+// Setting returns the shared value of key, storing make's value first when
+// there is none yet: the first instance to ask decides for all.
+func (p *Postgres) Setting(ctx context.Context, key string, make func() string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := p.pool.Exec(ctx, `INSERT INTO pgwarden.settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, make()); err != nil {
+		return "", fmt.Errorf("%s: %w", p.where, err)
+	}
+	var v string
+	if err := p.pool.QueryRow(ctx, `SELECT value FROM pgwarden.settings WHERE key = $1`, key).Scan(&v); err != nil {
+		return "", fmt.Errorf("%s: %w", p.where, err)
+	}
+	return v, nil
+}
+
+// Notify publishes payload on channel, for every instance (best effort).
+func (p *Postgres) Notify(ctx context.Context, channel, payload string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := p.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload)
+	return err
+}
+
 // Close implements Users.
 func (p *Postgres) Close() { p.pool.Close() }
 
@@ -293,7 +336,7 @@ func (p *Postgres) Close() { p.pool.Close() }
 // and for each notification, and onLost when the connection goes or cannot
 // be made (it is tried again every second).
 // While it is down, callers must not trust what they cached.
-func Listen(ctx context.Context, cfg *config.Config, onChange func(payload string), onLost func(error)) {
+func Listen(ctx context.Context, cfg *config.Config, onChange func(payload string), onThrottle func(payload string), onLost func(error)) {
 	pcfg, err := connConfig(cfg)
 	if err != nil {
 		onLost(err)
@@ -302,7 +345,7 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig)
 		if err == nil {
-			_, err = conn.Exec(ctx, "LISTEN "+Channel)
+			_, err = conn.Exec(ctx, "LISTEN "+Channel+"; LISTEN "+ThrottleChannel)
 		}
 		if err == nil {
 			// What changed before LISTEN took effect (since the last
@@ -313,6 +356,12 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 				if werr != nil {
 					err = werr
 					break
+				}
+				if n.Channel == ThrottleChannel {
+					if onThrottle != nil {
+						onThrottle(n.Payload)
+					}
+					continue
 				}
 				onChange(n.Payload)
 			}

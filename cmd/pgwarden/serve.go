@@ -20,6 +20,7 @@ import (
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/pgwire"
 	"github.com/pgwarden/pgwarden/snapshot"
+	"github.com/pgwarden/pgwarden/store"
 )
 
 func serve(configPath string, stderr io.Writer) error {
@@ -95,8 +96,19 @@ func serve(configPath string, stderr io.Writer) error {
 		st := pg.PoolStats()
 		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Reused: st.Reused, Closed: st.Closed}
 	})
-	web := httpfront.New(httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active,
-		EndWireSessions: pg.KillUser})
+	webOpts := httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active,
+		EndWireSessions: pg.KillUser}
+	var onThrottle func(string)
+	storeCtx, stopStore := context.WithCancel(context.Background())
+	defer stopStore()
+	if pgs, ok := users.(*store.Postgres); ok {
+		if webOpts.Sessions, webOpts.FormKey, webOpts.SetupToken, err = sharedWeb(storeCtx, pgs, log); err != nil {
+			pg.Close()
+			return err
+		}
+		onThrottle = shareThrottle(storeCtx, pgs, throttle, state, log)
+	}
+	web := httpfront.New(webOpts)
 	if err := web.Listen(); err != nil {
 		pg.Close()
 		return err
@@ -127,7 +139,7 @@ func serve(configPath string, stderr io.Writer) error {
 	defer stopWatchdog()
 	sd.watchdog(wdCtx)
 	if users != nil {
-		go listenStore(wdCtx, snap.Config, state, doReload, log, m)
+		go listenStore(wdCtx, snap.Config, state, doReload, log, m, onThrottle)
 	}
 	// Files are watched as well as SIGHUP is caught: a changed users file,
 	// configuration, HBA file or certificate reloads by itself.

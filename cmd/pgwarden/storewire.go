@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
+	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/httpfront"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 	"github.com/pgwarden/pgwarden/store"
@@ -24,7 +28,7 @@ func openStore(cfgPath string) (store.Users, error) {
 // listenStore keeps the instance's users fresh: every NOTIFY reloads, and
 // while the LISTEN connection is down every login is refused (what is
 // cached may be stale) until a reconnection and a full reload.
-func listenStore(ctx context.Context, cfg *config.Config, state *snapshot.Holder, reload func() error, log *zap.Logger, m *metrics.Metrics) {
+func listenStore(ctx context.Context, cfg *config.Config, state *snapshot.Holder, reload func() error, log *zap.Logger, m *metrics.Metrics, onThrottle func(string)) {
 	m.StoreUp(true)
 	store.Listen(ctx, cfg, func(payload string) {
 		if err := reload(); err != nil {
@@ -35,9 +39,71 @@ func listenStore(ctx context.Context, cfg *config.Config, state *snapshot.Holder
 		}
 		m.StoreUp(true)
 		log.Debug("user store change applied", zap.String("users", payload))
-	}, func(err error) {
+	}, onThrottle, func(err error) {
 		log.Error("lost the user store's LISTEN connection: logins are refused until it is back and reloaded", zap.Error(err))
 		state.SetUnavailable("the user store is unreachable")
 		m.StoreUp(false)
 	})
+}
+
+// sharedWeb is what the console shares through the PostgreSQL store: its
+// sessions, the pre-login form key and the setup token.
+func sharedWeb(ctx context.Context, pg *store.Postgres, log *zap.Logger) (httpfront.SessionStore, []byte, string, error) {
+	formKey, err := pg.Setting(ctx, "form_key", httpfront.NewOpaqueID)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	setup, err := pg.Setting(ctx, "setup_token", httpfront.NewOpaqueID)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return httpfront.NewPGSessions(pg.Pool(), log), []byte(formKey), setup, nil
+}
+
+// throttleEvent is a throttle failure or success on the store's channel.
+type throttleEvent struct {
+	Instance string `json:"i"`
+	Failure  bool   `json:"f"`
+	Address  string `json:"a"`
+	User     string `json:"u"`
+}
+
+// shareThrottle publishes this instance's throttle events through the
+// store and returns the handler that applies the other instances' events.
+// Events queue in a bounded buffer and go out one at a time; a flood that
+// fills it loses events (counted in the log), never blocks a login.
+func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.Throttle, state *snapshot.Holder, log *zap.Logger) func(string) {
+	self := httpfront.NewOpaqueID()
+	queue := make(chan throttleEvent, 1024)
+	var dropped atomic.Int64
+	throttle.SetPublisher(func(failure bool, addr, user string) {
+		select {
+		case queue <- throttleEvent{Instance: self, Failure: failure, Address: addr, User: user}:
+		default:
+			if dropped.Add(1)%1000 == 1 {
+				log.Warn("throttle events are not reaching the other instances fast enough; some were dropped", zap.Int64("dropped", dropped.Load()))
+			}
+		}
+	})
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-queue:
+				b, _ := json.Marshal(ev)
+				if err := pg.Notify(ctx, store.ThrottleChannel, string(b)); err != nil {
+					log.Debug("could not publish a throttle event", zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func(payload string) {
+		var ev throttleEvent
+		if json.Unmarshal([]byte(payload), &ev) != nil || ev.Instance == self {
+			return
+		}
+		cfg := state.Current().Config
+		throttle.Apply(ev.Failure, ev.Address, ev.User, cfg.Throttle.FailureDelay.Duration, cfg.Throttle.MaxDelay.Duration)
+	}
 }
