@@ -175,6 +175,12 @@ func newGateway(t *testing.T, o gwOptions, extra string) *gateway {
 	if o.http {
 		port = freePortPair()
 	}
+	return newGatewayAt(t, port, o, extra)
+}
+
+// newGatewayAt is newGateway on a given port.
+func newGatewayAt(t *testing.T, port int, o gwOptions, extra string) *gateway {
+	t.Helper()
 	g := &gateway{t: t, dir: t.TempDir(), port: port, log: &lockedBuffer{}, done: make(chan struct{}), opts: o}
 	g.sockDir = g.dir
 	g.writeConfig(extra)

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -35,26 +36,41 @@ func TestTwoInstancesBehindHAProxy(t *testing.T) {
 			missingTool(t, "haproxy (Debian: apt-get install haproxy)")
 		}
 	}
-	// alice may log in only from 127.0.0.2; bob from anywhere.
-	rules := `
+	// alice may log in only from 127.0.0.2; bob and carol from anywhere.
+	// The users live in the PostgreSQL store both instances share.
+	freshStore(t)
+	rules := storeSection + `
+[tokens]
+
 [[hba]]
 user = "alice"
 address = "127.0.0.2/32"
 method = "scram-sha-256"
 
 [[hba]]
-user = "bob"
+user = ["bob", "carol"]
 method = "scram-sha-256"
 `
-	users := []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}}
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}, {name: "carol", password: "carol-Pass-3"}}
 	portA, portB := freePortPair(), freePortPair()
 	server := "proxy_protocol = \"required\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
 	peer := func(id, port int) string {
 		return fmt.Sprintf("\n[[peers]]\nid = %d\naddress = \"127.0.0.1:%d\"\n", id, port)
 	}
-	httpSection := "default_database = \"postgres\""
-	a := startGatewayAt(t, portA, gwOptions{http: true, httpSection: httpSection, server: server + "peer_id = 1"}, rules+peer(2, portB), users)
-	b := startGatewayAt(t, portB, gwOptions{http: true, httpSection: httpSection, server: server + "peer_id = 2"}, rules+peer(1, portA), users)
+	httpSection := "default_database = \"postgres\"\nallowed_hosts = [\"127.0.0.1\"]"
+	throttle := "failure_delay = \"1s\"\nmax_delay = \"2s\""
+	cfgA := newGatewayAt(t, portA, gwOptions{http: true, httpSection: httpSection, throttle: throttle, server: server + "peer_id = 1"}, rules+peer(2, portB))
+	if _, errOut, code := runCLI(t, "", "store", "init", "-c", cfgA.configPath()); code != 0 {
+		t.Fatal(errOut)
+	}
+	usersFile := filepath.Join(t.TempDir(), "import.toml")
+	writeFile(t, usersFile, usersTOML(t, users))
+	if _, errOut, code := runCLI(t, "", "store", "import", "-c", cfgA.configPath(), usersFile); code != 0 {
+		t.Fatal(errOut)
+	}
+	cfgA.start()
+	a := cfgA
+	b := startGatewayAt(t, portB, gwOptions{http: true, httpSection: httpSection, throttle: throttle, server: server + "peer_id = 2"}, rules+peer(1, portA), nil)
 
 	pgPort, webPort := freePort(), freePort()
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
@@ -176,6 +192,8 @@ backend pgwarden_http
 	})
 
 	t.Run("HTTP through HAProxy sees X-Forwarded-For", func(t *testing.T) {
+		// alice is allowed only from 127.0.0.2, which HAProxy tells in
+		// X-Forwarded-For (it connects from 127.0.0.1 itself).
 		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: from("127.0.0.2"), DisableKeepAlives: true}}
 		for i := 0; i < 4; i++ {
 			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/_sql", webPort), bytes.NewReader([]byte(`{"stmt": "SELECT 1"}`)))
@@ -188,6 +206,87 @@ backend pgwarden_http
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
 				t.Fatalf("request %d: %d", i, resp.StatusCode)
+			}
+		}
+	})
+
+	web := fmt.Sprintf("http://127.0.0.1:%d", webPort)
+	webClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: from("127.0.0.2"), DisableKeepAlives: true}}
+	sqlAs := func(auth string) int {
+		req, _ := http.NewRequest("POST", web+"/_sql", bytes.NewReader([]byte(`{"stmt": "SELECT 1"}`)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", auth)
+		resp, err := webClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	t.Run("a console login works under plain round robin", func(t *testing.T) {
+		cc := newConsoleClient(t, web, &http.Transport{DialContext: from("127.0.0.2"), DisableKeepAlives: true})
+		csrf := cc.login("alice", "alice-Pass-1") // the form, the post and the page: three requests, round robin
+		for i := 0; i < 4; i++ {
+			status, _, out := cc.sql("postgres", "SELECT current_user", csrf, nil)
+			if status != 200 {
+				t.Fatalf("console SQL %d through the balancer: %d %v", i, status, out)
+			}
+		}
+	})
+
+	t.Run("guesses on either instance count against one backoff", func(t *testing.T) {
+		if _, err := connect("carol", "wrong-wrong", "127.0.0.2"); err == nil {
+			t.Fatal("a wrong password logged in")
+		}
+		time.Sleep(200 * time.Millisecond)
+		// Round robin: the next two connections land on both instances.
+		for i := 0; i < 2; i++ {
+			start := time.Now()
+			c, err := connect("carol", "carol-Pass-3", "127.0.0.2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close(context.Background())
+			if i == 0 && time.Since(start) < 700*time.Millisecond {
+				t.Fatalf("carol's next attempt got in after %v: the other instance did not count the failure", time.Since(start))
+			}
+		}
+	})
+
+	t.Run("a password change and a token revocation reach both instances within a second", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", web+"/_token", nil)
+		req.SetBasicAuth("alice", "alice-Pass-1")
+		resp, err := webClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct {
+			Token string `json:"token"`
+		}
+		json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		if tok.Token == "" {
+			t.Fatalf("no token: %d", resp.StatusCode)
+		}
+		noteSecret(tok.Token)
+		// The secret made for the first token reaches both instances.
+		waitFor(t, 2*time.Second, "the token works on both instances", func() bool {
+			return sqlAs("Bearer "+tok.Token) == 200 && sqlAs("Bearer "+tok.Token) == 200
+		})
+		// passwd changes the password and rotates the token secret.
+		if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", a.configPath()); code != 0 {
+			t.Fatal(errOut)
+		}
+		noteSecret("alice-Pass-NEW")
+		time.Sleep(time.Second)
+		for i := 0; i < 2; i++ {
+			if st := sqlAs("Bearer " + tok.Token); st == 200 {
+				t.Fatalf("the revoked token still works on one instance (request %d)", i)
+			}
+			if c, err := connect("alice", "alice-Pass-1", "127.0.0.2"); err == nil {
+				c.Close(context.Background())
+				t.Fatalf("the old password still works on one instance (login %d)", i)
 			}
 		}
 	})

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -55,6 +57,17 @@ func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
 	for _, g := range []*gateway{a, b} {
 		c := g.mustConnect("alice", "alice-Pass-1", "postgres")
 		c.Close(context.Background())
+	}
+
+	// Logins are decided from memory: they do not touch the store.
+	before := storeTransactions(t)
+	for i := 0; i < 20; i++ {
+		c := a.mustConnect("bob", "bob-Pass-2", "postgres")
+		c.Close(context.Background())
+	}
+	time.Sleep(1200 * time.Millisecond) // backends report their statistics within a second
+	if n := storeTransactions(t) - before; n > 2 {
+		t.Fatalf("20 logins made %d transactions in the store's database", n)
 	}
 
 	// A password change reaches both instances within a second.
@@ -198,4 +211,21 @@ func TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore(t *testing.T) {
 	if el := time.Since(start); el < 1500*time.Millisecond {
 		t.Fatalf("B let bob's next attempt in after %v: A's failure did not count there", el)
 	}
+}
+
+// storeTransactions counts the transactions of the store's database.
+func storeTransactions(t *testing.T) int64 {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", pg.sockDir, pg.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	conn.Exec(ctx, "SELECT pg_stat_clear_snapshot()")
+	var n int64
+	if err := conn.QueryRow(ctx, "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'pgwarden_store_db'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
