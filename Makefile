@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzSessionCookie \
 	./httpfront:FuzzConsoleForm
 
-.PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood clean
+.PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood bench-store clean
 
 help:
 	@echo "make build          build $(BIN)"
@@ -38,6 +38,7 @@ help:
 	@echo "make bench-http     /_sql load with trust, Basic and Bearer vs pgx directly"
 	@echo "make bench-idle     resident memory of 1000 idle clients"
 	@echo "make bench-flood    session latency during a flood of wrong passwords"
+	@echo "make bench-store    logins with the users file and with the PostgreSQL store"
 	@echo "make clean          remove built binaries and benchmark results"
 
 build:
@@ -70,7 +71,7 @@ fuzz:
 demo: build
 	./scripts/demo.sh
 
-bench: bench-pgbench bench-http bench-idle bench-flood
+bench: bench-pgbench bench-http bench-idle bench-flood bench-store
 
 bench-pgbench: build
 	./bench/pgbench.sh
@@ -83,6 +84,9 @@ bench-idle: build
 
 bench-flood: build
 	./bench/flood.sh
+
+bench-store: build
+	./bench/store.sh
 
 clean:
 	rm -rf bin demo/run bench/results

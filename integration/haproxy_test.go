@@ -191,6 +191,35 @@ backend pgwarden_http
 		}
 	})
 
+	t.Run("psycopg2's cancel through HAProxy cancels", func(t *testing.T) {
+		py := ""
+		for _, c := range []string{"python3", "/usr/bin/python3"} {
+			if exec.Command(c, "-c", "import psycopg2").Run() == nil {
+				py = c
+				break
+			}
+		}
+		if py == "" {
+			missingTool(t, "python3 with psycopg2 (Debian: apt-get install python3-psycopg2)")
+		}
+		script := fmt.Sprintf(`
+import threading, time, psycopg2, psycopg2.errors
+for i in range(2):
+    conn = psycopg2.connect(host="127.0.0.1", port=%d, user="bob", password="bob-Pass-2", dbname="postgres", sslmode="disable")
+    threading.Timer(0.4, conn.cancel).start()
+    try:
+        conn.cursor().execute("SELECT pg_sleep(30)")
+        print("not canceled")
+    except psycopg2.errors.QueryCanceled:
+        print("canceled")
+    conn.close()
+`, pgPort)
+		out, err := exec.Command(py, "-c", script).CombinedOutput()
+		if err != nil || strings.Count(string(out), "canceled") != 2 || strings.Contains(string(out), "not canceled") {
+			t.Fatalf("psycopg2 cancel through HAProxy: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("HTTP through HAProxy sees X-Forwarded-For", func(t *testing.T) {
 		// alice is allowed only from 127.0.0.2, which HAProxy tells in
 		// X-Forwarded-For (it connects from 127.0.0.1 itself).
