@@ -197,6 +197,22 @@ func TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore(t *testing.T) {
 		t.Fatalf("the session made on A does not hold on B: %d\n%s", page.status, page.body)
 	}
 
+	// A forged throttle event (any role of the store's database can
+	// NOTIFY) is ignored: it would hold up a real user's logins.
+	if err := pg.ExecIn("pgwarden_store_db", `SELECT pg_notify('pgwarden_throttle', '{"i":"x","f":true,"a":"127.0.0.1","u":"alice","m":"00"}')`); err != nil {
+		t.Fatal(err)
+	}
+	b.waitLog("ignored a throttle event not signed with the store's key", 1)
+	start0 := time.Now()
+	c0, err := b.connect("alice", "alice-Pass-1", "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c0.Close(context.Background())
+	if el := time.Since(start0); el > time.Second {
+		t.Fatalf("a forged throttle event held alice up for %v", el)
+	}
+
 	// A wrong password on A: B makes the next attempt of the pair wait.
 	if _, err := a.connect("bob", "wrong-wrong", "postgres"); err == nil {
 		t.Fatal("a wrong password logged in")

@@ -106,7 +106,10 @@ func serve(configPath string, stderr io.Writer) error {
 			pg.Close()
 			return err
 		}
-		onThrottle = shareThrottle(storeCtx, pgs, throttle, state, log)
+		if onThrottle, err = shareThrottle(storeCtx, pgs, throttle, state, log); err != nil {
+			pg.Close()
+			return err
+		}
 	}
 	web := httpfront.New(webOpts)
 	if err := web.Listen(); err != nil {

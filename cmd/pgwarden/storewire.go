@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -66,13 +70,28 @@ type throttleEvent struct {
 	Failure  bool   `json:"f"`
 	Address  string `json:"a"`
 	User     string `json:"u"`
+	// MAC signs the rest with the store's shared throttle key: any role
+	// that can connect to the store's database can NOTIFY, and a forged
+	// failure would hold up a real user's logins.
+	MAC string `json:"m"`
+}
+
+func (ev throttleEvent) mac(key []byte) string {
+	h := hmac.New(sha256.New, key)
+	fmt.Fprintf(h, "%s\x00%v\x00%s\x00%s", ev.Instance, ev.Failure, ev.Address, ev.User)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // shareThrottle publishes this instance's throttle events through the
 // store and returns the handler that applies the other instances' events.
 // Events queue in a bounded buffer and go out one at a time; a flood that
 // fills it loses events (counted in the log), never blocks a login.
-func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.Throttle, state *snapshot.Holder, log *zap.Logger) func(string) {
+func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.Throttle, state *snapshot.Holder, log *zap.Logger) (func(string), error) {
+	keyText, err := pg.Setting(ctx, "throttle_key", httpfront.NewOpaqueID)
+	if err != nil {
+		return nil, err
+	}
+	key := []byte(keyText)
 	self := httpfront.NewOpaqueID()
 	queue := make(chan throttleEvent, 1024)
 	var dropped atomic.Int64
@@ -91,6 +110,7 @@ func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.T
 			case <-ctx.Done():
 				return
 			case ev := <-queue:
+				ev.MAC = ev.mac(key)
 				b, _ := json.Marshal(ev)
 				if err := pg.Notify(ctx, store.ThrottleChannel, string(b)); err != nil {
 					log.Debug("could not publish a throttle event", zap.Error(err))
@@ -103,7 +123,11 @@ func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.T
 		if json.Unmarshal([]byte(payload), &ev) != nil || ev.Instance == self {
 			return
 		}
+		if !hmac.Equal([]byte(ev.MAC), []byte(ev.mac(key))) {
+			log.Warn("ignored a throttle event not signed with the store's key (someone else NOTIFYs pgwarden_throttle)")
+			return
+		}
 		cfg := state.Current().Config
 		throttle.Apply(ev.Failure, ev.Address, ev.User, cfg.Throttle.FailureDelay.Duration, cfg.Throttle.MaxDelay.Duration)
-	}
+	}, nil
 }
