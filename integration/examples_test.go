@@ -46,16 +46,7 @@ method = "scram-sha-256"
 		checkExample(t, cmd, want)
 	})
 	t.Run("python", func(t *testing.T) {
-		py := ""
-		for _, c := range []string{"python3", "/usr/bin/python3"} {
-			if exec.Command(c, "-c", "import psycopg2").Run() == nil {
-				py = c
-				break
-			}
-		}
-		if py == "" {
-			missingTool(t, "python3 with psycopg2 (Debian: apt-get install python3-psycopg2)")
-		}
+		py := pythonWithPsycopg2(t)
 		cmd := exec.Command(py, "../docs/examples/python/example.py")
 		cmd.Env = env
 		checkExample(t, cmd, []string{"http basic: [['alice', 42]]", "http bearer: [['alice']]", "wire tls scram: alice"})
@@ -98,4 +89,17 @@ func missingTool(t *testing.T, what string) {
 		t.Fatalf("%s is needed (CI installs it)", what)
 	}
 	t.Skipf("%s not found: this example is run in CI", what)
+}
+
+// pythonWithPsycopg2 finds a Python that can import psycopg2 (pyenv's
+// first, then Debian's, where python3-psycopg2 installs it).
+func pythonWithPsycopg2(t *testing.T) string {
+	t.Helper()
+	for _, c := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(c, "-c", "import psycopg2").Run() == nil {
+			return c
+		}
+	}
+	missingTool(t, "python3 with psycopg2 (Debian: apt-get install python3-psycopg2)")
+	return ""
 }

@@ -192,16 +192,7 @@ backend pgwarden_http
 	})
 
 	t.Run("psycopg2's cancel through HAProxy cancels", func(t *testing.T) {
-		py := ""
-		for _, c := range []string{"python3", "/usr/bin/python3"} {
-			if exec.Command(c, "-c", "import psycopg2").Run() == nil {
-				py = c
-				break
-			}
-		}
-		if py == "" {
-			missingTool(t, "python3 with psycopg2 (Debian: apt-get install python3-psycopg2)")
-		}
+		py := pythonWithPsycopg2(t)
 		script := fmt.Sprintf(`
 import threading, time, psycopg2, psycopg2.errors
 for i in range(2):
