@@ -191,6 +191,31 @@ backend pgwarden_http
 		}
 	})
 
+	t.Run("psql's Ctrl-C through HAProxy cancels", func(t *testing.T) {
+		for i := 0; i < 2; i++ {
+			cmd := exec.Command("psql", "-X", "-d", fmt.Sprintf("host=127.0.0.1 port=%d user=bob password=bob-Pass-2 dbname=postgres sslmode=disable", pgPort),
+				"-c", "SELECT pg_sleep(30)")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(700 * time.Millisecond)
+			cmd.Process.Signal(syscall.SIGINT) // what Ctrl-C sends: psql sends a CancelRequest
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				t.Fatalf("psql's cancel %d through HAProxy did not end the query", i)
+			}
+			if !strings.Contains(out.String(), "canceling statement due to user request") {
+				t.Fatalf("psql after Ctrl-C (%d): %s", i, out.String())
+			}
+		}
+	})
+
 	t.Run("psycopg2's cancel through HAProxy cancels", func(t *testing.T) {
 		py := pythonWithPsycopg2(t)
 		script := fmt.Sprintf(`

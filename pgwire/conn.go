@@ -193,7 +193,11 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		c.refusing.Store(true)
 		return TooManyConnections()
 	}
-	if c.srv.draining.Load() {
+	// A connection accepted before a SIGTERM closed the listeners was
+	// sent here by a balancer that saw the port open: it is served like
+	// the sessions the drain waits for. Only the final close (SIGINT, or
+	// shutdown_timeout reached) refuses whoever is still negotiating.
+	if c.srv.closing.Load() {
 		c.refusing.Store(true)
 		return ShuttingDown()
 	}

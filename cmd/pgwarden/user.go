@@ -50,6 +50,17 @@ func userList(cfgPath string, stdout io.Writer) error {
 	return tw.Flush()
 }
 
+// configAndNewHash loads o's configuration, then asks for a password and
+// hashes it under that configuration's policy.
+func configAndNewHash(o userOptions, stdin io.Reader, stderr io.Writer) (*config.Config, string, error) {
+	cfg, err := config.Load(*o.config)
+	if err != nil {
+		return nil, "", err
+	}
+	hash, err := newPasswordHash(o, cfg, stdin, stderr)
+	return cfg, hash, err
+}
+
 // newPasswordHash asks for a password and hashes it as o says.
 func newPasswordHash(o userOptions, cfg *config.Config, stdin io.Reader, stderr io.Writer) (string, error) {
 	var pw string
@@ -66,11 +77,7 @@ func newPasswordHash(o userOptions, cfg *config.Config, stdin io.Reader, stderr 
 }
 
 func userPasswd(o userOptions, name string, stdin io.Reader, stderr io.Writer) error {
-	cfg, err := config.Load(*o.config)
-	if err != nil {
-		return err
-	}
-	hash, err := newPasswordHash(o, cfg, stdin, stderr)
+	cfg, hash, err := configAndNewHash(o, stdin, stderr)
 	if err != nil {
 		return err
 	}
@@ -82,11 +89,7 @@ func userPasswd(o userOptions, name string, stdin io.Reader, stderr io.Writer) e
 }
 
 func userAdd(o userOptions, name string, stdin io.Reader, stderr io.Writer) error {
-	cfg, err := config.Load(*o.config)
-	if err != nil {
-		return err
-	}
-	hash, err := newPasswordHash(o, cfg, stdin, stderr)
+	cfg, hash, err := configAndNewHash(o, stdin, stderr)
 	if err != nil {
 		return err
 	}
