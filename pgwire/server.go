@@ -207,24 +207,11 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// backlogDrain is how long a draining listener keeps accepting what its
-// backlog already holds.
-const backlogDrain = 100 * time.Millisecond
-
 // Shutdown drains as a load balancer understands (SPEC section 7): the
 // listeners close at once, so new connections are refused and TCP health
 // checks fail, while established sessions go on until ctx ends; then every
 // remaining session is ended as Close ends it.
 func (s *Server) Shutdown(ctx context.Context) {
-	// New SYNs are dropped first and the backlog accepted, so that no
-	// connection a balancer already handed to a client is reset by the
-	// close.
-	s.mu.Lock()
-	for _, ln := range s.listeners {
-		listen.StopSYNs(ln)
-	}
-	s.mu.Unlock()
-	time.Sleep(backlogDrain)
 	s.closeListeners()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

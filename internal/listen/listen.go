@@ -29,29 +29,3 @@ func TCP(addr string, reusePort bool) (net.Listener, error) {
 	}
 	return lc.Listen(context.Background(), "tcp", addr)
 }
-
-// StopSYNs makes a TCP listener drop new connection attempts (a socket
-// filter that passes nothing) while the connections already queued in its
-// backlog can still be accepted. Closing a listener resets those queued
-// connections, which a load balancer has already handed to clients: a
-// drain stops SYNs first, accepts what is queued, then closes. A client
-// whose SYN was dropped retries, and its balancer sends it elsewhere.
-func StopSYNs(ln net.Listener) error {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		return nil
-	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]})
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
