@@ -63,6 +63,7 @@ type Server struct {
 	metricsSrv *http.Server
 	servers    []*http.Server
 	listeners  []net.Listener
+	drainable  []*listen.Listener
 	wg         sync.WaitGroup
 	nextID     atomic.Uint64
 	ctx        context.Context
@@ -180,13 +181,15 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) Listen() error {
 	snap := s.o.State.Current()
 	for _, addr := range snap.Config.Server.HTTPListen {
-		ln, err := listen.TCP(addr, snap.Config.Server.ReusePort)
+		dl, err := listen.TCP(addr, snap.Config.Server.ReusePort)
 		if err != nil {
 			for _, l := range s.listeners {
 				l.Close()
 			}
 			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
+		s.drainable = append(s.drainable, dl)
+		var ln net.Listener = dl
 		if snap.Config.Server.HTTPTLS {
 			// The certificate comes from the snapshot current at each
 			// ClientHello: a reload with rotated files takes effect for
@@ -271,7 +274,7 @@ func (s *Server) Serve() {
 		s.wg.Add(1)
 		go func(ln net.Listener) {
 			defer s.wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				s.o.Log.Error("http server stopped", zap.Error(err))
 			}
 		}(ln)
@@ -306,6 +309,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 	// /readyz answers 503 from now on, where it is still served (the
 	// metrics listener stays open until the process ends).
 	s.draining.Store(true)
+	// Connections already queued in the backlogs are served, not reset.
+	for _, d := range s.drainable {
+		d.Drain()
+	}
 	for _, srv := range s.servers {
 		srv.Shutdown(ctx)
 	}

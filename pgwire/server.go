@@ -124,10 +124,11 @@ func listenUnix(path string) (net.Listener, error) {
 		}
 		os.Remove(path)
 	}
-	ln, err := net.Listen("unix", path)
+	ul, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
+	ln := listen.Wrap(ul)
 	// As PostgreSQL's default unix_socket_permissions: HBA decides who gets in.
 	if err := os.Chmod(path, 0o777); err != nil {
 		ln.Close()
@@ -158,7 +159,7 @@ func (s *Server) Serve() {
 
 func (s *Server) acceptLoop(ln net.Listener) {
 	defer s.acceptWG.Done()
-	_, local := ln.(*net.UnixListener)
+	_, local := ln.Addr().(*net.UnixAddr)
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := ln.Accept()
@@ -207,12 +208,33 @@ func (s *Server) closeListeners() {
 	}
 }
 
+// drainListeners stops listening without resetting the connections queued
+// in the kernel's backlogs: the accept loops serve those (a balancer has
+// already told their clients they are connected).
+func (s *Server) drainListeners() {
+	s.mu.Lock()
+	lns := append([]net.Listener(nil), s.listeners...)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		if d, ok := ln.(*listen.Listener); ok {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.Drain()
+			}()
+		}
+	}
+	wg.Wait()
+	s.closeListeners()
+}
+
 // Shutdown drains as a load balancer understands (SPEC section 7): the
 // listeners close at once, so new connections are refused and TCP health
 // checks fail, while established sessions go on until ctx ends; then every
 // remaining session is ended as Close ends it.
 func (s *Server) Shutdown(ctx context.Context) {
-	s.closeListeners()
+	s.drainListeners()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 wait:

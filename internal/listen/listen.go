@@ -14,7 +14,7 @@ import (
 // old one during an upgrade and no connection is refused in between; the
 // kernel spreads new connections over both until the old one closes its
 // listeners (SIGTERM).
-func TCP(addr string, reusePort bool) (net.Listener, error) {
+func TCP(addr string, reusePort bool) (*Listener, error) {
 	lc := net.ListenConfig{}
 	if reusePort {
 		lc.Control = func(network, address string, rc syscall.RawConn) error {
@@ -27,5 +27,9 @@ func TCP(addr string, reusePort bool) (net.Listener, error) {
 			return serr
 		}
 	}
-	return lc.Listen(context.Background(), "tcp", addr)
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(ln), nil
 }
