@@ -52,10 +52,17 @@ ensure_pgbouncer() {
 
 # start_pgbouncer DIR PORT PG_PORT PASSWORD CERT KEY: session mode, SCRAM
 # clients, the same certificate as pgwarden; writes DIR/pgb/pgbouncer.pid.
+# Its auth_file holds the SCRAM verifier PostgreSQL stores for the user, as
+# pgwarden's users file does: with a plaintext password PgBouncer would run
+# PBKDF2 (4096 rounds, about 3 ms) on every login, which pgwarden never does.
+# The same verifier lets PgBouncer log in to the backend by SCRAM
+# pass-through.
 start_pgbouncer() {
 	local dir=$1/pgb port=$2 pgport=$3 pw=$4 cert=$5 key=$6
 	mkdir -p "$dir"
-	printf '"postgres" "%s"\n' "$pw" > "$dir/userlist.txt"
+	local verifier
+	verifier=$("$BINDIR/psql" -h "$1/sock" -p "$pgport" -U postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'" postgres)
+	printf '"postgres" "%s"\n' "${verifier:-$pw}" > "$dir/userlist.txt"
 	cat > "$dir/pgbouncer.ini" <<INI
 [databases]
 postgres = host=127.0.0.1 port=$pgport dbname=postgres

@@ -32,7 +32,9 @@ func BenchmarkTrackedRelayThroughput(b *testing.B) {
 	clientCli.Close()
 }
 
-func tcpPair(b *testing.B) (net.Conn, net.Conn) {
+// tcpPair is a connected loopback pair, closed when the test ends.
+func tcpPair(b testing.TB) (net.Conn, net.Conn) {
+	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -47,5 +49,12 @@ func tcpPair(b *testing.B) (net.Conn, net.Conn) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return c, <-ch
+	s := <-ch
+	b.Cleanup(func() {
+		c.Close()
+		if s != nil {
+			s.Close()
+		}
+	})
+	return c, s
 }

@@ -176,10 +176,9 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
-			tc.SetKeepAlive(true)
-		}
+		// TCP_NODELAY and keepalive are on already: the net package sets
+		// both on every accepted connection (two system calls per login
+		// saved by not setting them again).
 		s.connWG.Add(1)
 		go s.handle(c, local)
 	}

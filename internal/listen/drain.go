@@ -97,9 +97,15 @@ func (l *Listener) Drain() {
 			f := os.NewFile(uintptr(nfd), "")
 			c, err := net.FileConn(f)
 			f.Close()
-			if err == nil {
-				conns = append(conns, c)
+			if err != nil {
+				continue
 			}
+			// As the net package sets on the connections it accepts.
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetNoDelay(true)
+				tc.SetKeepAlive(true)
+			}
+			conns = append(conns, c)
 		}
 		l.mu.Lock()
 		l.queued = conns
