@@ -34,11 +34,13 @@ func NewKey(t Target, params map[string]string) Key {
 
 // Session is a logged-in backend connection that may outlive its client.
 type Session struct {
-	Conn    net.Conn
-	Key     Key
-	PID     uint32
-	Secret  []byte
-	Params  map[string]string // ParameterStatus values as the backend last reported them
+	Conn   net.Conn
+	Key    Key
+	PID    uint32
+	Secret []byte
+	// Params are the ParameterStatus values as the backend last reported
+	// them; read-only once shared (ShareParams), changed by SetParam.
+	Params  map[string]string
 	Created time.Time
 	// CancelNetwork and CancelAddr are where CancelRequests go.
 	CancelNetwork, CancelAddr string
@@ -47,7 +49,8 @@ type Session struct {
 	// the role and database settings it applied at login.
 	Settings string
 
-	parkedAt time.Time
+	parkedAt     time.Time
+	paramsShared bool
 }
 
 // ErrTooManyBackends means max_backend_connections is reached and no

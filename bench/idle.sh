@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 N=${BENCH_IDLE_CLIENTS:-1000}
-PGWARDEN=$ROOT/bin/pgwarden
+PGWARDEN=${PGWARDEN:-$ROOT/bin/pgwarden}
 PASSWORD=bench-password
 . bench/lib.sh
 PG_PORT=$(free_port 57832)
@@ -25,6 +25,9 @@ http_listen = []
 unix_socket_dir = ""
 max_connections = $((N * 2))
 metrics_listen = "127.0.0.1:$MET_PORT"
+[tls]
+cert_file = "pki/server.crt"
+key_file = "pki/server.key"
 [backend]
 port = $PG_PORT
 sslmode = "disable"
@@ -38,26 +41,26 @@ CONFIG
 start_pgwarden "$PGW_PORT" || { cat "$WORK/pgwarden.log" >&2; exit 1; }
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-# measure NAME PID PORT: RSS growth per idle client, in KiB.
+# measure NAME PID PORT [SSLMODE]: RSS growth per idle client, in KiB.
 measure() {
 	local before after
 	before=$(rss "$2")
-	coproc HOLD { "$WORK/idleconns" -n "$N" -conn "host=127.0.0.1 port=$3 user=postgres password=$PASSWORD dbname=postgres sslmode=disable"; }
+	coproc HOLD { "$WORK/idleconns" -n "$N" -conn "host=127.0.0.1 port=$3 user=postgres password=$PASSWORD dbname=postgres sslmode=${4:-disable}"; }
 	read -r line <&"${HOLD[0]}"
-	sleep 3 # steady state: let the runtime collect what the logins left behind
+	sleep "${BENCH_IDLE_SETTLE:-3}" # steady state: let the runtime collect what the logins left behind
 	after=$(rss "$2")
-	[ "$1" = pgwarden ] && memstats >&2
+	case $1 in pgwarden*) memstats "$1" >&2 ;; esac
 	echo >&"${HOLD[1]}"
 	wait "$HOLD_PID" 2>/dev/null || true
-	echo "$1 $line $before $after" | awk '{ printf "%-10s %6d clients  RSS %8d KiB -> %8d KiB  %6.1f KiB per idle client\n", $1, $3, $4, $5, ($5 - $4) / $3 }'
+	echo "$1 $line $before $after" | awk '{ printf "%-14s %6d clients  RSS %8d KiB -> %8d KiB  %6.1f KiB per idle client\n", $1, $3, $4, $5, ($5 - $4) / $3 }'
 }
 # memstats: where pgwarden's memory is, from its own metrics (and, with
 # PGWARDEN_PPROF=127.0.0.1:PORT, its heap and goroutine profiles in
 # bench/results/).
 memstats() {
 	if [ -n "${PGWARDEN_PPROF:-}" ]; then
-		curl -s "http://$PGWARDEN_PPROF/debug/pprof/heap" > bench/results/idle-heap.pprof
-		curl -s "http://$PGWARDEN_PPROF/debug/pprof/goroutine?debug=1" > bench/results/idle-goroutines.txt
+		curl -s "http://$PGWARDEN_PPROF/debug/pprof/heap" > "bench/results/idle-heap-$1.pprof"
+		curl -s "http://$PGWARDEN_PPROF/debug/pprof/goroutine?debug=1" > "bench/results/idle-goroutines-$1.txt"
 	fi
 	curl -s "http://127.0.0.1:$MET_PORT/metrics" | awk -v n="$N" '
 		/^go_goroutines / { g = $2 }
@@ -70,10 +73,14 @@ OUT=bench/results/idle-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
 	echo "idle client connections, each with its backend ($(nproc) cores)"
 	measure pgwarden "$PGW_PID" "$PGW_PORT"
+	sleep 1
+	measure pgwarden-tls "$PGW_PID" "$PGW_PORT" require
 	if ensure_pgbouncer; then
 		start_pgbouncer "$WORK" "$PGB_PORT" "$PG_PORT" "$PASSWORD" "$WORK/pki/server.crt" "$WORK/pki/server.key"
 		sleep 0.5
 		measure pgbouncer "$(cat "$WORK/pgb/pgbouncer.pid")" "$PGB_PORT"
+		sleep 1
+		measure pgbouncer-tls "$(cat "$WORK/pgb/pgbouncer.pid")" "$PGB_PORT" require
 	fi
 } | tee "$OUT"
 echo "written to $OUT"

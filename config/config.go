@@ -68,6 +68,10 @@ type Server struct {
 	// peers); ReusePort opens the listeners with SO_REUSEPORT.
 	PeerID    int  `toml:"peer_id"`
 	ReusePort bool `toml:"reuse_port"`
+	// EventLoop relays plaintext sessions with backend reuse in epoll
+	// loops (Linux), without goroutines per session; false keeps a
+	// goroutine pair per session.
+	EventLoop bool `toml:"event_loop"`
 }
 
 // Peer is another instance: CancelRequests for keys carrying its id are
@@ -260,6 +264,7 @@ func Default() *Config {
 			ShutdownTimeout: d(30 * time.Second),
 			AdminDatabase:   "pgwarden",
 			ProxyProtocol:   "off",
+			EventLoop:       true,
 		},
 		Backend: Backend{
 			Host:                  "127.0.0.1",
@@ -549,6 +554,7 @@ var RestartKeys = map[string]bool{
 	"store.port":             true,
 	"store.sslmode":          true,
 	"server.reuse_port":      true,
+	"server.event_loop":      true,
 	"log.format":             true,
 }
 

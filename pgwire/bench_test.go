@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgwarden/pgwarden/backend"
 )
 
 // BenchmarkTrackedRelayThroughput pushes DataRow traffic through the
@@ -18,7 +20,7 @@ func BenchmarkTrackedRelayThroughput(b *testing.B) {
 	}
 	backendSrv, backendCli := tcpPair(b)
 	clientSrv, clientCli := tcpPair(b)
-	t := &trackedRelay{client: newClientConn(clientSrv), backend: backendCli, params: map[string]string{}}
+	t := &trackedRelay{client: newClientConn(clientSrv), backend: backendCli, session: &backend.Session{}}
 	go t.run()
 	go io.Copy(io.Discard, clientCli)
 	b.SetBytes(int64(len(chunk)))

@@ -51,6 +51,9 @@ type conn struct {
 	mu      sync.Mutex
 	backend net.Conn
 	closed  bool
+	// ev is the session's place in an event loop, once it relays there:
+	// closing and terminating go through the loop, which owns the sockets.
+	ev *evSession
 	// Set once authenticated, for SHOW CLIENTS, KILL and ending a
 	// dropped user's sessions.
 	user, database, method string
@@ -60,6 +63,10 @@ func (c *conn) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
+	if c.ev != nil {
+		c.ev.kill()
+		return
+	}
 	c.raw.Close()
 	if c.backend != nil {
 		c.backend.Close()
@@ -74,6 +81,11 @@ func (c *conn) terminate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
+		return
+	}
+	if c.ev != nil {
+		c.terminating.Store(true)
+		c.ev.terminate()
 		return
 	}
 	if c.backend != nil {
@@ -105,7 +117,6 @@ func (c *conn) addrString() string {
 }
 
 func (s *Server) handle(raw net.Conn, local bool) {
-	defer s.connWG.Done()
 	c := &conn{srv: s, id: s.nextID.Add(1), raw: raw, stream: raw, local: local, since: time.Now()}
 	if !local {
 		if ap, err := netip.ParseAddrPort(raw.RemoteAddr().String()); err == nil {
@@ -113,15 +124,16 @@ func (s *Server) handle(raw net.Conn, local bool) {
 		}
 	}
 	s.track(c)
-	defer s.untrack(c)
-	defer raw.Close()
-
 	snap := s.state.Current()
 	max := int64(snap.Config.Server.MaxConnections)
 	n := s.active.Add(1)
-	defer s.active.Add(-1)
 	s.metrics.ConnectionOpened("pg")
-	defer s.metrics.ConnectionClosed("pg")
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			c.finish()
+		}
+	}()
 	if n > 2*max {
 		// Far over the limit: not even the refusal is worth a goroutine's
 		// time. (Up to 2x, clients still get a proper 53300, and cancel
@@ -155,8 +167,23 @@ func (s *Server) handle(raw net.Conn, local bool) {
 		}
 	}
 	if err := c.serve(snap, n > max); err != nil {
+		if errors.Is(err, errHandedOff) {
+			handedOff = true
+			return
+		}
 		c.fail(err)
 	}
+}
+
+// finish ends the connection's accounting: the goroutine that served it
+// calls it, or, for a session that went on in an event loop, the end of
+// that session.
+func (c *conn) finish() {
+	c.srv.metrics.ConnectionClosed("pg")
+	c.srv.active.Add(-1)
+	c.raw.Close()
+	c.srv.untrack(c)
+	c.srv.connWG.Done()
 }
 
 // fail tells the client why its connection ends, when that is still

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/metrics"
 )
 
@@ -109,7 +110,7 @@ func pump(r io.Reader, each func([]byte) bool) error {
 type trackedRelay struct {
 	client  *clientConn
 	backend net.Conn
-	params  map[string]string // updated by the backend-to-client side only
+	session *backend.Session // its Params, updated by the backend-to-client side only
 
 	syncs    atomic.Int64 // sync points the client sent
 	readies  atomic.Int64 // ReadyForQuery the backend sent
@@ -145,7 +146,7 @@ func (t *trackedRelay) run() (reusable bool) {
 					t.readies.Add(1)
 				case 'S':
 					if name, value, ok := parseParameterStatus(body); ok {
-						t.params[name] = value
+						t.session.SetParam(name, value)
 					}
 				}
 			}}

@@ -135,7 +135,7 @@ func (a *queryAnswer) feed(b []byte) error {
 		switch typ {
 		case 'S':
 			if name, value, ok := parseParameterStatus(body); ok {
-				a.s.Params[name] = value
+				a.s.SetParam(name, value)
 			}
 		case 'E':
 			a.failed = errors.New("the backend answered with an error")

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -52,6 +53,8 @@ type Server struct {
 	listeners []net.Listener
 	acceptWG  sync.WaitGroup
 	connWG    sync.WaitGroup
+	// loops relay plaintext sessions (server.event_loop); nil: goroutines.
+	loops *evLoops
 }
 
 // Options are what the server is built from.
@@ -151,6 +154,13 @@ func (s *Server) Addrs() []net.Addr {
 // Serve starts one accept loop per listener and returns at once.
 func (s *Server) Serve() {
 	s.pool.Start(func() backend.PoolLimits { return poolLimits(s.state.Current().Config) })
+	if s.state.Current().Config.Server.EventLoop {
+		loops, err := newEvLoops(runtime.GOMAXPROCS(0))
+		if err != nil {
+			s.log.Warn("event loops not available; sessions are relayed by goroutines", zap.Error(err))
+		}
+		s.loops = loops
+	}
 	for _, ln := range s.listeners {
 		s.acceptWG.Add(1)
 		go s.acceptLoop(ln)
@@ -289,6 +299,9 @@ func (s *Server) Close() {
 		}
 		s.mu.Unlock()
 		<-told
+	}
+	if s.loops != nil {
+		s.loops.close()
 	}
 	s.pool.Close()
 }

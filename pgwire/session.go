@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
@@ -184,6 +185,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	for name, value := range s.Params {
 		c.cc.send(&pgproto3.ParameterStatus{Name: name, Value: value})
 	}
+	s.ShareParams()
 	target := &cancelTarget{network: s.CancelNetwork, addr: s.CancelAddr, pid: s.PID, secret: s.Secret}
 	c.srv.cancels.register(target)
 	registered := true
@@ -193,7 +195,12 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			registered = false
 		}
 	}
-	defer retireKey()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			retireKey()
+		}
+	}()
 	c.cc.send(&pgproto3.BackendKeyData{ProcessID: s.PID, SecretKey: target.key[:]})
 	c.cc.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if err := c.cc.flush(); err != nil {
@@ -211,27 +218,90 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		pool.Discard(s)
 		return nil
 	}
-	tr := &trackedRelay{client: c.cc, backend: s.Conn, params: s.Params, terminating: &c.terminating, metrics: c.srv.metrics}
+	// After the relay: the client is gone, and its key must not reach
+	// whoever gets this backend next.
+	after := func(idle, customSettings bool) {
+		retireKey()
+		if !idle || c.srv.closing.Load() {
+			pool.Discard(s)
+			return
+		}
+		if customSettings {
+			// DISCARD ALL cannot remove a custom setting's placeholder: the
+			// next client would read '' where a fresh session reads NULL.
+			c.srv.log.Debug("backend not reused: the session created custom settings", zap.Uint64("client_id", c.id))
+			pool.Discard(s)
+			return
+		}
+		if err := resetBackend(s, cfg.Backend.ResetQuery, 5*time.Second); err != nil {
+			c.srv.log.Debug("backend not reused", zap.Uint64("client_id", c.id), zap.Error(err))
+			pool.Discard(s)
+			return
+		}
+		pool.Put(s, limits, time.Now())
+	}
+	if c.srv.loops != nil && !c.ssl && canLoop(c.raw) && canLoop(s.Conn) {
+		if err := c.relayInLoop(s, after); err != nil {
+			c.srv.log.Debug("session not handed to the event loop", zap.Uint64("client_id", c.id), zap.Error(err))
+			pool.Discard(s)
+			return errSilentClose
+		}
+		handedOff = true // after retires the key
+		return errHandedOff
+	}
+	tr := &trackedRelay{client: c.cc, backend: s.Conn, session: s, terminating: &c.terminating, metrics: c.srv.metrics}
 	idle := tr.run()
-	// The client is gone: its key must not reach whoever gets this
-	// backend next.
-	retireKey()
-	if !idle || c.srv.closing.Load() {
-		pool.Discard(s)
-		return nil
+	after(idle, tr.customSettings)
+	return nil
+}
+
+// errHandedOff: the session went on in an event loop, which ends the
+// connection when the session ends.
+var errHandedOff = errors.New("session handed to the event loop")
+
+// relayInLoop hands the session to an event loop. The connection's
+// goroutine ends; when the session ends, after runs on a goroutine of its
+// own with the backend back in s.Conn when it may be reused, and then the
+// connection is finished as handle would have finished it.
+func (c *conn) relayInLoop(s *backend.Session, after func(idle, customSettings bool)) error {
+	var pending []byte
+	if n := c.cc.r.Buffered(); n > 0 {
+		p, _ := c.cc.r.Peek(n)
+		pending = append([]byte(nil), p...)
 	}
-	if tr.customSettings {
-		// DISCARD ALL cannot remove a custom setting's placeholder: the
-		// next client would read '' where a fresh session reads NULL.
-		c.srv.log.Debug("backend not reused: the session created custom settings", zap.Uint64("client_id", c.id))
-		pool.Discard(s)
-		return nil
+	c.cc.r = nil
+	lp := c.srv.loops.pick()
+	es := &evSession{lp: lp, cfd: -1, bfd: -1, session: s, metrics: c.srv.metrics}
+	c.mu.Lock()
+	if c.closed || c.terminating.Load() {
+		c.mu.Unlock()
+		return errors.New("connection closed")
 	}
-	if err := resetBackend(s, cfg.Backend.ResetQuery, 5*time.Second); err != nil {
-		c.srv.log.Debug("backend not reused", zap.Uint64("client_id", c.id), zap.Error(err))
-		pool.Discard(s)
-		return nil
+	cfd, err := detachFD(c.raw)
+	if err != nil {
+		c.mu.Unlock()
+		return err
 	}
-	pool.Put(s, limits, time.Now())
+	bfd, err := detachFD(s.Conn)
+	if err != nil {
+		unix.Close(cfd)
+		c.mu.Unlock()
+		return err
+	}
+	es.cfd, es.bfd = cfd, bfd
+	es.onEnd = func(r evResult) {
+		idle := false
+		if r.reusable {
+			if nc, err := attachFD(r.backendFD); err == nil {
+				s.Conn = nc
+				idle = true
+			}
+		}
+		after(idle, r.customSettings)
+		c.finish()
+	}
+	c.ev = es
+	c.mu.Unlock()
+	lp.add(es, pending)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 )
 
@@ -21,6 +22,9 @@ func servePprof(addr string) error {
 	if err != nil {
 		return fmt.Errorf("PGWARDEN_PPROF: %w", err)
 	}
+	// Profiling is for measuring: sample the heap finely enough that a few
+	// kilobytes per idle client show up (the default samples every 512 KiB).
+	runtime.MemProfileRate = 4096
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

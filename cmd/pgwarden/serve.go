@@ -17,6 +17,7 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/httpfront"
+	"github.com/pgwarden/pgwarden/internal/memtrim"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/pgwire"
 	"github.com/pgwarden/pgwarden/snapshot"
@@ -141,6 +142,7 @@ func serve(configPath string, stderr io.Writer) error {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	sd.watchdog(wdCtx)
+	go memtrim.Run(wdCtx, memtrim.Default, nil)
 	if users != nil {
 		go listenStore(wdCtx, snap.Config, state, doReload, log, m, onThrottle)
 	}

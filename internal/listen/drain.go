@@ -77,7 +77,7 @@ func (l *Listener) Drain() {
 		if rc := rawConn(l.Listener); rc != nil {
 			rc.Control(func(fd uintptr) {
 				for {
-					nfd, _, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+					nfd, err := acceptNonblock(int(fd))
 					if err == unix.EINTR || err == unix.ECONNABORTED {
 						continue
 					}

@@ -1,0 +1,731 @@
+//go:build linux
+
+package pgwire
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/metrics"
+)
+
+// The event-loop relay carries plaintext sessions without a goroutine per
+// session. A relay goroutine pair costs two stacks per idle client and, per
+// message, a netpoller wake-up, a read, a write and a read that finds
+// EAGAIN; an epoll loop costs one epoll_wait, one read and one write per
+// message, and an idle session is a few hundred bytes of state. Each loop is
+// one goroutine; sessions are spread over the loops round robin.
+//
+// Level-triggered epoll keeps the state machine simple: a side is read only
+// while the bytes last read from it have all been written to the other side,
+// so a slow reader holds at most one read's worth of bytes (backpressure
+// without unbounded buffering), and nothing is read that cannot be passed on.
+
+// loopReadSize is the read buffer each loop shares among its sessions.
+const loopReadSize = 64 << 10
+
+// evLoops is the set of loops of a server.
+type evLoops struct {
+	loops []*evLoop
+	next  atomic.Uint32
+}
+
+func newEvLoops(n int) (*evLoops, error) {
+	ls := &evLoops{}
+	for i := 0; i < n; i++ {
+		lp, err := newEvLoop()
+		if err != nil {
+			ls.close()
+			return nil, err
+		}
+		ls.loops = append(ls.loops, lp)
+		go lp.run()
+	}
+	return ls, nil
+}
+
+func (ls *evLoops) pick() *evLoop {
+	return ls.loops[int(ls.next.Add(1))%len(ls.loops)]
+}
+
+// close ends every session still in a loop and stops the loops.
+func (ls *evLoops) close() {
+	for _, lp := range ls.loops {
+		lp.do(func() {
+			for _, s := range lp.sessions() {
+				s.end(false)
+			}
+			lp.stopping = true
+		})
+		<-lp.done
+	}
+}
+
+// evLoop is one epoll instance and the goroutine that waits on it. Only that
+// goroutine touches its sessions; other goroutines queue work with do.
+type evLoop struct {
+	epfd   int
+	wakefd int
+	done   chan struct{}
+
+	mu    sync.Mutex
+	queue []func()
+	dead  bool // the loop has stopped; its descriptors are closed
+
+	byFD      map[int32]*evSession
+	lingering map[*evSession]struct{} // sessions with a deadline
+	buf       []byte
+	gen       int32
+	stopping  bool
+}
+
+func newEvLoop() (*evLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return &evLoop{epfd: epfd, wakefd: wakefd, done: make(chan struct{}),
+		byFD: map[int32]*evSession{}, lingering: map[*evSession]struct{}{}, buf: make([]byte, loopReadSize)}, nil
+}
+
+// do runs f on the loop's goroutine.
+func (lp *evLoop) do(f func()) {
+	lp.mu.Lock()
+	if lp.dead {
+		// Stopped: every session it had has ended.
+		lp.mu.Unlock()
+		return
+	}
+	lp.queue = append(lp.queue, f)
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(lp.wakefd, one[:]) // under mu: the loop cannot close it meanwhile
+	lp.mu.Unlock()
+}
+
+func (lp *evLoop) sessions() []*evSession {
+	seen := map[*evSession]bool{}
+	var out []*evSession
+	for _, s := range lp.byFD {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (lp *evLoop) run() {
+	defer func() {
+		lp.mu.Lock()
+		lp.dead = true
+		unix.Close(lp.epfd)
+		unix.Close(lp.wakefd)
+		lp.mu.Unlock()
+		close(lp.done)
+	}()
+	// The loop waits in Go's own poller, on the epoll descriptor (readable
+	// while events are ready): a goroutine parked there holds no thread and
+	// no P, where a blocking epoll_wait would hold both and keep the rest of
+	// the server (logins, HTTP) waiting for the scheduler to take the P back.
+	// The wait always begins with a look (epoll_wait with timeout 0), so an
+	// event that came while the last batch was handled is not missed.
+	dup, err := unix.FcntlInt(uintptr(lp.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	var ep *os.File
+	var rc syscall.RawConn
+	if err == nil && unix.SetNonblock(dup, true) == nil {
+		ep = os.NewFile(uintptr(dup), "epoll")
+		rc, err = ep.SyscallConn()
+	}
+	if ep == nil || err != nil {
+		rc = nil
+	} else {
+		defer ep.Close()
+	}
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n := 0
+		if rc != nil {
+			if len(lp.lingering) > 0 {
+				ep.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			} else {
+				ep.SetReadDeadline(time.Time{})
+			}
+			rc.Read(func(fd uintptr) bool {
+				n, _ = unix.EpollWait(lp.epfd, events, 0)
+				return n > 0
+			})
+		} else {
+			timeout := -1
+			if len(lp.lingering) > 0 {
+				timeout = 50
+			}
+			var err error
+			n, err = unix.EpollWait(lp.epfd, events, timeout)
+			if err != nil {
+				n = 0
+				if !errors.Is(err, unix.EINTR) {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}
+		if n < 0 {
+			n = 0
+		}
+		for i := 0; i < n; i++ {
+			ev := events[i]
+			if ev.Fd == int32(lp.wakefd) {
+				var b [8]byte
+				unix.Read(lp.wakefd, b[:])
+				continue
+			}
+			s := lp.byFD[ev.Fd]
+			if s == nil || s.gen != ev.Pad {
+				continue // an event of a session that ended in this batch
+			}
+			s.handle(int(ev.Fd), ev.Events)
+		}
+		lp.mu.Lock()
+		queue := lp.queue
+		lp.queue = nil
+		lp.mu.Unlock()
+		for _, f := range queue {
+			f()
+		}
+		if len(lp.lingering) > 0 {
+			now := time.Now()
+			for s := range lp.lingering {
+				if now.After(s.deadline) {
+					s.end(false)
+				}
+			}
+		}
+		if lp.stopping && len(lp.byFD) == 0 {
+			return
+		}
+	}
+}
+
+// evResult is how a session left its loop.
+type evResult struct {
+	reusable       bool // the backend is idle at a message boundary: bfd is handed back
+	backendFD      int
+	customSettings bool
+}
+
+// evSession is one relayed session in a loop. Its fields are the loop
+// goroutine's, except where noted.
+type evSession struct {
+	lp       *evLoop
+	gen      int32
+	cfd, bfd int
+	cEv, bEv uint32 // the events each fd is registered for
+
+	// Bytes read from one side that the other has not taken yet. While a
+	// direction holds bytes, its source is not read.
+	toBackend, toClient []byte
+
+	up, down msgScanner
+	custom   customSettingDetector
+	session  *backend.Session // its Params only, kept up to date
+	syncs    int64
+	readies  int64
+	status   byte
+	unsynced bool
+
+	bParked     bool // the backend hung up and is out of epoll until toClient drains
+	terminated  bool // the client sent Terminate at a boundary: finish and reuse
+	clientGone  bool // writes to the client failed: its output is dropped
+	terminating bool // the server ends the session: tell the client 57P01
+	closing     bool // flushing to the client before the end
+	deadline    time.Time
+	ended       bool
+
+	metrics *metrics.Metrics
+	onEnd   func(evResult) // run on a goroutine of its own
+}
+
+// detachFD takes a socket away from Go's poller: the returned descriptor
+// refers to the same socket, and c is closed (which neither shuts the
+// socket down nor touches the peer).
+func detachFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, derr
+	}
+	c.Close()
+	return nfd, nil
+}
+
+// attachFD makes a net.Conn of a descriptor a loop handed back; fd is
+// closed (the conn has a copy).
+func attachFD(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "backend")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// canLoop reports whether c is a plain socket the loop can carry.
+func canLoop(c net.Conn) bool {
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
+}
+
+// add starts relaying: pending holds client bytes already read (pipelined
+// during authentication).
+func (lp *evLoop) add(s *evSession, pending []byte) {
+	lp.do(func() {
+		lp.gen++
+		s.gen = lp.gen
+		s.status = 'I'
+		if lp.stopping {
+			s.end(false)
+			return
+		}
+		s.up = msgScanner{
+			stream:  func(typ byte) bool { return !s.custom.found && (typ == 'Q' || typ == 'P') },
+			onStart: s.custom.start,
+			onPart:  s.custom.feed,
+		}
+		s.up.onMsg = s.fromClientMsg
+		s.down = msgScanner{capture: func(typ byte) bool { return typ == 'Z' || typ == 'S' }, onMsg: s.fromBackendMsg}
+		lp.byFD[int32(s.cfd)] = s
+		lp.byFD[int32(s.bfd)] = s
+		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, s.cfd, &unix.EpollEvent{Fd: int32(s.cfd), Pad: s.gen}); err != nil {
+			s.end(false)
+			return
+		}
+		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, s.bfd, &unix.EpollEvent{Fd: int32(s.bfd), Pad: s.gen}); err != nil {
+			unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)
+			s.end(false)
+			return
+		}
+		if len(pending) > 0 {
+			s.fromClient(pending)
+		}
+		if !s.ended {
+			s.interest()
+		}
+	})
+}
+
+// kill ends the session now (KILL, a dropped user, a hard close).
+func (s *evSession) kill() {
+	s.lp.do(func() {
+		if !s.ended {
+			s.end(false)
+		}
+	})
+}
+
+// terminate ends the session because the server stops: the backend is
+// closed, and the client is told 57P01 at a message boundary before its
+// socket closes (a second at most).
+func (s *evSession) terminate() {
+	s.lp.do(func() {
+		if s.ended || s.terminating {
+			return
+		}
+		s.terminating = true
+		s.dropBackend()
+		if s.clientGone || s.terminated || !s.down.atBoundary() {
+			s.end(false)
+			return
+		}
+		s.toClient = append(s.toClient, terminationMessage...)
+		s.linger(time.Second)
+		s.flushClient()
+	})
+}
+
+func (s *evSession) linger(d time.Duration) {
+	s.closing = true
+	s.deadline = time.Now().Add(d)
+	s.lp.lingering[s] = struct{}{}
+	s.interest()
+}
+
+// handle is one epoll event of fd.
+func (s *evSession) handle(fd int, events uint32) {
+	if fd == s.cfd {
+		if events&unix.EPOLLOUT != 0 || (s.closing && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0) {
+			s.flushClient()
+			if s.ended {
+				return
+			}
+		}
+		if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && s.cEv&unix.EPOLLIN != 0 {
+			s.readClient()
+		} else if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.ended {
+			// Gone while not being read (its Terminate came, or its bytes
+			// wait for the backend).
+			s.clientLeft()
+		}
+	} else if fd == s.bfd {
+		if events&unix.EPOLLOUT != 0 {
+			s.flushBackend()
+			if s.ended {
+				return
+			}
+		}
+		if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && s.bEv&unix.EPOLLIN != 0 {
+			s.readBackend()
+		} else if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.ended {
+			// The backend hung up while its bytes wait for a slow client:
+			// what it sent last (a FATAL, say) may still be unread. Stop
+			// watching it until the client has taken what is pending, then
+			// read it to the end.
+			unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.bfd, nil)
+			s.bParked = true
+		}
+	}
+	if !s.ended {
+		s.interest()
+	}
+}
+
+func readFD(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return n, err
+	}
+}
+
+func writeFD(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			return 0, nil
+		}
+		if n < 0 {
+			n = 0
+		}
+		return n, err
+	}
+}
+
+func (s *evSession) readClient() {
+	n, err := readFD(s.cfd, s.lp.buf)
+	if errors.Is(err, unix.EAGAIN) {
+		return
+	}
+	if n <= 0 {
+		// The client left without Terminate, or failed.
+		s.clientLeft()
+		return
+	}
+	s.fromClient(s.lp.buf[:n])
+}
+
+// clientLeft: the client's socket ended. After its Terminate that is
+// expected (the backend may still be finishing); before, the session ends.
+func (s *evSession) clientLeft() {
+	if s.terminated {
+		s.clientGone = true
+		s.toClient = nil
+		s.dropClient()
+		s.tryFinish()
+		return
+	}
+	s.end(false)
+}
+
+// dropClient closes the client side of a session whose client said
+// Terminate and left, while the backend finishes.
+func (s *evSession) dropClient() {
+	if s.cfd < 0 {
+		return
+	}
+	unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)
+	delete(s.lp.byFD, int32(s.cfd))
+	unix.Close(s.cfd)
+	s.cfd = -1
+}
+
+// fromClient passes client bytes on, stopping at Terminate.
+func (s *evSession) fromClient(chunk []byte) {
+	cut := s.up.feed(chunk, 'X')
+	if cut >= 0 {
+		chunk = chunk[:cut]
+	}
+	if len(chunk) > 0 {
+		s.metrics.RelayedUp(len(chunk))
+		if !s.send(s.bfd, &s.toBackend, chunk) {
+			s.end(false)
+			return
+		}
+	}
+	if cut >= 0 {
+		// Anything after Terminate is ignored, as PostgreSQL does.
+		if !s.up.atBoundary() || s.unsynced {
+			s.end(false)
+			return
+		}
+		s.terminated = true
+		s.custom.start()
+		s.deadline = time.Now().Add(2 * time.Second)
+		s.lp.lingering[s] = struct{}{}
+		s.tryFinish()
+	}
+}
+
+func (s *evSession) fromClientMsg(typ byte, _ []byte) {
+	if s.up.streams {
+		s.custom.start() // ends the message's last token
+	}
+	switch typ {
+	case 'Q', 'S':
+		s.syncs++
+		s.unsynced = false
+	case 'F':
+		// A fast-path call names its function by oid: it may be set_config.
+		s.custom.found = true
+		s.syncs++
+		s.unsynced = false
+	case 'd', 'c', 'f', 'H':
+		// COPY data and its end belong to the Query that started it;
+		// Flush asks for nothing new.
+	default:
+		s.unsynced = true
+	}
+}
+
+func (s *evSession) fromBackendMsg(typ byte, body []byte) {
+	switch typ {
+	case 'Z':
+		if len(body) == 1 {
+			s.status = body[0]
+		}
+		s.readies++
+	case 'S':
+		if name, value, ok := parseParameterStatus(body); ok {
+			s.session.SetParam(name, value)
+		}
+	}
+}
+
+func (s *evSession) readBackend() {
+	n, err := readFD(s.bfd, s.lp.buf)
+	if errors.Is(err, unix.EAGAIN) {
+		return
+	}
+	if n <= 0 {
+		// The backend closed (it ended the session, or died): what the
+		// client has not taken yet is still delivered, for a second.
+		s.dropBackend()
+		if len(s.toClient) > 0 && !s.clientGone {
+			s.linger(time.Second)
+			return
+		}
+		s.end(false)
+		return
+	}
+	chunk := s.lp.buf[:n]
+	s.down.feed(chunk, 0)
+	if !s.clientGone {
+		s.metrics.RelayedDown(n)
+		if !s.send(s.cfd, &s.toClient, chunk) {
+			// Keep reading the backend to a boundary.
+			s.clientGone = true
+			s.toClient = nil
+			if !s.terminated {
+				s.end(false)
+				return
+			}
+		}
+	}
+	if s.terminated {
+		s.tryFinish()
+	}
+}
+
+// send writes b to fd, keeping what fd does not take now in *pending; false
+// when fd failed.
+func (s *evSession) send(fd int, pending *[]byte, b []byte) bool {
+	if len(*pending) > 0 {
+		*pending = append(*pending, b...)
+		return true
+	}
+	n, err := writeFD(fd, b)
+	if err != nil {
+		return false
+	}
+	if n < len(b) {
+		*pending = append(make([]byte, 0, len(b)-n), b[n:]...)
+	}
+	return true
+}
+
+func (s *evSession) flushClient() {
+	if len(s.toClient) > 0 && !s.clientGone {
+		n, err := writeFD(s.cfd, s.toClient)
+		if err != nil {
+			s.clientGone = true
+			s.toClient = nil
+		} else {
+			s.toClient = s.toClient[n:]
+		}
+	}
+	if len(s.toClient) == 0 {
+		s.toClient = nil
+		if s.closing {
+			s.end(false)
+			return
+		}
+		if s.bParked && s.bfd >= 0 {
+			s.bParked = false
+			s.bEv = unix.EPOLLIN | unix.EPOLLRDHUP
+			if err := unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_ADD, s.bfd, &unix.EpollEvent{Events: s.bEv, Fd: int32(s.bfd), Pad: s.gen}); err != nil {
+				s.end(false)
+				return
+			}
+		}
+	}
+	if s.terminated {
+		s.tryFinish()
+	}
+}
+
+func (s *evSession) flushBackend() {
+	if len(s.toBackend) == 0 || s.bfd < 0 {
+		return
+	}
+	n, err := writeFD(s.bfd, s.toBackend)
+	if err != nil {
+		s.end(false)
+		return
+	}
+	s.toBackend = s.toBackend[n:]
+	if len(s.toBackend) == 0 {
+		s.toBackend = nil
+	}
+}
+
+// tryFinish ends a session whose client said Terminate once the backend
+// has answered everything, outside a transaction, at a message boundary.
+func (s *evSession) tryFinish() {
+	if s.ended || !s.terminated {
+		return
+	}
+	if s.readies == s.syncs && s.status != 'I' {
+		s.end(false) // left inside a transaction: not reusable, no need to wait
+		return
+	}
+	if s.readies == s.syncs && s.status == 'I' && s.down.atBoundary() && len(s.toBackend) == 0 && s.bfd >= 0 {
+		if len(s.toClient) > 0 && !s.clientGone {
+			// A last try for a client that may still read; it is leaving.
+			writeFD(s.cfd, s.toClient)
+		}
+		s.end(true)
+	}
+}
+
+// interest registers for what the session can use now.
+func (s *evSession) interest() {
+	var c, b uint32
+	if !s.terminated && !s.closing && len(s.toBackend) == 0 {
+		c |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if len(s.toClient) > 0 && !s.clientGone {
+		c |= unix.EPOLLOUT
+	}
+	if !s.closing && (len(s.toClient) == 0 || s.clientGone) {
+		b |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if len(s.toBackend) > 0 {
+		b |= unix.EPOLLOUT
+	}
+	if s.cfd >= 0 && c != s.cEv {
+		s.cEv = c
+		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_MOD, s.cfd, &unix.EpollEvent{Events: c, Fd: int32(s.cfd), Pad: s.gen})
+	}
+	if s.bfd >= 0 && !s.bParked && b != s.bEv {
+		s.bEv = b
+		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_MOD, s.bfd, &unix.EpollEvent{Events: b, Fd: int32(s.bfd), Pad: s.gen})
+	}
+}
+
+// dropBackend closes the backend side.
+func (s *evSession) dropBackend() {
+	if s.bfd < 0 {
+		return
+	}
+	unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.bfd, nil)
+	delete(s.lp.byFD, int32(s.bfd))
+	unix.Close(s.bfd)
+	s.bfd = -1
+	s.toBackend = nil
+}
+
+// end leaves the loop. A reusable backend's descriptor goes to onEnd;
+// everything else is closed.
+func (s *evSession) end(reusable bool) {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	delete(s.lp.lingering, s)
+	if s.cfd >= 0 {
+		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)
+		delete(s.lp.byFD, int32(s.cfd))
+		unix.Close(s.cfd)
+		s.cfd = -1
+	}
+	res := evResult{backendFD: -1, customSettings: s.custom.found}
+	if s.bfd >= 0 {
+		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.bfd, nil)
+		delete(s.lp.byFD, int32(s.bfd))
+		if reusable {
+			res.reusable, res.backendFD = true, s.bfd
+		} else {
+			unix.Close(s.bfd)
+		}
+		s.bfd = -1
+	}
+	s.toClient, s.toBackend = nil, nil
+	if s.onEnd != nil {
+		go s.onEnd(res)
+	}
+}
