@@ -24,6 +24,7 @@ pg_listen = ["127.0.0.1:$PGW_PORT"]
 http_listen = []
 unix_socket_dir = ""
 max_connections = $((N * 2))
+${BENCH_EVENT_LOOP:+event_loop = $BENCH_EVENT_LOOP}
 metrics_listen = "127.0.0.1:$MET_PORT"
 [tls]
 cert_file = "pki/server.crt"
@@ -68,19 +69,29 @@ memstats() {
 		/^go_memstats_heap_inuse_bytes / { h = $2 }
 		END { printf "pgwarden: %d goroutines, stacks %.1f KiB and heap %.1f KiB per client (totals, divided by %d)\n", g, st / 1024 / n, h / 1024 / n, n }'
 }
+restart_pgwarden() {
+	kill -INT "$PGW_PID" && wait "$PGW_PID" 2>/dev/null || true
+	PGW_PID=""
+	start_pgwarden "$PGW_PORT" || { cat "$WORK/pgwarden.log" >&2; exit 1; }
+	sleep 0.5
+}
 mkdir -p bench/results
 OUT=bench/results/idle-$(date -u +%Y%m%dT%H%M%SZ).txt
-{
-	echo "idle client connections, each with its backend ($(nproc) cores)"
-	measure pgwarden "$PGW_PID" "$PGW_PORT"
-	sleep 1
-	measure pgwarden-tls "$PGW_PID" "$PGW_PORT" require
-	if ensure_pgbouncer; then
+echo "idle client connections, each with its backend ($(nproc) cores)" | tee "$OUT"
+# Each measurement in a fresh process: memory the plaintext clients left
+# behind would otherwise be reused by the TLS ones and hide part of their
+# cost.
+measure pgwarden "$PGW_PID" "$PGW_PORT" | tee -a "$OUT"
+restart_pgwarden
+measure pgwarden-tls "$PGW_PID" "$PGW_PORT" require | tee -a "$OUT"
+if ensure_pgbouncer; then
+	for mode in disable require; do
+		stop_pgbouncer "$WORK"
 		start_pgbouncer "$WORK" "$PGB_PORT" "$PG_PORT" "$PASSWORD" "$WORK/pki/server.crt" "$WORK/pki/server.key"
 		sleep 0.5
-		measure pgbouncer "$(cat "$WORK/pgb/pgbouncer.pid")" "$PGB_PORT"
-		sleep 1
-		measure pgbouncer-tls "$(cat "$WORK/pgb/pgbouncer.pid")" "$PGB_PORT" require
-	fi
-} | tee "$OUT"
+		name=pgbouncer
+		[ $mode = require ] && name=pgbouncer-tls
+		measure $name "$(cat "$WORK/pgb/pgbouncer.pid")" "$PGB_PORT" $mode | tee -a "$OUT"
+	done
+fi
 echo "written to $OUT"

@@ -88,7 +88,15 @@ INI
 }
 
 stop_pgbouncer() {
-	[ -f "$1/pgb/pgbouncer.pid" ] && kill -INT "$(cat "$1/pgb/pgbouncer.pid")" 2>/dev/null || true
+	local pid i
+	[ -f "$1/pgb/pgbouncer.pid" ] || return 0
+	pid=$(cat "$1/pgb/pgbouncer.pid")
+	kill -INT "$pid" 2>/dev/null || return 0
+	for i in $(seq 100); do # it exits once its clients are gone; 10 s at most
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	rm -f "$1/pgb/pgbouncer.pid"
 }
 
 # The bench scripts' common life cycle: WORK is a fresh folder; whatever a

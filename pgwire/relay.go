@@ -7,7 +7,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/metrics"
@@ -65,15 +68,26 @@ func (c countingReader) Read(p []byte) (int, error) {
 // relayBufPool holds the large copy buffers of tracked relays.
 var relayBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// quietBufSize is what a relay direction holds while its stream is quiet:
-// an idle session costs two of these, not two large buffers.
+// quietBufSize is the buffer a relay direction reads into while its stream
+// is quiet (messages smaller than this).
 const quietBufSize = 1 << 10
 
+// quietBufPool holds those buffers for directions that read a socket
+// directly (see pumpSocket).
+var quietBufPool = sync.Pool{New: func() any { b := make([]byte, quietBufSize); return &b }}
+
 // pump reads r and hands each chunk to each until each returns false or
-// reading fails. It waits for data in a small buffer and switches to a pooled
+// reading fails. It reads into a small buffer and switches to a pooled
 // large one while data flows in full reads, returning it when the stream
-// goes quiet again.
+// goes quiet again. Where r is a socket (not TLS), the buffer comes from a
+// pool only while bytes are in flight: a direction parked waiting for its
+// peer holds none. each must not keep the chunk.
 func pump(r io.Reader, each func([]byte) bool) error {
+	if sc, ok := r.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return pumpSocket(rc, each)
+		}
+	}
 	small := make([]byte, quietBufSize)
 	buf := small
 	var big *[]byte
@@ -97,6 +111,73 @@ func pump(r io.Reader, each func([]byte) bool) error {
 		case n < len(small) && big != nil:
 			relayBufPool.Put(big)
 			big, buf = nil, small
+		}
+	}
+}
+
+// pumpSocket is pump over a socket's descriptor. The read is made inside
+// RawConn.Read's callback, so the poller parks the goroutine only after a
+// read found nothing (EAGAIN), and the buffer goes back to its pool before
+// it parks. (Waiting for readability first and reading after would lose a
+// wake-up: RawConn.Read forgets a readiness the poller saw before the call,
+// so bytes that arrived between two reads would wait for the next ones.)
+func pumpSocket(rc syscall.RawConn, each func([]byte) bool) error {
+	var small, big *[]byte
+	release := func() {
+		if small != nil {
+			quietBufPool.Put(small)
+			small = nil
+		}
+		if big != nil {
+			relayBufPool.Put(big)
+			big = nil
+		}
+	}
+	defer release()
+	for {
+		var n int
+		var rerr error
+		var buf []byte
+		err := rc.Read(func(fd uintptr) bool {
+			switch {
+			case big != nil:
+				buf = *big
+			default:
+				if small == nil {
+					small = quietBufPool.Get().(*[]byte)
+				}
+				buf = *small
+			}
+			for {
+				n, rerr = unix.Read(int(fd), buf)
+				if rerr != unix.EINTR {
+					break
+				}
+			}
+			if rerr == unix.EAGAIN {
+				release() // quiet: park holding no buffer
+				return false
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		if rerr != nil {
+			return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
+		}
+		if n <= 0 {
+			return io.EOF
+		}
+		if !each(buf[:n]) {
+			return nil
+		}
+		switch {
+		case n == len(buf) && big == nil:
+			big = relayBufPool.Get().(*[]byte)
+		case n < quietBufSize && big != nil:
+			relayBufPool.Put(big)
+			big = nil
 		}
 	}
 }

@@ -249,14 +249,22 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		handedOff = true // after retires the key
 		return errHandedOff
 	}
+	// The relay runs on goroutines of its own and this one ends: the login
+	// grew this goroutine's stack (TLS handshake, SCRAM) to sizes a relay
+	// parked in a read never needs again, and a stack does not shrink below
+	// four times what it uses. Fresh goroutines start small.
 	tr := &trackedRelay{client: c.cc, backend: s.Conn, session: s, terminating: &c.terminating, metrics: c.srv.metrics}
-	idle := tr.run()
-	after(idle, tr.customSettings)
-	return nil
+	handedOff = true // after retires the key
+	go func() {
+		idle := tr.run()
+		after(idle, tr.customSettings)
+		c.finish()
+	}()
+	return errHandedOff
 }
 
-// errHandedOff: the session went on in an event loop, which ends the
-// connection when the session ends.
+// errHandedOff: the session went on in an event loop or on relay
+// goroutines of its own, which finish the connection when the session ends.
 var errHandedOff = errors.New("session handed to the event loop")
 
 // relayInLoop hands the session to an event loop. The connection's
