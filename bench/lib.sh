@@ -22,7 +22,8 @@ start_pg() {
 	as_pg "$BINDIR/initdb" -D "$dir/pgdata" -U postgres --pwfile "$dir/pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
 	rm -f "$dir/pw"
 	as_pg "$BINDIR/pg_ctl" -D "$dir/pgdata" -l "$dir/pgdata/log" -w -o "-p $port -c listen_addresses=127.0.0.1 \
-  -c unix_socket_directories=$dir/sock -c max_connections=200 -c fsync=off -c synchronous_commit=off $*" start >/dev/null
+  -c unix_socket_directories=$dir/sock -c max_connections=200 -c fsync=off -c synchronous_commit=off $*" start >/dev/null ||
+		{ cat "$dir/pgdata/log" >&2; return 1; }
 }
 
 stop_pg() { as_pg "$BINDIR/pg_ctl" -D "$1/pgdata" -m fast -w stop >/dev/null 2>&1 || true; }

@@ -4,6 +4,7 @@
 # to bench/results/. Everything runs on loopback and stops by itself.
 #
 #   BENCH_ROUNDS=3 BENCH_TIME=20 BENCH_CLIENTS=8 make bench
+#   BENCH_EVENT_LOOP=false compares the goroutine relay (server.event_loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +36,7 @@ cat > "$WORK/config.toml" <<CONFIG
 pg_listen = ["127.0.0.1:$PGW_PORT"]
 http_listen = []
 unix_socket_dir = ""
+${BENCH_EVENT_LOOP:+event_loop = $BENCH_EVENT_LOOP}
 [tls]
 cert_file = "pki/server.crt"
 key_file = "pki/server.key"
