@@ -66,25 +66,13 @@ func readMsg(r io.Reader) (byte, []byte, error) {
 	return hdr[0], body, err
 }
 
-func mustEncode(t testing.TB, msgs ...interface{ Encode([]byte) ([]byte, error) }) []byte {
-	t.Helper()
-	var b []byte
-	for _, m := range msgs {
-		var err error
-		if b, err = m.Encode(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b
-}
-
 // roundTrip sends a query from the client, answers it as the backend with
 // rows of size rowSize, and reads the answer back as the client.
 func (x *loopSession) roundTrip(t testing.TB, q string, rows, rowSize int) error {
 	deadline := time.Now().Add(30 * time.Second)
 	x.client.SetDeadline(deadline)
 	x.backend.SetDeadline(deadline)
-	if _, err := x.client.Write(mustEncode(t, &pgproto3.Query{String: q})); err != nil {
+	if _, err := x.client.Write(encodeAll(t, &pgproto3.Query{String: q})); err != nil {
 		return err
 	}
 	typ, body, err := readMsg(x.backend)
@@ -97,7 +85,7 @@ func (x *loopSession) roundTrip(t testing.TB, q string, rows, rowSize int) error
 	row := bytes.Repeat([]byte{'r'}, rowSize)
 	var answer []byte
 	for i := 0; i < rows; i++ {
-		answer = mustEncode(t, &pgproto3.DataRow{Values: [][]byte{row}})
+		answer = encodeAll(t, &pgproto3.DataRow{Values: [][]byte{row}})
 		go x.backend.Write(answer)
 		// One row at a time: a slow reader must not make the loop buffer
 		// more than a read's worth.
@@ -109,7 +97,7 @@ func (x *loopSession) roundTrip(t testing.TB, q string, rows, rowSize int) error
 			return fmt.Errorf("client got %c of %d bytes", typ, len(body))
 		}
 	}
-	if _, err := x.backend.Write(mustEncode(t, &pgproto3.CommandComplete{CommandTag: []byte("SELECT")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})); err != nil {
+	if _, err := x.backend.Write(encodeAll(t, &pgproto3.CommandComplete{CommandTag: []byte("SELECT")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})); err != nil {
 		return err
 	}
 	for {
@@ -156,7 +144,7 @@ func TestEventLoopRelaysThousandsOfSessions(t *testing.T) {
 					return
 				}
 			}
-			x.client.Write(mustEncode(t, &pgproto3.Terminate{}))
+			x.client.Write(encodeAll(t, &pgproto3.Terminate{}))
 			select {
 			case r := <-x.ended:
 				if !r.reusable {
@@ -194,11 +182,11 @@ func TestEventLoopCarriesLargeMessagesToASlowReader(t *testing.T) {
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
-	x.client.Write(mustEncode(t, &pgproto3.Query{String: "SELECT big"}))
+	x.client.Write(encodeAll(t, &pgproto3.Query{String: "SELECT big"}))
 	if _, _, err := readMsg(x.backend); err != nil {
 		t.Fatal(err)
 	}
-	go x.backend.Write(mustEncode(t, &pgproto3.DataRow{Values: [][]byte{big}}, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
+	go x.backend.Write(encodeAll(t, &pgproto3.DataRow{Values: [][]byte{big}}, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
 	x.client.SetDeadline(time.Now().Add(30 * time.Second))
 	var got []byte
 	buf := make([]byte, 1000)
@@ -230,7 +218,7 @@ func TestEventLoopPendingBytesGoFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ls.close()
-	x := startLoopSession(t, ls, mustEncode(t, &pgproto3.Query{String: "SELECT early"}))
+	x := startLoopSession(t, ls, encodeAll(t, &pgproto3.Query{String: "SELECT early"}))
 	x.backend.SetDeadline(time.Now().Add(10 * time.Second))
 	typ, body, err := readMsg(x.backend)
 	if err != nil || typ != 'Q' || string(body) != "SELECT early\x00" {
@@ -265,18 +253,18 @@ func TestEventLoopEndsSessionsThatCannotBeReused(t *testing.T) {
 	}
 
 	x = startLoopSession(t, ls, nil)
-	x.client.Write(mustEncode(t, &pgproto3.Query{String: "BEGIN"}))
+	x.client.Write(encodeAll(t, &pgproto3.Query{String: "BEGIN"}))
 	readMsg(x.backend)
-	x.backend.Write(mustEncode(t, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.ReadyForQuery{TxStatus: 'T'}))
+	x.backend.Write(encodeAll(t, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.ReadyForQuery{TxStatus: 'T'}))
 	readMsg(x.client)
 	readMsg(x.client)
-	x.client.Write(mustEncode(t, &pgproto3.Terminate{}))
+	x.client.Write(encodeAll(t, &pgproto3.Terminate{}))
 	if r := wait(x); r.reusable {
 		t.Error("left inside a transaction: backend handed back")
 	}
 
 	x = startLoopSession(t, ls, nil)
-	x.backend.Write(mustEncode(t, &pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "bye"}))
+	x.backend.Write(encodeAll(t, &pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "bye"}))
 	x.backend.Close()
 	x.client.SetDeadline(time.Now().Add(10 * time.Second))
 	if typ, _, err := readMsg(x.client); err != nil || typ != 'E' {
@@ -324,7 +312,7 @@ func TestEventLoopDeliversTheLastWordsOfABackendThatHungUp(t *testing.T) {
 	defer ls.close()
 	x := startLoopSession(t, ls, nil)
 	big := bytes.Repeat([]byte{'b'}, 2<<20)
-	out := mustEncode(t, &pgproto3.DataRow{Values: [][]byte{big}},
+	out := encodeAll(t, &pgproto3.DataRow{Values: [][]byte{big}},
 		&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
 	go func() {
 		x.backend.Write(out)
@@ -354,14 +342,14 @@ func TestEventLoopHandsBackABackendThatFinishesAfterTheClientLeft(t *testing.T) 
 	}
 	defer ls.close()
 	x := startLoopSession(t, ls, nil)
-	x.client.Write(mustEncode(t, &pgproto3.Query{String: "SELECT pg_sleep(0.2)"}, &pgproto3.Terminate{}))
+	x.client.Write(encodeAll(t, &pgproto3.Query{String: "SELECT pg_sleep(0.2)"}, &pgproto3.Terminate{}))
 	x.client.Close()
 	x.backend.SetDeadline(time.Now().Add(10 * time.Second))
 	if typ, _, err := readMsg(x.backend); err != nil || typ != 'Q' {
 		t.Fatalf("backend got %c, %v", typ, err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	x.backend.Write(mustEncode(t, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
+	x.backend.Write(encodeAll(t, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
 	select {
 	case r := <-x.ended:
 		if !r.reusable {

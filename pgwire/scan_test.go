@@ -7,7 +7,8 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-func encodeAll(t *testing.T, msgs ...interface{ Encode([]byte) ([]byte, error) }) []byte {
+func encodeAll(t testing.TB, msgs ...interface{ Encode([]byte) ([]byte, error) }) []byte {
+	t.Helper()
 	var b []byte
 	for _, m := range msgs {
 		var err error
