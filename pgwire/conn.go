@@ -176,8 +176,8 @@ func (s *Server) handle(raw net.Conn, local bool) {
 }
 
 // finish ends the connection's accounting: the goroutine that served it
-// calls it, or, for a session that went on in an event loop, the end of
-// that session.
+// calls it, or, for a session handed off (to an event loop or to relay
+// goroutines of its own, see errHandedOff), the end of that session.
 func (c *conn) finish() {
 	c.srv.metrics.ConnectionClosed("pg")
 	c.srv.active.Add(-1)
