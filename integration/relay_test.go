@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Plaintext sessions run in the event loops by default; event_loop = false
@@ -72,4 +74,67 @@ func TestBothRelaysKeepEveryGuarantee(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A client that writes more after its Terminate must not reach the backend
+// that the next client gets: neither in the same write, nor in a later one
+// while its backend is being handed back.
+func TestNothingAfterTerminateReachesTheBackend(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(fmt.Sprintf("event_loop=%v", loop), func(t *testing.T) {
+			g := startGatewayWith(t, gwOptions{server: fmt.Sprintf("event_loop = %v", loop)}, trustRules, nil)
+			listener := g.mustConnect("alice", "", "postgres")
+			ctx := context.Background()
+			for i, later := range []bool{false, true} {
+				channel := fmt.Sprintf("smuggle_%d", i)
+				if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
+					t.Fatal(err)
+				}
+				r := dialRaw(t, g.addr())
+				r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+				for {
+					if _, ok := r.receive().(*pgproto3.ReadyForQuery); ok {
+						break
+					}
+				}
+				// The NOTIFY before Terminate runs: it proves the listener
+				// hears; the one after must never run.
+				msgs := encodeMessages(t, &pgproto3.Query{String: "NOTIFY " + channel + ", 'before'"}, &pgproto3.Terminate{})
+				smuggled := encodeMessages(t, &pgproto3.Query{String: "NOTIFY " + channel + ", 'after'"})
+				if later {
+					r.write(msgs)
+					time.Sleep(20 * time.Millisecond)
+					r.conn.Write(smuggled) // may fail: pgwarden may have closed already
+				} else {
+					r.write(append(msgs, smuggled...))
+				}
+				var heard []string
+				for {
+					wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+					n, err := listener.WaitForNotification(wctx)
+					cancel()
+					if err != nil {
+						break
+					}
+					heard = append(heard, n.Payload)
+				}
+				r.conn.Close()
+				if len(heard) != 1 || heard[0] != "before" {
+					t.Fatalf("later write %v: the listener heard %q, want only \"before\"", later, heard)
+				}
+			}
+		})
+	}
+}
+
+func encodeMessages(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
+	t.Helper()
+	var b []byte
+	for _, m := range msgs {
+		var err error
+		if b, err = m.Encode(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
 }
