@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench-idle: resident memory per idle client connection, pgwarden and
 # PgBouncer, each holding N idle clients (default 1000) with their backends.
+#   BENCH_IDLE_QUERY="SELECT 1": each client runs it once before it idles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -46,7 +47,7 @@ rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 measure() {
 	local before after
 	before=$(rss "$2")
-	coproc HOLD { "$WORK/idleconns" -n "$N" -conn "host=127.0.0.1 port=$3 user=postgres password=$PASSWORD dbname=postgres sslmode=${4:-disable}"; }
+	coproc HOLD { "$WORK/idleconns" -n "$N" -query "${BENCH_IDLE_QUERY:-}" -conn "host=127.0.0.1 port=$3 user=postgres password=$PASSWORD dbname=postgres sslmode=${4:-disable}"; }
 	read -r line <&"${HOLD[0]}"
 	sleep "${BENCH_IDLE_SETTLE:-3}" # steady state: let the runtime collect what the logins left behind
 	after=$(rss "$2")
@@ -84,6 +85,15 @@ echo "idle client connections, each with its backend ($(nproc) cores)" | tee "$O
 measure pgwarden "$PGW_PID" "$PGW_PORT" | tee -a "$OUT"
 restart_pgwarden
 measure pgwarden-tls "$PGW_PID" "$PGW_PORT" require | tee -a "$OUT"
+# pgwarden's backends go before PgBouncer's are measured: with
+# BENCH_IDLE_QUERY PgBouncer needs one each, within max_connections.
+kill -INT "$PGW_PID" && wait "$PGW_PID" 2>/dev/null || true
+PGW_PID=""
+for _ in $(seq 100); do
+	left=$("$BINDIR/psql" -h "$WORK/sock" -p "$PG_PORT" -U postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'" postgres)
+	[ "$left" -le 1 ] && break
+	sleep 0.1
+done
 if ensure_pgbouncer; then
 	for mode in disable require; do
 		stop_pgbouncer "$WORK"

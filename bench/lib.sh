@@ -84,7 +84,9 @@ logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
 	[ "$(id -u)" = 0 ] && chown -R postgres "$dir"
-	as_pg "$PGBOUNCER" -d "$dir/pgbouncer.ini"
+	# runuser's session starts with 1024 open files at most: too few for
+	# 1000 clients each with a server connection. Raise it to the hard limit.
+	as_pg sh -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"' "$PGBOUNCER" -d "$dir/pgbouncer.ini"
 	wait_port "$port"
 }
 

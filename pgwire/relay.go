@@ -1,6 +1,7 @@
 package pgwire
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -182,6 +183,73 @@ func pumpSocket(rc syscall.RawConn, each func([]byte) bool) error {
 	}
 }
 
+// pumpTLS is pump over a TLS connection whose transport is a socket. A
+// direction parked waiting for its peer holds no buffer and a shallow
+// stack: it waits until the socket is readable (looking inside RawConn.Read's
+// callback, so that no readiness is lost, see pumpSocket) and only then
+// reads records, into a pooled buffer larger than any record's plaintext.
+// Before it waits again it takes the records TLS already holds, with reads
+// that may not touch the socket (a read deadline in the past: TLS treats
+// the timeout as temporary and keeps a partial record for the next read).
+func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool) error {
+	for {
+		looked := false
+		err := rc.Read(func(fd uintptr) bool {
+			if looked {
+				return true // readable, or woken for a deadline or close: the TLS read tells
+			}
+			looked = true
+			return peekFD(fd) != socketQuiet
+		})
+		if err != nil {
+			return err
+		}
+		big := relayBufPool.Get().(*[]byte)
+		more, err := readTLSRecords(tc, *big, each)
+		relayBufPool.Put(big)
+		if !more || err != nil {
+			return err
+		}
+	}
+}
+
+// pumpClient is pump over the client's connection: over TLS on a socket,
+// pumpTLS. Only there: pumpTLS sets and clears the read deadline, which
+// nothing else sets on a client's connection while it relays (a backend's
+// is set to stop its relay).
+func pumpClient(c net.Conn, each func([]byte) bool) error {
+	if tc, ok := c.(*tls.Conn); ok {
+		if rc, ok := rawSocket(tc); ok {
+			return pumpTLS(tc, rc, each)
+		}
+	}
+	return pump(c, each)
+}
+
+// pastDeadline makes a read return at once unless its bytes are buffered.
+var pastDeadline = time.Unix(1, 0)
+
+// readTLSRecords reads the socket's arrived bytes through tc (waiting only
+// for the rest of a record already begun), then every record TLS holds,
+// handing each chunk to each. more is false when each asked to stop.
+func readTLSRecords(tc *tls.Conn, buf []byte, each func([]byte) bool) (more bool, err error) {
+	n, err := tc.Read(buf)
+	for {
+		if n > 0 && !each(buf[:n]) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		tc.SetReadDeadline(pastDeadline)
+		n, err = tc.Read(buf)
+		tc.SetReadDeadline(noDeadline)
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			return true, nil // nothing left inside TLS: wait on the socket
+		}
+	}
+}
+
 // trackedRelay relays like relay, but follows message boundaries so that
 // when the client leaves with its backend idle, the backend can be kept:
 // client to backend it counts sync points (Query, Sync, FunctionCall) and
@@ -345,6 +413,6 @@ func (t *trackedRelay) clientToBackend() bool {
 		}
 	}
 	t.client.r = nil
-	pump(t.client.Conn, forward)
+	pumpClient(t.client.Conn, forward)
 	return terminated && !failed
 }

@@ -1,6 +1,6 @@
 // Command idleconns opens N idle client connections to a PostgreSQL-speaking
 // server (pgwarden, PgBouncer, PostgreSQL), holds them until stdin closes,
-// then closes them. It prints "ready N" once all are open. Loopback only,
+// then closes them; with -query each runs that query once first. It prints "ready N" once all are open. Loopback only,
 // bounded in count (at most 5000) and time (connections time out at 30 s).
 package main
 
@@ -19,6 +19,7 @@ import (
 func main() {
 	conn := flag.String("conn", "", "connection string (host must be 127.0.0.1, localhost or a socket folder)")
 	n := flag.Int("n", 1000, "connections to open (at most 5000)")
+	query := flag.String("query", "", "a query each connection runs once before it idles (a session that has been used, not only opened)")
 	flag.Parse()
 	if *n > 5000 {
 		*n = 5000
@@ -44,6 +45,9 @@ func main() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			c, err := pgconn.ConnectConfig(ctx, cfg)
+			if err == nil && *query != "" {
+				_, err = c.Exec(ctx, *query).ReadAll()
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {
