@@ -5,6 +5,8 @@
 #
 #   BENCH_ROUNDS=3 BENCH_TIME=20 BENCH_CLIENTS=8 make bench
 #   BENCH_EVENT_LOOP=false compares the goroutine relay (server.event_loop).
+#   BENCH_WORKLOADS picks from S S1 B C T (default) and ST (select-only over
+#   TLS, sessions kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -91,6 +93,7 @@ for round in $(seq "$ROUNDS"); do
 			B) r=$(run "$name" "$port" -c "$CLIENTS" -j 2 -T "$TIME") ;;
 			C) r=$(run "$name" "$port" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") ;;
 			T) r=$(SSLMODE=require run "$name" "$port" -S -C -c "$CLIENTS" -j 2 -T "$CTIME") ;;
+			ST) r=$(SSLMODE=require run "$name" "$port" -S -c "$CLIENTS" -j 2 -T "$TIME") ;;
 			esac
 			R[${name}_$w]+="${r%% *} "
 			R[${name}_${w}_cpu]+="${r##* } "
@@ -114,6 +117,7 @@ OUT=bench/results/pgbench-$(date -u +%Y%m%dT%H%M%SZ).txt
 		[ "$w" = B ] && name="TPC-B-like (default script), ${TIME}s"
 		[ "$w" = C ] && name="-S -C (new connection each), SCRAM"
 		[ "$w" = T ] && name="-S -C, SCRAM over TLS (require)"
+		[ "$w" = ST ] && name="select-only over TLS, ${TIME}s"
 		ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else printf "-" }'; }
 		printf '%-40s %10.0f %10.0f %10.0f %9s %9s %9s %10s us %10s us\n' "$name" "$d" "$p" "$b" "$(ratio "$p" "$d")" "$(ratio "$b" "$d")" "$(ratio "$p" "$b")" "${pc:--}" "${bc:--}"
 	done
