@@ -187,7 +187,7 @@ func pumpSocket(rc syscall.RawConn, each func([]byte) bool) error {
 // direction parked waiting for its peer holds no buffer and a shallow
 // stack: it waits until the socket is readable (looking inside RawConn.Read's
 // callback, so that no readiness is lost, see pumpSocket) and only then
-// reads records, into a pooled buffer larger than any record's plaintext.
+// reads records, into pooled buffers (see readTLSRecords).
 // Before it waits again it takes the records TLS already holds, with reads
 // that may not touch the socket (a read deadline in the past: TLS treats
 // the timeout as temporary and keeps a partial record for the next read).
@@ -204,9 +204,7 @@ func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool) error {
 		if err != nil {
 			return err
 		}
-		big := relayBufPool.Get().(*[]byte)
-		more, err := readTLSRecords(tc, *big, each)
-		relayBufPool.Put(big)
+		more, err := readTLSRecords(tc, each)
 		if !more || err != nil {
 			return err
 		}
@@ -231,8 +229,19 @@ var pastDeadline = time.Unix(1, 0)
 
 // readTLSRecords reads the socket's arrived bytes through tc (waiting only
 // for the rest of a record already begun), then every record TLS holds,
-// handing each chunk to each. more is false when each asked to stop.
-func readTLSRecords(tc *tls.Conn, buf []byte, each func([]byte) bool) (more bool, err error) {
+// handing each chunk to each. more is false when each asked to stop. It
+// reads into a small pooled buffer, and a large one once a read fills it:
+// a client that stalls inside a record holds 1 KiB, not 32.
+func readTLSRecords(tc *tls.Conn, each func([]byte) bool) (more bool, err error) {
+	small := quietBufPool.Get().(*[]byte)
+	var big *[]byte
+	defer func() {
+		quietBufPool.Put(small)
+		if big != nil {
+			relayBufPool.Put(big)
+		}
+	}()
+	buf := *small
 	n, err := tc.Read(buf)
 	for {
 		if n > 0 && !each(buf[:n]) {
@@ -240,6 +249,10 @@ func readTLSRecords(tc *tls.Conn, buf []byte, each func([]byte) bool) (more bool
 		}
 		if err != nil {
 			return false, err
+		}
+		if n == len(buf) && big == nil {
+			big = relayBufPool.Get().(*[]byte)
+			buf = *big
 		}
 		tc.SetReadDeadline(pastDeadline)
 		n, err = tc.Read(buf)
