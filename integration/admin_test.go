@@ -137,8 +137,10 @@ func TestUserCommandsAgainstALiveServer(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("1024-character password: %s", errOut)
 	}
+	// The files are watched too: a reload may come before the SIGHUP, with
+	// only some of the changes. Wait for the one that has them all.
 	g.signal(syscall.SIGHUP)
-	g.waitLog(`"msg":"reloaded"`, 1)
+	g.waitLog(`"msg":"reloaded","rules":2,"users":3`, 1)
 	g.mustConnect("bob", "bob-Pass-1234", "postgres")
 	g.mustConnect("dave", long, "postgres")
 	_, err := g.connect("dave", long[:len(long)-2], "postgres")
@@ -156,7 +158,7 @@ func TestUserCommandsAgainstALiveServer(t *testing.T) {
 		t.Fatalf("user list:\n%s", out)
 	}
 	g.signal(syscall.SIGHUP)
-	g.waitLog(`"msg":"reloaded"`, 2)
+	g.waitLog(`"msg":"reloaded","rules":2,"users":2`, 1)
 	g.mustConnect("bob", "bob-New-56789", "postgres")
 	_, err = g.connect("alice", "alice-Pass-1", "postgres")
 	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)

@@ -277,6 +277,27 @@ func (g *gateway) kill() {
 	}
 }
 
+// reloadAfter makes change (writes to the files pgwarden reads), sends
+// SIGHUP and waits for a reload that saw it. pgwarden also watches its
+// files, so one change may be reloaded twice (the watcher's, then the
+// SIGHUP's) and an earlier change's second reload may still be on its way:
+// counting reloads is only safe once they have settled (no new one for
+// longer than the watcher's 300 ms debounce).
+func (g *gateway) reloadAfter(change func()) {
+	g.t.Helper()
+	count := func() int { return strings.Count(g.log.String(), `"msg":"reloaded"`) }
+	last, quietSince := count(), time.Now()
+	for deadline := time.Now().Add(10 * time.Second); time.Since(quietSince) < 600*time.Millisecond && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		if n := count(); n != last {
+			last, quietSince = n, time.Now()
+		}
+	}
+	change()
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, last+1)
+}
+
 func (g *gateway) signal(s os.Signal) {
 	g.t.Helper()
 	if err := g.cmd.Process.Signal(s); err != nil {

@@ -137,9 +137,9 @@ method = "password"
 	_, err := g.connect("alice", "not-a-token", "postgres")
 	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
 	// A new secret ends every token signed with the old one.
-	g.writeUsers([]testUser{{name: "alice", password: "alice-Pass-1", extra: `secret = "` + strings.Repeat("QkNE", 11) + `"` + "\n"}})
-	g.signal(syscall.SIGHUP)
-	g.waitLog(`"msg":"reloaded"`, 2)
+	g.reloadAfter(func() {
+		g.writeUsers([]testUser{{name: "alice", password: "alice-Pass-1", extra: `secret = "` + strings.Repeat("QkNE", 11) + `"` + "\n"}})
+	})
 	status, hdr, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, bearer(tok))
 	if status != 401 || hdr.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
 		t.Fatalf("token after a secret change: %d %v", status, hdr)

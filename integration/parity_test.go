@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -85,15 +84,14 @@ func (h *parityHarness) run(t *testing.T, d *datadriven.TestData) string {
 	case "token":
 		var user string
 		d.ScanArgs(t, "user", &user)
-		out, stderr, code := runCLI(t, "", "token", "create", "-c", h.g.configPath(), "--user", user)
-		if code != 0 {
-			t.Fatalf("token create: %s", stderr)
-		}
-		h.tokens[user] = strings.TrimSpace(out)
-		noteSecret(h.tokens[user])
-		reloads := strings.Count(h.g.log.String(), `"msg":"reloaded"`)
-		h.g.signal(syscall.SIGHUP)
-		h.g.waitLog(`"msg":"reloaded"`, reloads+1)
+		h.g.reloadAfter(func() {
+			out, stderr, code := runCLI(t, "", "token", "create", "-c", h.g.configPath(), "--user", user)
+			if code != 0 {
+				t.Fatalf("token create: %s", stderr)
+			}
+			h.tokens[user] = strings.TrimSpace(out)
+			noteSecret(h.tokens[user])
+		})
 		return ""
 	case "login":
 		return h.login(t, d)

@@ -26,24 +26,7 @@ func tlsPair(t *testing.T, write func(net.Conn, []byte) (int, error)) (server *t
 		t.Fatal(err)
 	}
 	cert := tls.Certificate{Certificate: [][]byte{leaf.DER}, PrivateKey: leaf.Key}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sraw := <-accepted
-	if sraw == nil {
-		t.Fatal("accept failed")
-	}
+	raw, sraw := tcpPair(t)
 	server = tls.Server(sraw, &tls.Config{Certificates: []tls.Certificate{cert}})
 	client = tls.Client(&splitConn{Conn: raw, write: write}, &tls.Config{InsecureSkipVerify: true})
 	errs := make(chan error, 1)
