@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -102,6 +103,22 @@ func (r *rawClient) expectClosed() {
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && !ne.Timeout()
+}
+
+// startTLS asks for TLS (SSLRequest) and goes on over it, trusting any
+// certificate.
+func (r *rawClient) startTLS() {
+	r.t.Helper()
+	r.write([]byte{0, 0, 0, 8, 4, 210, 22, 47})
+	if b := r.readByte(); b != 'S' {
+		r.t.Fatalf("SSLRequest answered %q", b)
+	}
+	tc := tls.Client(r.conn, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.conn = tc
+	r.fe = pgproto3.NewFrontend(tc, tc)
 }
 
 // readByte reads one byte (the answer to SSLRequest or GSSENCRequest).

@@ -112,9 +112,19 @@ func TestBothRelaysKeepEveryGuarantee(t *testing.T) {
 // that the next client gets: neither in the same write, nor in a later one
 // while its backend is being handed back.
 func TestNothingAfterTerminateReachesTheBackend(t *testing.T) {
-	for _, loop := range []bool{true, false} {
-		t.Run(fmt.Sprintf("event_loop=%v", loop), func(t *testing.T) {
-			g := startGatewayWith(t, gwOptions{server: fmt.Sprintf("event_loop = %v", loop)}, trustRules, nil)
+	for _, tc := range []struct {
+		name string
+		loop bool
+		tls  bool
+	}{{"event_loop=true", true, false}, {"event_loop=false", false, false}, {"tls", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			server := fmt.Sprintf("event_loop = %v", tc.loop)
+			var g *gateway
+			if tc.tls {
+				g = startTLSGatewayIn(t, t.TempDir(), server, trustRules, nil)
+			} else {
+				g = startGatewayWith(t, gwOptions{server: server}, trustRules, nil)
+			}
 			listener := g.mustConnect("alice", "", "postgres")
 			ctx := context.Background()
 			for i, later := range []bool{false, true} {
@@ -123,6 +133,9 @@ func TestNothingAfterTerminateReachesTheBackend(t *testing.T) {
 					t.Fatal(err)
 				}
 				r := dialRaw(t, g.addr())
+				if tc.tls {
+					r.startTLS()
+				}
 				r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
 				for {
 					if _, ok := r.receive().(*pgproto3.ReadyForQuery); ok {
