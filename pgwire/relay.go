@@ -73,8 +73,8 @@ var relayBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return
 // is quiet (messages smaller than this).
 const quietBufSize = 1 << 10
 
-// quietBufPool holds those buffers for directions that read a socket
-// directly (see pumpSocket).
+// quietBufPool holds those buffers for directions that take one only while
+// bytes are in flight (see pumpSocket, readTLSRecords).
 var quietBufPool = sync.Pool{New: func() any { b := make([]byte, quietBufSize); return &b }}
 
 // pump reads r and hands each chunk to each until each returns false or
