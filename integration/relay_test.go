@@ -12,24 +12,34 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
+// relayCase is one of the relays a session can get.
+type relayCase struct {
+	name string
+	loop bool // server.event_loop
+	tls  bool // the client asks for TLS (relayed on goroutines)
+}
+
+var relays = []relayCase{{"event_loop=true", true, false}, {"event_loop=false", false, false}, {"tls", true, true}}
+
+// start starts a gateway with trust for everyone whose sessions get this
+// relay.
+func (rc relayCase) start(t *testing.T) *gateway {
+	t.Helper()
+	server := fmt.Sprintf("event_loop = %v", rc.loop)
+	if rc.tls {
+		return startTLSGatewayIn(t, t.TempDir(), server, trustRules, nil)
+	}
+	return startGatewayWith(t, gwOptions{server: server}, trustRules, nil)
+}
+
 // Plaintext sessions run in the event loops by default; event_loop = false
 // relays them on goroutines, and every TLS session too (reading the TLS
 // stream only once its socket is readable). Each relay keeps the same
 // guarantees, proved here on each.
 func TestBothRelaysKeepEveryGuarantee(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		loop bool
-		tls  bool
-	}{{"event_loop=true", true, false}, {"event_loop=false", false, false}, {"tls", true, true}} {
+	for _, tc := range relays {
 		t.Run(tc.name, func(t *testing.T) {
-			server := fmt.Sprintf("event_loop = %v", tc.loop)
-			var g *gateway
-			if tc.tls {
-				g = startTLSGatewayIn(t, t.TempDir(), server, trustRules, nil)
-			} else {
-				g = startGatewayWith(t, gwOptions{server: server}, trustRules, nil)
-			}
+			g := tc.start(t)
 			ctx := context.Background()
 			conn := g.connString("alice", "", "postgres")
 			if tc.tls {
@@ -112,19 +122,9 @@ func TestBothRelaysKeepEveryGuarantee(t *testing.T) {
 // that the next client gets: neither in the same write, nor in a later one
 // while its backend is being handed back.
 func TestNothingAfterTerminateReachesTheBackend(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		loop bool
-		tls  bool
-	}{{"event_loop=true", true, false}, {"event_loop=false", false, false}, {"tls", true, true}} {
+	for _, tc := range relays {
 		t.Run(tc.name, func(t *testing.T) {
-			server := fmt.Sprintf("event_loop = %v", tc.loop)
-			var g *gateway
-			if tc.tls {
-				g = startTLSGatewayIn(t, t.TempDir(), server, trustRules, nil)
-			} else {
-				g = startGatewayWith(t, gwOptions{server: server}, trustRules, nil)
-			}
+			g := tc.start(t)
 			listener := g.mustConnect("alice", "", "postgres")
 			ctx := context.Background()
 			for i, later := range []bool{false, true} {
