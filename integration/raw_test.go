@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,19 +107,57 @@ func isReset(err error) bool {
 }
 
 // startTLS asks for TLS (SSLRequest) and goes on over it, trusting any
-// certificate.
-func (r *rawClient) startTLS() {
+// certificate. It returns a function that makes later TLS records wait
+// until the next call, to reach the server in one TCP write.
+func (r *rawClient) startTLS() (holdRecords func(hold bool)) {
 	r.t.Helper()
 	r.write([]byte{0, 0, 0, 8, 4, 210, 22, 47})
 	if b := r.readByte(); b != 'S' {
 		r.t.Fatalf("SSLRequest answered %q", b)
 	}
-	tc := tls.Client(r.conn, &tls.Config{InsecureSkipVerify: true})
+	hc := &holdingConn{Conn: r.conn}
+	tc := tls.Client(hc, &tls.Config{InsecureSkipVerify: true})
 	if err := tc.Handshake(); err != nil {
 		r.t.Fatal(err)
 	}
 	r.conn = tc
 	r.fe = pgproto3.NewFrontend(tc, tc)
+	return func(hold bool) {
+		if err := hc.setHold(hold); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+// holdingConn keeps what is written while holding, and writes it all at
+// once when it stops.
+type holdingConn struct {
+	net.Conn
+	mu      sync.Mutex
+	holding bool
+	held    []byte
+}
+
+func (c *holdingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holding {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *holdingConn) setHold(hold bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.holding = hold
+	if hold || len(c.held) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.held)
+	c.held = nil
+	return err
 }
 
 // readByte reads one byte (the answer to SSLRequest or GSSENCRequest).

@@ -172,6 +172,39 @@ func TestNothingAfterTerminateReachesTheBackend(t *testing.T) {
 	}
 }
 
+// A client may send its first query right behind its startup message,
+// without waiting for ReadyForQuery (with trust, nothing comes between).
+// Over TLS the query's record then arrives with the startup's, and the
+// login reads both from the socket: the relay must pass on what TLS holds
+// before it waits for the socket, which will not tell of it again.
+func TestAQueryPipelinedBehindTheStartupIsAnswered(t *testing.T) {
+	for _, tc := range relays {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.start(t)
+			r := dialRaw(t, g.addr())
+			hold := func(bool) {}
+			if tc.tls {
+				hold = r.startTLS()
+			}
+			hold(true)
+			r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+			r.write(encodeMessages(t, &pgproto3.Query{String: "SELECT 'pipelined'"}))
+			hold(false)
+			for {
+				switch m := r.receive().(type) {
+				case *pgproto3.DataRow:
+					if string(m.Values[0]) != "pipelined" {
+						t.Fatalf("row %q", m.Values[0])
+					}
+					return
+				case *pgproto3.ErrorResponse:
+					t.Fatalf("error %s: %s", m.Code, m.Message)
+				}
+			}
+		})
+	}
+}
+
 func encodeMessages(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
 	t.Helper()
 	var b []byte

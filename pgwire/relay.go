@@ -192,19 +192,24 @@ func pumpSocket(rc syscall.RawConn, each func([]byte) bool) error {
 // that may not touch the socket (a read deadline in the past: TLS treats
 // the timeout as temporary and keeps a partial record for the next read).
 func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool) error {
-	for {
-		looked := false
-		err := rc.Read(func(fd uintptr) bool {
-			if looked {
-				return true // readable, or woken for a deadline or close: the TLS read tells
+	// First what TLS already holds: records that came with the login's
+	// last ones (a client that pipelined past authentication) were read
+	// from the socket then, and the socket will not tell of them again.
+	for waited := false; ; waited = true {
+		if waited {
+			looked := false
+			err := rc.Read(func(fd uintptr) bool {
+				if looked {
+					return true // readable, or woken for a deadline or close: the TLS read tells
+				}
+				looked = true
+				return peekFD(fd) != socketQuiet
+			})
+			if err != nil {
+				return err
 			}
-			looked = true
-			return peekFD(fd) != socketQuiet
-		})
-		if err != nil {
-			return err
 		}
-		more, err := readTLSRecords(tc, each)
+		more, err := readTLSRecords(tc, each, waited)
 		if !more || err != nil {
 			return err
 		}
@@ -228,11 +233,12 @@ func pumpClient(c net.Conn, each func([]byte) bool) error {
 var pastDeadline = time.Unix(1, 0)
 
 // readTLSRecords reads the socket's arrived bytes through tc (waiting only
-// for the rest of a record already begun), then every record TLS holds,
-// handing each chunk to each. more is false when each asked to stop. It
-// reads into a small pooled buffer, and a large one once a read fills it:
-// a client that stalls inside a record holds 1 KiB, not 32.
-func readTLSRecords(tc *tls.Conn, each func([]byte) bool) (more bool, err error) {
+// for the rest of a record already begun; with arrived false, only what TLS
+// holds), then every record TLS holds, handing each chunk to each. more is
+// false when each asked to stop. It reads into a small pooled buffer, and a
+// large one once a read fills it: a client that stalls inside a record
+// holds 1 KiB, not 32.
+func readTLSRecords(tc *tls.Conn, each func([]byte) bool, arrived bool) (more bool, err error) {
 	small := quietBufPool.Get().(*[]byte)
 	var big *[]byte
 	defer func() {
@@ -242,7 +248,12 @@ func readTLSRecords(tc *tls.Conn, each func([]byte) bool) (more bool, err error)
 		}
 	}()
 	buf := *small
-	n, err := tc.Read(buf)
+	var n int
+	if arrived {
+		n, err = tc.Read(buf)
+	} else if n, err = readHeld(tc, buf); n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return true, nil
+	}
 	for {
 		if n > 0 && !each(buf[:n]) {
 			return false, nil
@@ -254,13 +265,19 @@ func readTLSRecords(tc *tls.Conn, each func([]byte) bool) (more bool, err error)
 			big = relayBufPool.Get().(*[]byte)
 			buf = *big
 		}
-		tc.SetReadDeadline(pastDeadline)
-		n, err = tc.Read(buf)
-		tc.SetReadDeadline(noDeadline)
-		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		if n, err = readHeld(tc, buf); n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 			return true, nil // nothing left inside TLS: wait on the socket
 		}
 	}
+}
+
+// readHeld reads what TLS holds without touching the socket (a deadline
+// in the past: TLS keeps that timeout temporary, and a partial record for
+// the next read).
+func readHeld(tc *tls.Conn, buf []byte) (int, error) {
+	tc.SetReadDeadline(pastDeadline)
+	defer tc.SetReadDeadline(noDeadline)
+	return tc.Read(buf)
 }
 
 // trackedRelay relays like relay, but follows message boundaries so that

@@ -204,6 +204,47 @@ func TestPumpTLSTakesRecordsTLSAlreadyHolds(t *testing.T) {
 	}
 }
 
+// Records the login read from the socket along with its own last ones
+// (a client that pipelined past authentication) sit inside TLS, and the
+// socket will not tell of them again: the relay passes them on first.
+func TestPumpTLSPassesOnWhatTheLoginLeftInsideTLS(t *testing.T) {
+	var mu sync.Mutex
+	var held bytes.Buffer
+	server, client := tlsPair(t, nil)
+	raw := client.NetConn().(*splitConn)
+	raw.write = func(c net.Conn, p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return held.Write(p)
+	}
+	// Two records in one TCP segment: the login's and one after it.
+	client.Write([]byte("login"))
+	client.Write([]byte("pipelined"))
+	mu.Lock()
+	if _, err := raw.Conn.Write(held.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Unlock()
+	buf := make([]byte, 64)
+	n, err := server.Read(buf)
+	if err != nil || string(buf[:n]) != "login" {
+		t.Fatalf("the login read %q, %v", buf[:n], err)
+	}
+	got := make(chan string, 1)
+	go pumpClient(server, func(b []byte) bool {
+		got <- string(b)
+		return true
+	})
+	select {
+	case s := <-got:
+		if s != "pipelined" {
+			t.Fatalf("passed on %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the record TLS already held was not passed on")
+	}
+}
+
 func commonPrefix(a, b []byte) int {
 	n := 0
 	for n < len(a) && n < len(b) && a[n] == b[n] {
