@@ -244,6 +244,13 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		if err := c.relayInLoop(s, after); err != nil {
 			c.srv.log.Debug("session not handed to the event loop", zap.Uint64("client_id", c.id), zap.Error(err))
 			pool.Discard(s)
+			if c.terminating.Load() {
+				// The server stopped between the client's ReadyForQuery and
+				// the hand-off: the client is told why, as a session in a
+				// relay is (nothing was relayed, so this is a boundary).
+				c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+				c.raw.Write(terminationMessage)
+			}
 			return errSilentClose
 		}
 		handedOff = true // after retires the key
