@@ -54,6 +54,28 @@ func (c *splitConn) Write(p []byte) (int, error) {
 	return c.write(c.Conn, p)
 }
 
+// holdRecords makes the client's records wait; each call of the returned
+// function writes all that waited to the socket at once (one TCP segment).
+func holdRecords(t *testing.T, client *tls.Conn) (release func()) {
+	var mu sync.Mutex
+	var held bytes.Buffer
+	raw := client.NetConn().(*splitConn)
+	raw.write = func(c net.Conn, p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return held.Write(p)
+	}
+	return func() {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if _, err := raw.Conn.Write(held.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		held.Reset()
+	}
+}
+
 // pumpAll runs pumpClient on server until it ends, collecting every chunk.
 func pumpAll(server *tls.Conn) (got chan []byte, done chan error) {
 	got, done = make(chan []byte, 1), make(chan error, 1)
@@ -158,17 +180,8 @@ func TestPumpTLSLosesNoWakeup(t *testing.T) {
 // out one per read, so a pump that waited after the first would sit on the
 // rest until the client wrote again.
 func TestPumpTLSTakesRecordsTLSAlreadyHolds(t *testing.T) {
-	var mu sync.Mutex
-	var held bytes.Buffer
 	server, client := tlsPair(t, nil)
-	// From here on the client's records are held back and then written to
-	// the socket at once.
-	raw := client.NetConn().(*splitConn)
-	raw.write = func(c net.Conn, p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return held.Write(p)
-	}
+	release := holdRecords(t, client)
 	var total int
 	var pumped sync.Mutex
 	go pumpClient(server, func(b []byte) bool {
@@ -183,12 +196,7 @@ func TestPumpTLSTakesRecordsTLSAlreadyHolds(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		mu.Lock()
-		if _, err := raw.Conn.Write(held.Bytes()); err != nil {
-			t.Fatal(err)
-		}
-		held.Reset()
-		mu.Unlock()
+		release()
 		deadline := time.Now().Add(5 * time.Second)
 		pumped.Lock()
 		for total < round*100 && time.Now().Before(deadline) {
@@ -208,23 +216,12 @@ func TestPumpTLSTakesRecordsTLSAlreadyHolds(t *testing.T) {
 // (a client that pipelined past authentication) sit inside TLS, and the
 // socket will not tell of them again: the relay passes them on first.
 func TestPumpTLSPassesOnWhatTheLoginLeftInsideTLS(t *testing.T) {
-	var mu sync.Mutex
-	var held bytes.Buffer
 	server, client := tlsPair(t, nil)
-	raw := client.NetConn().(*splitConn)
-	raw.write = func(c net.Conn, p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return held.Write(p)
-	}
+	release := holdRecords(t, client)
 	// Two records in one TCP segment: the login's and one after it.
 	client.Write([]byte("login"))
 	client.Write([]byte("pipelined"))
-	mu.Lock()
-	if _, err := raw.Conn.Write(held.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	mu.Unlock()
+	release()
 	buf := make([]byte, 64)
 	n, err := server.Read(buf)
 	if err != nil || string(buf[:n]) != "login" {
