@@ -185,12 +185,9 @@ func pumpSocket(rc syscall.RawConn, each func([]byte) bool) error {
 
 // pumpTLS is pump over a TLS connection whose transport is a socket. A
 // direction parked waiting for its peer holds no buffer and a shallow
-// stack: it waits until the socket is readable (looking inside RawConn.Read's
-// callback, so that no readiness is lost, see pumpSocket) and only then
-// reads records, into pooled buffers (see readTLSRecords).
-// Before it waits again it takes the records TLS already holds, with reads
-// that may not touch the socket (a read deadline in the past: TLS treats
-// the timeout as temporary and keeps a partial record for the next read).
+// stack: it waits until the socket is readable (looking inside
+// RawConn.Read's callback, so that no readiness is lost, see pumpSocket),
+// and only then reads records (see readTLSRecords).
 func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool) error {
 	// First what TLS already holds: records that came with the login's
 	// last ones (a client that pipelined past authentication) were read
@@ -233,28 +230,35 @@ func pumpClient(c net.Conn, each func([]byte) bool) error {
 var pastDeadline = time.Unix(1, 0)
 
 // readTLSRecords reads the socket's arrived bytes through tc (waiting only
-// for the rest of a record already begun; with arrived false, only what TLS
-// holds), then every record TLS holds, handing each chunk to each. more is
-// false when each asked to stop. It reads into a small pooled buffer, and a
-// large one once a read fills it: a client that stalls inside a record
-// holds 1 KiB, not 32.
+// for the rest of a record already begun; with arrived false, it skips
+// that), then every record TLS already holds, handing each chunk to each.
+// Those are read with a deadline in the past, so that the read never
+// touches the socket: TLS keeps that timeout temporary, and a partial record
+// for the next read. more is false when each asked to stop. It reads into a
+// small pooled buffer, and a large one once a read fills it: a client that
+// stalls inside a record holds 1 KiB, not 32.
 func readTLSRecords(tc *tls.Conn, each func([]byte) bool, arrived bool) (more bool, err error) {
 	small := quietBufPool.Get().(*[]byte)
 	var big *[]byte
+	held := !arrived // reading only what TLS holds
+	if held {
+		tc.SetReadDeadline(pastDeadline)
+	}
 	defer func() {
+		if held {
+			tc.SetReadDeadline(noDeadline)
+		}
 		quietBufPool.Put(small)
 		if big != nil {
 			relayBufPool.Put(big)
 		}
 	}()
 	buf := *small
-	var n int
-	if arrived {
-		n, err = tc.Read(buf)
-	} else if n, err = readHeld(tc, buf); n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-		return true, nil
-	}
 	for {
+		n, err := tc.Read(buf)
+		if held && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			return true, nil // nothing left inside TLS: wait on the socket
+		}
 		if n > 0 && !each(buf[:n]) {
 			return false, nil
 		}
@@ -265,19 +269,11 @@ func readTLSRecords(tc *tls.Conn, each func([]byte) bool, arrived bool) (more bo
 			big = relayBufPool.Get().(*[]byte)
 			buf = *big
 		}
-		if n, err = readHeld(tc, buf); n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			return true, nil // nothing left inside TLS: wait on the socket
+		if !held {
+			held = true
+			tc.SetReadDeadline(pastDeadline)
 		}
 	}
-}
-
-// readHeld reads what TLS holds without touching the socket (a deadline
-// in the past: TLS keeps that timeout temporary, and a partial record for
-// the next read).
-func readHeld(tc *tls.Conn, buf []byte) (int, error) {
-	tc.SetReadDeadline(pastDeadline)
-	defer tc.SetReadDeadline(noDeadline)
-	return tc.Read(buf)
 }
 
 // trackedRelay relays like relay, but follows message boundaries so that

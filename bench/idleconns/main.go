@@ -1,7 +1,8 @@
 // Command idleconns opens N idle client connections to a PostgreSQL-speaking
 // server (pgwarden, PgBouncer, PostgreSQL), holds them until stdin closes,
-// then closes them; with -query each runs that query once first. It prints "ready N" once all are open. Loopback only,
-// bounded in count (at most 5000) and time (connections time out at 30 s).
+// then closes them; with -query each runs that query once first. It prints
+// "ready N" once all are open. Loopback only, bounded in count (at most
+// 5000) and time (connections time out at 30 s).
 package main
 
 import (
