@@ -36,6 +36,16 @@ type AuditEvent struct {
 
 // Log writes the event as one line.
 func (e *AuditEvent) Log(l *zap.Logger) {
+	level := zap.InfoLevel
+	if e.Result != ResultOK {
+		level = zap.WarnLevel
+	}
+	// Check first: with successes not logged (level warn), building the
+	// fields was a fifth of what an HTTP request allocated.
+	ce := l.Check(level, "authentication")
+	if ce == nil {
+		return
+	}
 	fields := []zap.Field{
 		zap.String("protocol", e.Protocol),
 		zap.Uint64("client_id", e.ClientID),
@@ -53,9 +63,5 @@ func (e *AuditEvent) Log(l *zap.Logger) {
 	if e.Reason != "" {
 		fields = append(fields, zap.String("reason", e.Reason))
 	}
-	if e.Result == ResultOK {
-		l.Info("authentication", fields...)
-	} else {
-		l.Warn("authentication", fields...)
-	}
+	ce.Write(fields...)
 }

@@ -271,13 +271,19 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 	return id, nil
 }
 
+// doneContext is already canceled: a Throttle.Wait on it only looks
+// whether the attempt may go ahead now.
+var doneContext = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
 // wait holds the attempt until the throttle lets (address, user) be
 // checked. Most attempts have nothing to wait for, and learn it without a
-// watcher (a canceled context makes Throttle.Wait answer at once).
+// watcher or a context of their own (doneContext).
 func (g *Gate) wait(ctx context.Context, st *State, a *Attempt, p Prover) error {
-	now, cancel := context.WithCancel(ctx)
-	cancel()
-	if g.Throttle.Wait(now, a.Address, a.User, st.FailureDelay, st.MaxDelay) == nil {
+	if g.Throttle.Wait(doneContext, a.Address, a.User, st.FailureDelay, st.MaxDelay) == nil {
 		return nil
 	}
 	if w, ok := p.(ClientWatcher); ok {

@@ -3,7 +3,7 @@ package backend
 import (
 	"context"
 	"crypto/sha256"
-	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -39,11 +39,19 @@ type HTTPPools struct {
 	done chan struct{}
 
 	states connStates
-	resets sync.Map // *pgxpool.Pool -> reset query QueryThenReset may pipeline
+	resets sync.Map // *pgxpool.Pool -> poolReset
 
 	// Timings, when set before the first Get, receives connect and
 	// acquire times.
 	Timings PoolTimings
+}
+
+// poolReset is a pool's reset query, and whether QueryThenReset can
+// pipeline it behind a statement (the extended protocol takes one
+// statement).
+type poolReset struct {
+	query     string
+	pipelined bool
 }
 
 type httpPoolEntry struct {
@@ -100,7 +108,13 @@ func (p *HTTPPools) Close() {
 // Get returns the pool for t, making it when needed. The key hashes the
 // password rather than holding it in a map key.
 func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
-	key := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s\x00%s\x00%s\x00%s", t.Host, t.Port, t.Role, t.Database, t.Password, cfg.Backend.ResetQuery)))
+	var buf [256]byte
+	b := append(buf[:0], t.Host...)
+	b = strconv.AppendInt(append(b, 0), int64(t.Port), 10)
+	for _, f := range [...]string{t.Role, t.Database, t.Password, cfg.Backend.ResetQuery} {
+		b = append(append(b, 0), f...)
+	}
+	key := sha256.Sum256(b)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e := p.m[key]; e != nil {
@@ -120,26 +134,57 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	pcfg.MaxConnIdleTime = cfg.Backend.IdleTimeout.Duration
 	pcfg.MaxConnLifetime = cfg.Backend.MaxLifetime.Duration
 	resetQuery := cfg.Backend.ResetQuery
-	pcfg.AfterRelease = func(c *pgx.Conn) bool {
+	// A connection is reset before it goes back to the pool (Release);
+	// one that came back any other way is reset here, before anyone uses
+	// it. Not pgxpool's AfterRelease: that starts a goroutine on every
+	// release, which a connection QueryThenReset already reset never needs.
+	pcfg.PrepareConn = func(_ context.Context, c *pgx.Conn) (bool, error) {
 		if p.states.takeClean(c.PgConn()) {
-			return true
+			return true, nil
 		}
-		return p.reset(c, resetQuery)
+		return p.reset(c, resetQuery), nil
+	}
+	afterConnect := pcfg.AfterConnect
+	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if afterConnect != nil {
+			if err := afterConnect(ctx, c); err != nil {
+				return err
+			}
+		}
+		p.states.connected(c.PgConn(), resetQuery)
+		return nil
 	}
 	pcfg.BeforeClose = func(c *pgx.Conn) { p.states.forget(c.PgConn()) }
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	if err != nil {
 		return nil, err
 	}
-	if oneStatement(resetQuery) {
-		p.resets.Store(pool, resetQuery)
-	}
+	p.resets.Store(pool, poolReset{query: resetQuery, pipelined: oneStatement(resetQuery)})
 	p.m[key] = &httpPoolEntry{pool: pool, lastUsed: time.Now()}
 	return pool, nil
 }
 
-// reset makes a released connection fit for the next request; false
-// closes it instead of returning it to the pool.
+// Release returns a connection of one of the pools. One that
+// QueryThenReset left reset goes straight back; any other is reset first,
+// on a goroutine of its own so that the request's answer does not wait for
+// it, and closed instead when the reset fails.
+func (p *HTTPPools) Release(c *pgxpool.Conn) {
+	conn := c.Conn()
+	if p.states.isClean(conn.PgConn()) {
+		c.Release()
+		return
+	}
+	query := p.states.resetQuery(conn.PgConn())
+	go func() {
+		if !p.reset(conn, query) {
+			conn.Close(context.Background()) // and the release destroys it
+		}
+		c.Release()
+	}()
+}
+
+// reset makes a connection fit for the next request and marks it so; false
+// when it is not (the pool then closes it).
 func (p *HTTPPools) reset(c *pgx.Conn, query string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
 	defer cancel()
@@ -147,5 +192,9 @@ func (p *HTTPPools) reset(c *pgx.Conn, query string) bool {
 		p.log.Debug("HTTP backend not reused: reset failed", zap.Error(err))
 		return false
 	}
-	return c.PgConn().TxStatus() == 'I'
+	if c.PgConn().TxStatus() != 'I' {
+		return false
+	}
+	p.states.markClean(c.PgConn())
+	return true
 }

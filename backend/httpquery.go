@@ -24,6 +24,7 @@ const maxDescriptionsPerConn = 512
 type httpConnState struct {
 	descriptions map[string]*pgconn.StatementDescription
 	clean        bool
+	reset        string // the pool's reset query
 }
 
 // connStates holds httpConnState by connection, for the pools' hooks.
@@ -52,8 +53,40 @@ func (s *connStates) forget(pc *pgconn.PgConn) {
 	s.mu.Unlock()
 }
 
-// takeClean says whether the connection was reset by QueryThenReset since
-// it was acquired, and clears the mark.
+// connected records a new connection of a pool whose reset is query.
+func (s *connStates) connected(pc *pgconn.PgConn, query string) {
+	st := s.get(pc)
+	s.mu.Lock()
+	st.clean, st.reset = true, query // a new session has nothing to reset
+	s.mu.Unlock()
+}
+
+// resetQuery is the reset of the connection's pool.
+func (s *connStates) resetQuery(pc *pgconn.PgConn) string {
+	st := s.get(pc)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return st.reset
+}
+
+// markClean records that the connection was just reset (or is new).
+func (s *connStates) markClean(pc *pgconn.PgConn) {
+	st := s.get(pc)
+	s.mu.Lock()
+	st.clean = true
+	s.mu.Unlock()
+}
+
+// isClean says whether the connection was reset since it was acquired.
+func (s *connStates) isClean(pc *pgconn.PgConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.m[pc]
+	return st != nil && st.clean
+}
+
+// takeClean says whether the connection was reset since it was last
+// acquired (or is new), and clears the mark: it is being handed out.
 func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -84,7 +117,7 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql 
 	if err != nil {
 		return err
 	}
-	defer c.Release()
+	defer p.Release(c)
 	conn := c.Conn()
 	reset, ok := p.pipelinedReset(pool)
 	if !ok {
@@ -185,7 +218,7 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 	// and its Sync, which by now have arrived. An error leaves the reset
 	// to the release.
 	if err := pl.Close(); err == nil && pc.TxStatus() == 'I' {
-		st.clean = true
+		p.states.markClean(pc)
 	}
 	return runErr
 }
@@ -193,11 +226,11 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 // pipelinedReset is the reset to pipeline behind a statement on pool's
 // connections, if it has one that the extended protocol can carry.
 func (p *HTTPPools) pipelinedReset(pool *pgxpool.Pool) (string, bool) {
-	q, ok := p.resets.Load(pool)
-	if !ok {
+	r, ok := p.resets.Load(pool)
+	if !ok || !r.(poolReset).pipelined {
 		return "", false
 	}
-	return q.(string), true
+	return r.(poolReset).query, true
 }
 
 // oneStatement says whether q can be sent with the extended protocol,

@@ -115,7 +115,8 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, snap, f)
 		return
 	}
-	res, f := s.authenticate(r, snap, creds, r.URL.Query().Get("db"))
+	db := r.URL.Query().Get("db")
+	res, f := s.authenticate(r, snap, creds, db)
 	if f != nil {
 		s.fail(w, snap, f)
 		return
@@ -130,7 +131,6 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeProtocolViolation, `give exactly one of "stmt" (with "args" or "bulk_args") or "transaction"`)
 		return
 	}
-	db := r.URL.Query().Get("db")
 	if db == "" {
 		db = defaultDatabase(cfg, res.name)
 	}
@@ -210,7 +210,12 @@ func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, stmt string, s
 	if what, ends := txEndingStatement(stmt); ends {
 		return nil, txEnded(what)
 	}
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.pools.Release(c)
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, args := range sets {
 			tag, err := tx.Exec(ctx, stmt, jsonArgs(args)...)
 			if err != nil {
@@ -241,7 +246,12 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 			return nil, withStatement(txEnded(what), i)
 		}
 	}
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.pools.Release(c)
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, st := range stmts {
 			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, snap.Config.HTTP.MaxRows)
 			if err != nil {

@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/config"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -154,21 +157,91 @@ func TestNoSessionStatePassesBetweenHTTPRequestsOfOneBackendRole(t *testing.T) {
 		sql("carol", "carol-Pass-3", "CREATE TEMP TABLE IF NOT EXISTS carol_tmp (x int)")
 		sql("carol", "carol-Pass-3", "SELECT set_config('app.tenant', 'carol', false)")
 		sql("carol", "carol-Pass-3", "SELECT pg_advisory_lock(4242)")
+		// Transaction and bulk requests are reset on another path than
+		// a single statement's: they leave state too.
+		body := map[string]any{"transaction": []map[string]any{
+			{"stmt": "SELECT set_config('app.tx', 'carol', false)"},
+			{"stmt": "SELECT pg_advisory_lock(4343)"},
+		}}
+		if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic("carol", "carol-Pass-3")); status != 200 {
+			t.Fatalf("carol's transaction answered %d %v", status, out)
+		}
+		body = map[string]any{"stmt": "SELECT set_config('app.bulk', $1, false)", "bulk_args": [][]any{{"carol"}, {"carol"}}}
+		if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic("carol", "carol-Pass-3")); status != 200 {
+			t.Fatalf("carol's bulk request answered %d %v", status, out)
+		}
 	}
 	for i := 0; i < 12; i++ {
 		out := sql("dave", "dave-Pass-4", `SELECT current_setting('search_path') AS sp,
 			(SELECT count(*) FROM pg_class WHERE relname = 'carol_tmp' AND relpersistence = 't') AS tmp,
 			coalesce(current_setting('app.tenant', true), '<null>') AS tenant,
-			(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks`)
+			(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks,
+			coalesce(current_setting('app.tx', true), '<null>') AS tx,
+			coalesce(current_setting('app.bulk', true), '<null>') AS bulk`)
 		row := out["rows"].([]any)[0].([]any)
 		if row[0] != `"$user", public` || fmt.Sprint(row[1]) != "0" || fmt.Sprint(row[3]) != "0" {
 			t.Fatalf("request %d of dave sees carol's session state: %v", i, row)
 		}
 		// The placeholder of a custom setting is '' where a fresh session
 		// has NULL: DISCARD ALL cannot remove it, so say what it is.
-		if row[2] != "<null>" && row[2] != "" {
-			t.Fatalf("request %d of dave reads carol's app.tenant = %v", i, row[2])
+		for j, name := range map[int]string{2: "app.tenant", 4: "app.tx", 5: "app.bulk"} {
+			if row[j] != "<null>" && row[j] != "" {
+				t.Fatalf("request %d of dave reads carol's %s = %v", i, name, row[j])
+			}
 		}
+	}
+	// Once requests are over, no pooled connection holds carol's
+	// advisory locks: a connection is reset when its request ends, not
+	// when it is next handed out.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", pg.sockDir, pg.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var held int
+		err = conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").Scan(&held)
+		conn.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d advisory locks are still held by idle pooled connections", held)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestAnHTTPBackendReleasedWithoutItsResetIsResetBeforeItIsHandedOut(t *testing.T) {
+	// Every request path releases through HTTPPools.Release, which
+	// resets. A path that forgot (a plain pgxpool call) must still not
+	// pass state on: the pool resets such a connection before it hands
+	// it out again.
+	cfg := config.Default()
+	cfg.Backend.Host, cfg.Backend.Port = pg.sockDir, pg.port
+	pools := backend.NewHTTPPools(zap.NewNop())
+	defer pools.Close()
+	pool, err := pools.Get(cfg, backend.Target{Host: pg.sockDir, Port: pg.port, Role: "postgres", Database: "postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var pid1, pid2 int
+	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid() FROM (SELECT set_config('app.left', 'behind', false)) s").Scan(&pid1); err != nil {
+		t.Fatal(err)
+	}
+	var left string
+	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid(), coalesce(current_setting('app.left', true), '')").Scan(&pid2, &left); err != nil {
+		t.Fatal(err)
+	}
+	if pid1 != pid2 {
+		t.Fatalf("the second query ran on another backend (%d, %d): nothing was tested", pid1, pid2)
+	}
+	if left == "behind" {
+		t.Fatal("a connection released without its reset was handed out with its session state")
 	}
 }
 
