@@ -72,6 +72,9 @@ type Server struct {
 	// loops (Linux), without goroutines per session; false keeps a
 	// goroutine pair per session.
 	EventLoop bool `toml:"event_loop"`
+	// EventLoops is how many loops (0: half the cores Go uses, at least
+	// one). Fewer loops each find more ready sessions per wake-up.
+	EventLoops int `toml:"event_loops"`
 }
 
 // Peer is another instance: CancelRequests for keys carrying its id are
@@ -84,6 +87,10 @@ type Peer struct {
 // MaxPeerID is the largest peer id: the id takes the top 10 bits of the
 // 32-bit cancel key.
 const MaxPeerID = 1023
+
+// MaxEventLoops bounds server.event_loops: each loop is an epoll set and
+// a goroutine, and more loops than cores only divide the batches.
+const MaxEventLoops = 256
 
 // TLS is the server certificate and the CA that client certificates must
 // chain to. A nil *TLS means TLS is off.
@@ -555,6 +562,7 @@ var RestartKeys = map[string]bool{
 	"store.sslmode":          true,
 	"server.reuse_port":      true,
 	"server.event_loop":      true,
+	"server.event_loops":     true,
 	"log.format":             true,
 }
 

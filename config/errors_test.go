@@ -117,6 +117,8 @@ func TestPeerListsAreChecked(t *testing.T) {
 		{"[[peers]]\nid = 2\naddress = \"10.0.0.2:6432\"\n[[hba]]\nmethod = \"trust\"\n", "server.peer_id: [[peers]] are listed but this instance has no peer_id"},
 		{"[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"a:1\"\n[[peers]]\nid = 2\naddress = \"b:1\"\n[[hba]]\nmethod = \"trust\"\n", "peers[2].id: peer id 2 is listed twice"},
 		{"[server]\npeer_id = 1024\n[[hba]]\nmethod = \"trust\"\n", "server.peer_id: must be 0 (no peers) to 1023, not 1024"},
+		{"[server]\nevent_loops = -1\n[[hba]]\nmethod = \"trust\"\n", "server.event_loops: must be 0 (half the cores) to 256, not -1"},
+		{"[server]\nevent_loops = 257\n[[hba]]\nmethod = \"trust\"\n", "server.event_loops: must be 0 (half the cores) to 256, not 257"},
 		{"[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"10.0.0.2\"\n[[hba]]\nmethod = \"trust\"\n", "peers[1].address: must be host:port"},
 	}
 	for _, tc := range cases {

@@ -111,6 +111,9 @@ func (c *Config) validate(v *validator) {
 			v.add("server.metrics_listen", "%v", err)
 		}
 	}
+	if s.EventLoops < 0 || s.EventLoops > MaxEventLoops {
+		v.add("server.event_loops", "must be 0 (half the cores) to %d, not %d", MaxEventLoops, s.EventLoops)
+	}
 	if s.PeerID < 0 || s.PeerID > MaxPeerID {
 		v.add("server.peer_id", "must be 0 (no peers) to %d, not %d", MaxPeerID, s.PeerID)
 	}

@@ -26,6 +26,11 @@ var relays = []relayCase{{"event_loop=true", true, false}, {"event_loop=false", 
 func (rc relayCase) start(t *testing.T) *gateway {
 	t.Helper()
 	server := fmt.Sprintf("event_loop = %v", rc.loop)
+	if rc.loop && !rc.tls {
+		// Every other test runs the default (one loop on two cores):
+		// here sessions are spread over several.
+		server += "\nevent_loops = 3"
+	}
 	if rc.tls {
 		return startTLSGatewayIn(t, t.TempDir(), server, trustRules, nil)
 	}
