@@ -186,6 +186,9 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 		return err
 	}
 	pc := conn.PgConn()
+	// A retry follows a run whose reset marked the connection clean: this
+	// statement may leave state again, so only its own reset may say so.
+	p.states.takeClean(pc)
 	pl := pc.StartPipeline(ctx)
 	pl.SendQueryParams(sd.SQL, eqb.ParamValues, sd.ParamOIDs, eqb.ParamFormats, eqb.ResultFormats)
 	pl.SendPipelineSync()
