@@ -4,12 +4,14 @@
 # medians, written to bench/results/. Loopback only; stops by itself.
 #
 #   BENCH_ROUNDS=3 BENCH_TIME=10 BENCH_CLIENTS=8 make bench-http
+#   BENCH_HTTP_STMT="SELECT ..." runs that statement instead of SELECT 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROUNDS=${BENCH_ROUNDS:-3}
 TIME=${BENCH_TIME:-10}
 CLIENTS=${BENCH_CLIENTS:-8}
+STMT=${BENCH_HTTP_STMT:-SELECT 1}
 PGWARDEN=${PGWARDEN:-$ROOT/bin/pgwarden}
 PASSWORD=bench-password
 . bench/lib.sh
@@ -65,7 +67,7 @@ pg_ticks() {
 rps() {
 	local out b0 p0 n
 	b0=$(pg_ticks); p0=$(cpu_ticks "$PGW_PID")
-	out=$("$WORK/httpload" -c "$CLIENTS" -d "${TIME}s" "$@")
+	out=$("$WORK/httpload" -c "$CLIENTS" -d "${TIME}s" -stmt "$STMT" "$@")
 	n=$(echo "$out" | sed -n 's/^rps=\([0-9]*\).*/\1/p')
 	echo "$n/$(( ($(cpu_ticks "$PGW_PID") - p0) * 1000000 / CLK_TCK / (n * TIME) ))/$(( ($(pg_ticks) - b0) * 1000000 / CLK_TCK / (n * TIME) ))"
 }
@@ -81,7 +83,7 @@ done
 mkdir -p bench/results
 OUT=bench/results/http-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
-	echo "SELECT 1, $CLIENTS clients, ${TIME}s, medians of $ROUNDS interleaved rounds ($(nproc) cores)"
+	echo "$STMT, $CLIENTS clients, ${TIME}s, medians of $ROUNDS interleaved rounds ($(nproc) cores)"
 	echo "CPU per request in µs from per-process accounting: pgwarden's own, and the PostgreSQL cluster's"
 	field() { echo ${R[$1]} | tr ' ' '\n' | cut -d/ -f"$2" | median; }
 	trust=$(field trust 1)

@@ -1,13 +1,15 @@
 // Command httpload is a small bounded load generator for make bench: it
-// posts {"stmt": "SELECT 1"} to a pgwarden /_sql endpoint with C workers for
-// D seconds (or runs SELECT 1 through pgx directly, for reference) and prints
+// posts {"stmt": "SELECT 1"} (or -stmt) to a pgwarden /_sql endpoint with C
+// workers for D seconds (or runs it through pgx directly, for reference) and prints
 // requests per second and latency percentiles. Loopback only.
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -15,7 +17,6 @@ import (
 	"net/url"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ func main() {
 	pgURL := flag.String("pgx", "", "instead of HTTP: a PostgreSQL connection string for pgx")
 	header := flag.String("auth", "", "Authorization header value")
 	randBasic := flag.String("randbasic", "", "send Basic credentials for this user with a random password each time (a guessing flood)")
+	stmt := flag.String("stmt", "SELECT 1", "the statement each request runs")
 	conc := flag.Int("c", 8, "concurrent workers")
 	dur := flag.Duration("d", 10*time.Second, "duration (at most 5m)")
 	flag.Parse()
@@ -42,8 +44,18 @@ func main() {
 		}
 		defer pool.Close()
 		do = func(ctx context.Context) error {
-			var one int
-			return pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+			rows, err := pool.Query(ctx, *stmt)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				if _, err := rows.Values(); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+			rows.Close()
+			return rows.Err()
 		}
 	case *target != "":
 		u, err := url.Parse(*target)
@@ -51,8 +63,12 @@ func main() {
 			fail(fmt.Errorf("loopback URLs only: %q", *target))
 		}
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc}, Timeout: 30 * time.Second}
+		body, err := json.Marshal(map[string]string{"stmt": *stmt})
+		if err != nil {
+			fail(err)
+		}
 		do = func(ctx context.Context) error {
-			req, _ := http.NewRequestWithContext(ctx, "POST", *target, strings.NewReader(`{"stmt":"SELECT 1"}`))
+			req, _ := http.NewRequestWithContext(ctx, "POST", *target, bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			if *header != "" {
 				req.Header.Set("Authorization", *header)
