@@ -11,8 +11,8 @@ FLOODERS=${BENCH_FLOODERS:-32}
 PGWARDEN=$ROOT/bin/pgwarden
 PASSWORD=bench-password
 . bench/lib.sh
-PG_PORT=$(free_port 58132)
-PGW_PORT=$(free_port 58232)
+PG_PORT=$(free_port 18132)
+PGW_PORT=$(free_port 18232)
 HTTP_PORT=$(free_port $((PGW_PORT + 1)))
 go build -o "$WORK/httpload" ./bench/httpload
 start_pg "$WORK" "$PG_PORT" "$PASSWORD"

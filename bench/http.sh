@@ -15,8 +15,8 @@ STMT=${BENCH_HTTP_STMT:-SELECT 1}
 PGWARDEN=${PGWARDEN:-$ROOT/bin/pgwarden}
 PASSWORD=bench-password
 . bench/lib.sh
-PG_PORT=$(free_port 57632)
-PGW_PORT=$(free_port 57732)
+PG_PORT=$(free_port 17632)
+PGW_PORT=$(free_port 17732)
 HTTP_PORT=$(free_port $((PGW_PORT + 1)))
 
 go build -o "$WORK/httpload" ./bench/httpload

@@ -9,10 +9,10 @@ N=${BENCH_IDLE_CLIENTS:-1000}
 PGWARDEN=${PGWARDEN:-$ROOT/bin/pgwarden}
 PASSWORD=bench-password
 . bench/lib.sh
-PG_PORT=$(free_port 57832)
-PGW_PORT=$(free_port 57932)
-PGB_PORT=$(free_port 58032)
-MET_PORT=$(free_port 18132) # below the ephemeral range
+PG_PORT=$(free_port 17832)
+PGW_PORT=$(free_port 17932)
+PGB_PORT=$(free_port 18032)
+MET_PORT=$(free_port 18132)
 go build -o "$WORK/idleconns" ./bench/idleconns
 "$PGWARDEN" certs init --dir "$WORK/pki" >/dev/null
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pki"

@@ -9,7 +9,10 @@ BINDIR=$(pg_config --bindir 2>/dev/null || true)
 # initdb and postgres refuse to run as root: use the postgres OS user then.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-# free_port N: the first free loopback port from N up.
+# free_port N: the first free loopback port from N up. The scripts start
+# below Linux's ephemeral range (32768 and up): a port there may be held by
+# an outgoing connection of an earlier run (thousands with pgbench -C),
+# which a probe cannot see but which makes the server's bind fail.
 free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
 
 # start_pg DIR PORT PASSWORD [postgres -c options...]: initdb DIR/pgdata

@@ -19,9 +19,9 @@ WORKLOADS=${BENCH_WORKLOADS:-S S1 B C T}
 PASSWORD=bench-password
 
 . bench/lib.sh
-PG_PORT=$(free_port 57432)
-PGW_PORT=$(free_port 57532)
-PGB_PORT=$(free_port 57632)
+PG_PORT=$(free_port 17432)
+PGW_PORT=$(free_port 17532)
+PGB_PORT=$(free_port 17632)
 WITH_PGB=0
 ensure_pgbouncer && WITH_PGB=1 || echo "PgBouncer not available: its column stays empty" >&2
 

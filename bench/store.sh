@@ -15,7 +15,7 @@ CLIENTS=${BENCH_CLIENTS:-8}
 PGWARDEN=${PGWARDEN:-$ROOT/bin/pgwarden}
 PASSWORD=bench-password
 . bench/lib.sh
-PG_PORT=$(free_port 57232)
+PG_PORT=$(free_port 17232)
 start_pg "$WORK" "$PG_PORT" "$PASSWORD"
 "$BINDIR/pgbench" -i -q -s 1 -h "$WORK/sock" -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
 as_pg "$BINDIR/psql" -q -h "$WORK/sock" -p "$PG_PORT" -U postgres -d postgres -c \
@@ -53,7 +53,7 @@ CONFIG
 # one KIND METHOD: TPS and pgwarden's CPU per login in µs.
 one() {
 	local port cfg pid before out tps txs
-	port=$(free_port 57332)
+	port=$(free_port 17332)
 	cfg=$(config "$1" "$2" "$port")
 	"$PGWARDEN" serve -c "$cfg" 2>"$WORK/pgwarden-$1.log" &
 	pid=$!
