@@ -55,11 +55,15 @@ start_pgwarden "$HTTP_PORT"
 URL="http://127.0.0.1:$HTTP_PORT/_sql"
 BASIC="Basic $(printf 'b_user:%s' "$PASSWORD" | base64 -w0)"
 
-# pg_ticks: CPU ticks of the PostgreSQL cluster's processes (the postmaster
-# and its children), for the backend's CPU per request.
+# pg_ticks: CPU ticks of the PostgreSQL cluster's processes, for the
+# backend's CPU per request: the postmaster's own, its live children's, and
+# those of children that have exited (fields 16 and 17 of the postmaster's
+# stat: an autovacuum worker that ended mid-run took its ticks away and
+# made the difference negative).
 pg_ticks() {
-	local pm t=0 p
+	local pm t p
 	pm=$(head -1 "$WORK/pgdata/postmaster.pid")
+	t=$(awk '{ print $16 + $17 }' "/proc/$pm/stat" 2>/dev/null || echo 0)
 	for p in $pm $(pgrep -P "$pm"); do t=$((t + $(cpu_ticks "$p"))); done
 	echo "$t"
 }
