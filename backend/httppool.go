@@ -39,19 +39,11 @@ type HTTPPools struct {
 	done chan struct{}
 
 	states connStates
-	resets sync.Map // *pgxpool.Pool -> poolReset
+	resets sync.Map // *pgxpool.Pool -> reset query QueryThenReset may pipeline
 
 	// Timings, when set before the first Get, receives connect and
 	// acquire times.
 	Timings PoolTimings
-}
-
-// poolReset is a pool's reset query, and whether QueryThenReset can
-// pipeline it behind a statement (the extended protocol takes one
-// statement).
-type poolReset struct {
-	query     string
-	pipelined bool
 }
 
 type httpPoolEntry struct {
@@ -159,7 +151,9 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.resets.Store(pool, poolReset{query: resetQuery, pipelined: oneStatement(resetQuery)})
+	if oneStatement(resetQuery) {
+		p.resets.Store(pool, resetQuery)
+	}
 	p.m[key] = &httpPoolEntry{pool: pool, lastUsed: time.Now()}
 	return pool, nil
 }
@@ -174,9 +168,9 @@ func (p *HTTPPools) Release(c *pgxpool.Conn) {
 		c.Release()
 		return
 	}
-	query := p.states.resetQuery(conn.PgConn())
+	query, known := p.states.resetQuery(conn.PgConn())
 	go func() {
-		if !p.reset(conn, query) {
+		if !known || !p.reset(conn, query) {
 			conn.Close(context.Background()) // and the release destroys it
 		}
 		c.Release()

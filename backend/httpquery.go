@@ -25,6 +25,7 @@ type httpConnState struct {
 	descriptions map[string]*pgconn.StatementDescription
 	clean        bool
 	reset        string // the pool's reset query
+	connected    bool   // reset is known (set by the pool's AfterConnect)
 }
 
 // connStates holds httpConnState by connection, for the pools' hooks.
@@ -57,16 +58,20 @@ func (s *connStates) forget(pc *pgconn.PgConn) {
 func (s *connStates) connected(pc *pgconn.PgConn, query string) {
 	st := s.get(pc)
 	s.mu.Lock()
-	st.clean, st.reset = true, query // a new session has nothing to reset
+	st.clean, st.reset, st.connected = true, query, true // a new session has nothing to reset
 	s.mu.Unlock()
 }
 
-// resetQuery is the reset of the connection's pool.
-func (s *connStates) resetQuery(pc *pgconn.PgConn) string {
-	st := s.get(pc)
+// resetQuery is the reset of the connection's pool; false for a
+// connection the pools do not know (never handed out again).
+func (s *connStates) resetQuery(pc *pgconn.PgConn) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return st.reset
+	st := s.m[pc]
+	if st == nil || !st.connected {
+		return "", false
+	}
+	return st.reset, true
 }
 
 // markClean records that the connection was just reset (or is new).
@@ -229,11 +234,11 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 // pipelinedReset is the reset to pipeline behind a statement on pool's
 // connections, if it has one that the extended protocol can carry.
 func (p *HTTPPools) pipelinedReset(pool *pgxpool.Pool) (string, bool) {
-	r, ok := p.resets.Load(pool)
-	if !ok || !r.(poolReset).pipelined {
+	q, ok := p.resets.Load(pool)
+	if !ok {
 		return "", false
 	}
-	return r.(poolReset).query, true
+	return q.(string), true
 }
 
 // oneStatement says whether q can be sent with the extended protocol,
