@@ -188,11 +188,12 @@ func pumpSocket(rc syscall.RawConn, each func([]byte) bool) error {
 // stack: it waits until the socket is readable (looking inside
 // RawConn.Read's callback, so that no readiness is lost, see pumpSocket),
 // and only then reads records (see readTLSRecords).
-func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool) error {
-	// First what TLS already holds: records that came with the login's
-	// last ones (a client that pipelined past authentication) were read
-	// from the socket then, and the socket will not tell of them again.
-	for waited := false; ; waited = true {
+func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool, heldTaken bool) error {
+	// First what TLS already holds, unless heldTLS took it: records that
+	// came with the login's last ones (a client that pipelined past
+	// authentication) were read from the socket then, and the socket will
+	// not tell of them again.
+	for waited := heldTaken; ; waited = true {
 		if waited {
 			looked := false
 			err := rc.Read(func(fd uintptr) bool {
@@ -216,14 +217,34 @@ func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool) error {
 // pumpClient is pump over the client's connection: over TLS on a socket,
 // pumpTLS. Only there: pumpTLS sets and clears the read deadline, which
 // nothing else sets on a client's connection while it relays (a backend's
-// is set to stop its relay).
-func pumpClient(c net.Conn, each func([]byte) bool) error {
+// is set to stop its relay). heldTaken says that heldTLS already took what
+// TLS held when the relay began.
+func pumpClient(c net.Conn, each func([]byte) bool, heldTaken bool) error {
 	if tc, ok := c.(*tls.Conn); ok {
 		if rc, ok := rawSocket(tc); ok {
-			return pumpTLS(tc, rc, each)
+			return pumpTLS(tc, rc, each, heldTaken)
 		}
 	}
 	return pump(c, each)
+}
+
+// heldTLS takes what a TLS client's connection already holds (records the
+// login read from the socket along with its own), reading nothing from
+// the socket; nil for a connection pumpClient does not read with pumpTLS.
+// The login's goroutine calls it before the hand-off: those reads go deep
+// into crypto/tls, and on the relay's fresh goroutine they would grow its
+// stack for the life of the session, idle or not.
+func heldTLS(c net.Conn) ([]byte, error) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil, nil
+	}
+	if _, ok := rawSocket(tc); !ok {
+		return nil, nil
+	}
+	var held []byte
+	_, err := readTLSRecords(tc, func(b []byte) bool { held = append(held, b...); return true }, false)
+	return held, err
 }
 
 // pastDeadline makes a read return at once unless its bytes are buffered.
@@ -293,6 +314,11 @@ type trackedRelay struct {
 	unsynced bool         // client sent messages after its last sync point
 	up, down int64
 	metrics  *metrics.Metrics // counts the bytes as they flow
+	// held is what heldTLS took from a TLS client before the relay began
+	// (heldTaken), and the error that ended its reads.
+	held      []byte
+	heldErr   error
+	heldTaken bool
 	// terminating is set when the server ends the session (shutdown): the
 	// backend is closed, and the client is told 57P01 at a message
 	// boundary before its socket closes.
@@ -438,7 +464,17 @@ func (t *trackedRelay) clientToBackend() bool {
 			return terminated && !failed
 		}
 	}
+	if t.heldTaken {
+		held := t.held
+		t.held = nil
+		if len(held) > 0 && !forward(held) {
+			return terminated && !failed
+		}
+		if t.heldErr != nil {
+			return false
+		}
+	}
 	t.client.r = nil
-	pumpClient(t.client.Conn, forward)
+	pumpClient(t.client.Conn, forward, t.heldTaken)
 	return terminated && !failed
 }

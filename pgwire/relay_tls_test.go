@@ -3,6 +3,7 @@ package pgwire
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -81,7 +82,7 @@ func pumpAll(server *tls.Conn) (got chan []byte, done chan error) {
 	got, done = make(chan []byte, 1), make(chan error, 1)
 	go func() {
 		var all bytes.Buffer
-		err := pumpClient(server, func(b []byte) bool { all.Write(b); return true })
+		err := pumpClient(server, func(b []byte) bool { all.Write(b); return true }, false)
 		got <- all.Bytes()
 		done <- err
 	}()
@@ -158,7 +159,7 @@ func TestPumpTLSLosesNoWakeup(t *testing.T) {
 	go pumpClient(server, func(b []byte) bool {
 		echoed <- append([]byte(nil), b...)
 		return true
-	})
+	}, false)
 	for i := 0; i < 2000; i++ {
 		msg := []byte{byte(i), byte(i >> 8)}
 		if _, err := client.Write(msg); err != nil {
@@ -189,7 +190,7 @@ func TestPumpTLSTakesRecordsTLSAlreadyHolds(t *testing.T) {
 		total += len(b)
 		pumped.Unlock()
 		return true
-	})
+	}, false)
 	for round := 1; round <= 20; round++ {
 		for i := 0; i < 10; i++ {
 			if _, err := client.Write([]byte("0123456789")); err != nil {
@@ -214,31 +215,52 @@ func TestPumpTLSTakesRecordsTLSAlreadyHolds(t *testing.T) {
 
 // Records the login read from the socket along with its own last ones
 // (a client that pipelined past authentication) sit inside TLS, and the
-// socket will not tell of them again: the relay passes them on first.
+// socket will not tell of them again: they are passed on first, whether
+// heldTLS took them on the login's goroutine (as sessions do) or the pump
+// finds them itself; after them the pump waits for the socket.
 func TestPumpTLSPassesOnWhatTheLoginLeftInsideTLS(t *testing.T) {
-	server, client := tlsPair(t, nil)
-	release := holdRecords(t, client)
-	// Two records in one TCP segment: the login's and one after it.
-	client.Write([]byte("login"))
-	client.Write([]byte("pipelined"))
-	release()
-	buf := make([]byte, 64)
-	n, err := server.Read(buf)
-	if err != nil || string(buf[:n]) != "login" {
-		t.Fatalf("the login read %q, %v", buf[:n], err)
-	}
-	got := make(chan string, 1)
-	go pumpClient(server, func(b []byte) bool {
-		got <- string(b)
-		return true
-	})
-	select {
-	case s := <-got:
-		if s != "pipelined" {
-			t.Fatalf("passed on %q", s)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the record TLS already held was not passed on")
+	for _, byLogin := range []bool{true, false} {
+		t.Run(fmt.Sprintf("heldTLS=%v", byLogin), func(t *testing.T) {
+			server, client := tlsPair(t, nil)
+			release := holdRecords(t, client)
+			// Two records in one TCP segment: the login's and one after it.
+			client.Write([]byte("login"))
+			client.Write([]byte("pipelined"))
+			release()
+			buf := make([]byte, 64)
+			n, err := server.Read(buf)
+			if err != nil || string(buf[:n]) != "login" {
+				t.Fatalf("the login read %q, %v", buf[:n], err)
+			}
+			got := make(chan string, 2)
+			if byLogin {
+				held, err := heldTLS(server)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got <- string(held)
+			}
+			go pumpClient(server, func(b []byte) bool {
+				got <- string(b)
+				return true
+			}, byLogin)
+			for _, want := range []string{"pipelined", "later"} {
+				if want == "later" {
+					if _, err := client.Write([]byte("later")); err != nil {
+						t.Fatal(err)
+					}
+					release()
+				}
+				select {
+				case s := <-got:
+					if s != want {
+						t.Fatalf("passed on %q, want %q", s, want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%q was not passed on", want)
+				}
+			}
+		})
 	}
 }
 

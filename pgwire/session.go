@@ -261,6 +261,8 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	// parked in a read never needs again, and a stack does not shrink below
 	// four times what it uses. Fresh goroutines start small.
 	tr := &trackedRelay{client: c.cc, backend: s.Conn, session: s, terminating: &c.terminating, metrics: c.srv.metrics}
+	tr.held, tr.heldErr = heldTLS(c.cc.Conn)
+	tr.heldTaken = true
 	handedOff = true // after retires the key
 	go func() {
 		idle := tr.run()
