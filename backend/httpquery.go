@@ -37,6 +37,11 @@ type connStates struct {
 func (s *connStates) get(pc *pgconn.PgConn) *httpConnState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.getLocked(pc)
+}
+
+// getLocked is get with s.mu held.
+func (s *connStates) getLocked(pc *pgconn.PgConn) *httpConnState {
 	if s.m == nil {
 		s.m = map[*pgconn.PgConn]*httpConnState{}
 	}
@@ -56,10 +61,10 @@ func (s *connStates) forget(pc *pgconn.PgConn) {
 
 // connected records a new connection of a pool whose reset is query.
 func (s *connStates) connected(pc *pgconn.PgConn, query string) {
-	st := s.get(pc)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.getLocked(pc)
 	st.clean, st.reset, st.connected = true, query, true // a new session has nothing to reset
-	s.mu.Unlock()
 }
 
 // resetQuery is the reset of the connection's pool; false for a
@@ -76,10 +81,9 @@ func (s *connStates) resetQuery(pc *pgconn.PgConn) (string, bool) {
 
 // markClean records that the connection was just reset (or is new).
 func (s *connStates) markClean(pc *pgconn.PgConn) {
-	st := s.get(pc)
 	s.mu.Lock()
-	st.clean = true
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	s.getLocked(pc).clean = true
 }
 
 // isClean says whether the connection was reset since it was acquired.
