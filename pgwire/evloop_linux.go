@@ -7,10 +7,12 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +49,7 @@ func newEvLoops(n int) (*evLoops, error) {
 			ls.close()
 			return nil, err
 		}
+		lp.loops = n
 		ls.loops = append(ls.loops, lp)
 		go lp.run()
 	}
@@ -85,7 +88,11 @@ type evLoop struct {
 	lingering map[*evSession]struct{} // sessions with a deadline
 	buf       []byte
 	gen       int32
+	win       uint32 // the active window, to count each session once
 	stopping  bool
+	loops     int   // loops in the process
+	churn     bool  // a session began or ended in this window
+	heldWaits int64 // held waits made (for tests)
 }
 
 func newEvLoop() (*evLoop, error) {
@@ -134,6 +141,36 @@ func (lp *evLoop) sessions() []*evSession {
 	return out
 }
 
+// A loop with one session in use waits in epoll_wait itself (held wait)
+// rather than in Go's poller: a wake-up through the poller costs the
+// scheduler's hand-off and the spinning of idle threads, which one client's
+// every message pays in full. With several sessions in use, the poller's
+// spinning finds the next events without a thread going to sleep, which
+// costs less than a sleep and a wake-up per event; then the loop parks in
+// the poller as before. A held wait keeps the loop's thread and P, so it is
+// used only while the process has a P more than it has loops, never in a
+// window in which sessions began or ended (logins need that P), and it ends
+// after heldWaitMillis without events, when the loop parks in the poller and
+// holds nothing.
+const (
+	heldWaitMaxActive = 1  // sessions with events in the last window
+	heldWaitMillis    = 10 // a quiet held wait ends and the loop parks
+	activeWindow      = time.Millisecond
+)
+
+// heldEpollWait is epoll_wait made without telling the scheduler: the
+// goroutine keeps its thread and its P while it blocks. The runtime still
+// preempts it (for a collection, or after 10 ms) with a signal, which ends
+// the wait with EINTR; then it returns -1 and the loop's next function call
+// yields. It returns 0 when msec passed without events.
+func heldEpollWait(epfd int, events []unix.EpollEvent, msec int) int {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
+	if e != 0 {
+		return -1
+	}
+	return int(r)
+}
+
 func (lp *evLoop) run() {
 	defer func() {
 		lp.mu.Lock()
@@ -148,7 +185,9 @@ func (lp *evLoop) run() {
 	// no P, where a blocking epoll_wait would hold both and keep the rest of
 	// the server (logins, HTTP) waiting for the scheduler to take the P back.
 	// The wait always begins with a look (epoll_wait with timeout 0), so an
-	// event that came while the last batch was handled is not missed.
+	// event that came while the last batch was handled is not missed. While
+	// one session is in use, it makes held waits instead (see
+	// heldWaitMaxActive).
 	dup, err := unix.FcntlInt(uintptr(lp.epfd), unix.F_DUPFD_CLOEXEC, 0)
 	var ep *os.File
 	var rc syscall.RawConn
@@ -162,9 +201,26 @@ func (lp *evLoop) run() {
 		defer ep.Close()
 	}
 	events := make([]unix.EpollEvent, 128)
+	// active counts the sessions with events in the current window;
+	// held says whether the last window had few enough for a held wait.
+	var window time.Time
+	active, held := 0, false
+	loops := lp.loops
 	for {
 		n := 0
-		if rc != nil {
+		// Sessions that begin and end are logins and goodbyes, whose work
+		// (and the goroutine an end starts, which waits on this P) needs
+		// the P a held wait would keep.
+		if held && !lp.churn && len(lp.lingering) == 0 {
+			lp.heldWaits++
+			n = heldEpollWait(lp.epfd, events, heldWaitMillis)
+			if n == 0 {
+				held = false // quiet: park in the poller, holding nothing
+			}
+			if n <= 0 {
+				continue
+			}
+		} else if rc != nil {
 			if len(lp.lingering) > 0 {
 				ep.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 			} else {
@@ -191,6 +247,11 @@ func (lp *evLoop) run() {
 		if n < 0 {
 			n = 0
 		}
+		if now := time.Now(); now.Sub(window) >= activeWindow {
+			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && runtime.GOMAXPROCS(0) > loops
+			window, active, lp.churn = now, 0, false
+			lp.win++
+		}
 		for i := 0; i < n; i++ {
 			ev := events[i]
 			if ev.Fd == int32(lp.wakefd) {
@@ -201,6 +262,10 @@ func (lp *evLoop) run() {
 			s := lp.byFD[ev.Fd]
 			if s == nil || s.gen != ev.Pad {
 				continue // an event of a session that ended in this batch
+			}
+			if s.win != lp.win {
+				s.win = lp.win
+				active++
 			}
 			s.handle(int(ev.Fd), ev.Events)
 		}
@@ -237,6 +302,7 @@ type evResult struct {
 type evSession struct {
 	lp       *evLoop
 	gen      int32
+	win      uint32 // the loop's window in which it last had events
 	cfd, bfd int
 	cEv, bEv uint32 // the events each fd is registered for
 
@@ -311,6 +377,7 @@ func canLoop(c net.Conn) bool {
 // during authentication).
 func (lp *evLoop) add(s *evSession, pending []byte) {
 	lp.do(func() {
+		lp.churn = true
 		lp.gen++
 		s.gen = lp.gen
 		s.status = 'I'
@@ -706,6 +773,7 @@ func (s *evSession) end(reusable bool) {
 		return
 	}
 	s.ended = true
+	s.lp.churn = true
 	delete(s.lp.lingering, s)
 	if s.cfd >= 0 {
 		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -358,5 +359,65 @@ func TestEventLoopHandsBackABackendThatFinishesAfterTheClientLeft(t *testing.T) 
 		unix.Close(r.backendFD)
 	case <-time.After(10 * time.Second):
 		t.Fatal("session did not end")
+	}
+}
+
+// heldWaits reads the loop's count of held waits on its own goroutine.
+func heldWaits(lp *evLoop) int64 {
+	ch := make(chan int64, 1)
+	lp.do(func() { ch <- lp.heldWaits })
+	return <-ch
+}
+
+// TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime: with one
+// session in use and a P to spare, the loop waits in epoll_wait itself; the
+// relay answers every message, a collection can still stop the loop (its
+// held wait ends on the runtime's preemption signal), and a session that
+// ends while the loop holds its waits is handed on. With no P to spare the
+// loop never holds one.
+func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	ls, err := newEvLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.close()
+	x := startLoopSession(t, ls, nil)
+	for i := 0; i < 300; i++ {
+		if err := x.roundTrip(t, "SELECT 1", 1, 10); err != nil {
+			t.Fatal(err)
+		}
+		if i%25 == 0 {
+			time.Sleep(2 * time.Millisecond) // inside a held wait by now
+			runtime.GC()
+		}
+	}
+	if heldWaits(ls.loops[0]) == 0 {
+		t.Fatal("one session in use, a P to spare: the loop never held its wait")
+	}
+	x.client.Write(encodeAll(t, &pgproto3.Terminate{}))
+	select {
+	case r := <-x.ended:
+		if !r.reusable {
+			t.Error("a Terminate at a boundary: the backend was not handed back")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session's end was not handed on")
+	}
+
+	runtime.GOMAXPROCS(1)
+	one, err := newEvLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.close()
+	y := startLoopSession(t, one, nil)
+	for i := 0; i < 100; i++ {
+		if err := y.roundTrip(t, "SELECT 1", 1, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := heldWaits(one.loops[0]); n != 0 {
+		t.Errorf("no P to spare: the loop held %d waits", n)
 	}
 }
