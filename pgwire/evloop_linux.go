@@ -161,14 +161,14 @@ const (
 // heldEpollWait is epoll_wait made without telling the scheduler: the
 // goroutine keeps its thread and its P while it blocks. The runtime still
 // preempts it (for a collection, or after 10 ms) with a signal, which ends
-// the wait with EINTR; then it returns -1 and the loop's next function call
-// yields. It returns 0 when msec passed without events.
-func heldEpollWait(epfd int, events []unix.EpollEvent, msec int) int {
+// the wait with EINTR; the caller must then yield. It returns 0 when msec
+// passed without events.
+func heldEpollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
 	if e != 0 {
-		return -1
+		return 0, e
 	}
-	return int(r)
+	return int(r), nil
 }
 
 func (lp *evLoop) run() {
@@ -213,11 +213,17 @@ func (lp *evLoop) run() {
 		// the P a held wait would keep.
 		if held && !lp.churn && len(lp.lingering) == 0 {
 			lp.heldWaits++
-			n = heldEpollWait(lp.epfd, events, heldWaitMillis)
-			if n == 0 {
+			var err error
+			n, err = heldEpollWait(lp.epfd, events, heldWaitMillis)
+			switch {
+			case err == unix.EINTR:
+				// The runtime wants this P (a collection, a preemption):
+				// yield here, since nothing on the way back to the wait
+				// would (the system call's path has no preemption check).
+				runtime.Gosched()
+				continue
+			case err != nil || n == 0:
 				held = false // quiet: park in the poller, holding nothing
-			}
-			if n <= 0 {
 				continue
 			}
 		} else if rc != nil {
