@@ -377,22 +377,30 @@ func heldWaits(lp *evLoop) int64 {
 // loop never holds one.
 func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	ls, err := newEvLoops(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ls.close()
-	x := startLoopSession(t, ls, nil)
-	for i := 0; i < 300; i++ {
-		if err := x.roundTrip(t, "SELECT 1", 1, 10); err != nil {
+	// session makes n round trips through a loop of its own (collecting
+	// now and then when collect) and returns the session and the loop's
+	// held waits.
+	session := func(n int, collect bool) (*loopSession, int64) {
+		ls, err := newEvLoops(1)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if i%25 == 0 {
-			time.Sleep(2 * time.Millisecond) // inside a held wait by now
-			runtime.GC()
+		t.Cleanup(ls.close)
+		x := startLoopSession(t, ls, nil)
+		for i := 0; i < n; i++ {
+			if err := x.roundTrip(t, "SELECT 1", 1, 10); err != nil {
+				t.Fatal(err)
+			}
+			if collect && i%25 == 0 {
+				time.Sleep(2 * time.Millisecond) // inside a held wait by now
+				runtime.GC()
+			}
 		}
+		return x, heldWaits(ls.loops[0])
 	}
-	if heldWaits(ls.loops[0]) == 0 {
+
+	x, held := session(300, true)
+	if held == 0 {
 		t.Fatal("one session in use, a P to spare: the loop never held its wait")
 	}
 	x.client.Write(encodeAll(t, &pgproto3.Terminate{}))
@@ -406,18 +414,7 @@ func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 	}
 
 	runtime.GOMAXPROCS(1)
-	one, err := newEvLoops(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer one.close()
-	y := startLoopSession(t, one, nil)
-	for i := 0; i < 100; i++ {
-		if err := y.roundTrip(t, "SELECT 1", 1, 10); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := heldWaits(one.loops[0]); n != 0 {
-		t.Errorf("no P to spare: the loop held %d waits", n)
+	if _, held := session(100, false); held != 0 {
+		t.Errorf("no P to spare: the loop held %d waits", held)
 	}
 }
