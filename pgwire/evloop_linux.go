@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -148,15 +149,25 @@ func (lp *evLoop) sessions() []*evSession {
 // spinning finds the next events without a thread going to sleep, which
 // costs less than a sleep and a wake-up per event; then the loop parks in
 // the poller as before. A held wait keeps the loop's thread and P, so it is
-// used only while the process has a P more than it has loops, never in a
-// window in which sessions began or ended (logins need that P), and it ends
-// after heldWaitMillis without events, when the loop parks in the poller and
-// holds nothing.
+// used only while the process has a P more than it has loops and no
+// goroutine waits for one, never in a window in which sessions began or
+// ended (logins need that P), and it ends after heldWaitMillis without
+// events, when the loop parks in the poller and holds nothing.
 const (
-	heldWaitMaxActive = 1  // sessions with events in the last window
-	heldWaitMillis    = 10 // a quiet held wait ends and the loop parks
+	heldWaitMaxActive = 1 // sessions with events in the last window
+	heldWaitMillis    = 2 // a quiet held wait ends and the loop parks
 	activeWindow      = time.Millisecond
 )
+
+// goroutinesWaiting says whether goroutines wait for a P: then the rest of
+// the server (logins, HTTP, TLS sessions) needs the one a held wait would
+// keep, and the loop parks in the poller instead. Reading it costs a few
+// hundred nanoseconds, once a window.
+func goroutinesWaiting() bool {
+	s := [1]rtmetrics.Sample{{Name: "/sched/goroutines/runnable:goroutines"}}
+	rtmetrics.Read(s[:])
+	return s[0].Value.Kind() == rtmetrics.KindUint64 && s[0].Value.Uint64() > 0
+}
 
 // heldEpollWait is epoll_wait made without telling the scheduler: the
 // goroutine keeps its thread and its P while it blocks. The runtime still
@@ -254,7 +265,7 @@ func (lp *evLoop) run() {
 			n = 0
 		}
 		if now := time.Now(); now.Sub(window) >= activeWindow {
-			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && runtime.GOMAXPROCS(0) > loops
+			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && runtime.GOMAXPROCS(0) > loops && !goroutinesWaiting()
 			window, active, lp.churn = now, 0, false
 			lp.win++
 		}

@@ -373,8 +373,8 @@ func heldWaits(lp *evLoop) int64 {
 // session in use and a P to spare, the loop waits in epoll_wait itself; the
 // relay answers every message, a collection can still stop the loop (its
 // held wait ends on the runtime's preemption signal), and a session that
-// ends while the loop holds its waits is handed on. With no P to spare the
-// loop never holds one.
+// ends while the loop holds its waits is handed on. With goroutines waiting
+// for a P, or no P to spare, the loop never holds one.
 func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	// session makes n round trips through a loop of its own (collecting
@@ -411,6 +411,29 @@ func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the session's end was not handed on")
+	}
+
+	// Goroutines waiting for a P: the rest of the server needs the P.
+	stop := make(chan struct{})
+	var spinners sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		spinners.Add(1)
+		go func() {
+			defer spinners.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	_, held = session(30, false)
+	close(stop)
+	spinners.Wait()
+	if held != 0 {
+		t.Errorf("goroutines waiting for a P: the loop held %d waits", held)
 	}
 
 	runtime.GOMAXPROCS(1)
