@@ -216,7 +216,6 @@ func (lp *evLoop) run() {
 	// held says whether the last window had few enough for a held wait.
 	var window time.Time
 	active, held := 0, false
-	loops := lp.loops
 	for {
 		n := 0
 		// Sessions that begin and end are logins and goodbyes, whose work
@@ -265,7 +264,7 @@ func (lp *evLoop) run() {
 			n = 0
 		}
 		if now := time.Now(); now.Sub(window) >= activeWindow {
-			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && runtime.GOMAXPROCS(0) > loops && !goroutinesWaiting()
+			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && runtime.GOMAXPROCS(0) > lp.loops && !goroutinesWaiting()
 			window, active, lp.churn = now, 0, false
 			lp.win++
 		}
