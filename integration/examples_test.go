@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// TestTheClientExamplesRun runs docs/examples in Go, Python and JavaScript
+// TestTheClientExamplesRun runs docs/examples in Go, Python, JavaScript and Java
 // against a gateway with TLS, tokens, a password rule for HTTP and a SCRAM
 // rule for the wire. Each must print its three results.
 func TestTheClientExamplesRun(t *testing.T) {
@@ -66,6 +66,25 @@ method = "scram-sha-256"
 		cmd.Env = env
 		checkExample(t, cmd, wantJS)
 	})
+	t.Run("java", func(t *testing.T) {
+		jar := pgjdbcJar(t)
+		cmd := exec.Command("java", "-cp", jar, "../docs/examples/java/Example.java")
+		cmd.Env = env
+		checkExample(t, cmd, []string{`http basic: [["alice",42]]`, `http bearer: [["alice"]]`, "wire tls scram: alice",
+			"wire prepared: 110", "wire error: 22012", "wire cancel: 57014"})
+	})
+}
+
+// pgjdbcJar finds the PostgreSQL JDBC driver of Debian's
+// libpostgresql-jdbc-java, and a JDK that runs a source file.
+func pgjdbcJar(t *testing.T) string {
+	t.Helper()
+	const jar = "/usr/share/java/postgresql.jar"
+	_, err := os.Stat(jar)
+	if _, jerr := exec.LookPath("javac"); err != nil || jerr != nil {
+		missingTool(t, "a JDK (11 or later) and pgjdbc (Debian: apt-get install default-jdk-headless libpostgresql-jdbc-java)")
+	}
+	return jar
 }
 
 func checkExample(t *testing.T, cmd *exec.Cmd, want []string) {
