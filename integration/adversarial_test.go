@@ -83,7 +83,7 @@ func TestOneByteSegmentsStillWork(t *testing.T) {
 
 func TestSlowClientsAreClosedAtAuthTimeoutAndFreeTheirSlot(t *testing.T) {
 	dir := t.TempDir()
-	g := startTLSGatewayIn(t, dir, `auth_timeout = "1s"`+"\nmax_connections = 3", `
+	g := startTLSGatewayIn(t, dir, gwOptions{server: `auth_timeout = "1s"` + "\nmax_connections = 3"}, `
 [[hba]]
 method = "scram-sha-256"
 `, []testUser{{name: "alice", password: "alice-Pass-1"}})

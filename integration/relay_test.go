@@ -25,16 +25,23 @@ var relays = []relayCase{{"event_loop=true", true, false}, {"event_loop=false", 
 // relay.
 func (rc relayCase) start(t *testing.T) *gateway {
 	t.Helper()
+	return rc.startWith(t, gwOptions{})
+}
+
+// startWith is start with more configuration (o.server is added to).
+func (rc relayCase) startWith(t *testing.T, o gwOptions) *gateway {
+	t.Helper()
 	server := fmt.Sprintf("event_loop = %v", rc.loop)
 	if rc.loop && !rc.tls {
 		// Every other test runs the default (one loop on two cores):
 		// here sessions are spread over several.
 		server += "\nevent_loops = 3"
 	}
+	o.server += "\n" + server
 	if rc.tls {
-		return startTLSGatewayIn(t, t.TempDir(), server, trustRules, nil)
+		return startTLSGatewayIn(t, t.TempDir(), o, trustRules, nil)
 	}
-	return startGatewayWith(t, gwOptions{server: server}, trustRules, nil)
+	return startGatewayWith(t, o, trustRules, nil)
 }
 
 // Plaintext sessions run in the event loops by default; event_loop = false
@@ -172,6 +179,59 @@ func TestNothingAfterTerminateReachesTheBackend(t *testing.T) {
 				if len(heard) != 1 || heard[0] != "before" {
 					t.Fatalf("later write %v: the listener heard %q, want only \"before\"", later, heard)
 				}
+			}
+		})
+	}
+}
+
+// A client that leaves after an Execute it never followed with a Sync has
+// work in an open implicit transaction, which PostgreSQL rolls back when
+// the client goes. Its backend must not be reset and handed on: a reset
+// sent as a simple query would commit that work. reset_query =
+// "DEALLOCATE ALL" (which, unlike DISCARD ALL, runs inside that
+// transaction) makes the difference visible.
+func TestWorkAClientNeverSyncedIsRolledBack(t *testing.T) {
+	for i, tc := range relays {
+		t.Run(tc.name, func(t *testing.T) {
+			table := fmt.Sprintf("unsynced_%d", i)
+			if err := pg.Exec(fmt.Sprintf("DROP TABLE IF EXISTS %[1]s; CREATE TABLE %[1]s (x int); GRANT SELECT, INSERT ON %[1]s TO alice", table)); err != nil {
+				t.Fatal(err)
+			}
+			g := tc.startWith(t, gwOptions{backend: `reset_query = "DEALLOCATE ALL"`})
+			for _, flush := range []bool{false, true} {
+				r := dialRaw(t, g.addr())
+				if tc.tls {
+					r.startTLS()
+				}
+				r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+				for {
+					if _, ok := r.receive().(*pgproto3.ReadyForQuery); ok {
+						break
+					}
+				}
+				msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "INSERT INTO " + table + " VALUES (1)"}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+				if flush {
+					// Flush: the backend answers, so the INSERT surely ran.
+					r.write(encodeMessages(t, append(msgs, &pgproto3.Flush{})...))
+					for {
+						if _, ok := r.receive().(*pgproto3.CommandComplete); ok {
+							break
+						}
+					}
+					r.write(encodeMessages(t, &pgproto3.Terminate{}))
+				} else {
+					r.write(encodeMessages(t, append(msgs, &pgproto3.Terminate{})...))
+				}
+				r.conn.Close()
+			}
+			time.Sleep(300 * time.Millisecond)
+			// Any backend the next clients get, reused or not.
+			for j := 0; j < 3; j++ {
+				c := g.mustConnect("alice", "", "postgres")
+				if got := queryOne(t, c, "SELECT count(*)::text FROM "+table); got != "0" {
+					t.Fatalf("%s rows committed that no client ever synced", got)
+				}
+				c.Close(context.Background())
 			}
 		})
 	}

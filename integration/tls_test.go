@@ -71,17 +71,17 @@ func startTLSGateway(t *testing.T, rules string, users []testUser, clients ...st
 	t.Helper()
 	dir := t.TempDir()
 	p := newPKI(t, filepath.Join(dir, "certs"), clients...)
-	return startTLSGatewayIn(t, dir, "", rules, users), p
+	return startTLSGatewayIn(t, dir, gwOptions{}, rules, users), p
 }
 
 // startTLSGatewayIn starts a gateway with [tls] whose certificates are (or
 // are made) under dir/certs, with more [server] settings.
-func startTLSGatewayIn(t *testing.T, dir, server, rules string, users []testUser) *gateway {
+func startTLSGatewayIn(t *testing.T, dir string, o gwOptions, rules string, users []testUser) *gateway {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(dir, "certs", "ca.crt")); err != nil {
 		newPKI(t, filepath.Join(dir, "certs"))
 	}
-	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), opts: gwOptions{server: server}}
+	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}), opts: o}
 	g.writeConfig(tlsSection + rules)
 	g.writeUsers(users)
 	g.start()
