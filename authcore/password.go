@@ -5,11 +5,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"runtime"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/pgwarden/pgwarden/internal/awake"
 )
 
 // HashLimiter bounds how many expensive hash computations run at once, so
@@ -25,7 +26,7 @@ type HashLimiter struct {
 // for a core behind a flood of guesses.
 func NewHashLimiter(n int) *HashLimiter {
 	if n <= 0 {
-		n = max(1, runtime.GOMAXPROCS(0)/2)
+		n = max(1, awake.WorkProcs()/2)
 	}
 	return &HashLimiter{slots: make(chan struct{}, n)}
 }

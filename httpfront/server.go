@@ -25,6 +25,7 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
@@ -49,6 +50,8 @@ type Options struct {
 	Sessions   SessionStore
 	FormKey    []byte
 	SetupToken string
+	// Keeper is touched by every request (nil: none).
+	Keeper *awake.Keeper
 }
 
 // Server serves the HTTP listeners of server.http_listen.
@@ -334,6 +337,7 @@ func (s *Server) Close() {
 // limit counts a request against server.max_connections.
 func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		s.o.Keeper.Touch()
 		max := int64(s.o.State.Current().Config.Server.MaxConnections)
 		n := s.o.Active.Add(1)
 		defer s.o.Active.Add(-1)

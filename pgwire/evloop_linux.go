@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/metrics"
 )
 
@@ -42,7 +43,7 @@ type evLoops struct {
 	next  atomic.Uint32
 }
 
-func newEvLoops(n int) (*evLoops, error) {
+func newEvLoops(n int, keeper *awake.Keeper) (*evLoops, error) {
 	ls := &evLoops{}
 	for i := 0; i < n; i++ {
 		lp, err := newEvLoop()
@@ -50,7 +51,7 @@ func newEvLoops(n int) (*evLoops, error) {
 			ls.close()
 			return nil, err
 		}
-		lp.loops = n
+		lp.loops, lp.keeper = n, keeper
 		ls.loops = append(ls.loops, lp)
 		go lp.run()
 	}
@@ -94,6 +95,8 @@ type evLoop struct {
 	loops     int   // loops in the process
 	churn     bool  // a session began or ended in this window
 	heldWaits int64 // held waits made (for tests)
+	// keeper is touched once a window in which sessions had events.
+	keeper *awake.Keeper
 }
 
 func newEvLoop() (*evLoop, error) {
@@ -264,7 +267,10 @@ func (lp *evLoop) run() {
 			n = 0
 		}
 		if now := time.Now(); now.Sub(window) >= activeWindow {
-			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && runtime.GOMAXPROCS(0) > lp.loops && !goroutinesWaiting()
+			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && awake.WorkProcs() > lp.loops && !goroutinesWaiting()
+			if active > 0 {
+				lp.keeper.Touch()
+			}
 			window, active, lp.churn = now, 0, false
 			lp.win++
 		}

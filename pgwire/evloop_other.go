@@ -7,13 +7,16 @@ import (
 	"net"
 
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/internal/awake"
 )
 
 // Event loops need epoll; elsewhere sessions are relayed by goroutines.
 
 type evLoops struct{}
 
-func newEvLoops(int) (*evLoops, error) { return nil, errors.New("event loops need Linux") }
+func newEvLoops(int, *awake.Keeper) (*evLoops, error) {
+	return nil, errors.New("event loops need Linux")
+}
 
 func (*evLoops) pick() *evLoop { return nil }
 func (*evLoops) close()        {}

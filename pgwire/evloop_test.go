@@ -120,7 +120,7 @@ func (x *loopSession) roundTrip(t testing.TB, q string, rows, rowSize int) error
 // is held back from the backend, and each session ends with its backend
 // handed back for reuse.
 func TestEventLoopRelaysThousandsOfSessions(t *testing.T) {
-	ls, err := newEvLoops(2)
+	ls, err := newEvLoops(2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestEventLoopRelaysThousandsOfSessions(t *testing.T) {
 // TestEventLoopCarriesLargeMessagesToASlowReader: a message larger than the
 // loop's read buffer reaches a client that reads slowly, byte for byte.
 func TestEventLoopCarriesLargeMessagesToASlowReader(t *testing.T) {
-	ls, err := newEvLoops(1)
+	ls, err := newEvLoops(1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestEventLoopCarriesLargeMessagesToASlowReader(t *testing.T) {
 // TestEventLoopPendingBytesGoFirst: bytes the client pipelined during
 // authentication reach the backend before anything read later.
 func TestEventLoopPendingBytesGoFirst(t *testing.T) {
-	ls, err := newEvLoops(1)
+	ls, err := newEvLoops(1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestEventLoopPendingBytesGoFirst(t *testing.T) {
 // Terminate, one that leaves inside a transaction, and a backend that
 // closes all end the session without handing the backend back.
 func TestEventLoopEndsSessionsThatCannotBeReused(t *testing.T) {
-	ls, err := newEvLoops(1)
+	ls, err := newEvLoops(1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestEventLoopEndsSessionsThatCannotBeReused(t *testing.T) {
 // TestEventLoopTerminateTellsTheClient: a server shutdown ends a session at
 // a message boundary with FATAL 57P01, as PostgreSQL does.
 func TestEventLoopTerminateTellsTheClient(t *testing.T) {
-	ls, err := newEvLoops(1)
+	ls, err := newEvLoops(1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func TestEventLoopTerminateTellsTheClient(t *testing.T) {
 // more than a slow client takes at once, then a FATAL, and closes; the client
 // still gets every byte, the FATAL last.
 func TestEventLoopDeliversTheLastWordsOfABackendThatHungUp(t *testing.T) {
-	ls, err := newEvLoops(1)
+	ls, err := newEvLoops(1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestEventLoopDeliversTheLastWordsOfABackendThatHungUp(t *testing.T) {
 // sends a query and Terminate and closes at once; the backend answers later;
 // the backend, idle at a boundary, is handed back.
 func TestEventLoopHandsBackABackendThatFinishesAfterTheClientLeft(t *testing.T) {
-	ls, err := newEvLoops(1)
+	ls, err := newEvLoops(1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,7 @@ func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 	// now and then when collect) and returns the session and the loop's
 	// held waits.
 	session := func(n int, collect bool) (*loopSession, int64) {
-		ls, err := newEvLoops(1)
+		ls, err := newEvLoops(1, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

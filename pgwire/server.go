@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
@@ -54,7 +54,8 @@ type Server struct {
 	acceptWG  sync.WaitGroup
 	connWG    sync.WaitGroup
 	// loops relay plaintext sessions (server.event_loop); nil: goroutines.
-	loops *evLoops
+	loops  *evLoops
+	keeper *awake.Keeper
 }
 
 // Options are what the server is built from.
@@ -72,6 +73,9 @@ type Options struct {
 	// Active counts client connections of both protocols against
 	// server.max_connections.
 	Active *atomic.Int64
+	// Keeper is touched at every accepted connection and by the event
+	// loops while sessions are in use (nil: none).
+	Keeper *awake.Keeper
 }
 
 // NewServer makes a server; call Listen, then Serve.
@@ -82,7 +86,7 @@ func NewServer(o Options) *Server {
 		gate:    &authcore.Gate{Throttle: o.Throttle},
 		cancels: newCancelRegistry(o.State.Current().Config.Server.PeerID),
 		pool:    backend.NewPool(),
-		version: o.Version, reloadFn: o.Reload,
+		version: o.Version, reloadFn: o.Reload, keeper: o.Keeper,
 		ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}
@@ -161,14 +165,14 @@ func eventLoops(n int) int {
 	if n > 0 {
 		return n
 	}
-	return max(1, runtime.GOMAXPROCS(0)/2)
+	return max(1, awake.WorkProcs()/2)
 }
 
 // Serve starts one accept loop per listener and returns at once.
 func (s *Server) Serve() {
 	s.pool.Start(func() backend.PoolLimits { return poolLimits(s.state.Current().Config) })
 	if s.state.Current().Config.Server.EventLoop {
-		loops, err := newEvLoops(eventLoops(s.state.Current().Config.Server.EventLoops))
+		loops, err := newEvLoops(eventLoops(s.state.Current().Config.Server.EventLoops), s.keeper)
 		if err != nil {
 			s.log.Warn("event loops not available; sessions are relayed by goroutines", zap.Error(err))
 		}
@@ -199,6 +203,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		s.keeper.Touch()
 		// TCP_NODELAY and keepalive are on already: the net package sets
 		// both on every accepted connection (two system calls per login
 		// saved by not setting them again).

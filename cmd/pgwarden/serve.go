@@ -17,6 +17,7 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/httpfront"
+	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/memtrim"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/pgwire"
@@ -83,8 +84,11 @@ func serve(configPath string, stderr io.Writer) error {
 		sd.ready(readyStatus(state))
 		return err
 	}
+	// See internal/awake: about a fifth less proxy CPU per login.
+	keeper := awake.Start()
+	defer keeper.Stop()
 	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
-		Active: active, Version: versionString(), Reload: doReload})
+		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper})
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
 	// as the port accepts must reload, not end the process (SIGHUP's
 	// default).
@@ -98,7 +102,7 @@ func serve(configPath string, stderr io.Writer) error {
 		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Reused: st.Reused, Closed: st.Closed}
 	})
 	webOpts := httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active,
-		EndWireSessions: pg.KillUser}
+		EndWireSessions: pg.KillUser, Keeper: keeper}
 	var onThrottle func(string)
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
