@@ -28,6 +28,22 @@ func (rc relayCase) start(t *testing.T) *gateway {
 	return rc.startWith(t, gwOptions{})
 }
 
+// rawLogin logs alice in on a raw connection of this relay's kind and
+// reads up to ReadyForQuery.
+func (rc relayCase) rawLogin(t *testing.T, g *gateway) *rawClient {
+	t.Helper()
+	r := dialRaw(t, g.addr())
+	if rc.tls {
+		r.startTLS()
+	}
+	r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	for {
+		if _, ok := r.receive().(*pgproto3.ReadyForQuery); ok {
+			return r
+		}
+	}
+}
+
 // startWith is start with more configuration (o.server is added to).
 func (rc relayCase) startWith(t *testing.T, o gwOptions) *gateway {
 	t.Helper()
@@ -144,16 +160,7 @@ func TestNothingAfterTerminateReachesTheBackend(t *testing.T) {
 				if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
 					t.Fatal(err)
 				}
-				r := dialRaw(t, g.addr())
-				if tc.tls {
-					r.startTLS()
-				}
-				r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
-				for {
-					if _, ok := r.receive().(*pgproto3.ReadyForQuery); ok {
-						break
-					}
-				}
+				r := tc.rawLogin(t, g)
 				// The NOTIFY before Terminate runs: it proves the listener
 				// hears; the one after must never run.
 				msgs := encodeMessages(t, &pgproto3.Query{String: "NOTIFY " + channel + ", 'before'"}, &pgproto3.Terminate{})
@@ -199,16 +206,7 @@ func TestWorkAClientNeverSyncedIsRolledBack(t *testing.T) {
 			}
 			g := tc.startWith(t, gwOptions{backend: `reset_query = "DEALLOCATE ALL"`})
 			for _, flush := range []bool{false, true} {
-				r := dialRaw(t, g.addr())
-				if tc.tls {
-					r.startTLS()
-				}
-				r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
-				for {
-					if _, ok := r.receive().(*pgproto3.ReadyForQuery); ok {
-						break
-					}
-				}
+				r := tc.rawLogin(t, g)
 				msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "INSERT INTO " + table + " VALUES (1)"}, &pgproto3.Bind{}, &pgproto3.Execute{}}
 				if flush {
 					// Flush: the backend answers, so the INSERT surely ran.
