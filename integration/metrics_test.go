@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -95,4 +96,25 @@ func httpDoStatus(t *testing.T, url, body string, hdr map[string]string) (string
 	t.Helper()
 	status, h, _ := httpDo(t, "POST", url, body, hdr)
 	return "", h, status
+}
+
+// The server runs the scheduler keeper (internal/awake): one P more than
+// Go would give it, held while the server is busy; PGWARDEN_SYSMON_KEEPER
+// = off leaves GOMAXPROCS as it is.
+func TestTheServerKeepsGoSystemMonitorAwake(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the keeper runs on Linux only")
+	}
+	for _, off := range []bool{false, true} {
+		var env []string
+		want := float64(runtime.GOMAXPROCS(0) + 1)
+		if off {
+			env, want = []string{"PGWARDEN_SYSMON_KEEPER=off"}, float64(runtime.GOMAXPROCS(0))
+		}
+		g := startGatewayWith(t, gwOptions{http: true, env: env}, trustRules, nil)
+		if got := sampleValue(t, scrapeMetrics(t, g.httpURL()), "go_sched_gomaxprocs_threads"); got != want {
+			t.Errorf("keeper off %v: GOMAXPROCS %v, want %v", off, got, want)
+		}
+		g.kill()
+	}
 }
