@@ -97,6 +97,8 @@ type evLoop struct {
 	heldWaits int64 // held waits made (for tests)
 	// keeper is touched once a window in which sessions had events.
 	keeper *awake.Keeper
+	// poller is the loop's registration in Go's poller (run's own).
+	poller *loopPoller
 }
 
 func newEvLoop() (*evLoop, error) {
@@ -185,6 +187,53 @@ func heldEpollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
 	return int(r), nil
 }
 
+// loopPoller registers a loop's epoll descriptor in Go's poller (a
+// duplicate of it, readable while the loop has events) for the loop's
+// waits there. During held waits it is released: Go's poller would
+// otherwise hear of every event too (the duplicate is the same epoll
+// instance) and wake a thread of its own for each, to find no goroutine
+// waiting: about two thread switches per transaction at one client.
+type loopPoller struct {
+	epfd   int
+	f      *os.File
+	rc     syscall.RawConn
+	broken bool // Go's poller would not take it: the loop blocks in epoll_wait
+}
+
+// usable registers the descriptor when it is not: false when it cannot be.
+func (p *loopPoller) usable() bool {
+	if p.f != nil || p.broken {
+		return !p.broken
+	}
+	dup, err := unix.FcntlInt(uintptr(p.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		p.broken = true
+		return false
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		p.broken = true
+		return false
+	}
+	f := os.NewFile(uintptr(dup), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		p.broken = true
+		return false
+	}
+	p.f, p.rc = f, rc
+	return true
+}
+
+// release takes the descriptor out of Go's poller (closing the duplicate).
+func (p *loopPoller) release() {
+	if p.f != nil {
+		p.f.Close()
+		p.f, p.rc = nil, nil
+	}
+}
+
 func (lp *evLoop) run() {
 	defer func() {
 		lp.mu.Lock()
@@ -202,18 +251,9 @@ func (lp *evLoop) run() {
 	// event that came while the last batch was handled is not missed. While
 	// one session is in use, it makes held waits instead (see
 	// heldWaitMaxActive).
-	dup, err := unix.FcntlInt(uintptr(lp.epfd), unix.F_DUPFD_CLOEXEC, 0)
-	var ep *os.File
-	var rc syscall.RawConn
-	if err == nil && unix.SetNonblock(dup, true) == nil {
-		ep = os.NewFile(uintptr(dup), "epoll")
-		rc, err = ep.SyscallConn()
-	}
-	if ep == nil || err != nil {
-		rc = nil
-	} else {
-		defer ep.Close()
-	}
+	lp.poller = &loopPoller{epfd: lp.epfd}
+	poller := lp.poller
+	defer poller.release()
 	events := make([]unix.EpollEvent, 128)
 	// active counts the sessions with events in the current window;
 	// held says whether the last window had few enough for a held wait.
@@ -226,6 +266,7 @@ func (lp *evLoop) run() {
 		// the P a held wait would keep.
 		if held && !lp.churn && len(lp.lingering) == 0 {
 			lp.heldWaits++
+			poller.release()
 			var err error
 			n, err = heldEpollWait(lp.epfd, events, heldWaitMillis)
 			switch {
@@ -239,13 +280,13 @@ func (lp *evLoop) run() {
 				held = false // quiet: park in the poller, holding nothing
 				continue
 			}
-		} else if rc != nil {
+		} else if poller.usable() {
 			if len(lp.lingering) > 0 {
-				ep.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				poller.f.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 			} else {
-				ep.SetReadDeadline(time.Time{})
+				poller.f.SetReadDeadline(time.Time{})
 			}
-			rc.Read(func(fd uintptr) bool {
+			poller.rc.Read(func(fd uintptr) bool {
 				n, _ = unix.EpollWait(lp.epfd, events, 0)
 				return n > 0
 			})
@@ -267,7 +308,7 @@ func (lp *evLoop) run() {
 			n = 0
 		}
 		if now := time.Now(); now.Sub(window) >= activeWindow {
-			held = rc != nil && active <= heldWaitMaxActive && !lp.churn && awake.WorkProcs() > lp.loops && !goroutinesWaiting()
+			held = !poller.broken && active <= heldWaitMaxActive && !lp.churn && awake.WorkProcs() > lp.loops && !goroutinesWaiting()
 			if active > 0 {
 				lp.keeper.Touch()
 			}

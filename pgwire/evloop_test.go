@@ -403,6 +403,14 @@ func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 	if held == 0 {
 		t.Fatal("one session in use, a P to spare: the loop never held its wait")
 	}
+	// Held waits take the loop out of Go's poller, which would otherwise
+	// wake a thread of its own at every event.
+	lp := x.es.lp
+	registered := make(chan bool, 1)
+	lp.do(func() { registered <- lp.poller.f != nil })
+	if <-registered {
+		t.Error("holding its waits, the loop is still registered in Go's poller")
+	}
 	x.client.Write(encodeAll(t, &pgproto3.Terminate{}))
 	select {
 	case r := <-x.ended:
