@@ -84,7 +84,7 @@ func serve(configPath string, stderr io.Writer) error {
 		sd.ready(readyStatus(state))
 		return err
 	}
-	// See internal/awake: about a fifth less proxy CPU per login.
+	// See internal/awake: about a quarter less proxy CPU per login.
 	keeper := awake.Start()
 	defer keeper.Stop()
 	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,

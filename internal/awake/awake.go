@@ -5,7 +5,7 @@
 // over at its fastest pace: a sleep of 20 µs, fifty times, before it backs
 // off towards 10 ms. A gateway is idle between nearly every two messages
 // (it waits on the client, then on PostgreSQL), so under load the monitor
-// spends its time in those short sleeps: about a fifth of the proxy's CPU
+// spends its time in those short sleeps: about a quarter of the proxy's CPU
 // per login, measured (see README, Performance). A Keeper holds one P of
 // its own, blocked in the kernel, so that never every P is idle and the
 // monitor backs off as it should; it raises GOMAXPROCS by one so that the
