@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sort"
@@ -51,6 +52,7 @@ type Session struct {
 
 	parkedAt     time.Time
 	paramsShared bool
+	returning    bool // counted in Pool.returning
 }
 
 // ErrTooManyBackends means max_backend_connections is reached and no
@@ -64,6 +66,11 @@ type Pool struct {
 	mu     sync.Mutex
 	parked map[Key][]*Session
 	total  int // backends open: in use plus parked
+	// returning counts backends whose client left and whose reset is in
+	// flight: each will soon be parked or closed. changed is closed (and
+	// replaced) when one is, or when a reservation is given back.
+	returning int
+	changed   chan struct{}
 
 	reused atomic.Int64
 	closed atomic.Int64
@@ -83,7 +90,7 @@ type PoolLimits struct {
 
 // NewPool makes an empty pool; Start runs its janitor.
 func NewPool() *Pool {
-	return &Pool{parked: map[Key][]*Session{}, stop: make(chan struct{}), done: make(chan struct{})}
+	return &Pool{parked: map[Key][]*Session{}, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Start closes parked backends past their idle timeout or lifetime, every
@@ -199,6 +206,7 @@ func (p *Pool) Reserve(l PoolLimits) error {
 // parked, or its lifetime is over, it is closed instead.
 func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 	p.mu.Lock()
+	p.returnedLocked(s)
 	if len(p.parked[s.Key]) >= l.PerKey || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) {
 		p.total--
 		p.mu.Unlock()
@@ -213,6 +221,7 @@ func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 // Discard closes a backend that may not be reused.
 func (p *Pool) Discard(s *Session) {
 	p.mu.Lock()
+	p.returnedLocked(s)
 	p.total--
 	p.mu.Unlock()
 	p.closeAll([]*Session{s})
@@ -222,7 +231,59 @@ func (p *Pool) Discard(s *Session) {
 func (p *Pool) Release() {
 	p.mu.Lock()
 	p.total--
+	p.signalLocked()
 	p.mu.Unlock()
+}
+
+// Returning says s's client left and its reset begins: until Put or
+// Discard, WaitReturn knows a backend is on its way back.
+func (p *Pool) Returning(s *Session) {
+	p.mu.Lock()
+	if !s.returning {
+		s.returning = true
+		p.returning++
+	}
+	p.mu.Unlock()
+}
+
+// returnedLocked ends s's return, if it was returning, and wakes waiters.
+func (p *Pool) returnedLocked(s *Session) {
+	if s.returning {
+		s.returning = false
+		p.returning--
+		p.signalLocked()
+	}
+}
+
+func (p *Pool) signalLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// WaitReturn waits, when backends are on their way back, until one is
+// parked or closed or a reservation is given back (true: try again), or
+// until ctx ends or the deadline passes (false). With none on its way back
+// it returns false at once: every backend is in use, and waiting would
+// not free one. A burst of short sessions at max_backend_connections then
+// waits for the resets in flight instead of being refused.
+func (p *Pool) WaitReturn(ctx context.Context, deadline time.Time) bool {
+	p.mu.Lock()
+	if p.returning == 0 {
+		p.mu.Unlock()
+		return false
+	}
+	ch := p.changed
+	p.mu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return false
+	}
 }
 
 // Stats are the pool's figures.

@@ -108,12 +108,13 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	key := backend.NewKey(t, params)
 	pool := c.srv.pool
 
-	var s *backend.Session
-	acquireStart := time.Now()
-	if reuse {
-		for {
-			if s = pool.Get(key, limits, time.Now()); s == nil {
-				break
+	// parkedBackend takes a parked backend of the key that is alive and
+	// still has the role and database settings a fresh one would get.
+	parkedBackend := func() *backend.Session {
+		for reuse {
+			s := pool.Get(key, limits, time.Now())
+			if s == nil {
+				return nil
 			}
 			if !alive(s.Conn) {
 				pool.Discard(s)
@@ -124,15 +125,29 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 				pool.Discard(s)
 				continue
 			}
-			break
+			return s
 		}
+		return nil
 	}
-	if s == nil {
-		if err := pool.Reserve(limits); err != nil {
+	acquireStart := time.Now()
+	s := parkedBackend()
+	// At max_backend_connections, backends whose reset is in flight will
+	// soon be parked or closed: wait for them (within connect_timeout)
+	// rather than refuse a login of a burst.
+	deadline := acquireStart.Add(cfg.Backend.ConnectTimeout.Duration)
+	reserved := false
+	for s == nil && !reserved {
+		if err := pool.Reserve(limits); err == nil {
+			reserved = true
+		} else if !pool.WaitReturn(c.ctx(), deadline) {
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", limits.Max))
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
+		} else {
+			s = parkedBackend()
 		}
+	}
+	if s == nil {
 		pc, err := backend.Config(cfg, t, params)
 		if err != nil {
 			pool.Release()
@@ -233,6 +248,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			pool.Discard(s)
 			return
 		}
+		pool.Returning(s)
 		if err := resetBackend(s, cfg.Backend.ResetQuery, 5*time.Second); err != nil {
 			c.srv.log.Debug("backend not reused", zap.Uint64("client_id", c.id), zap.Error(err))
 			pool.Discard(s)
