@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -174,19 +173,6 @@ func goroutinesWaiting() bool {
 	return s[0].Value.Kind() == rtmetrics.KindUint64 && s[0].Value.Uint64() > 0
 }
 
-// heldEpollWait is epoll_wait made without telling the scheduler: the
-// goroutine keeps its thread and its P while it blocks. The runtime still
-// preempts it (for a collection, or after 10 ms) with a signal, which ends
-// the wait with EINTR; the caller must then yield. It returns 0 when msec
-// passed without events.
-func heldEpollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
-}
-
 // loopPoller registers a loop's epoll descriptor in Go's poller (a
 // duplicate of it, readable while the loop has events) for the loop's
 // waits there. During held waits it is released: Go's poller would
@@ -268,7 +254,7 @@ func (lp *evLoop) run() {
 			lp.heldWaits++
 			poller.release()
 			var err error
-			n, err = heldEpollWait(lp.epfd, events, heldWaitMillis)
+			n, err = awake.HeldEpollWait(lp.epfd, events, heldWaitMillis)
 			switch {
 			case err == unix.EINTR:
 				// The runtime wants this P (a collection, a preemption):

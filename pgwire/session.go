@@ -135,17 +135,17 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	// soon be parked or closed: wait for them (within connect_timeout)
 	// rather than refuse a login of a burst.
 	deadline := acquireStart.Add(cfg.Backend.ConnectTimeout.Duration)
-	reserved := false
-	for s == nil && !reserved {
-		if err := pool.Reserve(limits); err == nil {
-			reserved = true
-		} else if !pool.WaitReturn(c.ctx(), deadline) {
+	for s == nil {
+		err := pool.Reserve(limits)
+		if err == nil {
+			break // s stays nil: a new backend is opened below
+		}
+		if !pool.WaitReturn(c.ctx(), deadline) {
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", limits.Max))
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
-		} else {
-			s = parkedBackend()
 		}
+		s = parkedBackend()
 	}
 	if s == nil {
 		pc, err := backend.Config(cfg, t, params)

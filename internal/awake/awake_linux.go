@@ -30,15 +30,23 @@ func start(hold, quiet time.Duration) *Keeper {
 	events := make([]unix.EpollEvent, 1)
 	go func() {
 		defer unix.Close(epfd)
-		k.run(func(d time.Duration) { holdFor(epfd, events, d) })
+		// An empty set: each wait lasts d, or ends early at a signal.
+		k.run(func(d time.Duration) { HeldEpollWait(epfd, events, int(d.Milliseconds())) })
 	}()
 	return k
 }
 
-// holdFor blocks in epoll_wait on an empty set for d without telling the
-// scheduler (a raw system call): the goroutine keeps its thread and its P,
-// which the runtime counts as running. A preemption signal ends the wait
-// early (EINTR).
-func holdFor(epfd int, events []unix.EpollEvent, d time.Duration) {
-	unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(d.Milliseconds()), 0, 0)
+// HeldEpollWait is epoll_wait made without telling the scheduler (a raw
+// system call): the goroutine keeps its thread and its P while it blocks,
+// and the runtime counts that P as running. The runtime still preempts it
+// (for a collection, or after 10 ms) with a signal, which ends the wait
+// with EINTR; the caller must then yield. It returns 0 when msec passed
+// without events. The keeper holds its P with it; the event loops make
+// their held waits with it.
+func HeldEpollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
