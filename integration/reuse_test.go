@@ -154,3 +154,50 @@ func TestMaxBackendConnections(t *testing.T) {
 	}
 	_ = b
 }
+
+// A backend an event loop parks is handed back as a file of Go's poller,
+// not a net.TCPConn (see attachFD): a TLS session, relayed on goroutines,
+// can get it next, carry large rows and a cancel over it, and give it back
+// to a plaintext session in a loop.
+func TestABackendParkedByAnEventLoopServesATLSSessionAndComesBack(t *testing.T) {
+	g := startTLSGatewayIn(t, t.TempDir(), gwOptions{}, trustRules, nil)
+	plain := g.connString("alice", "", "postgres")
+	overTLS := strings.Replace(plain, "sslmode=disable", "sslmode=require", 1)
+	ctx := context.Background()
+
+	c1 := g.mustConnectString(plain)
+	pid := backendPID(t, c1)
+	if _, err := c1.Exec(ctx, "SET search_path = pg_catalog"); err != nil {
+		t.Fatal(err)
+	}
+	closeAndWait(c1)
+
+	c2 := g.mustConnectString(overTLS)
+	if got := backendPID(t, c2); got != pid {
+		t.Fatalf("backend not reused by the TLS session: %s then %s", pid, got)
+	}
+	if got := queryOne(t, c2, "SHOW search_path"); got != `"$user", public` {
+		t.Fatalf("search_path survived: %s", got)
+	}
+	big := strings.Repeat("y", 3<<20)
+	var n int
+	if err := c2.QueryRow(ctx, "SELECT length($1::text || repeat('z', 1 << 20))", big).Scan(&n); err != nil || n != 4<<20 {
+		t.Fatalf("large row over the reused backend: %d %v", n, err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		c2.PgConn().CancelRequest(context.Background())
+	}()
+	_, err := c2.Exec(ctx, "SELECT pg_sleep(20)")
+	wantPgError(t, err, "57014", "canceling statement due to user request")
+	closeAndWait(c2)
+
+	c3 := g.mustConnectString(plain)
+	if got := backendPID(t, c3); got != pid {
+		t.Fatalf("backend not reused after the TLS session: %s then %s", pid, got)
+	}
+	if got := queryOne(t, c3, "SELECT 6 * 7"); got != "42" {
+		t.Fatalf("answer %q", got)
+	}
+	c3.Close(ctx)
+}

@@ -32,6 +32,10 @@ func rawSocket(c net.Conn) (syscall.RawConn, bool) {
 	case *net.UnixConn:
 		sc = x
 	default:
+		if fc, ok := asFileConn(c); ok {
+			sc = fc
+			break
+		}
 		return nil, false
 	}
 	rc, err := sc.SyscallConn()
