@@ -201,3 +201,28 @@ func TestABackendParkedByAnEventLoopServesATLSSessionAndComesBack(t *testing.T) 
 	}
 	c3.Close(ctx)
 }
+
+// A reset that fails leaves the backend unfit for anyone: it is closed,
+// whichever relay carried the session.
+func TestABackendWhoseResetFailsIsNeverHandedOut(t *testing.T) {
+	for _, tc := range relays {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.startWith(t, gwOptions{backend: `reset_query = "SELECT 1/0"`})
+			conn := g.connString("alice", "", "postgres")
+			if tc.tls {
+				conn = strings.Replace(conn, "sslmode=disable", "sslmode=require", 1)
+			}
+			c1 := g.mustConnectString(conn)
+			pid := backendPID(t, c1)
+			closeAndWait(c1)
+			c2 := g.mustConnectString(conn)
+			defer c2.Close(context.Background())
+			if got := backendPID(t, c2); got == pid {
+				t.Fatalf("backend %s handed out again after its reset failed", pid)
+			}
+			if got := queryOne(t, c2, "SELECT count(*)::text FROM pg_stat_activity WHERE pid = "+pid); got != "0" {
+				t.Fatalf("backend %s still open after its reset failed", pid)
+			}
+		})
+	}
+}
