@@ -6,16 +6,21 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgwarden/pgwarden/certs"
 )
@@ -412,4 +417,87 @@ func serverCertSerial(t *testing.T, g *gateway, p *pki) string {
 	tc := tlsDialPG(t, g, p, nil)
 	defer tc.Close()
 	return tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// ticketCounter is a client session cache that counts the session
+// tickets it is given.
+type ticketCounter struct {
+	tls.ClientSessionCache
+	tickets atomic.Int32
+}
+
+func (c *ticketCounter) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		c.tickets.Add(1)
+	}
+	c.ClientSessionCache.Put(key, cs)
+}
+
+// The wire sends no TLS session tickets, as PostgreSQL does not: its
+// clients never resume a session, so a ticket costs a TLS login CPU for
+// nothing. HTTPS, whose clients do resume, keeps them.
+func TestTLSSessionsResumeOverHTTPSButTheWireSendsNoTickets(t *testing.T) {
+	g := startTLSGatewayIn(t, t.TempDir(), gwOptions{http: true, server: "http_tls = true"}, trustRules, nil)
+
+	cache := &ticketCounter{ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	wireLogin := func() bool {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", g.addr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte{0, 0, 0, 8, 4, 210, 22, 47}); err != nil {
+			t.Fatal(err)
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 'S' {
+			t.Fatalf("SSLRequest answered %q, %v", b[0], err)
+		}
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", ClientSessionCache: cache})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.Write(startupBytes(3, 0, "user", "alice", "database", "postgres")); err != nil {
+			t.Fatal(err)
+		}
+		// Reading the answer also reads any ticket the server sent.
+		fe := pgproto3.NewFrontend(tc, tc)
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+				break
+			}
+		}
+		return tc.ConnectionState().DidResume
+	}
+	for i := 0; i < 2; i++ {
+		if wireLogin() {
+			t.Fatalf("wire login %d resumed a TLS session", i+1)
+		}
+	}
+	if n := cache.tickets.Load(); n != 0 {
+		t.Fatalf("the wire sent %d session tickets", n)
+	}
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", ClientSessionCache: tls.NewLRUClientSessionCache(8)}}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/healthz", g.port+1)
+	resumed := false
+	for i := 0; i < 3 && !resumed; i++ {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		resumed = resp.TLS != nil && resp.TLS.DidResume
+	}
+	if !resumed {
+		t.Fatal("HTTPS never resumed a TLS session")
+	}
 }
