@@ -111,12 +111,18 @@ func isReset(err error) bool {
 // until the next call, to reach the server in one TCP write.
 func (r *rawClient) startTLS() (holdRecords func(hold bool)) {
 	r.t.Helper()
+	return r.startTLSWith(&tls.Config{InsecureSkipVerify: true})
+}
+
+// startTLSWith is startTLS with the client's own TLS configuration.
+func (r *rawClient) startTLSWith(cfg *tls.Config) (holdRecords func(hold bool)) {
+	r.t.Helper()
 	r.write([]byte{0, 0, 0, 8, 4, 210, 22, 47})
 	if b := r.readByte(); b != 'S' {
 		r.t.Fatalf("SSLRequest answered %q", b)
 	}
 	hc := &holdingConn{Conn: r.conn}
-	tc := tls.Client(hc, &tls.Config{InsecureSkipVerify: true})
+	tc := tls.Client(hc, cfg)
 	if err := tc.Handshake(); err != nil {
 		r.t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -442,38 +441,16 @@ func TestTLSSessionsResumeOverHTTPSButTheWireSendsNoTickets(t *testing.T) {
 	cache := &ticketCounter{ClientSessionCache: tls.NewLRUClientSessionCache(8)}
 	wireLogin := func() bool {
 		t.Helper()
-		c, err := net.DialTimeout("tcp", g.addr(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte{0, 0, 0, 8, 4, 210, 22, 47}); err != nil {
-			t.Fatal(err)
-		}
-		var b [1]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 'S' {
-			t.Fatalf("SSLRequest answered %q, %v", b[0], err)
-		}
-		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", ClientSessionCache: cache})
-		if err := tc.Handshake(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tc.Write(startupBytes(3, 0, "user", "alice", "database", "postgres")); err != nil {
-			t.Fatal(err)
-		}
+		r := dialRaw(t, g.addr())
+		defer r.conn.Close()
+		r.startTLSWith(&tls.Config{InsecureSkipVerify: true, ServerName: "localhost", ClientSessionCache: cache})
+		r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
 		// Reading the answer also reads any ticket the server sent.
-		fe := pgproto3.NewFrontend(tc, tc)
 		for {
-			m, err := fe.Receive()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-				break
+			if _, ok := r.receive().(*pgproto3.ReadyForQuery); ok {
+				return r.conn.(*tls.Conn).ConnectionState().DidResume
 			}
 		}
-		return tc.ConnectionState().DidResume
 	}
 	for i := 0; i < 2; i++ {
 		if wireLogin() {

@@ -415,23 +415,6 @@ func attachFD(fd int) (net.Conn, error) {
 	return &fileConn{f}, nil
 }
 
-// fileConn is a backend socket a loop handed back, as a net.Conn over an
-// *os.File. The descriptor is non-blocking, so os.NewFile puts it in Go's
-// poller (reads, writes and deadlines wait there, and Close is safe
-// against them) with two system calls, where net.FileConn makes twelve
-// at every session end: a duplicate and the close of the original, three
-// address and type lookups, and the five TCP options the socket already
-// has. Nothing asks a parked backend for its addresses.
-type fileConn struct{ *os.File }
-
-func (c *fileConn) LocalAddr() net.Addr  { return fileAddr{} }
-func (c *fileConn) RemoteAddr() net.Addr { return fileAddr{} }
-
-type fileAddr struct{}
-
-func (fileAddr) Network() string { return "backend" }
-func (fileAddr) String() string  { return "backend" }
-
 // canLoop reports whether c is a plain socket the loop can carry.
 func canLoop(c net.Conn) bool {
 	switch c.(type) {
@@ -864,10 +847,4 @@ func (s *evSession) end(reusable bool) {
 	if s.onEnd != nil {
 		go s.onEnd(res)
 	}
-}
-
-// asFileConn is c as the socket below a fileConn, when it is one.
-func asFileConn(c net.Conn) (syscall.Conn, bool) {
-	fc, ok := c.(*fileConn)
-	return fc, ok
 }

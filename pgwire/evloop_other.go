@@ -5,7 +5,6 @@ package pgwire
 import (
 	"errors"
 	"net"
-	"syscall"
 
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/internal/awake"
@@ -47,5 +46,3 @@ func (*evSession) terminate() {}
 func canLoop(net.Conn) bool          { return false }
 func detachFD(net.Conn) (int, error) { return -1, errors.New("event loops need Linux") }
 func attachFD(int) (net.Conn, error) { return nil, errors.New("event loops need Linux") }
-
-func asFileConn(net.Conn) (syscall.Conn, bool) { return nil, false }

@@ -3,10 +3,28 @@ package pgwire
 import (
 	"errors"
 	"net"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
+
+// fileConn is a backend socket an event loop handed back (attachFD), as a
+// net.Conn over an *os.File. The descriptor is non-blocking, so os.NewFile
+// puts it in Go's poller (reads, writes and deadlines wait there, and Close
+// is safe against them) with two system calls, where net.FileConn makes
+// twelve at every session end: a duplicate and the close of the original,
+// three address and type lookups, and the five TCP options the socket
+// already has. Nothing asks a parked backend for its addresses.
+type fileConn struct{ *os.File }
+
+func (c *fileConn) LocalAddr() net.Addr  { return fileAddr{} }
+func (c *fileConn) RemoteAddr() net.Addr { return fileAddr{} }
+
+type fileAddr struct{}
+
+func (fileAddr) Network() string { return "backend" }
+func (fileAddr) String() string  { return "backend" }
 
 // socketState is what a non-consuming look at a socket found.
 type socketState int
@@ -31,11 +49,9 @@ func rawSocket(c net.Conn) (syscall.RawConn, bool) {
 		sc = x
 	case *net.UnixConn:
 		sc = x
+	case *fileConn:
+		sc = x
 	default:
-		if fc, ok := asFileConn(c); ok {
-			sc = fc
-			break
-		}
 		return nil, false
 	}
 	rc, err := sc.SyscallConn()
