@@ -32,6 +32,18 @@ func TestQueryOrPasswordAsTheFirstPacketIsRefused(t *testing.T) {
 	}
 }
 
+// node-postgres's connect() then end() sends a Terminate before its startup
+// packet, in one write. PostgreSQL closes without a word; an ErrorResponse
+// reaches node-postgres after its error handler is gone, and it throws.
+// Any other typed message first is still refused (above).
+func TestATerminateBeforeTheStartupPacketClosesWithoutAWord(t *testing.T) {
+	g := startGateway(t, passwordRules, nil)
+	r := dialRaw(t, g.addr())
+	terminate, _ := (&pgproto3.Terminate{}).Encode(nil)
+	r.write(append(terminate, startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+	r.expectClosed()
+}
+
 func TestOneByteSegmentsStillWork(t *testing.T) {
 	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	c, err := net.Dial("tcp", g.addr())

@@ -279,3 +279,34 @@ func encodeMessages(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
 	}
 	return b
 }
+
+// A backend that ends (pg_terminate_backend, idle_session_timeout, a
+// PostgreSQL restart) ends its client's connection, as PostgreSQL's own
+// close would: the client hears the FATAL and then EOF while it is only
+// reading. A client that waits for the close (node-postgres's 'end'
+// event, a pool's health check) must not wait for its own next write.
+func TestAClientWhoseBackendEndsIsClosedWithoutWriting(t *testing.T) {
+	for _, tc := range relays {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.start(t)
+			r := tc.rawLogin(t, g)
+			r.send(&pgproto3.Query{String: "SELECT pg_backend_pid()"})
+			var pid string
+			for {
+				m := r.receive()
+				if d, ok := m.(*pgproto3.DataRow); ok {
+					pid = string(d.Values[0])
+				}
+				if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+					break
+				}
+			}
+			if err := pg.Exec("SELECT pg_terminate_backend(" + pid + ")"); err != nil {
+				t.Fatal(err)
+			}
+			r.conn.SetDeadline(time.Now().Add(10 * time.Second))
+			r.expectError("57P01", "terminating connection due to administrator command")
+			r.expectClosed()
+		})
+	}
+}

@@ -363,13 +363,20 @@ func (t *trackedRelay) run() (reusable bool) {
 			}
 			return true
 		})
+		stopped := stopping.Load()
 		if t.terminating != nil && t.terminating.Load() {
 			if !clientGone && sc.atBoundary() {
 				t.client.Write(terminationMessage)
 			}
 			t.client.Close() // ends clientToBackend's read
+		} else if !stopped {
+			// The backend ended (its FATAL, if any, is passed on): the
+			// client is closed as PostgreSQL's own close would close it,
+			// not left open until it next writes. That also ends
+			// clientToBackend's read.
+			t.client.Close()
 		}
-		downDone <- stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded) && sc.atBoundary()
+		downDone <- stopped && errors.Is(err, os.ErrDeadlineExceeded) && sc.atBoundary()
 	}()
 
 	terminated := t.clientToBackend()

@@ -60,6 +60,15 @@ func readStartupPacket(r io.Reader) (*startupPacket, error) {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
+	if hdr == [4]byte{'X', 0, 0, 0} {
+		// A Terminate message ('X', length 4) where a startup packet
+		// belongs: a client that gave up before its startup was sent
+		// (node-postgres's connect() then end()). Its length word is
+		// invalid, which PostgreSQL only logs, so the client hears
+		// nothing; an ErrorResponse here would reach an error handler
+		// that already left (node-postgres throws it).
+		return nil, errSilentClose
+	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n < minStartupPacketLen || n > maxStartupPacketLen {
 		return nil, ProtocolViolation("invalid length of startup packet")

@@ -62,6 +62,9 @@ func TestBadStartupPacketsAreProtocolViolations(t *testing.T) {
 	if _, err := readStartupPacket(bytes.NewReader(packet(cancelRequestCode))); err != errSilentClose {
 		t.Fatalf("a short cancel request must close silently: %v", err)
 	}
+	if _, err := readStartupPacket(bytes.NewReader(append([]byte{'X', 0, 0, 0, 4}, packet(protocolV3, "user", "a")...))); err != errSilentClose {
+		t.Fatalf("a Terminate before the startup packet must close silently: %v", err)
+	}
 	_, err := readStartupPacket(bytes.NewReader(packet(4 << 16)))
 	var pe *Error
 	if !errors.As(err, &pe) || pe.Code != codeFeatureNotSupported {
@@ -77,6 +80,7 @@ func FuzzStartupPacket(f *testing.F) {
 	f.Add(packet(gssEncRequestCode))
 	f.Add(append(packet(cancelRequestCode), 0, 0, 0, 1, 1, 2, 3, 4))
 	f.Add([]byte{0, 0, 0, 8, 0, 3, 0, 0})
+	f.Add([]byte{'X', 0, 0, 0, 4})
 	for _, v := range []string{"t", "TrU", "yes", "y", "on", "1", "database", "Database", "of", "o", "true ", "xyz", ""} {
 		f.Add(packet(protocolV3, "user", "alice", "replication", v))
 	}
