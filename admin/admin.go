@@ -127,6 +127,10 @@ func (a *console) dispatch(t tokens) error {
 			return err
 		}
 		a.out.Rows("SHOW", []string{"key", "value"}, rows)
+	case t.is("SHOW", "PASSWORD_ENCRYPTION") && len(t) == 2:
+		// Asked by libpq's PQencryptPasswordConn, so by psql's \password,
+		// before it sends ALTER USER with a verifier it made itself.
+		a.out.Rows("SHOW", []string{"password_encryption"}, [][]string{{"scram-sha-256"}})
 	case t.is("SHOW", "VERSION"):
 		a.out.Rows("SHOW", []string{"version"}, [][]string{{"pgwarden " + a.env.Version()}})
 	case t.is("SHOW", "PEERS"):
@@ -194,7 +198,7 @@ func (a *console) createUser(snap *snapshot.Snapshot, t tokens) error {
 		case opts[i].kw("ADMIN"):
 			u.Roles = []string{"admin"}
 		case opts[i].kw("PASSWORD") && i+1 < len(opts) && opts[i+1].str:
-			h, err := authcore.HashNewPassword(authcore.AlgoSCRAM, opts[i+1].text, snap.Config.Users.PasswordMinLength)
+			h, err := authcore.PasswordOrVerifier(opts[i+1].text, snap.Config.Users.PasswordMinLength, authcore.HashLimitsOf(snap.Config))
 			if err != nil {
 				return &Error{Code: "22023", Msg: err.Error()}
 			}
@@ -223,7 +227,8 @@ func (a *console) createUser(snap *snapshot.Snapshot, t tokens) error {
 }
 
 // alterUser: ALTER USER name [WITH] PASSWORD 'pw'. A new password also
-// rotates the user's token secret and ends their sessions.
+// rotates the user's token secret and ends their sessions. 'pw' may be a
+// SCRAM-SHA-256 verifier (see authcore.PasswordOrVerifier).
 func (a *console) alterUser(snap *snapshot.Snapshot, t tokens) error {
 	if len(t) > 1 && t[1].kw("WITH") {
 		t = append(t[:1:1], t[2:]...)
@@ -232,7 +237,7 @@ func (a *console) alterUser(snap *snapshot.Snapshot, t tokens) error {
 		return syntaxErr("usage: ALTER USER name [WITH] PASSWORD 'pw'")
 	}
 	name := t[0].text
-	h, err := authcore.HashNewPassword(authcore.AlgoSCRAM, t[2].text, snap.Config.Users.PasswordMinLength)
+	h, err := authcore.PasswordOrVerifier(t[2].text, snap.Config.Users.PasswordMinLength, authcore.HashLimitsOf(snap.Config))
 	if err != nil {
 		return &Error{Code: "22023", Msg: err.Error()}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 	"golang.org/x/sys/unix"
@@ -26,6 +27,46 @@ func HashNewPassword(algo, password string, minLength int) (string, error) {
 		return "", err
 	}
 	return HashPassword(algo, password)
+}
+
+// PasswordOrVerifier is what the admin console stores for CREATE USER
+// ... PASSWORD and ALTER USER ... PASSWORD, read as PostgreSQL reads
+// them: a SCRAM-SHA-256 verifier (what psql's \password and other
+// clients send after they hashed the password themselves) is stored as it
+// is, once it parses and is within limits; an MD5 hash, which pgwarden
+// cannot use, is refused rather than taken for the password itself; any
+// other string is a password, under the policy, hashed as HashNewPassword
+// does. The length policy cannot see through a verifier, as in
+// PostgreSQL.
+func PasswordOrVerifier(password string, minLength int, limits HashLimits) (string, error) {
+	if strings.HasPrefix(password, "SCRAM-SHA-256$") {
+		v, err := ParseSCRAM(password)
+		if err != nil {
+			return "", err
+		}
+		if err := limits.Check(v); err != nil {
+			return "", err
+		}
+		return v.String(), nil
+	}
+	if isMD5Hash(password) {
+		return "", errors.New("MD5 password hashes cannot be used by pgwarden: give the password, or a SCRAM-SHA-256 verifier")
+	}
+	return HashNewPassword(AlgoSCRAM, password, minLength)
+}
+
+// isMD5Hash says whether s has the form of PostgreSQL's MD5 hashes: "md5"
+// and 32 hexadecimal digits.
+func isMD5Hash(s string) bool {
+	if len(s) != 35 || !strings.HasPrefix(s, "md5") {
+		return false
+	}
+	for _, c := range s[3:] {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
 }
 
 // PasswordChange is the change of UpdateUsersFile that stores hash as the

@@ -210,3 +210,52 @@ func TestKilledWritersNeverTearTheUsersFile(t *testing.T) {
 		}
 	}
 }
+
+// psql's \password hashes the new password itself (SHOW
+// password_encryption, then ALTER USER with a SCRAM-SHA-256 verifier), as
+// it does against PostgreSQL: the verifier is stored, the new password logs
+// in, the old one and the user's sessions end. A verifier pgwarden cannot
+// use (MD5, over max_scram_iterations, malformed) is refused, never taken
+// for the password itself.
+func TestPsqlsPasswordCommandOnTheAdminConsole(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{
+		{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"},
+		{name: "alice", password: "alice-Pass-1"},
+	})
+	noteSecret("alice-Psql-New-2")
+	live := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", g.connString("root", "root-Admin-1", "pgwarden"), "-c", `\password alice`)
+	// No controlling terminal: psql then reads the new password from stdin.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdin = strings.NewReader("alice-Psql-New-2\nalice-Psql-New-2\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf(`psql \password: %v: %s`, err, out)
+	}
+	users, err := os.ReadFile(filepath.Join(g.dir, "users.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(users), `"SCRAM-SHA-256$4096:`) {
+		t.Fatalf("psql's verifier is not what was stored:\n%s", users)
+	}
+	g.mustConnect("alice", "alice-Psql-New-2", "postgres")
+	_, err = g.connect("alice", "alice-Pass-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+	if _, err := live.Exec(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal(`\password did not end alice's session`)
+	}
+
+	admin := g.connString("root", "root-Admin-1", "pgwarden")
+	for _, pw := range []string{
+		"md5" + strings.Repeat("a", 32),
+		"SCRAM-SHA-256$9999999:c2FsdA==$" + strings.Repeat("A", 43) + "=:" + strings.Repeat("A", 43) + "=",
+		"SCRAM-SHA-256$x",
+	} {
+		if out, err := psql(t, admin, "ALTER USER alice PASSWORD '"+pw+"'"); err == nil || !strings.Contains(out, "ERROR") {
+			t.Fatalf("%s: accepted: %s", pw, out)
+		}
+	}
+	g.mustConnect("alice", "alice-Psql-New-2", "postgres")
+}
