@@ -121,7 +121,11 @@ func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 // Descriptions are cached per connection as pgx's "cache describe" mode
 // does: the first run of a statement text on a connection costs one more
 // round trip to learn its parameter types.
-func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+//
+// formats, when not nil, says per result column type which columns come in
+// binary (1) and which as PostgreSQL's text (0, any type it does not name),
+// as pgx.QueryResultFormatsByOID does for Query.
+func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, formats pgx.QueryResultFormatsByOID, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
 	c, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -130,7 +134,11 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql 
 	conn := c.Conn()
 	reset, ok := p.pipelinedReset(pool)
 	if !ok {
-		rows, err := conn.Query(ctx, sql, args...)
+		queryArgs := args
+		if formats != nil {
+			queryArgs = append([]any{formats}, args...)
+		}
+		rows, err := conn.Query(ctx, sql, queryArgs...)
 		if err != nil {
 			return err
 		}
@@ -159,7 +167,7 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql 
 			}
 			st.descriptions[sql] = sd
 		}
-		err = p.runPipelined(ctx, conn, st, sd, args, reset, read, answer)
+		err = p.runPipelined(ctx, conn, st, sd, args, formats, reset, read, answer)
 		if err == nil {
 			return nil
 		}
@@ -186,7 +194,7 @@ func staleDescription(err error) bool {
 
 // runPipelined sends the statement and the reset in one write, reads the
 // statement's rows, answers, then reads the reset's result.
-func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, reset string, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
 	if len(sd.ParamOIDs) != len(args) {
 		return fmt.Errorf("expected %d arguments, got %d", len(sd.ParamOIDs), len(args))
 	}
@@ -194,12 +202,19 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 	if err := eqb.Build(conn.TypeMap(), sd, args); err != nil {
 		return err
 	}
+	resultFormats := eqb.ResultFormats
+	if formats != nil {
+		resultFormats = make([]int16, len(sd.Fields))
+		for i, f := range sd.Fields {
+			resultFormats[i] = formats[f.DataTypeOID]
+		}
+	}
 	pc := conn.PgConn()
 	// A retry follows a run whose reset marked the connection clean: this
 	// statement may leave state again, so only its own reset may say so.
 	p.states.takeClean(pc)
 	pl := pc.StartPipeline(ctx)
-	pl.SendQueryParams(sd.SQL, eqb.ParamValues, sd.ParamOIDs, eqb.ParamFormats, eqb.ResultFormats)
+	pl.SendQueryParams(sd.SQL, eqb.ParamValues, sd.ParamOIDs, eqb.ParamFormats, resultFormats)
 	pl.SendPipelineSync()
 	pl.SendQueryParams(reset, nil, nil, nil, nil)
 	pl.SendPipelineSync()

@@ -2,13 +2,16 @@ package httpfront
 
 import (
 	"database/sql/driver"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/big"
 	"net/netip"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -95,11 +98,115 @@ func encodeValue(v any) any {
 	return fmt.Sprint(v)
 }
 
+// encodeFloat gives the values JSON has no number for as PostgreSQL
+// spells them.
 func encodeFloat(f float64) any {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return fmt.Sprint(f)
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
 	}
 	return f
+}
+
+// resultFormats asks the backend for the types encodeValue renders in the
+// SPEC's JSON forms in binary, which pgx decodes: numbers, booleans,
+// strings, timestamps, json, bytea, uuid and arrays of them. Every other
+// type (not in the map, so 0) comes as PostgreSQL's own text form, which
+// is what the SPEC wants for "anything else": a date as 2024-01-01, a
+// range as [1,5), xml as its text, an interval as 1 day, never a Go
+// rendering of pgx's decoded value.
+var resultFormats = func() pgx.QueryResultFormatsByOID {
+	m := pgx.QueryResultFormatsByOID{}
+	for _, oid := range []uint32{
+		pgtype.BoolOID, pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID,
+		pgtype.Float4OID, pgtype.Float8OID, pgtype.NumericOID,
+		pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
+		pgtype.JSONOID, pgtype.JSONBOID, pgtype.ByteaOID,
+		pgtype.TimestampOID, pgtype.TimestamptzOID, pgtype.UUIDOID,
+		pgtype.BoolArrayOID, pgtype.Int2ArrayOID, pgtype.Int4ArrayOID, pgtype.Int8ArrayOID, pgtype.OIDArrayOID,
+		pgtype.Float4ArrayOID, pgtype.Float8ArrayOID, pgtype.NumericArrayOID,
+		pgtype.TextArrayOID, pgtype.VarcharArrayOID, pgtype.BPCharArrayOID, pgtype.NameArrayOID,
+		pgtype.JSONArrayOID, pgtype.JSONBArrayOID, pgtype.ByteaArrayOID,
+		pgtype.TimestampArrayOID, pgtype.TimestamptzArrayOID, pgtype.UUIDArrayOID,
+	} {
+		m[oid] = pgtype.BinaryFormatCode
+	}
+	return m
+}()
+
+// textValue renders a column that came in text form: the text itself, or
+// for an array of such a type, an array (nested by dimension) of its
+// elements' text forms.
+func textValue(tm *pgtype.Map, oid uint32, raw []byte) any {
+	if raw == nil {
+		return nil
+	}
+	if isArrayType(tm, oid) || strings.HasPrefix(builtinTypeNames[oid], "_") {
+		// Any array's text form parses as text[]'s: elements are their
+		// own text forms.
+		var a pgtype.Array[*string]
+		if err := tm.Scan(pgtype.TextArrayOID, pgtype.TextFormatCode, raw, &a); err == nil && a.Valid {
+			elems := make([]any, len(a.Elements))
+			for i, e := range a.Elements {
+				if e != nil {
+					elems[i] = *e
+				}
+			}
+			return nestArray(elems, a.Dims)
+		}
+	}
+	return string(raw)
+}
+
+// binaryArray renders an array that came in binary form as nested arrays:
+// pgx's own decoding (rows.Values) flattens an array of several
+// dimensions. ok is false when raw is not such an array.
+func binaryArray(tm *pgtype.Map, oid uint32, raw []byte) (v any, ok bool) {
+	if raw == nil || !isArrayType(tm, oid) {
+		return nil, false
+	}
+	var a pgtype.Array[any]
+	if err := tm.Scan(oid, pgtype.BinaryFormatCode, raw, &a); err != nil || !a.Valid {
+		return nil, false
+	}
+	elems := make([]any, len(a.Elements))
+	for i, e := range a.Elements {
+		elems[i] = encodeValue(e)
+	}
+	return nestArray(elems, a.Dims), true
+}
+
+// multiDimensional says whether a binary array value has more than one
+// dimension (its first word is the number of dimensions).
+func multiDimensional(raw []byte) bool {
+	return len(raw) >= 4 && binary.BigEndian.Uint32(raw) > 1
+}
+
+func isArrayType(tm *pgtype.Map, oid uint32) bool {
+	t, ok := tm.TypeForOID(oid)
+	if !ok {
+		return false
+	}
+	_, isArray := t.Codec.(*pgtype.ArrayCodec)
+	return isArray
+}
+
+// nestArray shapes a flat list of elements into the array's dimensions.
+func nestArray(elems []any, dims []pgtype.ArrayDimension) []any {
+	if len(dims) <= 1 {
+		return elems
+	}
+	n := max(int(dims[0].Length), 1)
+	per := len(elems) / n
+	out := make([]any, n)
+	for i := range out {
+		out[i] = nestArray(elems[i*per:(i+1)*per], dims[1:])
+	}
+	return out
 }
 
 // numericText prints a finite numeric exactly: digits * 10^exp.

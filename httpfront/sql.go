@@ -187,7 +187,7 @@ func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapsh
 	}
 	var res *result
 	start := time.Now()
-	err = s.pools.QueryThenReset(ctx, pool, stmt, jsonArgs(args), func(rows pgx.Rows, tm *pgtype.Map) (err error) {
+	err = s.pools.QueryThenReset(ctx, pool, stmt, jsonArgs(args), resultFormats, func(rows pgx.Rows, tm *pgtype.Map) (err error) {
 		res, err = readResult(rows, tm, snap.Config.HTTP.MaxRows, start)
 		return err
 	}, func() {
@@ -298,7 +298,7 @@ func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows
 		return nil, errEmptyStatement
 	}
 	start := time.Now()
-	rows, err := conn.Query(ctx, stmt, jsonArgs(args)...)
+	rows, err := conn.Query(ctx, stmt, append([]any{resultFormats}, jsonArgs(args)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -309,11 +309,14 @@ func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows
 // readResult reads at most maxRows rows into a result.
 func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*result, error) {
 	res := &result{Cols: []string{}, ColTypes: []string{}, Rows: [][]any{}}
-	for _, fd := range rows.FieldDescriptions() {
+	fds := rows.FieldDescriptions()
+	for _, fd := range fds {
 		res.Cols = append(res.Cols, fd.Name)
 		name := strconv.FormatUint(uint64(fd.DataTypeOID), 10)
 		if t, ok := tm.TypeForOID(fd.DataTypeOID); ok {
 			name = t.Name
+		} else if n, ok := builtinTypeNames[fd.DataTypeOID]; ok {
+			name = n
 		}
 		res.ColTypes = append(res.ColTypes, name)
 	}
@@ -327,9 +330,21 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*r
 		if err != nil {
 			return nil, err
 		}
+		raw := rows.RawValues()
 		row := make([]any, len(vals))
 		for i, v := range vals {
-			row[i] = encodeValue(v)
+			switch {
+			case fds[i].Format == pgtype.TextFormatCode:
+				row[i] = textValue(tm, fds[i].DataTypeOID, raw[i])
+			case multiDimensional(raw[i]) && isArrayType(tm, fds[i].DataTypeOID):
+				if a, ok := binaryArray(tm, fds[i].DataTypeOID, raw[i]); ok {
+					row[i] = a
+					continue
+				}
+				row[i] = encodeValue(v)
+			default:
+				row[i] = encodeValue(v)
+			}
 		}
 		res.Rows = append(res.Rows, row)
 	}
