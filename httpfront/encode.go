@@ -138,6 +138,10 @@ var resultFormats = func() pgx.QueryResultFormatsByOID {
 	return m
 }()
 
+// boxArrayOID is box[], the one built-in array whose elements are
+// separated by ';' (a box's own text holds commas): it stays one string.
+const boxArrayOID = 1020
+
 // textValue renders a column that came in text form: the text itself, or
 // for an array of such a type, an array (nested by dimension) of its
 // elements' text forms.
@@ -145,7 +149,7 @@ func textValue(tm *pgtype.Map, oid uint32, raw []byte) any {
 	if raw == nil {
 		return nil
 	}
-	if isArrayType(tm, oid) || strings.HasPrefix(builtinTypeNames[oid], "_") {
+	if oid != boxArrayOID && (isArrayType(tm, oid) || strings.HasPrefix(builtinTypeNames[oid], "_")) {
 		// Any array's text form parses as text[]'s: elements are their
 		// own text forms.
 		var a pgtype.Array[*string]

@@ -103,9 +103,9 @@ func startHTTPGateway(t *testing.T, httpSection, rules string, users []testUser)
 func TestSQLOverHTTPGivesOtherTypesInPostgreSQLsTextForm(t *testing.T) {
 	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	auth := basic("alice", "alice-Pass-1")
-	stmt := `SELECT '2024-02-03'::date AS d, '10:00:00.5'::time AS tm, '10:00+02'::timetz AS tz, '[1,5)'::int4range AS r, 'empty'::int4range AS e, '<a/>'::xml AS x, '127.0.0.1'::inet AS ip, row(1, 'b') AS rec, '(1,2)'::point AS pt, 1.5::money AS m, '1 day'::interval AS iv, 'NaN'::float8 AS nan, '-Infinity'::float4 AS ninf, 'Infinity'::float8 AS inf, '{{1,2},{3,NULL}}'::int[] AS grid, ARRAY[ARRAY['2024-01-01'::date], ARRAY['2024-01-02'::date]] AS dates, ARRAY[1::money, NULL] AS ms, '{}'::date[] AS none, pg_sleep(0) AS v`
-	wantRows := `[["2024-02-03","10:00:00.5","10:00:00+02","[1,5)","empty","\u003ca/\u003e","127.0.0.1","(1,b)","(1,2)","$1.50","1 day","NaN","-Infinity","Infinity",[[1,2],[3,null]],[["2024-01-01"],["2024-01-02"]],["$1.00",null],[],""]]`
-	wantTypes := `["date","time","timetz","int4range","int4range","xml","inet","record","point","money","interval","float8","float4","float8","_int4","_date","_money","_date","void"]`
+	stmt := `SELECT '2024-02-03'::date AS d, '10:00:00.5'::time AS tm, '10:00+02'::timetz AS tz, '[1,5)'::int4range AS r, 'empty'::int4range AS e, '<a/>'::xml AS x, '127.0.0.1'::inet AS ip, row(1, 'b') AS rec, '(1,2)'::point AS pt, 1.5::money AS m, '1 day'::interval AS iv, 'NaN'::float8 AS nan, '-Infinity'::float4 AS ninf, 'Infinity'::float8 AS inf, '{{1,2},{3,NULL}}'::int[] AS grid, ARRAY[ARRAY['2024-01-01'::date], ARRAY['2024-01-02'::date]] AS dates, ARRAY[1::money, NULL] AS ms, '{}'::date[] AS none, pg_sleep(0) AS v, ARRAY['(1,1),(0,0)'::box, '(2,2),(1,1)'::box] AS boxes`
+	wantRows := `[["2024-02-03","10:00:00.5","10:00:00+02","[1,5)","empty","\u003ca/\u003e","127.0.0.1","(1,b)","(1,2)","$1.50","1 day","NaN","-Infinity","Infinity",[[1,2],[3,null]],[["2024-01-01"],["2024-01-02"]],["$1.00",null],[],"","{(1,1),(0,0);(2,2),(1,1)}"]]`
+	wantTypes := `["date","time","timetz","int4range","int4range","xml","inet","record","point","money","interval","float8","float4","float8","_int4","_date","_money","_date","void","_box"]`
 	body, _ := json.Marshal(map[string]any{"stmt": stmt})
 	tx, _ := json.Marshal(map[string]any{"transaction": []map[string]any{{"stmt": stmt}}})
 	for name, req := range map[string]string{"statement": string(body), "transaction": string(tx)} {
