@@ -166,22 +166,30 @@ func textValue(tm *pgtype.Map, oid uint32, raw []byte) any {
 	return string(raw)
 }
 
-// binaryArray renders an array that came in binary form as nested arrays:
-// pgx's own decoding (rows.Values) flattens an array of several
-// dimensions. ok is false when raw is not such an array.
-func binaryArray(tm *pgtype.Map, oid uint32, raw []byte) (v any, ok bool) {
-	if raw == nil || !isArrayType(tm, oid) {
-		return nil, false
+// binaryValue decodes a column that came in binary (one of the types
+// resultFormats names, so pgx's map knows it) and encodes it. An array of
+// several dimensions is nested: pgx's default decoding flattens it.
+func binaryValue(tm *pgtype.Map, oid uint32, raw []byte) (any, error) {
+	t, ok := tm.TypeForOID(oid)
+	if !ok {
+		return append([]byte(nil), raw...), nil // base64, as pgx gives unknown binary
 	}
-	var a pgtype.Array[any]
-	if err := tm.Scan(oid, pgtype.BinaryFormatCode, raw, &a); err != nil || !a.Valid {
-		return nil, false
+	if _, isArray := t.Codec.(*pgtype.ArrayCodec); isArray && multiDimensional(raw) {
+		var a pgtype.Array[any]
+		if err := tm.Scan(oid, pgtype.BinaryFormatCode, raw, &a); err != nil {
+			return nil, err
+		}
+		elems := make([]any, len(a.Elements))
+		for i, e := range a.Elements {
+			elems[i] = encodeValue(e)
+		}
+		return nestArray(elems, a.Dims), nil
 	}
-	elems := make([]any, len(a.Elements))
-	for i, e := range a.Elements {
-		elems[i] = encodeValue(e)
+	v, err := t.Codec.DecodeValue(tm, oid, pgtype.BinaryFormatCode, raw)
+	if err != nil {
+		return nil, err
 	}
-	return nestArray(elems, a.Dims), true
+	return encodeValue(v), nil
 }
 
 // multiDimensional says whether a binary array value has more than one

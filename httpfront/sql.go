@@ -326,24 +326,23 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*r
 			return nil, &sqlError{status: http.StatusBadRequest, code: codeProgramLimit,
 				msg: fmt.Sprintf("the result has more than http.max_rows (%d) rows", maxRows)}
 		}
-		vals, err := rows.Values()
-		if err != nil {
-			return nil, err
-		}
+		// Column by column rather than rows.Values: a text-form column is
+		// passed on as the backend wrote it, never parsed by pgx (which
+		// would refuse a date under DateStyle 'SQL, DMY').
 		raw := rows.RawValues()
-		row := make([]any, len(vals))
-		for i, v := range vals {
+		row := make([]any, len(fds))
+		for i, fd := range fds {
 			switch {
-			case fds[i].Format == pgtype.TextFormatCode:
-				row[i] = textValue(tm, fds[i].DataTypeOID, raw[i])
-			case multiDimensional(raw[i]) && isArrayType(tm, fds[i].DataTypeOID):
-				if a, ok := binaryArray(tm, fds[i].DataTypeOID, raw[i]); ok {
-					row[i] = a
-					continue
-				}
-				row[i] = encodeValue(v)
+			case raw[i] == nil:
+				row[i] = nil
+			case fd.Format == pgtype.TextFormatCode:
+				row[i] = textValue(tm, fd.DataTypeOID, raw[i])
 			default:
-				row[i] = encodeValue(v)
+				v, err := binaryValue(tm, fd.DataTypeOID, raw[i])
+				if err != nil {
+					return nil, err
+				}
+				row[i] = v
 			}
 		}
 		res.Rows = append(res.Rows, row)

@@ -123,6 +123,17 @@ func TestSQLOverHTTPGivesOtherTypesInPostgreSQLsTextForm(t *testing.T) {
 			t.Errorf("%s col_types\n got %s\nwant %s", name, got, wantTypes)
 		}
 	}
+	// The text form is the session's: pgwarden passes it on, it does not
+	// parse it (a date under DateStyle 'SQL, DMY' is no ISO date).
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"transaction":[
+		{"stmt":"SET LOCAL datestyle = 'SQL, DMY'"}, {"stmt":"SET LOCAL intervalstyle = 'iso_8601'"},
+		{"stmt":"SELECT '2024-02-03'::date AS d, '1 day'::interval AS iv, ARRAY['2024-02-03'::date] AS ds"}]}`, auth)
+	if status != 200 {
+		t.Fatalf("DateStyle SQL: status %d: %v", status, out)
+	}
+	if got := jsonText(t, out["results"].([]any)[2].(map[string]any)["rows"]); got != `[["03/02/2024","P1D",["03/02/2024"]]]` {
+		t.Fatalf("DateStyle SQL rows: %s", got)
+	}
 }
 
 func TestSQLOverHTTPStatementShapesAndValues(t *testing.T) {
