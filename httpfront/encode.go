@@ -142,13 +142,10 @@ var resultFormats = func() pgx.QueryResultFormatsByOID {
 // separated by ';' (a box's own text holds commas): it stays one string.
 const boxArrayOID = 1020
 
-// textValue renders a column that came in text form: the text itself, or
-// for an array of such a type, an array (nested by dimension) of its
-// elements' text forms.
+// textValue renders a non-NULL column that came in text form: the text
+// itself, or for an array of such a type, an array (nested by dimension)
+// of its elements' text forms.
 func textValue(tm *pgtype.Map, oid uint32, raw []byte) any {
-	if raw == nil {
-		return nil
-	}
 	if oid != boxArrayOID && (isArrayType(tm, oid) || strings.HasPrefix(builtinTypeNames[oid], "_")) {
 		// Any array's text form parses as text[]'s: elements are their
 		// own text forms.
