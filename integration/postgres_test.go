@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,14 +54,90 @@ func findPGBin() (string, error) {
 	return "", fmt.Errorf("PostgreSQL server binaries not found (no initdb via pg_config --bindir or in /usr/lib/postgresql/*/bin); install them with: apt-get install -y postgresql")
 }
 
-// freePort asks the kernel for a free loopback TCP port.
-func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// Ports for the processes the tests start (pgwarden, PostgreSQL, HAProxy)
+// come from below the kernel's ephemeral range. A port the kernel picked
+// for a listen on :0 is also one it hands to outgoing connections: between
+// closing the probe and the child's bind, one of the tests' own client or
+// backend connections could take it as its local port, and the child then
+// fails with "address already in use" (seen once in CI). Below the
+// ephemeral range only another listener can take a port, and each port is
+// handed out once per run.
+var (
+	portMu      sync.Mutex
+	portsIssued = map[int]bool{}
+	portRand    = rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
+)
+
+// lowestPort is where the range freePort draws from starts.
+const lowestPort = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		panic(err)
+		return 32768
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
+}
+
+// canBind reports whether a loopback TCP listener can be opened on port.
+func canBind(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// freePort finds a free loopback TCP port below the ephemeral range.
+func freePort() int { return freePorts(1) }
+
+// freePortPair finds a port p such that p and p+1 are both free.
+func freePortPair() int { return freePorts(2) }
+
+// freePorts finds n consecutive free ports and returns the first.
+func freePorts(n int) int {
+	portMu.Lock()
+	defer portMu.Unlock()
+	hi := ephemeralLow() - n
+	if hi-lowestPort < 1000 {
+		// An unusual ephemeral range: fall back to the kernel's choice.
+		for i := 0; i < 100; i++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				panic(err)
+			}
+			p := ln.Addr().(*net.TCPAddr).Port
+			ln.Close()
+			if n == 1 || canBind(p+1) {
+				return p
+			}
+		}
+		panic("no free ports")
+	}
+	for i := 0; i < 1000; i++ {
+		p := lowestPort + portRand.IntN(hi-lowestPort)
+		ok := true
+		for k := 0; k < n && ok; k++ {
+			ok = !portsIssued[p+k] && canBind(p+k)
+		}
+		if ok {
+			for k := 0; k < n; k++ {
+				portsIssued[p+k] = true
+			}
+			return p
+		}
+	}
+	panic("no free ports below the ephemeral range")
 }
 
 // startCluster runs initdb and starts a server on a free port. As root,
@@ -167,17 +245,4 @@ func (c *pgCluster) ExecIn(db, sql string) error {
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, sql)
 	return err
-}
-
-// freePortPair finds a port p such that p and p+1 are both free.
-func freePortPair() int {
-	for i := 0; i < 100; i++ {
-		p := freePort()
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
-		if err == nil {
-			ln.Close()
-			return p
-		}
-	}
-	panic("no free port pair")
 }
