@@ -11,6 +11,7 @@ FUZZ_TARGETS := \
 	./pgwire:FuzzStartupPacket \
 	./pgwire:FuzzTypedMessageBeforeAuth \
 	./pgwire:FuzzPROXYHeader \
+	./pgwire:FuzzSQLWatch \
 	./authcore:FuzzSCRAMExchange \
 	./authcore:FuzzParseHash \
 	./authcore:FuzzBearerToken \

@@ -49,6 +49,9 @@ type HTTPPools struct {
 type httpPoolEntry struct {
 	pool     *pgxpool.Pool
 	lastUsed time.Time
+	host     string
+	port     int
+	database string
 }
 
 // NewHTTPPools makes an empty set of pools; Start runs its janitor.
@@ -94,6 +97,26 @@ func (p *HTTPPools) Close() {
 		e.pool.Close()
 		p.resets.Delete(e.pool)
 		delete(p.m, k)
+	}
+}
+
+// ReleaseDatabases closes the idle connections of the pools for the named
+// databases on the server host:port, and those in use once they are
+// released (see Pool.ReleaseDatabases).
+func (p *HTTPPools) ReleaseDatabases(host string, port int, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	var hit []*pgxpool.Pool
+	p.mu.Lock()
+	for _, e := range p.m {
+		if e.host == host && e.port == port && namedIn(e.database, names) {
+			hit = append(hit, e.pool)
+		}
+	}
+	p.mu.Unlock()
+	for _, pl := range hit {
+		pl.Reset()
 	}
 }
 
@@ -154,7 +177,7 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	if oneStatement(resetQuery) {
 		p.resets.Store(pool, resetQuery)
 	}
-	p.m[key] = &httpPoolEntry{pool: pool, lastUsed: time.Now()}
+	p.m[key] = &httpPoolEntry{pool: pool, lastUsed: time.Now(), host: t.Host, port: t.Port, database: t.Database}
 	return pool, nil
 }
 

@@ -71,6 +71,10 @@ type Pool struct {
 	// replaced) when one is, or when a reservation is given back.
 	returning int
 	changed   chan struct{}
+	// released holds, per database a statement asked to release (see
+	// ReleaseDatabases), until when a returning backend of it is closed
+	// instead of parked.
+	released map[releasedDB]time.Time
 
 	reused atomic.Int64
 	closed atomic.Int64
@@ -90,7 +94,70 @@ type PoolLimits struct {
 
 // NewPool makes an empty pool; Start runs its janitor.
 func NewPool() *Pool {
-	return &Pool{parked: map[Key][]*Session{}, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	return &Pool{parked: map[Key][]*Session{}, released: map[releasedDB]time.Time{}, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// releasedDB is a database on one server.
+type releasedDB struct {
+	host string
+	port int
+	name string
+}
+
+// ReleaseWindow is how long, after a statement asked to release a
+// database, backends of it are closed rather than parked: PostgreSQL's
+// DROP DATABASE waits up to 5 seconds for other sessions to leave, so a
+// backend whose reset was in flight must not settle in the pool meanwhile.
+const ReleaseWindow = 5 * time.Second
+
+// ReleaseDatabases closes the parked backends of the named databases on
+// the server host:port, and for ReleaseWindow closes any of them that
+// comes back, so that a DROP DATABASE, ALTER DATABASE or CREATE DATABASE
+// ... TEMPLATE does not find them connected. names are as a statement
+// gave them (see DatabaseDDLDetector).
+func (p *Pool) ReleaseDatabases(host string, port int, names []string, now time.Time) {
+	if len(names) == 0 {
+		return
+	}
+	var old []*Session
+	p.mu.Lock()
+	for _, n := range names {
+		p.released[releasedDB{host, port, n}] = now.Add(ReleaseWindow)
+	}
+	for k, list := range p.parked {
+		if k.Host != host || k.Port != port || !namedIn(k.Database, names) {
+			continue
+		}
+		old = append(old, list...)
+		delete(p.parked, k)
+	}
+	p.total -= len(old)
+	p.mu.Unlock()
+	p.closeAll(old)
+}
+
+// namedIn reports whether database db is one of names.
+func namedIn(db string, names []string) bool {
+	for _, n := range names {
+		if sameDatabase(n, db) {
+			return true
+		}
+	}
+	return false
+}
+
+// releasedLocked reports whether k's database is within its release
+// window.
+func (p *Pool) releasedLocked(k Key, now time.Time) bool {
+	if len(p.released) == 0 {
+		return false
+	}
+	for r, until := range p.released {
+		if r.host == k.Host && r.port == k.Port && now.Before(until) && sameDatabase(r.name, k.Database) {
+			return true
+		}
+	}
+	return false
 }
 
 // Start closes parked backends past their idle timeout or lifetime, every
@@ -118,6 +185,11 @@ func janitor(every time.Duration, stop <-chan struct{}, done chan<- struct{}, sw
 func (p *Pool) expire(l PoolLimits, now time.Time) {
 	var old []*Session
 	p.mu.Lock()
+	for r, until := range p.released {
+		if !now.Before(until) {
+			delete(p.released, r)
+		}
+	}
 	for k, list := range p.parked {
 		keep := list[:0]
 		for _, s := range list {
@@ -203,11 +275,12 @@ func (p *Pool) Reserve(l PoolLimits) error {
 }
 
 // Put parks a reset, idle backend; when its key already has pool_size
-// parked, or its lifetime is over, it is closed instead.
+// parked, its lifetime is over, or its database was just released, it is
+// closed instead.
 func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 	p.mu.Lock()
 	p.returnedLocked(s)
-	if len(p.parked[s.Key]) >= l.PerKey || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) {
+	if len(p.parked[s.Key]) >= l.PerKey || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) || p.releasedLocked(s.Key, now) {
 		p.total--
 		p.mu.Unlock()
 		p.closeAll([]*Session{s})

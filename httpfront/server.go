@@ -44,6 +44,10 @@ type Options struct {
 	// EndWireSessions closes a user's Postgres wire sessions, after a
 	// password change in the console; nil when there is no wire frontend.
 	EndWireSessions func(user string)
+	// ReleaseDatabases closes the idle backends, of both frontends, of the
+	// databases a request's DROP, ALTER or CREATE DATABASE names (nil:
+	// this server's own pooled connections only).
+	ReleaseDatabases func(host string, port int, names []string)
 	// Sessions, FormKey and SetupToken are shared by every instance when
 	// the users live in the PostgreSQL store; empty, each is the
 	// process's own (in memory, random).
@@ -52,6 +56,12 @@ type Options struct {
 	SetupToken string
 	// Keeper is touched by every request (nil: none).
 	Keeper *awake.Keeper
+}
+
+// ReleaseDatabases closes the pooled connections of the named databases on
+// host:port (see backend.HTTPPools.ReleaseDatabases).
+func (s *Server) ReleaseDatabases(host string, port int, names []string) {
+	s.pools.ReleaseDatabases(host, port, names)
 }
 
 // Server serves the HTTP listeners of server.http_listen.

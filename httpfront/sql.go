@@ -140,6 +140,16 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, "backend configuration failed for an HTTP request", err)
 		return
 	}
+	if names := backend.DatabasesNamedByDDL(req.Stmt); names != nil {
+		// DROP, ALTER or CREATE DATABASE: PostgreSQL refuses while other
+		// sessions are connected, and idle pooled ones count.
+		s.o.Log.Debug("closing idle backends of databases a statement names", zap.String("user", res.name), zap.Strings("names", names))
+		if s.o.ReleaseDatabases != nil {
+			s.o.ReleaseDatabases(t.Host, t.Port, names)
+		} else {
+			s.ReleaseDatabases(t.Host, t.Port, names)
+		}
+	}
 	ctx := r.Context()
 	if d := cfg.HTTP.StatementTimeout.Duration; d > 0 {
 		var cancel context.CancelFunc

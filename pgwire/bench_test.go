@@ -60,3 +60,16 @@ func tcpPair(b testing.TB) (net.Conn, net.Conn) {
 	})
 	return c, s
 }
+
+// BenchmarkSQLWatch is what the relay's watch of SQL texts costs per
+// Query message of pgbench's select-only transaction.
+func BenchmarkSQLWatch(b *testing.B) {
+	q := []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;\x00")
+	w := sqlWatch{onDDL: func([]string) {}}
+	b.SetBytes(int64(len(q)))
+	for b.Loop() {
+		w.start()
+		w.feed(q)
+		w.end()
+	}
+}

@@ -1,5 +1,7 @@
 package pgwire
 
+import "github.com/pgwarden/pgwarden/backend"
+
 // customSettingDetector watches the SQL a client sends (Query and Parse
 // bodies, fed in pieces as they pass through the relay) for what may create
 // a custom setting (a name with a dot, like myapp.tenant): a call of
@@ -71,18 +73,18 @@ func (d *customSettingDetector) endToken() {
 	if d.tokLen == 0 {
 		return
 	}
-	word := ""
+	var word []byte
 	if d.tokLen <= len(d.tok) {
-		word = string(d.tok[:d.tokLen])
+		word = d.tok[:d.tokLen]
 	}
 	switch {
-	case d.afterSet && (word == "session" || word == "local"):
+	case d.afterSet && (string(word) == "session" || string(word) == "local"):
 		// SET SESSION name / SET LOCAL name: the name comes next.
 	case d.afterSet:
 		d.found = d.found || d.tokDot
 		d.afterSet = false
 	default:
-		d.afterSet = word == "set"
+		d.afterSet = string(word) == "set"
 	}
 	d.tokLen, d.tokDot = 0, false
 }
@@ -92,4 +94,45 @@ func (d *customSettingDetector) endToken() {
 // joins qualified names and the quotes of quoted ones.
 func isNameByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '$' || c == '.' || c == '"' || c >= 0x80
+}
+
+// sqlWatch is what a reusing relay reads of the SQL a client sends (Query
+// and Parse bodies): whether it may have made a custom setting, and
+// whether it is a database statement (DROP, ALTER or CREATE DATABASE)
+// that needs the idle backends of some databases closed.
+type sqlWatch struct {
+	custom customSettingDetector
+	ddl    backend.DatabaseDDLDetector
+	// onDDL, when set, gets the names a database statement asks to
+	// release (a copy) as soon as its message has been read.
+	onDDL func(names []string)
+}
+
+// wants reports whether a message of type typ is read.
+func (w *sqlWatch) wants(typ byte) bool {
+	return (typ == 'Q' || typ == 'P') && (!w.custom.found || w.onDDL != nil)
+}
+
+func (w *sqlWatch) start() {
+	w.custom.start()
+	if w.onDDL != nil {
+		w.ddl.Start()
+	}
+}
+
+func (w *sqlWatch) feed(b []byte) {
+	w.custom.feed(b)
+	if w.onDDL != nil {
+		w.ddl.Feed(b)
+	}
+}
+
+// end finishes a message that was read.
+func (w *sqlWatch) end() {
+	w.custom.start() // ends the message's last token
+	if w.onDDL != nil {
+		if names := w.ddl.End(); names != nil {
+			w.onDDL(append([]string(nil), names...))
+		}
+	}
 }

@@ -360,7 +360,7 @@ type evSession struct {
 	toBackend, toClient []byte
 
 	up, down msgScanner
-	custom   customSettingDetector
+	watch    sqlWatch
 	session  *backend.Session // its Params only, kept up to date
 	syncs    int64
 	readies  int64
@@ -437,9 +437,9 @@ func (lp *evLoop) add(s *evSession, pending []byte) {
 			return
 		}
 		s.up = msgScanner{
-			stream:  func(typ byte) bool { return !s.custom.found && (typ == 'Q' || typ == 'P') },
-			onStart: s.custom.start,
-			onPart:  s.custom.feed,
+			stream:  s.watch.wants,
+			onStart: s.watch.start,
+			onPart:  s.watch.feed,
 		}
 		s.up.onMsg = s.fromClientMsg
 		s.down = msgScanner{capture: func(typ byte) bool { return typ == 'Z' || typ == 'S' }, onMsg: s.fromBackendMsg}
@@ -622,7 +622,7 @@ func (s *evSession) fromClient(chunk []byte) {
 			return
 		}
 		s.terminated = true
-		s.custom.start()
+		s.watch.custom.start()
 		s.deadline = time.Now().Add(2 * time.Second)
 		s.lp.lingering[s] = struct{}{}
 		s.tryFinish()
@@ -631,7 +631,7 @@ func (s *evSession) fromClient(chunk []byte) {
 
 func (s *evSession) fromClientMsg(typ byte, _ []byte) {
 	if s.up.streams {
-		s.custom.start() // ends the message's last token
+		s.watch.end()
 	}
 	switch typ {
 	case 'Q', 'S':
@@ -639,7 +639,7 @@ func (s *evSession) fromClientMsg(typ byte, _ []byte) {
 		s.unsynced = false
 	case 'F':
 		// A fast-path call names its function by oid: it may be set_config.
-		s.custom.found = true
+		s.watch.custom.found = true
 		s.syncs++
 		s.unsynced = false
 	case 'd', 'c', 'f', 'H':
@@ -832,7 +832,7 @@ func (s *evSession) end(reusable bool) {
 		unix.Close(s.cfd)
 		s.cfd = -1
 	}
-	res := evResult{backendFD: -1, customSettings: s.custom.found}
+	res := evResult{backendFD: -1, customSettings: s.watch.custom.found}
 	if s.bfd >= 0 {
 		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.bfd, nil)
 		delete(s.lp.byFD, int32(s.bfd))

@@ -37,6 +37,7 @@ type evSession struct {
 	params   map[string]string
 	session  *backend.Session
 	metrics  any
+	watch    sqlWatch
 	onEnd    func(evResult)
 }
 

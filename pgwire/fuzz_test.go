@@ -3,6 +3,7 @@ package pgwire
 import (
 	"bytes"
 	"net"
+	"reflect"
 	"testing"
 )
 
@@ -46,6 +47,46 @@ func FuzzPROXYHeader(f *testing.F) {
 		h, pre, err := readProxyHeader(&bufConn{r: r})
 		if err == nil && h == nil && len(pre) != 5 {
 			t.Fatalf("no header but %d bytes to replay", len(pre))
+		}
+	})
+}
+
+// FuzzSQLWatch feeds the relay's SQL watch (custom settings and database
+// statements) a message body whole and cut in two: both must give the same
+// answer, and what a database statement asks to release stays bounded.
+func FuzzSQLWatch(f *testing.F) {
+	for _, s := range []string{
+		"SELECT set_config('a.b', 'x', false)", "SET LOCAL app.tenant = 1", "SET search_path = x",
+		"DROP DATABASE IF EXISTS \"x\"\"y\" WITH (FORCE)", "CREATE DATABASE b TEMPLATE tpl",
+		"ALTER DATABASE a RENAME TO b", "drop /* c /* d */ */ database x; select 'drop database y'",
+		"drop -- c\ndatabase x", "stmt\x00DROP DATABASE x\x00\x00\x01\x00\x00\x00\x22",
+	} {
+		f.Add(s, uint16(len(s)/2))
+	}
+	f.Fuzz(func(t *testing.T, sql string, cut uint16) {
+		run := func(parts ...string) (bool, []string) {
+			var got []string
+			w := sqlWatch{onDDL: func(names []string) { got = names }}
+			w.start()
+			for _, p := range parts {
+				w.feed([]byte(p))
+			}
+			w.end()
+			return w.custom.found, got
+		}
+		at := int(cut) % (len(sql) + 1)
+		found, names := run(sql)
+		found2, names2 := run(sql[:at], sql[at:])
+		if found != found2 || !reflect.DeepEqual(names, names2) {
+			t.Fatalf("whole: %v %q; cut at %d: %v %q", found, names, at, found2, names2)
+		}
+		if len(names) > 16 {
+			t.Fatalf("%d names", len(names))
+		}
+		for _, n := range names {
+			if n == "" || len(n) > 63 {
+				t.Fatalf("name %q", n)
+			}
 		}
 	})
 }

@@ -326,6 +326,9 @@ type trackedRelay struct {
 	// customSettings: the client may have created a custom setting,
 	// which no reset removes (see customSettingDetector).
 	customSettings bool
+	// onDatabaseDDL gets the databases a client's DROP, ALTER or CREATE
+	// DATABASE names (see sqlWatch); nil: not watched.
+	onDatabaseDDL func(names []string)
 }
 
 // run relays until the client leaves or either side fails. It reports
@@ -409,16 +412,16 @@ func (t *trackedRelay) run() (reusable bool) {
 // clientToBackend copies until the client ends; true when it ended with a
 // Terminate message at a message boundary (held back from the backend).
 func (t *trackedRelay) clientToBackend() bool {
-	var custom customSettingDetector
-	defer func() { t.customSettings = custom.found }()
+	watch := sqlWatch{onDDL: t.onDatabaseDDL}
+	defer func() { t.customSettings = watch.custom.found }()
 	sc := &msgScanner{
-		stream:  func(typ byte) bool { return !custom.found && (typ == 'Q' || typ == 'P') },
-		onStart: custom.start,
-		onPart:  custom.feed,
+		stream:  watch.wants,
+		onStart: watch.start,
+		onPart:  watch.feed,
 	}
 	sc.onMsg = func(typ byte, _ []byte) {
 		if sc.streams {
-			custom.start() // ends the message's last token
+			watch.end()
 		}
 		switch typ {
 		case 'Q', 'S':
@@ -427,7 +430,7 @@ func (t *trackedRelay) clientToBackend() bool {
 		case 'F':
 			// A fast-path call names its function by oid: it may be
 			// set_config.
-			custom.found = true
+			watch.custom.found = true
 			t.syncs.Add(1)
 			t.unsynced = false
 		case 'd', 'c', 'f', 'H':

@@ -56,6 +56,9 @@ type Server struct {
 	// loops relay plaintext sessions (server.event_loop); nil: goroutines.
 	loops  *evLoops
 	keeper *awake.Keeper
+	// releaseDBs closes idle backends of databases a client's statement
+	// is about to drop, rename or copy (Options.ReleaseDatabases).
+	releaseDBs func(host string, port int, names []string)
 }
 
 // Options are what the server is built from.
@@ -76,6 +79,11 @@ type Options struct {
 	// Keeper is touched at every accepted connection and by the event
 	// loops while sessions are in use (nil: none).
 	Keeper *awake.Keeper
+	// ReleaseDatabases closes the idle backends, of both frontends, of the
+	// databases a client's DROP, ALTER or CREATE DATABASE names, so that
+	// PostgreSQL does not find them connected (nil: this server's own
+	// parked backends only).
+	ReleaseDatabases func(host string, port int, names []string)
 }
 
 // NewServer makes a server; call Listen, then Serve.
@@ -86,9 +94,29 @@ func NewServer(o Options) *Server {
 		gate:    &authcore.Gate{Throttle: o.Throttle},
 		cancels: newCancelRegistry(o.State.Current().Config.Server.PeerID),
 		pool:    backend.NewPool(),
-		version: o.Version, reloadFn: o.Reload, keeper: o.Keeper,
+		version: o.Version, reloadFn: o.Reload, keeper: o.Keeper, releaseDBs: o.ReleaseDatabases,
 		ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
+	}
+}
+
+// ReleaseDatabases closes the parked backends of the named databases on
+// host:port (see backend.Pool.ReleaseDatabases).
+func (s *Server) ReleaseDatabases(host string, port int, names []string) {
+	s.pool.ReleaseDatabases(host, port, names, time.Now())
+}
+
+// databaseStatement is what the relays call when a client's message holds
+// a database statement: the idle backends of the databases it names are
+// closed, off the relay's goroutine.
+func (s *Server) databaseStatement(clientID uint64, host string, port int) func(names []string) {
+	return func(names []string) {
+		s.log.Debug("closing idle backends of databases a statement names", zap.Uint64("client_id", clientID), zap.Strings("names", names))
+		if s.releaseDBs != nil {
+			go s.releaseDBs(host, port, names)
+		} else {
+			go s.ReleaseDatabases(host, port, names)
+		}
 	}
 }
 

@@ -276,7 +276,8 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	// grew this goroutine's stack (TLS handshake, SCRAM) to sizes a relay
 	// parked in a read never needs again, and a stack does not shrink below
 	// four times what it uses. Fresh goroutines start small.
-	tr := &trackedRelay{client: c.cc, backend: s.Conn, session: s, terminating: &c.terminating, metrics: c.srv.metrics}
+	tr := &trackedRelay{client: c.cc, backend: s.Conn, session: s, terminating: &c.terminating, metrics: c.srv.metrics,
+		onDatabaseDDL: c.srv.databaseStatement(c.id, s.Key.Host, s.Key.Port)}
 	tr.held, tr.heldErr = heldTLS(c.cc.Conn)
 	tr.heldTaken = true
 	handedOff = true // after retires the key
@@ -305,6 +306,7 @@ func (c *conn) relayInLoop(s *backend.Session, after func(idle, customSettings b
 	c.cc.r = nil
 	lp := c.srv.loops.pick()
 	es := &evSession{lp: lp, cfd: -1, bfd: -1, session: s, metrics: c.srv.metrics}
+	es.watch.onDDL = c.srv.databaseStatement(c.id, s.Key.Host, s.Key.Port)
 	c.mu.Lock()
 	if c.closed || c.terminating.Load() {
 		c.mu.Unlock()

@@ -87,8 +87,18 @@ func serve(configPath string, stderr io.Writer) error {
 	// See internal/awake: about a quarter less proxy CPU per login.
 	keeper := awake.Start()
 	defer keeper.Stop()
-	pg := pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
-		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper})
+	// A DROP, ALTER or CREATE DATABASE from either frontend closes the
+	// idle backends of both.
+	var web *httpfront.Server
+	var pg *pgwire.Server
+	releaseDatabases := func(host string, port int, names []string) {
+		pg.ReleaseDatabases(host, port, names)
+		if web != nil {
+			web.ReleaseDatabases(host, port, names)
+		}
+	}
+	pg = pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
+		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper, ReleaseDatabases: releaseDatabases})
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
 	// as the port accepts must reload, not end the process (SIGHUP's
 	// default).
@@ -102,7 +112,7 @@ func serve(configPath string, stderr io.Writer) error {
 		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Reused: st.Reused, Closed: st.Closed}
 	})
 	webOpts := httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active,
-		EndWireSessions: pg.KillUser, Keeper: keeper}
+		EndWireSessions: pg.KillUser, Keeper: keeper, ReleaseDatabases: releaseDatabases}
 	var onThrottle func(string)
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
@@ -116,7 +126,7 @@ func serve(configPath string, stderr io.Writer) error {
 			return err
 		}
 	}
-	web := httpfront.New(webOpts)
+	web = httpfront.New(webOpts)
 	if err := web.Listen(); err != nil {
 		pg.Close()
 		return err
