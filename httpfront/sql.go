@@ -362,11 +362,28 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*r
 	}
 	tag := rows.CommandTag()
 	res.RowCount = tag.RowsAffected()
-	if tag.Select() {
+	if tag.Select() || (len(res.Cols) > 0 && !tagHasCount(tag.String())) {
+		// SHOW, EXPLAIN, VALUES-less utilities that return rows: their
+		// tag carries no count, and rowcount is what rows holds.
 		res.RowCount = int64(len(res.Rows))
 	}
 	res.Duration = float64(time.Since(start).Microseconds()) / 1000
 	return res, nil
+}
+
+// tagHasCount reports whether a command tag ends in a count ("INSERT 0 3",
+// "FETCH 5"), where "SHOW" or "CREATE TABLE" does not.
+func tagHasCount(tag string) bool {
+	i := strings.LastIndexByte(tag, ' ')
+	if i < 0 || i == len(tag)-1 {
+		return false
+	}
+	for _, c := range tag[i+1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // writeSQLError answers a failed statement: the backend's SQLSTATE as

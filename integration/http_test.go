@@ -179,6 +179,18 @@ func TestSQLOverHTTPStatementShapesAndValues(t *testing.T) {
 	if status != 200 || jsonText(t, out) == "" || !strings.Contains(jsonText(t, out), `"rows":[["c"]]`) {
 		t.Fatalf("transaction: %d %v", status, out)
 	}
+	// rowcount is the rows a statement returned when its tag has no
+	// count (SHOW, EXPLAIN), and the tag's count otherwise.
+	for stmt, want := range map[string]string{
+		"SHOW server_encoding": "1", "EXPLAIN SELECT 1": "1",
+		"UPDATE http_t SET name = name RETURNING id": "3", "UPDATE http_t SET name = name WHERE id = 1": "1",
+		"CREATE TEMP TABLE http_rc (x int)": "0",
+	} {
+		status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":`+jsonText(t, stmt)+`}`, auth)
+		if status != 200 || jsonText(t, out["rowcount"]) != want {
+			t.Fatalf("%s: %d rowcount %v, want %s", stmt, status, out["rowcount"], want)
+		}
+	}
 	// SQL errors are 400 with the backend's SQLSTATE.
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELEC 1"}`, auth)
 	if status != 400 || errCode(out) != "42601" {
