@@ -131,3 +131,25 @@ func TestReleaseDatabasesClosesOnlyThoseDatabasesIdleBackends(t *testing.T) {
 		t.Fatalf("the janitor kept %d releases", len(p.released))
 	}
 }
+
+// However many names clients send, the release windows kept are bounded,
+// and a window still matches its database by one lookup.
+func TestReleaseWindowsAreBounded(t *testing.T) {
+	p := NewPool()
+	now := time.Now()
+	for i := range 5000 {
+		p.ReleaseDatabases("h", 1, []string{"db" + strings.Repeat("x", i%50) + string(rune('a'+i%26)) + time.Duration(i).String()}, now)
+	}
+	if len(p.released) > maxReleased {
+		t.Fatalf("%d release windows kept", len(p.released))
+	}
+	p2 := NewPool()
+	long := strings.Repeat("d", 70)
+	p2.ReleaseDatabases("h", 1, DatabasesNamedByDDL("DROP DATABASE "+long), now)
+	if !p2.releasedLocked(Key{Host: "h", Port: 1, Database: long}, now) {
+		t.Fatal("a database named by its clipped name is not within its window")
+	}
+	if p2.releasedLocked(Key{Host: "h", Port: 2, Database: long}, now) {
+		t.Fatal("another server's database is within the window")
+	}
+}

@@ -122,7 +122,11 @@ func (p *Pool) ReleaseDatabases(host string, port int, names []string, now time.
 	var old []*Session
 	p.mu.Lock()
 	for _, n := range names {
-		p.released[releasedDB{host, port, n}] = now.Add(ReleaseWindow)
+		// Any client can send such text: the window is bounded, and a
+		// flood of names only costs the parked backends it closes.
+		if len(p.released) < maxReleased {
+			p.released[releasedDB{host, port, n}] = now.Add(ReleaseWindow)
+		}
 	}
 	for k, list := range p.parked {
 		if k.Host != host || k.Port != port || !namedIn(k.Database, names) {
@@ -146,18 +150,17 @@ func namedIn(db string, names []string) bool {
 	return false
 }
 
+// maxReleased bounds the release windows kept at once.
+const maxReleased = 1024
+
 // releasedLocked reports whether k's database is within its release
-// window.
+// window: one map lookup, as Put runs it for every returning backend.
 func (p *Pool) releasedLocked(k Key, now time.Time) bool {
 	if len(p.released) == 0 {
 		return false
 	}
-	for r, until := range p.released {
-		if r.host == k.Host && r.port == k.Port && now.Before(until) && sameDatabase(r.name, k.Database) {
-			return true
-		}
-	}
-	return false
+	until, ok := p.released[releasedDB{k.Host, k.Port, k.Database[:clipIdentifier([]byte(k.Database))]}]
+	return ok && now.Before(until)
 }
 
 // Start closes parked backends past their idle timeout or lifetime, every
