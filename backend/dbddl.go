@@ -258,5 +258,10 @@ func clipIdentifier(b []byte) int {
 // sameDatabase reports whether a database name a statement gave (already
 // clipped) names the database db.
 func sameDatabase(stmtName, db string) bool {
-	return stmtName == db[:clipIdentifier([]byte(db))]
+	return stmtName == clippedName(db)
+}
+
+// clippedName is the name PostgreSQL would know database db by.
+func clippedName(db string) string {
+	return db[:clipIdentifier([]byte(db))]
 }

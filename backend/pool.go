@@ -159,7 +159,7 @@ func (p *Pool) releasedLocked(k Key, now time.Time) bool {
 	if len(p.released) == 0 {
 		return false
 	}
-	until, ok := p.released[releasedDB{k.Host, k.Port, k.Database[:clipIdentifier([]byte(k.Database))]}]
+	until, ok := p.released[releasedDB{k.Host, k.Port, clippedName(k.Database)}]
 	return ok && now.Before(until)
 }
 

@@ -46,7 +46,7 @@ type Options struct {
 	EndWireSessions func(user string)
 	// ReleaseDatabases closes the idle backends, of both frontends, of the
 	// databases a request's DROP, ALTER or CREATE DATABASE names (nil:
-	// this server's own pooled connections only).
+	// this server's own pooled connections only, Server.ReleaseDatabases).
 	ReleaseDatabases func(host string, port int, names []string)
 	// Sessions, FormKey and SetupToken are shared by every instance when
 	// the users live in the PostgreSQL store; empty, each is the
@@ -56,12 +56,6 @@ type Options struct {
 	SetupToken string
 	// Keeper is touched by every request (nil: none).
 	Keeper *awake.Keeper
-}
-
-// ReleaseDatabases closes the pooled connections of the named databases on
-// host:port (see backend.HTTPPools.ReleaseDatabases).
-func (s *Server) ReleaseDatabases(host string, port int, names []string) {
-	s.pools.ReleaseDatabases(host, port, names)
 }
 
 // Server serves the HTTP listeners of server.http_listen.
@@ -105,11 +99,20 @@ func New(o Options) *Server {
 		Connect: func(d time.Duration) { o.Metrics.BackendConnect("http", d) },
 		Acquire: func(d time.Duration) { o.Metrics.BackendAcquire("http", d) },
 	}
+	if s.o.ReleaseDatabases == nil {
+		s.o.ReleaseDatabases = s.ReleaseDatabases
+	}
 	s.gate = &authcore.Gate{Throttle: o.Throttle}
 	if o.Metrics != nil {
 		o.Metrics.RegisterConsoleSessions(s.sessions.Len)
 	}
 	return s
+}
+
+// ReleaseDatabases closes the pooled connections of the named databases on
+// host:port (see backend.HTTPPools.ReleaseDatabases).
+func (s *Server) ReleaseDatabases(host string, port int, names []string) {
+	s.pools.ReleaseDatabases(host, port, names)
 }
 
 // OpenAPI is the OpenAPI 3.1 document of the HTTP API (httpfront/openapi.json),

@@ -144,11 +144,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		// DROP, ALTER or CREATE DATABASE: PostgreSQL refuses while other
 		// sessions are connected, and idle pooled ones count.
 		s.o.Log.Debug("closing idle backends of databases a statement names", zap.String("user", res.name), zap.Strings("names", names))
-		if s.o.ReleaseDatabases != nil {
-			s.o.ReleaseDatabases(t.Host, t.Port, names)
-		} else {
-			s.ReleaseDatabases(t.Host, t.Port, names)
-		}
+		s.o.ReleaseDatabases(t.Host, t.Port, names)
 	}
 	ctx := r.Context()
 	if d := cfg.HTTP.StatementTimeout.Duration; d > 0 {

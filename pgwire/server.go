@@ -89,7 +89,7 @@ type Options struct {
 // NewServer makes a server; call Listen, then Serve.
 func NewServer(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle, metrics: o.Metrics, active: o.Active,
 		gate:    &authcore.Gate{Throttle: o.Throttle},
 		cancels: newCancelRegistry(o.State.Current().Config.Server.PeerID),
@@ -98,6 +98,10 @@ func NewServer(o Options) *Server {
 		ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}
+	if s.releaseDBs == nil {
+		s.releaseDBs = s.ReleaseDatabases
+	}
+	return s
 }
 
 // ReleaseDatabases closes the parked backends of the named databases on
@@ -112,11 +116,7 @@ func (s *Server) ReleaseDatabases(host string, port int, names []string) {
 func (s *Server) databaseStatement(clientID uint64, host string, port int) func(names []string) {
 	return func(names []string) {
 		s.log.Debug("closing idle backends of databases a statement names", zap.Uint64("client_id", clientID), zap.Strings("names", names))
-		if s.releaseDBs != nil {
-			go s.releaseDBs(host, port, names)
-		} else {
-			go s.ReleaseDatabases(host, port, names)
-		}
+		go s.releaseDBs(host, port, names)
 	}
 }
 
