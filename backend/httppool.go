@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -153,11 +154,20 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	// one that came back any other way is reset here, before anyone uses
 	// it. Not pgxpool's AfterRelease: that starts a goroutine on every
 	// release, which a connection QueryThenReset already reset never needs.
-	pcfg.PrepareConn = func(_ context.Context, c *pgx.Conn) (bool, error) {
-		if p.states.takeClean(c.PgConn()) {
-			return true, nil
+	watch := &settingsWatch{role: t.Role, database: t.Database}
+	pcfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
+		if !p.states.takeClean(c.PgConn()) {
+			if !p.reset(c, resetQuery) {
+				return false, nil
+			}
+			p.states.takeClean(c.PgConn()) // handed out: the release resets it
 		}
-		return p.reset(c, resetQuery), nil
+		return p.settingsCurrent(ctx, c.PgConn(), watch), nil
+	}
+	// pgxpool pings a connection idle for a second before handing it out;
+	// reading its settings proves it alive as well, in the same round trip.
+	pcfg.ShouldPing = func(_ context.Context, sp pgxpool.ShouldPingParams) bool {
+		return sp.IdleDuration >= settingsCheckEvery && !p.states.markIdle(sp.Conn.PgConn())
 	}
 	afterConnect := pcfg.AfterConnect
 	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
@@ -166,7 +176,16 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 				return err
 			}
 		}
-		p.states.connected(c.PgConn(), resetQuery)
+		at := time.Now()
+		settings, err := ReadSettings(ctx, c.PgConn())
+		if err != nil {
+			// Not PostgreSQL's catalog (a pooler in between, say): the
+			// connection serves as before, without the check.
+			p.log.Debug("HTTP backend's role and database settings could not be read; they are not checked", zap.String("role", t.Role), zap.String("database", t.Database), zap.Error(err))
+		} else {
+			watch.learn(settings, at)
+		}
+		p.states.connected(c.PgConn(), resetQuery, settings, err == nil)
 		return nil
 	}
 	pcfg.BeforeClose = func(c *pgx.Conn) { p.states.forget(c.PgConn()) }
@@ -198,6 +217,83 @@ func (p *HTTPPools) Release(c *pgxpool.Conn) {
 		}
 		c.Release()
 	}()
+}
+
+// settingsCheckEvery is how old the pool's knowledge of its role and
+// database settings may grow before a connection handed out reads them
+// again; also the idle time after which the connection handed out is
+// itself checked (in place of pgxpool's ping).
+const settingsCheckEvery = time.Second
+
+// settingsWatch is what one pool knows of the role and database settings a
+// fresh login of its role and database would apply now.
+type settingsWatch struct {
+	role, database string // for the log
+
+	mu        sync.Mutex
+	latest    string
+	known     bool
+	checkedAt time.Time // when the read behind latest started, or was claimed
+}
+
+// claim says whether the settings are due to be read at now; the caller
+// that gets true reads them (others go on with what is known).
+func (w *settingsWatch) claim(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.known && now.Sub(w.checkedAt) < settingsCheckEvery {
+		return false
+	}
+	w.checkedAt = now
+	return true
+}
+
+// learn records settings read by a query sent at at, unless a read that
+// started later is already known.
+func (w *settingsWatch) learn(settings string, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.known && at.Before(w.checkedAt) {
+		return
+	}
+	w.latest, w.known, w.checkedAt = settings, true, at
+}
+
+// matches says whether a connection that logged in with settings applies
+// what a fresh login would.
+func (w *settingsWatch) matches(settings string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.known || settings == w.latest
+}
+
+// settingsCurrent says whether connection pc, about to be handed out,
+// still applies the role and database settings a fresh login would: DISCARD
+// ALL resets to those of its own login, so after ALTER ROLE ... SET or
+// ALTER DATABASE ... SET it would not. The settings are read on pc itself
+// when it was idle for settingsCheckEvery or the pool's knowledge is that
+// old, so a change is seen by the next request after an idle second, and
+// within a second under load, at one query per second per pool rather than
+// one round trip per request. False also when the read fails: the pool
+// then closes pc and takes another.
+func (p *HTTPPools) settingsCurrent(ctx context.Context, pc *pgconn.PgConn, w *settingsWatch) bool {
+	settings, known, checkNow := p.states.loginSettings(pc)
+	if !known {
+		return true
+	}
+	if now := time.Now(); w.claim(now) || checkNow {
+		v, err := ReadSettings(ctx, pc)
+		if err != nil {
+			p.log.Debug("HTTP backend not reused: reading its role and database settings failed", zap.String("role", w.role), zap.String("database", w.database), zap.Error(err))
+			return false
+		}
+		w.learn(v, now)
+	}
+	if !w.matches(settings) {
+		p.log.Debug("HTTP backend closed: the role or database settings changed since it logged in", zap.String("role", w.role), zap.String("database", w.database))
+		return false
+	}
+	return true
 }
 
 // reset makes a connection fit for the next request and marks it so; false

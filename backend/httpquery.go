@@ -26,6 +26,13 @@ type httpConnState struct {
 	clean        bool
 	reset        string // the pool's reset query
 	connected    bool   // reset is known (set by the pool's AfterConnect)
+	// settings are the role and database settings the connection applied
+	// at login (SettingsQuery), when settingsKnown.
+	settings      string
+	settingsKnown bool
+	// checkSettings: the connection was idle long enough that the pool
+	// would ping it; the settings are read instead, which proves it alive.
+	checkSettings bool
 }
 
 // connStates holds httpConnState by connection, for the pools' hooks.
@@ -59,12 +66,43 @@ func (s *connStates) forget(pc *pgconn.PgConn) {
 	s.mu.Unlock()
 }
 
-// connected records a new connection of a pool whose reset is query.
-func (s *connStates) connected(pc *pgconn.PgConn, query string) {
+// connected records a new connection of a pool whose reset is query, and
+// the role and database settings it logged in with (known false: they
+// could not be read).
+func (s *connStates) connected(pc *pgconn.PgConn, query, settings string, known bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.getLocked(pc)
 	st.clean, st.reset, st.connected = true, query, true // a new session has nothing to reset
+	st.settings, st.settingsKnown = settings, known
+}
+
+// loginSettings are the settings the connection logged in with, and
+// whether its settings are to be read now (see markIdle); known is false
+// when they could not be read at login.
+func (s *connStates) loginSettings(pc *pgconn.PgConn) (settings string, known, checkNow bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.m[pc]
+	if st == nil {
+		return "", false, false
+	}
+	checkNow, st.checkSettings = st.checkSettings, false
+	return st.settings, st.settingsKnown, checkNow
+}
+
+// markIdle records that the connection was idle long enough to be checked
+// before use; false when its settings are unknown, so that the pool's own
+// ping must prove it alive.
+func (s *connStates) markIdle(pc *pgconn.PgConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.m[pc]
+	if st == nil || !st.settingsKnown {
+		return false
+	}
+	st.checkSettings = true
+	return true
 }
 
 // resetQuery is the reset of the connection's pool; false for a

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -302,4 +304,68 @@ func pgErrorOrNil(err error) *pgconn.PgError {
 		return pe
 	}
 	return nil
+}
+
+// An HTTP connection is pooled, and DISCARD ALL resets it to the settings of
+// its own login: after ALTER ROLE ... SET it must be replaced, by the next
+// request after an idle second and within about a second under load (the
+// pool reads the settings once a second, not once per request).
+func TestAlterRoleSetReachesHTTPRequests(t *testing.T) {
+	faithfulRole(t, "faithful_hrs")
+	g := startGatewayWith(t, gwOptions{http: true, httpSection: `default_user = "faithful_hrs"`}, trustRules, nil)
+	ask := func(stmt string) string {
+		t.Helper()
+		code, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":`+jsonText(t, stmt)+`}`, nil)
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d %v", stmt, code, out)
+		}
+		return jsonText(t, out["rows"])
+	}
+	if got := ask("SHOW work_mem"); got != `[["4MB"]]` {
+		t.Fatalf("work_mem at start: %s", got)
+	}
+	pid := ask("SELECT pg_backend_pid()")
+	if got := ask("SELECT pg_backend_pid()"); got != pid {
+		t.Fatalf("unchanged settings must keep the pooled connection: %s then %s", pid, got)
+	}
+
+	// After an idle second, the next request.
+	if err := pg.Exec("ALTER ROLE faithful_hrs SET work_mem = '64MB'"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if got := ask("SHOW work_mem"); got != `[["64MB"]]` {
+		t.Fatalf("after ALTER ROLE and an idle second an HTTP request sees work_mem %s, a fresh session sees 64MB", got)
+	}
+
+	// Under load: requests back to back see the change within about a
+	// second, and once one has seen it no later one goes back.
+	if err := pg.Exec("ALTER ROLE faithful_hrs SET work_mem = '32MB'"); err != nil {
+		t.Fatal(err)
+	}
+	seen, after := false, 0
+	for deadline, i := time.Now().Add(5*time.Second), 0; time.Now().Before(deadline) && i < 20000 && after < 20; i++ {
+		got := ask("SHOW work_mem")
+		switch {
+		case got == `[["32MB"]]`:
+			seen = true
+			after++
+		case seen:
+			t.Fatalf("request %d went back to work_mem %s after 32MB was seen", i, got)
+		case got != `[["64MB"]]`:
+			t.Fatalf("work_mem %s", got)
+		}
+	}
+	if !seen {
+		t.Fatal("requests back to back for 5 s never saw the role's new work_mem")
+	}
+	// The transaction path takes connections through the same check.
+	if err := pg.Exec("ALTER ROLE faithful_hrs SET work_mem = '16MB'"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	code, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"transaction":[{"stmt":"SHOW work_mem"}]}`, nil)
+	if code != http.StatusOK || !strings.Contains(jsonText(t, out), `"16MB"`) {
+		t.Fatalf("transaction after ALTER ROLE: %d %s", code, jsonText(t, out))
+	}
 }
