@@ -58,7 +58,7 @@ func TestHashCostBoundsCoverEveryKind(t *testing.T) {
 type fakeStore struct{ hash string }
 
 func (f fakeStore) User(_ context.Context, name string) (*User, error) {
-	return NewExternalUser(name, f.hash)
+	return NewExternalUser(name, f.hash, nil)
 }
 func (f fakeStore) Verify(context.Context, string, string) (bool, bool, error) {
 	return false, false, nil

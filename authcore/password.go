@@ -249,12 +249,13 @@ func (c *credCache) add(k [32]byte) {
 	c.entries[k] = time.Now().Add(c.ttl)
 }
 
-// NewExternalUser makes the user an external store found: a name and a
-// stored hash in any accepted format.
-func NewExternalUser(name, hash string) (*User, error) {
+// NewExternalUser makes the user an external store found: a name, a
+// stored hash in any accepted format, and when the password stops being
+// valid (nil: never), as PostgreSQL's VALID UNTIL.
+func NewExternalUser(name, hash string, validUntil *time.Time) (*User, error) {
 	h, err := ParseHash(hash)
 	if err != nil {
 		return nil, err
 	}
-	return &User{Name: name, Password: hash, hash: h}, nil
+	return &User{Name: name, Password: hash, hash: h, ValidUntil: validUntil}, nil
 }

@@ -2,10 +2,10 @@ package backend
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgwarden/pgwarden/authcore"
@@ -44,23 +44,57 @@ func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
 	return &AuthQuery{cfg: *aq, pool: pool}, nil
 }
 
-// User runs the lookup query for name: its one column is the stored hash.
-// No row or NULL means the name is unknown here.
+// User runs the lookup query for name: its first column is the stored
+// hash, and an optional second one the time the password stops being valid
+// (PostgreSQL's VALID UNTIL: NULL or infinity is never), which is checked
+// after the password, as for users of the users file. No row or a NULL
+// hash means the name is unknown here.
 func (q *AuthQuery) User(ctx context.Context, name string) (*authcore.User, error) {
 	if q.cfg.Mode != "lookup" {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, authQueryTimeout)
 	defer cancel()
-	var hash *string
-	err := q.pool.QueryRow(ctx, q.cfg.Query, name).Scan(&hash)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (hash == nil || *hash == "")) {
-		return nil, nil
+	rows, err := q.pool.Query(ctx, q.cfg.Query, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var (
+		hash       *string
+		validUntil pgtype.Timestamptz
+	)
+	if !rows.Next() {
+		rows.Close()
+		return nil, rows.Err()
+	}
+	switch n := len(rows.FieldDescriptions()); {
+	case n == 1:
+		err = rows.Scan(&hash)
+	case n == 2:
+		err = rows.Scan(&hash, &validUntil)
+	default:
+		return nil, fmt.Errorf("the lookup query returned %d columns; it must return the hash and, optionally, the time it stops being valid", n)
 	}
 	if err != nil {
 		return nil, err
 	}
-	u, err := authcore.NewExternalUser(name, *hash)
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if hash == nil || *hash == "" {
+		return nil, nil
+	}
+	var until *time.Time
+	switch {
+	case !validUntil.Valid || validUntil.InfinityModifier == pgtype.Infinity:
+	case validUntil.InfinityModifier == pgtype.NegativeInfinity:
+		until = &time.Time{} // long past
+	default:
+		until = &validUntil.Time
+	}
+	u, err := authcore.NewExternalUser(name, *hash, until)
 	if err != nil {
 		// An MD5 or plain password in pg_authid: not a hash pgwarden
 		// accepts. The user fails like an unknown one.

@@ -452,12 +452,18 @@ func fillIssuerDefaults(j *JWTIssuer) {
 	}
 }
 
+// DefaultAuthQuery is the lookup query when none is configured: the stored
+// SCRAM verifier of a role that may log in, and its VALID UNTIL, which
+// PostgreSQL enforces on password logins and so must pgwarden (the SPEC's
+// one-column default let an expired role in).
+const DefaultAuthQuery = "SELECT passwd, valuntil FROM pg_catalog.pg_shadow WHERE usename = $1"
+
 func fillAuthQueryDefaults(a *AuthQuery, md toml.MetaData) {
 	if a.Mode == "" {
 		a.Mode = "lookup"
 	}
 	if !md.IsDefined("auth_query", "query") && a.Mode == "lookup" {
-		a.Query = "SELECT passwd FROM pg_shadow WHERE usename = $1"
+		a.Query = DefaultAuthQuery
 	}
 	if a.Database == "" {
 		a.Database = "postgres"

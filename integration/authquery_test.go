@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -84,4 +85,63 @@ method = "password"
 		_, err := pgx.ConnectConfig(context.Background(), cfg)
 		wantPgError(t, err, "28P01", `password authentication failed for user "eve"`)
 	}
+}
+
+// PostgreSQL refuses a password login once the role's VALID UNTIL has
+// passed; through auth_query's default lookup pgwarden must refuse it too,
+// on every path a password takes (SCRAM, cleartext, HTTP Basic), and
+// notice a change made after a successful login.
+func TestAuthQueryRefusesARoleWhosePasswordExpired(t *testing.T) {
+	noteSecret("exp-Pass-1")
+	if err := pg.Exec(`DROP ROLE IF EXISTS aq_exp; CREATE ROLE aq_exp LOGIN PASSWORD 'exp-Pass-1' VALID UNTIL 'infinity'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP ROLE IF EXISTS aq_exp") })
+	g := startGatewayWith(t, gwOptions{http: true, noSharedPassword: true, backend: `password = "exp-Pass-1"`}, fmt.Sprintf(`
+[auth_query]
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+database = "app_prod"
+method = "password"
+
+[[hba]]
+method = "scram-sha-256"
+`, backendPassword), nil)
+	scram := g.connString("aq_exp", "exp-Pass-1", "postgres")
+	basicSQL := func() int {
+		t.Helper()
+		code, _, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("aq_exp", "exp-Pass-1"))
+		return code
+	}
+	// VALID UNTIL infinity, then a date to come: valid.
+	closeAndWait(g.mustConnectString(scram))
+	if err := pg.Exec(`ALTER ROLE aq_exp VALID UNTIL '2999-01-01'`); err != nil {
+		t.Fatal(err)
+	}
+	closeAndWait(g.mustConnectString(scram))
+	closeAndWait(g.mustConnect("aq_exp", "exp-Pass-1", "app_prod"))
+	if code := basicSQL(); code != http.StatusOK {
+		t.Fatalf("Basic before expiry: %d", code)
+	}
+
+	if err := pg.Exec(`ALTER ROLE aq_exp VALID UNTIL '2001-01-01'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := g.connectString(scram)
+	wantPgError(t, err, "28P01", `password authentication failed for user "aq_exp"`)
+	_, err = g.connect("aq_exp", "exp-Pass-1", "app_prod")
+	wantPgError(t, err, "28P01", `password authentication failed for user "aq_exp"`)
+	if code := basicSQL(); code != http.StatusUnauthorized {
+		t.Fatalf("Basic after expiry: %d, want 401", code)
+	}
+	g.waitLog(`"reason":"user expired (valid_until passed)"`, 3)
+
+	// Given a new date, the role logs in again.
+	if err := pg.Exec(`ALTER ROLE aq_exp VALID UNTIL 'infinity'`); err != nil {
+		t.Fatal(err)
+	}
+	closeAndWait(g.mustConnectString(scram))
 }
