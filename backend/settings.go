@@ -7,18 +7,27 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// SettingsQuery reads the settings of ALTER ROLE ... SET and ALTER DATABASE
-// ... SET that apply to the session's login role in its database, as one
-// string. A backend applies them once, at login; DISCARD ALL resets to them,
-// not to what the catalog says now. So a backend kept for reuse reads them
-// when it starts and again at each reset: when they differ, the next client
-// would not see what a fresh session sees, and the backend is closed
-// instead. Any user may read pg_db_role_setting.
-const SettingsQuery = `SELECT coalesce(string_agg(s.setdatabase::text || ':' || s.setrole::text || ':' ||
- pg_catalog.array_to_string(s.setconfig, E'\x01'), E'\x02' ORDER BY s.setdatabase, s.setrole), '')
- FROM pg_catalog.pg_db_role_setting s
- WHERE s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
- AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))`
+// SettingsQuery reads what a backend applied at login that a later change
+// in the catalog would make a fresh login apply differently, as one
+// string: whether the login role may still log in to the database
+// (LOGIN, VALID UNTIL, the database's ALLOW_CONNECTIONS and the role's
+// CONNECT privilege on it), then the settings of ALTER ROLE ... SET and
+// ALTER DATABASE ... SET that apply to it. A backend checks the first at
+// login only and applies the second once, at login; DISCARD ALL resets to
+// those values, not to what the catalog says now. So a backend kept for
+// reuse reads this when it starts and again before it serves someone new:
+// when the answer differs, the next client would not get what a fresh
+// session gets (or would get in where PostgreSQL now refuses), and the
+// backend is closed instead; a fresh login then meets PostgreSQL's own
+// checks. Any user may read pg_roles, pg_database and pg_db_role_setting.
+// A dropped role or database answers no row (an error to the caller).
+const SettingsQuery = `SELECT CASE WHEN r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > pg_catalog.now())
+ AND d.datallowconn AND pg_catalog.has_database_privilege(d.oid, 'CONNECT') THEN 'login:' ELSE 'no login:' END ||
+ coalesce((SELECT string_agg(s.setdatabase::text || ':' || s.setrole::text || ':' ||
+ pg_catalog.array_to_string(s.setconfig, E'\x01'), E'\x02' ORDER BY s.setdatabase, s.setrole)
+ FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase IN (0, d.oid) AND s.setrole IN (0, r.oid)), '')
+ FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
+ WHERE r.rolname = session_user AND d.datname = pg_catalog.current_database()`
 
 // ReadSettings runs SettingsQuery on a backend that is still pgconn's.
 func ReadSettings(ctx context.Context, pg *pgconn.PgConn) (string, error) {

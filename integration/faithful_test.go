@@ -369,3 +369,81 @@ func TestAlterRoleSetReachesHTTPRequests(t *testing.T) {
 		t.Fatalf("transaction after ALTER ROLE: %d %s", code, jsonText(t, out))
 	}
 }
+
+// PostgreSQL checks LOGIN, VALID UNTIL, ALLOW_CONNECTIONS and the CONNECT
+// privilege when a session starts, never after. A parked backend started
+// before an administrator locked a role or database out must not carry a
+// new client past that lockout: the client gets what a fresh login gets,
+// PostgreSQL's own refusal.
+func TestALockoutReachesTheNextClientOfAParkedBackend(t *testing.T) {
+	faithfulRole(t, "faithful_lock")
+	pg.Exec("DROP DATABASE IF EXISTS faithful_lockdb")
+	if err := pg.Exec("CREATE DATABASE faithful_lockdb"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP DATABASE IF EXISTS faithful_lockdb WITH (FORCE)") })
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("faithful_lock", "", "faithful_lockdb")
+	park := func() string {
+		t.Helper()
+		c := g.mustConnectString(conn)
+		pid := backendPID(t, c)
+		closeAndWait(c)
+		return pid
+	}
+	// Unchanged, the parked backend is reused.
+	pid := park()
+	if got := park(); got != pid {
+		t.Fatalf("an unchanged backend was not reused: %s then %s", pid, got)
+	}
+	for _, c := range []struct {
+		name, lock, unlock, code, message string
+	}{
+		{"NOLOGIN", "ALTER ROLE faithful_lock NOLOGIN", "ALTER ROLE faithful_lock LOGIN",
+			"28000", `role "faithful_lock" is not permitted to log in`},
+		{"VALID UNTIL", "ALTER ROLE faithful_lock VALID UNTIL '2001-01-01'", "ALTER ROLE faithful_lock VALID UNTIL 'infinity'",
+			"28P01", `the backend refused pgwarden's login as role "faithful_lock"`},
+		{"REVOKE CONNECT", "REVOKE CONNECT ON DATABASE faithful_lockdb FROM PUBLIC", "GRANT CONNECT ON DATABASE faithful_lockdb TO PUBLIC",
+			"42501", `permission denied for database "faithful_lockdb"`},
+		{"ALLOW_CONNECTIONS", "ALTER DATABASE faithful_lockdb ALLOW_CONNECTIONS false", "ALTER DATABASE faithful_lockdb ALLOW_CONNECTIONS true",
+			"55000", `database "faithful_lockdb" is not currently accepting connections`},
+	} {
+		park()
+		if err := pg.Exec(c.lock); err != nil {
+			t.Fatal(err)
+		}
+		_, err := g.connectString(conn)
+		if err == nil {
+			t.Fatalf("%s: a new client got in on a parked backend", c.name)
+		}
+		wantPgError(t, err, c.code, c.message)
+		if err := pg.Exec(c.unlock); err != nil {
+			t.Fatal(err)
+		}
+		park()
+	}
+}
+
+// The same lockout reaches HTTP requests, whose pooled connections are
+// checked once an idle second has passed (see
+// TestAlterRoleSetReachesHTTPRequests).
+func TestALockoutReachesHTTPRequests(t *testing.T) {
+	faithfulRole(t, "faithful_hlock")
+	g := startGatewayWith(t, gwOptions{http: true, httpSection: `default_user = "faithful_hlock"`}, trustRules, nil)
+	ask := func() (int, string) {
+		t.Helper()
+		code, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT current_user"}`, nil)
+		return code, jsonText(t, out)
+	}
+	if code, out := ask(); code != http.StatusOK {
+		t.Fatalf("before: %d %s", code, out)
+	}
+	if err := pg.Exec("ALTER ROLE faithful_hlock NOLOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	code, out := ask()
+	if code == http.StatusOK || !strings.Contains(out, "28000") || !strings.Contains(out, "is not permitted to log in") {
+		t.Fatalf("after NOLOGIN and an idle second: %d %s", code, out)
+	}
+}
