@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzSessionCookie \
 	./httpfront:FuzzConsoleForm
 
-.PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood bench-store clean
+.PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood bench-store pg-regress clean
 
 help:
 	@echo "make build          build $(BIN)"
@@ -40,6 +40,7 @@ help:
 	@echo "make bench-idle     resident memory of 1000 idle clients"
 	@echo "make bench-flood    session latency during a flood of wrong passwords"
 	@echo "make bench-store    logins with the users file and with the PostgreSQL store"
+	@echo "make pg-regress PGSRC=DIR  PostgreSQL's regression suite, directly and through pgwarden (DIR: its source tree)"
 	@echo "make clean          remove built binaries and benchmark results"
 
 build:
@@ -84,6 +85,9 @@ bench-flood: build
 
 bench-store: build
 	./bench/store.sh
+
+pg-regress:
+	./scripts/pg-regress.sh $(PGSRC) $(MODES)
 
 clean:
 	rm -rf bin demo/run bench/results
