@@ -69,6 +69,32 @@ run_suite() {
 	tail -n +1 "$WORK/$name.log" | grep -E "tests (passed|failed)" || { cat "$WORK/$name.log" >&2; return 1; }
 }
 
+# dump_check PORT: the database the suite left, dumped through PORT, must
+# equal its direct dump; a parallel dump (-Fd -j 4, synchronized snapshots
+# over several connections) restored in parallel through PORT must equal
+# the same archive restored directly. pg_dump's \restrict keys are random.
+dump_check() {
+	local port=$1 d="$WORK/dump" rc=0
+	mkdir -p "$d"
+	dump() { "$BINDIR/pg_dump" -h 127.0.0.1 -p "$1" -U postgres -Fp "$2" | grep -v '^\\\(un\)\?restrict '; }
+	dump "$PG_PORT" regression > "$d/direct.sql"
+	dump "$port" regression > "$d/through.sql"
+	cmp -s "$d/direct.sql" "$d/through.sql" || { echo "   pg_dump through pgwarden differs:"; diff "$d/direct.sql" "$d/through.sql" | head -20; rc=1; }
+	rm -rf "$d/dir"
+	"$BINDIR/pg_dump" -h 127.0.0.1 -p "$port" -U postgres -Fd -j 4 -f "$d/dir" regression
+	"$BINDIR/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres restored_direct
+	"$BINDIR/createdb" -h 127.0.0.1 -p "$port" -U postgres restored_through
+	"$BINDIR/pg_restore" -h 127.0.0.1 -p "$PG_PORT" -U postgres -j 4 -d restored_direct "$d/dir"
+	"$BINDIR/pg_restore" -h 127.0.0.1 -p "$port" -U postgres -j 4 -d restored_through "$d/dir"
+	dump "$PG_PORT" restored_direct > "$d/restored_direct.sql"
+	dump "$PG_PORT" restored_through > "$d/restored_through.sql"
+	cmp -s "$d/restored_direct.sql" "$d/restored_through.sql" || { echo "   pg_restore -j 4 through pgwarden differs:"; diff "$d/restored_direct.sql" "$d/restored_through.sql" | head -20; rc=1; }
+	"$BINDIR/dropdb" -h 127.0.0.1 -p "$port" -U postgres restored_through
+	"$BINDIR/dropdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres restored_direct
+	[ $rc = 0 ] && echo "   pg_dump, pg_dump -j 4 and pg_restore -j 4 through pgwarden: the same as directly"
+	return $rc
+}
+
 echo "== direct"
 run_suite "$PG_PORT" direct
 
@@ -111,6 +137,7 @@ EOF
 	start_pgwarden "$PORT"
 	echo "== through pgwarden: $mode"
 	run_suite "$PORT" "$mode" "${env[@]}"
+	if [ "$mode" = reuse ]; then dump_check "$PORT" || status=1; fi
 	kill -INT "$PGW_PID"
 	wait "$PGW_PID" || true
 	PGW_PID=""
