@@ -246,6 +246,13 @@ func TestACustomSettingDoesNotLeaveAPlaceholderForTheNextClient(t *testing.T) {
 		"SET myapp.tenant = 'A'",
 		"SELECT set_config('myapp.tenant', 'A', false)",
 		"BEGIN; SET LOCAL myapp.tenant = 'A'; COMMIT",
+		// RESET makes the placeholder too, and PostgreSQL takes the name
+		// apart from SET by spaces, comments and Unicode escapes.
+		"RESET myapp.tenant",
+		"SET myapp . tenant = 'A'",
+		"SET /* c */ myapp.tenant = 'A'",
+		"SET -- c\n myapp.tenant = 'A'",
+		`SET U&"myapp!002etenant" UESCAPE '!' = 'A'`,
 	} {
 		c1 := g.mustConnectString(conn)
 		if _, err := c1.Exec(context.Background(), set); err != nil {

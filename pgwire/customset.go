@@ -5,28 +5,38 @@ import "github.com/pgwarden/pgwarden/backend"
 // customSettingDetector watches the SQL a client sends (Query and Parse
 // bodies, fed in pieces as they pass through the relay) for what may create
 // a custom setting (a name with a dot, like myapp.tenant): a call of
-// set_config, or SET [SESSION|LOCAL] followed by a dotted name. PostgreSQL
-// keeps a placeholder for such a setting for the rest of the session, and
-// neither DISCARD ALL nor RESET ALL removes it: a later
-// current_setting('myapp.tenant', true) answers ” instead of NULL. Nor can
-// SQL list placeholders (pg_settings hides them), so the relay looks at what
-// the client asked for. It errs on the side of finding: a match only costs
-// the reuse of that backend. A placeholder made inside a function the client
-// calls (set_config in a PL/pgSQL body, a function's own SET clause) is not
-// seen; the README says so.
+// set_config, or SET or RESET followed by a dotted name. PostgreSQL keeps a
+// placeholder for such a setting for the rest of the session, and neither
+// DISCARD ALL nor RESET ALL removes it: a later
+// current_setting('myapp.tenant', true) answers an empty string, not
+// NULL. Nor can SQL list placeholders (pg_settings hides them), so the relay
+// looks at what the client asked for. It errs on the side of finding: a match only costs
+// the reuse of that backend. So it does not parse SQL; it reads every SET
+// and RESET (also one inside a string literal) as the start of a setting
+// name that runs to the next TO or punctuation mark ('=', ';', '(', the
+// quote of a string) and finds a dot anywhere in that stretch, also inside
+// a quoted name or between spaces (SET myapp . tenant); it also finds a
+// comment in that stretch (which could hide where the name ends) and any
+// Unicode-escaped name anywhere (U&"...", which could spell a dot or
+// set_config without writing them). A placeholder made inside a
+// function the client calls (set_config in a PL/pgSQL body, a function's
+// own SET clause) is not seen; the README says so.
 type customSettingDetector struct {
 	found bool
 
 	// matched counts the bytes of "set_config" matched so far, anywhere
 	// (also inside a longer name such as pg_catalog.set_config).
 	matched int
+	// amp: the previous byte was '&', so a '"' now makes a U&"..." name.
+	amp bool
 
 	// The current token: a run of name characters.
 	tok    [8]byte // its first bytes, lower-cased
 	tokLen int
 	tokDot bool // it holds a dot
-	// afterSet: the previous token was SET (or SET SESSION / SET LOCAL).
-	afterSet bool
+	// inName: a SET or RESET was read and the setting name it starts has
+	// not ended yet; inQuote: inside a quoted identifier of that name.
+	inName, inQuote bool
 }
 
 const setConfig = "set_config"
@@ -34,7 +44,7 @@ const setConfig = "set_config"
 // start begins a new message: no token continues across messages.
 func (d *customSettingDetector) start() {
 	d.endToken()
-	d.afterSet, d.matched = false, 0
+	d.inName, d.inQuote, d.amp, d.matched = false, false, false, 0
 }
 
 // feed scans the next piece of a message body.
@@ -57,6 +67,19 @@ func (d *customSettingDetector) feed(b []byte) {
 		default:
 			d.matched = 0
 		}
+		if d.amp && c == '"' {
+			d.found = true // U&"...": escapes may spell what the scan looks for
+		}
+		d.amp = c == '&'
+		if d.inQuote {
+			switch c {
+			case '"':
+				d.inQuote = false // a doubled "" reopens it at the next byte
+			case '.':
+				d.found = true
+			}
+			continue
+		}
 		if isNameByte(c) {
 			if d.tokLen < len(d.tok) {
 				d.tok[d.tokLen] = c
@@ -66,6 +89,20 @@ func (d *customSettingDetector) feed(b []byte) {
 			continue
 		}
 		d.endToken()
+		if !d.inName {
+			continue
+		}
+		switch c {
+		case ' ', '\t', '\n', '\r', '\f', '\v':
+		case '"':
+			d.inQuote = true
+		case '-', '/':
+			// A comment between SET and the name could hold the '=' or
+			// ';' that ends the scan.
+			d.found = true
+		default:
+			d.inName = false
+		}
 	}
 }
 
@@ -78,22 +115,21 @@ func (d *customSettingDetector) endToken() {
 		word = d.tok[:d.tokLen]
 	}
 	switch {
-	case d.afterSet && (string(word) == "session" || string(word) == "local"):
-		// SET SESSION name / SET LOCAL name: the name comes next.
-	case d.afterSet:
+	case d.inName:
 		d.found = d.found || d.tokDot
-		d.afterSet = false
+		// SET [SESSION | LOCAL] name TO value: the value is not a name.
+		d.inName = string(word) != "to"
 	default:
-		d.afterSet = string(word) == "set"
+		d.inName = string(word) == "set" || string(word) == "reset"
 	}
 	d.tokLen, d.tokDot = 0, false
 }
 
 // isNameByte reports whether c (lower-cased) continues an SQL name as far
-// as the detector cares: letters, digits, _, $, non-ASCII, the dot that
-// joins qualified names and the quotes of quoted ones.
+// as the detector cares: letters, digits, _, $, non-ASCII, and the dot that
+// joins qualified names.
 func isNameByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '$' || c == '.' || c == '"' || c >= 0x80
+	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '$' || c == '.' || c >= 0x80
 }
 
 // sqlWatch is what a reusing relay reads of the SQL a client sends (Query

@@ -20,8 +20,37 @@ func TestCustomSettingDetectorFindsWhatCreatesAPlaceholder(t *testing.T) {
 		{"SET work_mem = '64MB'", false},
 		{"UPDATE t SET a = b.c FROM b WHERE t.id = b.id", false},
 		{"SELECT current_setting('myapp.tenant', true)", false},
-		{"RESET myapp.tenant", false},
+		// RESET of an unknown dotted name makes the placeholder too.
+		{"RESET myapp.tenant", true},
+		{"reset\n\"myapp\".\"tenant\"", true},
 		{"SELECT offset_x.y FROM offset_x", false},
+		// Ways around a scan that read only the token after SET, each
+		// accepted by PostgreSQL 15 (found by trying them through pgwarden).
+		{"SET myapp . tenant = 'A'", true},
+		{"SET /* c */ myapp.tenant = 'A'", true},
+		{"SET -- c\n myapp.tenant = 'A'", true},
+		{"SET/**/myapp.tenant='A'", true},
+		{"SET\"myapp.tenant\"='A'", true},
+		{"SET \"my=app\".tenant = 'A'", true},
+		{"SET \"myapp.tenant\" = 'A'", true},
+		{"SET \"my\"\"app\".tenant = 'A'", true},
+		{"SET U&\"myapp!002etenant\" UESCAPE '!' = 'A'", true},
+		{"SELECT U&\"set\\005fconfig\"('myapp.tenant', 'A', false)", true},
+		{"SET SESSION myapp . tenant TO 'A'", true},
+		// A SET that is only text still counts: finding costs reuse only.
+		{"SELECT 'SET \"'; SET myapp.tenant = 1; --\"", true},
+		// What ends the scan: a value, a string, a parenthesis, a new
+		// statement.
+		{"SET search_path TO a.b", false},
+		{"SET search_path = a.b", false},
+		{"SET TIME ZONE 'Europe/x.y'", false},
+		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SELECT a.b FROM a", false},
+		{"INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET v = excluded.v", false},
+		{"UPDATE t SET (a, b) = (s.a, s.b) FROM s", false},
+		{"ALTER TABLE t ALTER c SET DEFAULT nextval('s.q')", false},
+		{"SELECT x->>'set' FROM t, u.v", false},
+		{"SELECT t.set, u.v FROM t, u", false},
+		{"RESET ALL", false},
 	}
 	for _, c := range cases {
 		// Whatever the split, the verdict is the same.

@@ -60,6 +60,7 @@ func FuzzSQLWatch(f *testing.F) {
 		"DROP DATABASE IF EXISTS \"x\"\"y\" WITH (FORCE)", "CREATE DATABASE b TEMPLATE tpl",
 		"ALTER DATABASE a RENAME TO b", "drop /* c /* d */ */ database x; select 'drop database y'",
 		"drop -- c\ndatabase x", "stmt\x00DROP DATABASE x\x00\x00\x01\x00\x00\x00\x22",
+		"RESET myapp.x", "SET myapp . x = 1", "SET /* c */ \"my\"\"app\".x TO 1", `SET U&"a!002eb" UESCAPE '!' = 1`,
 	} {
 		f.Add(s, uint16(len(s)/2))
 	}
