@@ -33,6 +33,14 @@ type httpConnState struct {
 	// checkSettings: the connection was idle long enough that the pool
 	// would ping it; the settings are read instead, which proves it alive.
 	checkSettings bool
+	// user is the pgwarden user the connection served last (userKnown:
+	// it served anyone yet). random()'s generator is seeded afresh when
+	// another user comes (see ReseedQuery); a fresh backend's is seeded
+	// by PostgreSQL. seedLost: a reseed failed, so whoever comes next
+	// gets one.
+	user      string
+	userKnown bool
+	seedLost  bool
 }
 
 // connStates holds httpConnState by connection, for the pools' hooks.
@@ -117,6 +125,44 @@ func (s *connStates) resetQuery(pc *pgconn.PgConn) (string, bool) {
 	return st.reset, true
 }
 
+// claimFor records that the connection serves user now and says whether
+// random() must be seeded afresh first: it served another user last.
+func (s *connStates) claimFor(pc *pgconn.PgConn, user string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.getLocked(pc)
+	need := st.userKnown && (st.seedLost || st.user != user)
+	st.user, st.userKnown, st.seedLost = user, true, false
+	return need
+}
+
+// loseSeed records that a reseed of the connection failed.
+func (s *connStates) loseSeed(pc *pgconn.PgConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.getLocked(pc)
+	st.userKnown, st.seedLost = true, true
+}
+
+// Acquire hands out a connection of pool for a request of user (the
+// pgwarden user it authenticated as), its random() seeded afresh when the
+// connection last served someone else. Release gives it back.
+func (p *HTTPPools) Acquire(ctx context.Context, pool *pgxpool.Pool, user string) (*pgxpool.Conn, error) {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pc := c.Conn().PgConn()
+	if p.states.claimFor(pc, user) {
+		if _, err := pc.Exec(ctx, ReseedQuery()).ReadAll(); err != nil {
+			p.states.loseSeed(pc)
+			p.Release(c)
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
 // markClean records that the connection was just reset (or is new).
 func (s *connStates) markClean(pc *pgconn.PgConn) {
 	s.mu.Lock()
@@ -163,15 +209,15 @@ func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 // formats, when not nil, says per result column type which columns come in
 // binary (1) and which as PostgreSQL's text (0, any type it does not name),
 // as pgx.QueryResultFormatsByOID does for Query.
-func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, formats pgx.QueryResultFormatsByOID, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
-	c, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer p.Release(c)
-	conn := c.Conn()
+func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user, sql string, args []any, formats pgx.QueryResultFormatsByOID, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
 	reset, ok := p.pipelinedReset(pool)
 	if !ok {
+		c, err := p.Acquire(ctx, pool, user)
+		if err != nil {
+			return err
+		}
+		defer p.Release(c)
+		conn := c.Conn()
 		queryArgs := args
 		if formats != nil {
 			queryArgs = append([]any{formats}, args...)
@@ -191,7 +237,16 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql 
 		answer()
 		return nil
 	}
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.Release(c)
+	conn := c.Conn()
 	pc := conn.PgConn()
+	// Another user's connection gets its seed in the same write as the
+	// statement (see runPipelined).
+	reseed := p.states.claimFor(pc, user)
 	st := p.states.get(pc)
 	sd, cached := st.descriptions[sql], true
 	for {
@@ -205,10 +260,11 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, sql 
 			}
 			st.descriptions[sql] = sd
 		}
-		err = p.runPipelined(ctx, conn, st, sd, args, formats, reset, read, answer)
+		err = p.runPipelined(ctx, conn, st, sd, args, formats, reset, reseed, read, answer)
 		if err == nil {
 			return nil
 		}
+		reseed = false // a retry follows a run whose reseed went through
 		// A changed table may have made the description stale.
 		delete(st.descriptions, sql)
 		if !cached || !staleDescription(err) {
@@ -231,8 +287,10 @@ func staleDescription(err error) bool {
 }
 
 // runPipelined sends the statement and the reset in one write, reads the
-// statement's rows, answers, then reads the reset's result.
-func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+// statement's rows, answers, then reads the reset's result. With reseed,
+// random() is seeded afresh (ReseedQuery) ahead of the statement, in the
+// same write and under a Sync of its own.
+func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, reseed bool, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
 	if len(sd.ParamOIDs) != len(args) {
 		return fmt.Errorf("expected %d arguments, got %d", len(sd.ParamOIDs), len(args))
 	}
@@ -252,6 +310,10 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 	// statement may leave state again, so only its own reset may say so.
 	p.states.takeClean(pc)
 	pl := pc.StartPipeline(ctx)
+	if reseed {
+		pl.SendQueryParams(ReseedQuery(), nil, nil, nil, nil)
+		pl.SendPipelineSync()
+	}
 	pl.SendQueryParams(sd.SQL, eqb.ParamValues, sd.ParamOIDs, eqb.ParamFormats, resultFormats)
 	pl.SendPipelineSync()
 	pl.SendQueryParams(reset, nil, nil, nil, nil)
@@ -260,6 +322,12 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 		return err
 	}
 	runErr := func() error {
+		if reseed {
+			if err := readReseed(pl); err != nil {
+				p.states.loseSeed(pc)
+				return err
+			}
+		}
 		res, err := pl.GetResults()
 		if err != nil {
 			return err
@@ -286,6 +354,28 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 		p.states.markClean(pc)
 	}
 	return runErr
+}
+
+// readReseed reads the result of ReseedQuery and its Sync off pl.
+func readReseed(pl *pgconn.Pipeline) error {
+	res, err := pl.GetResults()
+	if err != nil {
+		return err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return fmt.Errorf("pipeline: expected the reseed's result, got %T", res)
+	}
+	if _, err := rr.Close(); err != nil {
+		return err
+	}
+	if res, err = pl.GetResults(); err != nil {
+		return err
+	}
+	if _, ok := res.(*pgconn.PipelineSync); !ok {
+		return fmt.Errorf("pipeline: expected the reseed's Sync, got %T", res)
+	}
+	return nil
 }
 
 // pipelinedReset is the reset to pipeline behind a statement on pool's

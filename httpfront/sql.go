@@ -155,12 +155,12 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	var out any
 	switch {
 	case req.Transaction != nil:
-		out, err = s.runTransaction(ctx, snap, pool, req.Transaction)
+		out, err = s.runTransaction(ctx, snap, pool, res.name, req.Transaction)
 	case req.BulkArgs != nil:
-		out, err = s.runBulk(ctx, pool, req.Stmt, req.BulkArgs)
+		out, err = s.runBulk(ctx, pool, res.name, req.Stmt, req.BulkArgs)
 	default:
 		var answered bool
-		if answered, err = s.runOne(ctx, w, snap, pool, req.Stmt, req.Args); answered {
+		if answered, err = s.runOne(ctx, w, snap, pool, res.name, req.Stmt, req.Args); answered {
 			return
 		}
 	}
@@ -187,13 +187,13 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 // runOne runs one statement and answers it as soon as its rows are read
 // (so answered reports whether the reply went out); the backend's reset
 // travels behind the statement.
-func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, stmt string, args []any) (answered bool, err error) {
+func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, user, stmt string, args []any) (answered bool, err error) {
 	if stmt == "" {
 		return false, errEmptyStatement
 	}
 	var res *result
 	start := time.Now()
-	err = s.pools.QueryThenReset(ctx, pool, stmt, jsonArgs(args), resultFormats, func(rows pgx.Rows, tm *pgtype.Map) (err error) {
+	err = s.pools.QueryThenReset(ctx, pool, user, stmt, jsonArgs(args), resultFormats, func(rows pgx.Rows, tm *pgtype.Map) (err error) {
 		res, err = readResult(rows, tm, snap.Config.HTTP.MaxRows, start)
 		return err
 	}, func() {
@@ -211,12 +211,12 @@ type bulkResults struct {
 
 // runBulk runs one statement per argument list in one transaction: either
 // every row lands or none does.
-func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, stmt string, sets [][]any) (*bulkResults, error) {
+func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt string, sets [][]any) (*bulkResults, error) {
 	out := &bulkResults{}
 	if what, ends := txEndingStatement(stmt); ends {
 		return nil, txEnded(what)
 	}
-	c, err := pool.Acquire(ctx)
+	c, err := s.pools.Acquire(ctx, pool, user)
 	if err != nil {
 		return nil, err
 	}
@@ -245,14 +245,14 @@ type txResults struct {
 
 // runTransaction runs every statement in one backend transaction; any
 // error rolls all back and names the statement (0-based) that failed.
-func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, stmts []txStatement) (*txResults, error) {
+func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, user string, stmts []txStatement) (*txResults, error) {
 	out := &txResults{}
 	for i, st := range stmts {
 		if what, ends := txEndingStatement(st.Stmt); ends {
 			return nil, withStatement(txEnded(what), i)
 		}
 	}
-	c, err := pool.Acquire(ctx)
+	c, err := s.pools.Acquire(ctx, pool, user)
 	if err != nil {
 		return nil, err
 	}

@@ -275,6 +275,44 @@ func TestACustomSettingDoesNotLeaveAPlaceholderForTheNextClient(t *testing.T) {
 	}
 }
 
+// seedDraw is random()'s first draw after setseed(seed) in a fresh session
+// of the test cluster: what a client that chose the seed knows.
+func seedDraw(t *testing.T, seed string) string {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", pg.sockDir, pg.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), "SELECT setseed("+seed+")"); err != nil {
+		t.Fatal(err)
+	}
+	return queryOne(t, conn, "SELECT random()::text")
+}
+
+func TestAClientCannotChooseTheRandomNumbersOfTheNextClientOfItsBackend(t *testing.T) {
+	faithfulRole(t, "faithful_rnd")
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("faithful_rnd", "", "postgres")
+	known := seedDraw(t, "0")
+	for i := 0; i < 5; i++ {
+		c1 := g.mustConnectString(conn)
+		pid := backendPID(t, c1)
+		if _, err := c1.Exec(context.Background(), "SELECT setseed(0)"); err != nil {
+			t.Fatal(err)
+		}
+		closeAndWait(c1)
+		c2 := g.mustConnectString(conn)
+		if got := backendPID(t, c2); got != pid {
+			t.Fatalf("the backend was not reused (%s, then %s): the test proves nothing", pid, got)
+		}
+		if got := queryOne(t, c2, "SELECT random()::text"); got == known {
+			t.Fatalf("the next client of the backend drew %s, the first draw after the last client's setseed(0)", got)
+		}
+		closeAndWait(c2)
+	}
+}
+
 func TestTheOldClientsCancelKeyCannotReachTheNextClientOfItsBackend(t *testing.T) {
 	faithfulRole(t, "faithful_ck")
 	g := startGateway(t, trustRules, nil)

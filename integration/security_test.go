@@ -215,6 +215,38 @@ func TestNoSessionStatePassesBetweenHTTPRequestsOfOneBackendRole(t *testing.T) {
 	}
 }
 
+func TestAnHTTPUserCannotChooseTheRandomNumbersOfTheNextRequest(t *testing.T) {
+	users := []testUser{
+		{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
+		{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
+	}
+	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
+	run := func(user, pw string, body map[string]any) map[string]any {
+		t.Helper()
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic(user, pw))
+		if status != 200 {
+			t.Fatalf("%s: %v answered %d %v", user, body, status, out)
+		}
+		return out
+	}
+	known := seedDraw(t, "0")
+	// A single statement, a transaction and a bulk request each leave
+	// their connection by a path of its own.
+	for _, body := range []map[string]any{
+		{"stmt": "SELECT setseed(0)"},
+		{"transaction": []map[string]any{{"stmt": "SELECT 1"}, {"stmt": "SELECT setseed(0)"}}},
+		{"stmt": "SELECT setseed($1)", "bulk_args": [][]any{{0}}},
+	} {
+		for i := 0; i < 5; i++ {
+			run("carol", "carol-Pass-3", body)
+			row := run("dave", "dave-Pass-4", map[string]any{"stmt": "SELECT random()::text"})["rows"].([]any)[0].([]any)
+			if row[0] == known {
+				t.Fatalf("after carol's %v, dave drew %v, the first draw after setseed(0)", body, row[0])
+			}
+		}
+	}
+}
+
 func TestAnHTTPBackendReleasedWithoutItsResetIsResetBeforeItIsHandedOut(t *testing.T) {
 	// Every request path releases through HTTPPools.Release, which
 	// resets. A path that forgot (a plain pgxpool call) must still not

@@ -41,9 +41,10 @@ func resetBackend(s *backend.Session, query string, timeout time.Duration) error
 // settingsCurrent checks a parked backend before it is handed out: the role
 // and database settings that apply to it now must be those it applied at
 // login (see backend.SettingsQuery), else the client would not get what a
-// fresh session gets. The round trip also proves the backend alive.
+// fresh session gets. The round trip also proves the backend alive, and
+// the same statement seeds random() afresh (see backend.ReseedQuery).
 func settingsCurrent(s *backend.Session, timeout time.Duration) error {
-	v, err := simpleQuery(s, backend.SettingsQuery, timeout)
+	v, err := simpleQuery(s, backend.SettingsQueryReseeding(), timeout)
 	switch {
 	case err != nil:
 		return fmt.Errorf("settings query: %w", err)
