@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,6 +218,29 @@ func (p *HTTPPools) Release(c *pgxpool.Conn) {
 		}
 		c.Release()
 	}()
+}
+
+// Discard closes a connection of one of the pools instead of returning it:
+// its request may have left state that no reset removes (OpensDblink).
+func (p *HTTPPools) Discard(c *pgxpool.Conn) {
+	conn := c.Conn()
+	go func() {
+		conn.Close(context.Background()) // and the release destroys it
+		c.Release()
+	}()
+}
+
+// OpensDblink says whether sql may open a dblink connection
+// (dblink_connect, dblink_connect_u): dblink keeps it open, logged in as
+// whoever the statement named, until the session ends, and no reset
+// closes it, so the backend connection must not serve another request. It
+// errs towards finding: the name anywhere, in any case, also in a string
+// literal, and any Unicode-escaped identifier (U&"...", which could spell
+// the name without writing it). A call inside a function the request
+// calls is not seen.
+func OpensDblink(sql string) bool {
+	l := strings.ToLower(sql)
+	return strings.Contains(l, "dblink_connect") || strings.Contains(l, `&"`)
 }
 
 // settingsCheckEvery is how old the pool's knowledge of its role and

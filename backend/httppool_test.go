@@ -37,3 +37,18 @@ func TestSettingsWatchKeepsTheNewestRead(t *testing.T) {
 		t.Fatal("the claimed read was not kept")
 	}
 }
+
+func TestOpensDblinkFindsEverySpellingOfTheCall(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"SELECT dblink_connect('c', 'dbname=x')":            true,
+		"select public.DBLINK_CONNECT_U($1)":                true,
+		`SELECT U&"dblink\005fconnect"('c', 'dbname=x')`:    true,
+		"SELECT * FROM dblink('c', 'SELECT 1') AS t(x int)": false,
+		"SELECT dblink_disconnect('c')":                     false,
+		"SELECT 1":                                          false,
+	} {
+		if got := OpensDblink(sql); got != want {
+			t.Errorf("OpensDblink(%q) = %v, want %v", sql, got, want)
+		}
+	}
+}

@@ -210,13 +210,17 @@ func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 // binary (1) and which as PostgreSQL's text (0, any type it does not name),
 // as pgx.QueryResultFormatsByOID does for Query.
 func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user, sql string, args []any, formats pgx.QueryResultFormatsByOID, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+	release := p.Release
+	if OpensDblink(sql) {
+		release = p.Discard
+	}
 	reset, ok := p.pipelinedReset(pool)
 	if !ok {
 		c, err := p.Acquire(ctx, pool, user)
 		if err != nil {
 			return err
 		}
-		defer p.Release(c)
+		defer release(c)
 		conn := c.Conn()
 		queryArgs := args
 		if formats != nil {
@@ -241,7 +245,7 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user
 	if err != nil {
 		return err
 	}
-	defer p.Release(c)
+	defer release(c)
 	conn := c.Conn()
 	pc := conn.PgConn()
 	// Another user's connection gets its seed in the same write as the

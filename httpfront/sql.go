@@ -220,7 +220,11 @@ func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt str
 	if err != nil {
 		return nil, err
 	}
-	defer s.pools.Release(c)
+	if backend.OpensDblink(stmt) {
+		defer s.pools.Discard(c)
+	} else {
+		defer s.pools.Release(c)
+	}
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, args := range sets {
 			tag, err := tx.Exec(ctx, stmt, jsonArgs(args)...)
@@ -256,7 +260,13 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 	if err != nil {
 		return nil, err
 	}
-	defer s.pools.Release(c)
+	release := s.pools.Release
+	for _, st := range stmts {
+		if backend.OpensDblink(st.Stmt) {
+			release = s.pools.Discard
+		}
+	}
+	defer release(c)
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, st := range stmts {
 			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, snap.Config.HTTP.MaxRows)

@@ -275,6 +275,33 @@ func TestACustomSettingDoesNotLeaveAPlaceholderForTheNextClient(t *testing.T) {
 	}
 }
 
+func TestADblinkConnectionDoesNotPassToTheNextClientOfItsBackend(t *testing.T) {
+	if err := pg.Exec("CREATE EXTENSION IF NOT EXISTS dblink"); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("postgres", "", "postgres")
+	remote := fmt.Sprintf("host=%s port=%d dbname=postgres user=postgres", pg.sockDir, pg.port)
+	for _, open := range []string{
+		"SELECT dblink_connect('kept', '" + remote + "')",
+		"SELECT dblink_connect('" + remote + "')", // the unnamed connection
+	} {
+		c1 := g.mustConnectString(conn)
+		if _, err := c1.Exec(context.Background(), open); err != nil {
+			t.Fatal(err)
+		}
+		closeAndWait(c1)
+		c2 := g.mustConnectString(conn)
+		if got := queryOne(t, c2, "SELECT coalesce(dblink_get_connections()::text, '<none>')"); got != "<none>" {
+			t.Fatalf("after %q the next client finds dblink connections %s", open, got)
+		}
+		if _, err := c2.Exec(context.Background(), "SELECT * FROM dblink('SELECT 1') AS r(x int)"); err == nil {
+			t.Fatalf("after %q the next client can query through the unnamed dblink connection", open)
+		}
+		closeAndWait(c2)
+	}
+}
+
 // seedDraw is random()'s first draw after setseed(seed) in a fresh session
 // of the test cluster: what a client that chose the seed knows.
 func seedDraw(t *testing.T, seed string) string {

@@ -247,6 +247,50 @@ func TestAnHTTPUserCannotChooseTheRandomNumbersOfTheNextRequest(t *testing.T) {
 	}
 }
 
+func TestAnHTTPRequestsDblinkConnectionDoesNotReachTheNextRequest(t *testing.T) {
+	// dblink_connect_u skips dblink's password checks; granted to the
+	// shared role, it opens connections as whoever the request names.
+	if err := pg.Exec("CREATE EXTENSION IF NOT EXISTS dblink"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Exec("GRANT EXECUTE ON FUNCTION dblink_connect_u(text, text), dblink_connect_u(text) TO app_rw"); err != nil {
+		t.Fatal(err)
+	}
+	users := []testUser{
+		{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
+		{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
+	}
+	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
+	run := func(user, pw string, body map[string]any) map[string]any {
+		t.Helper()
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic(user, pw))
+		if status != 200 {
+			t.Fatalf("%s: %v answered %d %v", user, body, status, out)
+		}
+		return out
+	}
+	remote := fmt.Sprintf("host=%s port=%d dbname=postgres user=postgres", pg.sockDir, pg.port)
+	for _, body := range []map[string]any{
+		{"stmt": "SELECT dblink_connect_u('kept', $1)", "args": []any{remote}},
+		{"stmt": "SELECT dblink_connect_u($1)", "args": []any{remote}},
+		{"transaction": []map[string]any{{"stmt": "SELECT 1"}, {"stmt": "SELECT dblink_connect_u('kept', $1)", "args": []any{remote}}}},
+		{"stmt": "SELECT dblink_connect_u($1, $2)", "bulk_args": [][]any{{"kept", remote}}},
+	} {
+		for i := 0; i < 3; i++ {
+			run("carol", "carol-Pass-3", body)
+			row := run("dave", "dave-Pass-4", map[string]any{"stmt": "SELECT coalesce(dblink_get_connections()::text, '<none>')"})["rows"].([]any)[0].([]any)
+			if row[0] != "<none>" {
+				t.Fatalf("after carol's %v, dave's request finds dblink connections %v", body, row[0])
+			}
+			// The unnamed connection is not listed: try it.
+			unnamed := jsonText(t, map[string]any{"stmt": "SELECT * FROM dblink('SELECT 1') AS r(x int)"})
+			if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", unnamed, basic("dave", "dave-Pass-4")); status == 200 {
+				t.Fatalf("after carol's %v, dave's request queries through an unnamed dblink connection: %v", body, out)
+			}
+		}
+	}
+}
+
 func TestAnHTTPBackendReleasedWithoutItsResetIsResetBeforeItIsHandedOut(t *testing.T) {
 	// Every request path releases through HTTPPools.Release, which
 	// resets. A path that forgot (a plain pgxpool call) must still not

@@ -341,9 +341,9 @@ func (lp *evLoop) run() {
 
 // evResult is how a session left its loop.
 type evResult struct {
-	reusable       bool // the backend is idle at a message boundary: bfd is handed back
-	backendFD      int
-	customSettings bool
+	reusable  bool // the backend is idle at a message boundary: bfd is handed back
+	backendFD int
+	keptState bool
 }
 
 // evSession is one relayed session in a loop. Its fields are the loop
@@ -622,7 +622,7 @@ func (s *evSession) fromClient(chunk []byte) {
 			return
 		}
 		s.terminated = true
-		s.watch.custom.start()
+		s.watch.kept.start()
 		s.deadline = time.Now().Add(2 * time.Second)
 		s.lp.lingering[s] = struct{}{}
 		s.tryFinish()
@@ -638,8 +638,9 @@ func (s *evSession) fromClientMsg(typ byte, _ []byte) {
 		s.syncs++
 		s.unsynced = false
 	case 'F':
-		// A fast-path call names its function by oid: it may be set_config.
-		s.watch.custom.found = true
+		// A fast-path call names its function by oid: it may be set_config
+		// or dblink_connect.
+		s.watch.kept.found = true
 		s.syncs++
 		s.unsynced = false
 	case 'd', 'c', 'f', 'H':
@@ -832,7 +833,7 @@ func (s *evSession) end(reusable bool) {
 		unix.Close(s.cfd)
 		s.cfd = -1
 	}
-	res := evResult{backendFD: -1, customSettings: s.watch.custom.found}
+	res := evResult{backendFD: -1, keptState: s.watch.kept.found}
 	if s.bfd >= 0 {
 		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.bfd, nil)
 		delete(s.lp.byFD, int32(s.bfd))

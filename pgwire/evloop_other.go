@@ -26,9 +26,9 @@ type evLoop struct{}
 func (*evLoop) add(*evSession, []byte) {}
 
 type evResult struct {
-	reusable       bool
-	backendFD      int
-	customSettings bool
+	reusable  bool
+	backendFD int
+	keptState bool
 }
 
 type evSession struct {

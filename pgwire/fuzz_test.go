@@ -73,7 +73,7 @@ func FuzzSQLWatch(f *testing.F) {
 				w.feed([]byte(p))
 			}
 			w.end()
-			return w.custom.found, got
+			return w.kept.found, got
 		}
 		at := int(cut) % (len(sql) + 1)
 		found, names := run(sql)

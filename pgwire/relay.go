@@ -323,9 +323,9 @@ type trackedRelay struct {
 	// backend is closed, and the client is told 57P01 at a message
 	// boundary before its socket closes.
 	terminating *atomic.Bool
-	// customSettings: the client may have created a custom setting,
-	// which no reset removes (see customSettingDetector).
-	customSettings bool
+	// keptState: the client may have left state no reset removes (see
+	// keptStateDetector).
+	keptState bool
 	// onDatabaseDDL gets the databases a client's DROP, ALTER or CREATE
 	// DATABASE names (see sqlWatch); nil: not watched.
 	onDatabaseDDL func(names []string)
@@ -413,7 +413,7 @@ func (t *trackedRelay) run() (reusable bool) {
 // Terminate message at a message boundary (held back from the backend).
 func (t *trackedRelay) clientToBackend() bool {
 	watch := sqlWatch{onDDL: t.onDatabaseDDL}
-	defer func() { t.customSettings = watch.custom.found }()
+	defer func() { t.keptState = watch.kept.found }()
 	sc := &msgScanner{
 		stream:  watch.wants,
 		onStart: watch.start,
@@ -429,8 +429,8 @@ func (t *trackedRelay) clientToBackend() bool {
 			t.unsynced = false
 		case 'F':
 			// A fast-path call names its function by oid: it may be
-			// set_config.
-			watch.custom.found = true
+			// set_config or dblink_connect.
+			watch.kept.found = true
 			t.syncs.Add(1)
 			t.unsynced = false
 		case 'd', 'c', 'f', 'H':

@@ -235,16 +235,17 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	}
 	// After the relay: the client is gone, and its key must not reach
 	// whoever gets this backend next.
-	after := func(idle, customSettings bool) {
+	after := func(idle, keptState bool) {
 		retireKey()
 		if !idle || c.srv.closing.Load() {
 			pool.Discard(s)
 			return
 		}
-		if customSettings {
-			// DISCARD ALL cannot remove a custom setting's placeholder: the
-			// next client would read '' where a fresh session reads NULL.
-			c.srv.log.Debug("backend not reused: the session created custom settings", zap.Uint64("client_id", c.id))
+		if keptState {
+			// DISCARD ALL cannot remove a custom setting's placeholder (the
+			// next client would read '' where a fresh session reads NULL)
+			// or a dblink connection.
+			c.srv.log.Debug("backend not reused: the session may have left state no reset removes (a custom setting, a dblink connection)", zap.Uint64("client_id", c.id))
 			pool.Discard(s)
 			return
 		}
@@ -283,7 +284,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	handedOff = true // after retires the key
 	go func() {
 		idle := tr.run()
-		after(idle, tr.customSettings)
+		after(idle, tr.keptState)
 		c.finish()
 	}()
 	return errHandedOff
@@ -297,7 +298,7 @@ var errHandedOff = errors.New("session handed to the event loop")
 // goroutine ends; when the session ends, after runs on a goroutine of its
 // own with the backend back in s.Conn when it may be reused, and then the
 // connection is finished as handle would have finished it.
-func (c *conn) relayInLoop(s *backend.Session, after func(idle, customSettings bool)) error {
+func (c *conn) relayInLoop(s *backend.Session, after func(idle, keptState bool)) error {
 	var pending []byte
 	if n := c.cc.r.Buffered(); n > 0 {
 		p, _ := c.cc.r.Peek(n)
@@ -332,7 +333,7 @@ func (c *conn) relayInLoop(s *backend.Session, after func(idle, customSettings b
 				idle = true
 			}
 		}
-		after(idle, r.customSettings)
+		after(idle, r.keptState)
 		c.finish()
 	}
 	c.ev = es

@@ -2,7 +2,7 @@ package pgwire
 
 import "testing"
 
-func TestCustomSettingDetectorFindsWhatCreatesAPlaceholder(t *testing.T) {
+func TestKeptStateDetectorFindsWhatLeavesStateBehind(t *testing.T) {
 	cases := []struct {
 		sql  string
 		want bool
@@ -51,11 +51,17 @@ func TestCustomSettingDetectorFindsWhatCreatesAPlaceholder(t *testing.T) {
 		{"SELECT x->>'set' FROM t, u.v", false},
 		{"SELECT t.set, u.v FROM t, u", false},
 		{"RESET ALL", false},
+		// dblink keeps its connections open past any reset.
+		{"SELECT dblink_connect('c', 'dbname=x')", true},
+		{"select public.DBLINK_CONNECT_U('dbname=x')", true},
+		{"SELECT * FROM dblink('c', 'SELECT 1') AS t(x int)", false},
+		{"SELECT dblink_disconnect('c')", false},
+		{"SELECT dd_blink_connect()", false},
 	}
 	for _, c := range cases {
 		// Whatever the split, the verdict is the same.
 		for split := 0; split <= len(c.sql); split++ {
-			var d customSettingDetector
+			var d keptStateDetector
 			d.start()
 			d.feed([]byte(c.sql[:split]))
 			d.feed([]byte(c.sql[split:]))
@@ -67,8 +73,8 @@ func TestCustomSettingDetectorFindsWhatCreatesAPlaceholder(t *testing.T) {
 	}
 }
 
-func TestCustomSettingDetectorDoesNotJoinMessages(t *testing.T) {
-	var d customSettingDetector
+func TestKeptStateDetectorDoesNotJoinMessages(t *testing.T) {
+	var d keptStateDetector
 	d.start()
 	d.feed([]byte("SELECT 'x' AS set"))
 	d.start()
