@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
 )
 
 // maxDescriptionsPerConn bounds the statement descriptions kept for one
@@ -145,22 +146,32 @@ func (s *connStates) loseSeed(pc *pgconn.PgConn) {
 }
 
 // Acquire hands out a connection of pool for a request of user (the
-// pgwarden user it authenticated as), its random() seeded afresh when the
-// connection last served someone else. Release gives it back.
+// pgwarden user it authenticated as), its random() seeded afresh (one
+// round trip) when the connection last served someone else. A connection
+// whose reseed fails (EXECUTE on setseed revoked, say) is closed and
+// another taken, in the end a new one, which PostgreSQL seeded itself.
+// Release gives it back.
 func (p *HTTPPools) Acquire(ctx context.Context, pool *pgxpool.Pool, user string) (*pgxpool.Conn, error) {
-	c, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	pc := c.Conn().PgConn()
-	if p.states.claimFor(pc, user) {
-		if _, err := pc.Exec(ctx, ReseedQuery()).ReadAll(); err != nil {
-			p.states.loseSeed(pc)
-			p.Release(c)
+	for {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pc := c.Conn().PgConn()
+		if !p.states.claimFor(pc, user) {
+			return c, nil
+		}
+		_, err = pc.Exec(ctx, ReseedQuery()).ReadAll()
+		if err == nil && pc.TxStatus() == 'I' {
+			return c, nil
+		}
+		p.log.Debug("HTTP backend not reused: seeding random() failed", zap.Error(err))
+		p.states.loseSeed(pc)
+		p.Discard(c)
+		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 	}
-	return c, nil
 }
 
 // markClean records that the connection was just reset (or is new).
@@ -200,7 +211,9 @@ func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 // block still runs); by the time the reply is sent the reset's result has
 // arrived. The request pays no round trip for its reset, and the release
 // finds the connection already clean. When the reset cannot be
-// pipelined, or anything goes wrong, the release runs it as usual.
+// pipelined, or anything goes wrong, the release runs it as usual. The
+// connection comes from Acquire, so it never carries another user's
+// random() state.
 //
 // Descriptions are cached per connection as pgx's "cache describe" mode
 // does: the first run of a statement text on a connection costs one more
@@ -241,16 +254,13 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user
 		answer()
 		return nil
 	}
-	c, err := pool.Acquire(ctx)
+	c, err := p.Acquire(ctx, pool, user)
 	if err != nil {
 		return err
 	}
 	defer release(c)
 	conn := c.Conn()
 	pc := conn.PgConn()
-	// Another user's connection gets its seed in the same write as the
-	// statement (see runPipelined).
-	reseed := p.states.claimFor(pc, user)
 	st := p.states.get(pc)
 	sd, cached := st.descriptions[sql], true
 	for {
@@ -264,11 +274,10 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user
 			}
 			st.descriptions[sql] = sd
 		}
-		err = p.runPipelined(ctx, conn, st, sd, args, formats, reset, reseed, read, answer)
+		err = p.runPipelined(ctx, conn, st, sd, args, formats, reset, read, answer)
 		if err == nil {
 			return nil
 		}
-		reseed = false // a retry follows a run whose reseed went through
 		// A changed table may have made the description stale.
 		delete(st.descriptions, sql)
 		if !cached || !staleDescription(err) {
@@ -291,10 +300,8 @@ func staleDescription(err error) bool {
 }
 
 // runPipelined sends the statement and the reset in one write, reads the
-// statement's rows, answers, then reads the reset's result. With reseed,
-// random() is seeded afresh (ReseedQuery) ahead of the statement, in the
-// same write and under a Sync of its own.
-func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, reseed bool, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+// statement's rows, answers, then reads the reset's result.
+func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
 	if len(sd.ParamOIDs) != len(args) {
 		return fmt.Errorf("expected %d arguments, got %d", len(sd.ParamOIDs), len(args))
 	}
@@ -314,10 +321,6 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 	// statement may leave state again, so only its own reset may say so.
 	p.states.takeClean(pc)
 	pl := pc.StartPipeline(ctx)
-	if reseed {
-		pl.SendQueryParams(ReseedQuery(), nil, nil, nil, nil)
-		pl.SendPipelineSync()
-	}
 	pl.SendQueryParams(sd.SQL, eqb.ParamValues, sd.ParamOIDs, eqb.ParamFormats, resultFormats)
 	pl.SendPipelineSync()
 	pl.SendQueryParams(reset, nil, nil, nil, nil)
@@ -326,12 +329,6 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 		return err
 	}
 	runErr := func() error {
-		if reseed {
-			if err := readReseed(pl); err != nil {
-				p.states.loseSeed(pc)
-				return err
-			}
-		}
 		res, err := pl.GetResults()
 		if err != nil {
 			return err
@@ -358,28 +355,6 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 		p.states.markClean(pc)
 	}
 	return runErr
-}
-
-// readReseed reads the result of ReseedQuery and its Sync off pl.
-func readReseed(pl *pgconn.Pipeline) error {
-	res, err := pl.GetResults()
-	if err != nil {
-		return err
-	}
-	rr, ok := res.(*pgconn.ResultReader)
-	if !ok {
-		return fmt.Errorf("pipeline: expected the reseed's result, got %T", res)
-	}
-	if _, err := rr.Close(); err != nil {
-		return err
-	}
-	if res, err = pl.GetResults(); err != nil {
-		return err
-	}
-	if _, ok := res.(*pgconn.PipelineSync); !ok {
-		return fmt.Errorf("pipeline: expected the reseed's Sync, got %T", res)
-	}
-	return nil
 }
 
 // pipelinedReset is the reset to pipeline behind a statement on pool's

@@ -247,6 +247,32 @@ func TestAnHTTPUserCannotChooseTheRandomNumbersOfTheNextRequest(t *testing.T) {
 	}
 }
 
+func TestHTTPRequestsStillRunWhenTheBackendRoleMayNotReseed(t *testing.T) {
+	// Without EXECUTE on setseed a pooled connection cannot be reseeded
+	// for another user: a new connection serves the request instead.
+	if err := pg.Exec("REVOKE EXECUTE ON FUNCTION setseed(float8) FROM PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("GRANT EXECUTE ON FUNCTION setseed(float8) TO PUBLIC") })
+	users := []testUser{
+		{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
+		{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
+	}
+	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
+	for i := 0; i < 6; i++ {
+		for _, u := range users {
+			for _, body := range []map[string]any{
+				{"stmt": "SELECT 1"},
+				{"transaction": []map[string]any{{"stmt": "SELECT 1"}}},
+			} {
+				if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic(u.name, u.password)); status != 200 {
+					t.Fatalf("%s's request %d answered %d %v", u.name, i, status, out)
+				}
+			}
+		}
+	}
+}
+
 func TestAnHTTPRequestsDblinkConnectionDoesNotReachTheNextRequest(t *testing.T) {
 	// dblink_connect_u skips dblink's password checks; granted to the
 	// shared role, it opens connections as whoever the request names.
