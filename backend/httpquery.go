@@ -227,14 +227,14 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user
 	if OpensDblink(sql) {
 		release = p.Discard
 	}
+	c, err := p.Acquire(ctx, pool, user)
+	if err != nil {
+		return err
+	}
+	defer release(c)
+	conn := c.Conn()
 	reset, ok := p.pipelinedReset(pool)
 	if !ok {
-		c, err := p.Acquire(ctx, pool, user)
-		if err != nil {
-			return err
-		}
-		defer release(c)
-		conn := c.Conn()
 		queryArgs := args
 		if formats != nil {
 			queryArgs = append([]any{formats}, args...)
@@ -254,12 +254,6 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user
 		answer()
 		return nil
 	}
-	c, err := p.Acquire(ctx, pool, user)
-	if err != nil {
-		return err
-	}
-	defer release(c)
-	conn := c.Conn()
 	pc := conn.PgConn()
 	st := p.states.get(pc)
 	sd, cached := st.descriptions[sql], true

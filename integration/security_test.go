@@ -215,20 +215,36 @@ func TestNoSessionStatePassesBetweenHTTPRequestsOfOneBackendRole(t *testing.T) {
 	}
 }
 
-func TestAnHTTPUserCannotChooseTheRandomNumbersOfTheNextRequest(t *testing.T) {
-	users := []testUser{
-		{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
-		{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
-	}
-	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
-	run := func(user, pw string, body map[string]any) map[string]any {
+// sharedRoleUsers are two HTTP users mapped to one backend role, app_rw:
+// their requests share a pool of backend connections.
+var sharedRoleUsers = []testUser{
+	{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
+	{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
+}
+
+// startSharedRoleGateway starts an HTTP gateway for sharedRoleUsers; run
+// posts a /_sql body as one of them and fails the test unless it answers
+// 200.
+func startSharedRoleGateway(t *testing.T) (g *gateway, run func(user string, body map[string]any) map[string]any) {
+	g = startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", sharedRoleUsers)
+	return g, func(user string, body map[string]any) map[string]any {
 		t.Helper()
+		pw := ""
+		for _, u := range sharedRoleUsers {
+			if u.name == user {
+				pw = u.password
+			}
+		}
 		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic(user, pw))
 		if status != 200 {
 			t.Fatalf("%s: %v answered %d %v", user, body, status, out)
 		}
 		return out
 	}
+}
+
+func TestAnHTTPUserCannotChooseTheRandomNumbersOfTheNextRequest(t *testing.T) {
+	_, run := startSharedRoleGateway(t)
 	known := seedDraw(t, "0")
 	// A single statement, a transaction and a bulk request each leave
 	// their connection by a path of its own.
@@ -238,8 +254,8 @@ func TestAnHTTPUserCannotChooseTheRandomNumbersOfTheNextRequest(t *testing.T) {
 		{"stmt": "SELECT setseed($1)", "bulk_args": [][]any{{0}}},
 	} {
 		for i := 0; i < 5; i++ {
-			run("carol", "carol-Pass-3", body)
-			row := run("dave", "dave-Pass-4", map[string]any{"stmt": "SELECT random()::text"})["rows"].([]any)[0].([]any)
+			run("carol", body)
+			row := run("dave", map[string]any{"stmt": "SELECT random()::text"})["rows"].([]any)[0].([]any)
 			if row[0] == known {
 				t.Fatalf("after carol's %v, dave drew %v, the first draw after setseed(0)", body, row[0])
 			}
@@ -254,21 +270,11 @@ func TestHTTPRequestsStillRunWhenTheBackendRoleMayNotReseed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pg.Exec("GRANT EXECUTE ON FUNCTION setseed(float8) TO PUBLIC") })
-	users := []testUser{
-		{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
-		{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
-	}
-	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
+	_, run := startSharedRoleGateway(t)
 	for i := 0; i < 6; i++ {
-		for _, u := range users {
-			for _, body := range []map[string]any{
-				{"stmt": "SELECT 1"},
-				{"transaction": []map[string]any{{"stmt": "SELECT 1"}}},
-			} {
-				if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic(u.name, u.password)); status != 200 {
-					t.Fatalf("%s's request %d answered %d %v", u.name, i, status, out)
-				}
-			}
+		for _, user := range []string{"carol", "dave"} {
+			run(user, map[string]any{"stmt": "SELECT 1"})
+			run(user, map[string]any{"transaction": []map[string]any{{"stmt": "SELECT 1"}}})
 		}
 	}
 }
@@ -282,19 +288,7 @@ func TestAnHTTPRequestsDblinkConnectionDoesNotReachTheNextRequest(t *testing.T) 
 	if err := pg.Exec("GRANT EXECUTE ON FUNCTION dblink_connect_u(text, text), dblink_connect_u(text) TO app_rw"); err != nil {
 		t.Fatal(err)
 	}
-	users := []testUser{
-		{name: "carol", password: "carol-Pass-3", extra: "backend_user = \"app_rw\"\n"},
-		{name: "dave", password: "dave-Pass-4", extra: "backend_user = \"app_rw\"\n"},
-	}
-	g := startHTTPGateway(t, "", "[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
-	run := func(user, pw string, body map[string]any) map[string]any {
-		t.Helper()
-		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, body), basic(user, pw))
-		if status != 200 {
-			t.Fatalf("%s: %v answered %d %v", user, body, status, out)
-		}
-		return out
-	}
+	g, run := startSharedRoleGateway(t)
 	remote := fmt.Sprintf("host=%s port=%d dbname=postgres user=postgres", pg.sockDir, pg.port)
 	for _, body := range []map[string]any{
 		{"stmt": "SELECT dblink_connect_u('kept', $1)", "args": []any{remote}},
@@ -303,8 +297,8 @@ func TestAnHTTPRequestsDblinkConnectionDoesNotReachTheNextRequest(t *testing.T) 
 		{"stmt": "SELECT dblink_connect_u($1, $2)", "bulk_args": [][]any{{"kept", remote}}},
 	} {
 		for i := 0; i < 3; i++ {
-			run("carol", "carol-Pass-3", body)
-			row := run("dave", "dave-Pass-4", map[string]any{"stmt": "SELECT coalesce(dblink_get_connections()::text, '<none>')"})["rows"].([]any)[0].([]any)
+			run("carol", body)
+			row := run("dave", map[string]any{"stmt": "SELECT coalesce(dblink_get_connections()::text, '<none>')"})["rows"].([]any)[0].([]any)
 			if row[0] != "<none>" {
 				t.Fatalf("after carol's %v, dave's request finds dblink connections %v", body, row[0])
 			}
