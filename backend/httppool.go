@@ -220,9 +220,21 @@ func (p *HTTPPools) Release(c *pgxpool.Conn) {
 	}()
 }
 
-// Discard closes a connection of one of the pools instead of returning it:
-// its request may have left state that no reset removes (OpensDblink).
-func (p *HTTPPools) Discard(c *pgxpool.Conn) {
+// ReleaseAfter returns a connection whose request ran stmts: as Release
+// does, unless a statement may have opened a dblink connection, which no
+// reset closes: then the connection is closed instead.
+func (p *HTTPPools) ReleaseAfter(c *pgxpool.Conn, stmts ...string) {
+	for _, sql := range stmts {
+		if opensDblink(sql) {
+			p.discard(c)
+			return
+		}
+	}
+	p.Release(c)
+}
+
+// discard closes a connection of one of the pools instead of returning it.
+func (p *HTTPPools) discard(c *pgxpool.Conn) {
 	conn := c.Conn()
 	go func() {
 		conn.Close(context.Background()) // and the release destroys it
@@ -230,17 +242,29 @@ func (p *HTTPPools) Discard(c *pgxpool.Conn) {
 	}()
 }
 
-// OpensDblink says whether sql may open a dblink connection
+// opensDblink says whether sql may open a dblink connection
 // (dblink_connect, dblink_connect_u): dblink keeps it open, logged in as
-// whoever the statement named, until the session ends, and no reset
-// closes it, so the backend connection must not serve another request. It
-// errs towards finding: the name anywhere, in any case, also in a string
-// literal, and any Unicode-escaped identifier (U&"...", which could spell
-// the name without writing it). A call inside a function the request
-// calls is not seen.
-func OpensDblink(sql string) bool {
-	l := strings.ToLower(sql)
-	return strings.Contains(l, "dblink_connect") || strings.Contains(l, `&"`)
+// whoever the statement named, until the session ends. It errs towards
+// finding: the name anywhere, in any case, also in a string literal, and
+// any Unicode-escaped identifier (U&"...", which could spell the name
+// without writing it). A call inside a function the request calls is not
+// seen. It runs on every request, so it does not copy the text.
+func opensDblink(sql string) bool {
+	const name = "dblink_connect"
+	if strings.Contains(sql, `&"`) {
+		return true
+	}
+	for i := strings.IndexAny(sql, "dD"); i >= 0 && i+len(name) <= len(sql); {
+		if strings.EqualFold(sql[i:i+len(name)], name) {
+			return true
+		}
+		next := strings.IndexAny(sql[i+1:], "dD")
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	return false
 }
 
 // settingsCheckEvery is how old the pool's knowledge of its role and

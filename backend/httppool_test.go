@@ -46,9 +46,11 @@ func TestOpensDblinkFindsEverySpellingOfTheCall(t *testing.T) {
 		"SELECT * FROM dblink('c', 'SELECT 1') AS t(x int)": false,
 		"SELECT dblink_disconnect('c')":                     false,
 		"SELECT 1":                                          false,
+		"SELECT dd, dblink_connec":                          false,
+		"dblink_connect":                                    true,
 	} {
-		if got := OpensDblink(sql); got != want {
-			t.Errorf("OpensDblink(%q) = %v, want %v", sql, got, want)
+		if got := opensDblink(sql); got != want {
+			t.Errorf("opensDblink(%q) = %v, want %v", sql, got, want)
 		}
 	}
 }

@@ -167,7 +167,7 @@ func (p *HTTPPools) Acquire(ctx context.Context, pool *pgxpool.Pool, user string
 		}
 		p.log.Debug("HTTP backend not reused: seeding random() failed", zap.Error(err))
 		p.states.loseSeed(pc)
-		p.Discard(c)
+		p.discard(c)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -223,15 +223,11 @@ func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 // binary (1) and which as PostgreSQL's text (0, any type it does not name),
 // as pgx.QueryResultFormatsByOID does for Query.
 func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user, sql string, args []any, formats pgx.QueryResultFormatsByOID, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
-	release := p.Release
-	if OpensDblink(sql) {
-		release = p.Discard
-	}
 	c, err := p.Acquire(ctx, pool, user)
 	if err != nil {
 		return err
 	}
-	defer release(c)
+	defer p.ReleaseAfter(c, sql)
 	conn := c.Conn()
 	reset, ok := p.pipelinedReset(pool)
 	if !ok {

@@ -220,11 +220,7 @@ func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt str
 	if err != nil {
 		return nil, err
 	}
-	if backend.OpensDblink(stmt) {
-		defer s.pools.Discard(c)
-	} else {
-		defer s.pools.Release(c)
-	}
+	defer s.pools.ReleaseAfter(c, stmt)
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, args := range sets {
 			tag, err := tx.Exec(ctx, stmt, jsonArgs(args)...)
@@ -260,13 +256,11 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 	if err != nil {
 		return nil, err
 	}
-	release := s.pools.Release
-	for _, st := range stmts {
-		if backend.OpensDblink(st.Stmt) {
-			release = s.pools.Discard
-		}
+	texts := make([]string, len(stmts))
+	for i, st := range stmts {
+		texts[i] = st.Stmt
 	}
-	defer release(c)
+	defer s.pools.ReleaseAfter(c, texts...)
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, st := range stmts {
 			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, snap.Config.HTTP.MaxRows)
