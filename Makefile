@@ -20,6 +20,7 @@ FUZZ_TARGETS := \
 	./hba:FuzzTOMLRules \
 	./httpfront:FuzzAuthorizationHeader \
 	./httpfront:FuzzSQLBody \
+	./httpfront:FuzzCopyStatement \
 	./httpfront:FuzzSessionCookie \
 	./httpfront:FuzzConsoleForm
 

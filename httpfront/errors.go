@@ -28,6 +28,7 @@ const (
 	codeSyntaxError              = "42601"
 	codeQueryCanceled            = "57014"
 	codeActiveSQLTransaction     = "25001"
+	codeFeatureNotSupported      = "0A000" // COPY to or from the client
 	codeInternalError            = "XX000"
 )
 

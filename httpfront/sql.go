@@ -191,6 +191,9 @@ func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapsh
 	if stmt == "" {
 		return false, errEmptyStatement
 	}
+	if what, ok := copyWithClient(stmt); ok {
+		return false, copyRefused(what)
+	}
 	var res *result
 	start := time.Now()
 	err = s.pools.QueryThenReset(ctx, pool, user, stmt, jsonArgs(args), resultFormats, func(rows pgx.Rows, tm *pgtype.Map) (err error) {
@@ -215,6 +218,9 @@ func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt str
 	out := &bulkResults{}
 	if what, ends := txEndingStatement(stmt); ends {
 		return nil, txEnded(what)
+	}
+	if what, ok := copyWithClient(stmt); ok {
+		return nil, copyRefused(what)
 	}
 	c, err := s.pools.Acquire(ctx, pool, user)
 	if err != nil {
@@ -250,6 +256,9 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 	for i, st := range stmts {
 		if what, ends := txEndingStatement(st.Stmt); ends {
 			return nil, withStatement(txEnded(what), i)
+		}
+		if what, ok := copyWithClient(st.Stmt); ok {
+			return nil, withStatement(copyRefused(what), i)
 		}
 	}
 	c, err := s.pools.Acquire(ctx, pool, user)
@@ -419,6 +428,17 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		s.o.Log.Error("backend connection failed during an HTTP request", zap.Error(err))
 		writeError(w, http.StatusBadGateway, codeConnectionFailure, "the backend connection failed")
+		return
+	}
+	// A COPY with the client that copyWithClient did not see: the
+	// pipeline closed the connection when PostgreSQL began the copy.
+	if msg := err.Error(); strings.Contains(msg, "*pgproto3.CopyInResponse") {
+		err = copyRefused("STDIN")
+	} else if strings.Contains(msg, "*pgproto3.CopyOutResponse") {
+		err = copyRefused("STDOUT")
+	}
+	if errors.As(err, &qe) {
+		writeJSON(w, qe.status, apiError{Error: errorBody{Code: qe.code, Message: qe.msg, Statement: idx}})
 		return
 	}
 	// What is left was refused before reaching the backend: a wrong

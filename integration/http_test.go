@@ -198,6 +198,47 @@ func TestSQLOverHTTPStatementShapesAndValues(t *testing.T) {
 	}
 }
 
+// COPY FROM STDIN and COPY TO STDOUT have no client stream to travel over
+// HTTP: PostgreSQL would wait for rows until http.statement_timeout (with a
+// backend held), or send rows that vanished behind a 200. Each request
+// shape refuses them at once with 0A000 and rolls back what came before;
+// a COPY with a server file still reaches PostgreSQL.
+func TestCopyWithTheClientIsRefusedOverHTTP(t *testing.T) {
+	g := startHTTPGateway(t, "statement_timeout = \"20s\"\ndefault_database = \"postgres\"", httpRules,
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	if err := pg.Exec("DROP TABLE IF EXISTS http_copy; CREATE TABLE http_copy (a int); GRANT ALL ON http_copy TO alice"); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{
+		`{"stmt":"COPY http_copy FROM STDIN"}`,
+		`{"stmt":"/* c */ copy http_copy (a) from stdin with (format csv)"}`,
+		`{"stmt":"COPY (SELECT ')' FROM http_copy) TO STDOUT"}`,
+		`{"stmt":"COPY http_copy FROM STDIN","bulk_args":[[],[]]}`,
+		`{"transaction":[{"stmt":"INSERT INTO http_copy VALUES (1)"},{"stmt":"COPY http_copy FROM STDIN"}]}`,
+		`{"transaction":[{"stmt":"INSERT INTO http_copy VALUES (1)"},{"stmt":"COPY (SELECT 1) TO STDOUT"}]}`,
+	} {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", body, auth)
+		msg, _ := out["error"].(map[string]any)["message"].(string)
+		if status != 400 || errCode(out) != "0A000" || !strings.Contains(msg, "not supported over HTTP") {
+			t.Fatalf("%s: %d %v", body, status, out)
+		}
+		if strings.Contains(body, "transaction") && jsonText(t, out["error"].(map[string]any)["statement"]) != "1" {
+			t.Fatalf("%s: the refusal names no statement: %v", body, out)
+		}
+	}
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT count(*) FROM http_copy"}`, auth)
+	if status != 200 || jsonText(t, out["rows"]) != `[[0]]` {
+		t.Fatalf("a refused transaction left rows: %d %v", status, out)
+	}
+	// A COPY with a file on the server is PostgreSQL's to judge (alice may
+	// not read server files).
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"COPY http_copy FROM '/nonexistent/stdin'"}`, auth)
+	if status != 400 || errCode(out) != "42501" {
+		t.Fatalf("COPY from a server file: %d %v", status, out)
+	}
+}
+
 func TestSQLOverHTTPLimits(t *testing.T) {
 	g := startHTTPGateway(t, "max_rows = 5\nstatement_timeout = \"1s\"\nmax_body_bytes = 2000\ndefault_database = \"postgres\"", httpRules,
 		[]testUser{{name: "alice", password: "alice-Pass-1"}})
