@@ -21,6 +21,7 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzAuthorizationHeader \
 	./httpfront:FuzzSQLBody \
 	./httpfront:FuzzCopyStatement \
+	./httpfront:FuzzResultJSON \
 	./httpfront:FuzzSessionCookie \
 	./httpfront:FuzzConsoleForm
 

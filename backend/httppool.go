@@ -128,6 +128,7 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	var buf [256]byte
 	b := append(buf[:0], t.Host...)
 	b = strconv.AppendInt(append(b, 0), int64(t.Port), 10)
+	b = strconv.AppendInt(append(b, 0), cfg.HTTP.MaxResultBytes, 10)
 	for _, f := range [...]string{t.Role, t.Database, t.Password, cfg.Backend.ResetQuery} {
 		b = append(append(b, 0), f...)
 	}
@@ -171,12 +172,14 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 		return sp.IdleDuration >= settingsCheckEvery && !p.states.markIdle(sp.Conn.PgConn())
 	}
 	afterConnect := pcfg.AfterConnect
+	maxMessage := maxHTTPMessage(cfg.HTTP.MaxResultBytes)
 	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		if afterConnect != nil {
 			if err := afterConnect(ctx, c); err != nil {
 				return err
 			}
 		}
+		c.PgConn().Frontend().SetMaxBodyLen(maxMessage)
 		at := time.Now()
 		settings, err := ReadSettings(ctx, c.PgConn())
 		if err != nil {
@@ -199,6 +202,14 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	}
 	p.m[key] = &httpPoolEntry{pool: pool, lastUsed: time.Now(), host: t.Host, port: t.Port, database: t.Database}
 	return pool, nil
+}
+
+// maxHTTPMessage is the largest backend message an HTTP connection reads:
+// a row whose values alone pass http.max_result_bytes is refused before
+// pgx allocates room for it (the connection is then closed), not after.
+// The margin holds any row's column lengths and any row description.
+func maxHTTPMessage(maxResultBytes int64) int {
+	return int(min(maxResultBytes+1<<20, 1<<30+1<<20))
 }
 
 // Release returns a connection of one of the pools. One that

@@ -171,14 +171,18 @@ type Throttle struct {
 
 // HTTP configures the HTTP frontend.
 type HTTP struct {
-	DefaultDatabase   string   `toml:"default_database"`
-	DefaultUser       string   `toml:"default_user"`
-	AuthFailureStatus int      `toml:"auth_failure_status"`
-	Realm             string   `toml:"realm"`
-	MaxBodyBytes      int64    `toml:"max_body_bytes"`
-	MaxRows           int      `toml:"max_rows"`
-	StatementTimeout  Duration `toml:"statement_timeout"`
-	SessionTTL        Duration `toml:"session_ttl"`
+	DefaultDatabase   string `toml:"default_database"`
+	DefaultUser       string `toml:"default_user"`
+	AuthFailureStatus int    `toml:"auth_failure_status"`
+	Realm             string `toml:"realm"`
+	MaxBodyBytes      int64  `toml:"max_body_bytes"`
+	MaxRows           int    `toml:"max_rows"`
+	// MaxResultBytes bounds the bytes of row values one request reads
+	// from the backend: without it one SELECT of a large value could
+	// take the gateway's memory from every other client.
+	MaxResultBytes   int64    `toml:"max_result_bytes"`
+	StatementTimeout Duration `toml:"statement_timeout"`
+	SessionTTL       Duration `toml:"session_ttl"`
 	// SessionIdleTimeout ends a console session unused this long; the SPEC
 	// names one key (session_ttl, the absolute lifetime) for both timeouts.
 	SessionIdleTimeout Duration `toml:"session_idle_timeout"`
@@ -297,6 +301,7 @@ func Default() *Config {
 			Realm:              "pgwarden",
 			MaxBodyBytes:       1 << 20,
 			MaxRows:            10000,
+			MaxResultBytes:     32 << 20,
 			StatementTimeout:   d(30 * time.Second),
 			SessionTTL:         d(12 * time.Hour),
 			SessionIdleTimeout: d(30 * time.Minute),

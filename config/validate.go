@@ -55,6 +55,10 @@ type validator struct {
 	errs  Errors
 }
 
+// maxResultBytesLimit is the largest http.max_result_bytes: a value of 1
+// GiB is PostgreSQL's own largest field.
+const maxResultBytesLimit = 1 << 30
+
 var indexRE = regexp.MustCompile(`\.(\d+)(\.|$)`)
 
 // add records a problem with key written as "hba.2.method" internally; the
@@ -292,6 +296,9 @@ func (c *Config) validate(v *validator) {
 	}
 	if h.MaxRows < 1 {
 		v.add("http.max_rows", "must be positive")
+	}
+	if h.MaxResultBytes < 1 || h.MaxResultBytes > maxResultBytesLimit {
+		v.add("http.max_result_bytes", "must be between 1 and %d (1 GiB, PostgreSQL's largest value)", int64(maxResultBytesLimit))
 	}
 	if h.StatementTimeout.Duration < 0 {
 		v.add("http.statement_timeout", "must not be negative")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -49,10 +51,17 @@ type inlineCredentials struct {
 type result struct {
 	Cols     []string `json:"cols"`
 	ColTypes []string `json:"col_types"`
-	Rows     [][]any  `json:"rows"`
+	Rows     rowsJSON `json:"rows"`
 	RowCount int64    `json:"rowcount"`
 	Duration float64  `json:"duration"`
 }
+
+// rowsJSON is a result's rows, encoded as one JSON array while they were
+// read (see appendJSON).
+type rowsJSON []byte
+
+// MarshalJSON gives the rows as they were encoded.
+func (r rowsJSON) MarshalJSON() ([]byte, error) { return r, nil }
 
 // sqlError is an error to answer with its status, SQLSTATE and statement.
 type sqlError struct {
@@ -181,6 +190,10 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.writeSQLError(w, r, err)
 		return
 	}
+	if tx, ok := out.(*txResults); ok {
+		writeResults(w, http.StatusOK, nil, tx.Results)
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -197,10 +210,10 @@ func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapsh
 	var res *result
 	start := time.Now()
 	err = s.pools.QueryThenReset(ctx, pool, user, stmt, jsonArgs(args), resultFormats, func(rows pgx.Rows, tm *pgtype.Map) (err error) {
-		res, err = readResult(rows, tm, snap.Config.HTTP.MaxRows, start)
+		res, err = readResult(rows, tm, resultLimits(snap), start)
 		return err
 	}, func() {
-		writeJSONNow(w, http.StatusOK, res)
+		writeResults(w, http.StatusOK, res, nil)
 		answered = true
 	})
 	return answered, err
@@ -270,9 +283,10 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 		texts[i] = st.Stmt
 	}
 	defer s.pools.ReleaseAfter(c, texts...)
+	lim := resultLimits(snap)
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, st := range stmts {
-			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, snap.Config.HTTP.MaxRows)
+			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, lim)
 			if err != nil {
 				return withStatement(err, i)
 			}
@@ -280,6 +294,7 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 				return withStatement(err, i)
 			}
 			out.Results = append(out.Results, res)
+			lim.bytes -= int64(len(res.Rows) - len("[]"))
 		}
 		return nil
 	})
@@ -311,8 +326,27 @@ var errTooManyRows = errors.New("too many rows")
 
 var errEmptyStatement = &sqlError{status: http.StatusBadRequest, code: codeSyntaxError, msg: "empty statement"}
 
-// query runs one statement and reads at most maxRows rows.
-func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows int) (*result, error) {
+// limits bound what one request reads from the backend: http.max_rows rows
+// and http.max_result_bytes bytes of values.
+// A transaction's statements share one answer, so bytes is what is left
+// of max for the statement at hand.
+type limits struct {
+	rows       int
+	bytes, max int64
+}
+
+func resultLimits(snap *snapshot.Snapshot) limits {
+	return limits{rows: snap.Config.HTTP.MaxRows, bytes: snap.Config.HTTP.MaxResultBytes, max: snap.Config.HTTP.MaxResultBytes}
+}
+
+// resultTooLarge is the refusal of a result over http.max_result_bytes.
+func resultTooLarge(max int64) *sqlError {
+	return &sqlError{status: http.StatusBadRequest, code: codeProgramLimit,
+		msg: fmt.Sprintf("the result is larger than http.max_result_bytes (%d bytes)", max)}
+}
+
+// query runs one statement and reads at most the limits' rows and bytes.
+func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, lim limits) (*result, error) {
 	if stmt == "" {
 		return nil, errEmptyStatement
 	}
@@ -322,13 +356,16 @@ func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, maxRows
 		return nil, err
 	}
 	defer rows.Close()
-	return readResult(rows, conn.TypeMap(), maxRows, start)
+	return readResult(rows, conn.TypeMap(), lim, start)
 }
 
-// readResult reads at most maxRows rows into a result.
-func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*result, error) {
-	res := &result{Cols: []string{}, ColTypes: []string{}, Rows: [][]any{}}
+// readResult reads at most the limits' rows and bytes into a result.
+func readResult(rows pgx.Rows, tm *pgtype.Map, lim limits, start time.Time) (*result, error) {
+	res := &result{Cols: []string{}, ColTypes: []string{}}
 	fds := rows.FieldDescriptions()
+	limit := int(min(lim.bytes, math.MaxInt32)) + 1 // the rows' "[" and "]" come free
+	buf := append(make([]byte, 0, 64), '[')
+	n := 0
 	for _, fd := range fds {
 		res.Cols = append(res.Cols, fd.Name)
 		name := strconv.FormatUint(uint64(fd.DataTypeOID), 10)
@@ -340,32 +377,47 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*r
 		res.ColTypes = append(res.ColTypes, name)
 	}
 	for rows.Next() {
-		if len(res.Rows) >= maxRows {
+		if n >= lim.rows {
 			rows.Close()
 			return nil, &sqlError{status: http.StatusBadRequest, code: codeProgramLimit,
-				msg: fmt.Sprintf("the result has more than http.max_rows (%d) rows", maxRows)}
+				msg: fmt.Sprintf("the result has more than http.max_rows (%d) rows", lim.rows)}
 		}
 		// Column by column rather than rows.Values: a text-form column is
 		// passed on as the backend wrote it, never parsed by pgx (which
 		// would refuse a date under DateStyle 'SQL, DMY').
 		raw := rows.RawValues()
-		row := make([]any, len(fds))
+		if n > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '[')
 		for i, fd := range fds {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var v any
 			switch {
 			case raw[i] == nil:
-				row[i] = nil
 			case fd.Format == pgtype.TextFormatCode:
-				row[i] = textValue(tm, fd.DataTypeOID, raw[i])
+				v = textValue(tm, fd.DataTypeOID, raw[i])
 			default:
-				v, err := binaryValue(tm, fd.DataTypeOID, raw[i])
-				if err != nil {
+				var err error
+				if v, err = binaryValue(tm, fd.DataTypeOID, raw[i]); err != nil {
 					return nil, err
 				}
-				row[i] = v
+			}
+			var ok bool
+			if buf, ok = appendJSON(buf, v, limit); !ok {
+				rows.Close()
+				return nil, resultTooLarge(lim.max)
 			}
 		}
-		res.Rows = append(res.Rows, row)
+		buf = append(buf, ']')
+		n++
 	}
+	if len(buf) > limit {
+		return nil, resultTooLarge(lim.max)
+	}
+	res.Rows = append(buf, ']')
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
@@ -374,7 +426,7 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, maxRows int, start time.Time) (*r
 	if tag.Select() || (len(res.Cols) > 0 && !tagHasCount(tag.String())) {
 		// SHOW, EXPLAIN, VALUES-less utilities that return rows: their
 		// tag carries no count, and rowcount is what rows holds.
-		res.RowCount = int64(len(res.Rows))
+		res.RowCount = int64(n)
 	}
 	res.Duration = float64(time.Since(start).Microseconds()) / 1000
 	return res, nil
@@ -436,6 +488,10 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		err = copyRefused("STDIN")
 	} else if strings.Contains(msg, "*pgproto3.CopyOutResponse") {
 		err = copyRefused("STDOUT")
+	}
+	var big *pgproto3.ExceededMaxBodyLenErr
+	if errors.As(err, &big) {
+		err = resultTooLarge(s.o.State.Current().Config.HTTP.MaxResultBytes)
 	}
 	if errors.As(err, &qe) {
 		writeJSON(w, qe.status, apiError{Error: errorBody{Code: qe.code, Message: qe.msg, Statement: idx}})

@@ -219,11 +219,12 @@ func TestCopyWithTheClientIsRefusedOverHTTP(t *testing.T) {
 		`{"transaction":[{"stmt":"INSERT INTO http_copy VALUES (1)"},{"stmt":"COPY (SELECT 1) TO STDOUT"}]}`,
 	} {
 		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", body, auth)
-		msg, _ := out["error"].(map[string]any)["message"].(string)
+		e, _ := out["error"].(map[string]any)
+		msg, _ := e["message"].(string)
 		if status != 400 || errCode(out) != "0A000" || !strings.Contains(msg, "not supported over HTTP") {
 			t.Fatalf("%s: %d %v", body, status, out)
 		}
-		if strings.Contains(body, "transaction") && jsonText(t, out["error"].(map[string]any)["statement"]) != "1" {
+		if strings.Contains(body, "transaction") && jsonText(t, e["statement"]) != "1" {
 			t.Fatalf("%s: the refusal names no statement: %v", body, out)
 		}
 	}
@@ -240,7 +241,7 @@ func TestCopyWithTheClientIsRefusedOverHTTP(t *testing.T) {
 }
 
 func TestSQLOverHTTPLimits(t *testing.T) {
-	g := startHTTPGateway(t, "max_rows = 5\nstatement_timeout = \"1s\"\nmax_body_bytes = 2000\ndefault_database = \"postgres\"", httpRules,
+	g := startHTTPGateway(t, "max_rows = 5\nmax_result_bytes = 1000\nstatement_timeout = \"1s\"\nmax_body_bytes = 2000\ndefault_database = \"postgres\"", httpRules,
 		[]testUser{{name: "alice", password: "alice-Pass-1"}})
 	auth := basic("alice", "alice-Pass-1")
 	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT generate_series(1, 6)"}`, auth)
@@ -250,6 +251,33 @@ func TestSQLOverHTTPLimits(t *testing.T) {
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT generate_series(1, 5)"}`, auth)
 	if status != 200 || jsonText(t, out["rowcount"]) != "5" {
 		t.Fatalf("5 rows: %d %v", status, out)
+	}
+	// max_result_bytes bounds the rows' JSON, not PostgreSQL's bytes: 200
+	// control characters are 1,200 bytes of JSON. A value far over the
+	// bound is refused as its message arrives, and the next request gets
+	// a working connection.
+	for _, body := range []string{
+		`{"stmt":"SELECT repeat('x', 1001)"}`,
+		`{"stmt":"SELECT repeat(chr(1), 200)"}`,
+		`{"stmt":"SELECT repeat('<', 200)"}`,
+		`{"stmt":"SELECT repeat('x', 300) FROM generate_series(1, 4)"}`,
+		`{"stmt":"SELECT repeat('x', 3000000)"}`,
+		`{"transaction":[{"stmt":"SELECT repeat('x', 600)"},{"stmt":"SELECT repeat('y', 600)"}]}`,
+	} {
+		status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", body, auth)
+		e, _ := out["error"].(map[string]any)
+		msg, _ := e["message"].(string)
+		if status != 400 || errCode(out) != "54000" || !strings.Contains(msg, "http.max_result_bytes (1000 bytes)") {
+			t.Fatalf("%s: %d %v", body, status, out)
+		}
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"transaction":[{"stmt":"SELECT repeat('x', 400)"},{"stmt":"SELECT repeat('y', 400)"}]}`, auth)
+	if status != 200 || !strings.Contains(jsonText(t, out), strings.Repeat("y", 400)) {
+		t.Fatalf("a transaction within max_result_bytes: %d %v", status, out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT repeat(chr(1), 100)"}`, auth)
+	if status != 200 || jsonText(t, out["rows"]) != `[["`+strings.Repeat(`\u0001`, 100)+`"]]` {
+		t.Fatalf("a result within max_result_bytes: %d %v", status, out)
 	}
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT pg_sleep(5)"}`, auth)
 	if status != 400 || errCode(out) != "57014" {

@@ -1,0 +1,257 @@
+package httpfront
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+)
+
+// appendJSON appends v, one of the values encodeValue gives, as
+// encoding/json would write it (HTML-safe strings, sorted object keys,
+// base64 bytes), and reports false as soon as b grows past limit. Rows are
+// written this way as they are read, so http.max_result_bytes bounds the
+// bytes of the answer itself: a string of control characters is six times
+// longer in JSON than in PostgreSQL, and the answer must be refused before
+// it is built, not after.
+func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
+	switch x := v.(type) {
+	case nil:
+		b = append(b, "null"...)
+	case bool:
+		b = strconv.AppendBool(b, x)
+	case string:
+		return appendJSONString(b, x, limit)
+	case int8:
+		b = strconv.AppendInt(b, int64(x), 10)
+	case int16:
+		b = strconv.AppendInt(b, int64(x), 10)
+	case int32:
+		b = strconv.AppendInt(b, int64(x), 10)
+	case int64:
+		b = strconv.AppendInt(b, x, 10)
+	case int:
+		b = strconv.AppendInt(b, int64(x), 10)
+	case uint8:
+		b = strconv.AppendUint(b, uint64(x), 10)
+	case uint16:
+		b = strconv.AppendUint(b, uint64(x), 10)
+	case uint32:
+		b = strconv.AppendUint(b, uint64(x), 10)
+	case uint64:
+		b = strconv.AppendUint(b, x, 10)
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			// JSON has no number for them: PostgreSQL's spelling.
+			return appendJSONString(b, encodeFloat(x).(string), limit)
+		}
+		b = appendJSONFloat(b, x)
+	case []byte:
+		if len(b)+base64.StdEncoding.EncodedLen(len(x))+2 > limit {
+			return b, false
+		}
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, x)
+		b = append(b, '"')
+	case json.RawMessage:
+		b = append(b, x...) // numericText: digits, a sign and a point
+	case []any:
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var ok bool
+			if b, ok = appendJSON(b, e, limit); !ok {
+				return b, false
+			}
+		}
+		b = append(b, ']')
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var ok bool
+			if b, ok = appendJSONString(b, k, limit); !ok {
+				return b, false
+			}
+			b = append(b, ':')
+			if b, ok = appendJSON(b, x[k], limit); !ok {
+				return b, false
+			}
+		}
+		b = append(b, '}')
+	default:
+		// Nothing encodeValue gives comes here; encoding/json stays the
+		// reference for whatever might.
+		enc, err := json.Marshal(x)
+		if err != nil {
+			return b, false
+		}
+		b = append(b, enc...)
+	}
+	return b, len(b) <= limit
+}
+
+// appendJSONFloat is encoding/json's float64 form: shortest digits, with
+// an exponent only below 1e-6 or from 1e21, written e-7 rather than e-07.
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString is encoding/json's string form with HTML escaping:
+// <, > and & as \u003c..., control characters as \n or \u00XX, invalid
+// UTF-8 as \ufffd, U+2028 and U+2029 escaped. It stops once b passes limit.
+func appendJSONString(b []byte, s string, limit int) ([]byte, bool) {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if len(b)+(i-start) > limit {
+			return b, false
+		}
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	b = append(b, '"')
+	return b, len(b) <= limit
+}
+
+// oneWriteBytes is the largest answer writeResults copies into one buffer
+// to send it in one write.
+const oneWriteBytes = 256 << 10
+
+// writeResults answers the JSON of results (one, or a transaction's list)
+// with its length, writing each result's rows as they were encoded rather
+// than copying them into one more buffer, and sends it at once, so the
+// caller can go on with work the client need not wait for.
+func writeResults(w http.ResponseWriter, status int, one *result, list []*result) {
+	var parts [][]byte
+	if one != nil {
+		parts = one.jsonParts(parts)
+	} else {
+		parts = append(parts, []byte(`{"results":[`))
+		for i, r := range list {
+			if i > 0 {
+				parts = append(parts, []byte(","))
+			}
+			parts = r.jsonParts(parts)
+		}
+		parts = append(parts, []byte("]}"))
+	}
+	parts = append(parts, []byte("\n"))
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n <= oneWriteBytes {
+		// Each Write past net/http's buffer is a system call of its own,
+		// which costs more than copying a small answer into one.
+		whole := make([]byte, 0, n)
+		for _, p := range parts {
+			whole = append(whole, p...)
+		}
+		parts = [][]byte{whole}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(status)
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return
+		}
+	}
+	_ = http.NewResponseController(w).Flush()
+}
+
+// jsonParts appends the pieces of r's JSON object: its fields in the
+// order encoding/json gives them, the rows as readResult encoded them.
+func (r *result) jsonParts(parts [][]byte) [][]byte {
+	head := append([]byte(nil), `{"cols":`...)
+	head = appendStrings(head, r.Cols)
+	head = append(head, `,"col_types":`...)
+	head = appendStrings(head, r.ColTypes)
+	head = append(head, `,"rows":`...)
+	tail := append([]byte(nil), `,"rowcount":`...)
+	tail = strconv.AppendInt(tail, r.RowCount, 10)
+	tail = append(tail, `,"duration":`...)
+	tail = appendJSONFloat(tail, r.Duration)
+	tail = append(tail, '}')
+	return append(parts, head, r.Rows, tail)
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b, _ = appendJSONString(b, s, math.MaxInt)
+	}
+	return append(b, ']')
+}

@@ -1,0 +1,72 @@
+package httpfront
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"testing"
+)
+
+// jsonCases are values of every kind encodeValue gives.
+func jsonCases(s string, f float64) []any {
+	return []any{nil, true, false, s, "", int8(-5), int16(300), int32(-70000), int64(math.MinInt64), 42, uint8(200), uint16(65000), uint32(1 << 31), uint64(math.MaxUint64),
+		f, 0.0, 1e21, 1e20, 1e-6, 1e-7, -2.5e-300, 123456789.125, []byte(s), []byte{}, json.RawMessage("-12345.678"),
+		[]any{s, int64(1), nil, []any{}, []any{1.5, "x"}}, map[string]any{s: s, "b": []any{true}, "a": map[string]any{}, "": nil}}
+}
+
+func TestRowsAreWrittenAsEncodingJSONWritesThem(t *testing.T) {
+	strs := []string{"plain", "quote \" backslash \\ slash /", "<script>&amp;</script>", "\x00\x01\x1f\x7f \b\f\n\r\t",
+		"héllo wörld ✓ 日本", "bad \xff utf-8 \xc3", "line\u2028sep\u2029", "\xed\xa0\x80 surrogate", "emoji 😀"}
+	for _, s := range strs {
+		for _, v := range jsonCases(s, 3.14159) {
+			checkLikeEncodingJSON(t, v)
+		}
+	}
+	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		got, ok := appendJSON(nil, f, math.MaxInt)
+		want, _ := json.Marshal(encodeFloat(f))
+		if !ok || string(got) != string(want) {
+			t.Errorf("%v: got %s, want %s", f, got, want)
+		}
+	}
+}
+
+// checkLikeEncodingJSON: appendJSON writes what json.Marshal writes, and
+// stops exactly when that is longer than its limit.
+func checkLikeEncodingJSON(t testing.TB, v any) {
+	t.Helper()
+	want, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	got, ok := appendJSON(nil, v, math.MaxInt)
+	if !ok || string(got) != string(want) {
+		t.Fatalf("%#v:\n got %s\nwant %s", v, got, want)
+	}
+	if _, ok := appendJSON(nil, v, len(want)); !ok {
+		t.Fatalf("%#v refused at its own length %d", v, len(want))
+	}
+	if _, ok := appendJSON(nil, v, len(want)-1); ok {
+		t.Fatalf("%#v accepted at a limit one under its length %d", v, len(want))
+	}
+}
+
+// FuzzResultJSON: for any text and number, rows are written byte for byte
+// as encoding/json writes them, and a limit one byte under the answer's
+// length refuses it.
+func FuzzResultJSON(f *testing.F) {
+	for _, s := range []string{"x", "<&>", "\x00\xff", "\u2028", "日本", `"\`} {
+		f.Add(s, uint64(0x400921f9f01b866e))
+	}
+	f.Fuzz(func(t *testing.T, s string, bits uint64) {
+		fl := math.Float64frombits(bits)
+		if math.IsNaN(fl) || math.IsInf(fl, 0) {
+			fl = float64(int64(bits))
+		}
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], bits)
+		for _, v := range append(jsonCases(s, fl), string(b[:])) {
+			checkLikeEncodingJSON(t, v)
+		}
+	})
+}
