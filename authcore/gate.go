@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/pgwarden/pgwarden/hba"
@@ -221,6 +222,12 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 	if a.User == "" {
 		return nil, &Refusal{Kind: RefusedPassword, Reason: "no user: the credentials name none"}
 	}
+	if strings.IndexByte(a.User, 0) >= 0 || strings.IndexByte(a.Database, 0) >= 0 {
+		// PostgreSQL's startup packet ends a name at a zero byte: HBA
+		// would judge "admin\x00x" and a backend that cut it would see
+		// "admin". HTTP names can hold one (Basic, JSON, ?db=).
+		return nil, &Refusal{Kind: RefusedProtocol, Reason: "the user or database name holds a zero byte"}
+	}
 	req := &hba.Request{Protocol: a.Protocol, Addr: a.Addr, Local: a.Local, SSL: a.SSL, Database: a.Database,
 		User: a.User, Replication: a.Replication}
 	if u := st.Users.Lookup(a.User); u != nil {
@@ -259,6 +266,9 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 	id := &Identity{Name: a.User, Rule: rule}
 	if ref := m.run(ctx, st, a, p, id); ref != nil {
 		return nil, ref
+	}
+	if strings.IndexByte(id.Name, 0) >= 0 || (id.User != nil && strings.IndexByte(id.User.BackendUser, 0) >= 0) {
+		return nil, &Refusal{Kind: RefusedProtocol, Reason: "the proven identity's name holds a zero byte"}
 	}
 	if rule.ClientCert == "verify-full" && leaf.Subject.CommonName != a.User {
 		return nil, &Refusal{Kind: RefusedCertName, Reason: fmt.Sprintf("clientcert: certificate CN %q is not the user", leaf.Subject.CommonName)}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -426,6 +427,29 @@ func TestATransactionRequestIsAllOrNothingEvenWithCOMMITInside(t *testing.T) {
 	if n := fmt.Sprint(out["rows"].([]any)[0].([]any)[0]); n != "1" {
 		t.Fatalf("after a transaction with a rolled-back savepoint: %s rows, want 1", n)
 	}
+}
+
+// A name with a zero byte cannot reach PostgreSQL (its startup packet ends
+// a name there), so HBA must never judge one: "eve\x00" is not eve to the
+// rules but would be eve to a backend that cut it. HTTP can carry them in
+// Basic, inline credentials and ?db=; each is refused as malformed.
+func TestANameWithAZeroByteIsRefusedBeforeHBAJudgesIt(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	nul := map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("eve\x00:pw"))}
+	for _, c := range []struct {
+		what, query, body string
+		hdr               map[string]string
+	}{
+		{"Basic user", "?db=postgres", `{"stmt":"SELECT 1"}`, nul},
+		{"inline user", "?db=postgres", `{"credentials":{"user":"alice\u0000","password":"alice-Pass-1"},"stmt":"SELECT 1"}`, nil},
+		{"database", "?db=postgres%00x", `{"stmt":"SELECT 1"}`, basic("dave", "x")},
+	} {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql"+c.query, c.body, c.hdr)
+		if status != 400 || errCode(out) != "08P01" {
+			t.Fatalf("%s with a zero byte: %d %v", c.what, status, out)
+		}
+	}
+	g.waitLog("the user or database name holds a zero byte", 3)
 }
 
 func TestAUsersFileHashOverTheCostBoundStopsTheServerFromStarting(t *testing.T) {
