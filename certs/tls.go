@@ -27,6 +27,7 @@ type Material struct {
 	// server certificate (RFC 5929), for SCRAM-SHA-256-PLUS.
 	EndpointHash []byte
 
+	crl  *revocations // nil without crl_file
 	pg   *tls.Config
 	http *tls.Config
 }
@@ -57,6 +58,14 @@ func Load(c *config.TLS) (*Material, error) {
 		m.ClientCAs = x509.NewCertPool()
 		if !m.ClientCAs.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("tls: client_ca_file %s holds no PEM certificate", c.ClientCAFile)
+		}
+	}
+	if c.CRLFile != "" {
+		if m.ClientCAs == nil {
+			return nil, errors.New("tls: crl_file needs client_ca_file")
+		}
+		if m.crl, err = loadRevocations(c.CRLFile); err != nil {
+			return nil, err
 		}
 	}
 	min := uint16(tls.VersionTLS12)
@@ -101,7 +110,8 @@ func (m *Material) PGConfig() *tls.Config { return m.pg }
 var ErrNoClientCert = errors.New("no client certificate")
 
 // VerifyClient checks a client's certificate chain against the client CA at
-// time now and returns the verified leaf.
+// time now, and against crl_file when there is one, and returns the
+// verified leaf.
 func (m *Material) VerifyClient(chain []*x509.Certificate, now time.Time) (*x509.Certificate, error) {
 	if len(chain) == 0 {
 		return nil, ErrNoClientCert
@@ -113,7 +123,7 @@ func (m *Material) VerifyClient(chain []*x509.Certificate, now time.Time) (*x509
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	_, err := chain[0].Verify(x509.VerifyOptions{
+	chains, err := chain[0].Verify(x509.VerifyOptions{
 		Roots:         m.ClientCAs,
 		Intermediates: inter,
 		CurrentTime:   now,
@@ -121,6 +131,17 @@ func (m *Material) VerifyClient(chain []*x509.Certificate, now time.Time) (*x509
 	})
 	if err != nil {
 		return nil, err
+	}
+	if m.crl != nil {
+		// Any one chain that no CRL refuses will do, as for Verify.
+		for _, c := range chains {
+			if err = m.crl.check(c, now); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	return chain[0], nil
 }

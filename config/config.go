@@ -98,7 +98,10 @@ type TLS struct {
 	CertFile     string `toml:"cert_file"`
 	KeyFile      string `toml:"key_file"`
 	ClientCAFile string `toml:"client_ca_file"`
-	MinVersion   string `toml:"min_version"`
+	// CRLFile lists revoked client certificates (PostgreSQL's
+	// ssl_crl_file): PEM or DER certificate revocation lists.
+	CRLFile    string `toml:"crl_file"`
+	MinVersion string `toml:"min_version"`
 }
 
 // Backend describes the PostgreSQL server pgwarden relays to.
@@ -496,6 +499,7 @@ func (c *Config) resolvePaths() {
 		c.TLS.CertFile = c.Resolve(c.TLS.CertFile)
 		c.TLS.KeyFile = c.Resolve(c.TLS.KeyFile)
 		c.TLS.ClientCAFile = c.Resolve(c.TLS.ClientCAFile)
+		c.TLS.CRLFile = c.Resolve(c.TLS.CRLFile)
 	}
 	c.Backend.SSLRootCert = c.Resolve(c.Backend.SSLRootCert)
 	c.Backend.SSLCert = c.Resolve(c.Backend.SSLCert)

@@ -180,6 +180,13 @@ func (c *Config) validate(v *validator) {
 		if t.ClientCAFile != "" {
 			c.fileOK(v, "tls.client_ca_file", t.ClientCAFile)
 		}
+		if t.CRLFile != "" {
+			if t.ClientCAFile == "" {
+				v.add("tls.crl_file", "needs client_ca_file: it lists revoked client certificates")
+			} else {
+				c.fileOK(v, "tls.crl_file", t.CRLFile)
+			}
+		}
 		switch t.MinVersion {
 		case "1.2", "1.3":
 		default:

@@ -140,6 +140,39 @@ method = "cert"
 	}
 }
 
+// tls.crl_file, written by pgwarden certs revoke: a certificate the list
+// names is refused from the moment the running server reads the new list
+// (it watches the file), and the others still log in.
+func TestARevokedClientCertificateIsRefusedOnceTheListNamesIt(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, filepath.Join(dir, "certs"), "alice", "bob")
+	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir); code != 0 {
+		t.Fatalf("an empty list: %s %s", out, errOut)
+	}
+	g := startTLSGatewayIn(t, dir, gwOptions{}, `crl_file = "certs/ca.crl"
+[[hba]]
+method = "cert"
+`, nil)
+	login := func(name string) (string, error) {
+		return psql(t, g.tlsConnString(p, name, "sslcert="+p.path(name+".crt")+" sslkey="+p.path(name+".key")), "SELECT current_user")
+	}
+	if out, err := login("alice"); err != nil || out != "alice" {
+		t.Fatalf("alice before the revocation: %v %s", err, out)
+	}
+	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir, "alice"); code != 0 || !strings.Contains(out, "1 certificate(s) revoked") {
+		t.Fatalf("revoke: %d %s %s", code, out, errOut)
+	}
+	g.waitLog("reloaded", 1)
+	out, err := login("alice")
+	if err == nil || !containsLine(out, "FATAL:  connection requires a valid client certificate") {
+		t.Fatalf("alice after the revocation: %v %s", err, out)
+	}
+	g.waitLog("is revoked", 1)
+	if out, err := login("bob"); err != nil || out != "bob" {
+		t.Fatalf("bob after alice's revocation: %v %s", err, out)
+	}
+}
+
 func TestClientcertVerifyFullOnTopOfPassword(t *testing.T) {
 	g, p := startTLSGateway(t, `
 [[hba]]

@@ -21,7 +21,7 @@ func (s *Snapshot) WatchedFiles() []string {
 		files = append(files, c.HBAFile)
 	}
 	if c.TLS != nil {
-		for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile, c.TLS.ClientCAFile} {
+		for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile, c.TLS.ClientCAFile, c.TLS.CRLFile} {
 			if f != "" {
 				files = append(files, f)
 			}

@@ -197,6 +197,24 @@ point to. Client names may also follow the flags.`,
 	}
 	init.SilenceUsage, init.SilenceErrors = true, true
 	cmd.AddCommand(init)
+	revoke := &cobra.Command{
+		Use:   "revoke --dir DIR [NAME | FILE.crt]...",
+		Short: "revoke client certificates of the CA certs init made (writes DIR/ca.crl)",
+		Long: `Add certificates to DIR/ca.crl, the revocation list of the CA in DIR
+(ca.crt, ca.key), keeping those it already lists, and renew the list for a
+year; with no certificate it only renews. NAME means DIR/NAME.crt. Point
+[tls] crl_file at DIR/ca.crl: a running server takes the new list within a
+second. A list past its next update refuses every client certificate of its
+CA, as PostgreSQL's ssl_crl_file does, so renew it within the year.`,
+		Example: "  pgwarden certs revoke --dir certs alice",
+	}
+	rdir := revoke.Flags().String("dir", "", "folder of the CA (required)")
+	revoke.Args = cobra.ArbitraryArgs
+	revoke.RunE = func(cmd *cobra.Command, args []string) error {
+		return certsRevoke(*rdir, args, stdout)
+	}
+	revoke.SilenceUsage, revoke.SilenceErrors = true, true
+	cmd.AddCommand(revoke)
 	return cmd
 }
 
