@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,17 @@ import (
 // maxConnsPerHTTPPool bounds the backend connections one backend login
 // holds for HTTP requests.
 const maxConnsPerHTTPPool = 10
+
+// ErrPoolClosed is Acquire's answer when the pool it was given has been
+// closed since: nothing ran, and a new Get gives a pool to retry on.
+var ErrPoolClosed = errors.New("the HTTP backend pool was closed: get another")
+
+// maxHTTPPools bounds the pools kept at once. Each (role, database,
+// password) a request names makes one, and a client chooses the database
+// (?db=): without a bound, requests naming ever new databases kept a pool
+// (and its health-check goroutine) each until the idle timeout. Past the
+// bound, Get closes the least recently used pools that lend no connection.
+const maxHTTPPools = 1000
 
 // resetTimeout bounds the reset of a released backend.
 const resetTimeout = 5 * time.Second
@@ -82,6 +95,56 @@ func (p *HTTPPools) closeIdle(idle time.Duration) {
 	}
 }
 
+// evictLocked closes up to n of the least recently used pools that lend no
+// connection; p.mu is held. Pools whose connections are all in use stay:
+// those are bounded by the requests in flight (server.max_connections).
+func (p *HTTPPools) evictLocked(n int) {
+	type cand struct {
+		key  [32]byte
+		used time.Time
+	}
+	var idle []cand
+	for k, e := range p.m {
+		if e.pool.Stat().AcquiredConns() == 0 {
+			idle = append(idle, cand{k, e.lastUsed})
+		}
+	}
+	slices.SortFunc(idle, func(a, b cand) int { return a.used.Compare(b.used) })
+	for _, c := range idle[:min(n, len(idle))] {
+		e := p.m[c.key]
+		delete(p.m, c.key)
+		p.resets.Delete(e.pool)
+		go e.pool.Close() // waits for nothing in use, but closes sockets
+	}
+}
+
+// dropIfEmpty forgets pool when it holds no connection: its backend login
+// failed (no such database, a role that may not log in), and a pool kept
+// for it would only wait for the idle timeout. The next request makes a
+// new one.
+func (p *HTTPPools) dropIfEmpty(pool *pgxpool.Pool) {
+	if pool.Stat().TotalConns() != 0 {
+		return
+	}
+	p.mu.Lock()
+	for k, e := range p.m {
+		if e.pool == pool {
+			delete(p.m, k)
+			break
+		}
+	}
+	p.mu.Unlock()
+	p.resets.Delete(pool)
+	pool.Close()
+}
+
+// Pools says how many pools are kept, for tests and metrics.
+func (p *HTTPPools) Pools() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
+}
+
 // Close closes every pool and stops the janitor.
 func (p *HTTPPools) Close() {
 	select {
@@ -142,6 +205,9 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	pcfg, err := PoolConfig(cfg, t, "pgwarden-http")
 	if err != nil {
 		return nil, err
+	}
+	if len(p.m) >= maxHTTPPools {
+		p.evictLocked(len(p.m) - maxHTTPPools + 1)
 	}
 	// Descriptions are cached, statements are not prepared by name: the
 	// reset's DEALLOCATE ALL then leaves pgx nothing to lose, and each

@@ -1,8 +1,16 @@
 package backend
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/config"
 )
 
 // The pool's knowledge of the role settings is read at most once a second
@@ -52,5 +60,42 @@ func TestOpensDblinkFindsEverySpellingOfTheCall(t *testing.T) {
 		if got := opensDblink(sql); got != want {
 			t.Errorf("opensDblink(%q) = %v, want %v", sql, got, want)
 		}
+	}
+}
+
+// A client names the database, so it could make a pool per request: past
+// maxHTTPPools the least recently used idle pools are closed, and a pool
+// whose login failed before it held a connection is not kept at all.
+func TestHTTPPoolsStayBoundedWhateverDatabasesRequestsName(t *testing.T) {
+	cfg := config.Default()
+	cfg.Backend.Host, cfg.Backend.Port = "127.0.0.1", 1 // nothing listens: every login fails
+	cfg.Backend.ConnectTimeout.Duration = time.Second
+	p := NewHTTPPools(zap.NewNop())
+	defer p.Close()
+	var first *pgxpool.Pool
+	for i := 0; i < maxHTTPPools+20; i++ {
+		pl, err := p.Get(cfg, Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: fmt.Sprintf("db%d", i), Role: "r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = pl
+		}
+	}
+	if n := p.Pools(); n != maxHTTPPools {
+		t.Fatalf("%d pools kept, want %d", n, maxHTTPPools)
+	}
+	// The first, least recently used, was closed: acquiring from it says
+	// so, and nothing ran.
+	if _, err := p.Acquire(context.Background(), first, "u"); !errors.Is(err, ErrPoolClosed) {
+		t.Fatalf("an evicted pool: %v", err)
+	}
+	pl, _ := p.Get(cfg, Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: "fails", Role: "r"})
+	before := p.Pools()
+	if _, err := p.Acquire(context.Background(), pl, "u"); err == nil {
+		t.Fatal("a login to a closed port succeeded")
+	}
+	if n := p.Pools(); n != before-1 {
+		t.Fatalf("a pool whose login failed is kept: %d pools, %d before", n, before)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 	"go.uber.org/zap"
 )
 
@@ -150,11 +151,20 @@ func (s *connStates) loseSeed(pc *pgconn.PgConn) {
 // round trip) when the connection last served someone else. A connection
 // whose reseed fails (EXECUTE on setseed revoked, say) is closed and
 // another taken, in the end a new one, which PostgreSQL seeded itself.
-// Release gives it back.
+// Release gives it back. ErrPoolClosed means the pool was closed after Get
+// gave it (evicted, idle, or dropped after a failed login) before anything
+// ran: Get a pool again and retry.
 func (p *HTTPPools) Acquire(ctx context.Context, pool *pgxpool.Pool, user string) (*pgxpool.Conn, error) {
 	for {
 		c, err := pool.Acquire(ctx)
 		if err != nil {
+			var ce *pgconn.ConnectError
+			if errors.As(err, &ce) {
+				p.dropIfEmpty(pool)
+			}
+			if errors.Is(err, puddle.ErrClosedPool) {
+				err = ErrPoolClosed
+			}
 			return nil, err
 		}
 		pc := c.Conn().PgConn()

@@ -162,15 +162,25 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 	var out any
-	switch {
-	case req.Transaction != nil:
-		out, err = s.runTransaction(ctx, snap, pool, res.name, req.Transaction)
-	case req.BulkArgs != nil:
-		out, err = s.runBulk(ctx, pool, res.name, req.Stmt, req.BulkArgs)
-	default:
-		var answered bool
-		if answered, err = s.runOne(ctx, w, snap, pool, res.name, req.Stmt, req.Args); answered {
-			return
+	for retried := false; ; retried = true {
+		switch {
+		case req.Transaction != nil:
+			out, err = s.runTransaction(ctx, snap, pool, res.name, req.Transaction)
+		case req.BulkArgs != nil:
+			out, err = s.runBulk(ctx, pool, res.name, req.Stmt, req.BulkArgs)
+		default:
+			var answered bool
+			if answered, err = s.runOne(ctx, w, snap, pool, res.name, req.Stmt, req.Args); answered {
+				return
+			}
+		}
+		if retried || !errors.Is(err, backend.ErrPoolClosed) {
+			break
+		}
+		// Closed between Get and Acquire, before anything ran: once more
+		// on the pool Get gives now.
+		if pool, err = s.pools.Get(cfg, t); err != nil {
+			break
 		}
 	}
 	if err != nil {

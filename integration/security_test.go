@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -450,6 +451,40 @@ func TestANameWithAZeroByteIsRefusedBeforeHBAJudgesIt(t *testing.T) {
 		}
 	}
 	g.waitLog("the user or database name holds a zero byte", 3)
+}
+
+// A client names the database (?db=), and every (role, database) had a
+// pool of its own kept until the idle timeout, with a goroutine each, even
+// when the database did not exist: requests naming ever new databases grew
+// the gateway without bound. A pool whose login fails is no longer kept.
+func TestRequestsNamingDatabasesThatDoNotExistKeepNothing(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, nil)
+	goroutines := func() int {
+		resp, err := http.Get(g.httpURL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "go_goroutines "); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		t.Fatal("no go_goroutines in /metrics")
+		return 0
+	}
+	before := goroutines()
+	for i := 0; i < 200; i++ {
+		status, _, out := httpDo(t, "POST", fmt.Sprintf("%s/_sql?db=nodb_%d", g.httpURL(), i), `{"stmt":"SELECT 1"}`, basic("dave", "x"))
+		if status != 400 || errCode(out) != "3D000" {
+			t.Fatalf("database nodb_%d: %d %v", i, status, out)
+		}
+	}
+	if after := goroutines(); after > before+50 {
+		t.Fatalf("200 requests for missing databases left %d goroutines (%d before)", after, before)
+	}
 }
 
 func TestAUsersFileHashOverTheCostBoundStopsTheServerFromStarting(t *testing.T) {
