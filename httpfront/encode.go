@@ -114,7 +114,10 @@ func encodeFloat(f float64) any {
 
 // resultFormats asks the backend for the types encodeValue renders in the
 // SPEC's JSON forms in binary, which pgx decodes: numbers, booleans,
-// strings, timestamps, json, bytea, uuid and arrays of them. Every other
+// strings, timestamps, bytea, uuid and arrays of them. json and jsonb come
+// as text, embedded as PostgreSQL wrote them (jsonText): decoded by pgx
+// they became Go floats and maps, which turned 9007199254740993 into
+// 9007199254740992, reordered a json object's keys, and failed on 1e400. Every other
 // type (not in the map, so 0) comes as PostgreSQL's own text form, which
 // is what the SPEC wants for "anything else": a date as 2024-01-01, a
 // range as [1,5), xml as its text, an interval as 1 day, never a Go
@@ -125,12 +128,12 @@ var resultFormats = func() pgx.QueryResultFormatsByOID {
 		pgtype.BoolOID, pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID,
 		pgtype.Float4OID, pgtype.Float8OID, pgtype.NumericOID,
 		pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
-		pgtype.JSONOID, pgtype.JSONBOID, pgtype.ByteaOID,
+		pgtype.ByteaOID,
 		pgtype.TimestampOID, pgtype.TimestamptzOID, pgtype.UUIDOID,
 		pgtype.BoolArrayOID, pgtype.Int2ArrayOID, pgtype.Int4ArrayOID, pgtype.Int8ArrayOID, pgtype.OIDArrayOID,
 		pgtype.Float4ArrayOID, pgtype.Float8ArrayOID, pgtype.NumericArrayOID,
 		pgtype.TextArrayOID, pgtype.VarcharArrayOID, pgtype.BPCharArrayOID, pgtype.NameArrayOID,
-		pgtype.JSONArrayOID, pgtype.JSONBArrayOID, pgtype.ByteaArrayOID,
+		pgtype.ByteaArrayOID,
 		pgtype.TimestampArrayOID, pgtype.TimestamptzArrayOID, pgtype.UUIDArrayOID,
 	} {
 		m[oid] = pgtype.BinaryFormatCode
@@ -146,14 +149,22 @@ const boxArrayOID = 1020
 // itself, or for an array of such a type, an array (nested by dimension)
 // of its elements' text forms.
 func textValue(tm *pgtype.Map, oid uint32, raw []byte) any {
+	if oid == pgtype.JSONOID || oid == pgtype.JSONBOID {
+		return jsonText(raw)
+	}
 	if oid != boxArrayOID && (isArrayType(tm, oid) || strings.HasPrefix(builtinTypeNames[oid], "_")) {
 		// Any array's text form parses as text[]'s: elements are their
 		// own text forms.
 		var a pgtype.Array[*string]
 		if err := tm.Scan(pgtype.TextArrayOID, pgtype.TextFormatCode, raw, &a); err == nil && a.Valid {
+			embed := oid == pgtype.JSONArrayOID || oid == pgtype.JSONBArrayOID
 			elems := make([]any, len(a.Elements))
 			for i, e := range a.Elements {
-				if e != nil {
+				switch {
+				case e == nil:
+				case embed:
+					elems[i] = jsonText(*e)
+				default:
 					elems[i] = *e
 				}
 			}

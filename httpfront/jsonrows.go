@@ -1,6 +1,7 @@
 package httpfront
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"math"
@@ -58,6 +59,17 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 		b = append(b, '"')
 	case json.RawMessage:
 		b = append(b, x...) // numericText: digits, a sign and a point
+	case jsonText:
+		if len(b)+len(x) > limit {
+			return b, false // compacting never lengthens
+		}
+		buf := bytes.NewBuffer(b)
+		if err := json.Compact(buf, x); err != nil {
+			// Not JSON after all (PostgreSQL validates json and jsonb,
+			// so this is a last line): its text, as a string.
+			return appendJSONString(b, string(x), limit)
+		}
+		b = buf.Bytes()
 	case []any:
 		b = append(b, '[')
 		for i, e := range x {
@@ -102,6 +114,11 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 	}
 	return b, len(b) <= limit
 }
+
+// jsonText is a json or jsonb value as PostgreSQL wrote it, embedded in the
+// answer compacted but otherwise unchanged: numbers keep every digit, a
+// json object its key order and duplicate keys.
+type jsonText []byte
 
 // appendJSONFloat is encoding/json's float64 form: shortest digits, with
 // an exponent only below 1e-6 or from 1e21, written e-7 rather than e-07.

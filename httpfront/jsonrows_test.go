@@ -70,3 +70,20 @@ func FuzzResultJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestJSONValuesAreEmbeddedAsPostgreSQLWroteThem(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"id": 9007199254740993, "f": 1.10}`: `{"id":9007199254740993,"f":1.10}`,
+		`{"z": 1, "a": 2, "z": 3}`:            `{"z":1,"a":2,"z":3}`,
+		"[1e400, \"<\\u0041>\"]":              `[1e400,"<\u0041>"]`,
+		`not json`:                            `"not json"`,
+	} {
+		got, ok := appendJSON(nil, jsonText(in), math.MaxInt)
+		if !ok || string(got) != want {
+			t.Errorf("%s: got %s, want %s", in, got, want)
+		}
+	}
+	if _, ok := appendJSON([]byte("[["), jsonText(`{"a": 1}`), 5); ok {
+		t.Error("a value past the limit was accepted")
+	}
+}
