@@ -54,7 +54,13 @@ func encodeValue(v any) any {
 	case nil, bool, string, int8, int16, int32, int64, int, uint8, uint16, uint32, uint64, []byte:
 		return x
 	case float32:
-		return encodeFloat(float64(x))
+		// Kept a float32, so it prints with float32's shortest digits
+		// (0.1, as PostgreSQL prints a real), not float64's
+		// 0.10000000149011612.
+		if f, ok := encodeFloat(float64(x)).(string); ok {
+			return f
+		}
+		return x
 	case float64:
 		return encodeFloat(x)
 	case time.Time:

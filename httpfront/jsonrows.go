@@ -44,6 +44,8 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 		b = strconv.AppendUint(b, uint64(x), 10)
 	case uint64:
 		b = strconv.AppendUint(b, x, 10)
+	case float32:
+		b = appendJSONFloat32(b, x)
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			// JSON has no number for them: PostgreSQL's spelling.
@@ -128,6 +130,24 @@ func appendJSONFloat(b []byte, f float64) []byte {
 		format = 'e'
 	}
 	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// appendJSONFloat32 is encoding/json's float32 form: float32's shortest
+// digits, with the same exponent rule.
+func appendJSONFloat32(b []byte, f float32) []byte {
+	format := byte('f')
+	if abs := float32(math.Abs(float64(f))); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, float64(f), format, -1, 32)
 	if format == 'e' {
 		n := len(b)
 		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {

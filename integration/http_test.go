@@ -225,6 +225,17 @@ func TestJSONColumnsKeepEveryDigitAndTheirKeyOrder(t *testing.T) {
 	}
 }
 
+// A real (float4) prints with its own shortest digits, as psql shows it:
+// widened to a float64 first, 0.1 came back as 0.10000000149011612.
+func TestRealValuesKeepTheirOwnDigits(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres",
+		`{"stmt":"SELECT 0.1::float4, ARRAY[0.1::float4, 2.5], 1e-7::float4, 3.4e38::float4, 'NaN'::float4"}`, basic("alice", "alice-Pass-1"))
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[[0.1,[0.1,2.5],1e-7,3.4e+38,"NaN"]]` {
+		t.Fatalf("%d %s", status, got)
+	}
+}
+
 // COPY FROM STDIN and COPY TO STDOUT have no client stream to travel over
 // HTTP: PostgreSQL would wait for rows until http.statement_timeout (with a
 // backend held), or send rows that vanished behind a 200. Each request
