@@ -45,13 +45,13 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 	case uint64:
 		b = strconv.AppendUint(b, x, 10)
 	case float32:
-		b = appendJSONFloat32(b, x)
+		b = appendJSONFloat(b, float64(x), 32)
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			// JSON has no number for them: PostgreSQL's spelling.
 			return appendJSONString(b, encodeFloat(x).(string), limit)
 		}
-		b = appendJSONFloat(b, x)
+		b = appendJSONFloat(b, x, 64)
 	case []byte:
 		if len(b)+base64.StdEncoding.EncodedLen(len(x))+2 > limit {
 			return b, false
@@ -122,32 +122,17 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 // json object its key order and duplicate keys.
 type jsonText []byte
 
-// appendJSONFloat is encoding/json's float64 form: shortest digits, with
-// an exponent only below 1e-6 or from 1e21, written e-7 rather than e-07.
-func appendJSONFloat(b []byte, f float64) []byte {
+// appendJSONFloat is encoding/json's form of a float of bits 32 or 64:
+// that size's shortest digits, with an exponent only below 1e-6 or from
+// 1e21, written e-7 rather than e-07.
+func appendJSONFloat(b []byte, f float64, bits int) []byte {
+	abs := math.Abs(f)
 	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+	if abs != 0 && (bits == 64 && (abs < 1e-6 || abs >= 1e21) ||
+		bits == 32 && (float32(abs) < 1e-6 || float32(abs) >= 1e21)) {
 		format = 'e'
 	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		n := len(b)
-		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b
-}
-
-// appendJSONFloat32 is encoding/json's float32 form: float32's shortest
-// digits, with the same exponent rule.
-func appendJSONFloat32(b []byte, f float32) []byte {
-	format := byte('f')
-	if abs := float32(math.Abs(float64(f))); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, float64(f), format, -1, 32)
+	b = strconv.AppendFloat(b, f, format, -1, bits)
 	if format == 'e' {
 		n := len(b)
 		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
@@ -277,7 +262,7 @@ func (r *result) jsonParts(parts [][]byte) [][]byte {
 	tail := append([]byte(nil), `,"rowcount":`...)
 	tail = strconv.AppendInt(tail, r.RowCount, 10)
 	tail = append(tail, `,"duration":`...)
-	tail = appendJSONFloat(tail, r.Duration)
+	tail = appendJSONFloat(tail, r.Duration, 64)
 	tail = append(tail, '}')
 	return append(parts, head, r.Rows, tail)
 }

@@ -10,7 +10,7 @@ import (
 // jsonCases are values of every kind encodeValue gives.
 func jsonCases(s string, f float64) []any {
 	return []any{nil, true, false, s, "", int8(-5), int16(300), int32(-70000), int64(math.MinInt64), 42, uint8(200), uint16(65000), uint32(1 << 31), uint64(math.MaxUint64),
-		f, 0.0, 1e21, 1e20, 1e-6, 1e-7, -2.5e-300, 123456789.125, float32(f), float32(0.1), float32(1e-7), float32(3.4e38), float32(123456789), float32(-1e21), []byte(s), []byte{}, json.RawMessage("-12345.678"),
+		f, 0.0, 1e21, 1e20, 1e-6, 1e-7, -2.5e-300, 123456789.125, float32(f), float32(0.1), float32(1e-6), float32(1e21), float32(9.9999994e-07), float32(1e-7), float32(3.4e38), float32(123456789), float32(-1e21), []byte(s), []byte{}, json.RawMessage("-12345.678"),
 		[]any{s, int64(1), nil, []any{}, []any{1.5, "x"}}, map[string]any{s: s, "b": []any{true}, "a": map[string]any{}, "": nil}}
 }
 
