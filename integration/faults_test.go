@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -76,4 +77,44 @@ port = %d
 	if time.Since(start) < 2*time.Second {
 		t.Fatal("gave up before connect_timeout")
 	}
+}
+
+// auth_timeout bounds authentication, as PostgreSQL's
+// authentication_timeout does: a client that authenticated in time is not
+// failed with "authentication timeout" because its backend login (here
+// 1.5 s behind a delaying hop, against auth_timeout = 1 s) took longer.
+// The backend phase has its own bound, connect_timeout.
+func TestASlowBackendLoginAfterAuthenticationIsNotAnAuthenticationTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				time.Sleep(1500 * time.Millisecond)
+				b, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pg.port))
+				if err != nil {
+					return
+				}
+				defer b.Close()
+				go io.Copy(b, c)
+				io.Copy(c, b)
+			}()
+		}
+	}()
+	g := startGatewayWith(t, gwOptions{server: `auth_timeout = "1s"`, backend: `connect_timeout = "10s"`}, passwordRules+fmt.Sprintf(`
+[[databases]]
+name = "delayed"
+backend_dbname = "postgres"
+port = %d
+`, ln.Addr().(*net.TCPAddr).Port), []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "delayed")
+	queryOne(t, c, "SELECT 1")
 }

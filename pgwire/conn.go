@@ -264,6 +264,15 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		c.audit(ev)
 		return err
 	}
+	// auth_timeout bounds authentication, as PostgreSQL's
+	// authentication_timeout does, and authentication is over: a slow
+	// backend login must not fail the client as an authentication
+	// timeout. The backend phase has its own bounds (connect_timeout to
+	// wait for a backend slot, connect_timeout to open one); this deadline
+	// covers them and gives the client auth_timeout again for the rest of
+	// the handshake.
+	cfg := snap.Config
+	c.raw.SetDeadline(time.Now().Add(2*cfg.Backend.ConnectTimeout.Duration + settingsCheckTimeout + cfg.Server.AuthTimeout.Duration))
 	if db == snap.Config.Server.AdminDatabase {
 		c.audit(ev)
 		return c.adminConsole(snap, id)

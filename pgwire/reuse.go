@@ -27,6 +27,10 @@ func poolLimits(c *config.Config) backend.PoolLimits {
 	}
 }
 
+// settingsCheckTimeout bounds the check of a parked backend's settings as
+// it is handed out.
+const settingsCheckTimeout = 5 * time.Second
+
 // resetBackend runs reset_query on a backend whose client left it idle.
 // Any error, or a status other than idle after it, means the backend is not
 // reused.

@@ -120,7 +120,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 				pool.Discard(s)
 				continue
 			}
-			if err := settingsCurrent(s, 5*time.Second); err != nil {
+			if err := settingsCurrent(s, settingsCheckTimeout); err != nil {
 				c.srv.log.Debug("parked backend not reused", zap.Uint64("client_id", c.id), zap.Uint32("pid", s.PID), zap.Error(err))
 				pool.Discard(s)
 				continue
