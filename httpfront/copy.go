@@ -48,6 +48,22 @@ func copyWithClient(stmt string) (string, bool) {
 	}
 }
 
+// refusedBeforeRunning is the refusal of a statement that cannot work in
+// its request, known from its text before it runs: a COPY with the client
+// in any request, and, in a transaction or bulk request (inTransaction),
+// one that would end the transaction pgwarden opened for it.
+func refusedBeforeRunning(stmt string, inTransaction bool) *sqlError {
+	if inTransaction {
+		if what, ends := txEndingStatement(stmt); ends {
+			return txEnded(what)
+		}
+	}
+	if what, ok := copyWithClient(stmt); ok {
+		return copyRefused(what)
+	}
+	return nil
+}
+
 // copyRefused is the answer to a COPY with the client: feature not
 // supported, with what to do instead.
 func copyRefused(what string) *sqlError {

@@ -214,8 +214,8 @@ func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapsh
 	if stmt == "" {
 		return false, errEmptyStatement
 	}
-	if what, ok := copyWithClient(stmt); ok {
-		return false, copyRefused(what)
+	if e := refusedBeforeRunning(stmt, false); e != nil {
+		return false, e
 	}
 	var res *result
 	start := time.Now()
@@ -239,11 +239,8 @@ type bulkResults struct {
 // every row lands or none does.
 func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt string, sets [][]any) (*bulkResults, error) {
 	out := &bulkResults{}
-	if what, ends := txEndingStatement(stmt); ends {
-		return nil, txEnded(what)
-	}
-	if what, ok := copyWithClient(stmt); ok {
-		return nil, copyRefused(what)
+	if e := refusedBeforeRunning(stmt, true); e != nil {
+		return nil, e
 	}
 	c, err := s.pools.Acquire(ctx, pool, user)
 	if err != nil {
@@ -277,11 +274,8 @@ type txResults struct {
 func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, user string, stmts []txStatement) (*txResults, error) {
 	out := &txResults{}
 	for i, st := range stmts {
-		if what, ends := txEndingStatement(st.Stmt); ends {
-			return nil, withStatement(txEnded(what), i)
-		}
-		if what, ok := copyWithClient(st.Stmt); ok {
-			return nil, withStatement(copyRefused(what), i)
+		if e := refusedBeforeRunning(st.Stmt, true); e != nil {
+			return nil, withStatement(e, i)
 		}
 	}
 	c, err := s.pools.Acquire(ctx, pool, user)
