@@ -30,7 +30,7 @@ method = "trust"
 func loadACore(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command("yes")
-	if err := cmd.Start(); err != nil {
+	if err := startTiedToTests(cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

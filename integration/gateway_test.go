@@ -226,7 +226,7 @@ func (g *gateway) start() {
 	}
 	g.cmd.Stdout = g.log
 	g.cmd.Stderr = g.log
-	if err := g.cmd.Start(); err != nil {
+	if err := startTiedToTests(g.cmd); err != nil {
 		g.t.Fatal(err)
 	}
 	go func() {

@@ -105,7 +105,7 @@ backend pgwarden_http
 	hp := exec.Command(haproxy, "-f", cfg, "-db")
 	var hpLog lockedBuffer
 	hp.Stdout, hp.Stderr = &hpLog, &hpLog
-	if err := hp.Start(); err != nil {
+	if err := startTiedToTests(hp); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

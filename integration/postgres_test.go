@@ -9,10 +9,12 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -189,10 +191,59 @@ func startCluster(extraConf string) (*pgCluster, error) {
 	}
 	f.WriteString(conf)
 	f.Close()
+	c.stopWhenTestsEnd() // before the server starts: no moment is uncovered
 	if err := c.Start(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// spawns runs process starts on one OS thread that lives as long as the
+// test process: Linux sends a child its Pdeathsig when the thread that
+// started it ends, and Go may end other threads while tests run.
+var spawns = func() chan func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the process
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+}()
+
+// startTiedToTests starts cmd so that it is killed when this test process
+// ends, however it ends: a panicking test skips every Cleanup, and a
+// gateway, HAProxy or a core-burning load would outlive it.
+func startTiedToTests(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	done := make(chan error)
+	spawns <- func() { done <- cmd.Start() }
+	return <-done
+}
+
+// stopWhenTestsEnd starts a watcher, in a session of its own, that stops
+// the cluster and removes its folder once this test process has ended,
+// however it ended. A panicking test ends the process without TestMain's
+// cleanup, and pg_ctl's server, in a session of its own too, outlived it.
+// After a normal end Destroy has already done both, and the watcher finds
+// nothing to do.
+func (c *pgCluster) stopWhenTestsEnd() {
+	pgCtl := filepath.Join(c.bindir, "pg_ctl")
+	if c.asUser != "" {
+		pgCtl = "runuser -u " + c.asUser + " -- " + pgCtl
+	}
+	script := fmt.Sprintf(`while kill -0 %d 2>/dev/null; do sleep 1; done; `+
+		`if [ -f '%s/postmaster.pid' ]; then %s -D '%s' -m immediate -w -t 30 stop; fi; rm -rf '%s'`,
+		os.Getpid(), c.data, pgCtl, c.data, c.dir)
+	cmd := exec.Command("sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err == nil {
+		go cmd.Wait() // the watcher outlives this process; its exit status is nobody's concern
+	}
 }
 
 func (c *pgCluster) run(prog string, args ...string) ([]byte, error) {
