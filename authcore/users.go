@@ -207,3 +207,41 @@ func CheckPasswordPolicy(pw string, minLength int) error {
 	}
 	return nil
 }
+
+// Revoked names the users of old whose logins next no longer vouches for
+// as it did: removed, disabled or expired, given another password, token
+// secret or external identity, mapped to another backend role, or
+// stripped of a role (an HBA "+role" rule or the admin console may have
+// let them in by it). Their established sessions are to end, as ALTER
+// USER ends them, wherever the change came from.
+func Revoked(old, next *Users, now time.Time) []string {
+	if old == nil {
+		return nil
+	}
+	var names []string
+	for _, u := range old.list {
+		n := next.Lookup(u.Name)
+		if n == nil || n.unusable(now) != "" || n.Password != u.Password || n.Secret != u.Secret ||
+			n.BackendRole() != u.BackendRole() || !sameJWT(u.JWT, n.JWT) || lostRole(u, n) {
+			names = append(names, u.Name)
+		}
+	}
+	return names
+}
+
+func sameJWT(a, b *UserJWT) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// lostRole says whether next lacks a role u held.
+func lostRole(u, next *User) bool {
+	for _, r := range u.Roles {
+		if !next.HasRole(r) {
+			return true
+		}
+	}
+	return false
+}

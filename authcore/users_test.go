@@ -270,3 +270,54 @@ func mustHash(t *testing.T, pw string) string {
 	}
 	return h
 }
+
+func TestRevokedNamesUsersWhoseLoginNoLongerHolds(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	past, future := now.Add(-time.Hour), now.Add(time.Hour)
+	base := func(name string) *User {
+		return &User{Name: name, Password: "h-" + name, Secret: "s", Roles: []string{"admin", "ops"}, JWT: &UserJWT{Iss: "i", Username: name}}
+	}
+	var old, next []*User
+	changes := map[string]func(*User){
+		"same":      func(*User) {},
+		"later":     func(u *User) { u.ValidUntil = &future },
+		"gainsRole": func(u *User) { u.Roles = append(u.Roles, "more") },
+		"password":  func(u *User) { u.Password = "other" },
+		"secret":    func(u *User) { u.Secret = "other" },
+		"disabled":  func(u *User) { u.Disabled = true },
+		"expired":   func(u *User) { u.ValidUntil = &past },
+		"backend":   func(u *User) { u.BackendUser = "other" },
+		"jwt":       func(u *User) { u.JWT = &UserJWT{Iss: "i", Username: "else"} },
+		"nojwt":     func(u *User) { u.JWT = nil },
+		"losesRole": func(u *User) { u.Roles = []string{"ops"} },
+	}
+	for name, change := range changes {
+		old = append(old, base(name))
+		u := base(name)
+		change(u)
+		next = append(next, u)
+	}
+	old = append(old, base("removed"))
+	oldUsers, err := NewUsers(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextUsers, err := NewUsers(append(next, base("added")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, n := range Revoked(oldUsers, nextUsers, now) {
+		got[n] = true
+	}
+	for _, keep := range []string{"same", "later", "gainsRole", "added"} {
+		if got[keep] {
+			t.Errorf("%s revoked", keep)
+		}
+	}
+	for _, end := range []string{"password", "secret", "disabled", "expired", "backend", "jwt", "nojwt", "losesRole", "removed"} {
+		if !got[end] {
+			t.Errorf("%s not revoked", end)
+		}
+	}
+}

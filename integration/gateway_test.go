@@ -59,6 +59,11 @@ type testUser struct {
 	extra                string // more TOML lines for the [[user]] block
 }
 
+// hashes keeps one hash per (algorithm, password): a users file rewritten
+// with an unchanged entry keeps its hash, as a real edit does (a new hash
+// of the same password revokes the user's sessions at reload).
+var hashes sync.Map // [2]string -> string
+
 // usersTOML writes users with hashed passwords.
 func usersTOML(t *testing.T, users []testUser) string {
 	var b strings.Builder
@@ -66,11 +71,16 @@ func usersTOML(t *testing.T, users []testUser) string {
 		fmt.Fprintf(&b, "[[user]]\nname = %q\n", u.name)
 		if u.password != "" {
 			noteSecret(u.password)
-			h, err := authcore.HashPassword(u.algo, u.password)
-			if err != nil {
-				t.Fatal(err)
+			key := [2]string{u.algo, u.password}
+			h, _ := hashes.Load(key)
+			if h == nil {
+				fresh, err := authcore.HashPassword(u.algo, u.password)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h, _ = hashes.LoadOrStore(key, fresh)
 			}
-			noteSecret(h) // stored hashes must not reach the logs either
+			noteSecret(h.(string)) // stored hashes must not reach the logs either
 			fmt.Fprintf(&b, "password = %q\n", h)
 		}
 		b.WriteString(u.extra)

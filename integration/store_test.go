@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,4 +262,158 @@ func queryPostgres(t *testing.T, sql string, dest any, args ...any) error {
 	}
 	defer conn.Close(ctx)
 	return conn.QueryRow(ctx, sql, args...).Scan(dest)
+}
+
+// TestAnInstanceSilentlyCutOffFromTheStoreRefusesLogins: a network that
+// drops packets (no reset, no FIN) between instance B and the store leaves
+// B's LISTEN connection open and silent, and a password changed meanwhile
+// on A never reaches B. B must notice the silence and fail closed (57P03)
+// rather than go on accepting the old password; once the store answers
+// again, B reloads, serves the new one and ends the session alice opened
+// with the old one.
+func TestAnInstanceSilentlyCutOffFromTheStoreRefusesLogins(t *testing.T) {
+	freshStore(t)
+	hop := newFreezableHop(t, pg.port)
+	rules := "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
+	opts := gwOptions{server: "peer_id = 1", backend: `connect_timeout = "2s"`}
+	a := newGateway(t, opts, storeSection+rules)
+	cfg := a.configPath()
+	if _, errOut, code := runCLI(t, "", "store", "init", "-c", cfg); code != 0 {
+		t.Fatalf("store init: %s", errOut)
+	}
+	usersFile := filepath.Join(t.TempDir(), "import.toml")
+	writeFile(t, usersFile, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}}))
+	if _, errOut, code := runCLI(t, "", "store", "import", "-c", cfg, usersFile); code != 0 {
+		t.Fatalf("store import: %s", errOut)
+	}
+	a.start()
+	opts.server = "peer_id = 2"
+	b := startGatewayWith(t, opts, storeSection+fmt.Sprintf("host = \"127.0.0.1\"\nport = %d\n", hop.port)+rules, nil)
+	live := b.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, live, "SELECT 1")
+
+	hop.freeze()
+	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", cfg); code != 0 {
+		t.Fatalf("user passwd: %s", errOut)
+	}
+	noteSecret("alice-Pass-NEW")
+	start := time.Now()
+	waitFor(t, 15*time.Second, "B refuses logins while the store is silent", func() bool {
+		c, err := b.connect("alice", "alice-Pass-1", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+			return false
+		}
+		var pe *pgconn.PgError
+		return errors.As(err, &pe) && pe.Code == "57P03"
+	})
+	t.Logf("B failed closed %v after the change", time.Since(start).Round(time.Millisecond))
+	b.waitLog("user store", 1)
+
+	hop.thaw()
+	waitFor(t, 15*time.Second, "B serves the new password once the store answers", func() bool {
+		c, err := b.connect("alice", "alice-Pass-NEW", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err == nil
+	})
+	if c, err := b.connect("alice", "alice-Pass-1", "postgres"); err == nil {
+		c.Close(context.Background())
+		t.Fatal("B still accepts the old password after it reloaded")
+	}
+	// The session alice opened on B with the old password ended with the
+	// reload that brought the new one, as on the instance that changed it.
+	if _, err := live.Exec(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal("alice's session on B, opened with the revoked password, still runs")
+	}
+}
+
+// freezableHop forwards TCP connections to a local port until frozen; then
+// it holds every byte, in both directions, without closing anything, as a
+// network that drops packets does, until thawed.
+type freezableHop struct {
+	port   int
+	mu     sync.Mutex
+	thawed chan struct{} // nil while forwarding; closed at thaw
+	done   chan struct{}
+}
+
+func newFreezableHop(t *testing.T, to int) *freezableHop {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &freezableHop{port: ln.Addr().(*net.TCPAddr).Port, done: make(chan struct{})}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		close(h.done)
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", to))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			go h.pump(s, c)
+			go h.pump(c, s)
+		}
+	}()
+	return h
+}
+
+func (h *freezableHop) pump(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			h.mu.Lock()
+			wait := h.thawed
+			h.mu.Unlock()
+			if wait != nil {
+				select {
+				case <-wait:
+				case <-h.done:
+					return
+				}
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (h *freezableHop) freeze() {
+	h.mu.Lock()
+	h.thawed = make(chan struct{})
+	h.mu.Unlock()
+}
+
+func (h *freezableHop) thaw() {
+	h.mu.Lock()
+	close(h.thawed)
+	h.thawed = nil
+	h.mu.Unlock()
 }

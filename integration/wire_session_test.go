@@ -250,3 +250,38 @@ func TestSIGINTClosesEverythingAtOnce(t *testing.T) {
 		t.Fatalf("unix socket left behind: %v", err)
 	}
 }
+
+// TestAReloadThatRevokesAUsersLoginEndsTheirSessions: a password changed
+// outside this instance (pgwarden user passwd, another instance through
+// the store, an edited file) ends the user's wire sessions when the reload
+// brings it, as ALTER USER on the admin console does; so does removing the
+// user. Other users' sessions, and a user whose entry is unchanged, stay.
+func TestAReloadThatRevokesAUsersLoginEndsTheirSessions(t *testing.T) {
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}, {name: "carol", password: "carol-Pass-3"}}
+	g := startGateway(t, passwordRules, users)
+	alice := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	bob := g.mustConnect("bob", "bob-Pass-2", "postgres")
+	carol := g.mustConnect("carol", "carol-Pass-3", "postgres")
+
+	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", g.configPath()); code != 0 {
+		t.Fatalf("user passwd: %s", errOut)
+	}
+	noteSecret("alice-Pass-NEW")
+	waitFor(t, 5*time.Second, "alice's session ends", func() bool {
+		_, err := alice.Exec(context.Background(), "SELECT 1")
+		return err != nil
+	})
+	g.waitLog(`"msg":"a reload revoked the user's login: their wire sessions end","user":"alice"`, 1)
+	if _, errOut, code := runCLI(t, "", "user", "del", "bob", "-c", g.configPath()); code != 0 {
+		t.Fatalf("user del: %s", errOut)
+	}
+	waitFor(t, 5*time.Second, "bob's session ends", func() bool {
+		_, err := bob.Exec(context.Background(), "SELECT 1")
+		return err != nil
+	})
+	if got := queryOne(t, carol, "SELECT 'alive'"); got != "alive" {
+		t.Fatal(got)
+	}
+	c := g.mustConnect("alice", "alice-Pass-NEW", "postgres")
+	queryOne(t, c, "SELECT 1")
+}

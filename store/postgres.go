@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgwarden/pgwarden/authcore"
@@ -331,9 +332,39 @@ func (p *Postgres) Notify(ctx context.Context, channel, payload string) error {
 // Close implements Users.
 func (p *Postgres) Close() { p.pool.Close() }
 
+// listenCheckEvery is how long the LISTEN connection may stay silent
+// before Listen asks the store whether it is still there. A network that
+// drops packets (no reset, no FIN) leaves a connection open and silent:
+// without the question, a notification lost that way (a revoked password)
+// would go unnoticed until TCP keepalive gave up, tens of minutes later.
+const listenCheckEvery = time.Second
+
+// waitForNotification waits for the next notification; after
+// listenCheckEvery of silence it sends the store an empty query instead,
+// which must answer within timeout, and returns (nil, nil) when it did.
+// The answer comes after any notification committed before the question
+// was sent (PostgreSQL delivers those first), so a silence that ends with
+// an answer missed nothing.
+func waitForNotification(ctx context.Context, conn *pgx.Conn, timeout time.Duration) (*pgconn.Notification, error) {
+	wctx, cancel := context.WithTimeout(ctx, listenCheckEvery)
+	n, err := conn.WaitForNotification(wctx)
+	cancel()
+	if err == nil || ctx.Err() != nil || !pgconn.Timeout(err) {
+		return n, err
+	}
+	// pgconn's deadline ended the wait and left the connection usable.
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := conn.PgConn().Ping(pctx); err != nil {
+		return nil, fmt.Errorf("the store did not answer within %v: %w", timeout, err)
+	}
+	return nil, nil
+}
+
 // Listen holds a LISTEN connection until ctx ends: onChange runs once each
 // time LISTEN takes effect (changes before it would be missed otherwise)
-// and for each notification, and onLost when the connection goes or cannot
+// and for each notification, and onLost when the connection goes, falls
+// silent past [backend] connect_timeout (see listenCheckEvery), or cannot
 // be made (it is tried again every second).
 // While it is down, callers must not trust what they cached.
 func Listen(ctx context.Context, cfg *config.Config, onChange func(payload string), onThrottle func(payload string), onLost func(error)) {
@@ -342,6 +373,7 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 		onLost(err)
 		return
 	}
+	checkTimeout := cfg.Backend.ConnectTimeout.Duration
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig)
 		if err == nil {
@@ -352,10 +384,13 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 			// load, or while the connection was down) is read now.
 			onChange("*")
 			for {
-				n, werr := conn.WaitForNotification(ctx)
+				n, werr := waitForNotification(ctx, conn, checkTimeout)
 				if werr != nil {
 					err = werr
 					break
+				}
+				if n == nil {
+					continue // silence, and the store answered
 				}
 				if n.Channel == ThrottleChannel {
 					if onThrottle != nil {

@@ -99,6 +99,12 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	pg = pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
 		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper, ReleaseDatabases: releaseDatabases})
+	state.OnRevoked = func(names []string) {
+		for _, name := range names {
+			log.Info("a reload revoked the user's login: their wire sessions end", zap.String("user", name))
+			pg.KillUser(name)
+		}
+	}
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
 	// as the port accepts must reload, not end the process (SIGHUP's
 	// default).
