@@ -142,7 +142,8 @@ method = "cert"
 
 // tls.crl_file, written by pgwarden certs revoke: a certificate the list
 // names is refused from the moment the running server reads the new list
-// (it watches the file), and the others still log in.
+// (it watches the file), the session it opened ends then, and the others
+// still log in and run.
 func TestARevokedClientCertificateIsRefusedOnceTheListNamesIt(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, filepath.Join(dir, "certs"), "alice", "bob")
@@ -159,10 +160,29 @@ method = "cert"
 	if out, err := login("alice"); err != nil || out != "alice" {
 		t.Fatalf("alice before the revocation: %v %s", err, out)
 	}
+	session := func(name string) *pgx.Conn {
+		c, err := pgx.Connect(context.Background(), g.tlsConnString(p, name, "sslcert="+p.path(name+".crt")+" sslkey="+p.path(name+".key")))
+		if err != nil {
+			t.Fatalf("%s's session: %v", name, err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	aliceLive, bobLive := session("alice"), session("bob")
 	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir, "alice"); code != 0 || !strings.Contains(out, "1 certificate(s) revoked") {
 		t.Fatalf("revoke: %d %s %s", code, out, errOut)
 	}
 	g.waitLog("reloaded", 1)
+	// The session alice's certificate opened ends with the reload; bob's
+	// goes on.
+	waitFor(t, 5*time.Second, "alice's session ends", func() bool {
+		_, err := aliceLive.Exec(context.Background(), "SELECT 1")
+		return err != nil
+	})
+	g.waitLog("a reload revoked the client certificate a wire session logged in with", 1)
+	if got := queryOne(t, bobLive, "SELECT current_user"); got != "bob" {
+		t.Fatal(got)
+	}
 	out, err := login("alice")
 	if err == nil || !containsLine(out, "FATAL:  connection requires a valid client certificate") {
 		t.Fatalf("alice after the revocation: %v %s", err, out)

@@ -57,6 +57,10 @@ type conn struct {
 	// Set once authenticated, for SHOW CLIENTS, KILL and ending a
 	// dropped user's sessions.
 	user, database, method string
+	// certAt is when a client certificate was verified for this login
+	// (zero: none was): a reload whose crl_file revokes it, or whose
+	// client CA no longer issues it, ends the session.
+	certAt time.Time
 }
 
 func (c *conn) close() {

@@ -7,6 +7,7 @@ package pgwire
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
 	"github.com/pgwarden/pgwarden/metrics"
@@ -400,6 +402,41 @@ func (s *Server) kill(id uint64) bool {
 // KillUser closes every wire session of user: what a password change made
 // elsewhere (the web console) does to them, as ALTER USER does.
 func (s *Server) KillUser(user string) { s.killUser(user, nil) }
+
+// EndRevokedCertificates closes every session whose login a client
+// certificate proved, when mat no longer accepts that certificate (listed
+// in its crl_file, or issued by a CA it no longer holds), judged at the
+// time the certificate was verified: a reload revokes, it does not expire.
+// It returns the users of the sessions it ended.
+func (s *Server) EndRevokedCertificates(mat *certs.Material) []string {
+	type held struct {
+		c     *conn
+		chain []*x509.Certificate
+		at    time.Time
+		user  string
+	}
+	var certified []held
+	s.mu.Lock()
+	for c := range s.conns {
+		c.mu.Lock()
+		if !c.certAt.IsZero() && c.tls != nil {
+			certified = append(certified, held{c, c.tls.PeerCertificates, c.certAt, c.user})
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+	var ended []string
+	for _, h := range certified {
+		if mat != nil {
+			if _, err := mat.VerifyClient(h.chain, h.at); err == nil {
+				continue
+			}
+		}
+		h.c.close()
+		ended = append(ended, h.user)
+	}
+	return ended
+}
 
 // killUser closes every session of user but except (the admin's own).
 func (s *Server) killUser(user string, except *conn) {

@@ -81,7 +81,14 @@ func (c *conn) clientCert() (*x509.Certificate, error) {
 	if c.tls == nil {
 		return nil, certs.ErrNoClientCert
 	}
-	return c.tlsMat.VerifyClient(c.tls.PeerCertificates, time.Now())
+	now := time.Now()
+	leaf, err := c.tlsMat.VerifyClient(c.tls.PeerCertificates, now)
+	if err == nil {
+		c.mu.Lock()
+		c.certAt = now
+		c.mu.Unlock()
+	}
+	return leaf, err
 }
 
 // prefixConn replays bytes already read from a connection before reading

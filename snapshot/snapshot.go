@@ -240,13 +240,14 @@ type Holder struct {
 	// Users is where reloads read users and UpdateUsers writes them; nil
 	// is the users file of the configuration in force.
 	Users store.Users
-	// OnRevoked, when set before the first Reload, is told after each
-	// reload which users it revoked (authcore.Revoked): their sessions are
-	// to end. A change that reaches this instance by a reload (the file
-	// watch, the store's NOTIFY, SIGHUP, RELOAD) revokes as one made on
-	// it does. UpdateUsers does not call it: its callers end the
-	// sessions themselves, sparing the session that made the change.
-	OnRevoked func(names []string)
+	// OnReload, when set before the first Reload, is called after each
+	// reload with the snapshot it replaced and the new one, to end the
+	// sessions whose login the new one revokes: a change that reaches
+	// this instance by a reload (the file watch, the store's NOTIFY,
+	// SIGHUP, RELOAD) revokes as one made on it does. UpdateUsers does not
+	// call it: its callers end the sessions themselves, sparing the
+	// session that made the change.
+	OnReload func(old, next *Snapshot)
 }
 
 // NewHolder serves first, reloading from path.
@@ -269,10 +270,8 @@ func (h *Holder) Reload() (*Snapshot, error) {
 	}
 	old := h.cur.Swap(s)
 	old.Retire()
-	if h.OnRevoked != nil {
-		if names := authcore.Revoked(old.Users, s.Users, time.Now()); len(names) > 0 {
-			h.OnRevoked(names)
-		}
+	if h.OnReload != nil {
+		h.OnReload(old, s)
 	}
 	return s, nil
 }

@@ -99,10 +99,15 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	pg = pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
 		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper, ReleaseDatabases: releaseDatabases})
-	state.OnRevoked = func(names []string) {
-		for _, name := range names {
+	state.OnReload = func(old, next *snapshot.Snapshot) {
+		for _, name := range authcore.Revoked(old.Users, next.Users, time.Now()) {
 			log.Info("a reload revoked the user's login: their wire sessions end", zap.String("user", name))
 			pg.KillUser(name)
+		}
+		if old.TLS != next.TLS {
+			for _, name := range pg.EndRevokedCertificates(next.TLS) {
+				log.Info("a reload revoked the client certificate a wire session logged in with: it ends", zap.String("user", name))
+			}
 		}
 	}
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
