@@ -23,7 +23,8 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzCopyStatement \
 	./httpfront:FuzzResultJSON \
 	./httpfront:FuzzSessionCookie \
-	./httpfront:FuzzConsoleForm
+	./httpfront:FuzzConsoleForm \
+	./httpfront:FuzzByteaArgument
 
 .PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood bench-store pg-regress clean
 

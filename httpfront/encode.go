@@ -2,7 +2,9 @@ package httpfront
 
 import (
 	"database/sql/driver"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -28,6 +30,8 @@ func jsonArgs(args []any) []any {
 
 func jsonArg(a any) any {
 	switch v := a.(type) {
+	case string:
+		return argString(v)
 	case json.Number:
 		if n, err := v.Int64(); err == nil {
 			return n
@@ -44,6 +48,36 @@ func jsonArg(a any) any {
 		return out
 	}
 	return a
+}
+
+// argString is a JSON string argument. For every parameter type but bytea
+// pgx sends it as the text it is (its underlying string), for PostgreSQL to
+// parse; a bytea parameter takes its bytes from BytesValue, which reads
+// base64, the form bytea values come back in, so that a value read can be
+// written back unchanged. PostgreSQL's hex form (\x...) is read too;
+// before, every string went to bytea as PostgreSQL's text input, so a
+// base64 value read and written back was stored as its base64 text.
+type argString string
+
+// BytesValue implements pgtype.BytesValuer, which only pgx's bytea codec
+// asks for.
+func (s argString) BytesValue() ([]byte, error) {
+	if rest, ok := strings.CutPrefix(string(s), `\x`); ok {
+		b, err := hex.DecodeString(rest)
+		if err != nil {
+			return nil, fmt.Errorf("a bytea argument in hex form (\\x...) holds a non-hex digit: %v", err)
+		}
+		return b, nil
+	}
+	enc := base64.StdEncoding
+	if len(s)%4 != 0 {
+		enc = base64.RawStdEncoding
+	}
+	b, err := enc.DecodeString(string(s))
+	if err != nil {
+		return nil, fmt.Errorf("a bytea argument is base64, as bytea values come back, or PostgreSQL's hex form \\x...: %v", err)
+	}
+	return b, nil
 }
 
 // encodeValue renders a decoded column value as SPEC section 6 wants it:

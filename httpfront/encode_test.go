@@ -1,0 +1,48 @@
+package httpfront
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"testing"
+)
+
+func TestByteaArgumentsReadBase64AndHex(t *testing.T) {
+	for in, want := range map[string]string{
+		"AP9cQQ==":     "\x00\xff\\A",
+		"AP9cQQ":       "\x00\xff\\A",
+		`\x00ff5c41`:   "\x00\xff\\A",
+		`\x`:           "",
+		"":             "",
+		"aGVsbG8=":     "hello",
+		"aGVsbG8":      "hello",
+		`\x68656C6c6F`: "hello",
+	} {
+		got, err := argString(in).BytesValue()
+		if err != nil || string(got) != want {
+			t.Errorf("%q: %q %v, want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"plain text!", "hello", `\xzz`, `\x123`, "aGVsbG8==", "a"} {
+		if got, err := argString(in).BytesValue(); err == nil {
+			t.Errorf("%q: %q, want an error", in, got)
+		}
+	}
+}
+
+// FuzzByteaArgument: whatever bytes a client means, their base64 (padded or
+// not) and their hex form come back as those bytes; any other string is
+// refused or read, never a panic.
+func FuzzByteaArgument(f *testing.F) {
+	f.Add([]byte("\x00\xff\\A"), "AP9cQQ")
+	f.Add([]byte{}, `\x`)
+	f.Fuzz(func(t *testing.T, b []byte, s string) {
+		for _, form := range []string{base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b), `\x` + hex.EncodeToString(b)} {
+			got, err := argString(form).BytesValue()
+			if err != nil || !bytes.Equal(got, b) {
+				t.Fatalf("%q: %q %v, want %q", form, got, err, b)
+			}
+		}
+		argString(s).BytesValue()
+	})
+}
