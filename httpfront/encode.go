@@ -1,6 +1,7 @@
 package httpfront
 
 import (
+	"bytes"
 	"database/sql/driver"
 	"encoding/base64"
 	"encoding/binary"
@@ -17,10 +18,16 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// jsonArgs turns decoded JSON arguments into values pgx can send: exact
+// rawArgs are a request's arguments as the client wrote them: an object
+// stays its own text (key order, duplicate keys, every digit), which
+// decoding into a map would lose before a json parameter stores it.
+type rawArgs []json.RawMessage
+
+// jsonArgs turns the JSON arguments into values pgx can send: exact
 // numbers stay exact (integers as int64, others as their text, which
-// PostgreSQL parses into numeric or float), objects become JSON text.
-func jsonArgs(args []any) []any {
+// PostgreSQL parses into numeric or float), objects are their JSON text,
+// arrays arrays of such values.
+func jsonArgs(args rawArgs) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
 		out[i] = jsonArg(a)
@@ -28,27 +35,62 @@ func jsonArgs(args []any) []any {
 	return out
 }
 
-func jsonArg(a any) any {
-	switch v := a.(type) {
-	case string:
-		return argString(v)
-	case json.Number:
-		if n, err := v.Int64(); err == nil {
-			return n
+// jsonArg converts one argument; the request's decoding already checked
+// it is valid JSON.
+func jsonArg(raw json.RawMessage) any {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 {
+		return nil
+	}
+	switch raw[0] {
+	case '{':
+		return argObject(bytes.TrimRight(raw, " \t\r\n"))
+	case '[':
+		var elems []json.RawMessage
+		if err := json.Unmarshal(raw, &elems); err != nil {
+			return nil
 		}
-		return string(v)
-	case map[string]any:
-		b, _ := json.Marshal(v)
-		return string(b)
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
+		out := make([]any, len(elems))
+		for i, e := range elems {
 			out[i] = jsonArg(e)
 		}
 		return out
 	}
-	return a
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil
+	}
+	switch v := v.(type) {
+	case json.Number:
+		if n, err := v.Int64(); err == nil {
+			return n
+		}
+		return argNumber(v)
+	case string:
+		return argString(v)
+	}
+	return v // bool or nil
 }
+
+// argNumber is a JSON number beyond int64 (a fraction, an exponent, a big
+// integer): sent as its text, which PostgreSQL parses exactly, and written
+// as the number it is where pgx marshals the argument as JSON (an array
+// for a json or jsonb parameter), not as a string.
+type argNumber string
+
+// MarshalJSON implements json.Marshaler.
+func (n argNumber) MarshalJSON() ([]byte, error) { return []byte(n), nil }
+
+// argObject is a JSON object argument, as its JSON text: sent as that text
+// to a json, jsonb or text parameter, and kept an object inside an array
+// marshalled for a json or jsonb parameter. Before, such an object became
+// a JSON string there: [{"id": 1}] was stored as ["{\"id\":1}"].
+type argObject string
+
+// MarshalJSON implements json.Marshaler.
+func (o argObject) MarshalJSON() ([]byte, error) { return []byte(o), nil }
 
 // argString is a JSON string argument. For every parameter type but bytea
 // pgx sends it as the text it is (its underlying string), for PostgreSQL to

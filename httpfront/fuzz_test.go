@@ -1,6 +1,7 @@
 package httpfront
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,8 +44,24 @@ func FuzzSQLBody(f *testing.F) {
 		r.Header.Set("Content-Type", "application/json")
 		var req sqlRequest
 		w := httptest.NewRecorder()
-		if e := decodeBody(w, r, 4096, &req); e != nil && e.status != http.StatusBadRequest && e.status != http.StatusRequestEntityTooLarge {
+		e := decodeBody(w, r, 4096, &req)
+		if e != nil && e.status != http.StatusBadRequest && e.status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d", e.status)
+		}
+		if e != nil {
+			return
+		}
+		// Arguments convert without a panic; an object keeps its text.
+		all := append([]rawArgs{req.Args}, req.BulkArgs...)
+		for _, st := range req.Transaction {
+			all = append(all, st.Args)
+		}
+		for _, args := range all {
+			for i, v := range jsonArgs(args) {
+				if o, ok := v.(argObject); ok && !json.Valid([]byte(o)) {
+					t.Fatalf("args[%d]: object %q is not JSON", i, o)
+				}
+			}
 		}
 	})
 }

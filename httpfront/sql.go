@@ -31,15 +31,15 @@ import (
 // sqlRequest is the body of POST /_sql (CrateDB's shape).
 type sqlRequest struct {
 	Stmt        string             `json:"stmt"`
-	Args        []any              `json:"args"`
-	BulkArgs    [][]any            `json:"bulk_args"`
+	Args        rawArgs            `json:"args"`
+	BulkArgs    []rawArgs          `json:"bulk_args"`
 	Transaction []txStatement      `json:"transaction"`
 	Credentials *inlineCredentials `json:"credentials"`
 }
 
 type txStatement struct {
-	Stmt string `json:"stmt"`
-	Args []any  `json:"args"`
+	Stmt string  `json:"stmt"`
+	Args rawArgs `json:"args"`
 }
 
 type inlineCredentials struct {
@@ -210,7 +210,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 // runOne runs one statement and answers it as soon as its rows are read
 // (so answered reports whether the reply went out); the backend's reset
 // travels behind the statement.
-func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, user, stmt string, args []any) (answered bool, err error) {
+func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, user, stmt string, args rawArgs) (answered bool, err error) {
 	if stmt == "" {
 		return false, errEmptyStatement
 	}
@@ -237,7 +237,7 @@ type bulkResults struct {
 
 // runBulk runs one statement per argument list in one transaction: either
 // every row lands or none does.
-func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt string, sets [][]any) (*bulkResults, error) {
+func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt string, sets []rawArgs) (*bulkResults, error) {
 	out := &bulkResults{}
 	if e := refusedBeforeRunning(stmt, true); e != nil {
 		return nil, e
@@ -350,7 +350,7 @@ func resultTooLarge(max int64) *sqlError {
 }
 
 // query runs one statement and reads at most the limits' rows and bytes.
-func query(ctx context.Context, conn *pgx.Conn, stmt string, args []any, lim limits) (*result, error) {
+func query(ctx context.Context, conn *pgx.Conn, stmt string, args rawArgs, lim limits) (*result, error) {
 	if stmt == "" {
 		return nil, errEmptyStatement
 	}

@@ -236,6 +236,42 @@ func TestRealValuesKeepTheirOwnDigits(t *testing.T) {
 	}
 }
 
+// JSON arguments reach json and jsonb parameters as the client wrote them:
+// an object keeps its key order and duplicate keys (json), every digit;
+// objects and fractions inside an array stay objects and numbers. Before,
+// [{"id": 1}] was stored as ["{\"id\":1}"] and [1.5] as ["1.5"], and an
+// object's keys came sorted.
+func TestJSONArgumentsAreStoredAsTheClientWroteThem(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	args := `[[1,"x",{"a":null},1.10,[{"b":2.50}],12345678901234567890,null,true], {"z":1,"a":[1.0,{"k":1e400}],"z":2}, [{"id":1},{"id":2}], 1.10]`
+	want := `[[[1,"x",{"a":null},1.10,[{"b":2.50}],12345678901234567890,null,true],{"z":1,"a":[1.0,{"k":1e400}],"z":2},[{"id":1},{"id":2}],1.10]]`
+	stmt := `SELECT $1::jsonb, $2::json, $3::jsonb[], $4::json`
+	for _, body := range []string{
+		`{"stmt":` + jsonText(t, stmt) + `,"args":` + args + `}`,
+		`{"transaction":[{"stmt":` + jsonText(t, stmt) + `,"args":` + args + `}]}`,
+	} {
+		req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		overrideHeaders(req, auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(raw), `"rows":`+want) {
+			t.Fatalf("%s:\n got %d %s\nwant rows %s", body, resp.StatusCode, raw, want)
+		}
+	}
+	// The same values still reach other parameter types as their text.
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres",
+		`{"stmt":"SELECT $1::text, $2::numeric[], $3::float8, $4::text[]","args":[{"a":1.50},[1.5,2,1e-3],2.5e3,[{"a":1},1.5,"s"]]}`, auth)
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[["{\"a\":1.50}",[1.5,2,0.001],2500,["{\"a\":1}","1.5","s"]]]` {
+		t.Fatalf("%d %s", status, got)
+	}
+}
+
 // A bytea value read over HTTP (base64) and written back as an argument is
 // stored unchanged, in every request shape; PostgreSQL's hex form is
 // accepted too, and text that is neither is refused, not stored as its
