@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,9 @@ func jsonArg(raw json.RawMessage) any {
 		for i, e := range elems {
 			out[i] = jsonArg(e)
 		}
+		if md, ok := multiDim(out); ok {
+			return md
+		}
 		return out
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -72,6 +76,54 @@ func jsonArg(raw json.RawMessage) any {
 		return argString(v)
 	}
 	return v // bool or nil
+}
+
+// argArray is a JSON array of arrays all of one shape: a
+// multi-dimensional PostgreSQL array, as /_sql answers one
+// ('{{1,2},{3,4}}' is [[1,2],[3,4]]), where pgx would take a nested []any
+// as one dimension of values and fail; where pgx marshals it as JSON (a
+// json or jsonb parameter), the nested arrays it was.
+type argArray struct {
+	pgtype.Array[any]
+	nested []any
+}
+
+// MarshalJSON implements json.Marshaler.
+func (a argArray) MarshalJSON() ([]byte, error) { return json.Marshal(a.nested) }
+
+// multiDim makes elems an argArray when each is an array of the same shape
+// (non-empty, holding no arrays at the innermost level).
+func multiDim(elems []any) (argArray, bool) {
+	var inner []pgtype.ArrayDimension
+	var flat []any
+	for i, e := range elems {
+		var dims []pgtype.ArrayDimension
+		var vals []any
+		switch v := e.(type) {
+		case []any:
+			for _, x := range v {
+				switch x.(type) {
+				case []any, argArray:
+					return argArray{}, false
+				}
+			}
+			dims, vals = []pgtype.ArrayDimension{{Length: int32(len(v)), LowerBound: 1}}, v
+		case argArray:
+			dims, vals = v.Dims, v.Elements
+		default:
+			return argArray{}, false
+		}
+		if len(vals) == 0 || (i > 0 && !slices.Equal(dims, inner)) {
+			return argArray{}, false
+		}
+		inner = dims
+		flat = append(flat, vals...)
+	}
+	if len(elems) == 0 {
+		return argArray{}, false
+	}
+	dims := append([]pgtype.ArrayDimension{{Length: int32(len(elems)), LowerBound: 1}}, inner...)
+	return argArray{Array: pgtype.Array[any]{Elements: flat, Dims: dims, Valid: true}, nested: elems}, true
 }
 
 // argNumber is a JSON number beyond int64 (a fraction, an exponent, a big

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"testing"
 )
 
@@ -45,4 +47,35 @@ func FuzzByteaArgument(f *testing.F) {
 		}
 		argString(s).BytesValue()
 	})
+}
+
+func TestNestedArrayArgumentsOfOneShapeAreMultiDimensional(t *testing.T) {
+	for in, want := range map[string]string{
+		`[[1,2],[3,4]]`:         "[2 2]",
+		`[[[1],[2]],[[3],[4]]]`: "[2 2 1]",
+		`[["a"]]`:               "[1 1]",
+		`[[1,2],[3]]`:           "",
+		`[[1,[2]],[3,4]]`:       "",
+		`[[],[]]`:               "",
+		`[1,[2]]`:               "",
+		`[[1],{"a":[1]}]`:       "",
+		`[]`:                    "",
+		`[[[1],[2]],[3,4]]`:     "",
+	} {
+		v := jsonArg([]byte(in))
+		got := ""
+		if md, ok := v.(argArray); ok {
+			var lens []int32
+			for _, d := range md.Dims {
+				lens = append(lens, d.Length)
+			}
+			got = fmt.Sprint(lens)
+			if b, err := json.Marshal(md); err != nil || string(b) != in {
+				t.Errorf("%s marshals as %s %v", in, b, err)
+			}
+		}
+		if got != want {
+			t.Errorf("%s: dimensions %q, want %q", in, got, want)
+		}
+	}
 }
