@@ -24,7 +24,8 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzResultJSON \
 	./httpfront:FuzzSessionCookie \
 	./httpfront:FuzzConsoleForm \
-	./httpfront:FuzzByteaArgument
+	./httpfront:FuzzByteaArgument \
+	./httpfront:FuzzScalarArgument
 
 .PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood bench-store pg-regress clean
 

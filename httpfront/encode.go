@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,22 +61,28 @@ func jsonArg(raw json.RawMessage) any {
 		}
 		return out
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	raw = bytes.TrimRight(raw, " \t\r\n")
+	switch raw[0] {
+	case '"':
+		if bytes.IndexByte(raw, '\\') < 0 {
+			return argString(raw[1 : len(raw)-1])
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil
+		}
+		return argString(s)
+	case 't':
+		return true
+	case 'f':
+		return false
+	case 'n':
 		return nil
 	}
-	switch v := v.(type) {
-	case json.Number:
-		if n, err := v.Int64(); err == nil {
-			return n
-		}
-		return argNumber(v)
-	case string:
-		return argString(v)
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return n
 	}
-	return v // bool or nil
+	return argNumber(raw)
 }
 
 // argArray is a JSON array of arrays all of one shape: a

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestByteaArgumentsReadBase64AndHex(t *testing.T) {
@@ -78,4 +80,42 @@ func TestNestedArrayArgumentsOfOneShapeAreMultiDimensional(t *testing.T) {
 			t.Errorf("%s: dimensions %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzScalarArgument: a scalar argument converts as decoding it with
+// encoding/json (UseNumber) does: integers in int64 as int64, other numbers
+// as their text, strings unquoted, true, false and null.
+func FuzzScalarArgument(f *testing.F) {
+	for _, s := range []string{`"a\"b\u00e9"`, `"plain"`, `-0`, `9223372036854775808`, `1.5e3`, `true`, `false`, `null`, ` 12 `, `""`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !json.Valid([]byte(s)) || !utf8.ValidString(s) {
+			return
+		}
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) != nil {
+			return
+		}
+		var want any
+		switch v := v.(type) {
+		case json.Number:
+			if n, err := v.Int64(); err == nil {
+				want = n
+			} else {
+				want = argNumber(v)
+			}
+		case string:
+			want = argString(v)
+		case bool, nil:
+			want = v
+		default:
+			return // objects and arrays have tests of their own
+		}
+		if got := jsonArg([]byte(s)); got != want {
+			t.Fatalf("%q: %#v, want %#v", s, got, want)
+		}
+	})
 }
