@@ -12,7 +12,6 @@ import (
 	"math/big"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,14 +24,23 @@ import (
 // decoding into a map would lose before a json parameter stores it.
 type rawArgs []json.RawMessage
 
-// jsonArgs turns the JSON arguments into values pgx can send: exact
-// numbers stay exact (integers as int64, others as their text, which
-// PostgreSQL parses into numeric or float), objects are their JSON text,
-// arrays arrays of such values.
+// jsonArgs turns the JSON arguments into values pgx can send. Numbers and
+// booleans go as their JSON text, which PostgreSQL reads with the
+// parameter type's own input (so 5 fills an int4, a numeric, a text or a
+// date parameter, exactly, as psql's parameters do); strings as their text
+// (base64 for bytea, see argString); objects as their JSON text; arrays as
+// arrays of such values.
 func jsonArgs(args rawArgs) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
-		out[i] = jsonArg(a)
+		switch v := jsonArg(a).(type) {
+		case argLiteral:
+			// A plain string, which pgx sends as text whatever the
+			// parameter's type, planning nothing else first.
+			out[i] = string(v)
+		default:
+			out[i] = v
+		}
 	}
 	return out
 }
@@ -72,17 +80,10 @@ func jsonArg(raw json.RawMessage) any {
 			return nil
 		}
 		return argString(s)
-	case 't':
-		return true
-	case 'f':
-		return false
 	case 'n':
 		return nil
 	}
-	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
-		return n
-	}
-	return argNumber(raw)
+	return argLiteral(raw) // a number, true or false
 }
 
 // argArray is a JSON array of arrays all of one shape: a
@@ -133,14 +134,17 @@ func multiDim(elems []any) (argArray, bool) {
 	return argArray{Array: pgtype.Array[any]{Elements: flat, Dims: dims, Valid: true}, nested: elems}, true
 }
 
-// argNumber is a JSON number beyond int64 (a fraction, an exponent, a big
-// integer): sent as its text, which PostgreSQL parses exactly, and written
-// as the number it is where pgx marshals the argument as JSON (an array
-// for a json or jsonb parameter), not as a string.
-type argNumber string
+// argLiteral is a JSON number, true or false, as the request wrote it:
+// sent as that text, which PostgreSQL parses exactly with the parameter
+// type's input function, and written as the literal it is where pgx
+// marshals the argument as JSON (an array for a json or jsonb parameter).
+// Before December 2026 an integer went as a binary int8, which pgx could
+// not send to a text, date or interval parameter ("cannot find encode
+// plan"), and a fraction inside such an array became a string.
+type argLiteral string
 
 // MarshalJSON implements json.Marshaler.
-func (n argNumber) MarshalJSON() ([]byte, error) { return []byte(n), nil }
+func (l argLiteral) MarshalJSON() ([]byte, error) { return []byte(l), nil }
 
 // argObject is a JSON object argument, as its JSON text: sent as that text
 // to a json, jsonb or text parameter, and kept an object inside an array

@@ -241,7 +241,8 @@ func TestRealValuesKeepTheirOwnDigits(t *testing.T) {
 // objects and fractions inside an array stay objects and numbers. Before,
 // [{"id": 1}] was stored as ["{\"id\":1}"] and [1.5] as ["1.5"], and an
 // object's keys came sorted. A multi-dimensional array goes in as the
-// nested arrays it comes back as.
+// nested arrays it comes back as. Numbers and booleans reach any parameter
+// type PostgreSQL can read them as.
 func TestJSONArgumentsAreStoredAsTheClientWroteThem(t *testing.T) {
 	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	auth := basic("alice", "alice-Pass-1")
@@ -270,6 +271,19 @@ func TestJSONArgumentsAreStoredAsTheClientWroteThem(t *testing.T) {
 		`{"stmt":"SELECT $1::text, $2::numeric[], $3::float8, $4::text[]","args":[{"a":1.50},[1.5,2,1e-3],2.5e3,[{"a":1},1.5,"s"]]}`, auth)
 	if got := jsonText(t, out["rows"]); status != 200 || got != `[["{\"a\":1.50}",[1.5,2,0.001],2500,["{\"a\":1}","1.5","s"]]]` {
 		t.Fatalf("%d %s", status, got)
+	}
+	// Numbers and booleans go as text that PostgreSQL reads with the
+	// parameter's own type: an integer fills a text, date or interval
+	// parameter (pgx refused to send a binary int8 there), and an integer
+	// out of an int2's range gets PostgreSQL's own error.
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres",
+		`{"stmt":"SELECT $1::text, $2::date, $3::interval, $4::text, $5::int8 + 1, $6::bool","args":[42,20240102,5,true,9223372036854775806,false]}`, auth)
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[["42","2024-01-02","00:00:05","true",9223372036854775807,false]]` {
+		t.Fatalf("numbers and booleans as text: %d %s", status, jsonText(t, out))
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT $1::int2","args":[70000]}`, auth)
+	if got := jsonText(t, out); status != 400 || !strings.Contains(got, `"22003"`) {
+		t.Fatalf("int2 out of range: %d %s", status, got)
 	}
 	// A multi-dimensional array comes back nested, and goes back the same
 	// way (pgx took a nested array as one dimension of values and failed).
