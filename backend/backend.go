@@ -26,11 +26,49 @@ type Target struct {
 	Password string
 }
 
+// MaxNameBytes is the longest role or database name PostgreSQL keeps
+// (NAMEDATALEN - 1). It cuts a longer name in the startup packet to its
+// first 63 bytes and logs in to that.
+const MaxNameBytes = 63
+
+// NameTooLongError refuses a backend login whose role or database name
+// PostgreSQL would cut: the HBA rules judged the whole name, and the cut
+// one may be a name a rule refuses (a client asking for a rejected
+// 63-byte database's name with "x" added got into that database).
+type NameTooLongError struct {
+	What string // "role" or "database"
+	Len  int
+}
+
+func (e *NameTooLongError) Error() string {
+	return fmt.Sprintf("the backend %s name is %d bytes, over PostgreSQL's limit of %d: refused rather than cut to a name the HBA rules did not judge", e.What, e.Len, MaxNameBytes)
+}
+
+// SQLState is PostgreSQL's name_too_long.
+func (e *NameTooLongError) SQLState() string { return "42622" }
+
+// check refuses names PostgreSQL would cut.
+func (t Target) check() error {
+	if len(t.Role) > MaxNameBytes {
+		return &NameTooLongError{What: "role", Len: len(t.Role)}
+	}
+	if len(t.Database) > MaxNameBytes {
+		return &NameTooLongError{What: "database", Len: len(t.Database)}
+	}
+	return nil
+}
+
 // Route applies [[databases]] to db and maps the proven user (nil for a
 // trusted name without a users-file entry) to its backend role and password:
 // the user's backend_password, else [backend] password, else, when
-// passthrough is on, clientPassword.
-func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) Target {
+// passthrough is on, clientPassword. A role or database name longer than
+// PostgreSQL keeps is a *NameTooLongError.
+func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (Target, error) {
+	t := route(cfg, name, u, clientPassword, db)
+	return t, t.check()
+}
+
+func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) Target {
 	t := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: db, Role: name}
 	for _, d := range cfg.Databases {
 		if d.Name == db {
@@ -69,6 +107,9 @@ func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 // are ignored (IgnoreLibpqEnvironment): what pgwarden connects to, and with
 // which key, is what the config says.
 func Config(cfg *config.Config, t Target, params map[string]string) (*pgconn.Config, error) {
+	if err := t.check(); err != nil {
+		return nil, err
+	}
 	b := &cfg.Backend
 	kv := []string{
 		"host=" + quote(t.Host),

@@ -237,6 +237,9 @@ func (c *Config) validate(v *validator) {
 		if d.Port < 0 || d.Port > 65535 {
 			v.add(key+".port", "must be a port number, not %d", d.Port)
 		}
+		if len(d.BackendDBName) > 63 {
+			v.add(key+".backend_dbname", "is %d bytes; PostgreSQL keeps 63 and would connect to a database of its first 63", len(d.BackendDBName))
+		}
 	}
 
 	switch c.Store.Kind {

@@ -210,7 +210,11 @@ func (s *Server) backendDatabases(r *http.Request, snap *snapshot.Snapshot, user
 	if u == nil {
 		return nil
 	}
-	pool, err := s.pools.Get(snap.Config, backend.Route(snap.Config, user, u, "", db))
+	t, err := backend.Route(snap.Config, user, u, "", db)
+	if err != nil {
+		return nil
+	}
+	pool, err := s.pools.Get(snap.Config, t)
 	if err != nil {
 		return nil
 	}

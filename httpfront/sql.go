@@ -143,7 +143,12 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	if db == "" {
 		db = defaultDatabase(cfg, res.name)
 	}
-	t := backend.Route(cfg, res.name, res.user, res.password, db)
+	t, err := backend.Route(cfg, res.name, res.user, res.password, db)
+	if err != nil {
+		s.o.Log.Info("HTTP request refused: "+err.Error(), zap.String("user", res.name))
+		writeError(w, http.StatusBadRequest, "42622", err.Error())
+		return
+	}
 	pool, err := s.pools.Get(cfg, t)
 	if err != nil {
 		s.internalError(w, r, "backend configuration failed for an HTTP request", err)

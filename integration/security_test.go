@@ -715,3 +715,62 @@ func TestMetricsListenServesMetricsAndReadinessOnAnAddressOfTheirOwn(t *testing.
 	}
 	live.Close(context.Background())
 }
+
+// PostgreSQL cuts a role or database name longer than 63 bytes to its
+// first 63 and logs in to that. HBA judged the whole name, so a client
+// asking for a rejected 63-byte database (or role) with "x" added got into
+// it, on the wire and over HTTP. Such names are now refused (42622) before
+// any backend login; a long users-file name with a short backend_user
+// still works.
+func TestANameThatPostgreSQLWouldCutCannotSlipPastHBA(t *testing.T) {
+	db, role := strings.Repeat("d", 63), strings.Repeat("r", 63)
+	for _, stmt := range []string{"DROP DATABASE IF EXISTS " + db, "CREATE DATABASE " + db, "DROP ROLE IF EXISTS " + role, "CREATE ROLE " + role + " LOGIN"} {
+		if err := pg.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		pg.Exec("DROP DATABASE IF EXISTS " + db)
+		pg.Exec("DROP ROLE IF EXISTS " + role)
+	})
+	long := strings.Repeat("l", 70)
+	g := startGatewayWith(t, gwOptions{http: true}, fmt.Sprintf(`
+[[hba]]
+database = [%q]
+method = "reject"
+
+[[hba]]
+user = [%q]
+method = "reject"
+
+[[hba]]
+user = [%q]
+method = "password"
+
+[[hba]]
+method = "trust"
+`, db, role, long), []testUser{{name: long, password: "long-Pass-1", extra: `backend_user = "postgres"` + "\n"}})
+
+	_, err := g.connect("postgres", "", db)
+	wantPgError(t, err, "28000", fmt.Sprintf(`HBA rejects connection for host "127.0.0.1", user "postgres", database "%s", SSL off`, db))
+	_, err = g.connect("postgres", "", db+"x")
+	wantPgError(t, err, "42622", "the backend database name is 64 bytes, over PostgreSQL's limit of 63: refused rather than cut to a name the HBA rules did not judge")
+	_, err = g.connect(role+"x", "", "postgres")
+	wantPgError(t, err, "42622", "the backend role name is 64 bytes, over PostgreSQL's limit of 63: refused rather than cut to a name the HBA rules did not judge")
+
+	sql := `{"stmt":"SELECT current_user, current_database()"}`
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db="+db+"x", sql, basic("postgres", ""))
+	if got := jsonText(t, out); status != 400 || !strings.Contains(got, `"42622"`) {
+		t.Fatalf("database over HTTP: %d %s", status, got)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", sql, basic(role+"x", ""))
+	if got := jsonText(t, out); status != 400 || !strings.Contains(got, `"42622"`) {
+		t.Fatalf("role over HTTP: %d %s", status, got)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", sql, basic(long, "long-Pass-1"))
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[["postgres","postgres"]]` {
+		t.Fatalf("a long users-file name with a short backend role: %d %s", status, jsonText(t, out))
+	}
+	c := g.mustConnect(long, "long-Pass-1", "postgres")
+	queryOne(t, c, "SELECT 1")
+}

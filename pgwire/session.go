@@ -85,7 +85,7 @@ func cancelAddr(hc *pgconn.HijackedConn) (string, string) {
 // afterwards parks the backend again when it was left idle.
 func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *authcore.Identity, db string, ev *authcore.AuditEvent) error {
 	cfg := snap.Config
-	t := backend.Route(cfg, id.Name, id.User, id.Password, db)
+	t, routeErr := backend.Route(cfg, id.Name, id.User, id.Password, db)
 	audited := false
 	audit := func(err error) {
 		if !audited {
@@ -97,6 +97,10 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		}
 	}
 	defer audit(nil)
+	if routeErr != nil {
+		audit(routeErr)
+		return &Error{Code: "42622", Message: routeErr.Error()}
+	}
 	params := make(map[string]string, len(sp.params))
 	for _, p := range sp.params {
 		params[p.name] = p.value
