@@ -25,7 +25,8 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzSessionCookie \
 	./httpfront:FuzzConsoleForm \
 	./httpfront:FuzzByteaArgument \
-	./httpfront:FuzzScalarArgument
+	./httpfront:FuzzScalarArgument \
+	./httpfront:FuzzArrayElements
 
 .PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood bench-store pg-regress clean
 

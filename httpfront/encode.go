@@ -33,7 +33,7 @@ type rawArgs []json.RawMessage
 func jsonArgs(args rawArgs) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
-		switch v := jsonArg(a).(type) {
+		switch v := jsonArg(a, 0).(type) {
 		case argLiteral:
 			// A plain string, which pgx sends as text whatever the
 			// parameter's type, planning nothing else first.
@@ -45,9 +45,16 @@ func jsonArgs(args rawArgs) []any {
 	return out
 }
 
-// jsonArg converts one argument; the request's decoding already checked
-// it is valid JSON.
-func jsonArg(raw json.RawMessage) any {
+// maxArgArrayDepth is how deep arrays in an argument are taken apart:
+// PostgreSQL's arrays have at most 6 dimensions (MAXDIM). A deeper array
+// goes as its JSON text, which a json or jsonb parameter stores as it is.
+// Each level is parsed again, so without the bound a 20 KB body of 10,000
+// nested brackets cost 1.6 s of CPU.
+const maxArgArrayDepth = 6
+
+// jsonArg converts one argument found depth arrays deep; the request's
+// decoding already checked it is valid JSON.
+func jsonArg(raw []byte, depth int) any {
 	raw = bytes.TrimLeft(raw, " \t\r\n")
 	if len(raw) == 0 {
 		return nil
@@ -56,13 +63,13 @@ func jsonArg(raw json.RawMessage) any {
 	case '{':
 		return argObject(bytes.TrimRight(raw, " \t\r\n"))
 	case '[':
-		var elems []json.RawMessage
-		if err := json.Unmarshal(raw, &elems); err != nil {
-			return nil
+		if depth >= maxArgArrayDepth {
+			return argObject(bytes.TrimRight(raw, " \t\r\n"))
 		}
+		elems := arrayElements(bytes.TrimRight(raw, " \t\r\n"))
 		out := make([]any, len(elems))
 		for i, e := range elems {
-			out[i] = jsonArg(e)
+			out[i] = jsonArg(e, depth+1)
 		}
 		if md, ok := multiDim(out); ok {
 			return md
@@ -84,6 +91,43 @@ func jsonArg(raw json.RawMessage) any {
 		return nil
 	}
 	return argLiteral(raw) // a number, true or false
+}
+
+// arrayElements cuts a valid JSON array into its elements, without
+// copying: one pass over the bytes, which only has to follow strings and
+// nesting because the request's decoding already checked the syntax.
+func arrayElements(raw []byte) [][]byte {
+	var elems [][]byte
+	depth, start, inString := 0, 1, false
+	for i := 1; i < len(raw)-1; i++ {
+		c := raw[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+		case ']', '}':
+			depth--
+		case ',':
+			if depth == 0 {
+				elems = append(elems, raw[start:i])
+				start = i + 1
+			}
+		}
+	}
+	if last := bytes.TrimSpace(raw[start : len(raw)-1]); len(last) > 0 || len(elems) > 0 {
+		elems = append(elems, raw[start:len(raw)-1])
+	}
+	return elems
 }
 
 // argArray is a JSON array of arrays all of one shape: a
@@ -146,7 +190,8 @@ type argLiteral string
 // MarshalJSON implements json.Marshaler.
 func (l argLiteral) MarshalJSON() ([]byte, error) { return []byte(l), nil }
 
-// argObject is a JSON object argument, as its JSON text: sent as that text
+// argObject is a JSON object argument (or an array deeper than
+// maxArgArrayDepth), as its JSON text: sent as that text
 // to a json, jsonb or text parameter, and kept an object inside an array
 // marshalled for a json or jsonb parameter. Before, such an object became
 // a JSON string there: [{"id": 1}] was stored as ["{\"id\":1}"].
