@@ -221,13 +221,18 @@ func Revoked(old, next *Users, now time.Time) []string {
 	var names []string
 	for _, u := range old.list {
 		n := next.Lookup(u.Name)
-		if n == nil || n.unusable(now) != "" || n.Password != u.Password || n.Secret != u.Secret ||
-			n.BackendRole() != u.BackendRole() || !sameJWT(u.JWT, n.JWT) || lostRole(u, n) {
+		// A first password, secret (made by the first token) or
+		// external identity revokes nothing: there was none to revoke.
+		if n == nil || n.unusable(now) != "" || changed(u.Password, n.Password) || changed(u.Secret, n.Secret) ||
+			n.BackendRole() != u.BackendRole() || (u.JWT != nil && !sameJWT(u.JWT, n.JWT)) || lostRole(u, n) {
 			names = append(names, u.Name)
 		}
 	}
 	return names
 }
+
+// changed says whether a credential that was set is now another or gone.
+func changed(old, next string) bool { return old != "" && next != old }
 
 func sameJWT(a, b *UserJWT) bool {
 	if a == nil || b == nil {

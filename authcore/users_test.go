@@ -279,20 +279,33 @@ func TestRevokedNamesUsersWhoseLoginNoLongerHolds(t *testing.T) {
 	}
 	var old, next []*User
 	changes := map[string]func(*User){
-		"same":      func(*User) {},
-		"later":     func(u *User) { u.ValidUntil = &future },
-		"gainsRole": func(u *User) { u.Roles = append(u.Roles, "more") },
-		"password":  func(u *User) { u.Password = "other" },
-		"secret":    func(u *User) { u.Secret = "other" },
-		"disabled":  func(u *User) { u.Disabled = true },
-		"expired":   func(u *User) { u.ValidUntil = &past },
-		"backend":   func(u *User) { u.BackendUser = "other" },
-		"jwt":       func(u *User) { u.JWT = &UserJWT{Iss: "i", Username: "else"} },
-		"nojwt":     func(u *User) { u.JWT = nil },
-		"losesRole": func(u *User) { u.Roles = []string{"ops"} },
+		"same":          func(*User) {},
+		"later":         func(u *User) { u.ValidUntil = &future },
+		"gainsRole":     func(u *User) { u.Roles = append(u.Roles, "more") },
+		"noSecret":      func(u *User) {}, // its first secret, below
+		"noPassword":    func(u *User) {}, // its first password
+		"noJWT":         func(u *User) {}, // its first external identity
+		"dropsPassword": func(u *User) { u.Password = "" },
+		"password":      func(u *User) { u.Password = "other" },
+		"secret":        func(u *User) { u.Secret = "other" },
+		"disabled":      func(u *User) { u.Disabled = true },
+		"expired":       func(u *User) { u.ValidUntil = &past },
+		"backend":       func(u *User) { u.BackendUser = "other" },
+		"jwt":           func(u *User) { u.JWT = &UserJWT{Iss: "i", Username: "else"} },
+		"nojwt":         func(u *User) { u.JWT = nil },
+		"losesRole":     func(u *User) { u.Roles = []string{"ops"} },
 	}
 	for name, change := range changes {
-		old = append(old, base(name))
+		o := base(name)
+		switch name {
+		case "noSecret":
+			o.Secret = ""
+		case "noPassword":
+			o.Password = ""
+		case "noJWT":
+			o.JWT = nil
+		}
+		old = append(old, o)
 		u := base(name)
 		change(u)
 		next = append(next, u)
@@ -310,12 +323,12 @@ func TestRevokedNamesUsersWhoseLoginNoLongerHolds(t *testing.T) {
 	for _, n := range Revoked(oldUsers, nextUsers, now) {
 		got[n] = true
 	}
-	for _, keep := range []string{"same", "later", "gainsRole", "added"} {
+	for _, keep := range []string{"same", "later", "gainsRole", "added", "noSecret", "noPassword", "noJWT"} {
 		if got[keep] {
 			t.Errorf("%s revoked", keep)
 		}
 	}
-	for _, end := range []string{"password", "secret", "disabled", "expired", "backend", "jwt", "nojwt", "losesRole", "removed"} {
+	for _, end := range []string{"dropsPassword", "password", "secret", "disabled", "expired", "backend", "jwt", "nojwt", "losesRole", "removed"} {
 		if !got[end] {
 			t.Errorf("%s not revoked", end)
 		}
