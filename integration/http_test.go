@@ -208,20 +208,26 @@ func TestJSONColumnsKeepEveryDigitAndTheirKeyOrder(t *testing.T) {
 		`ARRAY['{"id": 12345678901234567890}'::jsonb, NULL] AS arr, ARRAY[['1'::json, '2'::json], ['[3]'::json, '{}'::json]] AS nested`
 	want := `[[{"f":1.10,"id":9007199254740993},{"z":1,"a":[1e400,"<x>"],"z":2},[{"id":12345678901234567890},null],[[1,2],[[3],{}]]]]`
 	for _, body := range []string{`{"stmt":` + jsonText(t, stmt) + `}`, `{"transaction":[{"stmt":` + jsonText(t, stmt) + `}]}`} {
-		req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		overrideHeaders(req, auth)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		// The raw answer: a decoder that read numbers as floats would hide
-		// the very loss this test is about.
-		if resp.StatusCode != 200 || !strings.Contains(string(raw), `"rows":`+want) {
-			t.Fatalf("%s:\n got %d %s\nwant rows %s", body, resp.StatusCode, raw, want)
-		}
+		wantRawRows(t, g, auth, body, want)
+	}
+}
+
+// wantRawRows posts body to /_sql and checks the answer's raw text holds
+// rows as want writes them: a decoder that read numbers as floats would
+// hide the very losses these tests are about.
+func wantRawRows(t *testing.T, g *gateway, auth map[string]string, body, want string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	overrideHeaders(req, auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"rows":`+want) {
+		t.Fatalf("%s:\n got %d %s\nwant rows %s", body, resp.StatusCode, raw, want)
 	}
 }
 
@@ -253,18 +259,7 @@ func TestJSONArgumentsAreStoredAsTheClientWroteThem(t *testing.T) {
 		`{"stmt":` + jsonText(t, stmt) + `,"args":` + args + `}`,
 		`{"transaction":[{"stmt":` + jsonText(t, stmt) + `,"args":` + args + `}]}`,
 	} {
-		req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		overrideHeaders(req, auth)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(raw), `"rows":`+want) {
-			t.Fatalf("%s:\n got %d %s\nwant rows %s", body, resp.StatusCode, raw, want)
-		}
+		wantRawRows(t, g, auth, body, want)
 	}
 	// The same values still reach other parameter types as their text.
 	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres",
