@@ -214,13 +214,15 @@ func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 
 // QueryThenReset runs one statement on a connection of pool with the
 // pool's reset pipelined behind it, hands the statement's rows to read,
-// and when read succeeded calls answer (which sends the client its reply)
-// before it reads the reset's result. Statement and reset go to the
-// backend in one write, each with its own Sync (so the reset runs whatever
-// the statement did, and a statement that refuses to run in a transaction
-// block still runs); by the time the reply is sent the reset's result has
-// arrived. The request pays no round trip for its reset, and the release
-// finds the connection already clean. When the reset cannot be
+// then reads the reset's result and gives the connection back. Statement
+// and reset go to the backend in one write, each with its own Sync (so the
+// reset runs whatever the statement did, and a statement that refuses to
+// run in a transaction block still runs). The request pays no round trip
+// for its reset, and the release finds the connection already clean. The
+// caller answers its client after QueryThenReset returns: a client that
+// reads its answer slowly, or never, holds no backend (it used to be
+// answered first, and a dozen clients that did not read held every
+// connection of a pool). When the reset cannot be
 // pipelined, or anything goes wrong, the release runs it as usual. The
 // connection comes from Acquire, so it never carries another user's
 // random() state.
@@ -232,7 +234,7 @@ func (s *connStates) takeClean(pc *pgconn.PgConn) bool {
 // formats, when not nil, says per result column type which columns come in
 // binary (1) and which as PostgreSQL's text (0, any type it does not name),
 // as pgx.QueryResultFormatsByOID does for Query.
-func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user, sql string, args []any, formats pgx.QueryResultFormatsByOID, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user, sql string, args []any, formats pgx.QueryResultFormatsByOID, read func(pgx.Rows, *pgtype.Map) error) error {
 	c, err := p.Acquire(ctx, pool, user)
 	if err != nil {
 		return err
@@ -254,11 +256,7 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user
 			return err
 		}
 		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		answer()
-		return nil
+		return rows.Err()
 	}
 	pc := conn.PgConn()
 	st := p.states.get(pc)
@@ -274,7 +272,7 @@ func (p *HTTPPools) QueryThenReset(ctx context.Context, pool *pgxpool.Pool, user
 			}
 			st.descriptions[sql] = sd
 		}
-		err = p.runPipelined(ctx, conn, st, sd, args, formats, reset, read, answer)
+		err = p.runPipelined(ctx, conn, st, sd, args, formats, reset, read)
 		if err == nil {
 			return nil
 		}
@@ -301,7 +299,7 @@ func staleDescription(err error) bool {
 
 // runPipelined sends the statement and the reset in one write, reads the
 // statement's rows, answers, then reads the reset's result.
-func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, read func(pgx.Rows, *pgtype.Map) error, answer func()) error {
+func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, read func(pgx.Rows, *pgtype.Map) error) error {
 	if len(sd.ParamOIDs) != len(args) {
 		return fmt.Errorf("expected %d arguments, got %d", len(sd.ParamOIDs), len(args))
 	}
@@ -345,12 +343,8 @@ func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpCo
 		rows.Close()
 		return rows.Err()
 	}()
-	if runErr == nil {
-		answer()
-	}
 	// Close reads what is left: the statement's Sync, the reset's result
-	// and its Sync, which by now have arrived. An error leaves the reset
-	// to the release.
+	// and its Sync. An error leaves the reset to the release.
 	if err := pl.Close(); err == nil && pc.TxStatus() == 'I' {
 		p.states.markClean(pc)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -239,6 +240,14 @@ func writeResults(w http.ResponseWriter, status int, one *result, list []*result
 		}
 		parts = [][]byte{whole}
 	}
+	if n > oneWriteBytes {
+		// An answer larger than the socket buffers waits for its client
+		// to read it: bounded, so that clients that stop reading cannot
+		// keep answers (up to http.max_result_bytes each) in memory.
+		// net/http clears it once the request is done, so the next
+		// request on a kept-alive connection starts without it.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(answerWriteTime(n)))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Length", strconv.Itoa(n))
@@ -249,6 +258,20 @@ func writeResults(w http.ResponseWriter, status int, one *result, list []*result
 		}
 	}
 	_ = http.NewResponseController(w).Flush()
+}
+
+// answerWriteBase and answerWriteRate set how long a client may take to
+// read an answer (answerWriteTime); tests shorten them.
+var (
+	answerWriteBase = 30 * time.Second
+	answerWriteRate = 1 << 20 // bytes per second
+)
+
+// answerWriteTime is how long a client may take to read an answer of n
+// bytes: 30 s, and a second per MiB, so a client that reads at least
+// 1 MiB/s always gets its answer.
+func answerWriteTime(n int) time.Duration {
+	return answerWriteBase + time.Duration(n)*time.Second/time.Duration(answerWriteRate)
 }
 
 // jsonParts appends the pieces of r's JSON object: its fields in the

@@ -3,8 +3,15 @@ package httpfront
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"io"
 	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 )
 
 // jsonCases are values of every kind encodeValue gives.
@@ -110,5 +117,52 @@ func BenchmarkRowsEncodingJSON(b *testing.B) {
 	}
 	for b.Loop() {
 		json.Marshal(rows)
+	}
+}
+
+// A large answer its client does not read is given up after
+// answerWriteTime (the connection closes and the answer's memory goes);
+// a client that read its answer keeps its connection for the next request,
+// which starts without the old deadline.
+func TestALargeAnswerIsGivenUpWhenItsClientStopsReading(t *testing.T) {
+	base, rate := answerWriteBase, answerWriteRate
+	answerWriteBase, answerWriteRate = 300*time.Millisecond, 1<<30
+	defer func() { answerWriteBase, answerWriteRate = base, rate }()
+	big := &result{Cols: []string{"x"}, ColTypes: []string{"text"}, Rows: rowsJSON(`[["` + strings.Repeat("x", 16<<20) + `"]]`)}
+	done := make(chan struct{}, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeResults(w, http.StatusOK, big, nil)
+		done <- struct{}{}
+	}))
+	defer srv.Close()
+
+	stalled, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(stalled, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the answer of a client that does not read was never given up")
+	}
+
+	// A reading client on one keep-alive connection: two answers, the
+	// second asked for after the first one's deadline passed.
+	client := srv.Client()
+	for i := 0; i < 2; i++ {
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n < 16<<20 {
+			t.Fatalf("answer %d: %d bytes, %v", i, n, err)
+		}
+		<-done
+		time.Sleep(500 * time.Millisecond)
 	}
 }

@@ -212,9 +212,9 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// runOne runs one statement and answers it as soon as its rows are read
-// (so answered reports whether the reply went out); the backend's reset
-// travels behind the statement.
+// runOne runs one statement and answers it once its backend is back in
+// the pool (answered reports whether the reply went out); the backend's
+// reset travels behind the statement.
 func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, user, stmt string, args rawArgs) (answered bool, err error) {
 	if stmt == "" {
 		return false, errEmptyStatement
@@ -227,11 +227,12 @@ func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapsh
 	err = s.pools.QueryThenReset(ctx, pool, user, stmt, jsonArgs(args), resultFormats, func(rows pgx.Rows, tm *pgtype.Map) (err error) {
 		res, err = readResult(rows, tm, resultLimits(snap), start)
 		return err
-	}, func() {
-		writeResults(w, http.StatusOK, res, nil)
-		answered = true
 	})
-	return answered, err
+	if err != nil {
+		return false, err
+	}
+	writeResults(w, http.StatusOK, res, nil)
+	return true, nil
 }
 
 type bulkResults struct {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -639,5 +641,34 @@ method = "cert"
 	}
 	if s, _ := post(client(""), ""); s != 401 {
 		t.Fatalf("no client certificate: %d", s)
+	}
+}
+
+// A client that does not read its answer holds no backend: the answer is
+// written after the connection went back to its pool. Before, /_sql wrote
+// while it held the connection, so ten clients asking for an answer larger
+// than the socket buffers and never reading it held every connection of
+// their pool (10), and every other request of that role and database
+// waited until http.statement_timeout (57014).
+func TestClientsThatDoNotReadTheirAnswersHoldNoBackend(t *testing.T) {
+	g := startHTTPGateway(t, `statement_timeout = "5s"`, httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	body := `{"stmt":"SELECT repeat('x', 6000000)"}`
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:alice-Pass-1"))
+	req := fmt.Sprintf("POST /_sql?db=postgres HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", auth, len(body), body)
+	for i := 0; i < 12; i++ {
+		c, err := net.Dial("tcp", g.httpURL()[len("http://"):])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		defer c.Close()
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // their statements run and their answers stall
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[[1]]` {
+		t.Fatalf("a request beside clients that do not read: %d %s", status, jsonText(t, out))
 	}
 }
