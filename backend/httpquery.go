@@ -298,7 +298,7 @@ func staleDescription(err error) bool {
 }
 
 // runPipelined sends the statement and the reset in one write, reads the
-// statement's rows, answers, then reads the reset's result.
+// statement's rows, then the reset's result.
 func (p *HTTPPools) runPipelined(ctx context.Context, conn *pgx.Conn, st *httpConnState, sd *pgconn.StatementDescription, args []any, formats pgx.QueryResultFormatsByOID, reset string, read func(pgx.Rows, *pgtype.Map) error) error {
 	if len(sd.ParamOIDs) != len(args) {
 		return fmt.Errorf("expected %d arguments, got %d", len(sd.ParamOIDs), len(args))
