@@ -236,15 +236,18 @@ func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapsh
 }
 
 type bulkResults struct {
-	Results []struct {
-		RowCount int64 `json:"rowcount"`
-	} `json:"results"`
+	Results []bulkResult `json:"results"`
+}
+
+type bulkResult struct {
+	RowCount int64 `json:"rowcount"`
 }
 
 // runBulk runs one statement per argument list in one transaction: either
 // every row lands or none does.
 func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt string, sets []rawArgs) (*bulkResults, error) {
-	out := &bulkResults{}
+	// An empty list answers {"results": []}, not null.
+	out := &bulkResults{Results: make([]bulkResult, 0, len(sets))}
 	if e := refusedBeforeRunning(stmt, true); e != nil {
 		return nil, e
 	}
@@ -262,9 +265,7 @@ func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt str
 			if err := stillInTransaction(tx); err != nil {
 				return withStatement(err, i)
 			}
-			out.Results = append(out.Results, struct {
-				RowCount int64 `json:"rowcount"`
-			}{tag.RowsAffected()})
+			out.Results = append(out.Results, bulkResult{tag.RowsAffected()})
 		}
 		return nil
 	})

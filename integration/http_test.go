@@ -167,6 +167,14 @@ func TestSQLOverHTTPStatementShapesAndValues(t *testing.T) {
 	if status != 200 || jsonText(t, out) != `{"results":[{"rowcount":1},{"rowcount":1}]}` {
 		t.Fatalf("bulk: %d %v", status, out)
 	}
+	// An empty list, bulk or transaction, answers an empty list (bulk_args
+	// answered null).
+	for _, body := range []string{`{"stmt":"INSERT INTO http_t VALUES ($1, $2)","bulk_args":[]}`, `{"transaction":[]}`} {
+		status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth)
+		if status != 200 || jsonText(t, out) != `{"results":[]}` {
+			t.Fatalf("%s: %d %v", body, status, jsonText(t, out))
+		}
+	}
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"transaction":[
 		{"stmt":"INSERT INTO http_t VALUES (3, 'c')"},
 		{"stmt":"INSERT INTO http_t VALUES (1, 'duplicate')"}]}`, auth)
