@@ -55,18 +55,18 @@ const maxArgArrayDepth = 6
 // jsonArg converts one argument found depth arrays deep; the request's
 // decoding already checked it is valid JSON.
 func jsonArg(raw []byte, depth int) any {
-	raw = bytes.TrimLeft(raw, " \t\r\n")
+	raw = bytes.Trim(raw, " \t\r\n")
 	if len(raw) == 0 {
 		return nil
 	}
 	switch raw[0] {
 	case '{':
-		return argObject(bytes.TrimRight(raw, " \t\r\n"))
+		return argObject(raw)
 	case '[':
 		if depth >= maxArgArrayDepth {
-			return argObject(bytes.TrimRight(raw, " \t\r\n"))
+			return argObject(raw)
 		}
-		elems := arrayElements(bytes.TrimRight(raw, " \t\r\n"))
+		elems := arrayElements(raw)
 		out := make([]any, len(elems))
 		for i, e := range elems {
 			out[i] = jsonArg(e, depth+1)
@@ -76,7 +76,6 @@ func jsonArg(raw []byte, depth int) any {
 		}
 		return out
 	}
-	raw = bytes.TrimRight(raw, " \t\r\n")
 	switch raw[0] {
 	case '"':
 		if bytes.IndexByte(raw, '\\') < 0 {

@@ -144,9 +144,14 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		db = defaultDatabase(cfg, res.name)
 	}
 	t, err := backend.Route(cfg, res.name, res.user, res.password, db)
-	if err != nil {
-		s.o.Log.Info("HTTP request refused: "+err.Error(), zap.String("user", res.name))
-		writeError(w, http.StatusBadRequest, "42622", err.Error())
+	var long *backend.NameTooLongError
+	if errors.As(err, &long) {
+		// As the wire records it: the client was proven, the backend
+		// login is refused.
+		ev := *res.event
+		ev.Result, ev.Reason = authcore.ResultBackend, "backend refused the session: "+err.Error()
+		ev.Log(s.o.Audit)
+		writeError(w, http.StatusBadRequest, long.SQLState(), err.Error())
 		return
 	}
 	pool, err := s.pools.Get(cfg, t)

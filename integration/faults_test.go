@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -37,21 +38,7 @@ func TestABackendKilledMidQueryGivesTheClientAnError(t *testing.T) {
 
 func TestASlowBackendAtConnectDelaysOnlyItsOwnClients(t *testing.T) {
 	// A "backend" that accepts and never says a word.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := localServer(t, func(net.Conn) {})
 	g := startGatewayWith(t, gwOptions{backend: `connect_timeout = "2s"`}, passwordRules+fmt.Sprintf(`
 [[databases]]
 name = "slow"
@@ -72,7 +59,7 @@ port = %d
 		t.Fatal("the slow backend answered before the healthy one served")
 	default:
 	}
-	err = <-slow
+	err := <-slow
 	wantPgError(t, err, "08006", "could not connect to the backend server")
 	if time.Since(start) < 2*time.Second {
 		t.Fatal("gave up before connect_timeout")
@@ -85,36 +72,58 @@ port = %d
 // 1.5 s behind a delaying hop, against auth_timeout = 1 s) took longer.
 // The backend phase has its own bound, connect_timeout.
 func TestASlowBackendLoginAfterAuthenticationIsNotAnAuthenticationTimeout(t *testing.T) {
+	port := localServer(t, func(c net.Conn) {
+		defer c.Close()
+		time.Sleep(1500 * time.Millisecond)
+		b, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pg.port))
+		if err != nil {
+			return
+		}
+		defer b.Close()
+		go io.Copy(b, c)
+		io.Copy(c, b)
+	})
+	g := startGatewayWith(t, gwOptions{server: `auth_timeout = "1s"`, backend: `connect_timeout = "10s"`}, passwordRules+fmt.Sprintf(`
+[[databases]]
+name = "delayed"
+backend_dbname = "postgres"
+port = %d
+`, port), []testUser{{name: "alice", password: "alice-Pass-1"}})
+	c := g.mustConnect("alice", "alice-Pass-1", "delayed")
+	queryOne(t, c, "SELECT 1")
+}
+
+// localServer listens on a free loopback port and hands each connection
+// to serve on a goroutine of its own: a stand-in backend or a hop in front
+// of one. The listener and every connection it accepted close when the
+// test ends. It returns the port.
+func localServer(t *testing.T, serve func(c net.Conn)) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				time.Sleep(1500 * time.Millisecond)
-				b, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pg.port))
-				if err != nil {
-					return
-				}
-				defer b.Close()
-				go io.Copy(b, c)
-				io.Copy(c, b)
-			}()
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go serve(c)
 		}
 	}()
-	g := startGatewayWith(t, gwOptions{server: `auth_timeout = "1s"`, backend: `connect_timeout = "10s"`}, passwordRules+fmt.Sprintf(`
-[[databases]]
-name = "delayed"
-backend_dbname = "postgres"
-port = %d
-`, ln.Addr().(*net.TCPAddr).Port), []testUser{{name: "alice", password: "alice-Pass-1"}})
-	c := g.mustConnect("alice", "alice-Pass-1", "delayed")
-	queryOne(t, c, "SELECT 1")
+	return ln.Addr().(*net.TCPAddr).Port
 }

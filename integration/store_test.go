@@ -341,40 +341,17 @@ type freezableHop struct {
 
 func newFreezableHop(t *testing.T, to int) *freezableHop {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &freezableHop{port: ln.Addr().(*net.TCPAddr).Port, done: make(chan struct{})}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		close(h.done)
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
+	h := &freezableHop{done: make(chan struct{})}
+	t.Cleanup(func() { close(h.done) })
+	h.port = localServer(t, func(c net.Conn) {
+		s, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", to))
+		if err != nil {
 			c.Close()
+			return
 		}
-		mu.Unlock()
+		go h.pump(s, c)
+		h.pump(c, s)
 	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", to))
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			go h.pump(s, c)
-			go h.pump(c, s)
-		}
-	}()
 	return h
 }
 

@@ -403,12 +403,28 @@ func (s *Server) kill(id uint64) bool {
 // elsewhere (the web console) does to them, as ALTER USER does.
 func (s *Server) KillUser(user string) { s.killUser(user, nil) }
 
-// EndRevokedCertificates closes every session whose login a client
+// EndRevokedSessions ends the sessions whose login the reload from old to
+// next revoked (see snapshot.Holder.OnReload): those of the users
+// authcore.Revoked names, and those a client certificate proved that
+// next's TLS material no longer accepts.
+func (s *Server) EndRevokedSessions(old, next *snapshot.Snapshot) {
+	for _, name := range authcore.Revoked(old.Users, next.Users, time.Now()) {
+		s.log.Info("a reload revoked the user's login: their wire sessions end", zap.String("user", name))
+		s.KillUser(name)
+	}
+	if old.TLS != next.TLS {
+		for _, name := range s.endRevokedCertificates(next.TLS) {
+			s.log.Info("a reload revoked the client certificate a wire session logged in with: it ends", zap.String("user", name))
+		}
+	}
+}
+
+// endRevokedCertificates closes every session whose login a client
 // certificate proved, when mat no longer accepts that certificate (listed
 // in its crl_file, or issued by a CA it no longer holds), judged at the
 // time the certificate was verified: a reload revokes, it does not expire.
 // It returns the users of the sessions it ended.
-func (s *Server) EndRevokedCertificates(mat *certs.Material) []string {
+func (s *Server) endRevokedCertificates(mat *certs.Material) []string {
 	type held struct {
 		c     *conn
 		chain []*x509.Certificate

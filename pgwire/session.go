@@ -97,9 +97,10 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		}
 	}
 	defer audit(nil)
-	if routeErr != nil {
+	var long *backend.NameTooLongError
+	if errors.As(routeErr, &long) {
 		audit(routeErr)
-		return &Error{Code: "42622", Message: routeErr.Error()}
+		return &Error{Code: long.SQLState(), Message: routeErr.Error()}
 	}
 	params := make(map[string]string, len(sp.params))
 	for _, p := range sp.params {

@@ -99,17 +99,7 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	pg = pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
 		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper, ReleaseDatabases: releaseDatabases})
-	state.OnReload = func(old, next *snapshot.Snapshot) {
-		for _, name := range authcore.Revoked(old.Users, next.Users, time.Now()) {
-			log.Info("a reload revoked the user's login: their wire sessions end", zap.String("user", name))
-			pg.KillUser(name)
-		}
-		if old.TLS != next.TLS {
-			for _, name := range pg.EndRevokedCertificates(next.TLS) {
-				log.Info("a reload revoked the client certificate a wire session logged in with: it ends", zap.String("user", name))
-			}
-		}
-	}
+	state.OnReload = pg.EndRevokedSessions
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
 	// as the port accepts must reload, not end the process (SIGHUP's
 	// default).
