@@ -270,8 +270,14 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 	if strings.IndexByte(id.Name, 0) >= 0 || (id.User != nil && strings.IndexByte(id.User.BackendUser, 0) >= 0) {
 		return nil, &Refusal{Kind: RefusedProtocol, Reason: "the proven identity's name holds a zero byte"}
 	}
-	if rule.ClientCert == "verify-full" && leaf.Subject.CommonName != a.User {
-		return nil, &Refusal{Kind: RefusedCertName, Reason: fmt.Sprintf("clientcert: certificate CN %q is not the user", leaf.Subject.CommonName)}
+	if rule.ClientCert == "verify-full" {
+		cn, err := CommonName(leaf)
+		if err != nil {
+			return nil, &Refusal{Kind: RefusedCertName, Reason: "clientcert: " + err.Error()}
+		}
+		if cn != a.User {
+			return nil, &Refusal{Kind: RefusedCertName, Reason: fmt.Sprintf("clientcert: certificate CN %q is not the user", cn)}
+		}
 	}
 	if id.User != nil {
 		if r := id.User.unusable(st.Auth.now()); r != "" {

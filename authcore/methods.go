@@ -139,9 +139,13 @@ func runCert(_ context.Context, st *State, _ *Attempt, p Prover, id *Identity) *
 	if err != nil {
 		return &Refusal{Kind: RefusedCertRequired, Reason: "client certificate: " + err.Error()}
 	}
-	u, err := st.Auth.CertUser(id.Name, leaf.Subject.CommonName)
+	cn, err := CommonName(leaf)
+	if err != nil {
+		return &Refusal{Kind: RefusedCertName, Reason: "client certificate: " + err.Error()}
+	}
+	u, err := st.Auth.CertUser(id.Name, cn)
 	if errors.Is(err, ErrCertName) {
-		return &Refusal{Kind: RefusedCertName, Reason: fmt.Sprintf("client certificate: CN %q is not the user", leaf.Subject.CommonName)}
+		return &Refusal{Kind: RefusedCertName, Reason: fmt.Sprintf("client certificate: CN %q is not the user", cn)}
 	}
 	if err != nil {
 		return refusal(err, ProofCertificate)

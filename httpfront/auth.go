@@ -171,7 +171,9 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 	case creds.bearer != "":
 		name = snap.Tokens.ClaimedUser(creds.bearer)
 	case name == "" && creds.cert != nil:
-		name = creds.cert.Subject.CommonName
+		// A subject that names no one user claims no one (the cert
+		// method then refuses it for its reason).
+		name, _ = authcore.CommonName(creds.cert)
 	case name == "" && !creds.sent():
 		name = cfg.HTTP.DefaultUser
 	}

@@ -3,10 +3,16 @@ package integration
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/user"
@@ -529,5 +535,106 @@ func TestTLSSessionsResumeOverHTTPSButTheWireSendsNoTickets(t *testing.T) {
 	}
 	if !resumed {
 		t.Fatal("HTTPS never resumed a TLS session")
+	}
+}
+
+// issueTwoCommonNames writes file.crt/file.key, a client certificate from
+// p's CA whose subject holds two common names, first then second. Go's
+// x509 keeps the last as Subject.CommonName; PostgreSQL reads the first.
+func (p *pki) issueTwoCommonNames(t *testing.T, file, first, second string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pkix.Name cannot say this (a common name in ExtraNames replaces
+	// CommonName), so the subject is written by hand.
+	cn := asn1.ObjectIdentifier{2, 5, 4, 3}
+	subject, err := asn1.Marshal(pkix.RDNSequence{{{Type: cn, Value: first}}, {{Type: cn, Value: second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		RawSubject:   subject,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca.Cert, key.Public(), p.ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	if leaf.Subject.CommonName != second || len(leaf.Subject.Names) != 2 {
+		t.Fatalf("the test's premise: Go reads CN %q of %v", leaf.Subject.CommonName, leaf.Subject.Names)
+	}
+	issued := &certs.Issued{Cert: leaf, Key: key, DER: der}
+	if err := issued.Write(p.dir, file); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A certificate whose subject names two users logs in as neither. Before,
+// Go's last common name counted, PostgreSQL's first: a certificate issued
+// to "alice" with a second common name "postgres" appended (a CA that lets
+// requesters add subject attributes) logged in as postgres under method cert
+// and clientcert=verify-full, on the wire and over HTTPS.
+func TestACertificateWithTwoCommonNamesProvesNeither(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, filepath.Join(dir, "certs"), "alice")
+	p.issueTwoCommonNames(t, "two", "alice", "postgres")
+	port := freePortPair()
+	g := &gateway{t: t, dir: dir, port: port, sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}),
+		opts: gwOptions{http: true, server: "http_tls = true"}}
+	g.writeConfig(tlsSection + `
+[[hba]]
+protocol = "pg"
+database = ["template1"]
+method = "trust"
+clientcert = "verify-full"
+[[hba]]
+method = "cert"
+`)
+	g.writeUsers(nil)
+	g.start()
+	two := "sslcert=" + p.path("two.crt") + " sslkey=" + p.path("two.key")
+	for _, user := range []string{"postgres", "alice"} {
+		for _, db := range []string{"postgres", "template1"} {
+			conn := strings.Replace(g.tlsConnString(p, user, two), "dbname=postgres", "dbname="+db, 1)
+			out, err := psql(t, conn, "SELECT current_user")
+			if err == nil || !strings.Contains(out, "FATAL:  certificate authentication failed for user \""+user+"\"") {
+				t.Errorf("%s to %s with a two-name certificate: %v %s", user, db, err, out)
+			}
+		}
+	}
+	// The one-name certificate still works.
+	if out, err := psql(t, g.tlsConnString(p, "alice", "sslcert="+p.path("alice.crt")+" sslkey="+p.path("alice.key")), "SELECT current_user"); err != nil || out != "alice" {
+		t.Fatalf("alice's own certificate: %v %s", err, out)
+	}
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(p.path("ca.crt"))
+	pool.AppendCertsFromPEM(pem)
+	c, err := tls.LoadX509KeyPair(p.path("two.crt"), p.path("two.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{c}}}}
+	for _, user := range []string{"", "postgres", "alice"} {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("https://localhost:%d/_sql?db=postgres", port+1), strings.NewReader(`{"stmt":"SELECT current_user"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if user != "" {
+			req.SetBasicAuth(user, "ignored-password")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("HTTPS as %q with a two-name certificate: %d %s", user, resp.StatusCode, b)
+		}
 	}
 }
