@@ -4,22 +4,36 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"math"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
 
+// errAnswerTooLarge: appending a value took the answer past its limit.
+var errAnswerTooLarge = errors.New("the answer is larger than its limit")
+
+// errNotUTF8: a value holds bytes that are not UTF-8. Only a database whose
+// encoding is SQL_ASCII (no conversion, no check) or a session that changed
+// client_encoding gives them; JSON cannot carry them, and encoding/json
+// would write each as \ufffd, so a value read and written back would be
+// stored changed. The answer is refused instead.
+var errNotUTF8 = errors.New("a value is not valid UTF-8")
+
 // appendJSON appends v, one of the values encodeValue gives, as
 // encoding/json would write it (HTML-safe strings, sorted object keys,
-// base64 bytes), and reports false as soon as b grows past limit. Rows are
-// written this way as they are read, so http.max_result_bytes bounds the
-// bytes of the answer itself: a string of control characters is six times
-// longer in JSON than in PostgreSQL, and the answer must be refused before
-// it is built, not after.
-func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
+// base64 bytes), and fails with errAnswerTooLarge as soon as b grows past
+// limit. Rows are written this way as they are read, so
+// http.max_result_bytes bounds the bytes of the answer itself: a string of
+// control characters is six times longer in JSON than in PostgreSQL, and
+// the answer must be refused before it is built, not after. A string or
+// json value that is not UTF-8 fails with errNotUTF8, where encoding/json
+// would have replaced its bytes.
+func appendJSON(b []byte, v any, limit int) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		b = append(b, "null"...)
@@ -55,7 +69,7 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 		b = appendJSONFloat(b, x, 64)
 	case []byte:
 		if len(b)+base64.StdEncoding.EncodedLen(len(x))+2 > limit {
-			return b, false
+			return b, errAnswerTooLarge
 		}
 		b = append(b, '"')
 		b = base64.StdEncoding.AppendEncode(b, x)
@@ -64,7 +78,10 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 		b = append(b, x...) // numericText: digits, a sign and a point
 	case jsonText:
 		if len(b)+len(x) > limit {
-			return b, false // compacting never lengthens
+			return b, errAnswerTooLarge // compacting never lengthens
+		}
+		if !utf8.Valid(x) {
+			return b, errNotUTF8 // json.Compact would copy the bytes as they are
 		}
 		buf := bytes.NewBuffer(b)
 		if err := json.Compact(buf, x); err != nil {
@@ -79,9 +96,9 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			var ok bool
-			if b, ok = appendJSON(b, e, limit); !ok {
-				return b, false
+			var err error
+			if b, err = appendJSON(b, e, limit); err != nil {
+				return b, err
 			}
 		}
 		b = append(b, ']')
@@ -96,13 +113,13 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			var ok bool
-			if b, ok = appendJSONString(b, k, limit); !ok {
-				return b, false
+			var err error
+			if b, err = appendJSONString(b, k, limit); err != nil {
+				return b, err
 			}
 			b = append(b, ':')
-			if b, ok = appendJSON(b, x[k], limit); !ok {
-				return b, false
+			if b, err = appendJSON(b, x[k], limit); err != nil {
+				return b, err
 			}
 		}
 		b = append(b, '}')
@@ -111,11 +128,14 @@ func appendJSON(b []byte, v any, limit int) ([]byte, bool) {
 		// reference for whatever might.
 		enc, err := json.Marshal(x)
 		if err != nil {
-			return b, false
+			return b, err
 		}
 		b = append(b, enc...)
 	}
-	return b, len(b) <= limit
+	if len(b) > limit {
+		return b, errAnswerTooLarge
+	}
+	return b, nil
 }
 
 // jsonText is a json or jsonb value as PostgreSQL wrote it, embedded in the
@@ -147,14 +167,16 @@ func appendJSONFloat(b []byte, f float64, bits int) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString is encoding/json's string form with HTML escaping:
-// <, > and & as \u003c..., control characters as \n or \u00XX, invalid
-// UTF-8 as \ufffd, U+2028 and U+2029 escaped. It stops once b passes limit.
-func appendJSONString(b []byte, s string, limit int) ([]byte, bool) {
+// <, > and & as \u003c..., control characters as \n or \u00XX, U+2028
+// and U+2029 escaped. It stops once b passes limit (errAnswerTooLarge), and
+// at bytes that are not UTF-8 (errNotUTF8), which encoding/json would write
+// as \ufffd.
+func appendJSONString(b []byte, s string, limit int) ([]byte, error) {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if len(b)+(i-start) > limit {
-			return b, false
+			return b, errAnswerTooLarge
 		}
 		if c := s[i]; c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
@@ -184,11 +206,7 @@ func appendJSONString(b []byte, s string, limit int) ([]byte, bool) {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
+			return b, errNotUTF8
 		}
 		if r == '\u2028' || r == '\u2029' {
 			b = append(b, s[start:i]...)
@@ -201,7 +219,10 @@ func appendJSONString(b []byte, s string, limit int) ([]byte, bool) {
 	}
 	b = append(b, s[start:]...)
 	b = append(b, '"')
-	return b, len(b) <= limit
+	if len(b) > limit {
+		return b, errAnswerTooLarge
+	}
+	return b, nil
 }
 
 // oneWriteBytes is the largest answer writeResults copies into one buffer
@@ -295,6 +316,10 @@ func appendStrings(b []byte, ss []string) []byte {
 	for i, s := range ss {
 		if i > 0 {
 			b = append(b, ',')
+		}
+		if !utf8.ValidString(s) {
+			// A column name is not data: it may keep its \ufffd.
+			s = strings.ToValidUTF8(s, "\ufffd")
 		}
 		b, _ = appendJSONString(b, s, math.MaxInt)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // jsonCases are values of every kind encodeValue gives.
@@ -30,37 +31,67 @@ func TestRowsAreWrittenAsEncodingJSONWritesThem(t *testing.T) {
 		}
 	}
 	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
-		got, ok := appendJSON(nil, f, math.MaxInt)
+		got, err := appendJSON(nil, f, math.MaxInt)
 		want, _ := json.Marshal(encodeFloat(f))
-		if !ok || string(got) != string(want) {
+		if err != nil || string(got) != string(want) {
 			t.Errorf("%v: got %s, want %s", f, got, want)
 		}
 	}
 }
 
 // checkLikeEncodingJSON: appendJSON writes what json.Marshal writes, and
-// stops exactly when that is longer than its limit.
+// stops exactly when that is longer than its limit; a value with bytes
+// that are not UTF-8, which json.Marshal would change, is refused.
 func checkLikeEncodingJSON(t testing.TB, v any) {
 	t.Helper()
 	want, err := json.Marshal(v)
 	if err != nil {
 		return
 	}
-	got, ok := appendJSON(nil, v, math.MaxInt)
-	if !ok || string(got) != string(want) {
+	got, err := appendJSON(nil, v, math.MaxInt)
+	if !utf8Throughout(v) {
+		if err != errNotUTF8 {
+			t.Fatalf("%#v: got %s, %v; want errNotUTF8", v, got, err)
+		}
+		return
+	}
+	if err != nil || string(got) != string(want) {
 		t.Fatalf("%#v:\n got %s\nwant %s", v, got, want)
 	}
-	if _, ok := appendJSON(nil, v, len(want)); !ok {
+	if _, err := appendJSON(nil, v, len(want)); err != nil {
 		t.Fatalf("%#v refused at its own length %d", v, len(want))
 	}
-	if _, ok := appendJSON(nil, v, len(want)-1); ok {
-		t.Fatalf("%#v accepted at a limit one under its length %d", v, len(want))
+	if _, err := appendJSON(nil, v, len(want)-1); err != errAnswerTooLarge {
+		t.Fatalf("%#v at a limit one under its length %d: %v", v, len(want), err)
 	}
+}
+
+// utf8Throughout says whether every string in v, keys too, is UTF-8.
+func utf8Throughout(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return utf8.ValidString(x)
+	case jsonText:
+		return utf8.Valid(x)
+	case []any:
+		for _, e := range x {
+			if !utf8Throughout(e) {
+				return false
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if !utf8.ValidString(k) || !utf8Throughout(e) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // FuzzResultJSON: for any text and number, rows are written byte for byte
 // as encoding/json writes them, and a limit one byte under the answer's
-// length refuses it.
+// length refuses it; text that is not UTF-8 is refused, never replaced.
 func FuzzResultJSON(f *testing.F) {
 	for _, s := range []string{"x", "<&>", "\x00\xff", "\u2028", "日本", `"\`} {
 		f.Add(s, uint64(0x400921f9f01b866e))
@@ -85,13 +116,17 @@ func TestJSONValuesAreEmbeddedAsPostgreSQLWroteThem(t *testing.T) {
 		"[1e400, \"<\\u0041>\"]":              `[1e400,"<\u0041>"]`,
 		`not json`:                            `"not json"`,
 	} {
-		got, ok := appendJSON(nil, jsonText(in), math.MaxInt)
-		if !ok || string(got) != want {
+		got, err := appendJSON(nil, jsonText(in), math.MaxInt)
+		if err != nil || string(got) != want {
 			t.Errorf("%s: got %s, want %s", in, got, want)
 		}
 	}
-	if _, ok := appendJSON([]byte("[["), jsonText(`{"a": 1}`), 5); ok {
-		t.Error("a value past the limit was accepted")
+	if _, err := appendJSON([]byte("[["), jsonText(`{"a": 1}`), 5); err != errAnswerTooLarge {
+		t.Errorf("a value past the limit: %v", err)
+	}
+	// json in a SQL_ASCII database holds whatever bytes were stored.
+	if got, err := appendJSON(nil, jsonText("\"\xff\""), math.MaxInt); err != errNotUTF8 {
+		t.Errorf("json that is not UTF-8: %q, %v", got, err)
 	}
 }
 

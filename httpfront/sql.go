@@ -320,10 +320,18 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 // stillInTransaction checks, after each statement of a transaction
 // request, that the backend still reports an open, healthy transaction
 // block: anything else (a statement that left it, however it did) ends the
-// request with everything rolled back.
+// request with everything rolled back. So does a changed client_encoding:
+// the next statements' text and arguments, UTF-8 from the JSON body, would
+// be read in the new encoding and stored changed ('é' as 'Ã©' under
+// LATIN1), and their values sent back in it.
 func stillInTransaction(tx pgx.Tx) error {
-	if st := tx.Conn().PgConn().TxStatus(); st != 'T' {
+	pc := tx.Conn().PgConn()
+	if st := pc.TxStatus(); st != 'T' {
 		return txEnded("the statement")
+	}
+	if enc := pc.ParameterStatus("client_encoding"); enc != "UTF8" {
+		return &sqlError{status: http.StatusBadRequest, code: codeFeatureNotSupported,
+			msg: fmt.Sprintf("client_encoding cannot be changed over HTTP (the statement set it to %s): requests and answers are UTF-8 JSON, and the statements after it would be read in another encoding; all statements were rolled back", strings.ToValidUTF8(enc, "?"))}
 	}
 	return nil
 }
@@ -359,6 +367,14 @@ func resultLimits(snap *snapshot.Snapshot) limits {
 func resultTooLarge(max int64) *sqlError {
 	return &sqlError{status: http.StatusBadRequest, code: codeProgramLimit,
 		msg: fmt.Sprintf("the result is larger than http.max_result_bytes (%d bytes)", max)}
+}
+
+// notUTF8 is the refusal of a value that is not UTF-8 (see errNotUTF8),
+// in PostgreSQL's words for such bytes, with the way to read them.
+func notUTF8(column string, row int) *sqlError {
+	return &sqlError{status: http.StatusBadRequest, code: codeCharacterNotInRepertoire,
+		msg: fmt.Sprintf("invalid byte sequence for encoding \"UTF8\" in column %q of row %d: a JSON answer cannot carry these bytes unchanged (the database's encoding is SQL_ASCII, or the session changed client_encoding); select convert_to(%s::text, 'SQL_ASCII') to read its bytes as base64",
+			strings.ToValidUTF8(column, "\ufffd"), row, pgx.Identifier{strings.ToValidUTF8(column, "\ufffd")}.Sanitize())}
 }
 
 // query runs one statement and reads at most the limits' rows and bytes.
@@ -421,9 +437,12 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, lim limits, start time.Time) (*re
 					return nil, err
 				}
 			}
-			var ok bool
-			if buf, ok = appendJSON(buf, v, limit); !ok {
+			var err error
+			if buf, err = appendJSON(buf, v, limit); err != nil {
 				rows.Close()
+				if err == errNotUTF8 {
+					return nil, notUTF8(fd.Name, n+1)
+				}
 				return nil, resultTooLarge(lim.max)
 			}
 		}

@@ -680,3 +680,52 @@ func TestClientsThatDoNotReadTheirAnswersHoldNoBackend(t *testing.T) {
 		t.Fatalf("a request beside clients that do not read: %d %s", status, jsonText(t, out))
 	}
 }
+
+// Bytes that are not UTF-8 are refused, never replaced. A SQL_ASCII
+// database stores and returns whatever bytes it was given; before, a text
+// value with such bytes came back with each of them as \ufffd (written
+// back, the value was stored changed), and a json value came back with the
+// bytes as they were, making the answer itself invalid JSON. A transaction
+// that changes client_encoding is refused and rolled back: its later
+// statements' UTF-8 text would have been read as LATIN1 ('é' stored as
+// 'Ã©').
+func TestValuesThatAreNotUTF8AreRefusedNotReplaced(t *testing.T) {
+	for _, stmt := range []string{"DROP DATABASE IF EXISTS sqlascii_db",
+		"CREATE DATABASE sqlascii_db ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"} {
+		if err := pg.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { pg.Exec("DROP DATABASE IF EXISTS sqlascii_db") })
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	post := func(db, body string) (int, map[string]any) {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db="+db, body, auth)
+		return status, out
+	}
+	raw := `convert_from('\xff41'::bytea, 'SQL_ASCII')`
+	for _, stmt := range []string{
+		"SELECT 1 AS n, " + raw + " AS a",
+		"SELECT 1 AS n, convert_from('\\x22ff4122'::bytea, 'SQL_ASCII')::json AS a",
+		"SELECT 1 AS n, ARRAY[" + raw + "] AS a",
+		"SELECT 1 AS n, convert_from('\\x22ff22'::bytea, 'SQL_ASCII')::jsonb AS a",
+	} {
+		for _, body := range []string{`{"stmt":` + jsonText(t, stmt) + `}`, `{"transaction":[{"stmt":` + jsonText(t, stmt) + `}]}`} {
+			status, out := post("sqlascii_db", body)
+			e, _ := out["error"].(map[string]any)
+			msg, _ := e["message"].(string)
+			if status != 400 || errCode(out) != "22021" || !strings.Contains(msg, `in column "a" of row 1`) {
+				t.Errorf("%s: %d %s", body, status, jsonText(t, out))
+			}
+		}
+	}
+	// The way the message names reads the bytes, and UTF-8 text is as it was.
+	status, out := post("sqlascii_db", `{"stmt":`+jsonText(t, "SELECT convert_to("+raw+"::text, 'SQL_ASCII') AS b, 'é' AS u")+`}`)
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[["/0E=","é"]]` {
+		t.Errorf("convert_to and UTF-8 text: %d %s", status, jsonText(t, out))
+	}
+	status, out = post("postgres", `{"transaction":[{"stmt":"SET client_encoding = 'LATIN1'"},{"stmt":"SELECT $1::text","args":["é"]}]}`)
+	if text := jsonText(t, out); status != 400 || errCode(out) != "0A000" || !strings.Contains(text, `"statement":0`) || !strings.Contains(text, "LATIN1") {
+		t.Errorf("a transaction that changes client_encoding: %d %s", status, jsonText(t, out))
+	}
+}
