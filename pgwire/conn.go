@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -262,6 +263,14 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 	c.mu.Lock()
 	c.user, c.database, c.method = user, db, string(id.Rule.Method)
 	c.mu.Unlock()
+	// From here a reload that revokes the login ends this session by its
+	// user (EndRevokedSessions); one that came while it logged in did not
+	// see it, so the state in force now must still accept it.
+	if ref := c.revokedDuringLogin(snap, user); ref != nil {
+		ev.Result, ev.Reason = authcore.ResultFailed, ref.Reason
+		c.audit(ev)
+		return refusalError(ref, a)
+	}
 
 	c.cc.send(&pgproto3.AuthenticationOk{})
 	if err := c.cc.flush(); err != nil {
@@ -284,6 +293,38 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 	// The audit line waits for the backend: a backend that refuses
 	// pgwarden's login is recorded as such.
 	return c.startSession(snap, sp, id, db, ev)
+}
+
+// revokedDuringLogin refuses a login that a reload revoked while it was
+// under way: the login was judged by snap, the state when the connection
+// was accepted, and a client decides how long its exchange takes (up to
+// auth_timeout), so without this a password or client certificate revoked
+// in the meantime would still open a session, one that no later reload
+// ends. A reload after c.user was set finds the session itself.
+func (c *conn) revokedDuringLogin(snap *snapshot.Snapshot, user string) *authcore.Refusal {
+	cur := c.srv.state.Current()
+	if cur == snap {
+		return nil
+	}
+	if cur.Login.Unavailable != "" {
+		return &authcore.Refusal{Kind: authcore.RefusedUnavailable, Reason: cur.Login.Unavailable}
+	}
+	now := time.Now()
+	if slices.Contains(authcore.Revoked(snap.Users, cur.Users, now), user) {
+		return &authcore.Refusal{Kind: authcore.RefusedPassword, Reason: "the login was revoked by a reload during the login"}
+	}
+	c.mu.Lock()
+	certAt, mat := c.certAt, c.tlsMat
+	c.mu.Unlock()
+	if !certAt.IsZero() && cur.TLS != mat {
+		if cur.TLS == nil {
+			return &authcore.Refusal{Kind: authcore.RefusedCertRequired, Reason: "client certificate: TLS was turned off by a reload during the login"}
+		}
+		if _, err := cur.TLS.VerifyClient(c.tls.PeerCertificates, certAt); err != nil {
+			return &authcore.Refusal{Kind: authcore.RefusedCertRequired, Reason: "client certificate: revoked by a reload during the login: " + err.Error()}
+		}
+	}
+	return nil
 }
 
 // negotiate reads untyped packets until the StartupMessage: SSLRequest and

@@ -1,0 +1,153 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/scram"
+)
+
+// A login under way when a reload revokes its credentials does not
+// complete. The state a login is judged by is read when its connection is
+// accepted, and a reload ends the sessions of revoked users, not the
+// logins still in their exchange; so a client holding a stolen password
+// could start SCRAM logins, wait at the last step (up to auth_timeout),
+// and finish them with the old password after the administrator changed
+// it, getting sessions that no reload would ever end.
+func TestALoginUnderWayWhenAReloadRevokesItsPasswordIsRefused(t *testing.T) {
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
+	g := startGateway(t, `
+[[hba]]
+method = "scram-sha-256"
+`, users)
+	c, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fe := pgproto3.NewFrontend(c, c)
+	if _, err := c.Write(startupBytes(3, 0, "user", "alice", "database", "postgres")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := fe.Receive(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*pgproto3.AuthenticationSASL); !ok {
+		t.Fatalf("want AuthenticationSASL, got %#v", m)
+	}
+	client, err := scram.SHA256.NewClient("", "alice-Pass-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := client.NewConversation()
+	first, _ := conv.Step("")
+	fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte(first)})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cont, ok := m.(*pgproto3.AuthenticationSASLContinue)
+	if !ok {
+		t.Fatalf("want AuthenticationSASLContinue, got %#v", m)
+	}
+	final, err := conv.Step(string(cont.Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The administrator changes alice's password while the login waits.
+	g.reloadAfter(func() { g.writeUsers([]testUser{{name: "alice", password: "alice-New-2"}}) })
+	g.waitLog("a reload revoked the user's login", 1)
+	fe.Send(&pgproto3.SASLResponse{Data: []byte(final)})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("the login ended without an answer: %v", err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ErrorResponse:
+			if m.Code != "28P01" || m.Message != `password authentication failed for user "alice"` {
+				t.Fatalf("refused, but with %s %s", m.Code, m.Message)
+			}
+			g.waitLog("revoked by a reload during the login", 1)
+			// The new password logs in.
+			g.mustConnect("alice", "alice-New-2", "postgres").Close(context.Background())
+			return
+		case *pgproto3.ReadyForQuery:
+			t.Fatal("a login with the revoked password completed after the reload")
+		}
+	}
+}
+
+// The same for a client certificate: a TLS handshake made before a reload
+// that revokes the certificate (crl_file) no longer carries a login after
+// it. Before, the certificate was checked against the list of the
+// handshake's time when the startup packet came, however late.
+func TestALoginUnderWayWhenAReloadRevokesItsCertificateIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir+"/certs", "alice")
+	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir); code != 0 {
+		t.Fatalf("an empty list: %s %s", out, errOut)
+	}
+	g := startTLSGatewayIn(t, dir, gwOptions{}, `crl_file = "certs/ca.crl"
+[[hba]]
+method = "cert"
+`, nil)
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(p.path("ca.crt"))
+	pool.AppendCertsFromPEM(pem)
+	cert, err := tls.LoadX509KeyPair(p.path("alice.crt"), p.path("alice.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(30 * time.Second))
+	raw.Write([]byte{0, 0, 0, 8, 4, 210, 22, 47}) // SSLRequest
+	var answer [1]byte
+	if _, err := raw.Read(answer[:]); err != nil || answer[0] != 'S' {
+		t.Fatalf("SSLRequest: %q %v", answer, err)
+	}
+	tc := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{cert}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir, "alice"); code != 0 {
+		t.Fatalf("revoke: %d %s %s", code, out, errOut)
+	}
+	g.waitLog(`"msg":"reloaded"`, 1)
+	fe := pgproto3.NewFrontend(tc, tc)
+	if _, err := tc.Write(startupBytes(3, 0, "user", "alice", "database", "postgres")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("the login ended without an answer: %v", err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ErrorResponse:
+			if m.Code != "28000" || !strings.Contains(m.Message, "certificate") {
+				t.Fatalf("refused, but with %s %s", m.Code, m.Message)
+			}
+			return
+		case *pgproto3.ReadyForQuery:
+			t.Fatal("a login with the revoked certificate completed after the reload")
+		}
+	}
+}
