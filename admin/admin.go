@@ -165,7 +165,11 @@ func (a *console) dispatch(t tokens) error {
 		if len(t) != 3 {
 			return syntaxErr("usage: DROP USER name")
 		}
-		return a.dropUser(snap, t[2].text)
+		name, err := t[2].name()
+		if err != nil {
+			return err
+		}
+		return a.dropUser(snap, name)
 	case t.is("CREATE", "TOKEN"):
 		return a.createToken(snap, t[2:])
 	case t.is("KILL"):
@@ -188,7 +192,11 @@ func (a *console) createUser(snap *snapshot.Snapshot, t tokens) error {
 	if len(t) == 0 {
 		return syntaxErr("usage: CREATE USER name [WITH] [PASSWORD 'pw'] [SECRET 's'] [ADMIN]")
 	}
-	u := &authcore.User{Name: t[0].text}
+	name, err := t[0].name()
+	if err != nil {
+		return err
+	}
+	u := &authcore.User{Name: name}
 	opts := t[1:]
 	if len(opts) > 0 && opts[0].kw("WITH") {
 		opts = opts[1:]
@@ -211,7 +219,7 @@ func (a *console) createUser(snap *snapshot.Snapshot, t tokens) error {
 			return syntaxErr("unexpected %q in CREATE USER", opts[i].text)
 		}
 	}
-	err := a.env.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
+	err = a.env.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, x := range list {
 			if x.Name == u.Name {
 				return nil, &Error{Code: "42710", Msg: fmt.Sprintf("user %q already exists", u.Name)}
@@ -236,7 +244,10 @@ func (a *console) alterUser(snap *snapshot.Snapshot, t tokens) error {
 	if len(t) != 3 || !t[1].kw("PASSWORD") || !t[2].str {
 		return syntaxErr("usage: ALTER USER name [WITH] PASSWORD 'pw'")
 	}
-	name := t[0].text
+	name, err := t[0].name()
+	if err != nil {
+		return err
+	}
 	h, err := authcore.PasswordOrVerifier(t[2].text, snap.Config.Users.PasswordMinLength, authcore.HashLimitsOf(snap.Config))
 	if err != nil {
 		return &Error{Code: "22023", Msg: err.Error()}
@@ -281,9 +292,12 @@ func (a *console) createToken(snap *snapshot.Snapshot, t tokens) error {
 		}
 		ttl = d
 	}
-	name := t[0].text
+	name, err := t[0].name()
+	if err != nil {
+		return err
+	}
 	var user *authcore.User
-	err := a.env.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
+	err = a.env.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
 		for _, u := range list {
 			if u.Name == name {
 				if u.Secret == "" {
@@ -375,11 +389,34 @@ func configRows(c *config.Config) ([][]string, error) {
 
 // token is one word or quoted string of an admin command.
 type token struct {
-	text string
-	str  bool // a '...' literal
+	text   string
+	str    bool // a '...' literal
+	quoted bool // a "..." identifier
 }
 
-func (t token) kw(k string) bool { return !t.str && strings.EqualFold(t.text, k) }
+func (t token) kw(k string) bool { return !t.str && !t.quoted && strings.EqualFold(t.text, k) }
+
+// name reads the token as a user name the way PostgreSQL reads an
+// identifier: a bare word folded to lower case (ASCII letters, as in a
+// UTF-8 database), a "quoted" one exactly as written. So `DROP USER Bob`
+// drops bob, as it would in PostgreSQL; before, it looked for "Bob" and a
+// CREATE USER Alice made a user psql -U alice could not log in as. A
+// 'string' is not a name.
+func (t token) name() (string, error) {
+	switch {
+	case t.str:
+		return "", syntaxErr("'%s' is a string: write a user name bare or in double quotes", t.text)
+	case t.quoted:
+		return t.text, nil
+	}
+	b := []byte(t.text)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b), nil
+}
 
 type tokens []token
 
@@ -429,7 +466,7 @@ func tokenize(q string) (tokens, error) {
 			if j >= len(q) {
 				return nil, errors.New("unterminated quoted string")
 			}
-			out = append(out, token{text: b.String(), str: c == '\''})
+			out = append(out, token{text: b.String(), str: c == '\'', quoted: c == '"'})
 			i = j + 1
 		default:
 			j := i

@@ -31,7 +31,7 @@ func TestTheCommandLanguageSplitsWordsIdentifiersAndStrings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []token{{text: "CREATE"}, {text: "USER"}, {text: "Mixed Case"}, {text: "WITH"}, {text: "PASSWORD"},
+	want := []token{{text: "CREATE"}, {text: "USER"}, {text: "Mixed Case", quoted: true}, {text: "WITH"}, {text: "PASSWORD"},
 		{text: "it's a secret", str: true}, {text: "ADMIN"}}
 	if len(toks) != len(want) {
 		t.Fatalf("%+v", toks)
@@ -69,5 +69,64 @@ func TestIntervalsReadAsPeopleWriteThem(t *testing.T) {
 		if _, err := parseInterval(s); err == nil {
 			t.Errorf("%q was accepted", s)
 		}
+	}
+}
+
+// usersEnv keeps a users list that UpdateUsers changes.
+type usersEnv struct {
+	fakeEnv
+	users []*authcore.User
+	ended []string
+}
+
+func (e *usersEnv) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, error)) error {
+	next, err := change(e.users)
+	if err == nil {
+		e.users = next
+	}
+	return err
+}
+
+func (e *usersEnv) EndSessionsOf(name string) { e.ended = append(e.ended, name) }
+
+// discard is an Output that keeps nothing.
+type discard struct{}
+
+func (discard) Rows(string, []string, [][]string) {}
+func (discard) Done(string)                       {}
+
+func (e *usersEnv) names() []string {
+	var out []string
+	for _, u := range e.users {
+		out = append(out, u.Name)
+	}
+	return out
+}
+
+// User names read as PostgreSQL reads identifiers: bare words fold to
+// lower case, "quoted" ones are exact, and a 'string' is no name.
+func TestUserNamesAreIdentifiersAsInPostgreSQL(t *testing.T) {
+	env := &usersEnv{users: []*authcore.User{{Name: "bob"}, {Name: "Bob"}, {Name: "carol"}}}
+	if err := Run(`DROP USER BOB`, env, discard{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.names(); len(got) != 2 || got[0] != "Bob" || got[1] != "carol" {
+		t.Fatalf("DROP USER BOB dropped the wrong user: %v", got)
+	}
+	if err := Run(`DROP USER "Bob"`, env, discard{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.names(); len(got) != 1 || got[0] != "carol" {
+		t.Fatalf(`DROP USER "Bob": %v`, got)
+	}
+	var e *Error
+	if err := Run(`DROP USER 'carol'`, env, discard{}); !errors.As(err, &e) || e.Code != "42601" || len(env.users) != 1 {
+		t.Fatalf("DROP USER 'carol': %v, %v", err, env.names())
+	}
+	if err := Run(`DROP USER "CAROL"`, env, discard{}); !errors.As(err, &e) || e.Code != "42704" {
+		t.Fatalf(`DROP USER "CAROL": %v`, err)
+	}
+	if len(env.ended) != 2 || env.ended[0] != "bob" || env.ended[1] != "Bob" {
+		t.Fatalf("sessions ended: %v", env.ended)
 	}
 }
