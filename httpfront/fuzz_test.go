@@ -33,7 +33,8 @@ func FuzzAuthorizationHeader(f *testing.F) {
 // FuzzSQLBody: any body is decoded within the limit or refused.
 func FuzzSQLBody(f *testing.F) {
 	for _, s := range []string{`{"stmt":"SELECT 1","args":[1,2.5,"x",null,{"a":[1]}]}`, `{"transaction":[{"stmt":"x"}]}`,
-		`{"bulk_args":[[1],[2]],"stmt":"x"}`, strings.Repeat("[", 5000), `{"stmt":"\xff"}`, `{}{}`} {
+		`{"bulk_args":[[1],[2]],"stmt":"x"}`, strings.Repeat("[", 5000), `{"stmt":"\xff"}`, `{}{}`,
+		`{"stmt":"a","STMT":"b"}`, `{"\u0073tmt":"a","stmt":"b"}`, `{"stmt":"x","args":[{"a":1,"a":2}]}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {

@@ -105,6 +105,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 	if dec.More() {
 		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body holds more than one JSON value"}
 	}
+	if err := checkBodyKeys(body); err != nil {
+		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body is ambiguous: " + err.Error()}
+	}
 	return nil
 }
 

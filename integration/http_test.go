@@ -729,3 +729,27 @@ func TestValuesThatAreNotUTF8AreRefusedNotReplaced(t *testing.T) {
 		t.Errorf("a transaction that changes client_encoding: %d %s", status, jsonText(t, out))
 	}
 }
+
+// A body that names one of pgwarden's keys twice, or in another case, is
+// refused before anything runs: encoding/json took the last of the two
+// and matched names regardless of case, so the statement that ran was not
+// the one a proxy or an audit log reading the body saw.
+func TestAnAmbiguousBodyIsRefused(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	for _, body := range []string{
+		`{"stmt":"SELECT 1","stmt":"SELECT 2"}`,
+		`{"stmt":"SELECT 1","STMT":"SELECT 2"}`,
+		`{"transaction":[{"stmt":"SELECT 1","Stmt":"SELECT 2"}]}`,
+	} {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth)
+		if status != 400 || errCode(out) != "08P01" || !strings.Contains(jsonText(t, out), "ambiguous") {
+			t.Errorf("%s: %d %s", body, status, jsonText(t, out))
+		}
+	}
+	// Keys inside the arguments are the client's data.
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT $1::json::text AS j","args":[{"a":1,"a":2}]}`, auth)
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[["{\"a\":1,\"a\":2}"]]` {
+		t.Errorf("duplicate keys in a json argument: %d %s", status, jsonText(t, out))
+	}
+}
