@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -160,8 +161,23 @@ func ParseUsers(path string, data []byte) (*Users, error) {
 	}
 	lines := config.KeyLines(data)
 	var errs config.Errors
+	undecoded := map[string]bool{}
 	for _, k := range md.Undecoded() {
+		undecoded[k.String()] = true
 		errs = append(errs, &config.Error{File: path, Line: lines.Find(k.String()), Key: k.String(), Msg: "unknown key"})
+	}
+	for _, k := range md.Keys() {
+		// TOML keys are case-sensitive, but the decoder fills password
+		// from Password too, and from the later of the two when both are
+		// written (roles = [] then Roles = ["admin"]).
+		if undecoded[k.String()] {
+			continue
+		}
+		// Only the last part: a table's own key is in md.Keys() too.
+		if part := k[len(k)-1]; strings.ToLower(part) != part || !isASCII(part) {
+			errs = append(errs, &config.Error{File: path, Line: lines.Find(k.String()), Key: k.String(),
+				Msg: fmt.Sprintf("unknown key; keys are case-sensitive: write %s", strings.ToLower(part))})
+		}
 	}
 	for i, u := range f.User {
 		at := func(key string) (int, string) {
@@ -249,4 +265,13 @@ func lostRole(u, next *User) bool {
 		}
 	}
 	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

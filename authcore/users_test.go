@@ -334,3 +334,17 @@ func TestRevokedNamesUsersWhoseLoginNoLongerHolds(t *testing.T) {
 		}
 	}
 }
+
+// Keys are case-sensitive, as TOML says: the decoder would fill roles
+// from Roles, and take the later of the two, so roles = [] followed by
+// Roles = ["admin"] made an admin of a user whose file said otherwise.
+func TestUsersFileKeysInAnotherCaseAreErrors(t *testing.T) {
+	_, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"alice\"\nroles = []\nRoles = [\"admin\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), "users.toml:4: user.Roles: unknown key; keys are case-sensitive: write roles") {
+		t.Fatalf("Roles beside roles: %v", err)
+	}
+	_, err = ParseUsers("users.toml", []byte("[[User]]\nname = \"alice\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "User: unknown key; keys are case-sensitive: write user") || strings.Count(err.Error(), "case-sensitive") != 1 {
+		t.Fatalf("[[User]]: %v", err)
+	}
+}

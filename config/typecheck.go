@@ -31,13 +31,24 @@ func checkTypes(v *validator, doc map[string]any, t reflect.Type, path string) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		f, ok := fields[k]
-		if !ok {
-			continue // an unknown key: reported with a suggestion later
-		}
 		key := k
 		if path != "" {
 			key = path + "." + k
+		}
+		f, ok := fields[k]
+		if !ok {
+			// TOML keys are case-sensitive, but the decoder would
+			// still fill method from Method, and from the later of
+			// method and Method when both are written: say so and
+			// leave it out.
+			for name := range fields {
+				if strings.EqualFold(name, k) {
+					v.add(key, "unknown key; keys are case-sensitive: write %s", name)
+					delete(doc, k)
+					break
+				}
+			}
+			continue // any other unknown key: reported with a suggestion later
 		}
 		if msg := typeMismatch(f.Type, doc[k], key, v); msg != "" {
 			v.add(key, "%s", msg)
