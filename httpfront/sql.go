@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -127,7 +128,11 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, snap, f)
 		return
 	}
-	db := r.URL.Query().Get("db")
+	db, e := queryDatabase(r)
+	if e != nil {
+		writeError(w, e.status, e.code, e.msg)
+		return
+	}
 	res, f := s.authenticate(r, snap, creds, db)
 	if f != nil {
 		s.fail(w, snap, f)
@@ -370,6 +375,22 @@ func resultLimits(snap *snapshot.Snapshot) limits {
 func resultTooLarge(max int64) *sqlError {
 	return &sqlError{status: http.StatusBadRequest, code: codeProgramLimit,
 		msg: fmt.Sprintf("the result is larger than http.max_result_bytes (%d bytes)", max)}
+}
+
+// queryDatabase is the URL's db parameter. A query string that names it
+// twice, or that does not parse (url.Values.Get would skip what it cannot
+// read and take the first of two), is refused: a proxy that authorizes by
+// the last db, or reads a pair Go skipped, would judge another database
+// than the one HBA and the backend get.
+func queryDatabase(r *http.Request) (string, *sqlError) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "", &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the query string does not parse: " + err.Error()}
+	}
+	if len(q["db"]) > 1 {
+		return "", &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the query string is ambiguous: it names db more than once"}
+	}
+	return q.Get("db"), nil
 }
 
 // notUTF8 is the refusal of a value that is not UTF-8 (see errNotUTF8),

@@ -33,7 +33,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, snap, &authFailure{status: http.StatusUnauthorized, code: codeInvalidPassword, msg: "POST /_token needs Basic credentials", reason: "no Basic credentials for /_token"})
 		return
 	}
-	res, f := s.authenticate(r, snap, creds, r.URL.Query().Get("db"))
+	db, e := queryDatabase(r)
+	if e != nil {
+		writeError(w, e.status, e.code, e.msg)
+		return
+	}
+	res, f := s.authenticate(r, snap, creds, db)
 	if f != nil {
 		s.fail(w, snap, f)
 		return

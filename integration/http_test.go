@@ -752,4 +752,18 @@ func TestAnAmbiguousBodyIsRefused(t *testing.T) {
 	if got := jsonText(t, out["rows"]); status != 200 || got != `[["{\"a\":1,\"a\":2}"]]` {
 		t.Errorf("duplicate keys in a json argument: %d %s", status, jsonText(t, out))
 	}
+	// So is a query string that names db twice (Go took the first, a
+	// proxy may take the last) or that does not parse (Go skipped the
+	// pair it could not read).
+	for _, qs := range []string{"db=postgres&db=template1", "db=template1;db=postgres", "x=%zz&db=postgres"} {
+		for _, path := range []string{"/_sql", "/_token"} {
+			status, _, out := httpDo(t, "POST", g.httpURL()+path+"?"+qs, `{"stmt":"SELECT current_database()"}`, auth)
+			if path == "/_token" {
+				status, _, out = httpDo(t, "POST", g.httpURL()+path+"?"+qs, "", auth)
+			}
+			if status != 400 || errCode(out) != "08P01" {
+				t.Errorf("%s?%s: %d %s", path, qs, status, jsonText(t, out))
+			}
+		}
+	}
 }
