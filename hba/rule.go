@@ -81,7 +81,11 @@ func (a AddrPattern) match(r *Request) bool {
 	case addrLocal:
 		return r.Local
 	default:
-		return !r.Local && a.prefix.Contains(r.Addr.Unmap())
+		// Without its zone: netip's Contains never matches a zoned
+		// address, so a link-local client (fe80::1%eth0) slipped past
+		// every address rule to the "all" ones. PostgreSQL compares the
+		// address bytes alone.
+		return !r.Local && a.prefix.Contains(r.Addr.Unmap().WithZone(""))
 	}
 }
 
