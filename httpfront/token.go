@@ -2,8 +2,12 @@ package httpfront
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
@@ -62,6 +66,17 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		user = u
+	}
+	// The password was checked against snap, the state when the request
+	// came; a change that revoked it since (a new password while a slow
+	// hash was checked) must not leave the client a token, least of all
+	// one signed with a secret made after the change.
+	if slices.Contains(authcore.Revoked(snap.Users, s.o.State.Current().Users, time.Now()), user.Name) {
+		s.o.Audit.Warn("token refused", zap.String("user", user.Name), zap.String("address", clientAddr(r, snap).String()),
+			zap.String("reason", "the login was revoked by a reload during the login"))
+		s.fail(w, snap, &authFailure{status: http.StatusUnauthorized, code: codeInvalidPassword,
+			msg: fmt.Sprintf("password authentication failed for user %q", user.Name), reason: "the login was revoked by a reload during the login"})
+		return
 	}
 	var ttl time.Duration
 	if body.Expire != "" {
