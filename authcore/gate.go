@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -285,6 +286,25 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 		}
 	}
 	return id, nil
+}
+
+// RevokedSince refuses a login that old, the state it was proved against,
+// accepted and cur, the state in force now, revokes (see Revoked): a login
+// runs for as long as its client's exchange or a slow hash takes, and a
+// reload that revokes a password in the meantime must not let the old one
+// through. nil when nothing changed for name; the store being unreachable
+// now refuses too.
+func RevokedSince(old, cur *State, name string, now time.Time) *Refusal {
+	if cur == old {
+		return nil
+	}
+	if cur.Unavailable != "" {
+		return &Refusal{Kind: RefusedUnavailable, Reason: cur.Unavailable}
+	}
+	if slices.Contains(Revoked(old.Users, cur.Users, now), name) {
+		return &Refusal{Kind: RefusedPassword, Reason: "the login was revoked by a reload during the login"}
+	}
+	return nil
 }
 
 // doneContext is already canceled: a Throttle.Wait on it only looks

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -128,5 +129,37 @@ func TestAConsoleSessionIsRefusedUnderARuleThatProvesNoPassword(t *testing.T) {
 	_, ref, _ := g.Login(context.Background(), st, a, &fakeProver{offer: OfferSession})
 	if ref == nil || ref.Kind != RefusedCredential {
 		t.Fatalf("a session under trust: %+v", ref)
+	}
+}
+
+// A login proved against one state is refused when the state in force
+// revokes it, and not for any other change.
+func TestRevokedSinceRefusesWhatTheStateInForceRevoked(t *testing.T) {
+	now := time.Now()
+	users := func(pw ...string) *Users {
+		var list []*User
+		for i, p := range pw {
+			list = append(list, &User{Name: fmt.Sprintf("u%d", i), Password: p})
+		}
+		us, err := NewUsers(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return us
+	}
+	old := &State{Users: users("a", "b")}
+	if ref := RevokedSince(old, old, "u0", now); ref != nil {
+		t.Fatalf("the same state: %v", ref)
+	}
+	unrelated := &State{Users: users("a", "other")}
+	if ref := RevokedSince(old, unrelated, "u0", now); ref != nil {
+		t.Fatalf("another user's change: %v", ref)
+	}
+	if ref := RevokedSince(old, unrelated, "u1", now); ref == nil || ref.Kind != RefusedPassword {
+		t.Fatalf("the user's own password changed: %v", ref)
+	}
+	down := &State{Users: old.Users, Unavailable: "the store is down"}
+	if ref := RevokedSince(old, down, "u0", now); ref == nil || ref.Kind != RefusedUnavailable {
+		t.Fatalf("the store unreachable: %v", ref)
 	}
 }

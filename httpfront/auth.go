@@ -186,6 +186,13 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 		Console: creds.session != nil || creds.staleSession || creds.login, Login: creds.login}
 	id, ref, ev := s.gate.Login(r.Context(), snap.Login, a, httpProver{creds})
 	s.o.Metrics.AuthAttempt("http", ev.Method, ev.Result, time.Since(start))
+	if ref == nil {
+		// Proved against snap, the state of the request's start: a
+		// reload since (during a slow hash) may have revoked it.
+		if ref = authcore.RevokedSince(snap.Login, s.o.State.Current().Login, id.Name, time.Now()); ref != nil {
+			ev.Result, ev.Reason = authcore.ResultFailed, ref.Reason
+		}
+	}
 	if ref != nil {
 		ev.Log(s.o.Audit)
 		return nil, refusalFailure(ref, a, creds)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,13 +66,13 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		}
 		user = u
 	}
-	// The password was checked against snap, the state when the request
-	// came; a change that revoked it since (a new password while a slow
-	// hash was checked) must not leave the client a token, least of all
-	// one signed with a secret made after the change.
-	if slices.Contains(authcore.Revoked(snap.Users, s.o.State.Current().Users, time.Now()), user.Name) {
+	// authenticate found the password still in force after checking it;
+	// a change since (while the secret was made) must not leave the
+	// client a token either, least of all one signed with a secret made
+	// after the change.
+	if ref := authcore.RevokedSince(snap.Login, s.o.State.Current().Login, user.Name, time.Now()); ref != nil {
 		s.o.Audit.Warn("token refused", zap.String("user", user.Name), zap.String("address", clientAddr(r, snap).String()),
-			zap.String("reason", "the login was revoked by a reload during the login"))
+			zap.String("reason", ref.Reason))
 		s.fail(w, snap, &authFailure{status: http.StatusUnauthorized, code: codeInvalidPassword,
 			msg: fmt.Sprintf("password authentication failed for user %q", user.Name), reason: "the login was revoked by a reload during the login"})
 		return

@@ -157,53 +157,62 @@ method = "cert"
 	}
 }
 
-// POST /_token checks the password against the state of the request's
-// start. A password changed while a slow hash was being checked must not
-// leave the client a token: before, the old password got one, signed
-// with the secret made for it after the change, so it stayed valid.
-func TestATokenIsNotIssuedForAPasswordRevokedWhileItWasChecked(t *testing.T) {
+// An HTTP request checks its password against the state of its start. A
+// password changed while a slow hash was being checked must not let the
+// request through: before, /_sql ran the statement after the change, and
+// /_token gave the old password a token, signed with the secret made for
+// it after the change, so it stayed valid.
+func TestAnHTTPRequestWhosePasswordIsRevokedWhileItIsCheckedIsRefused(t *testing.T) {
 	slow, err := bcrypt.GenerateFromPassword([]byte("bob-Slow-1"), 14)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bob := testUser{name: "bob", extra: fmt.Sprintf("password = %q\n", slow)}
-	g := startHTTPGateway(t, "", httpRules, []testUser{bob})
-	type answer struct {
-		status int
-		body   string
-		err    error
-	}
-	done := make(chan answer, 1)
-	start := time.Now()
-	go func() {
-		req, _ := http.NewRequest("POST", g.httpURL()+"/_token", nil)
-		req.SetBasicAuth("bob", "bob-Slow-1")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			done <- answer{err: err}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- answer{status: resp.StatusCode, body: string(b)}
-	}()
-	time.Sleep(150 * time.Millisecond)
-	g.writeUsers([]testUser{{name: "bob", password: "bob-New-Pass-2"}})
-	g.signal(syscall.SIGHUP)
-	g.waitLog(`"msg":"reloaded"`, 1)
-	reloaded := time.Since(start)
-	a := <-done
-	if a.err != nil {
-		t.Fatal(a.err)
-	}
-	if took := time.Since(start); took < reloaded+50*time.Millisecond {
-		t.Fatalf("the test's premise: the bcrypt check (%v) must outlast the reload (%v)", took, reloaded)
-	}
-	if a.status != 401 || !strings.Contains(a.body, `"28P01"`) {
-		t.Fatalf("a token for the password changed during its check: %d %s", a.status, a.body)
-	}
-	g.waitLog("the login was revoked by a reload during the login", 1)
-	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_token", "", basic("bob", "bob-New-Pass-2")); status != 200 {
-		t.Fatalf("the new password: %d %s", status, jsonText(t, out))
+	for _, tc := range []struct{ path, body string }{
+		{"/_token", ""},
+		{"/_sql?db=postgres", `{"stmt":"SELECT 1"}`},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			g := startHTTPGateway(t, "", httpRules, []testUser{bob})
+			type answer struct {
+				status int
+				body   string
+				err    error
+			}
+			done := make(chan answer, 1)
+			start := time.Now()
+			go func() {
+				req, _ := http.NewRequest("POST", g.httpURL()+tc.path, strings.NewReader(tc.body))
+				req.Header.Set("Content-Type", "application/json")
+				req.SetBasicAuth("bob", "bob-Slow-1")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					done <- answer{err: err}
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				done <- answer{status: resp.StatusCode, body: string(b)}
+			}()
+			time.Sleep(150 * time.Millisecond)
+			g.writeUsers([]testUser{{name: "bob", password: "bob-New-Pass-2"}})
+			g.signal(syscall.SIGHUP)
+			g.waitLog(`"msg":"reloaded"`, 1)
+			reloaded := time.Since(start)
+			a := <-done
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			if took := time.Since(start); took < reloaded+50*time.Millisecond {
+				t.Fatalf("the test's premise: the bcrypt check (%v) must outlast the reload (%v)", took, reloaded)
+			}
+			if a.status != 401 || !strings.Contains(a.body, `"28P01"`) {
+				t.Fatalf("the password changed during its check got through: %d %s", a.status, a.body)
+			}
+			g.waitLog("the login was revoked by a reload during the login", 1)
+			if status, _, out := httpDo(t, "POST", g.httpURL()+tc.path, tc.body, basic("bob", "bob-New-Pass-2")); status != 200 {
+				t.Fatalf("the new password: %d %s", status, jsonText(t, out))
+			}
+		})
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -306,12 +305,8 @@ func (c *conn) revokedDuringLogin(snap *snapshot.Snapshot, user string) *authcor
 	if cur == snap {
 		return nil
 	}
-	if cur.Login.Unavailable != "" {
-		return &authcore.Refusal{Kind: authcore.RefusedUnavailable, Reason: cur.Login.Unavailable}
-	}
-	now := time.Now()
-	if slices.Contains(authcore.Revoked(snap.Users, cur.Users, now), user) {
-		return &authcore.Refusal{Kind: authcore.RefusedPassword, Reason: "the login was revoked by a reload during the login"}
+	if ref := authcore.RevokedSince(snap.Login, cur.Login, user, time.Now()); ref != nil {
+		return ref
 	}
 	c.mu.Lock()
 	certAt, mat := c.certAt, c.tlsMat
