@@ -76,6 +76,22 @@ method = "scram-sha-256"
 	if err := fe.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	refusal := loginRefusal(t, fe)
+	if refusal == nil {
+		t.Fatal("a login with the revoked password completed after the reload")
+	}
+	if refusal.Code != "28P01" || refusal.Message != `password authentication failed for user "alice"` {
+		t.Fatalf("refused, but with %s %s", refusal.Code, refusal.Message)
+	}
+	g.waitLog("revoked by a reload during the login", 1)
+	// The new password logs in.
+	g.mustConnect("alice", "alice-New-2", "postgres").Close(context.Background())
+}
+
+// loginRefusal reads a login's answers to its end: the ErrorResponse that
+// refused it, or nil when it completed (ReadyForQuery).
+func loginRefusal(t *testing.T, fe *pgproto3.Frontend) *pgproto3.ErrorResponse {
+	t.Helper()
 	for {
 		m, err := fe.Receive()
 		if err != nil {
@@ -83,15 +99,9 @@ method = "scram-sha-256"
 		}
 		switch m := m.(type) {
 		case *pgproto3.ErrorResponse:
-			if m.Code != "28P01" || m.Message != `password authentication failed for user "alice"` {
-				t.Fatalf("refused, but with %s %s", m.Code, m.Message)
-			}
-			g.waitLog("revoked by a reload during the login", 1)
-			// The new password logs in.
-			g.mustConnect("alice", "alice-New-2", "postgres").Close(context.Background())
-			return
+			return m
 		case *pgproto3.ReadyForQuery:
-			t.Fatal("a login with the revoked password completed after the reload")
+			return nil
 		}
 	}
 }
@@ -140,20 +150,12 @@ method = "cert"
 	if _, err := tc.Write(startupBytes(3, 0, "user", "alice", "database", "postgres")); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		m, err := fe.Receive()
-		if err != nil {
-			t.Fatalf("the login ended without an answer: %v", err)
-		}
-		switch m := m.(type) {
-		case *pgproto3.ErrorResponse:
-			if m.Code != "28000" || !strings.Contains(m.Message, "certificate") {
-				t.Fatalf("refused, but with %s %s", m.Code, m.Message)
-			}
-			return
-		case *pgproto3.ReadyForQuery:
-			t.Fatal("a login with the revoked certificate completed after the reload")
-		}
+	m := loginRefusal(t, fe)
+	if m == nil {
+		t.Fatal("a login with the revoked certificate completed after the reload")
+	}
+	if m.Code != "28000" || !strings.Contains(m.Message, "certificate") {
+		t.Fatalf("refused, but with %s %s", m.Code, m.Message)
 	}
 }
 
