@@ -26,7 +26,9 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzConsoleForm \
 	./httpfront:FuzzByteaArgument \
 	./httpfront:FuzzScalarArgument \
-	./httpfront:FuzzArrayElements
+	./httpfront:FuzzArrayElements \
+	./httpfront:FuzzForwardedAndHost \
+	./admin:FuzzAdminCommand
 
 .PHONY: help build man test unit integration vet fuzz demo bench bench-pgbench bench-http bench-idle bench-flood bench-store pg-regress clean
 

@@ -182,7 +182,12 @@ func (a *console) dispatch(t tokens) error {
 		}
 		a.out.Done("KILL")
 	default:
-		return syntaxErr("unknown admin command %q", t.verb())
+		// The client's own words back to it (the log says "?").
+		var w []string
+		for i := 0; i < len(t) && i < 2 && !t[i].str; i++ {
+			w = append(w, strings.ToUpper(t[i].text))
+		}
+		return syntaxErr("unknown admin command %q", strings.Join(w, " "))
 	}
 	return nil
 }
@@ -432,12 +437,37 @@ func (ts tokens) is(words ...string) bool {
 	return len(words) > 1 || len(ts) >= 1
 }
 
+// commandWords are the words a command may start with, and the second
+// words the log names after them.
+var commandWords = map[string][]string{
+	"SHOW":   {"USERS", "HBA", "CLIENTS", "STATS", "CONFIG", "PASSWORD_ENCRYPTION", "VERSION", "PEERS", "POOLS"},
+	"RELOAD": nil,
+	"CREATE": {"USER", "TOKEN"},
+	"ALTER":  {"USER"},
+	"DROP":   {"USER"},
+	"KILL":   nil,
+}
+
+// verb is what the log says a command was: its command words only, so a
+// line typed by mistake (a password pasted at the prompt) is never
+// logged; anything else is "?".
 func (ts tokens) verb() string {
-	var w []string
-	for i := 0; i < len(ts) && i < 2 && !ts[i].str; i++ {
-		w = append(w, strings.ToUpper(ts[i].text))
+	if len(ts) == 0 {
+		return "?"
 	}
-	return strings.Join(w, " ")
+	first := strings.ToUpper(ts[0].text)
+	seconds, ok := commandWords[first]
+	if !ok || !ts[0].kw(first) {
+		return "?"
+	}
+	if len(ts) > 1 {
+		for _, w := range seconds {
+			if ts[1].kw(w) {
+				return first + " " + w
+			}
+		}
+	}
+	return first
 }
 
 // tokenize splits a command into words, "quoted identifiers" and

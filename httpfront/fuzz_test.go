@@ -2,11 +2,14 @@ package httpfront
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -63,6 +66,68 @@ func FuzzSQLBody(f *testing.F) {
 					t.Fatalf("args[%d]: object %q is not JSON", i, o)
 				}
 			}
+		}
+	})
+}
+
+// FuzzForwardedAndHost: the client address is the peer unless the peer is
+// a trusted proxy, and then one of the X-Forwarded-For entries (never a
+// panic on any header); and a Host is let through only when it names
+// localhost, a loopback address, a listener or an allowed host, compared
+// as DNS compares names (ASCII case only).
+func FuzzForwardedAndHost(f *testing.F) {
+	for _, s := range []struct{ peer, xff, host string }{
+		{"10.0.0.1:5000", "192.0.2.1, 10.0.0.2", "localhost:8080"},
+		{"192.0.2.7:1", "10.0.0.9", "LOCALHOST."},
+		{"[::ffff:10.0.0.1]:2", "fe80::1%eth0,  ,x", "[::1]:8080"},
+		{"10.0.0.1:5000", "", "localhoſt"},
+		{"10.0.0.1:5000", "10.0.0.3,10.0.0.4", "db.example.com."},
+	} {
+		f.Add(s.peer, s.xff, s.host)
+	}
+	cfg := config.Default()
+	cfg.Server.HTTPListen = []string{"127.0.0.1:8080"}
+	cfg.HTTP.AllowedHosts = []string{"db.example.com"}
+	snap := &snapshot.Snapshot{Config: cfg, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	f.Fuzz(func(t *testing.T, peer, xff, host string) {
+		r := httptest.NewRequest("GET", "/healthz", nil)
+		r.RemoteAddr = peer
+		r.Header.Set("X-Forwarded-For", xff)
+		got := clientAddr(r, snap)
+		ap, err := netip.ParseAddrPort(peer)
+		switch {
+		case err != nil:
+			if got.IsValid() {
+				t.Fatalf("peer %q does not parse, yet the client is %v", peer, got)
+			}
+		case !snap.TrustedProxy(ap.Addr().Unmap()):
+			if got != ap.Addr().Unmap() {
+				t.Fatalf("untrusted peer %v: client %v", ap, got)
+			}
+		case got != ap.Addr().Unmap():
+			found := false
+			for _, h := range strings.Split(xff, ",") {
+				if a, err := netip.ParseAddr(strings.TrimSpace(h)); err == nil && a.Unmap() == got {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("client %v is neither the peer nor in X-Forwarded-For %q", got, xff)
+			}
+		}
+		if !hostAllowed(cfg, host) {
+			return
+		}
+		name := host
+		if h, _, err := net.SplitHostPort(name); err == nil {
+			name = h
+		}
+		name = strings.ToLower(strings.TrimSuffix(strings.Trim(name, "[]"), "."))
+		if ip, err := netip.ParseAddr(name); err == nil && (ip.IsLoopback() || ip.Unmap() == netip.MustParseAddr("127.0.0.1")) {
+			return
+		}
+		if host != "" && name != "localhost" && name != "db.example.com" && name != "127.0.0.1" {
+			t.Fatalf("Host %q let through", host)
 		}
 	})
 }
