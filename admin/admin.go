@@ -19,6 +19,7 @@ import (
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/internal/ascii"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -414,13 +415,7 @@ func (t token) name() (string, error) {
 	case t.quoted:
 		return t.text, nil
 	}
-	b := []byte(t.text)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b), nil
+	return ascii.Lower(t.text), nil
 }
 
 type tokens []token

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/internal/ascii"
 )
 
 // hostAllowed says whether a request's Host names this server, so that a
@@ -25,11 +26,11 @@ func hostAllowed(cfg *config.Config, host string) bool {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if equalFoldASCII(host, "localhost") {
+	if ascii.EqualFold(host, "localhost") {
 		return true
 	}
 	for _, a := range cfg.HTTP.AllowedHosts {
-		if equalFoldASCII(strings.TrimSuffix(a, "."), host) {
+		if ascii.EqualFold(strings.TrimSuffix(a, "."), host) {
 			return true
 		}
 	}
@@ -39,7 +40,7 @@ func hostAllowed(cfg *config.Config, host string) bool {
 		if err2 != nil {
 			continue
 		}
-		if equalFoldASCII(lh, host) {
+		if ascii.EqualFold(lh, host) {
 			return true
 		}
 		if err != nil {
@@ -52,28 +53,6 @@ func hostAllowed(cfg *config.Config, host string) bool {
 	}
 	// A loopback address is this machine whatever the listeners say.
 	return err == nil && ip.IsLoopback()
-}
-
-// equalFoldASCII compares host names as DNS does, ignoring the case of
-// ASCII letters only: strings.EqualFold also folds Unicode, so it took
-// "localhoſt" (a long s) for localhost.
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // checkHost answers 421 Misdirected Request, before any handler runs, to a

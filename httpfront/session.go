@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgwarden/pgwarden/internal/ascii"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -194,7 +195,7 @@ func checkSameOrigin(r *http.Request, t transport) error {
 		}
 		origin = ref.Scheme + "://" + ref.Host
 	}
-	if !strings.EqualFold(origin, t.scheme()+"://"+r.Host) {
+	if !ascii.EqualFold(origin, t.scheme()+"://"+r.Host) {
 		return errCrossSite
 	}
 	return nil

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/pgwarden/pgwarden/internal/ascii"
 )
 
 // Request codes of the untyped first packets (PostgreSQL's pqcomm.h).
@@ -193,12 +195,12 @@ func parseReplication(v string, present bool) (replicationMode, error) {
 // least "of"); 1 and 0. No white space is trimmed.
 func parseBool(v string) (value, ok bool) {
 	prefixOf := func(word string, min int) bool {
-		return len(v) >= min && len(v) <= len(word) && strings.EqualFold(v, word[:len(v)])
+		return len(v) >= min && len(v) <= len(word) && ascii.EqualFold(v, word[:len(v)])
 	}
 	switch {
 	case v == "":
 		return false, false
-	case prefixOf("true", 1), prefixOf("yes", 1), strings.EqualFold(v, "on"), v == "1":
+	case prefixOf("true", 1), prefixOf("yes", 1), ascii.EqualFold(v, "on"), v == "1":
 		return true, true
 	case prefixOf("false", 1), prefixOf("no", 1), prefixOf("off", 2), v == "0":
 		return false, true
