@@ -202,6 +202,9 @@ func (a *console) createUser(snap *snapshot.Snapshot, t tokens) error {
 	if err != nil {
 		return err
 	}
+	if err := authcore.CheckUserName(name); err != nil {
+		return &Error{Code: "42602", Msg: err.Error()}
+	}
 	u := &authcore.User{Name: name}
 	opts := t[1:]
 	if len(opts) > 0 && opts[0].kw("WITH") {

@@ -130,3 +130,13 @@ func TestUserNamesAreIdentifiersAsInPostgreSQL(t *testing.T) {
 		t.Fatalf("sessions ended: %v", env.ended)
 	}
 }
+
+// A name with a control character is refused (42602) before anything is
+// written: it would make log lines and psql tables lie.
+func TestCreateUserRefusesControlCharacters(t *testing.T) {
+	env := &usersEnv{}
+	var e *Error
+	if err := Run("CREATE USER \"alice\nSHOW\"", env, discard{}); !errors.As(err, &e) || e.Code != "42602" || len(env.users) != 0 {
+		t.Fatalf("a newline in the name: %v, %v", err, env.names())
+	}
+}

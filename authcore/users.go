@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
@@ -92,6 +93,9 @@ func NewUsers(list []*User) (*Users, error) {
 		if u.Name == "" {
 			return nil, errors.New("a user has no name")
 		}
+		if err := CheckUserName(u.Name); err != nil {
+			return nil, err
+		}
 		if _, dup := us.byName[u.Name]; dup {
 			return nil, fmt.Errorf("user %q is listed twice", u.Name)
 		}
@@ -101,6 +105,22 @@ func NewUsers(list []*User) (*Users, error) {
 		}
 	}
 	return us, nil
+}
+
+// CheckUserName refuses a user name that is not UTF-8 or holds a control
+// character (a newline, a zero byte): names are shown in audit lines, psql
+// tables (SHOW USERS, SHOW CLIENTS) and error messages, where such a name
+// could pass for other text, and a zero byte could never log in over the
+// wire. The first-run setup page refused them already; the users file, the
+// CLI, the admin console and the store took them.
+func CheckUserName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("user name %q is not valid UTF-8", name)
+	}
+	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("user name %q holds a control character", name)
+	}
+	return nil
 }
 
 // Lookup returns the named user or nil.
@@ -186,6 +206,9 @@ func ParseUsers(path string, data []byte) (*Users, error) {
 		if u.Name == "" {
 			line, key := at("name")
 			errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: "is required"})
+		} else if err := CheckUserName(u.Name); err != nil {
+			line, key := at("name")
+			errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: err.Error()})
 		}
 		if u.Password != "" {
 			h, err := ParseHash(u.Password)

@@ -348,3 +348,18 @@ func TestUsersFileKeysInAnotherCaseAreErrors(t *testing.T) {
 		t.Fatalf("[[User]]: %v", err)
 	}
 }
+
+// A name with a control character, or bytes that are not UTF-8, is a load
+// error at its line, wherever the users come from.
+func TestUserNamesWithControlCharactersAreErrors(t *testing.T) {
+	for _, name := range []string{`alice\nbob`, `a\u0000b`, `tab\tname`, `esc\u001b[31m`} {
+		_, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"ok\"\n[[user]]\nname = \""+name+"\"\n"))
+		if err == nil || !strings.Contains(err.Error(), "users.toml:4: user[2].name: user name") || !strings.Contains(err.Error(), "control character") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := NewUsers([]*User{{Name: "a\nb"}}); err == nil {
+		t.Error("NewUsers took a name with a newline")
+	}
+	mustUsers(t, "[[user]]\nname = \"Zoë O'Brien-Smith\"\n")
+}
