@@ -119,6 +119,14 @@ func (t *Tokens) ClaimedUser(raw string) string {
 		if u := t.externalUser(ex, c); u != nil {
 			return u.Name
 		}
+		// A person without an entry, whom a role claim may let in
+		// (roleFromClaim): the username claim is the name HBA matches.
+		// Before, HTTP Bearer found no name here and refused every such
+		// token ("the credentials name none").
+		if ex.cfg.RoleClaim != "" {
+			name, _ := c[ex.cfg.UsernameClaim].(string)
+			return name
+		}
 	}
 	return ""
 }
@@ -211,6 +219,15 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 		aud, _ := c.GetAudience()
 		if !slices.Contains(aud, ext.cfg.Audience) {
 			return nil, badToken("audience does not include " + ext.cfg.Audience)
+		}
+		// An identity provider that lets people set their own address
+		// says so in email_verified; an address it has not verified is
+		// anyone's to claim (the "nOAuth" takeovers), so it names no
+		// one. A token without the claim is taken as its issuer wrote it.
+		if ext.cfg.UsernameClaim == "email" {
+			if v, ok := c["email_verified"]; ok && v != true {
+				return nil, badToken("email_verified is not true: an address the identity provider has not verified names no one")
+			}
 		}
 		if user = t.externalUser(ext, c); user == nil {
 			var err error

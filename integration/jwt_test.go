@@ -244,3 +244,63 @@ method = "jwt"
 		t.Fatalf("with the JWKS down, last good keys should serve: %d", status)
 	}
 }
+
+// With username_claim = "email", a token whose issuer says the address is
+// not verified (email_verified false) names no one: before, anyone who
+// could set an address at the identity provider (many let people edit
+// theirs) logged in as the user bound to it, the "nOAuth" takeover. A
+// verified address, or a token without the claim, is taken as before;
+// so is a role taken from role_claim.
+func TestAnUnverifiedEmailNamesNoOne(t *testing.T) {
+	jwks := newJWKS(t)
+	rsaKey, _, _ := newKeys(t)
+	jwks.set(rsaKey.jwk())
+	iss := "https://idp.test/"
+	g := startGatewayWith(t, gwOptions{http: true}, fmt.Sprintf(`
+[[jwt_issuers]]
+issuer = %q
+jwks_url = %q
+audience = "pgwarden"
+username_claim = "email"
+algorithms = ["RS256"]
+role_claim = "pg_role"
+roles_allowed = ["bob"]
+
+[[hba]]
+protocol = "http"
+method = "jwt"
+`, iss, jwks.srv.URL), []testUser{
+		{name: "alice", extra: fmt.Sprintf("[user.jwt]\niss = %q\nusername = \"alice@corp\"\n", iss)},
+	})
+	url := g.httpURL() + "/_sql?db=postgres"
+	sql := `{"stmt":"SELECT current_user"}`
+	now := time.Now()
+	token := func(email string, verified any, role string) string {
+		c := jwt.MapClaims{"iss": iss, "aud": "pgwarden", "email": email, "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+		if verified != nil {
+			c["email_verified"] = verified
+		}
+		if role != "" {
+			c["pg_role"] = role
+		}
+		return rsaKey.sign(t, c, nil)
+	}
+	for _, tc := range []struct {
+		name, tok string
+		status    int
+		user      string
+	}{
+		{"verified", token("alice@corp", true, ""), 200, "alice"},
+		{"no email_verified claim", token("alice@corp", nil, ""), 200, "alice"},
+		{"not verified", token("alice@corp", false, ""), 401, ""},
+		{"verified as a string", token("alice@corp", "true", ""), 401, ""},
+		{"a role claim, verified", token("bea@corp", true, "bob"), 200, "bob"},
+		{"a role claim, not verified", token("bea@corp", false, "bob"), 401, ""},
+	} {
+		status, _, out := httpDo(t, "POST", url, sql, bearer(tc.tok))
+		if status != tc.status || (tc.user != "" && jsonText(t, out["rows"]) != `[["`+tc.user+`"]]`) {
+			t.Errorf("%s: %d %s", tc.name, status, jsonText(t, out))
+		}
+	}
+	g.waitLog("email_verified is not true", 1)
+}
