@@ -111,15 +111,7 @@ func loginRefusal(t *testing.T, fe *pgproto3.Frontend) *pgproto3.ErrorResponse {
 // it. Before, the certificate was checked against the list of the
 // handshake's time when the startup packet came, however late.
 func TestALoginUnderWayWhenAReloadRevokesItsCertificateIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	p := newPKI(t, dir+"/certs", "alice")
-	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir); code != 0 {
-		t.Fatalf("an empty list: %s %s", out, errOut)
-	}
-	g := startTLSGatewayIn(t, dir, gwOptions{}, `crl_file = "certs/ca.crl"
-[[hba]]
-method = "cert"
-`, nil)
+	g, p := startCRLGateway(t, "alice")
 	pool := x509.NewCertPool()
 	pem, _ := os.ReadFile(p.path("ca.crt"))
 	pool.AppendCertsFromPEM(pem)

@@ -56,6 +56,23 @@ func loadCA(t *testing.T, dir string) *certs.Issued {
 
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
 
+// startCRLGateway starts a gateway whose one rule is method cert, with
+// client certificates for clients and tls.crl_file the (empty) list that
+// pgwarden certs revoke writes.
+func startCRLGateway(t *testing.T, clients ...string) (*gateway, *pki) {
+	t.Helper()
+	dir := t.TempDir()
+	p := newPKI(t, filepath.Join(dir, "certs"), clients...)
+	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir); code != 0 {
+		t.Fatalf("an empty list: %s %s", out, errOut)
+	}
+	g := startTLSGatewayIn(t, dir, gwOptions{}, `crl_file = "certs/ca.crl"
+[[hba]]
+method = "cert"
+`, nil)
+	return g, p
+}
+
 // issueClient writes NAME.crt/NAME.key with the given validity.
 func (p *pki) issueClient(t *testing.T, file, cn string, notBefore, notAfter time.Time) {
 	t.Helper()
@@ -151,15 +168,7 @@ method = "cert"
 // (it watches the file), the session it opened ends then, and the others
 // still log in and run.
 func TestARevokedClientCertificateIsRefusedOnceTheListNamesIt(t *testing.T) {
-	dir := t.TempDir()
-	p := newPKI(t, filepath.Join(dir, "certs"), "alice", "bob")
-	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir); code != 0 {
-		t.Fatalf("an empty list: %s %s", out, errOut)
-	}
-	g := startTLSGatewayIn(t, dir, gwOptions{}, `crl_file = "certs/ca.crl"
-[[hba]]
-method = "cert"
-`, nil)
+	g, p := startCRLGateway(t, "alice", "bob")
 	login := func(name string) (string, error) {
 		return psql(t, g.tlsConnString(p, name, "sslcert="+p.path(name+".crt")+" sslkey="+p.path(name+".key")), "SELECT current_user")
 	}
