@@ -394,3 +394,52 @@ func (h *freezableHop) thaw() {
 	h.thawed = nil
 	h.mu.Unlock()
 }
+
+// Any role that can connect to the store's database can NOTIFY on its
+// channel. A flood of notifications costs each instance at most a few
+// reloads a second, not one reload (a read of every user from the store)
+// per notification; a real change made during the flood still applies
+// within a second.
+func TestAFloodOfStoreNotificationsCostsFewReloads(t *testing.T) {
+	freshStore(t)
+	rules := storeSection + "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
+	g := newGateway(t, gwOptions{}, rules)
+	cfg := g.configPath()
+	if out, errOut, code := runCLI(t, "", "store", "init", "-c", cfg); code != 0 {
+		t.Fatalf("store init: %d %s %s", code, out, errOut)
+	}
+	usersFile := filepath.Join(t.TempDir(), "import.toml")
+	writeFile(t, usersFile, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}}))
+	if _, errOut, code := runCLI(t, "", "store", "import", "-c", cfg, usersFile); code != 0 {
+		t.Fatalf("store import: %d %s", code, errOut)
+	}
+	g.start()
+	g.mustConnect("alice", "alice-Pass-1", "postgres").Close(context.Background())
+	applied := func() int { return strings.Count(g.log.String(), "user store change applied") }
+	before := applied()
+	start := time.Now()
+	flood := make(chan error, 1)
+	go func() {
+		flood <- pg.ExecIn("pgwarden_store_db", "SELECT pg_notify('pgwarden_users', 'flood ' || g) FROM generate_series(1, 50000) g")
+	}()
+	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", cfg); code != 0 {
+		t.Fatalf("user passwd: %s", errOut)
+	}
+	noteSecret("alice-Pass-NEW")
+	if err := <-flood; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "the new password is in force during the flood", func() bool {
+		c, err := g.connect("alice", "alice-Pass-NEW", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err == nil
+	})
+	time.Sleep(2 * time.Second) // what the flood left queued is taken in
+	n, took := applied()-before, time.Since(start)
+	if max := int(took/(100*time.Millisecond)) + 5; n > max {
+		t.Fatalf("50,000 notifications in %v made %d reloads (at most %d expected)", took.Round(time.Millisecond), n, max)
+	}
+	t.Logf("50,000 notifications in %v made %d reloads", took.Round(time.Millisecond), n)
+}

@@ -361,11 +361,45 @@ func waitForNotification(ctx context.Context, conn *pgx.Conn, timeout time.Durat
 	return nil, nil
 }
 
+// reloadGap is the least time between two onChange calls of Listen: the
+// notifications that arrive within it are taken in by one. Any role that
+// can connect to the store's database can NOTIFY on the channel, and one
+// statement sends thousands; each onChange reads every user from the store,
+// so without the gap a flood made each instance reload hundreds of times a
+// second for as long as the queue lasted. A single change still applies at
+// once: the gap only delays a change that follows another within it.
+const reloadGap = 100 * time.Millisecond
+
+// takeInFor reads the notifications that come within d, passing throttle
+// events on, and says whether any was a users change (to be read with the
+// one at hand). A wait that ends by its deadline leaves the connection
+// usable, as in waitForNotification.
+func takeInFor(ctx context.Context, conn *pgx.Conn, d time.Duration, onThrottle func(string)) (more bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		n, err := conn.WaitForNotification(wctx)
+		switch {
+		case err != nil && ctx.Err() == nil && pgconn.Timeout(err):
+			return more, nil
+		case err != nil:
+			return more, err
+		case n.Channel == ThrottleChannel:
+			if onThrottle != nil {
+				onThrottle(n.Payload)
+			}
+		default:
+			more = true
+		}
+	}
+}
+
 // Listen holds a LISTEN connection until ctx ends: onChange runs once each
 // time LISTEN takes effect (changes before it would be missed otherwise)
-// and for each notification, and onLost when the connection goes, falls
-// silent past [backend] connect_timeout (see listenCheckEvery), or cannot
-// be made (it is tried again every second).
+// and for each notification (those within reloadGap of the last call
+// taken in by one), and onLost when the connection goes, falls silent past
+// [backend] connect_timeout (see listenCheckEvery), or cannot be made (it
+// is tried again every second).
 // While it is down, callers must not trust what they cached.
 func Listen(ctx context.Context, cfg *config.Config, onChange func(payload string), onThrottle func(payload string), onLost func(error)) {
 	pcfg, err := connConfig(cfg)
@@ -383,6 +417,7 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 			// What changed before LISTEN took effect (since the last
 			// load, or while the connection was down) is read now.
 			onChange("*")
+			last := time.Now()
 			for {
 				n, werr := waitForNotification(ctx, conn, checkTimeout)
 				if werr != nil {
@@ -398,7 +433,19 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 					}
 					continue
 				}
-				onChange(n.Payload)
+				payload := n.Payload
+				if gap := reloadGap - time.Since(last); gap > 0 {
+					more, werr := takeInFor(ctx, conn, gap, onThrottle)
+					if werr != nil {
+						err = werr
+						break
+					}
+					if more {
+						payload = "*"
+					}
+				}
+				onChange(payload)
+				last = time.Now()
 			}
 		}
 		if conn != nil {
