@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
@@ -64,6 +65,12 @@ type Server struct {
 	gate  *authcore.Gate
 	// draining is set once a SIGTERM drain begins: /readyz answers 503.
 	draining atomic.Bool
+	// ready is /readyz's last look at the backend (see backendReady).
+	ready struct {
+		mu  sync.Mutex
+		at  time.Time
+		err error
+	}
 	// metricsSrv serves server.metrics_listen; it outlives the drain.
 	metricsLn  net.Listener
 	metricsSrv *http.Server
@@ -370,11 +377,34 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
 		return
 	}
-	if err := backend.Ping(r.Context(), s.o.State.Current().Config); err != nil {
+	if err := s.backendReady(s.o.State.Current().Config); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "backend unavailable"})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readyFor is how long /readyz answers from its last look at the backend.
+const readyFor = 250 * time.Millisecond
+
+// backendReady pings the backend at most once per readyFor, and one ping
+// at a time, whoever asks: each ping is a connection to PostgreSQL, which
+// forks a process for it, and /readyz needs no credentials, so before,
+// every request to it, a flood's too, made the database server fork.
+// Concurrent askers wait for the ping in flight and share its answer. The
+// ping runs on a context of its own, so one asker leaving does not make
+// the others' answer an error.
+func (s *Server) backendReady(cfg *config.Config) error {
+	s.ready.mu.Lock()
+	defer s.ready.mu.Unlock()
+	if !s.ready.at.IsZero() && time.Since(s.ready.at) < readyFor {
+		return s.ready.err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Backend.ConnectTimeout.Duration+time.Second)
+	defer cancel()
+	err := backend.Ping(ctx, cfg)
+	s.ready.at, s.ready.err = time.Now(), err
+	return err
 }
 
 // handleResourceMetadata is RFC 9728's protected resource metadata: the

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -584,9 +586,11 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	if err := own.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if s, _, _ := httpDo(t, "GET", g.httpURL()+"/readyz", "", nil); s != 503 {
-		t.Fatalf("readyz with the backend down: %d", s)
-	}
+	// /readyz answers from its last look for up to 250 ms.
+	waitFor(t, 2*time.Second, "readyz says the backend is down", func() bool {
+		s, _, _ := httpDo(t, "GET", g.httpURL()+"/readyz", "", nil)
+		return s == 503
+	})
 	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=app_prod", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
 	if status != 502 || errCode(out) != "08006" {
 		t.Fatalf("backend down: %d %v", status, out)
@@ -766,4 +770,52 @@ func TestAnAmbiguousBodyIsRefused(t *testing.T) {
 			}
 		}
 	}
+}
+
+// /readyz needs no credentials, and each look at the backend is a
+// connection PostgreSQL forks a process for: a flood of /readyz makes at
+// most a few of them a second, not one per request as before.
+func TestAFloodOfReadinessChecksCostsTheBackendFewConnections(t *testing.T) {
+	var accepted atomic.Int64
+	port := localServer(t, func(c net.Conn) {
+		accepted.Add(1)
+		defer c.Close()
+		var req [8]byte
+		if _, err := io.ReadFull(c, req[:]); err == nil {
+			c.Write([]byte{'N'}) // as PostgreSQL without TLS answers an SSLRequest
+		}
+	})
+	g := startGatewayWith(t, gwOptions{http: true, backendPort: port}, httpRules, nil)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var ok, other atomic.Int64
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				resp, err := http.Get(g.httpURL() + "/readyz")
+				if err != nil {
+					other.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					ok.Add(1)
+				} else {
+					other.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if ok.Load() != 800 || other.Load() != 0 {
+		t.Fatalf("readiness answers: %d ready, %d other", ok.Load(), other.Load())
+	}
+	if max := int64(took/(250*time.Millisecond)) + 2; accepted.Load() > max {
+		t.Fatalf("800 readiness checks in %v opened %d backend connections (at most %d expected)", took.Round(time.Millisecond), accepted.Load(), max)
+	}
+	t.Logf("800 readiness checks in %v opened %d backend connections", took.Round(time.Millisecond), accepted.Load())
 }
