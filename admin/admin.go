@@ -8,6 +8,7 @@ package admin
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -347,6 +348,11 @@ func parseInterval(s string) (time.Duration, error) {
 	u, ok := units[strings.TrimSuffix(f[1], "s")]
 	if !ok {
 		return 0, fmt.Errorf("invalid interval unit %q", f[1])
+	}
+	if int64(n) > math.MaxInt64/int64(u) {
+		// The product would wrap: '300 years' came out negative, and
+		// CREATE TOKEN then issued a token of the default lifetime.
+		return 0, fmt.Errorf("interval %q is too long", s)
 	}
 	return time.Duration(n) * u, nil
 }

@@ -17,7 +17,7 @@ func TestDurationsTakeDays(t *testing.T) {
 			t.Errorf("%q: %v %v, want %v", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "d", "-1s", "5 days", "1.5d", "1d-1h", "99999999d"} {
+	for _, bad := range []string{"", "d", "-1s", "5 days", "1.5d", "1d-1h", "99999999d", "100000d2000000h"} {
 		if _, err := ParseDuration(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

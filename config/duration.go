@@ -50,7 +50,9 @@ func ParseDuration(s string) (time.Duration, error) {
 		}
 	}
 	rest, err := time.ParseDuration(s)
-	if err != nil || rest < 0 {
+	if err != nil || rest < 0 || total+rest < total {
+		// total+rest < total: past time.Duration's 292 years, where the
+		// sum would turn negative (and a token's lifetime the default).
 		return 0, fmt.Errorf("invalid duration %q", orig)
 	}
 	return total + rest, nil
