@@ -196,6 +196,23 @@ func FuzzSessionCookie(f *testing.F) {
 	})
 }
 
+// A form that names a field twice is refused: pgwarden read the first,
+// a proxy or log may read the last.
+func TestAFormThatNamesAFieldTwiceIsRefused(t *testing.T) {
+	for body, ok := range map[string]bool{
+		"user=alice&password=p&csrf=x":           true,
+		"user=alice&user=root&password=p&csrf=x": false,
+		"user=alice&password=p&csrf=x&csrf=y":    false,
+		"user=alice&password=p;user=root":        false,
+	} {
+		r := httptest.NewRequest("POST", "http://127.0.0.1:8432/login", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if _, err := readForm(httptest.NewRecorder(), r); (err == nil) != ok {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
+
 // FuzzConsoleForm: any form post (body, Content-Type, Origin, Referer) is
 // read within its bound or refused, and passes the origin check only when
 // it names the server's own origin.
@@ -215,8 +232,14 @@ func FuzzConsoleForm(f *testing.F) {
 		r.Header.Set("Origin", origin)
 		r.Header.Set("Referer", referer)
 		w := httptest.NewRecorder()
-		if form, err := readForm(w, r); err == nil && len(body) > maxFormBytes {
+		form, err := readForm(w, r)
+		if err == nil && len(body) > maxFormBytes {
 			t.Fatalf("a %d-byte body was read (%d fields)", len(body), len(form))
+		}
+		for k, v := range form {
+			if len(v) != 1 {
+				t.Fatalf("field %q read with %d values", k, len(v))
+			}
 		}
 		if checkSameOrigin(r, transport{}) == nil {
 			got := r.Header.Get("Origin")

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/netip"
@@ -218,6 +219,14 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		return nil, err
+	}
+	// A browser sends each field of these forms once; a form that names
+	// one twice says two things (pgwarden would read the first, a proxy
+	// or log may read the last), as a JSON body with a key twice does.
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			return nil, fmt.Errorf("the form names %q more than once", k)
+		}
 	}
 	return r.PostForm, nil
 }
