@@ -65,6 +65,11 @@ type Server struct {
 	gate  *authcore.Gate
 	// draining is set once a SIGTERM drain begins: /readyz answers 503.
 	draining atomic.Bool
+	// openConns counts the open connections of the HTTP listeners, idle
+	// keep-alive ones included (see trackConn); idleSweep is when idle
+	// ones were last closed to make room.
+	openConns atomic.Int64
+	idleSweep atomic.Int64
 	// ready is /readyz's last look at the backend (see backendReady).
 	ready struct {
 		mu  sync.Mutex
@@ -282,7 +287,7 @@ func (s *Server) Addrs() []net.Addr {
 func (s *Server) Serve() {
 	s.startSetup()
 	h := s.Handler()
-	for _, ln := range s.listeners {
+	for range s.listeners {
 		srv := &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -291,8 +296,13 @@ func (s *Server) Serve() {
 			MaxHeaderBytes:    16 << 10,
 			ErrorLog:          zap.NewStdLog(s.o.Log.Named("http")),
 			BaseContext:       func(net.Listener) context.Context { return s.ctx },
+			ConnState:         s.trackConn,
 		}
 		s.servers = append(s.servers, srv)
+	}
+	// Every server exists before any serves: trackConn reads the list.
+	for i, ln := range s.listeners {
+		srv := s.servers[i]
 		s.wg.Add(1)
 		go func(ln net.Listener) {
 			defer s.wg.Done()
@@ -382,6 +392,37 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// trackConn bounds the open HTTP connections by server.max_connections, as
+// the wire's sessions are bounded. Requests in flight were bounded before,
+// but not the connections: an idle keep-alive connection is kept for
+// IdleTimeout (a request every two minutes keeps it for good) and costs a
+// file descriptor and about 12 KiB, so one client holding thousands ran the
+// process out of descriptors, and then the wire could accept no one and no
+// backend could be opened. Past the bound, the idle connections of every
+// listener are closed to make room (at most every 100 ms) and the new one
+// is closed at once; its client's next try finds room unless every
+// connection is busy.
+func (s *Server) trackConn(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		max := int64(s.o.State.Current().Config.Server.MaxConnections)
+		if s.openConns.Add(1) <= max {
+			return
+		}
+		now := time.Now().UnixNano()
+		if last := s.idleSweep.Load(); !s.draining.Load() && now-last > int64(100*time.Millisecond) && s.idleSweep.CompareAndSwap(last, now) {
+			for _, srv := range s.servers {
+				// Turning keep-alives off closes the idle connections.
+				srv.SetKeepAlivesEnabled(false)
+				srv.SetKeepAlivesEnabled(true)
+			}
+		}
+		c.Close()
+	case http.StateClosed, http.StateHijacked:
+		s.openConns.Add(-1)
+	}
 }
 
 // readyFor is how long /readyz answers from its last look at the backend.
