@@ -529,6 +529,16 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to http.statement_timeout", Statement: idx}})
 		return
 	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away (a timeout of its own, a closed tab): its
+		// statement was canceled and nobody reads an answer. That is no
+		// server error; before, each one was logged as one, with a
+		// request id, as if something had failed here.
+		s.o.Log.Debug("the client left before its answer; its statement was canceled",
+			zap.String("path", r.URL.Path), zap.String("address", clientAddr(r, s.o.State.Current()).String()))
+		writeJSON(w, 499, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to the client leaving", Statement: idx}})
+		return
+	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
 		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))

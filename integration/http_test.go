@@ -874,3 +874,32 @@ func TestIdleHTTPConnectionsAreBoundedByMaxConnections(t *testing.T) {
 	})
 	t.Logf("%d of 200 idle connections left open", open)
 }
+
+// A client that leaves before its answer (a timeout of its own) has its
+// statement canceled in the backend, and that is not logged as a server
+// error: before, each such request was an "HTTP request failed" error
+// line with a request id, as if something had failed in pgwarden.
+func TestAClientThatLeavesHasItsStatementCanceledQuietly(t *testing.T) {
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	for _, body := range []string{`{"stmt":"SELECT pg_sleep(30), 'left-one'"}`, `{"transaction":[{"stmt":"SELECT pg_sleep(30), 'left-tx'"}]}`} {
+		req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth("alice", "alice-Pass-1")
+		client := &http.Client{Timeout: 700 * time.Millisecond}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s: answered %d within the client's timeout", body, resp.StatusCode)
+		}
+	}
+	waitFor(t, 5*time.Second, "the statements of the clients that left are canceled", func() bool {
+		var n int
+		if err := queryPostgres(t, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30), ''left-%' AND state = 'active' AND pid <> pg_backend_pid()", &n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+	g.waitLog("the client left before its answer", 2)
+	if strings.Contains(g.log.String(), "an HTTP request failed") {
+		t.Fatal("a client that left was logged as a failed request")
+	}
+}
