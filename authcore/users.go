@@ -16,6 +16,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/internal/ascii"
 )
 
 // User is one entry of the users file. Users are immutable once loaded;
@@ -194,7 +195,7 @@ func ParseUsers(path string, data []byte) (*Users, error) {
 			continue
 		}
 		// Only the last part: a table's own key is in md.Keys() too.
-		if part := k[len(k)-1]; strings.ToLower(part) != part || !isASCII(part) {
+		if part := k[len(k)-1]; !ascii.IsLowerName(part) {
 			errs = append(errs, &config.Error{File: path, Line: lines.Find(k.String()), Key: k.String(),
 				Msg: fmt.Sprintf("unknown key; keys are case-sensitive: write %s", strings.ToLower(part))})
 		}
@@ -288,13 +289,4 @@ func lostRole(u, next *User) bool {
 		}
 	}
 	return false
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }

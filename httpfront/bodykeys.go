@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/pgwarden/pgwarden/internal/ascii"
 )
 
 // checkBodyKeys refuses, in a body that already decoded as JSON, a key of
@@ -88,7 +90,7 @@ func (s *bodyScan) value(checked bool) error {
 			if bytes.IndexByte(raw, '\\') >= 0 {
 				json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &key)
 			}
-			if !plainName(key) {
+			if !ascii.IsLowerName(key) {
 				return fmt.Errorf("the key %q is not written as pgwarden names it (its names are lower-case letters and underscores: \"stmt\", \"bulk_args\")", key)
 			}
 			if slices.Contains(seen, key) {
@@ -120,14 +122,4 @@ func (s *bodyScan) value(checked bool) error {
 		}
 	}
 	return nil
-}
-
-// plainName says whether k is lower-case ASCII letters and underscores.
-func plainName(k string) bool {
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; (c < 'a' || c > 'z') && c != '_' {
-			return false
-		}
-	}
-	return true
 }

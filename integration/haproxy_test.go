@@ -60,14 +60,7 @@ method = "scram-sha-256"
 	httpSection := "default_database = \"postgres\"\nallowed_hosts = [\"127.0.0.1\"]"
 	throttle := "failure_delay = \"1s\"\nmax_delay = \"2s\""
 	cfgA := newGatewayAt(t, portA, gwOptions{http: true, httpSection: httpSection, throttle: throttle, server: server + "peer_id = 1"}, rules+peer(2, portB))
-	if _, errOut, code := runCLI(t, "", "store", "init", "-c", cfgA.configPath()); code != 0 {
-		t.Fatal(errOut)
-	}
-	usersFile := filepath.Join(t.TempDir(), "import.toml")
-	writeFile(t, usersFile, usersTOML(t, users))
-	if _, errOut, code := runCLI(t, "", "store", "import", "-c", cfgA.configPath(), usersFile); code != 0 {
-		t.Fatal(errOut)
-	}
+	cfgA.fillStore(t, users)
 	cfgA.start()
 	a := cfgA
 	b := startGatewayAt(t, portB, gwOptions{http: true, httpSection: httpSection, throttle: throttle, server: server + "peer_id = 2"}, rules+peer(1, portA), nil)

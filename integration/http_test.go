@@ -3,8 +3,6 @@ package integration
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -615,35 +613,9 @@ method = "cert"
 `)
 	g.writeUsers(nil)
 	g.start()
-	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(p.path("ca.crt"))
-	pool.AppendCertsFromPEM(pem)
-	client := func(name string) *http.Client {
-		cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
-		if name != "" {
-			c, err := tls.LoadX509KeyPair(p.path(name+".crt"), p.path(name+".key"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Certificates = []tls.Certificate{c}
-		}
-		return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
-	}
 	url := fmt.Sprintf("https://localhost:%d/_sql?db=postgres", port+1)
-	post := func(c *http.Client, user string) (int, string) {
-		req, _ := http.NewRequest("POST", url, strings.NewReader(`{"stmt":"SELECT current_user"}`))
-		req.Header.Set("Content-Type", "application/json")
-		if user != "" {
-			req.SetBasicAuth(user, "ignored-password")
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	client := func(name string) *http.Client { return p.httpsClient(t, name) }
+	post := func(c *http.Client, user string) (int, string) { return postCurrentUser(t, c, url, user) }
 	if s, b := post(client("alice"), ""); s != 200 || !strings.Contains(b, `[["alice"]]`) {
 		t.Fatalf("mTLS as alice: %d %s", s, b)
 	}

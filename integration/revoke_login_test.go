@@ -3,12 +3,10 @@ package integration
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -112,13 +110,6 @@ func loginRefusal(t *testing.T, fe *pgproto3.Frontend) *pgproto3.ErrorResponse {
 // handshake's time when the startup packet came, however late.
 func TestALoginUnderWayWhenAReloadRevokesItsCertificateIsRefused(t *testing.T) {
 	g, p := startCRLGateway(t, "alice")
-	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(p.path("ca.crt"))
-	pool.AppendCertsFromPEM(pem)
-	cert, err := tls.LoadX509KeyPair(p.path("alice.crt"), p.path("alice.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	raw, err := net.Dial("tcp", g.addr())
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +121,7 @@ func TestALoginUnderWayWhenAReloadRevokesItsCertificateIsRefused(t *testing.T) {
 	if _, err := raw.Read(answer[:]); err != nil || answer[0] != 'S' {
 		t.Fatalf("SSLRequest: %q %v", answer, err)
 	}
-	tc := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{cert}})
+	tc := tls.Client(raw, p.clientTLS(t, "alice"))
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}

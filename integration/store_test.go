@@ -164,6 +164,20 @@ func freshStore(t *testing.T) {
 	})
 }
 
+// fillStore makes g's store schema (store init) and moves users into it
+// (store import), before g starts.
+func (g *gateway) fillStore(t *testing.T, users []testUser) {
+	t.Helper()
+	if _, errOut, code := runCLI(t, "", "store", "init", "-c", g.configPath()); code != 0 {
+		t.Fatalf("store init: %s", errOut)
+	}
+	usersFile := filepath.Join(t.TempDir(), "import.toml")
+	writeFile(t, usersFile, usersTOML(t, users))
+	if _, errOut, code := runCLI(t, "", "store", "import", "-c", g.configPath(), usersFile); code != 0 {
+		t.Fatalf("store import: %s", errOut)
+	}
+}
+
 // TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore: a console
 // login form served by B posted to A works, and the session it makes holds
 // on B (plain round robin); a wrong password on A holds up the next
@@ -173,14 +187,7 @@ func TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore(t *testing.T) {
 	rules := storeSection + "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
 	o := gwOptions{http: true, httpSection: "default_database = \"postgres\"", throttle: "failure_delay = \"2s\"\nmax_delay = \"4s\""}
 	a := newGateway(t, o, rules)
-	if _, errOut, code := runCLI(t, "", "store", "init", "-c", a.configPath()); code != 0 {
-		t.Fatal(errOut)
-	}
-	usersFile := filepath.Join(t.TempDir(), "import.toml")
-	writeFile(t, usersFile, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}}))
-	if _, errOut, code := runCLI(t, "", "store", "import", "-c", a.configPath(), usersFile); code != 0 {
-		t.Fatal(errOut)
-	}
+	a.fillStore(t, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
 	a.start()
 	b := startGatewayWith(t, o, rules, nil)
 
@@ -278,14 +285,7 @@ func TestAnInstanceSilentlyCutOffFromTheStoreRefusesLogins(t *testing.T) {
 	opts := gwOptions{server: "peer_id = 1", backend: `connect_timeout = "2s"`}
 	a := newGateway(t, opts, storeSection+rules)
 	cfg := a.configPath()
-	if _, errOut, code := runCLI(t, "", "store", "init", "-c", cfg); code != 0 {
-		t.Fatalf("store init: %s", errOut)
-	}
-	usersFile := filepath.Join(t.TempDir(), "import.toml")
-	writeFile(t, usersFile, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}}))
-	if _, errOut, code := runCLI(t, "", "store", "import", "-c", cfg, usersFile); code != 0 {
-		t.Fatalf("store import: %s", errOut)
-	}
+	a.fillStore(t, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	a.start()
 	opts.server = "peer_id = 2"
 	b := startGatewayWith(t, opts, storeSection+fmt.Sprintf("host = \"127.0.0.1\"\nport = %d\n", hop.port)+rules, nil)
@@ -405,14 +405,7 @@ func TestAFloodOfStoreNotificationsCostsFewReloads(t *testing.T) {
 	rules := storeSection + "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
 	g := newGateway(t, gwOptions{}, rules)
 	cfg := g.configPath()
-	if out, errOut, code := runCLI(t, "", "store", "init", "-c", cfg); code != 0 {
-		t.Fatalf("store init: %d %s %s", code, out, errOut)
-	}
-	usersFile := filepath.Join(t.TempDir(), "import.toml")
-	writeFile(t, usersFile, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}}))
-	if _, errOut, code := runCLI(t, "", "store", "import", "-c", cfg, usersFile); code != 0 {
-		t.Fatalf("store import: %d %s", code, errOut)
-	}
+	g.fillStore(t, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	g.start()
 	g.mustConnect("alice", "alice-Pass-1", "postgres").Close(context.Background())
 	applied := func() int { return strings.Count(g.log.String(), "user store change applied") }

@@ -56,6 +56,52 @@ func loadCA(t *testing.T, dir string) *certs.Issued {
 
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
 
+// clientTLS is a client's TLS configuration: it trusts p's CA, expects
+// the server name localhost, and presents NAME.crt when name is not "".
+func (p *pki) clientTLS(t *testing.T, name string) *tls.Config {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(p.path("ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	if name != "" {
+		c, err := tls.LoadX509KeyPair(p.path(name+".crt"), p.path(name+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	return cfg
+}
+
+// httpsClient is an HTTP client over p.clientTLS(name).
+func (p *pki) httpsClient(t *testing.T, name string) *http.Client {
+	t.Helper()
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: p.clientTLS(t, name)}}
+}
+
+// postCurrentUser asks url for current_user through c, with Basic
+// credentials for user when it is not "" (the password is not checked
+// under method cert); it returns the status and the body.
+func postCurrentUser(t *testing.T, c *http.Client, url, user string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(`{"stmt":"SELECT current_user"}`))
+	req.Header.Set("Content-Type", "application/json")
+	if user != "" {
+		req.SetBasicAuth(user, "ignored-password")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // startCRLGateway starts a gateway whose one rule is method cert, with
 // client certificates for clients and tls.crl_file the (empty) list that
 // pgwarden certs revoke writes.
@@ -622,28 +668,10 @@ method = "cert"
 	if out, err := psql(t, g.tlsConnString(p, "alice", "sslcert="+p.path("alice.crt")+" sslkey="+p.path("alice.key")), "SELECT current_user"); err != nil || out != "alice" {
 		t.Fatalf("alice's own certificate: %v %s", err, out)
 	}
-	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(p.path("ca.crt"))
-	pool.AppendCertsFromPEM(pem)
-	c, err := tls.LoadX509KeyPair(p.path("two.crt"), p.path("two.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{c}}}}
+	client := p.httpsClient(t, "two")
 	for _, user := range []string{"", "postgres", "alice"} {
-		req, _ := http.NewRequest("POST", fmt.Sprintf("https://localhost:%d/_sql?db=postgres", port+1), strings.NewReader(`{"stmt":"SELECT current_user"}`))
-		req.Header.Set("Content-Type", "application/json")
-		if user != "" {
-			req.SetBasicAuth(user, "ignored-password")
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 401 {
-			t.Errorf("HTTPS as %q with a two-name certificate: %d %s", user, resp.StatusCode, b)
+		if status, b := postCurrentUser(t, client, fmt.Sprintf("https://localhost:%d/_sql?db=postgres", port+1), user); status != 401 {
+			t.Errorf("HTTPS as %q with a two-name certificate: %d %s", user, status, b)
 		}
 	}
 }

@@ -39,3 +39,16 @@ func lower(c byte) byte {
 	}
 	return c
 }
+
+// IsLowerName reports whether s is made of lower-case ASCII letters,
+// digits and underscores only, as every key pgwarden reads is written
+// (config, users file, HTTP bodies): a key with anything else is another
+// key, though a decoder that folds case would take it for one of these.
+func IsLowerName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}

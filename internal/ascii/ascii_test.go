@@ -25,3 +25,11 @@ func TestOnlyASCIILettersFold(t *testing.T) {
 		t.Error("Lower changed a lower-case name")
 	}
 }
+
+func TestLowerNamesAreLowerCaseASCIIDigitsAndUnderscores(t *testing.T) {
+	for s, want := range map[string]bool{"bulk_args": true, "max_ttl2": true, "": true, "Stmt": false, "ſtmt": false, "a-b": false, "a b": false} {
+		if got := IsLowerName(s); got != want {
+			t.Errorf("IsLowerName(%q) = %v", s, got)
+		}
+	}
+}
