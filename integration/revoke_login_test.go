@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -110,21 +109,7 @@ func loginRefusal(t *testing.T, fe *pgproto3.Frontend) *pgproto3.ErrorResponse {
 // handshake's time when the startup packet came, however late.
 func TestALoginUnderWayWhenAReloadRevokesItsCertificateIsRefused(t *testing.T) {
 	g, p := startCRLGateway(t, "alice")
-	raw, err := net.Dial("tcp", g.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(30 * time.Second))
-	raw.Write([]byte{0, 0, 0, 8, 4, 210, 22, 47}) // SSLRequest
-	var answer [1]byte
-	if _, err := raw.Read(answer[:]); err != nil || answer[0] != 'S' {
-		t.Fatalf("SSLRequest: %q %v", answer, err)
-	}
-	tc := tls.Client(raw, p.clientTLS(t, "alice"))
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
+	tc := tlsDialPG(t, g, p, "alice")
 	if out, errOut, code := runCLI(t, "", "certs", "revoke", "--dir", p.dir, "alice"); code != 0 {
 		t.Fatalf("revoke: %d %s %s", code, out, errOut)
 	}

@@ -337,7 +337,7 @@ method = "trust"
 
 func TestASecondSSLRequestInsideTLSIsRefused(t *testing.T) {
 	g, p := startTLSGateway(t, "[[hba]]\nmethod = \"trust\"\n", nil)
-	conn := tlsDialPG(t, g, p, nil)
+	conn := tlsDialPG(t, g, p, "")
 	conn.Write(requestBytes(80877103))
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 512)
@@ -498,25 +498,16 @@ func containsLine(out, want string) bool { return strings.Contains(out, want) }
 
 func containsBytes(b []byte, s string) bool { return strings.Contains(string(b), s) }
 
-// tlsDialPG opens a TLS session the Postgres way: SSLRequest, 'S', handshake.
-func tlsDialPG(t *testing.T, g *gateway, p *pki, cert *tls.Certificate) *tls.Conn {
+// tlsDialPG opens a TLS session the Postgres way: SSLRequest, 'S',
+// handshake; with client NAME's certificate when name is not "".
+func tlsDialPG(t *testing.T, g *gateway, p *pki, name string) *tls.Conn {
 	t.Helper()
 	r := dialRaw(t, g.addr())
 	r.write(requestBytes(80877103))
 	if b := r.readByte(); b != 'S' {
 		t.Fatalf("SSLRequest answered %q", b)
 	}
-	pool := x509.NewCertPool()
-	pem, err := os.ReadFile(p.path("ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
-	tc := tls.Client(r.conn, cfg)
+	tc := tls.Client(r.conn, p.clientTLS(t, name))
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +518,7 @@ func tlsDialPG(t *testing.T, g *gateway, p *pki, cert *tls.Certificate) *tls.Con
 // connection is served.
 func serverCertSerial(t *testing.T, g *gateway, p *pki) string {
 	t.Helper()
-	tc := tlsDialPG(t, g, p, nil)
+	tc := tlsDialPG(t, g, p, "")
 	defer tc.Close()
 	return tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
 }
