@@ -192,8 +192,8 @@ func (r *Refusal) Unwrap() error { return r.Err }
 // identity or the refusal, and the audit event either way, for the frontend
 // to log once it knows the rest (a backend that refuses is audited too).
 func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Identity, *Refusal, *AuditEvent) {
-	ev := &AuditEvent{Protocol: string(a.Protocol), ClientID: a.ClientID, Address: a.Address, User: a.User,
-		Database: a.Database, SSL: a.SSL, Credential: a.Credential}
+	ev := &AuditEvent{Protocol: string(a.Protocol), ClientID: a.ClientID, Address: a.Address, User: clipName(a.User),
+		Database: clipName(a.Database), SSL: a.SSL, Credential: a.Credential}
 	id, ref := g.login(ctx, st, a, p, ev)
 	if ref == nil {
 		ev.Result = ResultOK
@@ -216,6 +216,11 @@ func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Ide
 func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *AuditEvent) (*Identity, *Refusal) {
 	if st.Unavailable != "" {
 		return nil, &Refusal{Kind: RefusedUnavailable, Reason: st.Unavailable}
+	}
+	if len(a.User) > MaxNameBytes || len(a.Database) > MaxNameBytes {
+		// Refused before the throttle keeps the name or a hash is run.
+		return nil, &Refusal{Kind: RefusedProtocol, Reason: fmt.Sprintf(
+			"the user or database name is over %d bytes (user %d, database %d)", MaxNameBytes, len(a.User), len(a.Database))}
 	}
 	if err := g.wait(ctx, st, a, p); err != nil {
 		return nil, &Refusal{Kind: RefusedClientGone, Reason: "the client left while its attempt waited for the throttle", Err: err}
@@ -364,4 +369,13 @@ func SessionAdmits(st *State, a *Attempt, hasCertificate bool) bool {
 	}
 	rule := st.Rules.Match(req)
 	return rule != nil && rule.Method.ProvesPassword() && (rule.ClientCert == "" || hasCertificate)
+}
+
+// clipName keeps an over-long name out of the audit line whole: its start
+// and its length say enough.
+func clipName(name string) string {
+	if len(name) <= MaxNameBytes {
+		return name
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(name[:64], ""), len(name))
 }

@@ -2,7 +2,9 @@ package authcore
 
 import (
 	"context"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,10 +16,14 @@ import (
 // attempt's answer is never delayed after its check. Attempts of the same
 // pair that arrive together are checked one delay apart, not all at once.
 // Other addresses are never held up, so the real user elsewhere is not
-// locked out. It lives for the whole process, across reloads, so a reload
-// does not wipe an attacker's record.
+// locked out. An IPv6 address counts as its network (a /64 by default):
+// one host is given a whole /64 to pick source addresses from, and a
+// throttle per address would let it guess at the speed of the hashing.
+// It lives for the whole process, across reloads, so a reload does not
+// wipe an attacker's record.
 type Throttle struct {
 	publish func(failure bool, addr, user string)
+	v6bits  atomic.Int32
 	mu      sync.Mutex
 	entries map[throttleKey]*throttleEntry
 	max     int
@@ -26,6 +32,30 @@ type Throttle struct {
 }
 
 type throttleKey struct{ addr, user string }
+
+// DefaultIPv6Prefix is how many leading bits of an IPv6 address name one
+// source: the /64 that RFC 6177 and the providers give a single site.
+const DefaultIPv6Prefix = 64
+
+// SetIPv6Prefix sets how many leading bits of an IPv6 address name one
+// source (throttle.ipv6_prefix); 128 counts every address on its own.
+func (t *Throttle) SetIPv6Prefix(bits int) { t.v6bits.Store(int32(bits)) }
+
+// key names the source of an attempt: the address, or its IPv6 network.
+// An IPv4 address written as IPv6 (::ffff:a.b.c.d) is that IPv4 address.
+func (t *Throttle) key(addr, user string) throttleKey {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return throttleKey{addr, user} // a unix socket, or a name
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		if p, err := a.Prefix(int(t.v6bits.Load())); err == nil {
+			return throttleKey{p.String(), user}
+		}
+	}
+	return throttleKey{a.String(), user}
+}
 
 type throttleEntry struct {
 	fails int
@@ -36,7 +66,9 @@ type throttleEntry struct {
 // NewThrottle tracks at most max sources; a source that has not failed for
 // forget starts afresh.
 func NewThrottle(max int, forget time.Duration) *Throttle {
-	return &Throttle{entries: make(map[throttleKey]*throttleEntry), max: max, forget: forget, now: time.Now}
+	t := &Throttle{entries: make(map[throttleKey]*throttleEntry), max: max, forget: forget, now: time.Now}
+	t.v6bits.Store(DefaultIPv6Prefix)
+	return t
 }
 
 // backoff is the wait after fails consecutive failures.
@@ -56,7 +88,7 @@ func backoff(fails int, base, max time.Duration) time.Duration {
 // waits in the caller's goroutine and holds no lock meanwhile; it returns
 // ctx's error, without waiting longer, when ctx ends (the client left).
 func (t *Throttle) Wait(ctx context.Context, addr, user string, base, max time.Duration) error {
-	k := throttleKey{addr, user}
+	k := t.key(addr, user)
 	for {
 		t.mu.Lock()
 		now := t.now()
@@ -98,16 +130,16 @@ func (t *Throttle) Failure(addr, user string, base, max time.Duration) time.Dura
 // Apply records a failure or a success another instance published, without
 // publishing it again.
 func (t *Throttle) Apply(failure bool, addr, user string, base, max time.Duration) time.Duration {
+	k := t.key(addr, user)
 	if !failure {
 		t.mu.Lock()
-		delete(t.entries, throttleKey{addr, user})
+		delete(t.entries, k)
 		t.mu.Unlock()
 		return 0
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	k := throttleKey{addr, user}
 	e := t.entries[k]
 	if e != nil && now.Sub(e.last) > t.forget {
 		e = nil
@@ -126,9 +158,10 @@ func (t *Throttle) Apply(failure bool, addr, user string, base, max time.Duratio
 
 // Success forgets the source's failures.
 func (t *Throttle) Success(addr, user string) {
+	k := t.key(addr, user)
 	t.mu.Lock()
-	_, had := t.entries[throttleKey{addr, user}]
-	delete(t.entries, throttleKey{addr, user})
+	_, had := t.entries[k]
+	delete(t.entries, k)
 	t.mu.Unlock()
 	// Only a success that ended a backoff is news to other instances.
 	if had && t.publish != nil {
@@ -136,6 +169,15 @@ func (t *Throttle) Success(addr, user string) {
 	}
 }
 
+// evictionSample is how many entries makeRoom weighs against each other.
+const evictionSample = 16
+
+// makeRoom frees a slot when the table is full. Sources that failed long
+// ago go first; then, of a sample, the one with the fewest consecutive
+// failures (the oldest among equals). Any entry at all would let a client
+// that fails as many throwaway user names as the table holds wipe the
+// record of the name it is guessing; now it would have to drive that many
+// names to as many failures, waiting out each one's backoff.
 func (t *Throttle) makeRoom(now time.Time) {
 	if len(t.entries) < t.max {
 		return
@@ -145,11 +187,19 @@ func (t *Throttle) makeRoom(now time.Time) {
 			delete(t.entries, k)
 		}
 	}
-	for k := range t.entries {
-		if len(t.entries) < t.max {
-			break
+	for len(t.entries) >= t.max {
+		var victim throttleKey
+		var least *throttleEntry
+		n := 0
+		for k, e := range t.entries { // map order is random: a sample
+			if least == nil || e.fails < least.fails || (e.fails == least.fails && e.last.Before(least.last)) {
+				victim, least = k, e
+			}
+			if n++; n == evictionSample {
+				break
+			}
 		}
-		delete(t.entries, k)
+		delete(t.entries, victim)
 	}
 }
 

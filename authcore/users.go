@@ -108,6 +108,14 @@ func NewUsers(list []*User) (*Users, error) {
 	return us, nil
 }
 
+// MaxNameBytes bounds the user and database names a login may carry: four
+// times PostgreSQL's 63 (NAMEDATALEN), room for any e-mail address or
+// certificate CN. A name is a key of the throttle's table and a field of
+// every audit line; unbounded, one unauthenticated client filled the
+// memory and the log with megabyte names (HTTP inline credentials), each
+// failure storing and writing one.
+const MaxNameBytes = 256
+
 // CheckUserName refuses a user name that is not UTF-8 or holds a control
 // character (a newline, a zero byte): names are shown in audit lines, psql
 // tables (SHOW USERS, SHOW CLIENTS) and error messages, where such a name
@@ -115,6 +123,9 @@ func NewUsers(list []*User) (*Users, error) {
 // wire. The first-run setup page refused them already; the users file, the
 // CLI, the admin console and the store took them.
 func CheckUserName(name string) error {
+	if len(name) > MaxNameBytes {
+		return fmt.Errorf("user name %q... is %d bytes, over pgwarden's limit of %d", name[:32], len(name), MaxNameBytes)
+	}
 	if !utf8.ValidString(name) {
 		return fmt.Errorf("user name %q is not valid UTF-8", name)
 	}

@@ -3,6 +3,7 @@ package authcore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -362,4 +363,70 @@ func TestUserNamesWithControlCharactersAreErrors(t *testing.T) {
 		t.Error("NewUsers took a name with a newline")
 	}
 	mustUsers(t, "[[user]]\nname = \"Zoë O'Brien-Smith\"\n")
+}
+
+func TestThrottleCountsAnIPv6NetworkAsOneSource(t *testing.T) {
+	th := NewThrottle(10, time.Hour)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	th.Failure("2001:db8:1:2::1", "alice", time.Second, 8*time.Second)
+	// Another address of the same /64 (a host's own pick), its zoned and
+	// its written-out forms: the same source.
+	for _, addr := range []string{"2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::1%eth0", "2001:0db8:0001:0002:0000:0000:0000:0009"} {
+		if err := th.Wait(canceled, addr, "alice", time.Second, 8*time.Second); err == nil {
+			t.Fatalf("%s is in the failing /64 but was not held", addr)
+		}
+	}
+	// The next /64, and IPv4 (also written as IPv6), are other sources.
+	for _, addr := range []string{"2001:db8:1:3::1", "192.0.2.1", "::ffff:192.0.2.1"} {
+		if err := th.Wait(canceled, addr, "alice", time.Second, 8*time.Second); err != nil {
+			t.Fatalf("%s was held by another network's failure", addr)
+		}
+	}
+	// An IPv4 address is one source whichever way it is written.
+	th.Failure("::ffff:192.0.2.1", "alice", time.Second, 8*time.Second)
+	if err := th.Wait(canceled, "192.0.2.1", "alice", time.Second, 8*time.Second); err == nil {
+		t.Fatal("192.0.2.1 written as IPv6 and as IPv4 are two sources")
+	}
+	// ipv6_prefix = 128: each address on its own.
+	th.SetIPv6Prefix(128)
+	if err := th.Wait(canceled, "2001:db8:1:2::2", "alice", time.Second, 8*time.Second); err != nil {
+		t.Fatal("with a /128 prefix another address was held")
+	}
+}
+
+func TestAFullThrottleTableDropsThrowawayNamesNotTheGuessedOne(t *testing.T) {
+	const size = 1000
+	th := NewThrottle(size, time.Hour)
+	now := time.Unix(1000, 0)
+	th.now = func() time.Time { return now }
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	// The name being guessed has failed three times.
+	for range 3 {
+		th.Failure("192.0.2.1", "alice", time.Second, 30*time.Second)
+		now = now.Add(time.Microsecond)
+	}
+	// Then the guesser fails ten tables' worth of throwaway names, each
+	// once, hoping to push alice's record out.
+	for i := range 10 * size {
+		th.Failure("192.0.2.1", fmt.Sprintf("junk%d", i), time.Second, 30*time.Second)
+		now = now.Add(time.Microsecond)
+	}
+	if len(th.entries) > size {
+		t.Fatalf("the table grew to %d", len(th.entries))
+	}
+	if err := th.Wait(canceled, "192.0.2.1", "alice", time.Second, 30*time.Second); err == nil {
+		t.Fatal("throwaway names wiped the record of the guessed name: its next guess went ahead at once")
+	}
+}
+
+func TestAUserNameOverTheBoundIsRefusedWhereverUsersComeFrom(t *testing.T) {
+	if err := CheckUserName(strings.Repeat("a", MaxNameBytes)); err != nil {
+		t.Fatalf("a name at the bound: %v", err)
+	}
+	err := CheckUserName(strings.Repeat("a", MaxNameBytes+1))
+	if err == nil || !strings.Contains(err.Error(), "is 257 bytes, over pgwarden's limit of 256") {
+		t.Fatalf("a name over the bound: %v", err)
+	}
 }

@@ -170,6 +170,9 @@ type Store struct {
 type Throttle struct {
 	FailureDelay Duration `toml:"failure_delay"`
 	MaxDelay     Duration `toml:"max_delay"`
+	// IPv6Prefix is how many leading bits of an IPv6 address name one
+	// source: a host is given a /64 to choose addresses from.
+	IPv6Prefix int `toml:"ipv6_prefix"`
 }
 
 // HTTP configures the HTTP frontend.
@@ -298,7 +301,7 @@ func Default() *Config {
 		// default cost of 14 (Go's and htpasswd's are 10).
 		Users: Users{File: "users.toml", PasswordMinLength: 8, MaxSCRAMIterations: 100_000, MaxPBKDF2Iterations: 1_000_000,
 			MaxBcryptCost: 14, MaxArgon2Memory: 262_144, MaxArgon2Time: 10},
-		Throttle: Throttle{FailureDelay: d(time.Second), MaxDelay: d(30 * time.Second)},
+		Throttle: Throttle{FailureDelay: d(time.Second), MaxDelay: d(30 * time.Second), IPv6Prefix: 64},
 		HTTP: HTTP{
 			AuthFailureStatus:  401,
 			Realm:              "pgwarden",

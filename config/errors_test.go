@@ -50,6 +50,8 @@ func TestEveryConfigErrorSaysWhereAndWhatToDo(t *testing.T) {
 			[]string{`c.toml:2: tls.cert_file: cannot read ` + "DIR" + `/nowhere.crt: no such file or directory; make a CA and certificates with ` + "`pgwarden certs init --dir DIR`"}},
 		{"revocation list without a client CA", "[tls]\ncert_file = \"nowhere.crt\"\nkey_file = \"nowhere.key\"\ncrl_file = \"ca.crl\"\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:2: tls.cert_file: `, `c.toml:4: tls.crl_file: needs client_ca_file: it lists revoked client certificates`}},
+		{"IPv6 throttle prefix out of range", "[throttle]\nipv6_prefix = 16\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: throttle.ipv6_prefix: must be between 32 and 128 bits, not 16`}},
 		{"result bound out of range", "[http]\nmax_result_bytes = 0\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:2: http.max_result_bytes: must be between 1 and 1073741824`}},
 		{"backend database name PostgreSQL would cut", "[[databases]]\nname = \"app\"\nbackend_dbname = \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"\n[[hba]]\nmethod = \"trust\"\n",

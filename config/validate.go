@@ -296,6 +296,9 @@ func (c *Config) validate(v *validator) {
 	if c.Throttle.MaxDelay.Duration < c.Throttle.FailureDelay.Duration {
 		v.add("throttle.max_delay", "must not be below failure_delay")
 	}
+	if p := c.Throttle.IPv6Prefix; p < 32 || p > 128 {
+		v.add("throttle.ipv6_prefix", "must be between 32 and 128 bits, not %d", p)
+	}
 
 	h := &c.HTTP
 	if h.AuthFailureStatus < 400 || h.AuthFailureStatus > 599 {

@@ -72,6 +72,9 @@ func refusalFailure(ref *authcore.Refusal, a *authcore.Attempt, creds *credentia
 		f.msg = fmt.Sprintf("OAuth bearer authentication failed for user %q", a.User)
 	case authcore.RefusedProtocol:
 		f.status, f.code, f.msg = http.StatusBadRequest, codeProtocolViolation, "malformed credentials"
+		if ref.Err == nil {
+			f.msg = ref.Reason // the gate's own words about the names
+		}
 	case authcore.RefusedUnavailable:
 		f.status, f.code, f.scheme = http.StatusServiceUnavailable, "57P03", challengeNone
 		f.msg = "the user store is unreachable: logins are refused until it answers again"

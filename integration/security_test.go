@@ -453,6 +453,77 @@ func TestANameWithAZeroByteIsRefusedBeforeHBAJudgesIt(t *testing.T) {
 	g.waitLog("the user or database name holds a zero byte", 3)
 }
 
+// Every failed name was a key of the throttle's table and a field of an
+// audit line, whatever its length: 400 requests with half-megabyte inline
+// user names took 380 MB of memory and wrote 400 MB of log in 3 s. Names
+// over 256 bytes are refused before the throttle or a hash sees them, on
+// both frontends, and the audit line keeps only their start and length.
+func TestAnOverlongNameIsRefusedBeforeTheThrottleOrTheLogKeepsIt(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, "[[hba]]\nmethod = \"password\"\n", []testUser{{name: "alice", password: "alice-Pass-1"}})
+	long := strings.Repeat("n", 257)
+	_, err := g.connect(long, "x", "postgres")
+	wantPgError(t, err, "08P01", "the user or database name is over 256 bytes (user 257, database 8)")
+	_, err = g.connect("alice", "alice-Pass-1", long)
+	wantPgError(t, err, "08P01", "the user or database name is over 256 bytes (user 5, database 257)")
+
+	huge := strings.Repeat("h", 200_000)
+	for _, c := range []struct {
+		what, query, body string
+		hdr               map[string]string
+	}{
+		{"Basic user", "?db=postgres", `{"stmt":"SELECT 1"}`, basic(long, "x")},
+		{"database", "?db=" + long, `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1")},
+		{"inline user", "?db=postgres", `{"credentials":{"user":"` + huge + `","password":"x"},"stmt":"SELECT 1"}`, nil},
+	} {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql"+c.query, c.body, c.hdr)
+		if status != 400 || errCode(out) != "08P01" || !strings.Contains(fmt.Sprint(out), "is over 256 bytes") {
+			t.Fatalf("%s over 256 bytes: %d %v", c.what, status, out)
+		}
+	}
+	g.waitLog("is over 256 bytes", 5)
+	if logged := g.log.String(); strings.Contains(logged, huge[:1000]) || !strings.Contains(logged, "... (200000 bytes)") {
+		t.Fatalf("the audit line of a 200,000-byte name does not keep only its start and length:\n%.3000s", logged)
+	}
+	// A name at the bound is an ordinary name.
+	_, err = g.connect(strings.Repeat("n", 256), "x", "postgres")
+	wantPgError(t, err, "28P01", fmt.Sprintf("password authentication failed for user %q", strings.Repeat("n", 256)))
+}
+
+// A host is given a whole IPv6 /64 to pick source addresses from: a
+// throttle per address let it try each guess from a fresh one. An IPv6
+// client counts as its /64 (throttle.ipv6_prefix), IPv4 clients as their
+// address. The clients here arrive through a trusted proxy's
+// X-Forwarded-For, the only way to have many addresses on loopback.
+func TestTheThrottleCountsAnIPv6ClientsWholeNetwork(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, server: `trusted_proxies = ["127.0.0.1/32"]`, throttle: `failure_delay = "3s"` + "\n" + `max_delay = "30s"`},
+		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	try := func(from, pw string, timeout time.Duration) (int, error) {
+		req, _ := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(`{"stmt": "SELECT 1"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", from)
+		req.SetBasicAuth("alice", pw)
+		resp, err := (&http.Client{Timeout: timeout}).Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if status, err := try("2001:db8:7:7::1", "wrong-password", 10*time.Second); err != nil || status != 401 {
+		t.Fatalf("first wrong guess: %d %v", status, err)
+	}
+	for _, from := range []string{"2001:db8:7:7::2", "2001:db8:7:7:ffff:1:2:3"} {
+		if status, err := try(from, "alice-Pass-1", 500*time.Millisecond); err == nil {
+			t.Fatalf("a guess from %s, in the failing /64, was answered (%d) before the backoff passed", from, status)
+		}
+	}
+	for _, from := range []string{"2001:db8:7:8::1", "192.0.2.7"} {
+		if status, err := try(from, "alice-Pass-1", 2*time.Second); err != nil || status != 200 {
+			t.Fatalf("alice from %s, another network, was held up: %d %v", from, status, err)
+		}
+	}
+}
+
 // A client names the database (?db=), and every (role, database) had a
 // pool of its own kept until the idle timeout, with a goroutine each, even
 // when the database did not exist: requests naming ever new databases grew

@@ -75,12 +75,14 @@ func serve(configPath string, stderr io.Writer) error {
 	// A failure is remembered for 15 minutes after the last one; 100k
 	// sources bound the memory an address-spraying attacker can take.
 	throttle := authcore.NewThrottle(100_000, 15*time.Minute)
+	throttle.SetIPv6Prefix(snap.Config.Throttle.IPv6Prefix)
 	m := metrics.NewFor(versionString(), snap.Config.Server.PeerID)
 	active := new(atomic.Int64)
 	sd := notifier{log: log}
 	doReload := func() error {
 		sd.reloading()
 		err := reload(state, level, log, m)
+		throttle.SetIPv6Prefix(state.Current().Config.Throttle.IPv6Prefix)
 		sd.ready(readyStatus(state))
 		return err
 	}
