@@ -392,7 +392,7 @@ func configRows(c *config.Config) ([][]string, error) {
 		default:
 			val := fmt.Sprint(v)
 			last := prefix[strings.LastIndex(prefix, ".")+1:]
-			if (last == "password" || last == "secret") && val != "" {
+			if (strings.HasSuffix(last, "password") || strings.HasSuffix(last, "secret")) && val != "" {
 				val = "********"
 			}
 			rows = append(rows, []string{prefix, val})

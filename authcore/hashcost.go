@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
-	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -113,10 +112,6 @@ func decoy(h Hash) Hash {
 	return dummySCRAM()
 }
 
-// decoyKey picks a decoy for a name; process-wide, so that a name keeps
-// its decoy across reloads as a real user keeps its hash.
-var decoyKey = sync.OnceValue(func() []byte { return randomBytes(32) })
-
 // decoyFor is what an unknown name (or a user without a usable hash) is
 // checked against, so that its failure costs what a real user's costs. The
 // users' own hash kinds and costs are the menu: each name always gets the
@@ -129,7 +124,7 @@ func (us *Users) decoyFor(name string) Hash {
 	if us == nil || len(us.decoys) == 0 {
 		return dummySCRAM()
 	}
-	m := hmac.New(sha256.New, decoyKey())
+	m := hmac.New(sha256.New, mockKeyBytes()) // see mockKey
 	m.Write([]byte(name))
 	i := binary.BigEndian.Uint64(m.Sum(nil)) % uint64(len(us.decoys))
 	return us.decoys[i]

@@ -100,7 +100,7 @@ func (a *Authenticator) StartSCRAM(ctx context.Context, name, mechanism string, 
 // is the same on every attempt for that name (so probing shows nothing), and
 // keys no proof can match.
 func (a *Authenticator) mockCredentials(name string) scram.StoredCredentials {
-	m := hmac.New(sha256.New, a.cache.secret)
+	m := hmac.New(sha256.New, mockKeyBytes()) // see mockKey
 	m.Write([]byte("scram mock salt\x00" + name))
 	salt := m.Sum(nil)[:16]
 	// The iteration count a known user of the same decoy would show.

@@ -142,6 +142,10 @@ type Users struct {
 	MaxBcryptCost       int `toml:"max_bcrypt_cost"`
 	MaxArgon2Memory     int `toml:"max_argon2_memory"` // KiB
 	MaxArgon2Time       int `toml:"max_argon2_time"`
+	// MockAuthSecret keys what unknown names are shown (their SCRAM salt
+	// and iteration count): instances behind one address that share it
+	// answer an unknown name alike, also across restarts.
+	MockAuthSecret string `toml:"mock_auth_secret"`
 }
 
 // AuthQuery looks credentials up in the backend database.

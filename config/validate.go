@@ -262,6 +262,9 @@ func (c *Config) validate(v *validator) {
 	if c.Users.File == "" {
 		v.add("users.file", "must not be empty")
 	}
+	if s := c.Users.MockAuthSecret; s != "" && len(s) < 16 {
+		v.add("users.mock_auth_secret", "must be at least 16 characters (a random string, the same on every instance)")
+	}
 	if c.Users.PasswordMinLength < 0 {
 		v.add("users.password_min_length", "must not be negative")
 	}

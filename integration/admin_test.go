@@ -27,7 +27,8 @@ method = "password"
 `
 
 func TestAdminConsoleThroughPsql(t *testing.T) {
-	g := startGatewayWith(t, gwOptions{http: true}, adminRules, []testUser{
+	const mockSecret = "a-mock-auth-secret-nobody-sees"
+	g := startGatewayWith(t, gwOptions{http: true}, adminRules+"\n[users]\nmock_auth_secret = \""+mockSecret+"\"\n", []testUser{
 		{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"},
 		{name: "alice", password: "alice-Pass-1"},
 	})
@@ -55,7 +56,8 @@ func TestAdminConsoleThroughPsql(t *testing.T) {
 	if out := run("SHOW STATS"); !strings.Contains(out, "pgwarden_auth_attempts_total|method=password,protocol=pg,result=ok|") {
 		t.Fatalf("SHOW STATS:\n%s", out)
 	}
-	if out := run("SHOW CONFIG"); !strings.Contains(out, "backend.password|********") || strings.Contains(out, backendPassword) ||
+	if out := run("SHOW CONFIG"); !strings.Contains(out, "backend.password|********") || !strings.Contains(out, "users.mock_auth_secret|********") ||
+		strings.Contains(out, backendPassword) || strings.Contains(out, mockSecret) ||
 		!strings.Contains(out, "server.admin_database|pgwarden") {
 		t.Fatalf("SHOW CONFIG:\n%s", out)
 	}

@@ -524,6 +524,51 @@ func TestTheThrottleCountsAnIPv6ClientsWholeNetwork(t *testing.T) {
 	}
 }
 
+// scramSalt returns what pgwarden's SCRAM challenge shows for user: its
+// salt and iteration count ("s=...,i=...").
+func scramSalt(t *testing.T, g *gateway, user string) string {
+	t.Helper()
+	r := dialRaw(t, g.addr())
+	r.write(startupBytes(3, 0, "user", user, "database", "postgres"))
+	if m, ok := r.receive().(*pgproto3.AuthenticationSASL); !ok {
+		t.Fatalf("want AuthenticationSASL for %s, got %#v", user, m)
+	}
+	r.send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=pgwardenTestNonce")})
+	cont, ok := r.receive().(*pgproto3.AuthenticationSASLContinue)
+	if !ok {
+		t.Fatalf("want AuthenticationSASLContinue for %s", user)
+	}
+	_, challenge, _ := strings.Cut(string(cont.Data), ",s=")
+	return challenge
+}
+
+// An unknown name is challenged with a mock salt, as in PostgreSQL. It was
+// keyed per reload: after any reload (a users-file edit, or a NOTIFY on
+// the store's channel, open to any role of its database) an unknown
+// name's salt changed and a user's did not, and two instances behind one
+// address showed an unknown name two salts. Comparing two answers told
+// which names exist. The key is now the process's, and instances share
+// one through users.mock_auth_secret or the PostgreSQL store.
+func TestAnUnknownNamesSaltStaysPutAcrossReloadsAndInstances(t *testing.T) {
+	rules := "[[hba]]\nmethod = \"scram-sha-256\"\n\n[users]\nmock_auth_secret = \"one-secret-for-every-instance\"\n"
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
+	a := startGateway(t, rules, users)
+	before := map[string]string{"alice": scramSalt(t, a, "alice"), "nobody": scramSalt(t, a, "nobody")}
+	if before["alice"] == before["nobody"] || scramSalt(t, a, "nobody") != before["nobody"] {
+		t.Fatalf("salts: alice %q, nobody %q", before["alice"], before["nobody"])
+	}
+	a.reloadAfter(func() { a.writeUsers(append(users, testUser{name: "bob", password: "bob-Pass-2"})) })
+	b := startGateway(t, rules, users)
+	for name, salt := range before {
+		if got := scramSalt(t, a, name); got != salt {
+			t.Fatalf("after a reload %s's challenge changed from %q to %q", name, salt, got)
+		}
+		if got := scramSalt(t, b, name); got != salt {
+			t.Fatalf("another instance with the same mock_auth_secret challenges %s with %q, the first with %q", name, got, salt)
+		}
+	}
+}
+
 // A client names the database (?db=), and every (role, database) had a
 // pool of its own kept until the idle timeout, with a goroutine each, even
 // when the database did not exist: requests naming ever new databases grew

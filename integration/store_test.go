@@ -60,6 +60,10 @@ func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
 		c := g.mustConnect("alice", "alice-Pass-1", "postgres")
 		c.Close(context.Background())
 	}
+	// An unknown name is challenged alike by both (the store's mock key).
+	if sa, sb := scramSalt(t, a, "nobody"), scramSalt(t, b, "nobody"); sa != sb {
+		t.Fatalf("two instances of one store challenge an unknown name with %q and %q", sa, sb)
+	}
 
 	// Logins are decided from memory: they do not touch the store.
 	since := storeClock(t)

@@ -76,6 +76,7 @@ func serve(configPath string, stderr io.Writer) error {
 	// sources bound the memory an address-spraying attacker can take.
 	throttle := authcore.NewThrottle(100_000, 15*time.Minute)
 	throttle.SetIPv6Prefix(snap.Config.Throttle.IPv6Prefix)
+	authcore.SetMockSecret(snap.Config.Users.MockAuthSecret)
 	m := metrics.NewFor(versionString(), snap.Config.Server.PeerID)
 	active := new(atomic.Int64)
 	sd := notifier{log: log}
@@ -83,6 +84,7 @@ func serve(configPath string, stderr io.Writer) error {
 		sd.reloading()
 		err := reload(state, level, log, m)
 		throttle.SetIPv6Prefix(state.Current().Config.Throttle.IPv6Prefix)
+		authcore.SetMockSecret(state.Current().Config.Users.MockAuthSecret)
 		sd.ready(readyStatus(state))
 		return err
 	}
@@ -127,6 +129,15 @@ func serve(configPath string, stderr io.Writer) error {
 		if onThrottle, err = shareThrottle(storeCtx, pgs, throttle, state, log); err != nil {
 			pg.Close()
 			return err
+		}
+		if snap.Config.Users.MockAuthSecret == "" {
+			// Instances of one store answer an unknown name alike.
+			key, err := pgs.Setting(storeCtx, "mock_auth_key", httpfront.NewOpaqueID)
+			if err != nil {
+				pg.Close()
+				return err
+			}
+			authcore.SetMockSecret(key)
 		}
 	}
 	web = httpfront.New(webOpts)
