@@ -45,18 +45,31 @@ func ParseFile(path string, data []byte, env Env) (Rules, error) {
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	lineNo, startLine := 0, 0
 	var pending strings.Builder
-	for sc.Scan() {
-		lineNo++
-		text := sc.Text()
-		if pending.Len() == 0 {
-			startLine = lineNo
+	continued := false
+	for {
+		more := sc.Scan()
+		if !more && !continued {
+			break
 		}
-		// A backslash at the end of a line continues it (PostgreSQL 16).
-		if strings.HasSuffix(text, `\`) && !strings.Contains(stripComment(text), "#") {
-			pending.WriteString(strings.TrimSuffix(text, `\`))
-			pending.WriteByte(' ')
-			continue
+		var text string
+		if more {
+			lineNo++
+			text = sc.Text()
+			if !continued {
+				startLine = lineNo
+			}
+			// A backslash at the end of a line continues it with the
+			// next line, joined as it is, without a space (PostgreSQL
+			// 16's tokenize_auth_file): "ad\" then "min" is admin.
+			if strings.HasSuffix(text, `\`) {
+				pending.WriteString(strings.TrimSuffix(text, `\`))
+				continued = true
+				continue
+			}
 		}
+		// The file's end also ends a continued line, which PostgreSQL
+		// reads as it stands.
+		continued = false
 		pending.WriteString(text)
 		line := pending.String()
 		pending.Reset()
@@ -81,22 +94,6 @@ func ParseFile(path string, data []byte, env Env) (Rules, error) {
 		return nil, errs
 	}
 	return rules, nil
-}
-
-// stripComment drops an unquoted '#' and what follows.
-func stripComment(s string) string {
-	inQuote := false
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '"':
-			inQuote = !inQuote
-		case '#':
-			if !inQuote {
-				return s[:i]
-			}
-		}
-	}
-	return s
 }
 
 // token is one list item of a field; quoted tokens never act as keywords.
