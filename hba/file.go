@@ -126,7 +126,10 @@ func tokenize(line string) ([][]token, error) {
 			i++
 		default:
 			var b strings.Builder
-			quoted, inQuote := false, false
+			// Quoted means it starts with a quote, as PostgreSQL's
+			// next_token has it (initial_quote): +"admins" is the group
+			// admins and al"l" the keyword all, in PostgreSQL as here.
+			quoted, inQuote := line[i] == '"', false
 			for i < len(line) {
 				c := line[i]
 				if inQuote {
@@ -148,7 +151,7 @@ func tokenize(line string) ([][]token, error) {
 					break
 				}
 				if c == '"' {
-					inQuote, quoted = true, true
+					inQuote = true
 					i++
 					continue
 				}
