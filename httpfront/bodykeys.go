@@ -123,3 +123,53 @@ func (s *bodyScan) value(checked bool) error {
 	}
 	return nil
 }
+
+// loneSurrogate finds a \u escape of a UTF-16 surrogate without its other
+// half, in a body already known to be valid JSON (where a backslash only
+// starts an escape inside a string). JSON's grammar lets one through, but
+// it stands for no character: encoding/json decodes it as U+FFFD, so the
+// value stored was not the one sent, and PostgreSQL refuses one in its own
+// JSON and U&” literals.
+func loneSurrogate(body []byte) (string, bool) {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		var r rune
+		for _, c := range body[i+2 : i+6] {
+			switch {
+			case '0' <= c && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case 'a' <= c && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case 'A' <= c && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return r, true
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // a two-character escape: skip what it escapes
+			continue
+		}
+		switch {
+		case 0xD800 <= r && r <= 0xDBFF:
+			if lo, ok := hex4(i + 6); ok && 0xDC00 <= lo && lo <= 0xDFFF {
+				i += 11
+				continue
+			}
+			return string(body[i : i+6]), true
+		case 0xDC00 <= r && r <= 0xDFFF:
+			return string(body[i : i+6]), true
+		}
+		i += 5
+	}
+	return "", false
+}

@@ -48,3 +48,21 @@ func decodeTestBody(t *testing.T, body string) *sqlError {
 	var req sqlRequest
 	return decodeBody(httptest.NewRecorder(), r, 1<<20, &req)
 }
+
+func TestALoneSurrogateEscapeIsFound(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"stmt":"SELECT $1","args":["a\ud800b"]}`:         `\ud800`,
+		`{"stmt":"SELECT $1","args":["\uDC00"]}`:           `\uDC00`,
+		`{"stmt":"SELECT $1","args":["\ud83d"]}`:           `\ud83d`,
+		`{"stmt":"SELECT $1","args":["\ud83d\u0041"]}`:     `\ud83d`,
+		`{"stmt":"SELECT $1","args":["\ud83d\ude00"]}`:     "",
+		`{"stmt":"SELECT $1","args":["\\ud800"]}`:          "", // a backslash, then text
+		`{"stmt":"SELECT $1","args":["\\\ud800"]}`:         `\ud800`,
+		`{"stmt":"SELECT $1","args":["\u00e9\"\n\ufffd"]}`: "",
+	} {
+		got, found := loneSurrogate([]byte(body))
+		if got != want || found != (want != "") {
+			t.Errorf("%s: found %q (%v), want %q", body, got, found, want)
+		}
+	}
+}

@@ -106,6 +106,10 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 	if dec.More() {
 		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body holds more than one JSON value"}
 	}
+	if esc, ok := loneSurrogate(body); ok {
+		return &sqlError{status: http.StatusBadRequest, code: codeCharacterNotInRepertoire, msg: fmt.Sprintf(
+			"the body holds %s, half of a UTF-16 surrogate pair without the other half: it stands for no character", esc)}
+	}
 	if err := checkBodyKeys(body); err != nil {
 		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body is ambiguous: " + err.Error()}
 	}

@@ -706,6 +706,16 @@ func TestValuesThatAreNotUTF8AreRefusedNotReplaced(t *testing.T) {
 	if text := jsonText(t, out); status != 400 || errCode(out) != "0A000" || !strings.Contains(text, `"statement":0`) || !strings.Contains(text, "LATIN1") {
 		t.Errorf("a transaction that changes client_encoding: %d %s", status, jsonText(t, out))
 	}
+	// A \u escape of half a surrogate pair is valid JSON but no character:
+	// encoding/json had stored U+FFFD for it. A whole pair is a character.
+	status, out = post("postgres", `{"stmt":"SELECT $1::text AS v","args":["a\ud800b"]}`)
+	if status != 400 || errCode(out) != "22021" || !strings.Contains(jsonText(t, out), `\\ud800`) {
+		t.Errorf("a lone surrogate escape: %d %s", status, jsonText(t, out))
+	}
+	status, out = post("postgres", `{"stmt":"SELECT $1::text AS v","args":["a\ud83d\ude00b"]}`)
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[["a😀b"]]` {
+		t.Errorf("a surrogate pair: %d %s", status, jsonText(t, out))
+	}
 }
 
 // A body that names one of pgwarden's keys twice, or in another case, is
