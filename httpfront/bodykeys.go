@@ -129,7 +129,7 @@ func (s *bodyScan) value(checked bool) error {
 // starts an escape inside a string). JSON's grammar lets one through, but
 // it stands for no character: encoding/json decodes it as U+FFFD, so the
 // value stored was not the one sent, and PostgreSQL refuses one in its own
-// JSON and U&” literals.
+// JSON and in U&-escaped string literals.
 func loneSurrogate(body []byte) (string, bool) {
 	hex4 := func(i int) (rune, bool) {
 		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
