@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,5 +229,61 @@ func TestReusePortLetsANewProcessListenBesideTheOld(t *testing.T) {
 	out, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(out), "address already in use") {
 		t.Fatalf("without reuse_port a second listener on the port: %s", out)
+	}
+}
+
+// A change that lands while a reload runs is loaded too. The watcher took
+// the files' fingerprint after each reload, so a users file rewritten
+// during a reload (one fetching an identity provider's keys takes as long
+// as the provider answers) counted as seen though the reload had read the
+// version before: the password that change revoked kept working until
+// the next change or SIGHUP.
+func TestAUsersFileChangedDuringAReloadIsInForce(t *testing.T) {
+	arrived := make(chan struct{}, 16)
+	var slow atomic.Bool
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			arrived <- struct{}{}
+			time.Sleep(2 * time.Second)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"keys":[]}`))
+	}))
+	t.Cleanup(idp.Close)
+	g := startGatewayWith(t, gwOptions{}, fmt.Sprintf(`
+[[jwt_issuers]]
+issuer = "https://idp.test/"
+jwks_url = %q
+audience = "pgwarden"
+algorithms = ["RS256"]
+
+[[hba]]
+method = "scram-sha-256"
+`, idp.URL), []testUser{{name: "alice", password: "alice-Pass-1"}})
+	replace := func(password string) {
+		t.Helper()
+		tmp := filepath.Join(g.dir, "users.toml.new")
+		writeFile(t, tmp, usersTOML(t, []testUser{{name: "alice", password: password}}))
+		if err := os.Rename(tmp, filepath.Join(g.dir, "users.toml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow.Store(true)
+	replace("alice-Pass-2")
+	select {
+	case <-arrived: // the reload is under way, waiting for the keys
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reload fetched the identity provider's keys")
+	}
+	replace("alice-Pass-3")
+	waitFor(t, 10*time.Second, "the password of the change made during the reload works", func() bool {
+		c, err := g.connect("alice", "alice-Pass-3", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err == nil
+	})
+	if _, err := g.connect("alice", "alice-Pass-2", "postgres"); err == nil {
+		t.Fatal("the password the later change revoked still works")
 	}
 }

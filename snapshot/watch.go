@@ -93,7 +93,14 @@ func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Lo
 				log.Info("a configuration file changed: reloading")
 				reload()
 				sync()
-				seen = fingerprint(files)
+				// The reload read the files as they were at now (or
+				// later): a change made while it ran, which a slow
+				// reload (an identity provider's keys) leaves time for,
+				// must count as unseen, so seen is now, not a fresh look.
+				seen = now
+				if fingerprint(files) != now {
+					timer.Reset(debounce)
+				}
 			}
 		}
 	}()
