@@ -3,13 +3,17 @@ package integration
 import (
 	"context"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -215,6 +219,39 @@ func TestACancelFloodWithWrongKeysCancelsNothing(t *testing.T) {
 	wg.Wait()
 	if err := <-done; err != nil {
 		t.Fatalf("a wrong key canceled the query: %v", err)
+	}
+
+	// The key has 32 random bits (22 with peering) and the pid is no
+	// secret, so guessing must not be free: a source that sent that many
+	// wrong keys is not listened to for a while, not even with the right
+	// key, and other sources are (here the unix socket).
+	cancelWith := func(network, addr string) {
+		t.Helper()
+		conn, err := net.DialTimeout(network, addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		msg := []byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, byte(pid >> 24), byte(pid >> 16), byte(pid >> 8), byte(pid)}
+		conn.Write(append(msg, c.PgConn().SecretKey()...))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		conn.Read(make([]byte, 1))
+	}
+	run := func(cancelFrom func()) error {
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			cancelFrom()
+		}()
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(1.5)")
+		return err
+	}
+	if err := run(func() { cancelWith("tcp", g.addr()) }); err != nil {
+		t.Fatalf("the right key from the guessing address was listened to: %v", err)
+	}
+	g.waitLog("cancel requests with wrong keys: this source's cancel requests are ignored", 1)
+	var pe *pgconn.PgError
+	if err := run(func() { cancelWith("unix", filepath.Join(g.sockDir, fmt.Sprintf(".s.PGSQL.%d", g.port))) }); !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Fatalf("the right key from another source: %v, want 57014", err)
 	}
 }
 

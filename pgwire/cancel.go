@@ -122,8 +122,10 @@ func (r *cancelRegistry) lookup(pid uint32, key []byte) *cancelTarget {
 	return found
 }
 
-// forward sends a matching CancelRequest to the client's backend. Unknown
-// process ids and wrong keys are ignored silently, as PostgreSQL does.
+// forward sends a matching CancelRequest to the client's backend, and
+// reports whether the key was right (whether or not the backend could be
+// reached). Unknown process ids and wrong keys are ignored silently, as
+// PostgreSQL does.
 func (r *cancelRegistry) forward(pid uint32, key []byte) bool {
 	t := r.lookup(pid, key)
 	if t == nil {
@@ -132,7 +134,7 @@ func (r *cancelRegistry) forward(pid uint32, key []byte) bool {
 	defer t.inflight.Done()
 	c, err := net.DialTimeout(t.network, t.addr, 5*time.Second)
 	if err != nil {
-		return false
+		return true
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -142,7 +144,7 @@ func (r *cancelRegistry) forward(pid uint32, key []byte) bool {
 	binary.BigEndian.PutUint32(msg[8:], t.pid)
 	msg = append(msg, t.secret...)
 	if _, err := c.Write(msg); err != nil {
-		return false
+		return true
 	}
 	// PostgreSQL answers nothing and closes; wait for that so the cancel
 	// has been handed over before the client's own connection goes.

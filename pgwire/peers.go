@@ -19,7 +19,17 @@ import (
 func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, pid uint32, key []byte) {
 	owner := keyPeer(key)
 	if s.cancels.peerID == 0 || owner == s.cancels.peerID {
-		s.cancels.forward(pid, key)
+		// A source past its budget of wrong keys is not listened to;
+		// a wrong key is charged to it (see cancelGuard).
+		src := cancelSource(from)
+		if !s.cancelGuard.allow(src) {
+			s.cancelGuard.miss(src)
+			return
+		}
+		if !s.cancels.forward(pid, key) && s.cancelGuard.miss(src) {
+			s.log.Warn("cancel requests with wrong keys: this source's cancel requests are ignored while it keeps sending them",
+				zap.Stringer("address", from), zap.Int("wrong_keys", cancelGuessBurst), zap.Int("per_second_after", cancelGuessRate))
+		}
 		return
 	}
 	for _, p := range cfg.Peers {

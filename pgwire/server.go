@@ -38,10 +38,12 @@ type Server struct {
 	throttle *authcore.Throttle
 	gate     *authcore.Gate
 	cancels  *cancelRegistry
-	pool     *backend.Pool
-	closing  atomic.Bool
-	version  string
-	reloadFn func() error
+	// cancelGuard bounds wrong cancel keys per source.
+	cancelGuard *cancelGuard
+	pool        *backend.Pool
+	closing     atomic.Bool
+	version     string
+	reloadFn    func() error
 
 	ctx    context.Context // canceled on a hard close: ends throttle waits
 	cancel context.CancelFunc
@@ -93,10 +95,11 @@ func NewServer(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		state: o.State, log: o.Log, audit: o.Audit, throttle: o.Throttle, metrics: o.Metrics, active: o.Active,
-		gate:    &authcore.Gate{Throttle: o.Throttle},
-		cancels: newCancelRegistry(o.State.Current().Config.Server.PeerID),
-		pool:    backend.NewPool(),
-		version: o.Version, reloadFn: o.Reload, keeper: o.Keeper, releaseDBs: o.ReleaseDatabases,
+		gate:        &authcore.Gate{Throttle: o.Throttle},
+		cancels:     newCancelRegistry(o.State.Current().Config.Server.PeerID),
+		cancelGuard: newCancelGuard(),
+		pool:        backend.NewPool(),
+		version:     o.Version, reloadFn: o.Reload, keeper: o.Keeper, releaseDBs: o.ReleaseDatabases,
 		ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}
