@@ -260,6 +260,18 @@ func compile(expr string) (*regexp.Regexp, error) {
 	if expr == "" {
 		return nil, fmt.Errorf("empty regular expression")
 	}
+	for i := 0; i+1 < len(expr); i++ {
+		if expr[i] != '\\' {
+			continue
+		}
+		if c := expr[i+1]; c == 'b' || c == 'B' {
+			// The one escape both engines take with another meaning:
+			// a rule copied from pg_hba.conf would match other names.
+			return nil, fmt.Errorf("regular expression %q: \\%c means %s to PostgreSQL and %s to Go's RE2, which pgwarden uses: refused rather than read one way",
+				expr, c, map[byte]string{'b': "a backspace", 'B': "a backslash"}[c], map[byte]string{'b': "a word boundary", 'B': "not a word boundary"}[c])
+		}
+		i++ // the escaped character
+	}
 	re, err := regexp.Compile(expr)
 	if err != nil {
 		return nil, fmt.Errorf("bad regular expression %q: %v", expr, err)
