@@ -33,8 +33,10 @@ func joinField(ps []NamePattern) string {
 	for i, p := range ps {
 		parts[i] = p.text
 		if p.kind != nameLiteral && strings.ContainsAny(p.text, " \t\r,#\"") {
-			// A regex with characters the tokenizer splits on.
-			parts[i] = quote(p.text)
+			// A regex or role with characters the tokenizer splits on:
+			// quoted after its / or +, since a token that starts with a
+			// quote is a literal name.
+			parts[i] = p.text[:1] + quote(p.text[1:])
 		}
 	}
 	return strings.Join(parts, ",")

@@ -227,7 +227,7 @@ func parseUser(s string, quoted bool) (NamePattern, error) {
 		}
 		return NamePattern{kind: nameRegex, re: re, text: s}, nil
 	}
-	return NamePattern{kind: nameLiteral, name: s, text: s}, nil
+	return literalName(s), nil
 }
 
 func parseDatabase(s string, quoted bool) (NamePattern, error) {
@@ -253,7 +253,7 @@ func parseDatabase(s string, quoted bool) (NamePattern, error) {
 		}
 		return NamePattern{kind: nameRegex, re: re, text: s}, nil
 	}
-	return NamePattern{kind: nameLiteral, name: s, text: s}, nil
+	return literalName(s), nil
 }
 
 func compile(expr string) (*regexp.Regexp, error) {
@@ -277,6 +277,17 @@ func compile(expr string) (*regexp.Regexp, error) {
 		return nil, fmt.Errorf("bad regular expression %q: %v", expr, err)
 	}
 	return re, nil
+}
+
+// literalName is an unquoted name taken as written; shown quoted when it
+// holds what the tokenizer splits on (a quote mid-token can put a space
+// in: 0" " is the name "0 ").
+func literalName(s string) NamePattern {
+	text := s
+	if strings.ContainsAny(s, " \t\r,#\"") {
+		text = quote(s)
+	}
+	return NamePattern{kind: nameLiteral, name: s, text: text}
 }
 
 func quote(s string) string {
