@@ -2,12 +2,14 @@ package httpfront
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/snapshot"
@@ -37,7 +39,8 @@ func FuzzAuthorizationHeader(f *testing.F) {
 func FuzzSQLBody(f *testing.F) {
 	for _, s := range []string{`{"stmt":"SELECT 1","args":[1,2.5,"x",null,{"a":[1]}]}`, `{"transaction":[{"stmt":"x"}]}`,
 		`{"bulk_args":[[1],[2]],"stmt":"x"}`, strings.Repeat("[", 5000), `{"stmt":"\xff"}`, `{}{}`,
-		`{"stmt":"a","STMT":"b"}`, `{"\u0073tmt":"a","stmt":"b"}`, `{"stmt":"x","args":[{"a":1,"a":2}]}`} {
+		`{"stmt":"a","STMT":"b"}`, `{"\u0073tmt":"a","stmt":"b"}`, `{"stmt":"x","args":[{"a":1,"a":2}]}`,
+		`{"stmt":"x","args":["\ud800"]}`, `{"stmt":"x","args":["\\ud800\ud83d\ude00"]}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
@@ -56,16 +59,25 @@ func FuzzSQLBody(f *testing.F) {
 			return
 		}
 		// Arguments convert without a panic; an object keeps its text.
+		read := []string{req.Stmt}
 		all := append([]rawArgs{req.Args}, req.BulkArgs...)
 		for _, st := range req.Transaction {
 			all = append(all, st.Args)
+			read = append(read, st.Stmt)
 		}
 		for _, args := range all {
 			for i, v := range jsonArgs(args) {
 				if o, ok := v.(argObject); ok && !json.Valid([]byte(o)) {
 					t.Fatalf("args[%d]: object %q is not JSON", i, o)
 				}
+				read = append(read, fmt.Sprint(v))
 			}
+		}
+		// Nothing was replaced: a U+FFFD in what was read was written as
+		// one (or as \ufffd), never made from a lone surrogate escape.
+		if strings.ContainsRune(strings.Join(read, ""), utf8.RuneError) &&
+			!strings.ContainsRune(body, utf8.RuneError) && !strings.Contains(strings.ToLower(body), `\ufffd`) {
+			t.Fatalf("U+FFFD read from a body that has none: %q", body)
 		}
 	})
 }
