@@ -194,6 +194,8 @@ func (r *Refusal) Unwrap() error { return r.Err }
 func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Identity, *Refusal, *AuditEvent) {
 	ev := &AuditEvent{Protocol: string(a.Protocol), ClientID: a.ClientID, Address: a.Address, User: clipName(a.User),
 		Database: clipName(a.Database), SSL: a.SSL, Credential: a.Credential}
+	// Hash work waits its source's turn (see HashLimiter).
+	ctx = WithSource(ctx, g.Throttle.Source(a.Address))
 	id, ref := g.login(ctx, st, a, p, ev)
 	if ref == nil {
 		ev.Result = ResultOK

@@ -9,39 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
-
-	"github.com/pgwarden/pgwarden/internal/awake"
 )
-
-// HashLimiter bounds how many expensive hash computations run at once, so
-// a flood of bad logins cannot starve relaying of CPU. One limiter serves
-// the whole process, across reloads.
-type HashLimiter struct {
-	slots chan struct{}
-}
-
-// NewHashLimiter allows n concurrent hash computations; n <= 0 means half
-// the cores, at least one. Half, not all: Go preempts a CPU-bound goroutine
-// only every 10 ms, so hashing on every core would make relayed queries wait
-// for a core behind a flood of guesses.
-func NewHashLimiter(n int) *HashLimiter {
-	if n <= 0 {
-		n = max(1, awake.WorkProcs()/2)
-	}
-	return &HashLimiter{slots: make(chan struct{}, n)}
-}
-
-// Do runs f when a slot is free, or gives up when ctx ends first.
-func (l *HashLimiter) Do(ctx context.Context, f func()) error {
-	select {
-	case l.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-l.slots }()
-	f()
-	return nil
-}
 
 // dummySCRAM is verified for unknown users so that a missing user costs as
 // much as a present one with PostgreSQL's default SCRAM iteration count.

@@ -41,6 +41,10 @@ const DefaultIPv6Prefix = 64
 // source (throttle.ipv6_prefix); 128 counts every address on its own.
 func (t *Throttle) SetIPv6Prefix(bits int) { t.v6bits.Store(int32(bits)) }
 
+// Source names the source of an attempt from addr: the address, or its
+// IPv6 network (see SetIPv6Prefix).
+func (t *Throttle) Source(addr string) string { return t.key(addr, "").addr }
+
 // key names the source of an attempt: the address, or its IPv6 network.
 // An IPv4 address written as IPv6 (::ffff:a.b.c.d) is that IPv4 address.
 func (t *Throttle) key(addr, user string) throttleKey {

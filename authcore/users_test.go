@@ -156,9 +156,77 @@ func TestHashLimiterBoundsConcurrency(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	full := NewHashLimiter(1)
-	full.slots <- struct{}{}
+	full.acquire(context.Background(), "")
 	if err := full.Do(ctx, func() {}); err == nil {
 		t.Fatal("a canceled wait still ran")
+	}
+}
+
+// Waiting attempts are served by source in turn: a source with many
+// waiting makes another source's one attempt wait for one of its hashes,
+// not for all of them; a waiter that leaves gives its turn on.
+func TestHashWaitsAreServedBySourceInTurn(t *testing.T) {
+	l := NewHashLimiter(1)
+	l.acquire(context.Background(), "busy") // the slot is taken
+	var mu sync.Mutex
+	var order []string
+	run := func(src string) chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			l.Do(WithSource(context.Background(), src), func() {
+				mu.Lock()
+				order = append(order, src)
+				mu.Unlock()
+			})
+		}()
+		return done
+	}
+	waiting := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			l.mu.Lock()
+			w := 0
+			for _, q := range l.queues {
+				w += len(q)
+			}
+			l.mu.Unlock()
+			if w == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d waiters, want %d", w, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var dones []chan struct{}
+	for i := range 5 {
+		dones = append(dones, run("attacker"))
+		waiting(i + 1)
+	}
+	// One that leaves while it waits gives its turn on.
+	gone, leave := context.WithCancel(WithSource(context.Background(), "leaver"))
+	left := make(chan error, 1)
+	go func() { left <- l.Do(gone, func() { t.Error("a waiter that left ran") }) }()
+	waiting(6)
+	leave()
+	if err := <-left; err == nil {
+		t.Fatal("a waiter that left got no error")
+	}
+	waiting(5)
+	dones = append(dones, run("user"))
+	waiting(6)
+	l.release()
+	for _, d := range dones {
+		<-d
+	}
+	if len(order) != 6 || order[0] != "attacker" || order[1] != "user" {
+		t.Fatalf("served in the order %v, want the user's attempt second", order)
+	}
+	if l.free != 1 || len(l.ring) != 0 || len(l.queues) != 0 {
+		t.Fatalf("after all: %d free, ring %v, queues %v", l.free, l.ring, l.queues)
 	}
 }
 

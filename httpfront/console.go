@@ -309,7 +309,7 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 	if err := s.o.Throttle.Wait(r.Context(), addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration); err != nil {
 		return // the client left while it waited
 	}
-	if _, err := snap.Auth.CheckPassword(r.Context(), sess.User, current); err != nil {
+	if _, err := snap.Auth.CheckPassword(authcore.WithSource(r.Context(), s.o.Throttle.Source(addr)), sess.User, current); err != nil {
 		s.o.Audit.Warn("password change refused", zap.String("user", sess.User), zap.String("address", addr), zap.String("reason", authcore.ReasonOf(err)))
 		s.o.Throttle.Failure(addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration)
 		s.renderConsole(w, r, http.StatusBadRequest, snap, sess, "The current password is wrong.")

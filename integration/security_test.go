@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -566,6 +568,71 @@ func TestAnUnknownNamesSaltStaysPutAcrossReloadsAndInstances(t *testing.T) {
 		if got := scramSalt(t, b, name); got != salt {
 			t.Fatalf("another instance with the same mock_auth_secret challenges %s with %q, the first with %q", name, got, salt)
 		}
+	}
+}
+
+// Every guess at a new name costs a hash, which the throttle cannot hold
+// back (it counts per name), and waiting hashes were served in the order
+// they came: one source that kept 64 guesses waiting made a user's first
+// login from elsewhere wait behind all of them (68 ms became 3.9 s with
+// bcrypt). Waiting hashes are now served by source in turn. Medians of
+// logins of users not yet cached, with and without the flood.
+func TestAFloodOfGuessesFromOneSourceDoesNotHoldUpAnothersLogin(t *testing.T) {
+	users := make([]testUser, 12)
+	for i := range users {
+		users[i] = testUser{name: fmt.Sprintf("u%d", i), password: "user-Pass-1", algo: "bcrypt", extra: "backend_user = \"postgres\"\n"}
+	}
+	g := startGatewayWith(t, gwOptions{http: true, server: `trusted_proxies = ["127.0.0.1/32"]`}, httpRules, users)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: time.Minute}
+	flood, stopFlood := context.WithCancel(context.Background())
+	defer stopFlood()
+	login := func(user, pw, from string) (int, time.Duration) {
+		ctx := context.Background()
+		if from == "203.0.113.1" {
+			ctx = flood // the guesses leave the queue when the flood ends
+		}
+		req, _ := http.NewRequestWithContext(ctx, "POST", g.httpURL()+"/_sql?db=postgres", strings.NewReader(`{"stmt":"SELECT 1"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", from)
+		req.SetBasicAuth(user, pw)
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, time.Since(start)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, time.Since(start)
+	}
+	medianLogin := func(first int) time.Duration {
+		var took []time.Duration
+		for _, u := range users[first : first+5] {
+			status, d := login(u.name, u.password, "198.51.100.7")
+			if status != 200 {
+				t.Fatalf("%s's login: %d", u.name, status)
+			}
+			took = append(took, d)
+		}
+		slices.Sort(took)
+		return took[len(took)/2]
+	}
+	quiet := medianLogin(0)
+	var wg sync.WaitGroup
+	for w := range 48 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; flood.Err() == nil; i++ {
+				login(fmt.Sprintf("nobody%d-%d", w, i), "a-guess", "203.0.113.1")
+			}
+		}()
+	}
+	time.Sleep(time.Second) // the guesses fill the queue
+	flooded := medianLogin(6)
+	stopFlood()
+	wg.Wait()
+	t.Logf("median login: %v alone, %v beside 48 waiting guesses from one source", quiet, flooded)
+	if flooded > 10*quiet {
+		t.Fatalf("a login from another source took %v beside one source's flood of guesses, %v without it", flooded, quiet)
 	}
 }
 
