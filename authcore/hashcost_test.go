@@ -3,8 +3,11 @@ package authcore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,4 +113,52 @@ func TestUnknownUsersCostWhatTheUsersHashesCost(t *testing.T) {
 		t.Fatalf("median wrong-password time: known bcrypt user %v, unknown user %v", k, u)
 	}
 	t.Logf("median: known %v, unknown %v", k, u)
+}
+
+// slowVerifyStore is a verify-mode store whose every check takes a while,
+// as a pgcrypto crypt() in the database does; it records who it served.
+type slowVerifyStore struct {
+	mu      sync.Mutex
+	served  []string
+	running int
+	most    int
+}
+
+func (s *slowVerifyStore) User(context.Context, string) (*User, error) { return nil, nil }
+func (s *slowVerifyStore) Verify(_ context.Context, name, _ string) (bool, bool, error) {
+	s.mu.Lock()
+	s.running++
+	s.most = max(s.most, s.running)
+	s.served = append(s.served, name)
+	s.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	s.mu.Lock()
+	s.running--
+	s.mu.Unlock()
+	return false, true, nil
+}
+
+// The store's lookups are served by source in turn, two at a time (its
+// pool's connections): one source's flood of made-up names does not make
+// another source's lookup wait behind all of it.
+func TestStoreLookupsAreServedBySourceInTurn(t *testing.T) {
+	store := &slowVerifyStore{}
+	a := NewAuthenticator(mustUsers(t, ""), NewHashLimiter(1)).WithExternal(store)
+	var wg sync.WaitGroup
+	check := func(src, name string) {
+		defer wg.Done()
+		a.CheckPassword(WithSource(context.Background(), src), name, "pw")
+	}
+	for i := range 12 {
+		wg.Add(1)
+		go check("203.0.113.1", fmt.Sprintf("guess%d", i))
+	}
+	time.Sleep(30 * time.Millisecond) // the guesses are running and waiting
+	wg.Add(1)
+	go check("198.51.100.7", "alice")
+	wg.Wait()
+	i := slices.Index(store.served, "alice")
+	if i < 0 || i > 5 || store.most > externalLookups {
+		t.Fatalf("alice was looked up %d-th of %d (at most %d at once): %v", i+1, len(store.served), store.most, store.served)
+	}
 }

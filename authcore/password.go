@@ -34,10 +34,15 @@ type ExternalCredentials interface {
 type Authenticator struct {
 	users    *Users
 	external ExternalCredentials
-	limiter  *HashLimiter
-	limits   HashLimits
-	cache    *credCache
-	now      func() time.Time
+	// externalTurns serves the store's lookups by source in turn, as the
+	// hash limiter serves hashing: every name a client makes up is a
+	// query (and in verify mode a hash in the database), and one source's
+	// flood must not make everyone else's lookups wait behind it.
+	externalTurns *HashLimiter
+	limiter       *HashLimiter
+	limits        HashLimits
+	cache         *credCache
+	now           func() time.Time
 }
 
 // WithHashLimits sets the bounds a stored hash must keep to be usable
@@ -51,6 +56,7 @@ func (a *Authenticator) WithHashLimits(l HashLimits) *Authenticator {
 // does not hold.
 func (a *Authenticator) WithExternal(e ExternalCredentials) *Authenticator {
 	a.external = e
+	a.externalTurns = NewHashLimiter(externalLookups)
 	return a
 }
 
@@ -61,8 +67,17 @@ func (a *Authenticator) lookup(ctx context.Context, name string) (*User, error) 
 	if u := a.users.Lookup(name); u != nil || a.external == nil {
 		return u, nil
 	}
-	return a.external.User(ctx, name)
+	var u *User
+	var err error
+	if terr := a.externalTurns.Do(ctx, func() { u, err = a.external.User(ctx, name) }); terr != nil {
+		return nil, terr
+	}
+	return u, err
 }
+
+// externalLookups is how many store lookups run at once: the auth_query
+// pool's connections.
+const externalLookups = 2
 
 // NewAuthenticator serves users, hashing under limiter.
 func NewAuthenticator(users *Users, limiter *HashLimiter) *Authenticator {
@@ -78,7 +93,11 @@ func (a *Authenticator) Users() *Users { return a.users }
 // returns ctx's error.
 func (a *Authenticator) CheckPassword(ctx context.Context, name, password string) (*User, error) {
 	if a.users.Lookup(name) == nil && a.external != nil {
-		valid, ok, err := a.external.Verify(ctx, name, password)
+		var valid, ok bool
+		var err error
+		if terr := a.externalTurns.Do(ctx, func() { valid, ok, err = a.external.Verify(ctx, name, password) }); terr != nil {
+			return nil, terr
+		}
 		if ok {
 			switch {
 			case err != nil:
