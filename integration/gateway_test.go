@@ -352,6 +352,29 @@ func (g *gateway) connect(user, password, db string) (*pgx.Conn, error) {
 }
 
 // mustConnect is connect that fails the test on error.
+// logsIn reports whether user logs in with password (the session is
+// closed at once).
+func (g *gateway) logsIn(user, password string) bool {
+	c, err := g.connect(user, password, "postgres")
+	if err == nil {
+		c.Close(context.Background())
+	}
+	return err == nil
+}
+
+// replaceUsersFile writes users as configuration management does: a new
+// file renamed over the old one.
+func (g *gateway) replaceUsersFile(users []testUser) {
+	g.t.Helper()
+	tmp := filepath.Join(g.dir, "users.toml.new")
+	if err := os.WriteFile(tmp, []byte(usersTOML(g.t, users)), 0o600); err != nil {
+		g.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(g.dir, "users.toml")); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
 func (g *gateway) mustConnect(user, password, db string) *pgx.Conn {
 	g.t.Helper()
 	c, err := g.connect(user, password, db)

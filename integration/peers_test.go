@@ -31,29 +31,16 @@ func TestAChangedUsersFileIsInForceWithoutASignal(t *testing.T) {
 	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	c.Close(context.Background())
 
-	replace := func(content string) {
-		t.Helper()
-		tmp := filepath.Join(g.dir, "users.toml.new")
-		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(g.dir, "users.toml")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	replace(usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-2"}}))
-	waitFor(t, 5*time.Second, "the new password works", func() bool {
-		c, err := g.connect("alice", "alice-Pass-2", "postgres")
-		if err == nil {
-			c.Close(context.Background())
-		}
-		return err == nil
-	})
+	g.replaceUsersFile([]testUser{{name: "alice", password: "alice-Pass-2"}})
+	waitFor(t, 5*time.Second, "the new password works", func() bool { return g.logsIn("alice", "alice-Pass-2") })
 	if _, err := g.connect("alice", "alice-Pass-1", "postgres"); err == nil {
 		t.Fatal("the old password still works after the users file changed")
 	}
 	// A users file that does not load: the old state stays, and says why.
-	replace("[[user]]\nname = \n")
+	writeFile(t, filepath.Join(g.dir, "users.toml.new"), "[[user]]\nname = \n")
+	if err := os.Rename(filepath.Join(g.dir, "users.toml.new"), filepath.Join(g.dir, "users.toml")); err != nil {
+		t.Fatal(err)
+	}
 	g.waitLog("reload failed; the previous configuration stays in force", 1)
 	c, err := g.connect("alice", "alice-Pass-2", "postgres")
 	if err != nil {
@@ -260,14 +247,7 @@ algorithms = ["RS256"]
 [[hba]]
 method = "scram-sha-256"
 `, idp.URL), []testUser{{name: "alice", password: "alice-Pass-1"}})
-	replace := func(password string) {
-		t.Helper()
-		tmp := filepath.Join(g.dir, "users.toml.new")
-		writeFile(t, tmp, usersTOML(t, []testUser{{name: "alice", password: password}}))
-		if err := os.Rename(tmp, filepath.Join(g.dir, "users.toml")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replace := func(password string) { g.replaceUsersFile([]testUser{{name: "alice", password: password}}) }
 	slow.Store(true)
 	replace("alice-Pass-2")
 	select {
@@ -276,13 +256,7 @@ method = "scram-sha-256"
 		t.Fatal("no reload fetched the identity provider's keys")
 	}
 	replace("alice-Pass-3")
-	waitFor(t, 10*time.Second, "the password of the change made during the reload works", func() bool {
-		c, err := g.connect("alice", "alice-Pass-3", "postgres")
-		if err == nil {
-			c.Close(context.Background())
-		}
-		return err == nil
-	})
+	waitFor(t, 10*time.Second, "the password of the change made during the reload works", func() bool { return g.logsIn("alice", "alice-Pass-3") })
 	if _, err := g.connect("alice", "alice-Pass-2", "postgres"); err == nil {
 		t.Fatal("the password the later change revoked still works")
 	}
