@@ -296,6 +296,8 @@ func (c *Config) validate(v *validator) {
 		}
 	}
 
+	c.checkWritableByAll(v)
+
 	if c.Throttle.MaxDelay.Duration < c.Throttle.FailureDelay.Duration {
 		v.add("throttle.max_delay", "must not be below failure_delay")
 	}

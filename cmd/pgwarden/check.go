@@ -19,7 +19,11 @@ func check(cfgPath string, stdout io.Writer) error {
 	if err := snap.Rules.WriteTable(stdout); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\n%s: OK (%s, %s)\n", snap.Config.Path, count(len(snap.Rules), "rule"), count(snap.Users.Len(), "user"))
+	fmt.Fprintln(stdout)
+	for _, w := range snap.Config.ReadableSecrets() {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "%s: OK (%s, %s)\n", snap.Config.Path, count(len(snap.Rules), "rule"), count(snap.Users.Len(), "user"))
 	return nil
 }
 
