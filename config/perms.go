@@ -57,7 +57,8 @@ func (c *Config) checkWritableByAll(v *validator) {
 
 // ReadableSecrets says which files holding secrets every user of the
 // machine may read: the users file (password hashes, and the token
-// secrets that sign a user's tokens) and private keys. pgwarden serves
+// secrets that sign a user's tokens), private keys, and the configuration
+// when it holds a password or secret. pgwarden serves
 // anyway (a users file made with an editor is often 0644), but says so.
 func (c *Config) ReadableSecrets() []string {
 	files := map[string]string{"backend.sslkey": c.Backend.SSLKey}
@@ -67,8 +68,13 @@ func (c *Config) ReadableSecrets() []string {
 	if c.TLS != nil {
 		files["tls.key_file"] = c.TLS.KeyFile
 	}
+	holdsSecret := c.Backend.Password != "" || c.Store.Password != "" || c.Users.MockAuthSecret != "" ||
+		(c.AuthQuery != nil && c.AuthQuery.Password != "")
+	if holdsSecret {
+		files["the configuration"] = c.Path
+	}
 	var out []string
-	for _, key := range []string{"users.file", "tls.key_file", "backend.sslkey"} {
+	for _, key := range []string{"the configuration", "users.file", "tls.key_file", "backend.sslkey"} {
 		p := files[key]
 		if p == "" {
 			continue

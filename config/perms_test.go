@@ -44,6 +44,14 @@ func TestFilesEveryUserMayChangeAreRefused(t *testing.T) {
 	if w := cfg.ReadableSecrets(); len(w) != 1 || !strings.Contains(w[0], "users.file") || !strings.Contains(w[0], "chmod o-r") {
 		t.Fatalf("warnings for a users file anyone may read: %q", w)
 	}
+	// The configuration itself, once it holds a password.
+	withPassword := cfgText + "[backend]\npassword = \"pw\"\n"
+	os.Chmod(cfgPath, 0o644)
+	cfg, _ = Parse(cfgPath, []byte(withPassword))
+	if w := cfg.ReadableSecrets(); len(w) != 2 || !strings.Contains(w[0], "the configuration "+cfgPath) {
+		t.Fatalf("warnings for a configuration with a password anyone may read: %q", w)
+	}
+	os.Chmod(cfgPath, 0o600)
 	// A folder anyone may write, without the sticky bit, lets anyone put
 	// another file in place of one pgwarden reads: said once.
 	os.Chmod(filepath.Join(dir, "users.toml"), 0o600)
