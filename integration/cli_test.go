@@ -54,6 +54,20 @@ method = "reject"
 			t.Fatalf("check output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "warning") {
+		t.Fatalf("a warning for private files:\n%s", out)
+	}
+	// A users file every user may read: a warning; one every user may
+	// write: an error.
+	users := filepath.Join(dir, "users.toml")
+	os.Chmod(users, 0o644)
+	if out, _, code := runCLI(t, "", "check", "-c", cfg); code != 0 || !strings.Contains(out, "warning: users.file "+users+" is readable by every user of this machine") {
+		t.Fatalf("check of a users file every user may read: %d\n%s", code, out)
+	}
+	os.Chmod(users, 0o666)
+	if _, errOut, code := runCLI(t, "", "check", "-c", cfg); code == 0 || !strings.Contains(errOut, users+" is writable by every user of this machine") {
+		t.Fatalf("check of a users file every user may write: %d\n%s", code, errOut)
+	}
 }
 
 func TestCheckNamesTheFileLineAndKeyOfEveryProblem(t *testing.T) {
