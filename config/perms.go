@@ -41,8 +41,8 @@ func (c *Config) checkWritableByAll(v *validator) {
 			continue
 		}
 		fi, err := os.Stat(p)
-		if err != nil {
-			continue // reported where the file is read
+		if err != nil || readOnlyFS(p) {
+			continue // reported where the file is read; or no one writes it
 		}
 		if fi.Mode().Perm()&0o002 != 0 {
 			v.add(key, "%s is writable by every user of this machine, who could then change who gets in; chmod o-w %s", p, p)
