@@ -2,6 +2,7 @@ package authcore
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +50,17 @@ func BenchmarkVerifyOwnToken(b *testing.B) {
 		if _, err := toks.Verify(context.Background(), tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A full throttle table: each new failure finds room without walking it.
+func BenchmarkThrottleFailureWithAFullTable(b *testing.B) {
+	th := NewThrottle(100_000, time.Hour)
+	for i := range 100_000 {
+		th.Failure(fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255), "u", time.Second, time.Minute)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		th.Failure("192.0.2.1", fmt.Sprintf("n%d", i), time.Second, time.Minute)
 	}
 }

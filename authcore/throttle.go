@@ -28,6 +28,7 @@ type Throttle struct {
 	entries map[throttleKey]*throttleEntry
 	max     int
 	forget  time.Duration
+	swept   time.Time // the last sweep of forgotten sources
 	now     func() time.Time
 }
 
@@ -186,9 +187,15 @@ func (t *Throttle) makeRoom(now time.Time) {
 	if len(t.entries) < t.max {
 		return
 	}
-	for k, e := range t.entries {
-		if now.Sub(e.last) > t.forget {
-			delete(t.entries, k)
+	// The sweep reads the whole table under the lock every login waits
+	// for: once a second at most, so that a full table does not make each
+	// new failure a walk over 100,000 entries.
+	if now.Sub(t.swept) > time.Second {
+		t.swept = now
+		for k, e := range t.entries {
+			if now.Sub(e.last) > t.forget {
+				delete(t.entries, k)
+			}
 		}
 	}
 	for len(t.entries) >= t.max {
