@@ -22,6 +22,7 @@ import (
 type cancelGuard struct {
 	mu      sync.Mutex
 	buckets map[netip.Prefix]*guessBucket
+	swept   time.Time // the last sweep of whole budgets
 	now     func() time.Time
 }
 
@@ -102,10 +103,15 @@ func (g *cancelGuard) miss(src netip.Prefix) (spent bool) {
 // makeRoom forgets the sources whose budget is whole again, or, when none
 // is, some source: a full table never stops counting the ones in it.
 func (g *cancelGuard) makeRoom(now time.Time) {
-	for k, b := range g.buckets {
-		g.refill(b, now)
-		if b.tokens >= cancelGuessBurst {
-			delete(g.buckets, k)
+	// The sweep walks the whole table under the lock: once a second at
+	// most, or an address-spraying client would make each miss a walk.
+	if now.Sub(g.swept) > time.Second {
+		g.swept = now
+		for k, b := range g.buckets {
+			g.refill(b, now)
+			if b.tokens >= cancelGuessBurst {
+				delete(g.buckets, k)
+			}
 		}
 	}
 	for k := range g.buckets {
