@@ -85,3 +85,17 @@ func (c *Config) ReadableSecrets() []string {
 	}
 	return out
 }
+
+// Warnings are what loads but should not stay so: files holding secrets
+// that every user may read, and a trusted proxy range that covers every
+// address (any client could then say which address HBA rules, the
+// throttle and the audit log see, in a PROXY header or X-Forwarded-For).
+func (c *Config) Warnings() []string {
+	out := c.ReadableSecrets()
+	for _, p := range c.Server.TrustedProxies {
+		if pr, err := ParsePrefix(p); err == nil && pr.Bits() == 0 {
+			out = append(out, fmt.Sprintf("server.trusted_proxies holds %s, every address: any client can choose the address that HBA rules and the throttle see (a PROXY header, X-Forwarded-For); list the balancers' addresses", p))
+		}
+	}
+	return out
+}

@@ -66,3 +66,19 @@ func TestFilesEveryUserMayChangeAreRefused(t *testing.T) {
 		t.Fatalf("a sticky folder: %v", err)
 	}
 }
+
+func TestATrustedProxyRangeOfEveryAddressIsWarnedAbout(t *testing.T) {
+	for _, tc := range []struct {
+		proxies string
+		warned  bool
+	}{{`["10.0.0.5/32", "fd00::/8"]`, false}, {`["0.0.0.0/0"]`, true}, {`["::/0"]`, true}} {
+		cfg, err := Parse("c.toml", []byte("[server]\ntrusted_proxies = "+tc.proxies+"\n[[hba]]\nmethod = \"trust\"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := cfg.Warnings()
+		if got := len(w) == 1 && strings.Contains(w[0], "every address"); got != tc.warned {
+			t.Errorf("trusted_proxies = %s: warnings %q", tc.proxies, w)
+		}
+	}
+}

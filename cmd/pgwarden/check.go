@@ -20,7 +20,7 @@ func check(cfgPath string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout)
-	for _, w := range snap.Config.ReadableSecrets() {
+	for _, w := range snap.Config.Warnings() {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "%s: OK (%s, %s)\n", snap.Config.Path, count(len(snap.Rules), "rule"), count(snap.Users.Len(), "user"))

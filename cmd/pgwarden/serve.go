@@ -163,7 +163,7 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	log.Info("pgwarden started", zap.String("version", versionString()), zap.String("config", snap.Config.Path),
 		zap.Int("rules", len(snap.Rules)), zap.Int("users", snap.Users.Len()))
-	warnReadableSecrets(snap.Config, log)
+	warnAboutConfig(snap.Config, log)
 	if len(ignoredEnv) > 0 {
 		log.Warn("libpq environment variables ignored: the backend connection comes from the configuration alone", zap.Strings("variables", ignoredEnv))
 	}
@@ -237,7 +237,7 @@ func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger, m *m
 	m.Reload("ok")
 	level.SetLevel(parseLevel(s.Config.Log.Level))
 	log.Info("reloaded", zap.Int("rules", len(s.Rules)), zap.Int("users", s.Users.Len()))
-	warnReadableSecrets(s.Config, log)
+	warnAboutConfig(s.Config, log)
 	if keys := config.ChangedRestartKeys(before, s.Config); len(keys) > 0 {
 		log.Warn("changed keys that only a restart applies; the running values stay", zap.Strings("keys", keys))
 	}
@@ -266,10 +266,10 @@ func newLogger(c config.Log, level zap.AtomicLevel, w io.Writer) *zap.Logger {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level))
 }
 
-// warnReadableSecrets logs each file holding secrets that every user of
-// the machine may read.
-func warnReadableSecrets(cfg *config.Config, log *zap.Logger) {
-	for _, w := range cfg.ReadableSecrets() {
-		log.Warn("a file holding secrets is readable by every user of this machine", zap.String("problem", w))
+// warnAboutConfig logs what loads but should not stay so (see
+// config.Config.Warnings).
+func warnAboutConfig(cfg *config.Config, log *zap.Logger) {
+	for _, w := range cfg.Warnings() {
+		log.Warn("the configuration loads, but", zap.String("warning", w))
 	}
 }
