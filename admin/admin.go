@@ -334,7 +334,12 @@ func (a *console) createToken(snap *snapshot.Snapshot, t tokens) error {
 func parseInterval(s string) (time.Duration, error) {
 	f := strings.Fields(strings.ToLower(s))
 	if len(f) == 1 {
-		return config.ParseDuration(f[0])
+		d, err := config.ParseDuration(f[0])
+		if err == nil && d <= 0 {
+			// A zero lifetime would have issued one of the default.
+			return 0, fmt.Errorf("interval %q is not a lifetime", s)
+		}
+		return d, err
 	}
 	if len(f) != 2 {
 		return 0, fmt.Errorf("invalid interval %q", s)

@@ -65,7 +65,7 @@ func TestIntervalsReadAsPeopleWriteThem(t *testing.T) {
 			t.Errorf("%q: %v %v", s, d, err)
 		}
 	}
-	for _, s := range []string{"", "three months", "3 fortnights", "-1 days", "1 2 3", "300 years", "9223372036854775807 seconds"} {
+	for _, s := range []string{"", "three months", "3 fortnights", "-1 days", "1 2 3", "300 years", "9223372036854775807 seconds", "0s", "0d"} {
 		if _, err := parseInterval(s); err == nil {
 			t.Errorf("%q was accepted", s)
 		}

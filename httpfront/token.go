@@ -80,6 +80,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	var ttl time.Duration
 	if body.Expire != "" {
 		d, err := config.ParseDuration(body.Expire)
+		if err == nil && d <= 0 {
+			// Zero means the default lifetime to IssueToken.
+			err = fmt.Errorf("expire %q is not a lifetime", body.Expire)
+		}
 		if err != nil {
 			writeError(w, http.StatusBadRequest, codeInvalidParameterValue, err.Error())
 			return

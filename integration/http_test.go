@@ -542,6 +542,11 @@ max_ttl = "2h"
 	if status != 400 {
 		t.Fatalf("a token over max_ttl was issued: %d", status)
 	}
+	// A lifetime of zero is no lifetime, not the default one.
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_token", `{"expire":"0s"}`, basic("alice", "alice-Pass-1"))
+	if status != 400 || errCode(out) != "22023" {
+		t.Fatalf("a token of no lifetime: %d %v", status, out)
+	}
 }
 
 func TestHealthReadinessAndMetrics(t *testing.T) {
