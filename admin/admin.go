@@ -414,7 +414,7 @@ type token struct {
 	quoted bool // a "..." identifier
 }
 
-func (t token) kw(k string) bool { return !t.str && !t.quoted && strings.EqualFold(t.text, k) }
+func (t token) kw(k string) bool { return !t.str && !t.quoted && ascii.EqualFold(t.text, k) }
 
 // name reads the token as a user name the way PostgreSQL reads an
 // identifier: a bare word folded to lower case (ASCII letters, as in a

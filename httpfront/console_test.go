@@ -54,6 +54,7 @@ func TestTheConsoleNeedsHTTPSOffTheMachine(t *testing.T) {
 		// X-Forwarded-Proto counts from a trusted proxy only.
 		{"10.1.2.3:5000", "https", false, true, true, ""},
 		{"10.1.2.3:5000", "http", false, false, false, ""},
+		{"10.1.2.3:5000", "httpſ", false, false, false, ""}, // ASCII case folding only
 		{"192.0.2.7:5000", "https", false, false, false, ""},
 		{"127.0.0.1:5000", "https", false, false, true, ""},
 		{"not an address", "", false, false, false, ""},

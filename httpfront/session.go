@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/pgwarden/pgwarden/internal/ascii"
@@ -80,7 +79,7 @@ func consoleTransport(r *http.Request, snap *snapshot.Snapshot) (transport, erro
 	if snap.TrustedProxy(peer) && forwarded {
 		// The proxy speaks for the client: the scheme and the address
 		// that count are the ones it forwards, not its own loopback.
-		if strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		if ascii.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
 			return transport{secure: true}, nil
 		}
 		if clientAddr(r, snap).IsLoopback() {
