@@ -1,7 +1,6 @@
 package pgwire
 
 import (
-	"net/netip"
 	"sync"
 	"time"
 )
@@ -12,16 +11,16 @@ import (
 // stands between anyone who can reach the port and everyone's queries:
 // 32 bits, and 22 with peering (see cancelRegistry). One machine here
 // tries about 12,000 keys a second, which finds a 22-bit key in about three
-// minutes. A source (an IPv4 address, or an IPv6 /64 as the throttle
-// counts it) may miss cancelGuessBurst times, then cancelGuessRate times a
-// second; past that its CancelRequests are ignored, silently, as wrong
-// keys are, and each one ignored is charged as well (down to a floor), so
+// minutes. A source (named as the throttle names it, Throttle.Source: an
+// IPv4 address, or an IPv6 network) may miss cancelGuessBurst times, then
+// cancelGuessRate times a second; past that its CancelRequests are
+// ignored, silently, as wrong keys are, and each one ignored is charged as well (down to a floor), so
 // a source that keeps guessing stays unheard, and one that stops is heard
 // again within seconds. Right keys cost nothing, so clients that cancel
 // much lose nothing.
 type cancelGuard struct {
 	mu      sync.Mutex
-	buckets map[netip.Prefix]*guessBucket
+	buckets map[string]*guessBucket
 	swept   time.Time // the last sweep of whole budgets
 	now     func() time.Time
 }
@@ -39,22 +38,7 @@ const (
 )
 
 func newCancelGuard() *cancelGuard {
-	return &cancelGuard{buckets: make(map[netip.Prefix]*guessBucket), now: time.Now}
-}
-
-// cancelSource names the source a CancelRequest counts against: its IPv4
-// address, its IPv6 /64, or one source for the unix socket.
-func cancelSource(a netip.Addr) netip.Prefix {
-	if !a.IsValid() {
-		return netip.Prefix{}
-	}
-	a = a.Unmap().WithZone("")
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
+	return &cancelGuard{buckets: make(map[string]*guessBucket), now: time.Now}
 }
 
 // refill brings b's budget up to date; the caller holds g.mu.
@@ -67,7 +51,7 @@ func (g *cancelGuard) refill(b *guessBucket, now time.Time) {
 }
 
 // allow reports whether src may have a CancelRequest looked at now.
-func (g *cancelGuard) allow(src netip.Prefix) bool {
+func (g *cancelGuard) allow(src string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	b := g.buckets[src]
@@ -80,7 +64,7 @@ func (g *cancelGuard) allow(src netip.Prefix) bool {
 
 // miss charges src for a wrong key, or for a request not looked at; it
 // reports whether this spent the last of src's budget.
-func (g *cancelGuard) miss(src netip.Prefix) (spent bool) {
+func (g *cancelGuard) miss(src string) (spent bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()

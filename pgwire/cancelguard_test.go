@@ -4,7 +4,12 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pgwarden/pgwarden/authcore"
 )
+
+// cancelSource names a source as cancelRequest does.
+func cancelSource(a netip.Addr) string { return authcore.NewThrottle(1, time.Hour).Source(a.String()) }
 
 func TestCancelGuessingIsBoundedPerSource(t *testing.T) {
 	g := newCancelGuard()
@@ -51,7 +56,7 @@ func TestCancelGuessingIsBoundedPerSource(t *testing.T) {
 func TestTheCancelGuardsTableIsBounded(t *testing.T) {
 	g := newCancelGuard()
 	for i := range cancelGuardSources + 100 {
-		g.miss(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32))
+		g.miss(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String())
 	}
 	if len(g.buckets) > cancelGuardSources {
 		t.Fatalf("the table grew to %d sources", len(g.buckets))
