@@ -165,20 +165,29 @@ func (a *Authenticator) verify(ctx context.Context, u *User, password string) (b
 		return true, nil
 	}
 	// A burst of identical logins hashes once; the others wait for it.
-	v, err, _ := a.cache.flight.Do(hex.EncodeToString(key[:]), func() (any, error) {
-		ok := false
-		if err := a.limiter.Do(ctx, func() { ok = u.hash.Verify(password) }); err != nil {
+	for {
+		v, err, shared := a.cache.flight.Do(hex.EncodeToString(key[:]), func() (any, error) {
+			ok := false
+			if err := a.limiter.Do(ctx, func() { ok = u.hash.Verify(password) }); err != nil {
+				return false, err
+			}
+			if ok {
+				a.cache.add(key)
+			}
+			return ok, nil
+		})
+		if err != nil && shared && ctx.Err() == nil {
+			// The login that waited for the hash on everyone's behalf
+			// gave up (its client left); this one is still here and
+			// waits in turn itself, instead of being dropped as if
+			// its own client had gone.
+			continue
+		}
+		if err != nil {
 			return false, err
 		}
-		if ok {
-			a.cache.add(key)
-		}
-		return ok, nil
-	})
-	if err != nil {
-		return false, err
+		return v.(bool), nil
 	}
-	return v.(bool), nil
 }
 
 // credCache remembers verified cleartext credentials by a keyed digest of

@@ -498,3 +498,53 @@ func TestAUserNameOverTheBoundIsRefusedWhereverUsersComeFrom(t *testing.T) {
 		t.Fatalf("a name over the bound: %v", err)
 	}
 }
+
+// A login that joined another's hash of the same credentials is not
+// dropped when that other login's client leaves before the hash ran: it
+// waits for the hash itself.
+func TestALoginSharingAHashOutlivesTheClientThatStartedIt(t *testing.T) {
+	ch := &countingHash{}
+	us, _ := NewUsers([]*User{{Name: "u", Password: "stored", hash: ch}})
+	l := NewHashLimiter(1)
+	a := NewAuthenticator(us, l)
+	l.acquire(context.Background(), "busy") // every slot is taken
+	waiters := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		n := 0
+		for _, q := range l.queues {
+			n += len(q)
+		}
+		return n
+	}
+	gone, leave := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := a.CheckPassword(gone, "u", "good")
+		first <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); waiters() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first login never waited for the hash")
+		}
+	}
+	second := make(chan error, 1)
+	go func() {
+		_, err := a.CheckPassword(context.Background(), "u", "good")
+		second <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the second joins the first's hash
+	leave()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the login whose client left: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); waiters() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second login did not wait for the hash in turn itself")
+		}
+	}
+	l.release()
+	if err := <-second; err != nil {
+		t.Fatalf("the login still waiting was dropped with its companion: %v", err)
+	}
+}
