@@ -46,6 +46,9 @@ type Snapshot struct {
 // TrustedProxy reports whether addr may send PROXY headers and
 // X-Forwarded-For.
 func (s *Snapshot) TrustedProxy(addr netip.Addr) bool {
+	// A link-local peer's address carries its interface (fe80::1%eth0),
+	// and netip never finds a zoned address in a prefix.
+	addr = addr.Unmap().WithZone("")
 	for _, p := range s.TrustedProxies {
 		if p.Contains(addr) {
 			return true
