@@ -70,7 +70,14 @@ type AddrPattern struct {
 	text   string
 }
 
-func (a AddrPattern) String() string { return a.text }
+func (a AddrPattern) String() string {
+	if a.kind == addrAnyIP {
+		// Printed apart from a TOML rule's "all", which covers the unix
+		// socket too: the rule table and explain must show the difference.
+		return "all-tcp"
+	}
+	return a.text
+}
 
 func (a AddrPattern) match(r *Request) bool {
 	switch a.kind {
