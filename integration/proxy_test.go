@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"errors"
 	"net"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pires/go-proxyproto"
@@ -88,4 +91,45 @@ method = "reject"
 	if s, _, _ := httpDo(t, "POST", plain.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, map[string]string{"X-Forwarded-For": "10.9.9.9"}); s != 403 {
 		t.Fatalf("XFF from an untrusted peer believed: %d", s)
 	}
+}
+
+// One source that keeps max_connections connections waiting to
+// authenticate no longer locks everyone else out: another source's new
+// connection takes the place of its oldest waiting one, while its own new
+// connections are still refused 53300. Sources here are PROXY addresses.
+func TestOneSourceHoldingEverySlotDoesNotLockOthersOut(t *testing.T) {
+	g := startGatewayServer(t, "proxy_protocol = \"required\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nmax_connections = 10\nauth_timeout = \"30s\"", proxyRules, nil)
+	var stalled []*rawClient
+	for i := 0; i < 10; i++ {
+		r := dialRaw(t, g.addr())
+		r.write(proxyHeader(t, 2, "10.9.9.9")) // and then nothing
+		stalled = append(stalled, r)
+	}
+	// Until they are all waiting for their startup packets.
+	time.Sleep(time.Second)
+
+	own := dialRaw(t, g.addr())
+	own.write(append(proxyHeader(t, 2, "10.9.9.9"), startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+	own.expectError("53300", "too many connections")
+
+	other := dialRaw(t, g.addr())
+	other.write(append(proxyHeader(t, 2, "10.1.2.3"), startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+	if m, ok := other.receive().(*pgproto3.AuthenticationOk); !ok {
+		t.Fatalf("another source's client was not served: %#v", m)
+	}
+	// One stalled connection made room (the oldest, which
+	// TestPendingConnsEvictTheOldestOfTheSourceHoldingTheMost checks); the
+	// others still wait.
+	closed := 0
+	for _, r := range stalled {
+		r.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		var b [1]byte
+		if _, err := r.conn.Read(b[:]); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			closed++
+		}
+	}
+	if closed != 1 {
+		t.Fatalf("%d stalled connections were closed, want 1", closed)
+	}
+	g.waitLog("connections still authenticating were closed to make room", 1)
 }

@@ -57,6 +57,11 @@ type conn struct {
 	// Set once authenticated, for SHOW CLIENTS, KILL and ending a
 	// dropped user's sessions.
 	user, database, method string
+	// pending and pendingSrc: waiting to authenticate, counted against its
+	// source; evicted: closed to make room for another source's
+	// connection (see pendingConns). Guarded by the server's pendingConns.
+	pending, evicted bool
+	pendingSrc       string
 	// certAt is when a client certificate was verified for this login
 	// (zero: none was): a reload whose crl_file revokes it, or whose
 	// client CA no longer issues it, ends the session.
@@ -170,7 +175,25 @@ func (s *Server) handle(raw net.Conn, local bool) {
 			c.pre = pre
 		}
 	}
-	if err := c.serve(snap, n > max); err != nil {
+	over := n > max
+	if !local {
+		src := c.addr.String()
+		if s.throttle != nil {
+			src = s.throttle.Source(src) // an IPv6 client counts as its network
+		}
+		s.pending.add(c, src)
+		defer s.pending.done(c)
+		if over {
+			if victim := s.pending.evictFor(c); victim != nil {
+				// The victim's goroutine sees its socket closed; the
+				// newcomer is served in its place.
+				victim.raw.Close()
+				s.noteEviction(victim)
+				over = false
+			}
+		}
+	}
+	if err := c.serve(snap, over); err != nil {
 		if errors.Is(err, errHandedOff) {
 			handedOff = true
 			return
@@ -258,6 +281,10 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		}
 		c.audit(ev)
 		return refusalError(ref, a)
+	}
+	if !c.local && !c.srv.pending.done(c) {
+		// Closed to make room while it authenticated.
+		return errSilentClose
 	}
 	c.mu.Lock()
 	c.user, c.database, c.method = user, db, string(id.Rule.Method)

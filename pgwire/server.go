@@ -40,6 +40,12 @@ type Server struct {
 	cancels  *cancelRegistry
 	// cancelGuard bounds wrong cancel keys per source.
 	cancelGuard *cancelGuard
+	// pending are the connections still authenticating, by source (see
+	// pendingConns); evictions and evictionLog count and pace the log
+	// line about the ones closed to make room.
+	pending     *pendingConns
+	evictions   atomic.Int64
+	evictionLog atomic.Int64
 	pool        *backend.Pool
 	closing     atomic.Bool
 	version     string
@@ -98,6 +104,7 @@ func NewServer(o Options) *Server {
 		gate:        &authcore.Gate{Throttle: o.Throttle},
 		cancels:     newCancelRegistry(o.State.Current().Config.Server.PeerID),
 		cancelGuard: newCancelGuard(),
+		pending:     newPendingConns(),
 		pool:        backend.NewPool(),
 		version:     o.Version, reloadFn: o.Reload, keeper: o.Keeper, releaseDBs: o.ReleaseDatabases,
 		ctx: ctx, cancel: cancel,

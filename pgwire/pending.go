@@ -1,0 +1,109 @@
+package pgwire
+
+import (
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// pendingConns knows, per source, the connections that have not
+// authenticated yet, oldest first. At max_connections a new connection is
+// refused (53300), so one source that keeps max_connections connections
+// waiting (each may stall for auth_timeout) locked every other client out
+// for as long as it kept opening them: a thousand sockets from one
+// address were enough. Now the new connection of another source takes
+// the place of the oldest waiting connection of the source that holds the
+// most, when that source holds more than the newcomer's would; a source
+// gains nothing from crowding out its own connections, nor from many
+// sources holding one each. Authenticated sessions are never touched, and
+// below the limit nothing changes.
+type pendingConns struct {
+	mu       sync.Mutex
+	bySource map[string][]*conn
+}
+
+func newPendingConns() *pendingConns {
+	return &pendingConns{bySource: make(map[string][]*conn)}
+}
+
+// add records c, from src, as waiting to authenticate.
+func (p *pendingConns) add(c *conn, src string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c.pendingSrc = src
+	c.pending = true
+	p.bySource[src] = append(p.bySource[src], c)
+}
+
+// done records that c no longer waits (it authenticated, or it ends). It
+// reports false when c was evicted meanwhile: it must not go on.
+func (p *pendingConns) done(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.evicted {
+		return false
+	}
+	if c.pending {
+		p.drop(c)
+	}
+	return true
+}
+
+func (p *pendingConns) drop(c *conn) {
+	c.pending = false
+	list := p.bySource[c.pendingSrc]
+	for i, o := range list {
+		if o == c {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(p.bySource, c.pendingSrc)
+	} else {
+		p.bySource[c.pendingSrc] = list
+	}
+}
+
+// evictFor picks the connection that newcomer (already added) takes the
+// place of: the oldest waiting connection of the source that holds the
+// most, if that source is another and holds more than newcomer's. The
+// connection picked is marked evicted and forgotten; its owner closes it.
+// nil: the newcomer is refused as before.
+func (p *pendingConns) evictFor(newcomer *conn) *conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	mine := len(p.bySource[newcomer.pendingSrc])
+	top, most := "", 0
+	for src, list := range p.bySource {
+		if len(list) > most {
+			top, most = src, len(list)
+		}
+	}
+	if top == "" || top == newcomer.pendingSrc || most <= mine {
+		return nil
+	}
+	victim := p.bySource[top][0]
+	p.drop(victim)
+	victim.evicted = true
+	return victim
+}
+
+// evictionLogEvery paces the warning about connections closed to make
+// room: a flood closes many, and each would otherwise be a log line.
+const evictionLogEvery = 10 * time.Second
+
+// noteEviction counts a connection closed to make room and says so in the
+// log, at most once per evictionLogEvery, with how many since the last line.
+func (s *Server) noteEviction(victim *conn) {
+	n := s.evictions.Add(1)
+	now := time.Now().UnixNano()
+	last := s.evictionLog.Load()
+	if now-last < int64(evictionLogEvery) || !s.evictionLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.evictions.Add(-n)
+	s.log.Warn("max_connections reached: connections still authenticating were closed to make room for other sources' (the source holding the most goes first)",
+		zap.String("address", victim.addrString()), zap.Int64("closed", n))
+}
