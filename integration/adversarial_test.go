@@ -332,3 +332,34 @@ func TestBasicWithInvalidUTF8OrEmptyUserIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// Far over max_connections (twice it), where a new connection used to be
+// closed before a word was read, a client of another source still takes
+// the place of a connection the crowding source holds: here the crowd is
+// on TCP and the client on the unix socket.
+func TestAClientOfAnotherSourceGetsInFarOverTheLimit(t *testing.T) {
+	g := startGatewayServer(t, "max_connections = 5\nauth_timeout = \"30s\"", `
+[[hba]]
+address = "local"
+method = "trust"
+`, nil)
+	var crowd []net.Conn
+	defer func() {
+		for _, c := range crowd {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 12; i++ { // past 2 x 5; each sends nothing
+		c, err := net.DialTimeout("tcp", g.addr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crowd = append(crowd, c)
+	}
+	time.Sleep(time.Second) // until each is accepted
+	r := dialRaw(t, filepath.Join(g.sockDir, fmt.Sprintf(".s.PGSQL.%d", g.port)))
+	r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	if m, ok := r.receive().(*pgproto3.AuthenticationOk); !ok {
+		t.Fatalf("the unix-socket client was not served: %#v", m)
+	}
+}

@@ -143,11 +143,24 @@ func (s *Server) handle(raw net.Conn, local bool) {
 			c.finish()
 		}
 	}()
+	over, roomMade := n > max, false
 	if n > 2*max {
 		// Far over the limit: not even the refusal is worth a goroutine's
 		// time. (Up to 2x, clients still get a proper 53300, and cancel
-		// requests, which need no slot, are still served.)
-		return
+		// requests, which need no slot, are still served.) A client
+		// whose address is its source (or the unix socket's) may still
+		// take the place of a connection of the source crowding the
+		// slots (see pendingConns); behind a PROXY header the source is
+		// not known yet.
+		behindProxy := snap.Config.Server.ProxyProtocol != "off" && snap.TrustedProxy(c.addr)
+		if behindProxy {
+			return
+		}
+		defer s.pending.done(c)
+		if !s.makeRoom(c) {
+			return
+		}
+		over, roomMade = false, true
 	}
 	raw.SetDeadline(time.Now().Add(snap.Config.Server.AuthTimeout.Duration))
 	c.cc = newClientConn(raw)
@@ -175,23 +188,13 @@ func (s *Server) handle(raw net.Conn, local bool) {
 			c.pre = pre
 		}
 	}
-	over := n > max
-	if !local {
-		src := c.addr.String()
-		if s.throttle != nil {
-			src = s.throttle.Source(src) // an IPv6 client counts as its network
-		}
-		s.pending.add(c, src)
-		defer s.pending.done(c)
+	if !roomMade {
 		if over {
-			if victim := s.pending.evictFor(c); victim != nil {
-				// The victim's goroutine sees its socket closed; the
-				// newcomer is served in its place.
-				victim.raw.Close()
-				s.noteEviction(victim)
-				over = false
-			}
+			over = !s.makeRoom(c)
+		} else {
+			s.pending.add(c, s.source(c))
 		}
+		defer s.pending.done(c)
 	}
 	if err := c.serve(snap, over); err != nil {
 		if errors.Is(err, errHandedOff) {
@@ -282,7 +285,7 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		c.audit(ev)
 		return refusalError(ref, a)
 	}
-	if !c.local && !c.srv.pending.done(c) {
+	if !c.srv.pending.done(c) {
 		// Closed to make room while it authenticated.
 		return errSilentClose
 	}

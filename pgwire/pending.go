@@ -107,3 +107,32 @@ func (s *Server) noteEviction(victim *conn) {
 	s.log.Warn("max_connections reached: connections still authenticating were closed to make room for other sources' (the source holding the most goes first)",
 		zap.String("address", victim.addrString()), zap.Int64("closed", n))
 }
+
+// source names the source a client counts as: an IPv6 client its network,
+// as the throttle counts it; the unix socket's clients are one.
+func (s *Server) source(c *conn) string {
+	if c.local {
+		return "[local]" // the unix socket's clients are one source
+	}
+	src := c.addr.String()
+	if s.throttle != nil {
+		src = s.throttle.Source(src)
+	}
+	return src
+}
+
+// makeRoom records c as waiting to authenticate and, the server being at
+// max_connections, closes the connection c takes the place of; false when
+// there is none (c is then refused as before).
+func (s *Server) makeRoom(c *conn) bool {
+	s.pending.add(c, s.source(c))
+	victim := s.pending.evictFor(c)
+	if victim == nil {
+		return false
+	}
+	// The victim's goroutine sees its socket closed; c is served in its
+	// place.
+	victim.raw.Close()
+	s.noteEviction(victim)
+	return true
+}
