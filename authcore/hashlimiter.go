@@ -2,6 +2,7 @@ package authcore
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/pgwarden/pgwarden/internal/awake"
@@ -90,23 +91,11 @@ func (l *HashLimiter) acquire(ctx context.Context, src string) error {
 		l.release()
 		return ctx.Err()
 	}
-	q := l.queues[src]
-	for i, o := range q {
-		if o == w {
-			q = append(q[:i], q[i+1:]...)
-			break
-		}
-	}
-	if len(q) > 0 {
+	if q := slices.DeleteFunc(l.queues[src], func(o *hashWaiter) bool { return o == w }); len(q) > 0 {
 		l.queues[src] = q
 	} else {
 		delete(l.queues, src)
-		for i, s := range l.ring {
-			if s == src {
-				l.ring = append(l.ring[:i], l.ring[i+1:]...)
-				break
-			}
-		}
+		l.ring = slices.DeleteFunc(l.ring, func(s string) bool { return s == src })
 	}
 	l.mu.Unlock()
 	return ctx.Err()

@@ -192,7 +192,7 @@ func (s *Server) handle(raw net.Conn, local bool) {
 		if over {
 			over = !s.makeRoom(c)
 		} else {
-			s.pending.add(c, s.source(c))
+			s.pending.add(c, s.source(c.addr))
 		}
 		defer s.pending.done(c)
 	}

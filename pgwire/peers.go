@@ -21,10 +21,7 @@ func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, pid uint32, 
 	if s.cancels.peerID == 0 || owner == s.cancels.peerID {
 		// A source past its budget of wrong keys is not listened to;
 		// a wrong key is charged to it (see cancelGuard).
-		src := from.String()
-		if s.throttle != nil {
-			src = s.throttle.Source(src) // an IPv6 client counts as its network
-		}
+		src := s.source(from)
 		if !s.cancelGuard.allow(src) {
 			s.cancelGuard.miss(src)
 			return

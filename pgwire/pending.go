@@ -1,6 +1,8 @@
 package pgwire
 
 import (
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,13 +54,7 @@ func (p *pendingConns) done(c *conn) bool {
 
 func (p *pendingConns) drop(c *conn) {
 	c.pending = false
-	list := p.bySource[c.pendingSrc]
-	for i, o := range list {
-		if o == c {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
-	}
+	list := slices.DeleteFunc(p.bySource[c.pendingSrc], func(o *conn) bool { return o == c })
 	if len(list) == 0 {
 		delete(p.bySource, c.pendingSrc)
 	} else {
@@ -108,13 +104,15 @@ func (s *Server) noteEviction(victim *conn) {
 		zap.String("address", victim.addrString()), zap.Int64("closed", n))
 }
 
-// source names the source a client counts as: an IPv6 client its network,
-// as the throttle counts it; the unix socket's clients are one.
-func (s *Server) source(c *conn) string {
-	if c.local {
-		return "[local]" // the unix socket's clients are one source
+// source names the source a client at addr counts as, for the cancel
+// guard and for making room at max_connections: an IPv6 client its
+// network, as the throttle counts it; the unix socket's clients (no
+// address) are one.
+func (s *Server) source(addr netip.Addr) string {
+	if !addr.IsValid() {
+		return "[local]"
 	}
-	src := c.addr.String()
+	src := addr.String()
 	if s.throttle != nil {
 		src = s.throttle.Source(src)
 	}
@@ -125,7 +123,7 @@ func (s *Server) source(c *conn) string {
 // max_connections, closes the connection c takes the place of; false when
 // there is none (c is then refused as before).
 func (s *Server) makeRoom(c *conn) bool {
-	s.pending.add(c, s.source(c))
+	s.pending.add(c, s.source(c.addr))
 	victim := s.pending.evictFor(c)
 	if victim == nil {
 		return false
