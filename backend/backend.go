@@ -47,6 +47,57 @@ func (e *NameTooLongError) Error() string {
 // SQLState is PostgreSQL's name_too_long.
 func (e *NameTooLongError) SQLState() string { return "42622" }
 
+// ClientDetail is empty: the message says it all.
+func (e *NameTooLongError) ClientDetail() string { return "" }
+
+// RoutedDatabaseError refuses a name that [[databases]] does not list but
+// that is an entry's backend database on the same server: it would reach
+// that entry's database under a name the HBA rules were not written for.
+// With an entry app -> app_prod, rules refusing "app" did not stop a
+// client asking for "app_prod" by name.
+type RoutedDatabaseError struct {
+	Name  string // what the client asked for
+	Entry string // the [[databases]] name that reaches it
+}
+
+// Error is what the client is told: as the backend would say it of a
+// database that does not exist, since for clients it does not under that
+// name.
+func (e *RoutedDatabaseError) Error() string {
+	return fmt.Sprintf("database %q does not exist", e.Name)
+}
+
+// SQLState is PostgreSQL's invalid_catalog_name.
+func (e *RoutedDatabaseError) SQLState() string { return "3D000" }
+
+// ClientDetail says why without naming the entry.
+func (e *RoutedDatabaseError) ClientDetail() string {
+	return "pgwarden reaches this backend database only by the name its [[databases]] entry gives it."
+}
+
+// AuditReason names the entry, for the operator.
+func (e *RoutedDatabaseError) AuditReason() string {
+	return fmt.Sprintf("database %q is the backend database of [[databases]] %q, which clients reach by that name only", e.Name, e.Entry)
+}
+
+// RefusalReason is what the audit log says of a session refused at or
+// after the backend login.
+func RefusalReason(err error) string {
+	var routed *RoutedDatabaseError
+	if errors.As(err, &routed) {
+		return routed.AuditReason()
+	}
+	return "backend refused the session: " + err.Error()
+}
+
+// RouteRefusal is an error of Route: the session is refused before any
+// backend login, with this SQLSTATE, message (Error) and detail.
+type RouteRefusal interface {
+	error
+	SQLState() string
+	ClientDetail() string
+}
+
 // check refuses names PostgreSQL would cut.
 func (t Target) check() error {
 	if len(t.Role) > MaxNameBytes {
@@ -62,16 +113,46 @@ func (t Target) check() error {
 // trusted name without a users-file entry) to its backend role and password:
 // the user's backend_password, else [backend] password, else, when
 // passthrough is on, clientPassword. A role or database name longer than
-// PostgreSQL keeps is a *NameTooLongError.
+// PostgreSQL keeps is a *NameTooLongError; an unlisted name that reaches a
+// listed entry's database is a *RoutedDatabaseError.
 func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (Target, error) {
-	t := route(cfg, name, u, clientPassword, db)
+	t, listed := route(cfg, name, u, clientPassword, db)
+	if !listed {
+		if entry := routedTo(cfg, t); entry != "" {
+			return Target{}, &RoutedDatabaseError{Name: db, Entry: entry}
+		}
+	}
 	return t, t.check()
 }
 
-func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) Target {
-	t := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: db, Role: name}
+// routedTo is the name of a [[databases]] entry that reaches t's server and
+// database, or "". Servers are compared as written (host and port): an
+// entry that names the default server another way is not recognised.
+func routedTo(cfg *config.Config, t Target) string {
+	for _, d := range cfg.Databases {
+		e := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: d.Name}
+		if d.BackendDBName != "" {
+			e.Database = d.BackendDBName
+		}
+		if d.Host != "" {
+			e.Host = d.Host
+		}
+		if d.Port != 0 {
+			e.Port = d.Port
+		}
+		if e.Host == t.Host && e.Port == t.Port && e.Database == t.Database {
+			return d.Name
+		}
+	}
+	return ""
+}
+
+// route maps db and the user; listed says whether [[databases]] names db.
+func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (t Target, listed bool) {
+	t = Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: db, Role: name}
 	for _, d := range cfg.Databases {
 		if d.Name == db {
+			listed = true
 			if d.BackendDBName != "" {
 				t.Database = d.BackendDBName
 			}
@@ -94,7 +175,7 @@ func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 	if t.Password == "" && cfg.Backend.Passthrough {
 		t.Password = clientPassword
 	}
-	return t
+	return t, listed
 }
 
 // Config builds the pgconn configuration for t from the configuration

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -56,5 +57,35 @@ func TestTheBackendConfigComesFromTheConfigurationAlone(t *testing.T) {
 	}
 	if pc.TLSConfig == nil || len(pc.TLSConfig.Certificates) != 0 {
 		t.Fatal("a client certificate the configuration does not name was loaded")
+	}
+}
+
+// Only the names [[databases]] lists reach its entries' databases: an
+// unlisted name that is an entry's backend database on the same server is
+// refused, whichever way the entry arrives there.
+func TestOnlyAListedNameReachesARoutedDatabase(t *testing.T) {
+	cfg := config.Default()
+	cfg.Backend.Host, cfg.Backend.Port = "127.0.0.1", 5432
+	cfg.Databases = []config.Database{
+		{Name: "app", BackendDBName: "app_prod"},
+		{Name: "same", BackendDBName: "same_prod", Host: "127.0.0.1", Port: 5432}, // the default server, written out
+		{Name: "far", BackendDBName: "far_prod", Port: 5433},                      // another server
+		{Name: "listed_twice", BackendDBName: "app_prod"},
+		{Name: "app_v2", BackendDBName: "app_v2"},
+	}
+	for db, refusedFor := range map[string]string{
+		"app": "", "listed_twice": "", "app_v2": "", "postgres": "",
+		"app_prod":  "app",
+		"same_prod": "same",
+		"far_prod":  "", // the default server's far_prod is another database
+	} {
+		tgt, err := Route(cfg, "alice", nil, "", db)
+		var routed *RoutedDatabaseError
+		switch {
+		case refusedFor == "" && err != nil:
+			t.Errorf("%s: refused: %v", db, err)
+		case refusedFor != "" && (!errors.As(err, &routed) || routed.Entry != refusedFor || routed.SQLState() != "3D000"):
+			t.Errorf("%s: want a refusal naming entry %s, got %+v, %v", db, refusedFor, tgt, err)
+		}
 	}
 }

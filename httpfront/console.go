@@ -179,7 +179,8 @@ func (s *Server) renderConsole(w http.ResponseWriter, r *http.Request, status in
 
 // consoleDatabases are the databases the database field offers: the
 // default one, the [[databases]] names, and those the backend lets the
-// user's backend role connect to, each kept only when the HBA rules let
+// user's backend role connect to (not an entry's backend database by its
+// own name, which Route refuses), each kept only when the HBA rules let
 // this user's console session in (authcore.SessionAdmits). The backend's
 // list costs one query per page; when it fails the configured names stay.
 func (s *Server) consoleDatabases(r *http.Request, snap *snapshot.Snapshot, user, def string) []string {
@@ -194,6 +195,9 @@ func (s *Server) consoleDatabases(r *http.Request, snap *snapshot.Snapshot, user
 	for _, d := range cands {
 		if slices.Contains(out, d) {
 			continue
+		}
+		if _, err := backend.Route(snap.Config, user, nil, "", d); err != nil {
+			continue // a routed backend database's own name, say: refused by name
 		}
 		a.Database = d
 		if authcore.SessionAdmits(snap.Login, a, hasCert) {

@@ -156,14 +156,14 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		db = defaultDatabase(cfg, res.name)
 	}
 	t, err := backend.Route(cfg, res.name, res.user, res.password, db)
-	var long *backend.NameTooLongError
-	if errors.As(err, &long) {
+	var refused backend.RouteRefusal
+	if errors.As(err, &refused) {
 		// As the wire records it: the client was proven, the backend
 		// login is refused.
 		ev := *res.event
-		ev.Result, ev.Reason = authcore.ResultBackend, "backend refused the session: "+err.Error()
+		ev.Result, ev.Reason = authcore.ResultBackend, backend.RefusalReason(err)
 		ev.Log(s.o.Audit)
-		writeError(w, http.StatusBadRequest, long.SQLState(), err.Error())
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: refused.SQLState(), Message: refused.Error(), Detail: refused.ClientDetail()}})
 		return
 	}
 	pool, err := s.pools.Get(cfg, t)

@@ -583,9 +583,11 @@ func caTLSConfig(t *testing.T, file string) *tls.Config {
 
 // The database field offers what the session can open: databases the
 // backend lets the user's role connect to, whose HBA rule takes a console
-// session; not templates, not ones without CONNECT, not trust or jwt ones.
+// session; not templates, not ones without CONNECT, not trust or jwt ones,
+// and a [[databases]] entry's backend database by its entry's name only.
 func TestTheConsoleOffersTheDatabasesTheUserMayConnectTo(t *testing.T) {
 	for _, stmt := range []string{
+		"DROP DATABASE IF EXISTS console_open", "CREATE DATABASE console_open",
 		"DROP DATABASE IF EXISTS trustdb", "CREATE DATABASE trustdb",
 		"DROP DATABASE IF EXISTS jwtdb", "CREATE DATABASE jwtdb",
 		"DROP DATABASE IF EXISTS console_noconnect", "CREATE DATABASE console_noconnect",
@@ -596,11 +598,17 @@ func TestTheConsoleOffersTheDatabasesTheUserMayConnectTo(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
+		pg.Exec("DROP DATABASE IF EXISTS console_open")
 		pg.Exec("DROP DATABASE IF EXISTS trustdb")
 		pg.Exec("DROP DATABASE IF EXISTS jwtdb")
 		pg.Exec("DROP DATABASE IF EXISTS console_noconnect")
 	})
-	_, cc := startConsoleGateway(t, "")
+	g := startGatewayWith(t, gwOptions{http: true, httpSection: `default_database = "postgres"`}, consoleRules+`
+[[databases]]
+name = "app"
+backend_dbname = "app_prod"
+`, consoleUsers)
+	cc := newConsoleClient(t, g.httpURL(), nil)
 	cc.login("alice", "alice-Pass-1")
 	page := cc.get("/").body
 	i := strings.Index(page, `<datalist id="db-list">`)
@@ -608,12 +616,12 @@ func TestTheConsoleOffersTheDatabasesTheUserMayConnectTo(t *testing.T) {
 		t.Fatalf("no database list:\n%s", page)
 	}
 	list := page[i : i+strings.Index(page[i:], "</datalist>")]
-	for _, want := range []string{"postgres", "app_prod"} {
+	for _, want := range []string{"postgres", "console_open", "app"} {
 		if !strings.Contains(list, `value="`+want+`"`) {
 			t.Fatalf("the picker lacks %s: %s", want, list)
 		}
 	}
-	for _, not := range []string{"template0", "template1", "console_noconnect", "trustdb", "jwtdb"} {
+	for _, not := range []string{"template0", "template1", "console_noconnect", "trustdb", "jwtdb", "app_prod"} {
 		if strings.Contains(list, `value="`+not+`"`) {
 			t.Fatalf("the picker offers %s: %s", not, list)
 		}

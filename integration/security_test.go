@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
@@ -941,4 +943,69 @@ method = "trust"
 	}
 	c := g.mustConnect(long, "long-Pass-1", "postgres")
 	queryOne(t, c, "SELECT 1")
+}
+
+// A [[databases]] entry gives a backend database a client-facing name,
+// and the HBA rules judge the name the client asks for. Unlisted names go
+// to the backend unchanged, so until December 2026 a client refused on
+// "app" asked for "app_prod", the entry's backend database, by name and got
+// in: on the wire and over HTTP. Such a name is now refused after
+// authentication with 3D000, as a database that does not exist under that
+// name; a name that reaches another server's database of that name, or that
+// is listed itself, is not.
+func TestARoutedDatabaseIsReachedOnlyByItsListedName(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, `
+[[databases]]
+name = "app"
+backend_dbname = "app_prod"
+
+[[databases]]
+name = "elsewhere"
+backend_dbname = "postgres"
+port = 1
+
+[[hba]]
+user = ["bob"]
+database = ["app"]
+method = "reject"
+`+passwordRules, []testUser{
+		{name: "bob", password: "bob-Pass-2", extra: `backend_user = "app_rw"` + "\n"},
+		{name: "alice", password: "alice-Pass-1"},
+	})
+	_, err := g.connect("bob", "bob-Pass-2", "app")
+	wantPgError(t, err, "28000", `HBA rejects connection for host "127.0.0.1", user "bob", database "app", SSL off`)
+	_, err = g.connect("bob", "bob-Pass-2", "app_prod")
+	wantPgError(t, err, "3D000", `database "app_prod" does not exist`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Detail, "[[databases]]") {
+		t.Fatalf("the refusal should say why in its detail: %v", err)
+	}
+	// Authentication comes first: a wrong password is still 28P01.
+	_, err = g.connect("bob", "wrong-password", "app_prod")
+	wantPgError(t, err, "28P01", `password authentication failed for user "bob"`)
+	g.waitLog(`database \"app_prod\" is the backend database of [[databases]] \"app\"`, 1)
+
+	sql := `{"stmt":"SELECT current_user || '@' || current_database()"}`
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=app_prod", sql, basic("bob", "bob-Pass-2"))
+	if got := jsonText(t, out); status != 400 || !strings.Contains(got, `"3D000"`) {
+		t.Fatalf("the backend name over HTTP: %d %s", status, got)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=app", sql, basic("alice", "alice-Pass-1"))
+	if got := jsonText(t, out["rows"]); status != 200 || got != `[["alice@app_prod"]]` {
+		t.Fatalf("the listed name over HTTP: %d %s", status, jsonText(t, out))
+	}
+
+	c := g.mustConnect("alice", "alice-Pass-1", "app")
+	if got := queryOne(t, c, "SELECT current_database()"); got != "app_prod" {
+		t.Fatalf("the listed name reached %q", got)
+	}
+	// "elsewhere" routes to another server's postgres: the default
+	// server's postgres is another database, reached by its own name.
+	c = g.mustConnect("alice", "alice-Pass-1", "postgres")
+	queryOne(t, c, "SELECT 1")
+
+	out2, _, code := runCLI(t, "", "explain", "-c", g.configPath(), "--protocol", "pg", "--user", "bob", "--database", "app_prod", "--address", "127.0.0.1")
+	if code != 0 || !strings.Contains(out2, `refused after authentication (3D000): database "app_prod" is the backend database of [[databases]] "app"`) {
+		t.Fatalf("explain should say the name is refused: %d %s", code, out2)
+	}
 }

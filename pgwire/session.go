@@ -90,17 +90,17 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	audit := func(err error) {
 		if !audited {
 			if err != nil {
-				ev.Result, ev.Reason = authcore.ResultBackend, "backend refused the session: "+err.Error()
+				ev.Result, ev.Reason = authcore.ResultBackend, backend.RefusalReason(err)
 			}
 			c.audit(ev)
 			audited = true
 		}
 	}
 	defer audit(nil)
-	var long *backend.NameTooLongError
-	if errors.As(routeErr, &long) {
+	var refused backend.RouteRefusal
+	if errors.As(routeErr, &refused) {
 		audit(routeErr)
-		return &Error{Code: long.SQLState(), Message: routeErr.Error()}
+		return &Error{Code: refused.SQLState(), Message: refused.Error(), Detail: refused.ClientDetail()}
 	}
 	params := make(map[string]string, len(sp.params))
 	for _, p := range sp.params {

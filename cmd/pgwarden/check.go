@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -76,6 +78,14 @@ func explain(o explainOptions, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "rule %d (%s): match\n", rule.Number, rule.Source)
 	fmt.Fprintf(stdout, "method: %s\n", rule.Method)
+	if rule.Method != hba.Reject {
+		// Routing refuses some sessions after authentication; say so here
+		// rather than let the rule's match read as a way in.
+		var routed *backend.RoutedDatabaseError
+		if _, err := backend.Route(snap.Config, req.User, snap.Users.Lookup(req.User), "", req.Database); errors.As(err, &routed) {
+			fmt.Fprintf(stdout, "refused after authentication (%s): %s\n", routed.SQLState(), routed.AuditReason())
+		}
+	}
 	if *token != "" {
 		fmt.Fprintf(stdout, "token: %s\n", snap.Tokens.Explain(context.Background(), *token))
 	}
