@@ -172,6 +172,9 @@ type Refusal struct {
 	// Issuer and Scope tell a client refused by method oauth where to get
 	// a token (RefusedOAuth).
 	Issuer, Scope string
+	// InsufficientScope: the oauth token was genuine but lacked a scope of
+	// the rule (HTTP answers 403 insufficient_scope, RFC 6750).
+	InsufficientScope bool
 	// Discovery: an oauth client that sent no token, to learn where to get
 	// one (libpq 18's first step). It guessed nothing, so the throttle
 	// does not count it: its next connection, with a token, is not held.

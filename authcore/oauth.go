@@ -3,6 +3,7 @@ package authcore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -162,9 +163,10 @@ func runOAuth(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 		if err != nil {
 			return refusal(err, ProofToken)
 		}
-		u, err := tokenUser(st.Tokens.VerifyFor(ctx, tok, rule.Issuer))(id.Name)
+		u, err := tokenUser(st.Tokens.VerifyFor(ctx, tok, rule.Issuer, rule.Scope))(id.Name)
 		if err != nil {
-			return &Refusal{Kind: RefusedOAuth, Reason: ReasonOf(err), Issuer: rule.Issuer, Scope: rule.Scope}
+			return &Refusal{Kind: RefusedOAuth, Reason: ReasonOf(err), Issuer: rule.Issuer, Scope: rule.Scope,
+				InsufficientScope: insufficientScope(err)}
 		}
 		id.User = u
 		return nil
@@ -182,13 +184,14 @@ func runOAuth(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 	}
 	reason := "oauth discovery: the client sent no token and was told where to get one"
 	var u *User
+	scopeLacking := false
 	if tok != "" {
-		u, err = tokenUser(st.Tokens.VerifyFor(ctx, tok, rule.Issuer))(id.Name)
+		u, err = tokenUser(st.Tokens.VerifyFor(ctx, tok, rule.Issuer, rule.Scope))(id.Name)
 		if err == nil {
 			id.User = u
 			return nil
 		}
-		reason = ReasonOf(err)
+		reason, scopeLacking = ReasonOf(err), insufficientScope(err)
 	}
 	// RFC 7628 section 3.2.2: the error goes in a challenge, and the
 	// client ends the exchange with a lone 0x01.
@@ -201,5 +204,13 @@ func runOAuth(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 	if len(in) != 1 || in[0] != kvsep {
 		return refusal(saslViolation("malformed OAUTHBEARER message: the client did not end the failed exchange with 0x01"), ProofToken)
 	}
-	return &Refusal{Kind: RefusedOAuth, Reason: reason, Issuer: rule.Issuer, Scope: rule.Scope, Discovery: tok == ""}
+	return &Refusal{Kind: RefusedOAuth, Reason: reason, Issuer: rule.Issuer, Scope: rule.Scope, Discovery: tok == "",
+		InsufficientScope: scopeLacking}
+}
+
+// insufficientScope says whether err refused a genuine token for want of a
+// scope.
+func insufficientScope(err error) bool {
+	var f *Failure
+	return errors.As(err, &f) && f.insufficientScope
 }

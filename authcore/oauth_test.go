@@ -88,3 +88,31 @@ func FuzzOAuthBearer(f *testing.F) {
 		}
 	})
 }
+
+func TestATokenCarriesEveryScopeOfTheRule(t *testing.T) {
+	for _, c := range []struct {
+		rule   string
+		claims jwt.MapClaims
+		miss   string
+	}{
+		{"openid pg", jwt.MapClaims{"scope": "openid pg"}, ""},
+		{"openid pg", jwt.MapClaims{"scope": "pg"}, ""}, // OpenID Connect's own scopes are not asked of an access token
+		{"openid pg", jwt.MapClaims{"scope": "openid"}, "pg"},
+		{"openid pg", jwt.MapClaims{}, "pg"},
+		{"pg reports", jwt.MapClaims{"scope": "pg"}, "reports"},
+		{"pg reports", jwt.MapClaims{"scope": "reports", "scp": []any{"pg"}}, ""},
+		{"pg", jwt.MapClaims{"scope": []any{"pg"}}, "pg"}, // scope is a string by RFC 8693
+		{"pg", jwt.MapClaims{"scope": "pgx"}, "pg"},
+		{"pg", jwt.MapClaims{"scope": "x/pg"}, "pg"},
+		// Entra ID writes the bare name of a resource URI's scope.
+		{"api://pgwarden/pg.login", jwt.MapClaims{"scp": "pg.login"}, ""},
+		{"api://pgwarden/pg.login", jwt.MapClaims{"scp": "login"}, "api://pgwarden/pg.login"},
+		{"api://pgwarden/pg.login", jwt.MapClaims{"scp": []any{""}}, "api://pgwarden/pg.login"},
+		{"", jwt.MapClaims{}, ""},
+		{"openid profile", jwt.MapClaims{}, ""},
+	} {
+		if got := missingScope(c.rule, c.claims); got != c.miss {
+			t.Errorf("rule %q, claims %v: missing %q, want %q", c.rule, c.claims, got, c.miss)
+		}
+	}
+}

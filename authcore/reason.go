@@ -28,6 +28,9 @@ var ErrPasswordFailed = errors.New("password authentication failed")
 // Failure is an authentication failure with its true reason.
 type Failure struct {
 	Reason Reason
+	// insufficientScope: a genuine token without a scope its rule asks
+	// for (RFC 6750's insufficient_scope, not invalid_token).
+	insufficientScope bool
 }
 
 func (f *Failure) Error() string { return "password authentication failed: " + string(f.Reason) }

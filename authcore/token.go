@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -337,8 +338,10 @@ func (t *Tokens) Explain(ctx context.Context, raw string) string {
 
 // VerifyFor proves a token only if issuer issued it: the rule of method
 // oauth names one issuer, pgwarden's own (tokens.issuer) or a
-// [[jwt_issuers]] entry.
-func (t *Tokens) VerifyFor(ctx context.Context, raw, issuer string) (*User, error) {
+// [[jwt_issuers]] entry. An identity provider's token must also carry
+// every scope of the rule's scope (see missingScope); pgwarden's own
+// tokens have no scopes, they prove their user whole.
+func (t *Tokens) VerifyFor(ctx context.Context, raw, issuer, scope string) (*User, error) {
 	if t == nil {
 		return nil, badToken("no users")
 	}
@@ -355,7 +358,57 @@ func (t *Tokens) VerifyFor(ctx context.Context, raw, issuer string) (*User, erro
 	if issuer == t.cfg.Issuer && t.external[issuer] == nil {
 		return t.verify(ctx, raw, true)
 	}
-	return t.Verify(ctx, raw)
+	u, err := t.Verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	// The claims were read before the signature was checked; the
+	// signature covers them, so once verify has passed they are the
+	// issuer's.
+	if miss := missingScope(scope, c); miss != "" {
+		return nil, &Failure{Reason: ReasonBadToken + Reason(fmt.Sprintf(": the token's scope lacks %q, which the rule asks for (scope %q)", miss, scope)),
+			insufficientScope: true}
+	}
+	return u, nil
+}
+
+// oidcScopes are OpenID Connect's own scopes (Core 1.0, sections 5.4 and
+// 11): they ask for an ID token, profile claims or a refresh token, not
+// for access to a resource, and some identity providers (Microsoft Entra
+// ID) leave them out of access tokens. A rule may list them for the
+// client's sake; the token need not carry them.
+var oidcScopes = []string{"openid", "profile", "email", "address", "phone", "offline_access"}
+
+// missingScope is the first scope of the rule's space-separated list that
+// the token does not carry, or "". A token's scopes are its "scope" claim
+// (a space-separated string, RFC 8693 and RFC 9068) and its "scp" claim (a
+// string or a list, as Okta and Entra ID write it). A token scope s
+// satisfies a rule scope r written as a resource URI ending in "/s"
+// ("api://pgwarden/pg.login"): Entra ID puts the bare name in scp.
+func missingScope(scope string, c jwt.MapClaims) string {
+	var have []string
+	if s, ok := c["scope"].(string); ok {
+		have = append(have, strings.Fields(s)...)
+	}
+	switch v := c["scp"].(type) {
+	case string:
+		have = append(have, strings.Fields(v)...)
+	case []any:
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				have = append(have, s)
+			}
+		}
+	}
+	for _, r := range strings.Fields(scope) {
+		if slices.Contains(oidcScopes, r) {
+			continue
+		}
+		if !slices.ContainsFunc(have, func(s string) bool { return s == r || (s != "" && strings.HasSuffix(r, "/"+s)) }) {
+			return r
+		}
+	}
+	return ""
 }
 
 func badToken(why string) error { return &Failure{Reason: ReasonBadToken + Reason(": "+why)} }

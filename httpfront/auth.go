@@ -81,6 +81,9 @@ type authFailure struct {
 	reason string
 	// issuer and scope: an oauth rule's, for the Bearer challenge.
 	issuer, scope string
+	// insufficientScope: a genuine token without the rule's scope, 403
+	// with error="insufficient_scope" (RFC 6750 section 3.1).
+	insufficientScope bool
 }
 
 // challenge is the WWW-Authenticate scheme of a 401.

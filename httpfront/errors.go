@@ -70,6 +70,10 @@ func refusalFailure(ref *authcore.Refusal, a *authcore.Attempt, creds *credentia
 	case authcore.RefusedOAuth:
 		f.code, f.scheme = codeInvalidAuthorization, challengeBearer
 		f.msg = fmt.Sprintf("OAuth bearer authentication failed for user %q", a.User)
+		if ref.InsufficientScope {
+			f.status, f.insufficientScope = http.StatusForbidden, true
+			f.msg = fmt.Sprintf("the token lacks a scope this request's rule asks for (scope %q)", ref.Scope)
+		}
 	case authcore.RefusedProtocol:
 		f.status, f.code, f.msg = http.StatusBadRequest, codeProtocolViolation, "malformed credentials"
 		if ref.Err == nil {
@@ -97,17 +101,7 @@ func (s *Server) fail(w http.ResponseWriter, snap *snapshot.Snapshot, f *authFai
 		status = snap.Config.HTTP.AuthFailureStatus
 		switch f.scheme {
 		case challengeBearer:
-			// RFC 6750; under an oauth rule also where to learn about the
-			// issuer (RFC 9728's resource_metadata) and the scope to ask
-			// for, as PostgreSQL 18's discovery tells a wire client.
-			ch := `Bearer error="invalid_token"`
-			if f.issuer != "" {
-				ch += fmt.Sprintf(`, resource_metadata=%q`, "/.well-known/oauth-protected-resource")
-				if f.scope != "" {
-					ch += fmt.Sprintf(`, scope=%q`, f.scope)
-				}
-			}
-			w.Header().Set("WWW-Authenticate", ch)
+			w.Header().Set("WWW-Authenticate", bearerChallenge("invalid_token", f))
 		case challengeCookie:
 			w.Header().Set("WWW-Authenticate", cookieChallenge(snap.Config.HTTP.Realm))
 		case challengeNone:
@@ -115,7 +109,24 @@ func (s *Server) fail(w http.ResponseWriter, snap *snapshot.Snapshot, f *authFai
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", snap.Config.HTTP.Realm))
 		}
 	}
+	if f.insufficientScope {
+		w.Header().Set("WWW-Authenticate", bearerChallenge("insufficient_scope", f))
+	}
 	writeError(w, status, f.code, f.msg)
+}
+
+// bearerChallenge is RFC 6750's challenge; under an oauth rule also where
+// to learn about the issuer (RFC 9728's resource_metadata) and the scope
+// to ask for, as PostgreSQL 18's discovery tells a wire client.
+func bearerChallenge(errCode string, f *authFailure) string {
+	ch := fmt.Sprintf(`Bearer error=%q`, errCode)
+	if f.issuer != "" {
+		ch += fmt.Sprintf(`, resource_metadata=%q`, "/.well-known/oauth-protected-resource")
+		if f.scope != "" {
+			ch += fmt.Sprintf(`, scope=%q`, f.scope)
+		}
+	}
+	return ch
 }
 
 // internalError answers an error no client should see the text of: 500

@@ -55,9 +55,13 @@ scope = "openid pg"
 }
 
 func oauthToken(t *testing.T, k *testKey, claims jwt.MapClaims) string {
-	base := jwt.MapClaims{"iss": oauthIssuer, "aud": "pgwarden", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}
+	base := jwt.MapClaims{"iss": oauthIssuer, "aud": "pgwarden", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(),
+		"scope": "openid pg"}
 	for c, v := range claims {
 		base[c] = v
+		if v == nil {
+			delete(base, c) // a claim left out
+		}
 	}
 	return k.sign(t, base, nil)
 }
@@ -148,7 +152,7 @@ func TestARoleClaimLogsInAPersonWithoutAUsersFileEntry(t *testing.T) {
 	}
 	out, _, _ = runCLI(t, "", "explain", "-c", g.configPath(), "--user", "ann@corp", "--database", "postgres",
 		"--address", "127.0.0.1", "--ssl", "--token", oauthToken(t, key, jwt.MapClaims{"email": "ann@corp", "pg_role": "postgres"}))
-	if !strings.Contains(out, `token: refused: bad token: claim "pg_role" names role "postgres", which is not in roles_allowed`) {
+	if !strings.Contains(out, `token: refused by rule 1: bad token: claim "pg_role" names role "postgres", which is not in roles_allowed`) {
 		t.Fatalf("explain of a refused role: %s", out)
 	}
 	for _, why := range []string{`names role \"postgres\", which is not in roles_allowed`, `no \"pg_role\" claim (role_claim)`, `claim \"pg_role\" (role_claim) is not a string`} {
@@ -242,5 +246,64 @@ func TestOAuthOverHTTPIsABearerTokenWithDiscoveryHints(t *testing.T) {
 	json.NewDecoder(mresp.Body).Decode(&meta)
 	if len(meta.AuthorizationServers) != 1 || meta.AuthorizationServers[0] != oauthIssuer || len(meta.Scopes) != 2 {
 		t.Fatalf("resource metadata: %+v", meta)
+	}
+}
+
+func TestAnOAuthTokenWithoutTheRulesScopeIsRefused(t *testing.T) {
+	g, key := oauthGateway(t) // the rule's scope is "openid pg"
+	withScope := func(claims jwt.MapClaims) string {
+		tok := jwt.MapClaims{"email": "alice@corp", "scope": nil}
+		for c, v := range claims {
+			tok[c] = v
+		}
+		return oauthToken(t, key, tok)
+	}
+	for name, tok := range map[string]string{
+		"no scope claim":       withScope(nil),
+		"only openid":          withScope(jwt.MapClaims{"scope": "openid profile"}),
+		"a longer scope name":  withScope(jwt.MapClaims{"scope": "openid pgadmin"}),
+		"the scope in a list":  withScope(jwt.MapClaims{"scope": []string{"openid", "pg"}}), // scope is a string
+		"another scp":          withScope(jwt.MapClaims{"scp": []string{"openid", "reports"}}),
+		"pg as part of a word": withScope(jwt.MapClaims{"scp": "openid xpg"}),
+	} {
+		if c, err := connectOAuth(g, "alice", "require", tok); err == nil {
+			c.Close(context.Background())
+			t.Fatalf("a token with %s logged in under a rule asking for scope pg", name)
+		} else if !strings.Contains(err.Error(), "invalid_token") {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	g.waitLog(`the token's scope lacks \"pg\", which the rule asks for`, 6)
+	// Okta's and Entra ID's scp, as a list or a string, and without
+	// OpenID Connect's own scopes, which need not be in an access token.
+	for _, scp := range []any{[]string{"pg"}, "pg"} {
+		c, err := connectOAuth(g, "alice", "require", withScope(jwt.MapClaims{"scp": scp}))
+		if err != nil {
+			t.Fatalf("scp %v: %v", scp, err)
+		}
+		c.Close(context.Background())
+	}
+	// Over HTTP a genuine token without the scope is RFC 6750's
+	// insufficient_scope: 403, with the scope to ask for.
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("https://127.0.0.1:%d/_sql?db=postgres", g.port+1), strings.NewReader(`{"stmt":"SELECT 1"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+withScope(jwt.MapClaims{"scope": "openid"}))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	ch := resp.Header.Get("WWW-Authenticate")
+	if resp.StatusCode != 403 || !strings.HasPrefix(ch, `Bearer error="insufficient_scope"`) || !strings.Contains(ch, `scope="openid pg"`) ||
+		!strings.Contains(string(b), `"28000"`) || !strings.Contains(string(b), `the token lacks a scope this request's rule asks for`) {
+		t.Fatalf("HTTP: %d %q %s", resp.StatusCode, ch, b)
+	}
+	// pgwarden explain says the rule refuses the token, and why.
+	out, stderr, code := runCLI(t, "", "explain", "-c", g.configPath(), "--user", "alice", "--database", "postgres",
+		"--address", "127.0.0.1", "--ssl", "--token", withScope(jwt.MapClaims{"scope": "openid"}))
+	if code != 0 || !strings.Contains(out, `token: refused by rule 1: bad token: the token's scope lacks "pg"`) {
+		t.Fatalf("explain: %s %s", out, stderr)
 	}
 }

@@ -87,6 +87,13 @@ func explain(o explainOptions, stdout io.Writer) error {
 		}
 	}
 	if *token != "" {
+		// An oauth rule takes only its issuer's tokens, with its scope.
+		if rule.Method == hba.OAuth {
+			if _, err := snap.Tokens.VerifyFor(context.Background(), *token, rule.Issuer, rule.Scope); err != nil {
+				fmt.Fprintf(stdout, "token: refused by rule %d: %s\n", rule.Number, authcore.ReasonOf(err))
+				return nil
+			}
+		}
 		fmt.Fprintf(stdout, "token: %s\n", snap.Tokens.Explain(context.Background(), *token))
 	}
 	return nil
