@@ -7,6 +7,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -126,8 +127,9 @@ func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 }
 
 // routedTo is the name of a [[databases]] entry that reaches t's server and
-// database, or "". Servers are compared as written (host and port): an
-// entry that names the default server another way is not recognised.
+// database, or "". Servers are compared by port and by sameHost, which
+// errs towards "the same": a wrong "same" refuses a name the operator can
+// list, a wrong "different" lets a name past the entry's rules.
 func routedTo(cfg *config.Config, t Target) string {
 	for _, d := range cfg.Databases {
 		e := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: d.Name}
@@ -140,11 +142,40 @@ func routedTo(cfg *config.Config, t Target) string {
 		if d.Port != 0 {
 			e.Port = d.Port
 		}
-		if e.Host == t.Host && e.Port == t.Port && e.Database == t.Database {
+		if e.Port == t.Port && e.Database == t.Database && sameHost(e.Host, t.Host) {
 			return d.Name
 		}
 	}
 	return ""
+}
+
+// sameHost says whether two backend hosts may be one server: written
+// alike (DNS names in any case, with or without the root's dot), one IP
+// address written two ways (::ffff:10.0.0.5 and 10.0.0.5), or both this
+// machine (localhost, a loopback address, a unix socket folder: one
+// PostgreSQL commonly listens on all of them). Two DNS names of one
+// address are not recognised: that would take a lookup per session.
+func sameHost(a, b string) bool {
+	return hostKey(a) == hostKey(b)
+}
+
+// hostKey is the form of a backend host that sameHost compares.
+func hostKey(h string) string {
+	if strings.HasPrefix(h, "/") || strings.HasPrefix(h, "@") {
+		return "local"
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return "local" // RFC 6761: always loopback
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		ip = ip.Unmap().WithZone("")
+		if ip.IsLoopback() || ip.IsUnspecified() { // Linux connects 0.0.0.0 to this machine
+			return "local"
+		}
+		return ip.String()
+	}
+	return h
 }
 
 // route maps db and the user; listed says whether [[databases]] names db.

@@ -72,12 +72,25 @@ func TestOnlyAListedNameReachesARoutedDatabase(t *testing.T) {
 		{Name: "far", BackendDBName: "far_prod", Port: 5433},                      // another server
 		{Name: "listed_twice", BackendDBName: "app_prod"},
 		{Name: "app_v2", BackendDBName: "app_v2"},
+		// The default server written other ways.
+		{Name: "lh", BackendDBName: "lh_prod", Host: "localhost"},
+		{Name: "sock", BackendDBName: "sock_prod", Host: "/var/run/postgresql"},
+		{Name: "mapped", BackendDBName: "mapped_prod", Host: "::ffff:127.0.0.1"},
+		{Name: "v6", BackendDBName: "v6_prod", Host: "[::1]"},
+		{Name: "other_loopback", BackendDBName: "ol_prod", Host: "127.0.0.2"},
+		{Name: "remote", BackendDBName: "remote_prod", Host: "db.example.com"},
 	}
 	for db, refusedFor := range map[string]string{
 		"app": "", "listed_twice": "", "app_v2": "", "postgres": "",
-		"app_prod":  "app",
-		"same_prod": "same",
-		"far_prod":  "", // the default server's far_prod is another database
+		"app_prod":    "app",
+		"same_prod":   "same",
+		"far_prod":    "", // the default server's far_prod is another database
+		"lh_prod":     "lh",
+		"sock_prod":   "sock",
+		"mapped_prod": "mapped",
+		"v6_prod":     "v6",
+		"ol_prod":     "other_loopback",
+		"remote_prod": "", // db.example.com is not the default server
 	} {
 		tgt, err := Route(cfg, "alice", nil, "", db)
 		var routed *RoutedDatabaseError
@@ -86,6 +99,29 @@ func TestOnlyAListedNameReachesARoutedDatabase(t *testing.T) {
 			t.Errorf("%s: refused: %v", db, err)
 		case refusedFor != "" && (!errors.As(err, &routed) || routed.Entry != refusedFor || routed.SQLState() != "3D000"):
 			t.Errorf("%s: want a refusal naming entry %s, got %+v, %v", db, refusedFor, tgt, err)
+		}
+	}
+}
+
+func TestBackendHostsWrittenTwoWaysAreOneServer(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{"db.example.com", "DB.Example.COM.", true},
+		{"10.0.0.5", "::ffff:10.0.0.5", true},
+		{"2001:db8::1", "2001:DB8:0:0:0:0:0:1", true},
+		{"fe80::1%eth0", "fe80::1", true},
+		{"localhost", "127.0.0.1", true},
+		{"localhost", "/tmp", true},
+		{"0.0.0.0", "::1", true},
+		{"pg.localhost", "localhost", true},
+		{"db.example.com", "db2.example.com", false},
+		{"10.0.0.5", "10.0.0.6", false},
+		{"10.0.0.5", "localhost", false},
+	} {
+		if got := sameHost(c.a, c.b); got != c.same {
+			t.Errorf("sameHost(%q, %q) = %v", c.a, c.b, got)
 		}
 	}
 }
