@@ -101,7 +101,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body is not valid JSON for /_sql: " + err.Error()}
+		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body is not valid JSON for " + r.URL.Path + ": " + err.Error()}
 	}
 	if dec.More() {
 		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "the body holds more than one JSON value"}

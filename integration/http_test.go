@@ -71,6 +71,12 @@ func errCode(out map[string]any) string {
 	return s
 }
 
+func errMessage(out map[string]any) string {
+	e, _ := out["error"].(map[string]any)
+	s, _ := e["message"].(string)
+	return s
+}
+
 func jsonText(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -546,6 +552,11 @@ max_ttl = "2h"
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_token", `{"expire":"0s"}`, basic("alice", "alice-Pass-1"))
 	if status != 400 || errCode(out) != "22023" {
 		t.Fatalf("a token of no lifetime: %d %v", status, out)
+	}
+	// A body /_token cannot read names /_token, not /_sql.
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_token", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
+	if status != 400 || errCode(out) != "08P01" || !strings.Contains(errMessage(out), "not valid JSON for /_token") {
+		t.Fatalf("an unknown key at /_token: %d %v", status, out)
 	}
 }
 
