@@ -181,7 +181,11 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 		jwt.WithLeeway(leeway), jwt.WithIssuedAt(), jwt.WithTimeFunc(t.now))
 	c := jwt.MapClaims{}
 	_, err := parser.ParseWithClaims(raw, c, func(tok *jwt.Token) (any, error) {
-		for _, h := range []string{"jku", "x5u", "jwk", "x5c"} {
+		// Keys come from the configuration only. And a token whose
+		// "crit" names extensions must be refused by a verifier that
+		// does not implement them (RFC 7515 section 4.1.11); this one
+		// implements none.
+		for _, h := range []string{"jku", "x5u", "jwk", "x5c", "crit"} {
 			if _, ok := tok.Header[h]; ok {
 				return nil, fmt.Errorf("header %q is refused", h)
 			}

@@ -200,6 +200,7 @@ method = "jwt"
 		"unknown username":                   rsaKey.sign(t, with(func(c jwt.MapClaims) { c["username"] = "mallory@corp" }), nil),
 		"jku header":                         rsaKey.sign(t, good, map[string]any{"jku": "https://evil.test/keys"}),
 		"x5u header":                         rsaKey.sign(t, good, map[string]any{"x5u": "https://evil.test/cert"}),
+		"crit header":                        rsaKey.sign(t, good, map[string]any{"crit": []string{"exp-ext"}, "exp-ext": 1}),
 		"unknown kid":                        (&testKey{"other", "RS256", rsaKey.priv, jwt.SigningMethodRS256}).sign(t, good, nil),
 		"malformed":                          "not.a.token",
 		"a megabyte of dots":                 strings.Repeat(".", 1<<20),
