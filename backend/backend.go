@@ -5,6 +5,8 @@
 package backend
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -25,6 +27,9 @@ type Target struct {
 	Database string
 	Role     string
 	Password string
+	// TLS is the [backend] TLS settings' digest (config.Backend.TLSDigest)
+	// a login under this target uses.
+	TLS string
 }
 
 // MaxNameBytes is the longest role or database name PostgreSQL keeps
@@ -196,7 +201,7 @@ func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 			break
 		}
 	}
-	t.Password = cfg.Backend.Password
+	t.Password, t.TLS = cfg.Backend.Password, cfg.Backend.TLSDigest
 	if u != nil {
 		t.Role = u.BackendRole()
 		if u.BackendPassword != "" {
@@ -280,11 +285,38 @@ func IgnoreLibpqEnvironment() []string {
 // broken backend TLS settings (a missing or unreadable sslrootcert, an
 // sslcert without its key) are reported when the configuration loads
 // (pgwarden check, serve, reload), not by the first client.
+//
+// It also sets cfg.Backend.TLSDigest: a reload that changes sslmode or a
+// certificate or key (also in place, under the same file name) must reach
+// every backend login from then on, not only new ones. Backends parked for
+// reuse, and the HTTP pools, are kept apart by it: before, a reload from
+// sslmode = "disable" to "require" left the wire reusing plaintext
+// backends for up to max_lifetime, and a busy HTTP pool opening new
+// plaintext connections for as long as it was in use.
 func Validate(cfg *config.Config) error {
 	if _, err := Config(cfg, Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Role: "pgwarden"}, nil); err != nil {
 		return &config.Error{File: cfg.Path, Key: "backend", Msg: "the TLS settings (sslmode, sslrootcert, sslcert, sslkey) do not work: " + err.Error()}
 	}
+	cfg.Backend.TLSDigest = tlsDigest(&cfg.Backend)
 	return nil
+}
+
+// tlsDigest hashes the backend TLS settings and the contents of the files
+// they name (which Config has just read successfully).
+func tlsDigest(b *config.Backend) string {
+	h := sha256.New()
+	for _, s := range []string{b.SSLMode, b.SSLRootCert, b.SSLCert, b.SSLKey} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	for _, path := range []string{b.SSLRootCert, b.SSLCert, b.SSLKey} {
+		if path != "" {
+			data, _ := os.ReadFile(path)
+			sum := sha256.Sum256(data)
+			h.Write(sum[:])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 func quote(s string) string {

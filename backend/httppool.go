@@ -37,7 +37,7 @@ const maxHTTPPools = 1000
 const resetTimeout = 5 * time.Second
 
 // HTTPPools keeps one bounded pgxpool per backend login (host, port, role,
-// database, password) for the HTTP frontend; a pool unused for [backend]
+// database, password, backend TLS settings) for the HTTP frontend; a pool unused for [backend]
 // idle_timeout is closed. Requests of different users mapped to one backend
 // role share a pool, so every connection is reset ([backend] reset_query,
 // DISCARD ALL by default) when a request releases it, before anyone else
@@ -192,7 +192,7 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	b := append(buf[:0], t.Host...)
 	b = strconv.AppendInt(append(b, 0), int64(t.Port), 10)
 	b = strconv.AppendInt(append(b, 0), cfg.HTTP.MaxResultBytes, 10)
-	for _, f := range [...]string{t.Role, t.Database, t.Password, cfg.Backend.ResetQuery} {
+	for _, f := range [...]string{t.Role, t.Database, t.Password, cfg.Backend.ResetQuery, t.TLS} {
 		b = append(append(b, 0), f...)
 	}
 	key := sha256.Sum256(b)

@@ -12,13 +12,15 @@ import (
 )
 
 // Key identifies which parked backends may serve a client: the same server,
-// role, database and startup parameters.
+// role, database and startup parameters, logged in under the same backend
+// TLS settings.
 type Key struct {
 	Host     string
 	Port     int
 	Role     string
 	Database string
 	Params   string // the client's startup parameters, sorted, NUL-joined
+	TLS      string // config.Backend.TLSDigest of the login
 }
 
 // NewKey builds the pool key of a login.
@@ -30,7 +32,7 @@ func NewKey(t Target, params map[string]string) Key {
 		}
 	}
 	sort.Strings(kv)
-	return Key{Host: t.Host, Port: t.Port, Role: t.Role, Database: t.Database, Params: strings.Join(kv, "\x00")}
+	return Key{Host: t.Host, Port: t.Port, Role: t.Role, Database: t.Database, Params: strings.Join(kv, "\x00"), TLS: t.TLS}
 }
 
 // Session is a logged-in backend connection that may outlive its client.
@@ -90,6 +92,9 @@ type PoolLimits struct {
 	Max         int
 	IdleTimeout time.Duration
 	MaxLifetime time.Duration
+	// TLS is the backend TLS settings' digest in force: a backend logged
+	// in under others is closed rather than parked, and closed when parked.
+	TLS string
 }
 
 // NewPool makes an empty pool; Start runs its janitor.
@@ -196,7 +201,7 @@ func (p *Pool) expire(l PoolLimits, now time.Time) {
 	for k, list := range p.parked {
 		keep := list[:0]
 		for _, s := range list {
-			if now.Sub(s.parkedAt) > l.IdleTimeout || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) {
+			if now.Sub(s.parkedAt) > l.IdleTimeout || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) || s.Key.TLS != l.TLS {
 				old = append(old, s)
 				continue
 			}
@@ -278,12 +283,13 @@ func (p *Pool) Reserve(l PoolLimits) error {
 }
 
 // Put parks a reset, idle backend; when its key already has pool_size
-// parked, its lifetime is over, or its database was just released, it is
-// closed instead.
+// parked, its lifetime is over, its database was just released, or a
+// reload changed the backend TLS settings since its login, it is closed
+// instead.
 func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 	p.mu.Lock()
 	p.returnedLocked(s)
-	if len(p.parked[s.Key]) >= l.PerKey || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) || p.releasedLocked(s.Key, now) {
+	if len(p.parked[s.Key]) >= l.PerKey || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) || p.releasedLocked(s.Key, now) || s.Key.TLS != l.TLS {
 		p.total--
 		p.mu.Unlock()
 		p.closeAll([]*Session{s})

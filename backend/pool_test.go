@@ -3,8 +3,11 @@ package backend
 import (
 	"context"
 	"net"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/pgwarden/pgwarden/config"
 )
 
 // At max_backend_connections a login waits for a backend whose reset is
@@ -59,5 +62,56 @@ func TestALoginAtTheLimitWaitsOnlyForBackendsOnTheirWayBack(t *testing.T) {
 	}
 	if p.WaitReturn(context.Background(), time.Now().Add(5*time.Second)) {
 		t.Fatal("the returning backend was discarded: a login still waits for it")
+	}
+}
+
+// A backend logged in under backend TLS settings that a reload has
+// replaced is closed when it comes back and when it is parked, never
+// handed out again.
+func TestBackendsOfReplacedTLSSettingsAreClosed(t *testing.T) {
+	p := NewPool()
+	old := PoolLimits{PerKey: 5, Max: 10, IdleTimeout: time.Minute, TLS: "old"}
+	now := PoolLimits{PerKey: 5, Max: 10, IdleTimeout: time.Minute, TLS: "new"}
+	park := func(l PoolLimits) *Session {
+		if err := p.Reserve(l); err != nil {
+			t.Fatal(err)
+		}
+		c1, c2 := net.Pipe()
+		t.Cleanup(func() { c2.Close() })
+		s := &Session{Conn: c1, Key: Key{Role: "r", TLS: "old"}, Created: time.Now()}
+		p.Returning(s)
+		p.Put(s, l, time.Now())
+		return s
+	}
+	park(old)
+	park(now) // came back after the reload: closed, not parked
+	if n := p.Stats().ParkedByKey[Key{Role: "r", TLS: "old"}]; n != 1 {
+		t.Fatalf("%d parked, want the one that came back before the reload", n)
+	}
+	p.expire(now, time.Now()) // the janitor's sweep after the reload
+	if n := p.Stats().ParkedByKey[Key{Role: "r", TLS: "old"}]; n != 0 {
+		t.Fatalf("%d parked under the replaced settings after the sweep", n)
+	}
+	if p.Stats().Closed != 2 {
+		t.Fatalf("closed %d, want 2", p.Stats().Closed)
+	}
+}
+
+func TestTheTLSDigestFollowsTheFilesContents(t *testing.T) {
+	dir := t.TempDir()
+	ca := dir + "/ca.crt"
+	os.WriteFile(ca, []byte("one"), 0o600)
+	b := config.Backend{SSLMode: "verify-ca", SSLRootCert: ca}
+	first := tlsDigest(&b)
+	if tlsDigest(&b) != first {
+		t.Fatal("the digest of unchanged settings changed")
+	}
+	os.WriteFile(ca, []byte("two"), 0o600) // a CA replaced in place
+	if tlsDigest(&b) == first {
+		t.Fatal("a CA file replaced under the same name left the digest as it was")
+	}
+	b.SSLMode = "verify-full"
+	if tlsDigest(&b) == tlsDigest(&config.Backend{SSLMode: "verify-ca", SSLRootCert: ca}) {
+		t.Fatal("sslmode is not in the digest")
 	}
 }

@@ -121,6 +121,12 @@ type Backend struct {
 	MaxBackendConnections int      `toml:"max_backend_connections"`
 	IdleTimeout           Duration `toml:"idle_timeout"`
 	MaxLifetime           Duration `toml:"max_lifetime"`
+
+	// TLSDigest names the backend TLS settings and the contents of the
+	// files they name, as loaded (set by backend.Validate). Backends kept
+	// for reuse carry the digest of their login, so that none made under
+	// settings a reload replaced is handed out again.
+	TLSDigest string `toml:"-"`
 }
 
 // Database routes a client-visible database name to a backend database.

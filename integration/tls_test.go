@@ -461,9 +461,61 @@ func TestBackendOverTLSWithVerifyFullAndCertificateLogin(t *testing.T) {
 	}
 }
 
+// A reload that turns on backend TLS reaches every backend login from then
+// on: the wire's parked backends and the HTTP pools were made under the
+// old settings and are not used again. Before, a reload from sslmode
+// "disable" to "require" went on reusing plaintext backends on the wire
+// (up to max_lifetime) and over HTTP (as long as the pool stayed busy).
+func TestAReloadThatTurnsOnBackendTLSReachesReusedAndPooledBackends(t *testing.T) {
+	c, err := startClusterTLSWith(t, "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destroy()
+	o := gwOptions{http: true, backendPort: c.port, backend: `sslmode = "disable"`}
+	g := startGatewayWith(t, o, passwordRules+httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	const sslQuery = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+	wire := func() string {
+		t.Helper()
+		conn := g.mustConnect("alice", "alice-Pass-1", "postgres")
+		defer conn.Close(context.Background())
+		return queryOne(t, conn, sslQuery)
+	}
+	overHTTP := func() string {
+		t.Helper()
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, map[string]any{"stmt": sslQuery}), basic("alice", "alice-Pass-1"))
+		if status != 200 {
+			t.Fatalf("HTTP: %d %v", status, out)
+		}
+		return fmt.Sprint(out["rows"])
+	}
+	// Park a plaintext backend and fill an HTTP pool.
+	if wire() != "false" || wire() != "false" || overHTTP() != "[[false]]" {
+		t.Fatal("the backend sessions are TLS under sslmode = disable")
+	}
+	g.reloadAfter(func() {
+		g.opts.backend = `sslmode = "require"`
+		g.writeConfig(passwordRules + httpRules)
+	})
+	for i := 0; i < 3; i++ {
+		if got := wire(); got != "true" {
+			t.Fatalf("wire session %d after the reload: ssl %s", i, got)
+		}
+		if got := overHTTP(); got != "[[true]]" {
+			t.Fatalf("HTTP request %d after the reload: ssl %s", i, got)
+		}
+	}
+}
+
 // startClusterTLS starts a cluster with ssl = on whose pg_hba.conf takes
 // TLS connections only, with certificates under <dir>/pki.
 func startClusterTLS(t *testing.T) (*pgCluster, error) {
+	return startClusterTLSWith(t, "local all all trust\nhostssl all svc_etl 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+}
+
+// startClusterTLSWith starts a cluster with ssl = on and the given
+// pg_hba.conf, with certificates under <dir>/pki.
+func startClusterTLSWith(t *testing.T, hba string) (*pgCluster, error) {
 	c, err := startCluster("")
 	if err != nil {
 		return nil, err
@@ -484,7 +536,6 @@ func startClusterTLS(t *testing.T) (*pgCluster, error) {
 	f, _ := os.OpenFile(filepath.Join(c.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(conf)
 	f.Close()
-	hba := "local all all trust\nhostssl all svc_etl 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
 	if err := os.WriteFile(filepath.Join(c.data, "pg_hba.conf"), []byte(hba), 0o644); err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ func poolLimits(c *config.Config) backend.PoolLimits {
 		Max:         c.Backend.MaxBackendConnections,
 		IdleTimeout: c.Backend.IdleTimeout.Duration,
 		MaxLifetime: c.Backend.MaxLifetime.Duration,
+		TLS:         c.Backend.TLSDigest,
 	}
 }
 
