@@ -59,6 +59,13 @@ type HTTPPools struct {
 	// Timings, when set before the first Get, receives connect and
 	// acquire times.
 	Timings PoolTimings
+
+	// budget counts the connections against max_backend_connections
+	// (CountAgainst); uses says which are idle, for shedding.
+	budget *Pool
+	limits func() PoolLimits
+	useMu  sync.Mutex
+	uses   map[*countedConn]connUse
 }
 
 type httpPoolEntry struct {
@@ -71,7 +78,8 @@ type httpPoolEntry struct {
 
 // NewHTTPPools makes an empty set of pools; Start runs its janitor.
 func NewHTTPPools(log *zap.Logger) *HTTPPools {
-	return &HTTPPools{log: log, m: map[[32]byte]*httpPoolEntry{}, stop: make(chan struct{}), done: make(chan struct{})}
+	return &HTTPPools{log: log, m: map[[32]byte]*httpPoolEntry{}, stop: make(chan struct{}), done: make(chan struct{}),
+		uses: map[*countedConn]connUse{}}
 }
 
 // Start closes pools unused for the idle timeout in force, until Close.
@@ -223,7 +231,11 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	// it. Not pgxpool's AfterRelease: that starts a goroutine on every
 	// release, which a connection QueryThenReset already reset never needs.
 	watch := &settingsWatch{role: t.Role, database: t.Database}
+	pcfg.ConnConfig.DialFunc = p.dialCounted(pcfg.ConnConfig.DialFunc)
 	pcfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
+		if !p.markBusy(c.PgConn()) {
+			return false, nil
+		}
 		if !p.states.takeClean(c.PgConn()) {
 			if !p.reset(c, resetQuery) {
 				return false, nil
@@ -285,6 +297,7 @@ func maxHTTPMessage(maxResultBytes int64) int {
 func (p *HTTPPools) Release(c *pgxpool.Conn) {
 	conn := c.Conn()
 	if p.states.isClean(conn.PgConn()) {
+		p.markIdle(conn.PgConn())
 		c.Release()
 		return
 	}
@@ -292,6 +305,8 @@ func (p *HTTPPools) Release(c *pgxpool.Conn) {
 	go func() {
 		if !known || !p.reset(conn, query) {
 			conn.Close(context.Background()) // and the release destroys it
+		} else {
+			p.markIdle(conn.PgConn())
 		}
 		c.Release()
 	}()

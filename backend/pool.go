@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgwarden/pgwarden/config"
 )
 
 // Key identifies which parked backends may serve a client: the same server,
@@ -58,16 +60,30 @@ type Session struct {
 }
 
 // ErrTooManyBackends means max_backend_connections is reached and no
-// parked backend could be closed to make room.
+// parked backend or idle HTTP connection could be closed to make room.
 var ErrTooManyBackends = errors.New("too many backend connections")
+
+// LimitsOf reads the [backend] pool settings in force.
+func LimitsOf(c *config.Config) PoolLimits {
+	return PoolLimits{
+		PerKey:      c.Backend.PoolSize,
+		Max:         c.Backend.MaxBackendConnections,
+		IdleTimeout: c.Backend.IdleTimeout.Duration,
+		MaxLifetime: c.Backend.MaxLifetime.Duration,
+		TLS:         c.Backend.TLSDigest,
+	}
+}
 
 // Pool keeps backends whose clients left while they were idle, for the
 // next client with the same key; and it counts every backend, in use or
-// parked, against max_backend_connections.
+// parked, of the wire and of the HTTP pools, against
+// max_backend_connections.
 type Pool struct {
 	mu     sync.Mutex
 	parked map[Key][]*Session
-	total  int // backends open: in use plus parked
+	shed   func() bool // see SetShed
+	http   int         // of total, the HTTP pools' connections
+	total  int         // backends open: in use plus parked
 	// returning counts backends whose client left and whose reset is in
 	// flight: each will soon be parked or closed. changed is closed (and
 	// replaced) when one is, or when a reservation is given back.
@@ -251,35 +267,48 @@ func (p *Pool) Get(key Key, l PoolLimits, now time.Time) *Session {
 	}
 }
 
-// Reserve counts a new backend connection about to be opened. At the limit
-// it closes the longest-parked backend of any key to make room; when none is
-// parked it fails.
+// SetShed gives the pool a way to close one idle connection counted
+// against it from elsewhere (the HTTP frontend's pools): shed closes one
+// and gives its reservation back before it returns, and reports whether
+// there was one. Set it before the pool is used.
+func (p *Pool) SetShed(shed func() bool) { p.shed = shed }
+
+// Reserve counts a new backend connection about to be opened, by either
+// frontend: max_backend_connections bounds them together. At the limit it
+// closes the longest-parked backend of any key to make room, else an idle
+// HTTP connection (SetShed); when there is neither it fails.
 func (p *Pool) Reserve(l PoolLimits) error {
-	p.mu.Lock()
-	if p.total < l.Max {
-		p.total++
+	for shed := 0; ; shed++ {
+		p.mu.Lock()
+		if p.total < l.Max {
+			p.total++
+			p.mu.Unlock()
+			return nil
+		}
+		var oldest *Session
+		var oldestKey Key
+		for k, list := range p.parked {
+			if len(list) > 0 && (oldest == nil || list[0].parkedAt.Before(oldest.parkedAt)) {
+				oldest, oldestKey = list[0], k
+			}
+		}
+		if oldest != nil {
+			p.parked[oldestKey] = p.parked[oldestKey][1:]
+			if len(p.parked[oldestKey]) == 0 {
+				delete(p.parked, oldestKey)
+			}
+			// total stays: the evicted backend's slot goes to the new one.
+			p.mu.Unlock()
+			p.closeAll([]*Session{oldest})
+			return nil
+		}
 		p.mu.Unlock()
-		return nil
-	}
-	var oldest *Session
-	var oldestKey Key
-	for k, list := range p.parked {
-		if len(list) > 0 && (oldest == nil || list[0].parkedAt.Before(oldest.parkedAt)) {
-			oldest, oldestKey = list[0], k
+		// The slot an idle HTTP connection gives back may be taken by
+		// another login first: try a few.
+		if p.shed == nil || shed == 3 || !p.shed() {
+			return ErrTooManyBackends
 		}
 	}
-	if oldest == nil {
-		p.mu.Unlock()
-		return ErrTooManyBackends
-	}
-	p.parked[oldestKey] = p.parked[oldestKey][1:]
-	if len(p.parked[oldestKey]) == 0 {
-		delete(p.parked, oldestKey)
-	}
-	// total stays: the evicted backend's slot goes to the new one.
-	p.mu.Unlock()
-	p.closeAll([]*Session{oldest})
-	return nil
 }
 
 // Put parks a reset, idle backend; when its key already has pool_size
@@ -313,6 +342,26 @@ func (p *Pool) Discard(s *Session) {
 func (p *Pool) Release() {
 	p.mu.Lock()
 	p.total--
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
+// reserveHTTP is Reserve for a connection of the HTTP pools.
+func (p *Pool) reserveHTTP(l PoolLimits) error {
+	if err := p.Reserve(l); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.http++
+	p.mu.Unlock()
+	return nil
+}
+
+// releaseHTTP gives back the reservation of an HTTP pool's connection.
+func (p *Pool) releaseHTTP() {
+	p.mu.Lock()
+	p.total--
+	p.http--
 	p.signalLocked()
 	p.mu.Unlock()
 }
@@ -370,7 +419,8 @@ func (p *Pool) WaitReturn(ctx context.Context, deadline time.Time) bool {
 
 // Stats are the pool's figures.
 type Stats struct {
-	Parked, InUse  int
+	Parked, InUse  int // the wire's backends
+	HTTP           int // the HTTP pools' connections, in use or idle
 	Reused, Closed int64
 	ParkedByKey    map[Key]int
 }
@@ -384,7 +434,8 @@ func (p *Pool) Stats() Stats {
 		st.Parked += len(list)
 		st.ParkedByKey[k] = len(list)
 	}
-	st.InUse = p.total - st.Parked
+	st.HTTP = p.http
+	st.InUse = p.total - st.Parked - p.http
 	return st
 }
 

@@ -115,3 +115,32 @@ func TestTheTLSDigestFollowsTheFilesContents(t *testing.T) {
 		t.Fatal("sslmode is not in the digest")
 	}
 }
+
+// At the limit with nothing parked, Reserve asks SetShed's function to close
+// an idle connection elsewhere (the HTTP pools') and takes its slot; with
+// none to close it fails.
+func TestReserveTakesTheSlotOfAnIdleConnectionElsewhere(t *testing.T) {
+	p := NewPool()
+	l := PoolLimits{PerKey: 5, Max: 1, IdleTimeout: time.Minute}
+	if err := p.reserveHTTP(l); err != nil {
+		t.Fatal(err)
+	}
+	idle := true
+	p.SetShed(func() bool {
+		if !idle {
+			return false
+		}
+		idle = false
+		p.releaseHTTP() // closing it gives its reservation back
+		return true
+	})
+	if err := p.Reserve(l); err != nil {
+		t.Fatalf("with an idle HTTP connection to close: %v", err)
+	}
+	if st := p.Stats(); st.HTTP != 0 || st.InUse != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := p.Reserve(l); err != ErrTooManyBackends {
+		t.Fatalf("nothing left to close: %v", err)
+	}
+}

@@ -48,6 +48,9 @@ type Options struct {
 	// databases a request's DROP, ALTER or CREATE DATABASE names (nil:
 	// this server's own pooled connections only, Server.ReleaseDatabases).
 	ReleaseDatabases func(host string, port int, names []string)
+	// BackendBudget, when set, is the wire's backend pool: the HTTP pools'
+	// connections count against its max_backend_connections too.
+	BackendBudget *backend.Pool
 	// Sessions, FormKey and SetupToken are shared by every instance when
 	// the users live in the PostgreSQL store; empty, each is the
 	// process's own (in memory, random).
@@ -112,6 +115,9 @@ func New(o Options) *Server {
 	}
 	if s.o.ReleaseDatabases == nil {
 		s.o.ReleaseDatabases = s.ReleaseDatabases
+	}
+	if o.BackendBudget != nil {
+		s.pools.CountAgainst(o.BackendBudget, func() backend.PoolLimits { return backend.LimitsOf(s.o.State.Current().Config) })
 	}
 	s.gate = &authcore.Gate{Throttle: o.Throttle}
 	if o.Metrics != nil {

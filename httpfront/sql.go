@@ -543,6 +543,12 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		writeJSON(w, 499, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to the client leaving", Statement: idx}})
 		return
 	}
+	if errors.Is(err, backend.ErrTooManyBackends) {
+		s.o.Log.Warn("backend connection limit reached", zap.String("path", r.URL.Path),
+			zap.Int("max_backend_connections", s.o.State.Current().Config.Backend.MaxBackendConnections))
+		writeError(w, http.StatusServiceUnavailable, codeTooManyConnections, "too many backend connections")
+		return
+	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
 		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))

@@ -1009,3 +1009,87 @@ method = "reject"
 		t.Fatalf("explain should say the name is refused: %d %s", code, out2)
 	}
 }
+
+// max_backend_connections bounds the backends of both frontends together:
+// the HTTP pools' connections count too, an HTTP request past the bound
+// gets 503 53300 while every backend is busy, and a wire login takes the
+// place of an idle HTTP connection. Before, HTTP counted nothing: a burst
+// of requests to a few databases left 10 idle connections per (role,
+// database) behind for idle_timeout, past the bound an operator set below
+// PostgreSQL's max_connections.
+func TestMaxBackendConnectionsBoundsHTTPConnectionsToo(t *testing.T) {
+	own, err := startCluster("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Destroy()
+	if err := createRoles(own); err != nil {
+		t.Fatal(err)
+	}
+	if err := own.Exec("CREATE DATABASE spare"); err != nil {
+		t.Fatal(err)
+	}
+	const limit = 4
+	g := startGatewayWith(t, gwOptions{http: true, backendPort: own.port, backend: fmt.Sprintf("max_backend_connections = %d", limit)},
+		httpRules+passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	ctx := context.Background()
+	watcher, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", own.sockDir, own.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close(ctx)
+	backends := func() int {
+		var n int
+		if err := watcher.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'alice'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var wg sync.WaitGroup
+	statuses := make(chan int, 36)
+	for i := 0; i < 36; i++ {
+		db := []string{"postgres", "app_prod", "spare"}[i%3]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db="+db, `{"stmt":"SELECT pg_sleep(0.5)"}`, basic("alice", "alice-Pass-1"))
+			if status == 503 && errCode(out) != "53300" {
+				t.Errorf("503 with %v", out)
+			}
+			statuses <- status
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	most := 0
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case <-time.After(50 * time.Millisecond):
+			most = max(most, backends())
+		}
+	}
+	close(statuses)
+	counts := map[int]int{}
+	for s := range statuses {
+		counts[s]++
+	}
+	if counts[200] == 0 || counts[503] == 0 || counts[200]+counts[503] != 36 {
+		t.Fatalf("answers %v: want some 200 and the rest 503", counts)
+	}
+	if after := backends(); most > limit || after > limit {
+		t.Fatalf("%d backends during the burst and %d after it, with max_backend_connections = %d", most, after, limit)
+	}
+	// The burst left idle HTTP connections: wire logins take their place.
+	for i := 0; i < 3; i++ {
+		conn := g.mustConnect("alice", "alice-Pass-1", "postgres")
+		if got := queryOne(t, conn, "SELECT 'wire'"); got != "wire" {
+			t.Fatal(got)
+		}
+		conn.Close(ctx)
+	}
+	if n := backends(); n > limit {
+		t.Fatalf("%d backends after the wire logins", n)
+	}
+}

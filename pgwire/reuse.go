@@ -14,19 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgwarden/pgwarden/backend"
-	"github.com/pgwarden/pgwarden/config"
 )
-
-// poolLimits reads the [backend] pool settings in force.
-func poolLimits(c *config.Config) backend.PoolLimits {
-	return backend.PoolLimits{
-		PerKey:      c.Backend.PoolSize,
-		Max:         c.Backend.MaxBackendConnections,
-		IdleTimeout: c.Backend.IdleTimeout.Duration,
-		MaxLifetime: c.Backend.MaxLifetime.Duration,
-		TLS:         c.Backend.TLSDigest,
-	}
-}
 
 // settingsCheckTimeout bounds the check of a parked backend's settings as
 // it is handed out.

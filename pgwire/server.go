@@ -210,7 +210,7 @@ func eventLoops(n int) int {
 
 // Serve starts one accept loop per listener and returns at once.
 func (s *Server) Serve() {
-	s.pool.Start(func() backend.PoolLimits { return poolLimits(s.state.Current().Config) })
+	s.pool.Start(func() backend.PoolLimits { return backend.LimitsOf(s.state.Current().Config) })
 	if s.state.Current().Config.Server.EventLoop {
 		loops, err := newEvLoops(eventLoops(s.state.Current().Config.Server.EventLoops), s.keeper)
 		if err != nil {
@@ -366,6 +366,10 @@ func (s *Server) Close() {
 
 // PoolStats reports the backend pool's figures.
 func (s *Server) PoolStats() backend.Stats { return s.pool.Stats() }
+
+// BackendPool is the pool that counts every backend against
+// max_backend_connections, for the HTTP frontend to count its own in.
+func (s *Server) BackendPool() *backend.Pool { return s.pool }
 
 func (s *Server) reload() error {
 	if s.reloadFn == nil {

@@ -109,7 +109,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	// Replication connections speak another protocol after startup and are
 	// never reused.
 	reuse := cfg.Backend.Reuse && sp.get("replication") == ""
-	limits := poolLimits(cfg)
+	limits := backend.LimitsOf(cfg)
 	key := backend.NewKey(t, params)
 	pool := c.srv.pool
 

@@ -117,7 +117,7 @@ func serve(configPath string, stderr io.Writer) error {
 		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Reused: st.Reused, Closed: st.Closed}
 	})
 	webOpts := httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active,
-		EndWireSessions: pg.KillUser, Keeper: keeper, ReleaseDatabases: releaseDatabases}
+		EndWireSessions: pg.KillUser, Keeper: keeper, ReleaseDatabases: releaseDatabases, BackendBudget: pg.BackendPool()}
 	var onThrottle func(string)
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
