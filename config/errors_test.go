@@ -56,6 +56,8 @@ func TestEveryConfigErrorSaysWhereAndWhatToDo(t *testing.T) {
 			[]string{`c.toml:2: http.max_result_bytes: must be between 1 and 1073741824`}},
 		{"backend database name PostgreSQL would cut", "[[databases]]\nname = \"app\"\nbackend_dbname = \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:3: databases[1].backend_dbname: is 64 bytes; PostgreSQL keeps 63 and would connect to a database of its first 63`}},
+		{"an entry named as the admin console", "[[databases]]\nname = \"pgwarden\"\nbackend_dbname = \"app\"\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: databases[1].name: "pgwarden" is server.admin_database: clients asking for it get the admin console, never this entry; rename one of them`}},
 		{"missing HBA file", "hba_file = \"nowhere.conf\"\n",
 			[]string{`c.toml:1: hba_file: cannot read DIR/nowhere.conf: no such file or directory; write it in pg_hba.conf form`}},
 		{"everything at once", "[server]\nmax_connections = \"many\"\nbogus = 1\nproxy_protocol = \"sometimes\"\n[backend]\nport = \"x\"\n[[hba]]\nmethod = \"trust\"\n",

@@ -234,6 +234,9 @@ func (c *Config) validate(v *validator) {
 			v.add(key+".name", "database %q is listed twice", d.Name)
 		}
 		seen[d.Name] = true
+		if d.Name == c.Server.AdminDatabase && d.Name != "" {
+			v.add(key+".name", "%q is server.admin_database: clients asking for it get the admin console, never this entry; rename one of them", d.Name)
+		}
 		if d.Port < 0 || d.Port > 65535 {
 			v.add(key+".port", "must be a port number, not %d", d.Port)
 		}
