@@ -193,6 +193,38 @@ func TestNegotiateProtocolVersionAndUnsupportedMajor(t *testing.T) {
 	r2.expectError("0A000", "unsupported frontend protocol")
 }
 
+// AuthenticationOk waits to go out with the session's first messages (one
+// write instead of two), yet a refusal after authentication still follows
+// it: the client hears that it was authenticated, then why the session
+// ends, as from PostgreSQL.
+func TestARefusalAfterAuthenticationStillFollowsAuthenticationOk(t *testing.T) {
+	g := startGateway(t, passwordRules, nil)
+	sock := g.sockDir + fmt.Sprintf("/.s.PGSQL.%d", g.port)
+	r := dialRaw(t, sock)
+	r.write(startupBytes(3, 0, "user", "alice", "database", "no_such_database"))
+	if m, ok := r.receive().(*pgproto3.AuthenticationOk); !ok {
+		t.Fatalf("want AuthenticationOk before the backend's refusal, got %#v", m)
+	}
+	r.expectError("3D000", `database "no_such_database" does not exist`)
+
+	ok := dialRaw(t, sock)
+	ok.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	if m, is := ok.receive().(*pgproto3.AuthenticationOk); !is {
+		t.Fatalf("want AuthenticationOk, got %#v", m)
+	}
+	for {
+		m := ok.receive()
+		if _, done := m.(*pgproto3.ReadyForQuery); done {
+			break
+		}
+		switch m.(type) {
+		case *pgproto3.ParameterStatus, *pgproto3.BackendKeyData:
+		default:
+			t.Fatalf("unexpected %#v before ReadyForQuery", m)
+		}
+	}
+}
+
 func TestSSLAndGSSRequestsAreAnsweredNWithoutTLS(t *testing.T) {
 	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	r := dialRaw(t, g.addr())

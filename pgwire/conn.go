@@ -231,7 +231,7 @@ func (c *conn) fail(err error) {
 		c.srv.log.Error("connection failed", zap.Uint64("client_id", c.id), zap.String("address", c.addrString()), zap.Error(err))
 	}
 	c.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	c.cc.wbuf = c.cc.wbuf[:0]
+	c.cc.wbuf = c.cc.wbuf[:c.cc.kept]
 	c.cc.send(errorResponse(err))
 	c.cc.flush()
 }
@@ -301,11 +301,12 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		return refusalError(ref, a)
 	}
 
+	// AuthenticationOk goes out with the session's first messages (its
+	// ParameterStatus, BackendKeyData and ReadyForQuery, or the error
+	// that ends it), in one write instead of two: a client waits for
+	// ReadyForQuery either way, and the backend is found meanwhile.
 	c.cc.send(&pgproto3.AuthenticationOk{})
-	if err := c.cc.flush(); err != nil {
-		c.audit(ev)
-		return err
-	}
+	c.cc.keep()
 	// auth_timeout bounds authentication, as PostgreSQL's
 	// authentication_timeout does, and authentication is over: a slow
 	// backend login must not fail the client as an authentication

@@ -88,8 +88,9 @@ type evLoop struct {
 	byFD      map[int32]*evSession
 	lingering map[*evSession]struct{} // sessions with a deadline
 	buf       []byte
-	gen       int32
-	win       uint32 // the active window, to count each session once
+	gen       int32        // the last session's generation; under mu
+	wakes     atomic.Int64 // eventfd writes, for tests
+	win       uint32       // the active window, to count each session once
 	stopping  bool
 	loops     int   // loops in the process
 	churn     bool  // a session began or ended in this window
@@ -128,10 +129,17 @@ func (lp *evLoop) do(f func()) {
 		return
 	}
 	lp.queue = append(lp.queue, f)
+	lp.wakeLocked()
+	lp.mu.Unlock()
+}
+
+// wakeLocked wakes the loop for its queue; lp.mu is held, so the loop
+// cannot close the eventfd meanwhile.
+func (lp *evLoop) wakeLocked() {
+	lp.wakes.Add(1)
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
-	unix.Write(lp.wakefd, one[:]) // under mu: the loop cannot close it meanwhile
-	lp.mu.Unlock()
+	unix.Write(lp.wakefd, one[:])
 }
 
 func (lp *evLoop) sessions() []*evSession {
@@ -301,6 +309,15 @@ func (lp *evLoop) run() {
 			window, active, lp.churn = now, 0, false
 			lp.win++
 		}
+		// The queue first: a session add registered without a wake-up
+		// is taken in before the events of its sockets are handled.
+		lp.mu.Lock()
+		queue := lp.queue
+		lp.queue = nil
+		lp.mu.Unlock()
+		for _, f := range queue {
+			f()
+		}
 		for i := 0; i < n; i++ {
 			ev := events[i]
 			if ev.Fd == int32(lp.wakefd) {
@@ -318,13 +335,6 @@ func (lp *evLoop) run() {
 			}
 			s.handle(int(ev.Fd), ev.Events)
 		}
-		lp.mu.Lock()
-		queue := lp.queue
-		lp.queue = nil
-		lp.mu.Unlock()
-		for _, f := range queue {
-			f()
-		}
 		if len(lp.lingering) > 0 {
 			now := time.Now()
 			for s := range lp.lingering {
@@ -333,8 +343,22 @@ func (lp *evLoop) run() {
 				}
 			}
 		}
-		if lp.stopping && len(lp.byFD) == 0 {
-			return
+		for lp.stopping && len(lp.byFD) == 0 {
+			// Nothing may be left in the queue (a session added without
+			// a wake-up, a kill): once dead is set under mu, nothing
+			// more comes, and what came ends at once (start sees
+			// stopping).
+			lp.mu.Lock()
+			queue := lp.queue
+			lp.queue = nil
+			lp.dead = len(queue) == 0
+			lp.mu.Unlock()
+			if len(queue) == 0 {
+				return
+			}
+			for _, f := range queue {
+				f()
+			}
 		}
 	}
 }
@@ -374,6 +398,7 @@ type evSession struct {
 	closing     bool // flushing to the client before the end
 	deadline    time.Time
 	ended       bool
+	addFailed   bool // its sockets could not be put in the epoll set
 
 	metrics *metrics.Metrics
 	onEnd   func(evResult) // run on a goroutine of its own
@@ -426,25 +451,68 @@ func canLoop(c net.Conn) bool {
 
 // add starts relaying: pending holds client bytes already read (pipelined
 // during authentication).
+//
+// Without pending bytes nothing is to be done until the client or the
+// backend sends, so the session's sockets go into the loop's epoll set
+// here, with the interest a new session has, and the loop takes the
+// session in before it handles the events that wake it: no wake-up of
+// its own (an eventfd write, a read and a turn of the loop per login).
 func (lp *evLoop) add(s *evSession, pending []byte) {
-	lp.do(func() {
-		lp.churn = true
-		lp.gen++
-		s.gen = lp.gen
-		s.status = 'I'
-		if lp.stopping {
-			s.end(false)
+	lp.mu.Lock()
+	if lp.dead {
+		// Stopped: every session it had has ended.
+		lp.mu.Unlock()
+		return
+	}
+	lp.gen++
+	s.gen = lp.gen
+	if len(pending) == 0 {
+		in := uint32(unix.EPOLLIN | unix.EPOLLRDHUP)
+		// Queued first, so that the loop, which takes its queue under mu
+		// before it handles a batch, knows the session by the time an
+		// event of its sockets can reach it.
+		lp.queue = append(lp.queue, func() { lp.start(s, nil, true) })
+		err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, s.cfd, &unix.EpollEvent{Events: in, Fd: int32(s.cfd), Pad: s.gen})
+		if err == nil {
+			if err = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, s.bfd, &unix.EpollEvent{Events: in, Fd: int32(s.bfd), Pad: s.gen}); err != nil {
+				unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)
+			}
+		}
+		if err == nil {
+			s.cEv, s.bEv = in, in
+			lp.mu.Unlock()
 			return
 		}
-		s.up = msgScanner{
-			stream:  s.watch.wants,
-			onStart: s.watch.start,
-			onPart:  s.watch.feed,
-		}
-		s.up.onMsg = s.fromClientMsg
-		s.down = msgScanner{capture: func(typ byte) bool { return typ == 'Z' || typ == 'S' }, onMsg: s.fromBackendMsg}
-		lp.byFD[int32(s.cfd)] = s
-		lp.byFD[int32(s.bfd)] = s
+		// Not in the set: the queued start ends it, woken as below.
+		s.addFailed = true
+		lp.wakeLocked()
+		lp.mu.Unlock()
+		return
+	}
+	lp.queue = append(lp.queue, func() { lp.start(s, pending, false) })
+	lp.wakeLocked()
+	lp.mu.Unlock()
+}
+
+// start takes a session in on the loop's goroutine; registered: add put
+// its sockets in the epoll set already.
+func (lp *evLoop) start(s *evSession, pending []byte, registered bool) {
+	lp.churn = true
+	s.status = 'I'
+	if lp.stopping || s.addFailed {
+		s.end(false)
+		return
+	}
+	s.up = msgScanner{
+		stream:  s.watch.wants,
+		onStart: s.watch.start,
+		onPart:  s.watch.feed,
+	}
+	s.up.onMsg = s.fromClientMsg
+	s.down = msgScanner{capture: func(typ byte) bool { return typ == 'Z' || typ == 'S' }, onMsg: s.fromBackendMsg}
+	lp.byFD[int32(s.cfd)] = s
+	lp.byFD[int32(s.bfd)] = s
+	if !registered {
 		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, s.cfd, &unix.EpollEvent{Fd: int32(s.cfd), Pad: s.gen}); err != nil {
 			s.end(false)
 			return
@@ -454,13 +522,13 @@ func (lp *evLoop) add(s *evSession, pending []byte) {
 			s.end(false)
 			return
 		}
-		if len(pending) > 0 {
-			s.fromClient(pending)
-		}
-		if !s.ended {
-			s.interest()
-		}
-	})
+	}
+	if len(pending) > 0 {
+		s.fromClient(pending)
+	}
+	if !s.ended {
+		s.interest()
+	}
 }
 
 // kill ends the session now (KILL, a dropped user, a hard close).

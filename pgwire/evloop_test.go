@@ -227,6 +227,40 @@ func TestEventLoopPendingBytesGoFirst(t *testing.T) {
 	}
 }
 
+// TestEventLoopTakesInASessionWithoutAWakeUp: a session with nothing
+// pipelined goes into the loop's epoll set at once and is taken in when
+// its first event wakes the loop, with no eventfd write per login; one with
+// pipelined bytes still wakes the loop, which has them to pass on.
+func TestEventLoopTakesInASessionWithoutAWakeUp(t *testing.T) {
+	ls, err := newEvLoops(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.close()
+	lp := ls.loops[0]
+	before := lp.wakes.Load()
+	var xs []*loopSession
+	for i := 0; i < 50; i++ {
+		xs = append(xs, startLoopSession(t, ls, nil))
+	}
+	for i, x := range xs {
+		if err := x.roundTrip(t, fmt.Sprintf("SELECT %d", i), 2, 10); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+	if n := lp.wakes.Load() - before; n != 0 {
+		t.Fatalf("%d wake-ups for 50 sessions with nothing pipelined, want 0", n)
+	}
+	x := startLoopSession(t, ls, encodeAll(t, &pgproto3.Query{String: "SELECT early"}))
+	x.backend.SetDeadline(time.Now().Add(10 * time.Second))
+	if typ, body, err := readMsg(x.backend); err != nil || typ != 'Q' || string(body) != "SELECT early\x00" {
+		t.Fatalf("backend got %c %q, %v", typ, body, err)
+	}
+	if lp.wakes.Load() == before {
+		t.Fatal("a session with pipelined bytes did not wake the loop")
+	}
+}
+
 // TestEventLoopEndsSessionsThatCannotBeReused: a client that leaves without
 // Terminate, one that leaves inside a transaction, and a backend that
 // closes all end the session without handing the backend back.

@@ -21,11 +21,20 @@ type clientConn struct {
 	net.Conn
 	r    *bufio.Reader
 	wbuf []byte
+	// kept is how much of wbuf a failure must still send: the
+	// AuthenticationOk that waits to go out with the session's first
+	// messages (see conn.serve).
+	kept int
 }
 
 func newClientConn(c net.Conn) *clientConn {
 	return &clientConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}
 }
+
+// keep marks everything queued so far as owed to the client: a failure
+// that follows sends it before its ErrorResponse, where it would otherwise
+// drop what was queued.
+func (c *clientConn) keep() { c.kept = len(c.wbuf) }
 
 // send queues a message; flush writes the queue.
 func (c *clientConn) send(m pgproto3.BackendMessage) {
@@ -42,7 +51,7 @@ func (c *clientConn) flush() error {
 		return nil
 	}
 	_, err := c.Write(c.wbuf)
-	c.wbuf = c.wbuf[:0]
+	c.wbuf, c.kept = c.wbuf[:0], 0
 	return err
 }
 
