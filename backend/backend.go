@@ -137,21 +137,27 @@ func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 // list, a wrong "different" lets a name past the entry's rules.
 func routedTo(cfg *config.Config, t Target) string {
 	for _, d := range cfg.Databases {
-		e := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: d.Name}
-		if d.BackendDBName != "" {
-			e.Database = d.BackendDBName
-		}
-		if d.Host != "" {
-			e.Host = d.Host
-		}
-		if d.Port != 0 {
-			e.Port = d.Port
-		}
+		e := entryTarget(cfg, d)
 		if e.Port == t.Port && e.Database == t.Database && sameHost(e.Host, t.Host) {
 			return d.Name
 		}
 	}
 	return ""
+}
+
+// entryTarget is the server and database a [[databases]] entry reaches.
+func entryTarget(cfg *config.Config, d config.Database) Target {
+	e := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: d.Name}
+	if d.BackendDBName != "" {
+		e.Database = d.BackendDBName
+	}
+	if d.Host != "" {
+		e.Host = d.Host
+	}
+	if d.Port != 0 {
+		e.Port = d.Port
+	}
+	return e
 }
 
 // sameHost says whether two backend hosts may be one server: written
@@ -185,22 +191,14 @@ func hostKey(h string) string {
 
 // route maps db and the user; listed says whether [[databases]] names db.
 func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (t Target, listed bool) {
-	t = Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: db, Role: name}
+	t = Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: db}
 	for _, d := range cfg.Databases {
 		if d.Name == db {
-			listed = true
-			if d.BackendDBName != "" {
-				t.Database = d.BackendDBName
-			}
-			if d.Host != "" {
-				t.Host = d.Host
-			}
-			if d.Port != 0 {
-				t.Port = d.Port
-			}
+			t, listed = entryTarget(cfg, d), true
 			break
 		}
 	}
+	t.Role = name
 	t.Password, t.TLS = cfg.Backend.Password, cfg.Backend.TLSDigest
 	if u != nil {
 		t.Role = u.BackendRole()

@@ -561,12 +561,7 @@ max_ttl = "2h"
 }
 
 func TestHealthReadinessAndMetrics(t *testing.T) {
-	own, err := startCluster("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer own.Destroy()
-	createRoles(own)
+	own := ownCluster(t)
 	g := startGatewayWith(t, gwOptions{http: true, backendPort: own.port}, httpRules+passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	if s, _, _ := httpDo(t, "GET", g.httpURL()+"/healthz", "", nil); s != 200 {
 		t.Fatalf("healthz %d", s)

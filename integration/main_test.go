@@ -90,6 +90,22 @@ func runMain(m *testing.M) int {
 	return code
 }
 
+// ownCluster starts a PostgreSQL of the test's own (one it may stop or
+// restart) with the roles the shared one has; it is destroyed when the
+// test ends, after the gateways the test started.
+func ownCluster(t *testing.T) *pgCluster {
+	t.Helper()
+	own, err := startCluster("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { own.Destroy() })
+	if err := createRoles(own); err != nil {
+		t.Fatal(err)
+	}
+	return own
+}
+
 func createRoles(c *pgCluster) error {
 	var sql strings.Builder
 	for _, r := range []string{"alice", "bob", "carol", "dave", "app_rw", "svc_reports", "svc_etl", "ops1", "eve", "erin"} {

@@ -1018,14 +1018,7 @@ method = "reject"
 // database) behind for idle_timeout, past the bound an operator set below
 // PostgreSQL's max_connections.
 func TestMaxBackendConnectionsBoundsHTTPConnectionsToo(t *testing.T) {
-	own, err := startCluster("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer own.Destroy()
-	if err := createRoles(own); err != nil {
-		t.Fatal(err)
-	}
+	own := ownCluster(t)
 	if err := own.Exec("CREATE DATABASE spare"); err != nil {
 		t.Fatal(err)
 	}

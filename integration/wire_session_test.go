@@ -85,14 +85,7 @@ func TestUnknownCancelKeysAreIgnored(t *testing.T) {
 }
 
 func TestBackendRestartEndsSessionsAndNewOnesWorkAfter(t *testing.T) {
-	own, err := startCluster("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer own.Destroy()
-	if err := createRoles(own); err != nil {
-		t.Fatal(err)
-	}
+	own := ownCluster(t)
 	g := startGatewayWith(t, gwOptions{backendPort: own.port}, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	queryOne(t, c, "SELECT 'before'")
@@ -102,7 +95,7 @@ func TestBackendRestartEndsSessionsAndNewOnesWorkAfter(t *testing.T) {
 	if _, err := c.Exec(context.Background(), "SELECT 1"); err == nil {
 		t.Fatal("a session survived its backend's shutdown")
 	}
-	_, err = g.connect("alice", "alice-Pass-1", "postgres")
+	_, err := g.connect("alice", "alice-Pass-1", "postgres")
 	wantPgError(t, err, "08006", "could not connect to the backend server")
 	if err := own.Start(); err != nil {
 		t.Fatal(err)
