@@ -247,6 +247,51 @@ func TestSSLAndGSSRequestsAreAnsweredNWithoutTLS(t *testing.T) {
 	}
 }
 
+// TestWhatAClientSendsWithItsStartupMessageIsKept: a client that sends its
+// password (asked for in advance: the rule's method is known to it) and a
+// query in the same write as its StartupMessage, after an SSLRequest or
+// without one, logs in and gets its query answered. pgwarden reads the
+// StartupMessage that follows an SSLRequest through the connection's
+// buffered reader (one read where two took its length and body): the bytes
+// that came with it must reach the exchange and the session.
+func TestWhatAClientSendsWithItsStartupMessageIsKept(t *testing.T) {
+	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	var pipelined []byte
+	pipelined = append(pipelined, startupBytes(3, 0, "user", "alice", "database", "postgres")...)
+	pw, _ := (&pgproto3.PasswordMessage{Password: "alice-Pass-1"}).Encode(nil)
+	q, _ := (&pgproto3.Query{String: "SELECT 'kept'"}).Encode(nil)
+	pipelined = append(append(pipelined, pw...), q...)
+	for _, ssl := range []bool{true, false} {
+		r := dialRaw(t, g.addr())
+		if ssl {
+			r.write(requestBytes(80877103))
+			if b := r.readByte(); b != 'N' {
+				t.Fatalf("SSLRequest answered %q", b)
+			}
+		}
+		r.write(pipelined)
+		if _, ok := r.receive().(*pgproto3.AuthenticationCleartextPassword); !ok {
+			t.Fatalf("ssl %v: want a password request", ssl)
+		}
+		var row string
+		for {
+			m := r.receive()
+			switch m := m.(type) {
+			case *pgproto3.ErrorResponse:
+				t.Fatalf("ssl %v: %s %s", ssl, m.Code, m.Message)
+			case *pgproto3.DataRow:
+				row = string(m.Values[0])
+			}
+			if z, ok := m.(*pgproto3.ReadyForQuery); ok && row != "" {
+				if row != "kept" || z.TxStatus != 'I' {
+					t.Fatalf("ssl %v: got %q", ssl, row)
+				}
+				break
+			}
+		}
+	}
+}
+
 func TestMalformedStartupPacketsAreRefused(t *testing.T) {
 	g := startGateway(t, passwordRules, nil)
 	t.Run("too short", func(t *testing.T) {

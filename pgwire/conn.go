@@ -361,13 +361,19 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 	if len(c.pre) > 0 {
 		src = io.MultiReader(bytes.NewReader(c.pre), c.raw)
 	}
-	var first [1]byte
-	if _, err := io.ReadFull(src, first[:]); err != nil {
+	// One read takes what has come, up to the 8 bytes of an SSLRequest
+	// (its whole packet, in the usual case, where reading the first byte,
+	// then the rest of the length, then the code cost three), and never
+	// more: bytes sent after an SSLRequest must stay in the socket, where
+	// the TLS handshake finds them and refuses the connection.
+	var head [8]byte
+	n, err := io.ReadAtLeast(src, head[:], 1)
+	if err != nil {
 		return nil, err
 	}
-	var in io.Reader = io.MultiReader(bytes.NewReader(first[:]), src)
+	var in io.Reader = io.MultiReader(bytes.NewReader(head[:n]), src)
 	sslDone, gssDone := false, false
-	if first[0] == tlsRecordHandshake {
+	if head[0] == tlsRecordHandshake {
 		// Direct TLS (sslnegotiation=direct): no SSLRequest comes.
 		if snap.TLS == nil || c.local {
 			return nil, errSilentClose
@@ -406,8 +412,16 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 		default:
 			return sp, nil
 		}
-		// The prefix byte is consumed; TLS may have replaced the stream.
+		// The prefix bytes are consumed; TLS may have replaced the stream.
 		in = c.stream
+		if sslDone {
+			// No TLS can start any more, so nothing needs to stay unread
+			// in the socket: the next packets come through the client's
+			// buffered reader (one read for a StartupMessage's length and
+			// body, where two read them), which keeps whatever the client
+			// sent after them for the exchange that follows.
+			in = c.cc.r
+		}
 	}
 }
 

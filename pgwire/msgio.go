@@ -55,6 +55,26 @@ func (c *clientConn) flush() error {
 	return err
 }
 
+// ask writes the queue to a client that cannot send its answer before it
+// has the queue (SASLContinue: the answer proves the nonce it brings), and
+// waits for the answer without first reading into an empty socket (see
+// writeAwaitingAnswer). Bytes already read are taken at once. Never for a
+// message a client may answer in advance: bytes it sent before the write
+// would not end the wait, which then lasted until the deadline.
+func (c *clientConn) ask() error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	var err error
+	if c.r.Buffered() > 0 {
+		_, err = c.Write(c.wbuf)
+	} else {
+		err = writeAwaitingAnswer(c.Conn, c.wbuf)
+	}
+	c.wbuf, c.kept = c.wbuf[:0], 0
+	return err
+}
+
 // readMessage reads one typed message whose body is at most maxBody bytes.
 func (c *clientConn) readMessage(maxBody int) (byte, []byte, error) {
 	var hdr [5]byte

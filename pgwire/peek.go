@@ -90,3 +90,72 @@ func peekFD(fd uintptr) socketState {
 		}
 	}
 }
+
+// plainSocket is c's socket when c is one itself (never a TLS connection,
+// whose bytes must go through its records).
+func plainSocket(c net.Conn) syscall.Conn {
+	switch x := c.(type) {
+	case *net.TCPConn:
+		return x
+	case *net.UnixConn:
+		return x
+	case *fileConn:
+		return x
+	}
+	return nil
+}
+
+// writeAwaitingAnswer writes msg to c and returns once c has bytes to
+// read, is closed, or its read deadline passed (the read that follows
+// tells which). The usual write then read finds nothing yet, in all but
+// the fastest answers: a read system call for EAGAIN before Go's poller
+// waits. Here the wait comes first: msg is written from inside the wait's
+// own callback, after Go's poller forgot the socket's earlier readiness.
+// So bytes that were already in the socket do not end the wait, only
+// bytes that arrive after msg: use it only where the peer sends new bytes
+// in answer to msg (a backend answering a query, a client that cannot have
+// answered msg before it had it). Not a plain socket (TLS, a wrapper), or
+// a socket buffer too full to take msg at once: written as usual, and
+// nothing awaited.
+func writeAwaitingAnswer(c net.Conn, msg []byte) error {
+	sc := plainSocket(c)
+	if sc == nil {
+		_, err := c.Write(msg)
+		return err
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		_, err := c.Write(msg)
+		return err
+	}
+	rest, written := msg, false
+	var werr error
+	rc.Read(func(fd uintptr) bool {
+		if written {
+			return true // readable, closed, or woken: the read will see
+		}
+		for len(rest) > 0 {
+			n, err := unix.Write(int(fd), rest)
+			if n > 0 {
+				rest = rest[n:]
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				if !errors.Is(err, unix.EAGAIN) {
+					werr = os.NewSyscallError("write", err)
+				}
+				return true
+			}
+		}
+		written = true
+		return false // wait for the answer
+	})
+	// rc.Read's own error (deadline, closed) is the next read's too.
+	if werr != nil || len(rest) == 0 {
+		return werr
+	}
+	_, err = c.Write(rest)
+	return err
+}

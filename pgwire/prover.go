@@ -58,9 +58,14 @@ func (p wireProver) Offer(mechs []string) (string, []byte, error) {
 }
 
 // Continue sends AuthenticationSASLContinue and reads the SASLResponse.
+// No client can have sent that response before it has this message (it
+// proves the nonce this message brings), so the read waits for it to come
+// rather than first finding the socket empty (see clientConn.ask). A
+// password or SASLInitialResponse may have been sent early: those are read
+// after a plain flush.
 func (p wireProver) Continue(out []byte) ([]byte, error) {
 	p.c.cc.send(&pgproto3.AuthenticationSASLContinue{Data: out})
-	if err := p.c.cc.flush(); err != nil {
+	if err := p.c.cc.ask(); err != nil {
 		return nil, err
 	}
 	typ, body, err := p.c.cc.readMessage(maxAuthMessageLen)

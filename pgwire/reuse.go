@@ -62,7 +62,9 @@ func simpleQuery(s *backend.Session, query string, timeout time.Duration) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.Conn.Write(msg); err != nil {
+	// The query's answer arrives after it, so the wait ends even when
+	// the backend had sent something before (it is read with the answer).
+	if err := writeAwaitingAnswer(s.Conn, msg); err != nil {
 		return nil, err
 	}
 	a := queryAnswer{s: s}

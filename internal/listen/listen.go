@@ -13,7 +13,8 @@ import (
 // SO_REUSEPORT, so a new process can listen on the same address beside the
 // old one during an upgrade and no connection is refused in between; the
 // kernel spreads new connections over both until the old one closes its
-// listeners (SIGTERM).
+// listeners (SIGTERM). Accepted connections have TCP_NODELAY and keepalive
+// (15 s idle, 15 s between probes, 9 probes), as the net package's default.
 func TCP(addr string, reusePort bool) (*Listener, error) {
 	lc := net.ListenConfig{}
 	if reusePort {
@@ -27,6 +28,7 @@ func TCP(addr string, reusePort bool) (*Listener, error) {
 			return serr
 		}
 	}
+	inheritKeepAlive(&lc)
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
