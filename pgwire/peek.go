@@ -43,15 +43,8 @@ func rawSocket(c net.Conn) (syscall.RawConn, bool) {
 	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
 		c = nc.NetConn()
 	}
-	var sc syscall.Conn
-	switch x := c.(type) {
-	case *net.TCPConn:
-		sc = x
-	case *net.UnixConn:
-		sc = x
-	case *fileConn:
-		sc = x
-	default:
+	sc := plainSocket(c)
+	if sc == nil {
 		return nil, false
 	}
 	rc, err := sc.SyscallConn()
