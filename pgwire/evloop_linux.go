@@ -310,7 +310,19 @@ func (lp *evLoop) run() {
 			lp.win++
 		}
 		// The queue first: a session add registered without a wake-up
-		// is taken in before the events of its sockets are handled.
+		// is taken in before the events of its sockets are handled. And
+		// the eventfd is drained before the queue is taken: drained after,
+		// it could swallow the wake-up of work queued in between, which
+		// would then wait for an unrelated event (for ever, on a quiet
+		// loop: a stop that never ended, a session with pipelined bytes
+		// never started).
+		for i := 0; i < n; i++ {
+			if events[i].Fd == int32(lp.wakefd) {
+				var b [8]byte
+				unix.Read(lp.wakefd, b[:])
+				break
+			}
+		}
 		lp.mu.Lock()
 		queue := lp.queue
 		lp.queue = nil
@@ -321,9 +333,7 @@ func (lp *evLoop) run() {
 		for i := 0; i < n; i++ {
 			ev := events[i]
 			if ev.Fd == int32(lp.wakefd) {
-				var b [8]byte
-				unix.Read(lp.wakefd, b[:])
-				continue
+				continue // drained above
 			}
 			s := lp.byFD[ev.Fd]
 			if s == nil || s.gen != ev.Pad {

@@ -483,3 +483,36 @@ func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 		t.Errorf("no P to spare: the loop held %d waits", held)
 	}
 }
+
+// TestEventLoopLosesNoQueuedWork: work queued while the loop handles a
+// batch that holds the eventfd's wake-up runs, also when nothing else
+// happens on the loop afterwards. The eventfd was once drained after the
+// queue was taken, which swallowed the wake-up of work queued in between:
+// a stop that never ended (seen in CI), a session with pipelined bytes
+// that never started.
+func TestEventLoopLosesNoQueuedWork(t *testing.T) {
+	ls, err := newEvLoops(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.close()
+	lp := ls.loops[0]
+	for i := 0; i < 3000; i++ {
+		ran := make(chan struct{}, 2)
+		start := make(chan struct{})
+		for range 2 {
+			go func() {
+				<-start
+				lp.do(func() { ran <- struct{}{} })
+			}()
+		}
+		close(start)
+		for k := 0; k < 2; k++ {
+			select {
+			case <-ran:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("round %d: queued work did not run on a quiet loop", i)
+			}
+		}
+	}
+}
