@@ -43,12 +43,7 @@ func rawSocket(c net.Conn) (syscall.RawConn, bool) {
 	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
 		c = nc.NetConn()
 	}
-	sc := plainSocket(c)
-	if sc == nil {
-		return nil, false
-	}
-	rc, err := sc.SyscallConn()
-	return rc, err == nil
+	return plainRawConn(c)
 }
 
 // peekSocket looks at c without reading from it and without waiting
@@ -84,18 +79,23 @@ func peekFD(fd uintptr) socketState {
 	}
 }
 
-// plainSocket is c's socket when c is one itself (never a TLS connection,
+// plainRawConn is c's socket when c is one itself: a TCP or unix socket,
+// or a backend socket an event loop handed back (never a TLS connection,
 // whose bytes must go through its records).
-func plainSocket(c net.Conn) syscall.Conn {
+func plainRawConn(c net.Conn) (syscall.RawConn, bool) {
+	var sc syscall.Conn
 	switch x := c.(type) {
 	case *net.TCPConn:
-		return x
+		sc = x
 	case *net.UnixConn:
-		return x
+		sc = x
 	case *fileConn:
-		return x
+		sc = x
+	default:
+		return nil, false
 	}
-	return nil
+	rc, err := sc.SyscallConn()
+	return rc, err == nil
 }
 
 // writeAwaitingAnswer writes msg to c and returns once c has bytes to
@@ -111,13 +111,8 @@ func plainSocket(c net.Conn) syscall.Conn {
 // a socket buffer too full to take msg at once: written as usual, and
 // nothing awaited.
 func writeAwaitingAnswer(c net.Conn, msg []byte) error {
-	sc := plainSocket(c)
-	if sc == nil {
-		_, err := c.Write(msg)
-		return err
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc, ok := plainRawConn(c)
+	if !ok {
 		_, err := c.Write(msg)
 		return err
 	}
@@ -149,6 +144,6 @@ func writeAwaitingAnswer(c net.Conn, msg []byte) error {
 	if werr != nil || len(rest) == 0 {
 		return werr
 	}
-	_, err = c.Write(rest)
+	_, err := c.Write(rest)
 	return err
 }
