@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -138,7 +139,7 @@ func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 func routedTo(cfg *config.Config, t Target) string {
 	for _, d := range cfg.Databases {
 		e := entryTarget(cfg, d)
-		if e.Port == t.Port && e.Database == t.Database && sameHost(e.Host, t.Host) {
+		if e.Port == t.Port && e.Database == t.Database && (sameHost(e.Host, t.Host) || d.DefaultServer && sameHost(t.Host, cfg.Backend.Host)) {
 			return d.Name
 		}
 	}
@@ -165,7 +166,8 @@ func entryTarget(cfg *config.Config, d config.Database) Target {
 // address written two ways (::ffff:10.0.0.5 and 10.0.0.5), or both this
 // machine (localhost, a loopback address, a unix socket folder: one
 // PostgreSQL commonly listens on all of them). Two DNS names of one
-// address are not recognised: that would take a lookup per session.
+// address are recognised when the configuration loads (markDefaultServer),
+// not here: that would take a lookup per session.
 func sameHost(a, b string) bool {
 	return hostKey(a) == hostKey(b)
 }
@@ -296,6 +298,7 @@ func Validate(cfg *config.Config) error {
 		return &config.Error{File: cfg.Path, Key: "backend", Msg: "the TLS settings (sslmode, sslrootcert, sslcert, sslkey) do not work: " + err.Error()}
 	}
 	cfg.Backend.TLSDigest = tlsDigest(&cfg.Backend)
+	markDefaultServer(cfg, net.DefaultResolver.LookupNetIP, localAddrs)
 	return nil
 }
 

@@ -1,7 +1,9 @@
 package backend
 
 import (
+	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -123,5 +125,74 @@ func TestBackendHostsWrittenTwoWaysAreOneServer(t *testing.T) {
 		if got := sameHost(c.a, c.b); got != c.same {
 			t.Errorf("sameHost(%q, %q) = %v", c.a, c.b, got)
 		}
+	}
+}
+
+// Two DNS names of one server, or a name of this machine, are one server
+// once the configuration loads: an unlisted name that is such an entry's
+// backend database is refused like one written the default's way.
+func TestAnEntryWhoseHostIsAnotherNameOfTheDefaultServerGuardsItsDatabase(t *testing.T) {
+	dns := map[string][]netip.Addr{
+		"db-main.internal":   {netip.MustParseAddr("10.0.0.5")},
+		"pg.internal":        {netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("10.0.0.5")},
+		"analytics.internal": {netip.MustParseAddr("10.0.0.7")},
+		"me.internal":        {netip.MustParseAddr("192.0.2.2")},
+	}
+	lookups := 0
+	lookup := func(_ context.Context, _, host string) ([]netip.Addr, error) {
+		lookups++
+		if a, ok := dns[host]; ok {
+			return a, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	local := func() []netip.Addr {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.2")}
+	}
+	for _, c := range []struct {
+		defaultHost, entryHost string
+		entryPort              int
+		refused                bool
+	}{
+		{"db-main.internal", "pg.internal", 0, true},         // shares 10.0.0.5
+		{"db-main.internal", "10.0.0.5", 0, true},            // its address
+		{"db-main.internal", "analytics.internal", 0, false}, // another server
+		{"db-main.internal", "10.0.0.6", 0, false},
+		{"db-main.internal", "pg.internal", 5433, false}, // another port
+		{"db-main.internal", "gone.internal", 0, true},   // unresolved: errs towards the same
+		{"gone.internal", "analytics.internal", 0, true}, // the default unresolved
+		{"127.0.0.1", "me.internal", 0, true},            // this machine by an interface's name
+		{"127.0.0.1", "192.0.2.2", 0, true},              // and by its address
+		{"/var/run/postgresql", "me.internal", 0, true},  // a unix socket is this machine too
+		{"127.0.0.1", "analytics.internal", 0, false},    // another machine
+		{"localhost", "/var/run/postgresql", 0, true},    // no lookup needed (sameHost)
+	} {
+		cfg := config.Default()
+		cfg.Backend.Host, cfg.Backend.Port = c.defaultHost, 5432
+		cfg.Databases = []config.Database{{Name: "app", BackendDBName: "app_prod", Host: c.entryHost, Port: c.entryPort}}
+		markDefaultServer(cfg, lookup, local)
+		_, err := Route(cfg, "alice", nil, "", "app_prod")
+		var routed *RoutedDatabaseError
+		if got := errors.As(err, &routed); got != c.refused {
+			t.Errorf("default %s, entry %s:%d: refused %v, want %v (%v)", c.defaultHost, c.entryHost, c.entryPort, got, c.refused, err)
+		}
+		if _, err := Route(cfg, "alice", nil, "", "app"); err != nil {
+			t.Errorf("default %s, entry %s: the listed name refused: %v", c.defaultHost, c.entryHost, err)
+		}
+	}
+	// Each name is looked up once per load, however many entries use it.
+	lookups = 0
+	cfg := config.Default()
+	cfg.Backend.Host, cfg.Backend.Port = "db-main.internal", 5432
+	cfg.Databases = []config.Database{{Name: "a", Host: "pg.internal"}, {Name: "b", Host: "pg.internal"}, {Name: "c", Host: "analytics.internal"}}
+	markDefaultServer(cfg, lookup, local)
+	if lookups != 3 {
+		t.Errorf("%d lookups for three names", lookups)
+	}
+	// A reload where the name no longer shares an address clears the mark.
+	dns["pg.internal"] = []netip.Addr{netip.MustParseAddr("10.0.0.8")}
+	markDefaultServer(cfg, lookup, local)
+	if cfg.Databases[0].DefaultServer {
+		t.Error("the mark outlived the address")
 	}
 }

@@ -135,6 +135,10 @@ type Database struct {
 	BackendDBName string `toml:"backend_dbname"`
 	Host          string `toml:"host"`
 	Port          int    `toml:"port"`
+	// DefaultServer says that Host, though written differently, may be the
+	// default backend server: set when the configuration loads, from the
+	// addresses both names had then (see backend.Validate).
+	DefaultServer bool `toml:"-"`
 }
 
 // Users locates the users file and sets the password policy.

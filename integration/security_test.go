@@ -1010,6 +1010,54 @@ method = "reject"
 	}
 }
 
+// An entry whose host is this machine by another name (its hostname, which
+// resolves to a loopback or an interface address of its own; or, where it
+// does not resolve, counts as the same server) guards its backend database
+// like one written the default [backend] host's way: before, only names
+// written alike were compared, so a second name of the default server let
+// an unlisted client name reach the entry's database past its rules.
+// Another machine's address does not.
+func TestAnEntryNamingTheDefaultServerAnotherWayGuardsItsDatabase(t *testing.T) {
+	hostname, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGatewayWith(t, gwOptions{http: true}, fmt.Sprintf(`
+[[databases]]
+name = "byname"
+backend_dbname = "byname_prod"
+host = %q
+
+[[databases]]
+name = "far"
+backend_dbname = "far_prod"
+host = "203.0.113.7"
+`, hostname)+passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	_, err = g.connect("alice", "alice-Pass-1", "byname_prod")
+	wantPgError(t, err, "3D000", `database "byname_prod" does not exist`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Detail, "[[databases]]") {
+		t.Fatalf("refused by pgwarden, saying why: %v", err)
+	}
+	g.waitLog(`database \"byname_prod\" is the backend database of [[databases]] \"byname\"`, 1)
+	sql := `{"stmt":"SELECT 1"}`
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=byname_prod", sql, basic("alice", "alice-Pass-1"))
+	if got := jsonText(t, out); status != 400 || !strings.Contains(got, "[[databases]]") {
+		t.Fatalf("the backend name over HTTP: %d %s", status, got)
+	}
+	// far_prod on the default server is another database: the name goes
+	// through, and PostgreSQL itself says it does not exist there.
+	_, err = g.connect("alice", "alice-Pass-1", "far_prod")
+	wantPgError(t, err, "3D000", `database "far_prod" does not exist`)
+	if errors.As(err, &pgErr) && strings.Contains(pgErr.Detail, "[[databases]]") {
+		t.Fatalf("far_prod was refused as a routed name: %q", pgErr.Detail)
+	}
+	out2, _, code := runCLI(t, "", "explain", "-c", g.configPath(), "--protocol", "pg", "--user", "alice", "--database", "byname_prod", "--address", "127.0.0.1")
+	if code != 0 || !strings.Contains(out2, `is the backend database of [[databases]] "byname"`) {
+		t.Fatalf("explain should say the name is refused: %d %s", code, out2)
+	}
+}
+
 // max_backend_connections bounds the backends of both frontends together:
 // the HTTP pools' connections count too, an HTTP request past the bound
 // gets 503 53300 while every backend is busy, and a wire login takes the
