@@ -12,6 +12,7 @@ FUZZ_TARGETS := \
 	./pgwire:FuzzTypedMessageBeforeAuth \
 	./pgwire:FuzzPROXYHeader \
 	./pgwire:FuzzSQLWatch \
+	./pgwire:FuzzMessageScanner \
 	./authcore:FuzzSCRAMExchange \
 	./authcore:FuzzParseHash \
 	./authcore:FuzzBearerToken \

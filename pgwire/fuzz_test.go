@@ -2,6 +2,7 @@ package pgwire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net"
 	"reflect"
 	"testing"
@@ -87,6 +88,96 @@ func FuzzSQLWatch(f *testing.F) {
 		for _, n := range names {
 			if n == "" || len(n) > 63 {
 				t.Fatalf("name %q", n)
+			}
+		}
+	})
+}
+
+// FuzzMessageScanner: the relay's message scanner (the boundaries it
+// follows decide when a backend can be reused and which ReadyForQuery a
+// reset waits for) sees the same messages however the stream is cut into
+// reads, and agrees with a plain message-by-message reading of it: types,
+// captured bodies, streamed bodies, whether it ends at a boundary, and
+// where a length field made no sense.
+func FuzzMessageScanner(f *testing.F) {
+	f.Add([]byte("Q\x00\x00\x00\x0dSELECT 1\x00X\x00\x00\x00\x04"), []byte{3, 1, 7})
+	f.Add([]byte("Z\x00\x00\x00\x05IS\x00\x00\x00\x0ba\x00b\x00c\x00"), []byte{0, 1, 2})
+	f.Add([]byte("d\x00\x00\x00\x03"), []byte{1})
+	f.Add([]byte("T\x00\x00\x20\x05"), []byte{5})
+	f.Fuzz(func(t *testing.T, stream, cuts []byte) {
+		type msg struct {
+			typ  byte
+			body string
+		}
+		scan := func(chunks [][]byte) (msgs []msg, streamed string, boundary, bad bool) {
+			var parts []byte
+			s := &msgScanner{
+				capture: func(typ byte) bool { return typ != 'd' },
+				onMsg:   func(typ byte, body []byte) { msgs = append(msgs, msg{typ, string(body)}) },
+				stream:  func(typ byte) bool { return typ == 'd' },
+				onStart: func() { parts = append(parts, '|') },
+				onPart:  func(p []byte) { parts = append(parts, p...) },
+			}
+			for _, c := range chunks {
+				if s.feed(c, 0) != -1 {
+					t.Fatal("a stop offset without a stop type")
+				}
+			}
+			return msgs, string(parts), s.atBoundary(), s.bad
+		}
+		// The reference: one message after another.
+		var want []msg
+		var wantStreamed []byte
+		wantBoundary, wantBad := true, false
+		for rest := stream; len(rest) > 0; {
+			if len(rest) < 5 {
+				wantBoundary = false
+				break
+			}
+			l := int(binary.BigEndian.Uint32(rest[1:5])) - 4
+			if l < 0 {
+				wantBad, wantBoundary = true, false
+				break
+			}
+			typ := rest[0]
+			rest = rest[5:]
+			if typ == 'd' {
+				wantStreamed = append(wantStreamed, '|')
+			}
+			n := min(l, len(rest))
+			if typ == 'd' {
+				wantStreamed = append(wantStreamed, rest[:n]...)
+			}
+			if n < l {
+				wantBoundary = false
+				break
+			}
+			body := ""
+			if typ != 'd' && l <= maxCapturedBody {
+				body = string(rest[:l])
+			}
+			want = append(want, msg{typ, body})
+			rest = rest[l:]
+		}
+		var chunks [][]byte
+		rest := stream
+		for _, c := range cuts {
+			n := min(int(c), len(rest))
+			chunks = append(chunks, rest[:n])
+			rest = rest[n:]
+		}
+		chunks = append(chunks, rest)
+		for _, in := range [][][]byte{{stream}, chunks} {
+			msgs, streamed, boundary, bad := scan(in)
+			if len(msgs) == 0 {
+				msgs = nil
+			}
+			if len(want) == 0 {
+				want = nil
+			}
+			if !reflect.DeepEqual(msgs, want) || streamed != string(wantStreamed) || boundary != wantBoundary || bad != wantBad {
+				t.Fatalf("%d chunks: messages %q streamed %q boundary %v bad %v; want %q %q %v %v",
+					len(in), msgs, streamed, boundary, bad, want, wantStreamed, wantBoundary, wantBad)
 			}
 		}
 	})
