@@ -1056,6 +1056,10 @@ host = "203.0.113.7"
 	if code != 0 || !strings.Contains(out2, `is the backend database of [[databases]] "byname"`) {
 		t.Fatalf("explain should say the name is refused: %d %s", code, out2)
 	}
+	out2, _, code = runCLI(t, "", "check", "-c", g.configPath())
+	if code != 0 || !strings.Contains(out2, `note: [[databases]] "byname": host`) || strings.Contains(out2, `note: [[databases]] "far"`) {
+		t.Fatalf("check should note the entry taken for the default server, and only it: %d %s", code, out2)
+	}
 }
 
 // max_backend_connections bounds the backends of both frontends together:

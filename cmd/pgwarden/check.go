@@ -25,6 +25,19 @@ func check(cfgPath string, stdout io.Writer) error {
 	for _, w := range snap.Config.Warnings() {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
+	// Written another way than [backend] host, yet the default server (or
+	// not resolvable): a client's 3D000 for the backend name is easier to
+	// understand when check said so first.
+	for _, d := range snap.Config.Databases {
+		if d.DefaultServer {
+			db := d.BackendDBName
+			if db == "" {
+				db = d.Name
+			}
+			fmt.Fprintf(stdout, "note: [[databases]] %q: host %q is taken for the default backend server (it shares an address with %q, is this machine, or did not resolve), so the database %q is reached only as %q\n",
+				d.Name, d.Host, snap.Config.Backend.Host, db, d.Name)
+		}
+	}
 	fmt.Fprintf(stdout, "%s: OK (%s, %s)\n", snap.Config.Path, count(len(snap.Rules), "rule"), count(snap.Users.Len(), "user"))
 	return nil
 }
