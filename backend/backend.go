@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -298,7 +297,7 @@ func Validate(cfg *config.Config) error {
 		return &config.Error{File: cfg.Path, Key: "backend", Msg: "the TLS settings (sslmode, sslrootcert, sslcert, sslkey) do not work: " + err.Error()}
 	}
 	cfg.Backend.TLSDigest = tlsDigest(&cfg.Backend)
-	markDefaultServer(cfg, net.DefaultResolver.LookupNetIP, localAddrs)
+	markDefaultServer(cfg, defaultResolver)
 	return nil
 }
 

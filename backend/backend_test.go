@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -138,8 +140,11 @@ func TestAnEntryWhoseHostIsAnotherNameOfTheDefaultServerGuardsItsDatabase(t *tes
 		"analytics.internal": {netip.MustParseAddr("10.0.0.7")},
 		"me.internal":        {netip.MustParseAddr("192.0.2.2")},
 	}
+	var fake sync.Mutex // the refreshes look up from goroutines of their own
 	lookups := 0
 	lookup := func(_ context.Context, _, host string) ([]netip.Addr, error) {
+		fake.Lock()
+		defer fake.Unlock()
 		lookups++
 		if a, ok := dns[host]; ok {
 			return a, nil
@@ -170,7 +175,7 @@ func TestAnEntryWhoseHostIsAnotherNameOfTheDefaultServerGuardsItsDatabase(t *tes
 		cfg := config.Default()
 		cfg.Backend.Host, cfg.Backend.Port = c.defaultHost, 5432
 		cfg.Databases = []config.Database{{Name: "app", BackendDBName: "app_prod", Host: c.entryHost, Port: c.entryPort}}
-		markDefaultServer(cfg, lookup, local)
+		markDefaultServer(cfg, &hostResolver{lookup: lookup, local: local})
 		_, err := Route(cfg, "alice", nil, "", "app_prod")
 		var routed *RoutedDatabaseError
 		if got := errors.As(err, &routed); got != c.refused {
@@ -180,18 +185,51 @@ func TestAnEntryWhoseHostIsAnotherNameOfTheDefaultServerGuardsItsDatabase(t *tes
 			t.Errorf("default %s, entry %s: the listed name refused: %v", c.defaultHost, c.entryHost, err)
 		}
 	}
-	// Each name is looked up once per load, however many entries use it.
+	// A load looks up a name it has not seen, once however many entries
+	// use it; later loads (a users-file change, a revoked password) answer
+	// from what they have at once, without waiting for DNS.
+	r := &hostResolver{lookup: lookup, local: local}
 	lookups = 0
 	cfg := config.Default()
 	cfg.Backend.Host, cfg.Backend.Port = "db-main.internal", 5432
 	cfg.Databases = []config.Database{{Name: "a", Host: "pg.internal"}, {Name: "b", Host: "pg.internal"}, {Name: "c", Host: "analytics.internal"}}
-	markDefaultServer(cfg, lookup, local)
-	if lookups != 3 {
-		t.Errorf("%d lookups for three names", lookups)
+	markDefaultServer(cfg, r)
+	if lookups != 3 || !cfg.Databases[0].DefaultServer || cfg.Databases[2].DefaultServer {
+		t.Fatalf("%d lookups for three names; marks %+v", lookups, cfg.Databases)
 	}
-	// A reload where the name no longer shares an address clears the mark.
+	markDefaultServer(cfg, r)
+	if lookups != 3 {
+		t.Errorf("a second load looked up again: %d lookups", lookups)
+	}
+	// The name moves. A load past hostRefreshAfter still answers from what
+	// it has, and looks the name up again in the background; the load
+	// after that sees the new address.
+	fake.Lock()
 	dns["pg.internal"] = []netip.Addr{netip.MustParseAddr("10.0.0.8")}
-	markDefaultServer(cfg, lookup, local)
+	fake.Unlock()
+	r.mu.Lock()
+	for _, e := range r.entries {
+		e.at = time.Now().Add(-time.Hour)
+	}
+	r.mu.Unlock()
+	markDefaultServer(cfg, r)
+	if !cfg.Databases[0].DefaultServer {
+		t.Error("the load waited for the lookup")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		fresh := time.Since(r.entries["pg.internal"].at) < time.Minute
+		r.mu.Unlock()
+		if fresh {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh in the background")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	markDefaultServer(cfg, r)
 	if cfg.Databases[0].DefaultServer {
 		t.Error("the mark outlived the address")
 	}

@@ -4,68 +4,127 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/pgwarden/pgwarden/config"
 )
 
-// hostLookupTimeout bounds the lookups of one load (serve, reload, check).
-const hostLookupTimeout = 2 * time.Second
+const (
+	// hostLookupTimeout bounds one lookup of a backend host's name.
+	hostLookupTimeout = 2 * time.Second
+	// hostRefreshAfter is the age after which a load refreshes a name's
+	// addresses, in the background: the load itself uses what it has.
+	hostRefreshAfter = 30 * time.Second
+)
 
 // lookupFunc is net.Resolver.LookupNetIP's shape (tests give their own).
 type lookupFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
 
-// markDefaultServer sets DefaultServer on each [[databases]] entry whose
-// host is written unlike the default [backend] host (same port) but names
-// the same server: the two share an address once looked up, or both reach
-// this machine (a loopback address or one of its own interfaces). An
-// unlisted client database name goes to the default server, and one that
-// is such an entry's backend database would reach the entry's database past
-// the rules written for the entry's name (routedTo refuses it).
-//
-// The lookup happens here, once per load, and not per session: a name that
-// moves to another address later is seen at the next reload. A name that
-// does not resolve counts as the same server, as sameHost errs: the worst
-// that does is refuse a client name the operator can list.
-func markDefaultServer(cfg *config.Config, lookup lookupFunc, local func() []netip.Addr) {
+// hostResolver keeps the sameHost forms of backend host names' addresses
+// across loads. A reload (a users-file change, a revoked password) must
+// not wait for DNS: a name looked up before is answered from here at once,
+// and looked up again in the background when older than hostRefreshAfter,
+// so a name that moved is seen by a later load. Only a name never looked
+// up before is looked up during the load, within hostLookupTimeout.
+type hostResolver struct {
+	lookup lookupFunc
+	local  func() []netip.Addr
+
+	mu      sync.Mutex
+	entries map[string]*resolvedHost
+}
+
+type resolvedHost struct {
+	keys       []string // nil: the name did not resolve
+	at         time.Time
+	refreshing bool
+}
+
+var defaultResolver = &hostResolver{lookup: net.DefaultResolver.LookupNetIP, local: localAddrs}
+
+// keys are the sameHost forms of host's addresses ("local" for this
+// machine's), nil when it has none to compare (it did not resolve).
+func (r *hostResolver) keys(host string) []string {
+	k := hostKey(host)
+	if k == "local" {
+		return []string{"local"}
+	}
+	if ip, err := netip.ParseAddr(k); err == nil {
+		return []string{r.addrKey(ip, r.localSet())}
+	}
+	r.mu.Lock()
+	e := r.entries[host]
+	if e != nil {
+		if !e.refreshing && time.Since(e.at) > hostRefreshAfter {
+			e.refreshing = true
+			// Ends within hostLookupTimeout.
+			go func() {
+				keys := r.resolve(host)
+				r.mu.Lock()
+				r.entries[host] = &resolvedHost{keys: keys, at: time.Now()}
+				r.mu.Unlock()
+			}()
+		}
+		keys := e.keys
+		r.mu.Unlock()
+		return keys
+	}
+	r.mu.Unlock()
+	keys := r.resolve(host)
+	r.mu.Lock()
+	if r.entries == nil {
+		r.entries = map[string]*resolvedHost{}
+	}
+	r.entries[host] = &resolvedHost{keys: keys, at: time.Now()}
+	r.mu.Unlock()
+	return keys
+}
+
+func (r *hostResolver) resolve(host string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), hostLookupTimeout)
 	defer cancel()
-	var mine map[netip.Addr]bool
-	resolved := map[string][]string{}
-	// keys are the sameHost forms of a host's addresses; nil when it has
-	// none that could be told apart (it did not resolve).
-	keys := func(host string) []string {
-		if k, ok := resolved[host]; ok {
-			return k
-		}
-		var out []string
-		addAddr := func(ip netip.Addr) {
-			ip = ip.Unmap().WithZone("")
-			if mine == nil {
-				mine = map[netip.Addr]bool{}
-				for _, a := range local() {
-					mine[a.Unmap().WithZone("")] = true
-				}
-			}
-			if mine[ip] {
-				out = append(out, "local")
-				return
-			}
-			out = append(out, hostKey(ip.String()))
-		}
-		k := hostKey(host)
-		if ip, err := netip.ParseAddr(k); err == nil {
-			addAddr(ip)
-		} else if k == "local" {
-			out = []string{"local"}
-		} else if ips, err := lookup(ctx, "ip", host); err == nil {
-			for _, ip := range ips {
-				addAddr(ip)
-			}
-		}
-		resolved[host] = out
-		return out
+	ips, err := r.lookup(ctx, "ip", host)
+	if err != nil {
+		return nil
 	}
+	mine := r.localSet()
+	var out []string
+	for _, ip := range ips {
+		out = append(out, r.addrKey(ip, mine))
+	}
+	return out
+}
+
+func (r *hostResolver) localSet() map[netip.Addr]bool {
+	mine := map[netip.Addr]bool{}
+	for _, a := range r.local() {
+		mine[a.Unmap().WithZone("")] = true
+	}
+	return mine
+}
+
+func (r *hostResolver) addrKey(ip netip.Addr, mine map[netip.Addr]bool) string {
+	ip = ip.Unmap().WithZone("")
+	if mine[ip] {
+		return "local"
+	}
+	return hostKey(ip.String())
+}
+
+// markDefaultServer sets DefaultServer on each [[databases]] entry whose
+// host is written unlike the default [backend] host (same port) but names
+// the same server: the two share an address, or both reach this machine
+// (a loopback address or one of its own interfaces). An unlisted client
+// database name goes to the default server, and one that is such an
+// entry's backend database would reach the entry's database past the rules
+// written for the entry's name (routedTo refuses it).
+//
+// Names are looked up when the configuration loads (see hostResolver), not
+// per session. A name that does not resolve counts as the same server, as
+// sameHost errs: the worst that does is refuse a client name the operator
+// can list.
+func markDefaultServer(cfg *config.Config, r *hostResolver) {
 	for i := range cfg.Databases {
 		d := &cfg.Databases[i]
 		d.DefaultServer = false
@@ -73,7 +132,7 @@ func markDefaultServer(cfg *config.Config, lookup lookupFunc, local func() []net
 		if e.Port != cfg.Backend.Port || sameHost(e.Host, cfg.Backend.Host) {
 			continue // another server for certain, or one routedTo sees anyway
 		}
-		a, b := keys(e.Host), keys(cfg.Backend.Host)
+		a, b := r.keys(e.Host), r.keys(cfg.Backend.Host)
 		d.DefaultServer = len(a) == 0 || len(b) == 0 || shareOne(a, b)
 	}
 }
