@@ -127,13 +127,15 @@ func (r *hostResolver) addrKey(ip netip.Addr, mine map[netip.Addr]bool) string {
 func markDefaultServer(cfg *config.Config, r *hostResolver) {
 	for i := range cfg.Databases {
 		d := &cfg.Databases[i]
-		d.DefaultServer = false
 		e := entryTarget(cfg, *d)
-		if e.Port != cfg.Backend.Port || sameHost(e.Host, cfg.Backend.Host) {
-			continue // another server for certain, or one routedTo sees anyway
+		same := false
+		if e.Port == cfg.Backend.Port && !sameHost(e.Host, cfg.Backend.Host) {
+			// Otherwise another server for certain, or one routedTo sees
+			// anyway.
+			a, b := r.keys(e.Host), r.keys(cfg.Backend.Host)
+			same = len(a) == 0 || len(b) == 0 || shareOne(a, b)
 		}
-		a, b := r.keys(e.Host), r.keys(cfg.Backend.Host)
-		d.DefaultServer = len(a) == 0 || len(b) == 0 || shareOne(a, b)
+		d.DefaultServer = same
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -315,8 +316,14 @@ func (h *Holder) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, er
 	if h.Users != nil {
 		src = h.Users
 	}
+	// build sets what it derives from the configuration (backend.Validate:
+	// the TLS digest, the entries taken for the default server) on the one
+	// it is given: a copy here, never the one in force, which sessions read
+	// as they route.
+	cfg := *cur.Config
+	cfg.Databases = slices.Clone(cur.Config.Databases)
 	err := src.Update(context.Background(), change, func(users *authcore.Users) error {
-		s, err := build(cur.Config, h.limiter, users)
+		s, err := build(&cfg, h.limiter, users)
 		next = s
 		return err
 	})

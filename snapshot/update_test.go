@@ -1,0 +1,73 @@
+package snapshot
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/backend"
+)
+
+// A users change builds the new state from the configuration in force, and
+// sessions route by that configuration meanwhile: the build must not write
+// what it derives (the backend TLS digest, the [[databases]] entries taken
+// for the default server) into it. Before, it did, in place: a data race,
+// and an entry's guard could read false for a moment while it was
+// recomputed. Run with -race.
+func TestAUsersChangeLeavesTheConfigurationInForceAlone(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.toml")
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "config.toml")
+	conf := "[users]\nfile = \"" + users + "\"\n[backend]\nhost = \"127.0.0.1\"\n" +
+		"[[databases]]\nname = \"app\"\nbackend_dbname = \"app_prod\"\nhost = \"::ffff:127.0.0.1\"\n" +
+		"[[databases]]\nname = \"v6\"\nbackend_dbname = \"v6_prod\"\nhost = \"localhost.\"\n" +
+		"[[hba]]\nmethod = \"trust\"\n"
+	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first, err := Load(cfgPath, authcore.NewHashLimiter(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHolder(cfgPath, first, authcore.NewHashLimiter(0))
+	inForce := h.Current().Config
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := backend.Route(inForce, "alice", nil, "", "app_prod"); err == nil {
+				t.Error("app_prod reached past its entry")
+				return
+			}
+		}
+	}()
+	hash, err := authcore.HashPassword("scram-sha-256", "alice-Pass-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		_, err := h.UpdateUsers(func(list []*authcore.User) ([]*authcore.User, error) {
+			return []*authcore.User{{Name: "alice", Password: hash}}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if h.Current().Config == inForce {
+		t.Fatal("the change was built on the configuration in force")
+	}
+}
