@@ -37,7 +37,7 @@ func BenchmarkVerifyOwnToken(b *testing.B) {
 	cfg.TokensSet = true
 	secret := strings.Repeat("QUJD", 11)
 	us, _ := ParseUsers("u", []byte("[[user]]\nname = \"alice\"\nsecret = \""+secret+"\"\n"))
-	toks, err := NewTokens(context.Background(), cfg, us, nil)
+	toks, err := NewTokens(cfg, us, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

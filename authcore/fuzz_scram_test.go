@@ -44,7 +44,7 @@ func FuzzBearerToken(f *testing.F) {
 	cfg := config.Default()
 	cfg.TokensSet = true
 	us, _ := ParseUsers("u", []byte("[[user]]\nname = \"alice\"\nsecret = \"QUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJD\"\n"))
-	toks, err := NewTokens(context.Background(), cfg, us, nil)
+	toks, err := NewTokens(cfg, us, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/time/rate"
 
 	"github.com/pgwarden/pgwarden/config"
 )
@@ -63,28 +61,21 @@ type externalIssuer struct {
 	kf  keyfunc.Keyfunc
 }
 
-// NewTokens prepares verification for cfg. JWKS refresh goroutines run
-// until ctx ends (the snapshot is retired). A JWKS endpoint that is down at
-// start does not fail the load: keys arrive on a later refresh.
-func NewTokens(ctx context.Context, cfg *config.Config, users *Users, client *http.Client) (*Tokens, error) {
+// NewTokens prepares verification for cfg, with the key sets of its
+// external issuers kept in jwks (nil: none may be configured). A JWKS
+// endpoint that is down when a load first names it does not fail the load:
+// keys arrive on a later refresh.
+func NewTokens(cfg *config.Config, users *Users, jwks *JWKS) (*Tokens, error) {
 	t := &Tokens{cfg: cfg.Tokens, ownSet: cfg.TokensSet, users: users, external: map[string]*externalIssuer{}, now: time.Now,
 		verified: map[[32]byte]verifiedToken{}}
 	if t.ownSet {
 		t.allowAlgs = append(t.allowAlgs, "HS256")
 	}
-	noErr := true
 	for _, j := range cfg.JWTIssuers {
-		kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{j.JWKSURL}, keyfunc.Override{
-			Client:            client,
-			HTTPTimeout:       10 * time.Second,
-			RefreshInterval:   j.Refresh.Duration,
-			RefreshUnknownKID: rate.NewLimiter(rate.Every(time.Minute), 1),
-			// Never queue behind the limiter: a token with an unknown kid
-			// is refused at once rather than holding its request for up
-			// to a minute (jwkset's default), which a flood could abuse.
-			RateLimitWaitMax:          time.Millisecond,
-			NoErrorReturnFirstHTTPReq: &noErr,
-		})
+		if jwks == nil {
+			return nil, fmt.Errorf("jwt_issuers %s: no key set store", j.Issuer)
+		}
+		kf, err := jwks.keyfunc(j.JWKSURL, j.Refresh.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("jwt_issuers %s: %v", j.Issuer, err)
 		}

@@ -24,15 +24,27 @@ import (
 
 // jwksServer is a test identity provider's key endpoint.
 type jwksServer struct {
-	mu   sync.Mutex
-	keys []map[string]any
-	down bool
-	srv  *httptest.Server
+	mu      sync.Mutex
+	keys    []map[string]any
+	down    bool
+	hang    chan struct{} // set: requests wait for it to close
+	fetches int
+	srv     *httptest.Server
 }
 
 func newJWKS(t *testing.T) *jwksServer {
 	j := &jwksServer{}
 	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		j.mu.Lock()
+		j.fetches++
+		hang := j.hang
+		j.mu.Unlock()
+		if hang != nil {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+		}
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		if j.down {
@@ -50,6 +62,27 @@ func (j *jwksServer) set(keys ...map[string]any) {
 	j.mu.Lock()
 	j.keys = keys
 	j.mu.Unlock()
+}
+
+// count is the number of key set requests so far.
+func (j *jwksServer) count() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.fetches
+}
+
+// setHang makes requests wait (an endpoint that accepts and never
+// answers) until it is called with false.
+func (j *jwksServer) setHang(h bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case h && j.hang == nil:
+		j.hang = make(chan struct{})
+	case !h && j.hang != nil:
+		close(j.hang)
+		j.hang = nil
+	}
 }
 
 func (j *jwksServer) setDown(d bool) {
@@ -252,6 +285,65 @@ method = "jwt"
 // theirs) logged in as the user bound to it, the "nOAuth" takeover. A
 // verified address, or a token without the claim, is taken as before;
 // so is a role taken from role_claim.
+// A reload keeps the identity provider's key sets: it neither fetches them
+// again nor waits for the provider. Before, every load fetched every set
+// within a 10 s timeout: a provider that accepted and never answered held
+// each reload (a revoked password with it) for those 10 s, and a provider
+// that was down at a reload left the new state without keys, so tokens
+// that had verified were refused until the next refresh.
+func TestAReloadKeepsTheIdentityProvidersKeysAndNeverWaitsForIt(t *testing.T) {
+	jwks := newJWKS(t)
+	rsaKey, _, _ := newKeys(t)
+	jwks.set(rsaKey.jwk())
+	iss := "https://idp.test/"
+	g := startGatewayWith(t, gwOptions{http: true}, fmt.Sprintf(`
+[[jwt_issuers]]
+issuer = %q
+jwks_url = %q
+audience = "pgwarden"
+algorithms = ["RS256"]
+refresh = "1h"
+
+[[hba]]
+protocol = "http"
+method = "jwt"
+
+[[hba]]
+method = "scram-sha-256"
+`, iss, jwks.srv.URL), []testUser{
+		{name: "alice", extra: fmt.Sprintf("[user.jwt]\niss = %q\nusername = \"alice@corp\"\n", iss)},
+		{name: "bob", password: "bob-Pass-2"},
+	})
+	url := g.httpURL() + "/_sql?db=postgres"
+	sql := `{"stmt":"SELECT current_user"}`
+	now := time.Now()
+	tok := rsaKey.sign(t, jwt.MapClaims{"iss": iss, "aud": "pgwarden", "username": "alice@corp", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}, nil)
+	if status, _, out := httpDo(t, "POST", url, sql, bearer(tok)); status != 200 || jsonText(t, out["rows"]) != `[["alice"]]` {
+		t.Fatalf("before the reload: %d %v", status, out)
+	}
+	fetched := jwks.count()
+
+	// The provider accepts and never answers; bob's password is revoked
+	// (his entry removed) and pgwarden reloads.
+	jwks.setHang(true)
+	defer jwks.setHang(false)
+	alice := testUser{name: "alice", extra: fmt.Sprintf("[user.jwt]\niss = %q\nusername = \"alice@corp\"\n", iss)}
+	g.reloadAfter(func() { g.replaceUsersFile([]testUser{alice}) })
+	if _, err := g.connect("bob", "bob-Pass-2", "postgres"); err == nil {
+		t.Fatal("bob's password still works after the reload")
+	}
+	if n := jwks.count(); n != fetched {
+		t.Fatalf("the reload fetched the key set again (%d requests, %d before)", n, fetched)
+	}
+	// The provider is down now: the keys the reload kept still verify.
+	jwks.setHang(false)
+	jwks.setDown(true)
+	g.reloadAfter(func() {})
+	if status, _, out := httpDo(t, "POST", url, sql, bearer(tok)); status != 200 || jsonText(t, out["rows"]) != `[["alice"]]` {
+		t.Fatalf("after a reload with the provider down: %d %v", status, out)
+	}
+}
+
 func TestAnUnverifiedEmailNamesNoOne(t *testing.T) {
 	jwks := newJWKS(t)
 	rsaKey, _, _ := newKeys(t)

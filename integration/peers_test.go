@@ -221,10 +221,12 @@ func TestReusePortLetsANewProcessListenBesideTheOld(t *testing.T) {
 
 // A change that lands while a reload runs is loaded too. The watcher took
 // the files' fingerprint after each reload, so a users file rewritten
-// during a reload (one fetching an identity provider's keys takes as long
-// as the provider answers) counted as seen though the reload had read the
-// version before: the password that change revoked kept working until
-// the next change or SIGHUP.
+// during a reload (one fetching a newly named identity provider's keys
+// takes as long as the provider answers) counted as seen though the reload
+// had read the version before: the password that change revoked kept
+// working until the next change or SIGHUP. (A reload fetches only key sets
+// no load named before, so the slow reload here is the one that adds the
+// issuer.)
 func TestAUsersFileChangedDuringAReloadIsInForce(t *testing.T) {
 	arrived := make(chan struct{}, 16)
 	var slow atomic.Bool
@@ -237,18 +239,20 @@ func TestAUsersFileChangedDuringAReloadIsInForce(t *testing.T) {
 		w.Write([]byte(`{"keys":[]}`))
 	}))
 	t.Cleanup(idp.Close)
-	g := startGatewayWith(t, gwOptions{}, fmt.Sprintf(`
+	rules := `
+[[hba]]
+method = "scram-sha-256"
+`
+	g := startGatewayWith(t, gwOptions{}, rules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	replace := func(password string) { g.replaceUsersFile([]testUser{{name: "alice", password: password}}) }
+	slow.Store(true)
+	g.writeConfig(fmt.Sprintf(`
 [[jwt_issuers]]
 issuer = "https://idp.test/"
 jwks_url = %q
 audience = "pgwarden"
 algorithms = ["RS256"]
-
-[[hba]]
-method = "scram-sha-256"
-`, idp.URL), []testUser{{name: "alice", password: "alice-Pass-1"}})
-	replace := func(password string) { g.replaceUsersFile([]testUser{{name: "alice", password: password}}) }
-	slow.Store(true)
+`, idp.URL) + rules)
 	replace("alice-Pass-2")
 	select {
 	case <-arrived: // the reload is under way, waiting for the keys

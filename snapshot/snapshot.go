@@ -170,7 +170,7 @@ func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Us
 	}
 	var tokens *authcore.Tokens
 	if users != nil {
-		if tokens, err = authcore.NewTokens(ctx, cfg, users, jwksClient); err != nil {
+		if tokens, err = authcore.NewTokens(cfg, users, jwksSets); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -274,6 +274,7 @@ func (h *Holder) Reload() (*Snapshot, error) {
 	}
 	old := h.cur.Swap(s)
 	old.Retire()
+	jwksSets.Keep(s.Config)
 	if h.OnReload != nil {
 		h.OnReload(old, s)
 	}
@@ -337,6 +338,10 @@ func (h *Holder) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, er
 	old.Retire()
 	return next, nil
 }
+
+// jwksSets keeps the identity providers' key sets from one load to the
+// next (see authcore.JWKS): one process, one store.
+var jwksSets = authcore.NewJWKS(jwksClient)
 
 // jwksClient fetches JWKS documents: bounded in time, and never following a
 // redirect to somewhere the configuration did not name.
