@@ -2,11 +2,14 @@ package authcore
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
+	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -23,6 +26,7 @@ import (
 // until the next refresh.
 type JWKS struct {
 	client *http.Client
+	log    atomic.Pointer[zap.Logger] // failed fetches; slog's default until set
 
 	mu   sync.Mutex
 	sets map[jwksKey]*jwksSet
@@ -42,6 +46,22 @@ type jwksSet struct {
 // NewJWKS keeps key sets fetched with client.
 func NewJWKS(client *http.Client) *JWKS {
 	return &JWKS{client: client, sets: map[jwksKey]*jwksSet{}}
+}
+
+// SetLogger sends failed fetches to log (they went to the standard
+// library's logger, as plain text among pgwarden's JSON lines).
+func (j *JWKS) SetLogger(log *zap.Logger) { j.log.Store(log) }
+
+// fetchFailed logs a failed fetch of url's key set. The last good keys
+// stay in use.
+func (j *JWKS) fetchFailed(url string) func(context.Context, error) {
+	return func(ctx context.Context, err error) {
+		if log := j.log.Load(); log != nil {
+			log.Warn("an identity provider's key set could not be fetched; the last keys fetched stay in use", zap.String("jwks_url", url), zap.Error(err))
+			return
+		}
+		slog.Default().ErrorContext(ctx, "an identity provider's key set could not be fetched", "jwks_url", url, "error", err)
+	}
 }
 
 // keyfunc is the kept set for url and refresh, fetched now (bounded by the
@@ -66,6 +86,7 @@ func (j *JWKS) keyfunc(url string, refresh time.Duration) (keyfunc.Keyfunc, erro
 		// to a minute (jwkset's default), which a flood could abuse.
 		RateLimitWaitMax:          time.Millisecond,
 		NoErrorReturnFirstHTTPReq: &noErr,
+		RefreshErrorHandlerFunc:   j.fetchFailed,
 	})
 	if err != nil {
 		cancel()

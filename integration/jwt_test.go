@@ -296,7 +296,7 @@ func TestAReloadKeepsTheIdentityProvidersKeysAndNeverWaitsForIt(t *testing.T) {
 	rsaKey, _, _ := newKeys(t)
 	jwks.set(rsaKey.jwk())
 	iss := "https://idp.test/"
-	g := startGatewayWith(t, gwOptions{http: true}, fmt.Sprintf(`
+	extra := fmt.Sprintf(`
 [[jwt_issuers]]
 issuer = %q
 jwks_url = %q
@@ -310,7 +310,8 @@ method = "jwt"
 
 [[hba]]
 method = "scram-sha-256"
-`, iss, jwks.srv.URL), []testUser{
+`, iss, jwks.srv.URL)
+	g := startGatewayWith(t, gwOptions{http: true}, extra, []testUser{
 		{name: "alice", extra: fmt.Sprintf("[user.jwt]\niss = %q\nusername = \"alice@corp\"\n", iss)},
 		{name: "bob", password: "bob-Pass-2"},
 	})
@@ -341,6 +342,15 @@ method = "scram-sha-256"
 	g.reloadAfter(func() {})
 	if status, _, out := httpDo(t, "POST", url, sql, bearer(tok)); status != 200 || jsonText(t, out["rows"]) != `[["alice"]]` {
 		t.Fatalf("after a reload with the provider down: %d %v", status, out)
+	}
+	// A failed fetch is a line of pgwarden's own log (it was a plain-text
+	// line of the standard library's logger among the JSON ones).
+	g.reloadAfter(func() { g.writeConfig(strings.Replace(extra, `refresh = "1h"`, `refresh = "1s"`, 1)) })
+	g.waitLog(`"msg":"an identity provider's key set could not be fetched; the last keys fetched stay in use","jwks_url":"`+jwks.srv.URL, 1)
+	for _, line := range strings.Split(g.log.String(), "\n") {
+		if strings.Contains(line, "key set") && !strings.HasPrefix(line, "{") {
+			t.Fatalf("a log line that is not JSON: %s", line)
+		}
 	}
 }
 

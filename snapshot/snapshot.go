@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/certs"
@@ -342,6 +344,9 @@ func (h *Holder) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, er
 // jwksSets keeps the identity providers' key sets from one load to the
 // next (see authcore.JWKS): one process, one store.
 var jwksSets = authcore.NewJWKS(jwksClient)
+
+// SetJWKSLogger sends the key sets' failed fetches to log.
+func SetJWKSLogger(log *zap.Logger) { jwksSets.SetLogger(log) }
 
 // jwksClient fetches JWKS documents: bounded in time, and never following a
 // redirect to somewhere the configuration did not name.

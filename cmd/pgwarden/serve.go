@@ -69,6 +69,7 @@ func serve(configPath string, stderr io.Writer) error {
 		// Every line, the audit log's too, says which instance wrote it.
 		log = log.With(zap.Int("peer_id", id))
 	}
+	snapshot.SetJWKSLogger(log)
 	state := snapshot.NewHolder(*cfgPath, snap, limiter)
 	state.Users = users
 
