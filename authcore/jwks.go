@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	neturl "net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,10 @@ func (j *JWKS) SetLogger(log *zap.Logger) { j.log.Store(log) }
 // fetchFailed logs a failed fetch of url's key set. The last good keys
 // stay in use.
 func (j *JWKS) fetchFailed(url string) func(context.Context, error) {
+	// A password in the URL's user part is not logged.
+	if u, err := neturl.Parse(url); err == nil {
+		url = u.Redacted()
+	}
 	return func(ctx context.Context, err error) {
 		if log := j.log.Load(); log != nil {
 			log.Warn("an identity provider's key set could not be fetched; the last keys fetched stay in use", zap.String("jwks_url", url), zap.Error(err))
