@@ -17,14 +17,16 @@ import (
 )
 
 // JWKS keeps the key sets of [[jwt_issuers]] from one load to the next.
-// A set is fetched when a load first names its URL, and from then on only
-// by its own refreshes: a reload (a users-file change, a revoked password)
-// neither waits for an identity provider, nor loses the last good keys
-// when the provider is down at that moment. Before, every load fetched
-// every set again, within the 10 s fetch timeout: a provider that did not
-// answer held each reload, and with it the revocation it carried, for 10 s
-// per issuer, and a fetch that failed left the new state without keys
-// until the next refresh.
+// A set is fetched when a load first names its URL; after that, a load
+// fetches it again in the background and puts the new keys in force only
+// once they arrived: a reload (a users-file change, a revoked password)
+// never waits for an identity provider, a provider that is down at that
+// moment leaves the last good keys in use, and a key the provider removed
+// (rotated out after a compromise) is dropped by a reload as it was
+// before. Before, every load fetched every set and waited, within the 10 s
+// fetch timeout: a provider that did not answer held each reload, and
+// with it the revocation it carried, for 10 s per issuer, and a fetch that
+// failed left the new state without keys until the next refresh.
 type JWKS struct {
 	client *http.Client
 	log    atomic.Pointer[zap.Logger] // failed fetches; slog's default until set
@@ -39,10 +41,16 @@ type jwksKey struct {
 	refresh time.Duration
 }
 
+// jwksSet is one kept set. Verification reads kf at each token, so the
+// set fetched in the background serves tokens as soon as it is put in.
 type jwksSet struct {
-	kf     keyfunc.Keyfunc
-	cancel context.CancelFunc // ends its refreshes
+	kf         atomic.Pointer[keyfunc.Keyfunc]
+	cancel     context.CancelFunc // ends the refreshes of the set in kf
+	refetching bool               // a background fetch is under way
+	gone       bool               // let go: a fetch under way is dropped
 }
+
+func (s *jwksSet) keyfunc() keyfunc.Keyfunc { return *s.kf.Load() }
 
 // NewJWKS keeps key sets fetched with client.
 func NewJWKS(client *http.Client) *JWKS {
@@ -69,36 +77,84 @@ func (j *JWKS) fetchFailed(url string) func(context.Context, error) {
 	}
 }
 
-// keyfunc is the kept set for url and refresh, fetched now (bounded by the
-// client's and the fetch's timeouts) when no load named it before. A set
-// whose first fetch fails is kept too: its keys come with a refresh.
-func (j *JWKS) keyfunc(url string, refresh time.Duration) (keyfunc.Keyfunc, error) {
-	k := jwksKey{url, refresh}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if s, ok := j.sets[k]; ok {
-		return s.kf, nil
-	}
+// fetch makes a set for k and fetches it now (bounded by the client's and
+// the fetch's timeouts); ok says whether that first fetch succeeded. Its
+// refreshes run until cancel.
+func (j *JWKS) fetch(k jwksKey) (kf keyfunc.Keyfunc, cancel context.CancelFunc, ok bool, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
+	var first atomic.Bool // set while the first fetch runs
+	var failed atomic.Bool
+	first.Store(true)
 	noErr := true
-	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{url}, keyfunc.Override{
+	kf, err = keyfunc.NewDefaultOverrideCtx(ctx, []string{k.url}, keyfunc.Override{
 		Client:            j.client,
 		HTTPTimeout:       10 * time.Second,
-		RefreshInterval:   refresh,
+		RefreshInterval:   k.refresh,
 		RefreshUnknownKID: rate.NewLimiter(rate.Every(time.Minute), 1),
 		// Never queue behind the limiter: a token with an unknown kid
 		// is refused at once rather than holding its request for up
 		// to a minute (jwkset's default), which a flood could abuse.
 		RateLimitWaitMax:          time.Millisecond,
 		NoErrorReturnFirstHTTPReq: &noErr,
-		RefreshErrorHandlerFunc:   j.fetchFailed,
+		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
+			logged := j.fetchFailed(u)
+			return func(ctx context.Context, err error) {
+				if first.Load() {
+					failed.Store(true)
+				}
+				logged(ctx, err)
+			}
+		},
 	})
+	first.Store(false)
 	if err != nil {
 		cancel()
+		return nil, nil, false, err
+	}
+	return kf, cancel, !failed.Load(), nil
+}
+
+// set is the kept set for url and refresh. A set no load named before is
+// fetched now, and kept even when that fetch fails (its keys come with a
+// refresh); a kept one is fetched again in the background.
+func (j *JWKS) set(url string, refresh time.Duration) (*jwksSet, error) {
+	k := jwksKey{url, refresh}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if s, ok := j.sets[k]; ok {
+		if !s.refetching {
+			s.refetching = true
+			go j.refetch(k, s) // ends within the fetch's timeout
+		}
+		return s, nil
+	}
+	kf, cancel, _, err := j.fetch(k)
+	if err != nil {
 		return nil, err
 	}
-	j.sets[k] = &jwksSet{kf: kf, cancel: cancel}
-	return kf, nil
+	s := &jwksSet{cancel: cancel}
+	s.kf.Store(&kf)
+	j.sets[k] = s
+	return s, nil
+}
+
+// refetch fetches s again and puts the new keys in force if the fetch
+// succeeded and s is still kept.
+func (j *JWKS) refetch(k jwksKey, s *jwksSet) {
+	kf, cancel, ok, err := j.fetch(k)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s.refetching = false
+	if err != nil {
+		return
+	}
+	if !ok || s.gone {
+		cancel()
+		return
+	}
+	s.cancel()
+	s.kf.Store(&kf)
+	s.cancel = cancel
 }
 
 // Keep ends the refreshes of the sets cfg does not name. Call it once cfg
@@ -114,6 +170,7 @@ func (j *JWKS) Keep(cfg *config.Config) {
 	for k, s := range j.sets {
 		if !named[k] {
 			s.cancel()
+			s.gone = true
 			delete(j.sets, k)
 		}
 	}
@@ -124,4 +181,16 @@ func (j *JWKS) Len() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return len(j.sets)
+}
+
+// Refetching says whether a background fetch is under way (for tests).
+func (j *JWKS) Refetching() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, s := range j.sets {
+		if s.refetching {
+			return true
+		}
+	}
+	return false
 }

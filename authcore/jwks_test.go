@@ -10,13 +10,19 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 )
 
-// A key set is fetched when a load first names it, kept for the loads after
-// it, and let go (its refreshes ended) once a configuration in force no
-// longer names it.
-func TestKeySetsAreFetchedOnceAndLetGoWhenNoLongerNamed(t *testing.T) {
+// A key set is fetched, and waited for, when a load first names it. Later
+// loads use it at once and fetch it again in the background, which puts
+// new keys in force only when the fetch succeeded. A set the configuration
+// in force no longer names is let go.
+func TestKeySetsAreKeptAcrossLoadsAndRefetchedInTheBackground(t *testing.T) {
 	var fetches atomic.Int32
+	var down atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"keys":[]}`))
 	}))
@@ -29,25 +35,54 @@ func TestKeySetsAreFetchedOnceAndLetGoWhenNoLongerNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := NewJWKS(srv.Client())
-	for i := 0; i < 3; i++ {
-		if _, err := NewTokens(cfg, users, j); err != nil {
-			t.Fatal(err)
+	settled := func() {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); j.Refetching(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("a background fetch never ended")
+			}
 		}
 	}
-	if n := fetches.Load(); n != 1 || j.Len() != 1 {
-		t.Fatalf("three loads: %d fetches, %d sets kept", n, j.Len())
+	load := func() *Tokens {
+		t.Helper()
+		toks, err := NewTokens(cfg, users, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return toks
 	}
+	first := load()
+	if n := fetches.Load(); n != 1 || j.Len() != 1 {
+		t.Fatalf("first load: %d fetches, %d sets", n, j.Len())
+	}
+	inForce := func() any { return first.external["https://idp.test/"].set.kf.Load() }
+	keys := inForce()
+	load()
+	settled()
+	if n := fetches.Load(); n != 2 || j.Len() != 1 {
+		t.Fatalf("second load: %d fetches, %d sets", n, j.Len())
+	}
+	if inForce() == keys {
+		t.Fatal("the keys fetched in the background were not put in force")
+	}
+	// The provider is down: the keys in force stay.
+	down.Store(true)
+	keys = inForce()
+	load()
+	settled()
+	if n := fetches.Load(); n != 3 || inForce() != keys {
+		t.Fatalf("with the provider down: %d fetches, keys replaced %v", n, inForce() != keys)
+	}
+	down.Store(false)
 	j.Keep(cfg)
 	if j.Len() != 1 {
 		t.Fatal("a set in use was let go")
 	}
-	// Another refresh interval is another set.
+	// Another refresh interval is another set, fetched and waited for.
 	cfg.JWTIssuers[0].Refresh.Duration = 2 * time.Hour
-	if _, err := NewTokens(cfg, users, j); err != nil {
-		t.Fatal(err)
-	}
+	load()
 	j.Keep(cfg)
-	if n := fetches.Load(); n != 2 || j.Len() != 1 {
+	if n := fetches.Load(); n != 4 || j.Len() != 1 {
 		t.Fatalf("after the change: %d fetches, %d sets kept", n, j.Len())
 	}
 	j.Keep(config.Default())

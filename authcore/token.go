@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -58,7 +57,7 @@ const (
 
 type externalIssuer struct {
 	cfg config.JWTIssuer
-	kf  keyfunc.Keyfunc
+	set *jwksSet // its keys, read at each token: a refetch replaces them
 }
 
 // NewTokens prepares verification for cfg, with the key sets of its
@@ -75,11 +74,11 @@ func NewTokens(cfg *config.Config, users *Users, jwks *JWKS) (*Tokens, error) {
 		if jwks == nil {
 			return nil, fmt.Errorf("jwt_issuers %s: no key set store", j.Issuer)
 		}
-		kf, err := jwks.keyfunc(j.JWKSURL, j.Refresh.Duration)
+		set, err := jwks.set(j.JWKSURL, j.Refresh.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("jwt_issuers %s: %v", j.Issuer, err)
 		}
-		t.external[j.Issuer] = &externalIssuer{cfg: j, kf: kf}
+		t.external[j.Issuer] = &externalIssuer{cfg: j, set: set}
 		for _, a := range j.Algorithms {
 			if !slices.Contains(t.allowAlgs, a) {
 				t.allowAlgs = append(t.allowAlgs, a)
@@ -206,7 +205,7 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 		}
 		ext = ex
 		// keyfunc picks the key by kid and refuses a JWK whose alg differs.
-		return ex.kf.KeyfuncCtx(ctx)(tok)
+		return ex.set.keyfunc().KeyfuncCtx(ctx)(tok)
 	})
 	if err != nil {
 		return nil, badToken(err.Error())

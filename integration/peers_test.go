@@ -224,9 +224,9 @@ func TestReusePortLetsANewProcessListenBesideTheOld(t *testing.T) {
 // during a reload (one fetching a newly named identity provider's keys
 // takes as long as the provider answers) counted as seen though the reload
 // had read the version before: the password that change revoked kept
-// working until the next change or SIGHUP. (A reload fetches only key sets
-// no load named before, so the slow reload here is the one that adds the
-// issuer.)
+// working until the next change or SIGHUP. (A reload waits only for key
+// sets no load named before, so the slow reload here is the one that adds
+// the issuer.)
 func TestAUsersFileChangedDuringAReloadIsInForce(t *testing.T) {
 	arrived := make(chan struct{}, 16)
 	var slow atomic.Bool
