@@ -50,8 +50,6 @@ type jwksSet struct {
 	gone       bool               // let go: a fetch under way is dropped
 }
 
-func (s *jwksSet) keyfunc() keyfunc.Keyfunc { return *s.kf.Load() }
-
 // NewJWKS keeps key sets fetched with client.
 func NewJWKS(client *http.Client) *JWKS {
 	return &JWKS{client: client, sets: map[jwksKey]*jwksSet{}}

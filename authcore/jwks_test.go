@@ -1,11 +1,19 @@
 package authcore
 
 import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pgwarden/pgwarden/config"
 )
@@ -91,5 +99,68 @@ func TestKeySetsAreKeptAcrossLoadsAndRefetchedInTheBackground(t *testing.T) {
 	}
 	if _, err := NewTokens(cfg, users, nil); err == nil {
 		t.Fatal("issuers without a key set store")
+	}
+}
+
+// A token verified with an issuer's keys is remembered (a minute at most),
+// but not past the keys: once a reload's fetch put a set without its key in
+// force, the token is checked again and refused. Before, the remembered
+// verification outlived a key the provider had removed.
+func TestARememberedTokenIsCheckedAgainstNewKeys(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk := fmt.Sprintf(`{"kty":"RSA","kid":"k1","alg":"RS256","use":"sig","n":%q,"e":%q}`,
+		base64.RawURLEncoding.EncodeToString(priv.N.Bytes()), base64.RawURLEncoding.EncodeToString(big.NewInt(int64(priv.E)).Bytes()))
+	var withKey atomic.Bool
+	withKey.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if withKey.Load() {
+			fmt.Fprintf(w, `{"keys":[%s]}`, jwk)
+			return
+		}
+		w.Write([]byte(`{"keys":[]}`))
+	}))
+	defer srv.Close()
+	iss := "https://idp.test/"
+	cfg := config.Default()
+	cfg.JWTIssuers = []config.JWTIssuer{{Issuer: iss, JWKSURL: srv.URL, Audience: "pgwarden", UsernameClaim: "username",
+		Algorithms: []string{"RS256"}, Refresh: config.Duration{Duration: time.Hour}}}
+	users, err := NewUsers([]*User{{Name: "alice", JWT: &UserJWT{Iss: iss, Username: "alice@corp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := NewJWKS(srv.Client())
+	defer j.Keep(config.Default())
+	toks, err := NewTokens(cfg, users, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": iss, "aud": "pgwarden", "username": "alice@corp",
+		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()})
+	tok.Header["kid"] = "k1"
+	raw, err := tok.SignedString(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if u, err := toks.Verify(ctx, raw); err != nil || u.Name != "alice" {
+		t.Fatalf("before: %v, %v", u, err)
+	}
+	// The provider removes the key; a load fetches the set again in the
+	// background.
+	withKey.Store(false)
+	if _, err := NewTokens(cfg, users, j); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); j.Refetching(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the background fetch never ended")
+		}
+	}
+	if _, err := toks.Verify(ctx, raw); err == nil {
+		t.Fatal("a token of a removed key still verifies (remembered)")
 	}
 }

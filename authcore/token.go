@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -48,6 +49,11 @@ type verifiedToken struct {
 	user  *User
 	until time.Time
 	own   bool // pgwarden issued it
+	// An external issuer's token was verified with these keys of set: once
+	// a reload's fetch put others in force, it is verified again (a key the
+	// provider removed must not live on here for a minute).
+	set  *jwksSet
+	keys *keyfunc.Keyfunc
 }
 
 const (
@@ -155,7 +161,7 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 	t.mu.Lock()
 	hit, ok := t.verified[key]
 	t.mu.Unlock()
-	if ok && now.Before(hit.until) && (hit.own || !ownOnly) {
+	if ok && now.Before(hit.until) && (hit.own || !ownOnly) && (hit.set == nil || hit.set.kf.Load() == hit.keys) {
 		if r := hit.user.unusable(now); r != "" {
 			return nil, Fail(r)
 		}
@@ -163,6 +169,7 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 	}
 	var user *User
 	var ext *externalIssuer
+	var keys *keyfunc.Keyfunc
 	algs, own := t.allowAlgs, t.ownSet
 	if ownOnly {
 		algs, own = []string{"HS256"}, true
@@ -204,8 +211,9 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 			return nil, fmt.Errorf("algorithm %s is not allowed for issuer %s", alg, iss)
 		}
 		ext = ex
+		keys = ex.set.kf.Load()
 		// keyfunc picks the key by kid and refuses a JWK whose alg differs.
-		return ex.set.keyfunc().KeyfuncCtx(ctx)(tok)
+		return (*keys).KeyfuncCtx(ctx)(tok)
 	})
 	if err != nil {
 		return nil, badToken(err.Error())
@@ -252,7 +260,11 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 			break
 		}
 	}
-	t.verified[key] = verifiedToken{user: user, until: until, own: ext == nil}
+	hit = verifiedToken{user: user, until: until, own: ext == nil}
+	if ext != nil {
+		hit.set, hit.keys = ext.set, keys
+	}
+	t.verified[key] = hit
 	t.mu.Unlock()
 	return user, nil
 }
