@@ -55,29 +55,26 @@ func (r *hostResolver) keys(host string) []string {
 	}
 	r.mu.Lock()
 	e := r.entries[host]
-	if e != nil {
-		if !e.refreshing && time.Since(e.at) > hostRefreshAfter {
-			e.refreshing = true
-			// Ends within hostLookupTimeout.
-			go func() {
-				keys := r.resolve(host)
-				r.mu.Lock()
-				r.entries[host] = &resolvedHost{keys: keys, at: time.Now()}
-				r.mu.Unlock()
-			}()
-		}
-		keys := e.keys
-		r.mu.Unlock()
-		return keys
+	if e != nil && !e.refreshing && time.Since(e.at) > hostRefreshAfter {
+		e.refreshing = true
+		go r.store(host) // ends within hostLookupTimeout
 	}
 	r.mu.Unlock()
+	if e != nil {
+		return e.keys
+	}
+	return r.store(host)
+}
+
+// store looks host up and keeps what it found.
+func (r *hostResolver) store(host string) []string {
 	keys := r.resolve(host)
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.entries == nil {
 		r.entries = map[string]*resolvedHost{}
 	}
 	r.entries[host] = &resolvedHost{keys: keys, at: time.Now()}
-	r.mu.Unlock()
 	return keys
 }
 
@@ -125,6 +122,7 @@ func (r *hostResolver) addrKey(ip netip.Addr, mine map[netip.Addr]bool) string {
 // sameHost errs: the worst that does is refuse a client name the operator
 // can list.
 func markDefaultServer(cfg *config.Config, r *hostResolver) {
+	var def []string // the default host's keys, looked up at the first need
 	for i := range cfg.Databases {
 		d := &cfg.Databases[i]
 		e := entryTarget(cfg, *d)
@@ -132,8 +130,11 @@ func markDefaultServer(cfg *config.Config, r *hostResolver) {
 		if e.Port == cfg.Backend.Port && !sameHost(e.Host, cfg.Backend.Host) {
 			// Otherwise another server for certain, or one routedTo sees
 			// anyway.
-			a, b := r.keys(e.Host), r.keys(cfg.Backend.Host)
-			same = len(a) == 0 || len(b) == 0 || shareOne(a, b)
+			if def == nil {
+				def = r.keys(cfg.Backend.Host)
+			}
+			a := r.keys(e.Host)
+			same = len(a) == 0 || len(def) == 0 || shareOne(a, def)
 		}
 		d.DefaultServer = same
 	}
