@@ -36,6 +36,10 @@ import (
 // loopReadSize is the read buffer each loop shares among its sessions.
 const loopReadSize = 64 << 10
 
+// trackHeldThread makes the loops note the thread of each held wait (a
+// system call each), for tests.
+var trackHeldThread atomic.Bool
+
 // evLoops is the set of loops of a server.
 type evLoops struct {
 	loops []*evLoop
@@ -95,6 +99,11 @@ type evLoop struct {
 	loops     int   // loops in the process
 	churn     bool  // a session began or ended in this window
 	heldWaits int64 // held waits made (for tests)
+	// heldTid is the thread of the current stretch of held waits, and
+	// heldThreadChanges counts held waits made on another thread within
+	// a stretch (for tests, which set trackHeldThread).
+	heldTid           int
+	heldThreadChanges int64
 	// keeper is touched once a window in which sessions had events.
 	keeper *awake.Keeper
 	// poller is the loop's registration in Go's poller (run's own).
@@ -253,13 +262,43 @@ func (lp *evLoop) run() {
 	// held says whether the last window had few enough for a held wait.
 	var window time.Time
 	active, held := 0, false
+	// locked: the loop keeps its thread while it makes held waits. Left to
+	// the scheduler, the goroutine moved between threads (after a
+	// preemption's yield, or a window in the poller), and the kernel then
+	// moved the new thread between CPUs to follow its wakers: at one client
+	// 0.2 to 1.5 CPU migrations per transaction, where PgBouncer's one
+	// thread makes almost none. In the poller it must not keep it: a locked
+	// goroutine that parks there costs two thread hand-offs per wake-up.
+	locked := false
+	defer func() {
+		if locked {
+			runtime.UnlockOSThread()
+		}
+	}()
 	for {
 		n := 0
 		// Sessions that begin and end are logins and goodbyes, whose work
 		// (and the goroutine an end starts, which waits on this P) needs
 		// the P a held wait would keep.
-		if held && !lp.churn && len(lp.lingering) == 0 {
+		holding := held && !lp.churn && len(lp.lingering) == 0
+		if holding != locked {
+			if holding {
+				runtime.LockOSThread()
+			} else {
+				runtime.UnlockOSThread()
+				lp.heldTid = 0
+			}
+			locked = holding
+		}
+		if holding {
 			lp.heldWaits++
+			if trackHeldThread.Load() {
+				if tid := unix.Gettid(); lp.heldTid != 0 && tid != lp.heldTid {
+					lp.heldThreadChanges++
+				} else {
+					lp.heldTid = tid
+				}
+			}
 			poller.release()
 			var err error
 			n, err = awake.HeldEpollWait(lp.epfd, events, heldWaitMillis)

@@ -433,9 +433,18 @@ func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 		return x, heldWaits(ls.loops[0])
 	}
 
+	trackHeldThread.Store(true)
 	x, held := session(300, true)
+	trackHeldThread.Store(false)
 	if held == 0 {
 		t.Fatal("one session in use, a P to spare: the loop never held its wait")
+	}
+	// A stretch of held waits keeps its thread, through the collections'
+	// preemptions too: a loop moved between threads is moved between CPUs.
+	changes := make(chan int64, 1)
+	x.es.lp.do(func() { changes <- x.es.lp.heldThreadChanges })
+	if n := <-changes; n != 0 {
+		t.Errorf("holding its waits, the loop moved to another thread %d times", n)
 	}
 	// Held waits take the loop out of Go's poller, which would otherwise
 	// wake a thread of its own at every event.
