@@ -35,7 +35,7 @@ func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
 	if err != nil {
 		return nil, err
 	}
-	pcfg.MaxConns = 2
+	pcfg.MaxConns = config.AuthQueryPoolConns
 	pcfg.MaxConnIdleTime = time.Minute
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	if err != nil {

@@ -63,11 +63,14 @@ type Session struct {
 // parked backend or idle HTTP connection could be closed to make room.
 var ErrTooManyBackends = errors.New("too many backend connections")
 
-// LimitsOf reads the [backend] pool settings in force.
+// LimitsOf reads the [backend] pool settings in force. The clients'
+// backends (wire and HTTP) may use max_backend_connections less the
+// connections pgwarden keeps to that server for itself ([auth_query], a
+// PostgreSQL store there), so that pgwarden as a whole stays within it.
 func LimitsOf(c *config.Config) PoolLimits {
 	return PoolLimits{
 		PerKey:      c.Backend.PoolSize,
-		Max:         c.Backend.MaxBackendConnections,
+		Max:         c.Backend.MaxBackendConnections - c.OwnBackendConns(),
 		IdleTimeout: c.Backend.IdleTimeout.Duration,
 		MaxLifetime: c.Backend.MaxLifetime.Duration,
 		TLS:         c.Backend.TLSDigest,

@@ -626,3 +626,28 @@ func keyValue(v reflect.Value, path []string) (any, bool) {
 	}
 	return v.Interface(), true
 }
+
+// Connections pgwarden keeps for itself: the [auth_query] pool, and the
+// PostgreSQL store's pool and its LISTEN connection.
+const (
+	AuthQueryPoolConns = 2
+	StorePoolConns     = 4
+	storeListenConns   = 1
+)
+
+// OwnBackendConns is how many connections pgwarden keeps to the [backend]
+// server for itself, beside its clients' backends: the [auth_query] pool's,
+// and the PostgreSQL store's when the store is on that server (its host
+// and port unset or the same). max_backend_connections counts them, so
+// that pgwarden as a whole stays within it.
+func (c *Config) OwnBackendConns() int {
+	n := 0
+	if c.AuthQuery != nil {
+		n += AuthQueryPoolConns
+	}
+	st := c.Store
+	if st.Kind == "postgres" && (st.Host == "" || st.Host == c.Backend.Host) && (st.Port == 0 || st.Port == c.Backend.Port) {
+		n += StorePoolConns + storeListenConns
+	}
+	return n
+}

@@ -119,3 +119,40 @@ func TestStringListTakesOneOrMany(t *testing.T) {
 		t.Fatal("a number as user accepted")
 	}
 }
+
+// max_backend_connections keeps pgwarden as a whole within it: the
+// connections it keeps to the backend server for itself ([auth_query], a
+// PostgreSQL store on that server) count, and a limit that leaves none for
+// clients is refused at load.
+func TestMaxBackendConnectionsCountsPgwardensOwnConnections(t *testing.T) {
+	c := Default()
+	if n := c.OwnBackendConns(); n != 0 {
+		t.Fatalf("no auth_query, no store: %d own connections", n)
+	}
+	c.AuthQuery = &AuthQuery{Mode: "lookup"}
+	if n := c.OwnBackendConns(); n != AuthQueryPoolConns {
+		t.Fatalf("auth_query: %d own connections", n)
+	}
+	c.Store = Store{Kind: "postgres"}
+	if n := c.OwnBackendConns(); n != AuthQueryPoolConns+StorePoolConns+1 {
+		t.Fatalf("auth_query and a store on the backend server: %d own connections", n)
+	}
+	c.Store.Host = "store.example.com"
+	if n := c.OwnBackendConns(); n != AuthQueryPoolConns {
+		t.Fatalf("a store on another server counts against its own server, not this one: %d own connections", n)
+	}
+
+	_, err := Parse("c.toml", []byte(`
+[backend]
+max_backend_connections = 2
+
+[auth_query]
+user = "pgwarden"
+
+[[hba]]
+method = "trust"
+`))
+	if err == nil || !strings.Contains(err.Error(), "c.toml:3: backend.max_backend_connections: must be at least 3: it counts the 2 connections pgwarden keeps") {
+		t.Fatalf("a limit that leaves no backend for clients: %v", err)
+	}
+}

@@ -220,8 +220,12 @@ func (c *Config) validate(v *validator) {
 	if b.PoolSize < 0 {
 		v.add("backend.pool_size", "must not be negative")
 	}
-	if b.MaxBackendConnections < 1 {
-		v.add("backend.max_backend_connections", "must be at least 1")
+	if n := c.OwnBackendConns(); b.MaxBackendConnections < n+1 {
+		if n > 0 {
+			v.add("backend.max_backend_connections", "must be at least %d: it counts the %d connections pgwarden keeps for [auth_query] and a PostgreSQL [store] on the backend server", n+1, n)
+		} else {
+			v.add("backend.max_backend_connections", "must be at least 1")
+		}
 	}
 
 	seen := map[string]bool{}

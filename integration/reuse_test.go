@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -153,6 +154,37 @@ func TestMaxBackendConnections(t *testing.T) {
 		t.Fatal(got)
 	}
 	_ = b
+}
+
+// The [auth_query] pool's connections count against
+// max_backend_connections: pgwarden as a whole stays within it, so the
+// clients' backends get the limit less those two.
+func TestMaxBackendConnectionsCountsTheAuthQueryPool(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 4"}, fmt.Sprintf(`
+[auth_query]
+mode = "lookup"
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+method = "scram-sha-256"
+`, backendPassword), []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
+	// A name the users file does not hold is looked up: the pool connects.
+	_, err := g.connect("nobody_anywhere", "some-Pass-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "nobody_anywhere"`)
+	a := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	b := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	_, err = g.connect("bob", "bob-Pass-2", "postgres")
+	wantPgError(t, err, "53300", "too many backend connections")
+	var n int
+	if err := queryPostgres(t, "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('alice', 'bob') OR application_name = 'pgwarden-auth-query'", &n); err != nil {
+		t.Fatal(err)
+	}
+	if n > 4 {
+		t.Fatalf("pgwarden holds %d backend connections, over max_backend_connections = 4", n)
+	}
+	_, _ = a, b
 }
 
 // A backend an event loop parks is handed back as a file of Go's poller,

@@ -146,7 +146,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			break // s stays nil: a new backend is opened below
 		}
 		if !pool.WaitReturn(c.ctx(), deadline) {
-			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", limits.Max))
+			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", cfg.Backend.MaxBackendConnections))
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
 		}

@@ -83,7 +83,7 @@ func connConfig(cfg *config.Config) (*pgxpool.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	pcfg.MaxConns = 4
+	pcfg.MaxConns = config.StorePoolConns
 	pcfg.MaxConnIdleTime = time.Minute
 	return pcfg, nil
 }
