@@ -57,6 +57,10 @@ type Options struct {
 	Sessions   SessionStore
 	FormKey    []byte
 	SetupToken string
+	// SetupSpent, when set, is called once the setup token is spent, to
+	// forget a shared one: a token that outlived its first admin would
+	// open setup again whenever the users held no admin.
+	SetupSpent func()
 	// Keeper is touched by every request (nil: none).
 	Keeper *awake.Keeper
 }

@@ -50,17 +50,33 @@ func (s *Server) setupURL(snap *snapshot.Snapshot) string {
 }
 
 // setupOpen reports whether the setup page still serves: a token is
-// pending and no admin exists (one made by the CLI and a reload closes it
-// too, and spends the token).
+// pending and no admin exists.
 func (s *Server) setupOpen(snap *snapshot.Snapshot) bool {
 	if !s.setup.Pending() {
 		return false
 	}
 	if snap.Users.AnyWithRole("admin") {
-		s.setup.Spend()
+		s.spendSetup()
 		return false
 	}
 	return true
+}
+
+// spendSetup spends the setup token, and a shared one with it.
+func (s *Server) spendSetup() {
+	if s.setup.Spend() && s.o.SetupSpent != nil {
+		s.o.SetupSpent()
+	}
+}
+
+// UsersChanged takes in users that reached the server by a reload (the CLI,
+// another instance): once any of them is an admin, the setup token is
+// spent. Spent only when /setup was next asked for, a token that saw an
+// admin come and go (made with the CLI, then removed) opened setup again.
+func (s *Server) UsersChanged(next *snapshot.Snapshot) {
+	if s.setup.Pending() && next.Users.AnyWithRole("admin") {
+		s.spendSetup()
+	}
 }
 
 // handleSetupPage serves GET /setup?token=...: the form that creates the
@@ -133,7 +149,7 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, snap *snaps
 		again(err.Error())
 		return
 	case errors.Is(err, errDone):
-		s.setup.Spend()
+		s.spendSetup()
 		http.NotFound(w, r)
 		return
 	case err != nil:
@@ -141,7 +157,7 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, snap *snaps
 		renderMessage(w, http.StatusInternalServerError, "Setup failed", "The administrator could not be stored; the server log says why.")
 		return
 	}
-	s.setup.Spend()
+	s.spendSetup()
 	s.o.Log.Info("first admin created on the setup page", zap.String("user", name), zap.String("address", clientAddr(r, snap).String()))
 	http.Redirect(w, r, "/?notice=setup-done", http.StatusSeeOther)
 }

@@ -40,12 +40,14 @@ func (t *SetupToken) Check(s string) bool {
 	return want != "" && subtle.ConstantTimeCompare([]byte(s), []byte(want)) == 1
 }
 
-// Spend makes the token unusable.
-func (t *SetupToken) Spend() {
+// Spend makes the token unusable; it reports whether it was pending.
+func (t *SetupToken) Spend() bool {
 	if t == nil {
-		return
+		return false
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	was := t.token != ""
 	t.token = ""
-	t.mu.Unlock()
+	return was
 }

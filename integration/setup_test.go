@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -10,6 +12,9 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/authcore"
 )
@@ -209,4 +214,82 @@ func TestNoSetupWhenAnAdminExistsOrTheCLIMakesOne(t *testing.T) {
 	if strings.Count(string(data), "[[user]]") != 1 {
 		t.Fatalf("users file:\n%s", data)
 	}
+}
+
+// A setup link closed by an admin stays closed when the admin goes: the
+// token was spent only when /setup was next asked for, so a link that saw
+// an admin made with the CLI and removed again opened setup once more.
+func TestASetupLinkClosedByAnAdminStaysClosed(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true}, setupRules, nil)
+	token := g.setupURL().Query().Get("token")
+	if _, stderr, code := runCLI(t, "ops1-Pass-6\n", "user", "add", "-c", g.configPath(), "--admin", "--password-stdin", "ops1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 1)
+	if _, stderr, code := runCLI(t, "", "user", "del", "-c", g.configPath(), "ops1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"msg":"reloaded"`, 2)
+	if r := newConsoleClient(t, g.httpURL(), nil).get("/setup?token=" + url.QueryEscape(token)); r.status != 404 {
+		t.Fatalf("GET /setup with the first link after its admin came and went: %d", r.status)
+	}
+}
+
+// With the PostgreSQL store the setup token is shared, and it was kept
+// there for good: a store whose admins were all removed took the link of
+// its first install again, which any log kept since holds. Once an admin
+// exists it is deleted, and a later start without one logs a new link.
+func TestTheStoreForgetsASpentSetupToken(t *testing.T) {
+	freshStore(t)
+	rules := storeSection + setupRules
+	a := newGateway(t, gwOptions{http: true}, rules)
+	a.fillStore(t, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	a.start()
+	first := a.setupURL().Query().Get("token")
+	if _, stderr, code := runCLI(t, "ops1-Pass-6\n", "user", "add", "-c", a.configPath(), "--admin", "--password-stdin", "ops1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	a.waitLog(`"msg":"reloaded"`, 1)
+	var n int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := storeSetupTokens(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n != 0 {
+		t.Fatal("the spent setup token is still in the store")
+	}
+	if _, stderr, code := runCLI(t, "", "user", "del", "-c", a.configPath(), "ops1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	a.waitLog(`"msg":"reloaded"`, 2)
+	b := startGatewayWith(t, gwOptions{http: true}, rules, nil)
+	second := b.setupURL().Query().Get("token")
+	if second == "" || second == first {
+		t.Fatalf("a start without an admin took the first install's setup token again")
+	}
+	for _, g := range []*gateway{a, b} {
+		if r := newConsoleClient(t, g.httpURL(), nil).get("/setup?token=" + url.QueryEscape(first)); r.status == 200 {
+			t.Fatal("the first install's setup link opens setup again")
+		}
+	}
+	newConsoleClient(t, b.httpURL(), nil).setupForm(second)
+}
+
+// storeSetupTokens counts the setup tokens the store holds.
+func storeSetupTokens(n *int) error {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=pgwarden_store_db sslmode=disable", pg.sockDir, pg.port))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, "SELECT count(*) FROM pgwarden.settings WHERE key = 'setup_token'").Scan(n)
 }

@@ -321,6 +321,16 @@ func (p *Postgres) Setting(ctx context.Context, key string, make func() string) 
 	return v, nil
 }
 
+// DeleteSetting forgets a shared setting (the next Setting makes it anew).
+func (p *Postgres) DeleteSetting(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := p.pool.Exec(ctx, `DELETE FROM pgwarden.settings WHERE key = $1`, key); err != nil {
+		return fmt.Errorf("%s: %w", p.where, err)
+	}
+	return nil
+}
+
 // Notify publishes payload on channel, for every instance (best effort).
 func (p *Postgres) Notify(ctx context.Context, channel, payload string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -104,7 +104,13 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	pg = pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
 		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper, ReleaseDatabases: releaseDatabases})
-	state.OnReload = pg.EndRevokedSessions
+	var webNow atomic.Pointer[httpfront.Server]
+	state.OnReload = func(old, next *snapshot.Snapshot) {
+		pg.EndRevokedSessions(old, next)
+		if w := webNow.Load(); w != nil {
+			w.UsersChanged(next)
+		}
+	}
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
 	// as the port accepts must reload, not end the process (SIGHUP's
 	// default).
@@ -123,10 +129,11 @@ func serve(configPath string, stderr io.Writer) error {
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
 	if pgs, ok := users.(*store.Postgres); ok {
-		if webOpts.Sessions, webOpts.FormKey, webOpts.SetupToken, err = sharedWeb(storeCtx, pgs, log); err != nil {
+		if webOpts.Sessions, webOpts.FormKey, webOpts.SetupToken, err = sharedWeb(storeCtx, pgs, snap.Users.AnyWithRole("admin"), log); err != nil {
 			pg.Close()
 			return err
 		}
+		webOpts.SetupSpent = func() { go forgetSetupToken(storeCtx, pgs, log) }
 		if onThrottle, err = shareThrottle(storeCtx, pgs, throttle, state, log); err != nil {
 			pg.Close()
 			return err
@@ -142,6 +149,7 @@ func serve(configPath string, stderr io.Writer) error {
 		}
 	}
 	web = httpfront.New(webOpts)
+	webNow.Store(web)
 	if err := web.Listen(); err != nil {
 		pg.Close()
 		return err

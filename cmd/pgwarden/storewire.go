@@ -52,16 +52,37 @@ func listenStore(ctx context.Context, cfg *config.Config, state *snapshot.Holder
 
 // sharedWeb is what the console shares through the PostgreSQL store: its
 // sessions, the pre-login form key and the setup token.
-func sharedWeb(ctx context.Context, pg *store.Postgres, log *zap.Logger) (httpfront.SessionStore, []byte, string, error) {
+//
+// The setup token is shared only while the store holds no admin: with one,
+// it is deleted, so that a store whose admins are all removed later gets a
+// new token (logged anew) rather than the one of its first install, which
+// logs kept since would hold.
+func sharedWeb(ctx context.Context, pg *store.Postgres, hasAdmin bool, log *zap.Logger) (httpfront.SessionStore, []byte, string, error) {
 	formKey, err := pg.Setting(ctx, "form_key", httpfront.NewOpaqueID)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	setup, err := pg.Setting(ctx, "setup_token", httpfront.NewOpaqueID)
+	setup := ""
+	if hasAdmin {
+		err = pg.DeleteSetting(ctx, setupTokenKey)
+	} else {
+		setup, err = pg.Setting(ctx, setupTokenKey, httpfront.NewOpaqueID)
+	}
 	if err != nil {
 		return nil, nil, "", err
 	}
 	return httpfront.NewPGSessions(pg.Pool(), log), []byte(formKey), setup, nil
+}
+
+// setupTokenKey is the store's setting that holds the shared setup token.
+const setupTokenKey = "setup_token"
+
+// forgetSetupToken deletes the shared setup token once it is spent (best
+// effort: the next start with an admin deletes it too).
+func forgetSetupToken(ctx context.Context, pg *store.Postgres, log *zap.Logger) {
+	if err := pg.DeleteSetting(ctx, setupTokenKey); err != nil {
+		log.Warn("the spent setup token could not be deleted from the store", zap.Error(err))
+	}
 }
 
 // throttleEvent is a throttle failure or success on the store's channel.
