@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -399,6 +400,12 @@ func configRows(c *config.Config) ([][]string, error) {
 			last := prefix[strings.LastIndex(prefix, ".")+1:]
 			if (strings.HasSuffix(last, "password") || strings.HasSuffix(last, "secret")) && val != "" {
 				val = "********"
+			} else if u, err := url.Parse(val); err == nil && u.User != nil {
+				// A URL's password (an identity provider's jwks_url
+				// behind basic authentication) is as secret as any.
+				if _, has := u.User.Password(); has {
+					val = u.Redacted()
+				}
 			}
 			rows = append(rows, []string{prefix, val})
 		}

@@ -2,10 +2,12 @@ package admin
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -140,5 +142,32 @@ func TestCreateUserRefusesControlCharacters(t *testing.T) {
 	var e *Error
 	if err := Run("CREATE USER \"alice\nSHOW\"", env, discard{}); !errors.As(err, &e) || e.Code != "42602" || len(env.users) != 0 {
 		t.Fatalf("a newline in the name: %v, %v", err, env.names())
+	}
+}
+
+// SHOW CONFIG masks every secret: keys named password or secret, and the
+// password of a URL (a jwks_url behind basic authentication).
+func TestShowConfigMasksPasswordsInURLsToo(t *testing.T) {
+	c := config.Default()
+	c.Backend.Password = "backend-secret-1"
+	c.JWTIssuers = []config.JWTIssuer{{Issuer: "https://idp.example.com/", JWKSURL: "https://keys:url-secret-2@idp.example.com/jwks"}}
+	rows, err := configRows(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]string{}
+	for _, r := range rows {
+		found[r[0]] = r[1]
+		for _, secret := range []string{"backend-secret-1", "url-secret-2"} {
+			if strings.Contains(r[1], secret) {
+				t.Errorf("%s shows a secret: %s", r[0], r[1])
+			}
+		}
+	}
+	if got := found["jwt_issuers[1].jwks_url"]; got != "https://keys:xxxxx@idp.example.com/jwks" {
+		t.Errorf("jwks_url shows as %q", got)
+	}
+	if got := found["backend.password"]; got != "********" {
+		t.Errorf("backend.password shows as %q", got)
 	}
 }

@@ -156,3 +156,19 @@ method = "trust"
 		t.Fatalf("a limit that leaves no backend for clients: %v", err)
 	}
 }
+
+// A jwks_url's password is not repeated in the refusal that pgwarden check
+// prints and a failed reload logs.
+func TestAJWKSURLRefusalHidesItsPassword(t *testing.T) {
+	_, err := Parse("c.toml", []byte(`
+[[jwt_issuers]]
+issuer = "https://idp.example.com/"
+jwks_url = "http://keys:url-secret-2@idp.example.com/keys"
+
+[[hba]]
+method = "trust"
+`))
+	if err == nil || !strings.Contains(err.Error(), "http is allowed on loopback only") || strings.Contains(err.Error(), "url-secret-2") {
+		t.Fatalf("refusal: %v", err)
+	}
+}

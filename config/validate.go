@@ -440,8 +440,11 @@ func checkListen(a string) error {
 func checkJWKSURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", s)
+		return errors.New("not an absolute URL")
 	}
+	// The messages name the URL without a password it may carry: they
+	// reach pgwarden check's output and the log of a failed reload.
+	s = u.Redacted()
 	switch u.Scheme {
 	case "https":
 		return nil
