@@ -313,11 +313,11 @@ func (p *HTTPPools) Release(c *pgxpool.Conn) {
 }
 
 // ReleaseAfter returns a connection whose request ran stmts: as Release
-// does, unless a statement may have opened a dblink connection, which no
-// reset closes: then the connection is closed instead.
+// does, unless a statement may have left session state that no reset
+// removes (see keepsSessionState): then the connection is closed instead.
 func (p *HTTPPools) ReleaseAfter(c *pgxpool.Conn, stmts ...string) {
 	for _, sql := range stmts {
-		if opensDblink(sql) {
+		if keepsSessionState(sql) {
 			p.discard(c)
 			return
 		}
@@ -334,27 +334,45 @@ func (p *HTTPPools) discard(c *pgxpool.Conn) {
 	}()
 }
 
-// opensDblink says whether sql may open a dblink connection
-// (dblink_connect, dblink_connect_u): dblink keeps it open, logged in as
-// whoever the statement named, until the session ends. It errs towards
-// finding: the name anywhere, in any case, also in a string literal, and
-// any Unicode-escaped identifier (U&"...", which could spell the name
-// without writing it). A call inside a function the request calls is not
-// seen. It runs on every request, so it does not copy the text.
-func opensDblink(sql string) bool {
-	const name = "dblink_connect"
+// sessionStateCalls are names whose call leaves state that lives until the
+// session ends, which DISCARD ALL does not remove: a dblink connection
+// (dblink_connect, dblink_connect_u), open and logged in as whoever the
+// statement named; a temporary replication slot (any name with
+// replication_slot: the create and copy functions), which holds back WAL
+// for as long as the connection is pooled and is the next request's
+// session's own; a session replication origin
+// (pg_replication_origin_session_setup), which would tag the next
+// requests' changes.
+var sessionStateCalls = [...]string{"dblink_connect", "replication_slot", "origin_sess"}
+
+// keepsSessionState says whether sql may leave such state. It errs towards
+// finding: a name anywhere, in any case, also in a string literal, and any
+// Unicode-escaped identifier (U&"...", which could spell a name without
+// writing it). A call inside a function the request calls is not seen. It
+// runs on every request, so it does not copy the text.
+func keepsSessionState(sql string) bool {
 	if strings.Contains(sql, `&"`) {
 		return true
 	}
-	for i := strings.IndexAny(sql, "dD"); i >= 0 && i+len(name) <= len(sql); {
-		if strings.EqualFold(sql[i:i+len(name)], name) {
+	for _, name := range sessionStateCalls {
+		if containsFold(sql, name) {
 			return true
 		}
-		next := strings.IndexAny(sql[i+1:], "dD")
-		if next < 0 {
-			break
+	}
+	return false
+}
+
+// containsFold reports whether s holds name (lower case) in any case.
+func containsFold(s, name string) bool {
+	first := name[0]
+	upper := first - ('a' - 'A')
+	for i := 0; i+len(name) <= len(s); i++ {
+		if c := s[i]; c != first && c != upper {
+			continue
 		}
-		i += 1 + next
+		if strings.EqualFold(s[i:i+len(name)], name) {
+			return true
+		}
 	}
 	return false
 }

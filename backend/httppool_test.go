@@ -46,19 +46,23 @@ func TestSettingsWatchKeepsTheNewestRead(t *testing.T) {
 	}
 }
 
-func TestOpensDblinkFindsEverySpellingOfTheCall(t *testing.T) {
+func TestKeepsSessionStateFindsEverySpellingOfTheCalls(t *testing.T) {
 	for sql, want := range map[string]bool{
-		"SELECT dblink_connect('c', 'dbname=x')":            true,
-		"select public.DBLINK_CONNECT_U($1)":                true,
-		`SELECT U&"dblink\005fconnect"('c', 'dbname=x')`:    true,
-		"SELECT * FROM dblink('c', 'SELECT 1') AS t(x int)": false,
-		"SELECT dblink_disconnect('c')":                     false,
-		"SELECT 1":                                          false,
-		"SELECT dd, dblink_connec":                          false,
-		"dblink_connect":                                    true,
+		"SELECT dblink_connect('c', 'dbname=x')":                      true,
+		"select public.DBLINK_CONNECT_U($1)":                          true,
+		`SELECT U&"dblink\005fconnect"('c', 'dbname=x')`:              true,
+		"SELECT * FROM dblink('c', 'SELECT 1') AS t(x int)":           false,
+		"SELECT dblink_disconnect('c')":                               false,
+		"SELECT 1":                                                    false,
+		"SELECT dd, dblink_connec":                                    false,
+		"dblink_connect":                                              true,
+		"SELECT pg_create_physical_replication_slot('s', true, true)": true,
+		"SELECT * FROM PG_CREATE_LOGICAL_REPLICATION_SLOT('s', 'test_decoding', temporary => true)": true,
+		"SELECT pg_replication_origin_session_setup($1)":                                            true,
+		"SELECT replication, slot FROM origin, sess":                                                false,
 	} {
-		if got := opensDblink(sql); got != want {
-			t.Errorf("opensDblink(%q) = %v, want %v", sql, got, want)
+		if got := keepsSessionState(sql); got != want {
+			t.Errorf("keepsSessionState(%q) = %v, want %v", sql, got, want)
 		}
 	}
 }

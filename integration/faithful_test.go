@@ -519,3 +519,57 @@ func TestALockoutReachesHTTPRequests(t *testing.T) {
 		t.Fatalf("after NOLOGIN and an idle second: %d %s", code, out)
 	}
 }
+
+// waitNoSlot waits (up to 10 s) until the cluster holds no replication slot
+// named name: a temporary slot goes when its session ends.
+func waitNoSlot(t *testing.T, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := queryPostgres(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &n, name); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the temporary replication slot %s outlived its client: its backend was kept", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A temporary replication slot lives as long as its session, and a session
+// replication origin tags every change the session makes after it: no
+// reset removes either, so a backend whose client made one is not reused
+// (it would hold back WAL for as long as it stayed parked, and hand the
+// slot or the origin to the next client).
+func TestATemporaryReplicationSlotOrOriginDoesNotPassToTheNextClient(t *testing.T) {
+	if err := pg.Exec("SELECT pg_replication_origin_create('pgw_origin')"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("SELECT pg_replication_origin_drop('pgw_origin')") })
+	g := startGateway(t, trustRules, nil)
+	conn := g.connString("postgres", "", "postgres")
+	for _, leave := range []string{
+		"SELECT pg_create_physical_replication_slot('pgw_temp_slot', false, true)",
+		"SELECT pg_replication_origin_session_setup('pgw_origin')",
+	} {
+		c1 := g.mustConnectString(conn)
+		pid := backendPID(t, c1)
+		if _, err := c1.Exec(context.Background(), leave); err != nil {
+			t.Fatal(err)
+		}
+		closeAndWait(c1)
+		c2 := g.mustConnectString(conn)
+		if got := backendPID(t, c2); got == pid {
+			t.Fatalf("after %q the next client got the same backend", leave)
+		}
+		if got := queryOne(t, c2, "SELECT pg_replication_origin_session_is_setup()::text"); got != "false" {
+			t.Fatalf("after %q the next client's changes carry a replication origin", leave)
+		}
+		closeAndWait(c2)
+		waitNoSlot(t, "pgw_temp_slot")
+	}
+}

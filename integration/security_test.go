@@ -1138,3 +1138,22 @@ func TestMaxBackendConnectionsBoundsHTTPConnectionsToo(t *testing.T) {
 		t.Fatalf("%d backends after the wire logins", n)
 	}
 }
+
+func TestAnHTTPRequestsTemporaryReplicationSlotDoesNotOutliveIt(t *testing.T) {
+	if err := pg.Exec("ALTER ROLE app_rw REPLICATION"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("ALTER ROLE app_rw NOREPLICATION") })
+	_, run := startSharedRoleGateway(t)
+	for _, body := range []map[string]any{
+		{"stmt": "SELECT pg_create_physical_replication_slot('pgw_http_slot', false, true)::text"},
+		{"transaction": []map[string]any{{"stmt": "SELECT 1"}, {"stmt": "SELECT pg_create_physical_replication_slot('pgw_http_slot', false, true)::text"}}},
+	} {
+		run("carol", body)
+		waitNoSlot(t, "pgw_http_slot")
+		row := run("dave", map[string]any{"stmt": "SELECT count(*) FROM pg_replication_slots WHERE active_pid = pg_backend_pid()"})["rows"].([]any)[0].([]any)
+		if fmt.Sprint(row[0]) != "0" {
+			t.Fatalf("after carol's %v, dave's request holds a replication slot", body)
+		}
+	}
+}

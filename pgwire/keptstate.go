@@ -17,6 +17,16 @@ import "github.com/pgwarden/pgwarden/backend"
 //     it, named or unnamed, open and logged in as whoever the client named
 //     until the session ends; the next client of the backend could run
 //     queries on it.
+//   - a temporary replication slot (pg_create_physical_replication_slot or
+//     pg_create_logical_replication_slot with temporary true, or a copy of
+//     a slot made temporary): it lives until the session ends, holding
+//     back WAL for as long as the backend stays parked, and the next
+//     client finds it as its own session's. Any name with
+//     "replication_slot" counts (the pg_replication_slots view too).
+//   - a session replication origin (pg_replication_origin_session_setup):
+//     every change the next client makes would carry the origin, and
+//     logical replication that filters by origin would leave it out.
+//     Any name with "origin_sess" counts.
 //
 // It errs on the side of finding: a match only costs the reuse of that
 // backend. So it does not parse SQL; it finds the function names anywhere
@@ -52,11 +62,11 @@ type keptStateDetector struct {
 // keptStateCalls are the functions whose call leaves state behind. Each
 // starts with a letter it holds nowhere else, so a mismatch can restart
 // the match at that letter alone.
-var keptStateCalls = [...]string{"set_config", "dblink_connect"}
+var keptStateCalls = [...]string{"set_config", "dblink_connect", "replication_slot", "origin_sess"}
 
 // feed matches the names unrolled: this fails to compile when their
 // number changes.
-var _ = [1]struct{}{}[len(keptStateCalls)-2]
+var _ = [1]struct{}{}[len(keptStateCalls)-4]
 
 // start begins a new message: no token continues across messages.
 func (d *keptStateDetector) start() {
@@ -78,7 +88,9 @@ func (d *keptStateDetector) feed(b []byte) {
 		// the rest of the scan.
 		d.matched[0] = matchStep(d.matched[0], c, keptStateCalls[0])
 		d.matched[1] = matchStep(d.matched[1], c, keptStateCalls[1])
-		if d.matched[0] < 0 || d.matched[1] < 0 {
+		d.matched[2] = matchStep(d.matched[2], c, keptStateCalls[2])
+		d.matched[3] = matchStep(d.matched[3], c, keptStateCalls[3])
+		if d.matched[0] < 0 || d.matched[1] < 0 || d.matched[2] < 0 || d.matched[3] < 0 {
 			d.found = true
 		}
 		if d.amp && c == '"' {

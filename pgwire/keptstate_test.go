@@ -57,6 +57,15 @@ func TestKeptStateDetectorFindsWhatLeavesStateBehind(t *testing.T) {
 		{"SELECT * FROM dblink('c', 'SELECT 1') AS t(x int)", false},
 		{"SELECT dblink_disconnect('c')", false},
 		{"SELECT dd_blink_connect()", false},
+		// A temporary replication slot lives as long as the session; a
+		// session replication origin tags every later change.
+		{"SELECT pg_create_physical_replication_slot('s', true, true)", true},
+		{"SELECT * FROM pg_create_logical_replication_slot('s', 'test_decoding', temporary => true)", true},
+		{"select PG_COPY_LOGICAL_REPLICATION_SLOT('a', 'b', true)", true},
+		{"SELECT pg_replication_origin_session_setup('o')", true},
+		{"SELECT rreplication_slot()", true},
+		{"SELECT ooriginn_sess", false},
+		{"SELECT replication, slot FROM origin, sess", false},
 	}
 	for _, c := range cases {
 		// Whatever the split, the verdict is the same.
