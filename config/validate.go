@@ -222,7 +222,7 @@ func (c *Config) validate(v *validator) {
 	}
 	if n := c.OwnBackendConns(); b.MaxBackendConnections < n+1 {
 		if n > 0 {
-			v.add("backend.max_backend_connections", "must be at least %d: it counts the %d connections pgwarden keeps for [auth_query] and a PostgreSQL [store] on the backend server", n+1, n)
+			v.add("backend.max_backend_connections", "must be at least %d: it counts the %d connections pgwarden keeps to the backend server for itself ([auth_query] 2, a PostgreSQL [store] there 5)", n+1, n)
 		} else {
 			v.add("backend.max_backend_connections", "must be at least 1")
 		}
