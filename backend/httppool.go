@@ -334,8 +334,9 @@ func (p *HTTPPools) discard(c *pgxpool.Conn) {
 	}()
 }
 
-// sessionStateCalls are names whose call leaves state that lives until the
-// session ends, which DISCARD ALL does not remove: a dblink connection
+// SessionStateCalls are names whose call leaves state that lives until the
+// session ends, which DISCARD ALL does not remove (the wire relay's watch
+// looks for the same names, so one list serves both frontends): a dblink connection
 // (dblink_connect, dblink_connect_u), open and logged in as whoever the
 // statement named; a temporary replication slot (any name with
 // replication_slot: the create and copy functions), which holds back WAL
@@ -343,7 +344,7 @@ func (p *HTTPPools) discard(c *pgxpool.Conn) {
 // session's own; a session replication origin
 // (pg_replication_origin_session_setup), which would tag the next
 // requests' changes.
-var sessionStateCalls = [...]string{"dblink_connect", "replication_slot", "origin_sess"}
+var SessionStateCalls = [...]string{"dblink_connect", "replication_slot", "origin_sess"}
 
 // keepsSessionState says whether sql may leave such state. It errs towards
 // finding: a name anywhere, in any case, also in a string literal, and any
@@ -354,7 +355,7 @@ func keepsSessionState(sql string) bool {
 	if strings.Contains(sql, `&"`) {
 		return true
 	}
-	for _, name := range sessionStateCalls {
+	for _, name := range SessionStateCalls {
 		if containsFold(sql, name) {
 			return true
 		}

@@ -59,14 +59,24 @@ type keptStateDetector struct {
 	inName, inQuote bool
 }
 
-// keptStateCalls are the functions whose call leaves state behind. Each
-// starts with a letter it holds nowhere else, so a mismatch can restart
-// the match at that letter alone.
-var keptStateCalls = [...]string{"set_config", "dblink_connect", "replication_slot", "origin_sess"}
+// keptStateCalls are the functions whose call leaves state behind:
+// set_config's placeholders, and the names whose state no reset removes,
+// which the HTTP pools look for too. Each starts with a letter it holds
+// nowhere else, so a mismatch can restart the match at that letter alone
+// (TestKeptStateCallsRestartAtTheirFirstLetter holds a new name to it).
+var keptStateCalls = [...]string{
+	"set_config",
+	backend.SessionStateCalls[0],
+	backend.SessionStateCalls[1],
+	backend.SessionStateCalls[2],
+}
 
-// feed matches the names unrolled: this fails to compile when their
-// number changes.
-var _ = [1]struct{}{}[len(keptStateCalls)-4]
+// feed matches the names unrolled, and the list above takes backend's
+// names one by one: these fail to compile when either number changes.
+var (
+	_ = [1]struct{}{}[len(keptStateCalls)-4]
+	_ = [1]struct{}{}[len(backend.SessionStateCalls)-3]
+)
 
 // start begins a new message: no token continues across messages.
 func (d *keptStateDetector) start() {

@@ -1,6 +1,9 @@
 package pgwire
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestKeptStateDetectorFindsWhatLeavesStateBehind(t *testing.T) {
 	cases := []struct {
@@ -91,5 +94,19 @@ func TestKeptStateDetectorDoesNotJoinMessages(t *testing.T) {
 	d.start()
 	if d.found {
 		t.Fatal("a SET at the end of one message joined a name in the next")
+	}
+}
+
+// The matcher restarts a failed match at the byte that broke it only when
+// that byte is the name's first letter, which is right only if the first
+// letter occurs nowhere else in the name.
+func TestKeptStateCallsRestartAtTheirFirstLetter(t *testing.T) {
+	for _, name := range keptStateCalls {
+		if name != strings.ToLower(name) {
+			t.Errorf("%q: the scan lower-cases what it reads, so a name must be lower case", name)
+		}
+		if strings.IndexByte(name[1:], name[0]) >= 0 {
+			t.Errorf("%q holds its first letter again: a mismatch there would miss an overlapping match", name)
+		}
 	}
 }
