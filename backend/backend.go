@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 
@@ -172,23 +171,7 @@ func sameHost(a, b string) bool {
 }
 
 // hostKey is the form of a backend host that sameHost compares.
-func hostKey(h string) string {
-	if strings.HasPrefix(h, "/") || strings.HasPrefix(h, "@") {
-		return "local"
-	}
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return "local" // RFC 6761: always loopback
-	}
-	if ip, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
-		ip = ip.Unmap().WithZone("")
-		if ip.IsLoopback() || ip.IsUnspecified() { // Linux connects 0.0.0.0 to this machine
-			return "local"
-		}
-		return ip.String()
-	}
-	return h
-}
+func hostKey(h string) string { return config.HostKey(h) }
 
 // route maps db and the user; listed says whether [[databases]] names db.
 func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (t Target, listed bool) {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -637,17 +638,52 @@ const (
 
 // OwnBackendConns is how many connections pgwarden keeps to the [backend]
 // server for itself, beside its clients' backends: the [auth_query] pool's,
-// and the PostgreSQL store's when the store is on that server (its host
-// and port unset or the same). max_backend_connections counts them, so
-// that pgwarden as a whole stays within it.
+// and the PostgreSQL store's when the store is on that server: its port
+// unset or the same, and its host unset or the same by HostKey (so a store
+// at 127.0.0.1 counts against a backend at localhost or at a unix socket
+// folder, one PostgreSQL commonly listening on all three).
+// max_backend_connections counts them, so that pgwarden as a whole stays
+// within it.
 func (c *Config) OwnBackendConns() int {
 	n := 0
 	if c.AuthQuery != nil {
 		n += AuthQueryPoolConns
 	}
 	st := c.Store
-	if st.Kind == "postgres" && (st.Host == "" || st.Host == c.Backend.Host) && (st.Port == 0 || st.Port == c.Backend.Port) {
+	host, port := st.Host, st.Port
+	if host == "" {
+		host = c.Backend.Host
+	}
+	if port == 0 {
+		port = c.Backend.Port
+	}
+	if st.Kind == "postgres" && port == c.Backend.Port && HostKey(host) == HostKey(c.Backend.Host) {
 		n += StorePoolConns + storeListenConns
 	}
 	return n
+}
+
+// HostKey is the form in which two backend hosts compare as one server:
+// DNS names in any case, with or without the root's dot; an IP address
+// however it is written (::ffff:10.0.0.5 and 10.0.0.5); and "local" for
+// this machine (localhost, a loopback or unspecified address, a unix
+// socket folder), since one PostgreSQL commonly listens on all of them.
+// Two DNS names of one address are not recognised here (that takes a
+// lookup).
+func HostKey(h string) string {
+	if strings.HasPrefix(h, "/") || strings.HasPrefix(h, "@") {
+		return "local"
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return "local" // RFC 6761: always loopback
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		ip = ip.Unmap().WithZone("")
+		if ip.IsLoopback() || ip.IsUnspecified() { // Linux connects 0.0.0.0 to this machine
+			return "local"
+		}
+		return ip.String()
+	}
+	return h
 }

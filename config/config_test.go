@@ -141,6 +141,34 @@ func TestMaxBackendConnectionsCountsPgwardensOwnConnections(t *testing.T) {
 	if n := c.OwnBackendConns(); n != AuthQueryPoolConns {
 		t.Fatalf("a store on another server counts against its own server, not this one: %d own connections", n)
 	}
+	// One server written two ways: before, only the same spelling counted,
+	// and a store at 127.0.0.1 beside a backend at localhost took 5
+	// connections over the limit.
+	c.AuthQuery = nil
+	for _, tc := range []struct {
+		backend, store string
+		port           int
+		same           bool
+	}{
+		{"localhost", "127.0.0.1", 0, true},
+		{"/var/run/postgresql", "localhost", 0, true},
+		{"::1", "127.0.0.1", 5432, true},
+		{"DB.example.com.", "db.example.com", 0, true},
+		{"localhost", "127.0.0.1", 5433, false},
+		{"10.0.0.5", "127.0.0.1", 0, false},
+	} {
+		c.Backend.Host, c.Backend.Port = tc.backend, 5432
+		c.Store.Host, c.Store.Port = tc.store, tc.port
+		want := 0
+		if tc.same {
+			want = StorePoolConns + storeListenConns
+		}
+		if n := c.OwnBackendConns(); n != want {
+			t.Errorf("backend %s:5432, store %s port %d: %d own connections, want %d", tc.backend, tc.store, tc.port, n, want)
+		}
+	}
+	c.Store.Host = ""
+	c.AuthQuery = &AuthQuery{Mode: "lookup"}
 
 	_, err := Parse("c.toml", []byte(`
 [backend]
