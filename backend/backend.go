@@ -167,11 +167,8 @@ func entryTarget(cfg *config.Config, d config.Database) Target {
 // address are recognised when the configuration loads (markDefaultServer),
 // not here: that would take a lookup per session.
 func sameHost(a, b string) bool {
-	return hostKey(a) == hostKey(b)
+	return config.HostKey(a) == config.HostKey(b)
 }
-
-// hostKey is the form of a backend host that sameHost compares.
-func hostKey(h string) string { return config.HostKey(h) }
 
 // route maps db and the user; listed says whether [[databases]] names db.
 func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (t Target, listed bool) {

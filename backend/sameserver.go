@@ -46,7 +46,7 @@ var defaultResolver = &hostResolver{lookup: net.DefaultResolver.LookupNetIP, loc
 // keys are the sameHost forms of host's addresses ("local" for this
 // machine's), nil when it has none to compare (it did not resolve).
 func (r *hostResolver) keys(host string) []string {
-	k := hostKey(host)
+	k := config.HostKey(host)
 	if k == "local" {
 		return []string{"local"}
 	}
@@ -106,7 +106,7 @@ func (r *hostResolver) addrKey(ip netip.Addr, mine map[netip.Addr]bool) string {
 	if mine[ip] {
 		return "local"
 	}
-	return hostKey(ip.String())
+	return config.HostKey(ip.String())
 }
 
 // markDefaultServer sets DefaultServer on each [[databases]] entry whose
