@@ -49,14 +49,15 @@ func (p *HTTPPools) CountAgainst(budget *Pool, limits func() PoolLimits) {
 }
 
 // dialCounted wraps a pool's dial: each socket takes a reservation first
-// (closing a parked wire backend or an idle HTTP connection at the limit)
-// and gives it back when it closes.
+// (closing a parked wire backend or an idle HTTP connection at the limit,
+// else waiting within connect_timeout for a release) and gives it back
+// when it closes.
 func (p *HTTPPools) dialCounted(dial pgconn.DialFunc) pgconn.DialFunc {
 	if p.budget == nil {
 		return dial
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if err := p.budget.reserveHTTP(p.limits()); err != nil {
+		if err := p.budget.reserveHTTP(ctx, p.limits()); err != nil {
 			return nil, err
 		}
 		c, err := dial(ctx, network, addr)

@@ -56,7 +56,6 @@ type Session struct {
 
 	parkedAt     time.Time
 	paramsShared bool
-	returning    bool // counted in Pool.returning
 }
 
 // ErrTooManyBackends means max_backend_connections is reached and no
@@ -87,11 +86,9 @@ type Pool struct {
 	shed   func() bool // see SetShed
 	http   int         // of total, the HTTP pools' connections
 	total  int         // backends open: in use plus parked
-	// returning counts backends whose client left and whose reset is in
-	// flight: each will soon be parked or closed. changed is closed (and
-	// replaced) when one is, or when a reservation is given back.
-	returning int
-	changed   chan struct{}
+	// changed is closed (and replaced) at every release: a backend
+	// closed or parked, a reservation given back (see Released).
+	changed chan struct{}
 	// released holds, per database a statement asked to release (see
 	// ReleaseDatabases), until when a returning backend of it is closed
 	// instead of parked.
@@ -159,7 +156,7 @@ func (p *Pool) ReleaseDatabases(host string, port int, names []string, now time.
 		old = append(old, list...)
 		delete(p.parked, k)
 	}
-	p.total -= len(old)
+	p.closedLocked(len(old))
 	p.mu.Unlock()
 	p.closeAll(old)
 }
@@ -232,7 +229,7 @@ func (p *Pool) expire(l PoolLimits, now time.Time) {
 			p.parked[k] = keep
 		}
 	}
-	p.total -= len(old)
+	p.closedLocked(len(old))
 	p.mu.Unlock()
 	p.closeAll(old)
 }
@@ -260,7 +257,7 @@ func (p *Pool) Get(key Key, l PoolLimits, now time.Time) *Session {
 			delete(p.parked, key)
 		}
 		if l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime {
-			p.total--
+			p.closedLocked(1)
 			go p.closeAll([]*Session{s})
 			continue
 		}
@@ -279,7 +276,8 @@ func (p *Pool) SetShed(shed func() bool) { p.shed = shed }
 // Reserve counts a new backend connection about to be opened, by either
 // frontend: max_backend_connections bounds them together. At the limit it
 // closes the longest-parked backend of any key to make room, else an idle
-// HTTP connection (SetShed); when there is neither it fails.
+// HTTP connection (SetShed); when there is neither it fails, and the
+// caller may wait for a release (Released).
 func (p *Pool) Reserve(l PoolLimits) error {
 	for shed := 0; ; shed++ {
 		p.mu.Lock()
@@ -320,23 +318,23 @@ func (p *Pool) Reserve(l PoolLimits) error {
 // instead.
 func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 	p.mu.Lock()
-	p.returnedLocked(s)
 	if len(p.parked[s.Key]) >= l.PerKey || (l.MaxLifetime > 0 && now.Sub(s.Created) > l.MaxLifetime) || p.releasedLocked(s.Key, now) || s.Key.TLS != l.TLS {
-		p.total--
+		p.closedLocked(1)
 		p.mu.Unlock()
 		p.closeAll([]*Session{s})
 		return
 	}
 	s.parkedAt = now
 	p.parked[s.Key] = append(p.parked[s.Key], s)
+	// A login waiting at the limit may take it, or close it for its slot.
+	p.signalLocked()
 	p.mu.Unlock()
 }
 
 // Discard closes a backend that may not be reused.
 func (p *Pool) Discard(s *Session) {
 	p.mu.Lock()
-	p.returnedLocked(s)
-	p.total--
+	p.closedLocked(1)
 	p.mu.Unlock()
 	p.closeAll([]*Session{s})
 }
@@ -344,15 +342,36 @@ func (p *Pool) Discard(s *Session) {
 // Release gives back a reservation whose connection never opened.
 func (p *Pool) Release() {
 	p.mu.Lock()
-	p.total--
-	p.signalLocked()
+	p.closedLocked(1)
 	p.mu.Unlock()
 }
 
-// reserveHTTP is Reserve for a connection of the HTTP pools.
-func (p *Pool) reserveHTTP(l PoolLimits) error {
-	if err := p.Reserve(l); err != nil {
-		return err
+// closedLocked takes n closed backends off the count and wakes whoever
+// waits for a release.
+func (p *Pool) closedLocked(n int) {
+	if n == 0 {
+		return
+	}
+	p.total -= n
+	p.signalLocked()
+}
+
+// reserveHTTP is ReserveWait for a connection of the HTTP pools, until
+// ctx ends (pgconn bounds a dial's ctx by connect_timeout).
+func (p *Pool) reserveHTTP(ctx context.Context, l PoolLimits) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(defaultReleaseWait)
+	}
+	for {
+		released := p.Released()
+		err := p.Reserve(l)
+		if err == nil {
+			break
+		}
+		if !WaitReleased(ctx, released, deadline) {
+			return err
+		}
 	}
 	p.mu.Lock()
 	p.http++
@@ -360,33 +379,16 @@ func (p *Pool) reserveHTTP(l PoolLimits) error {
 	return nil
 }
 
+// defaultReleaseWait bounds a wait for a release whose caller gave no
+// deadline.
+const defaultReleaseWait = 5 * time.Second
+
 // releaseHTTP gives back the reservation of an HTTP pool's connection.
 func (p *Pool) releaseHTTP() {
 	p.mu.Lock()
-	p.total--
 	p.http--
-	p.signalLocked()
+	p.closedLocked(1)
 	p.mu.Unlock()
-}
-
-// Returning says s's client left and its reset begins: until Put or
-// Discard, WaitReturn knows a backend is on its way back.
-func (p *Pool) Returning(s *Session) {
-	p.mu.Lock()
-	if !s.returning {
-		s.returning = true
-		p.returning++
-	}
-	p.mu.Unlock()
-}
-
-// returnedLocked ends s's return, if it was returning, and wakes waiters.
-func (p *Pool) returnedLocked(s *Session) {
-	if s.returning {
-		s.returning = false
-		p.returning--
-		p.signalLocked()
-	}
 }
 
 func (p *Pool) signalLocked() {
@@ -394,24 +396,31 @@ func (p *Pool) signalLocked() {
 	p.changed = make(chan struct{})
 }
 
-// WaitReturn waits, when backends are on their way back, until one is
-// parked or closed or a reservation is given back (true: try again), or
-// until ctx ends or the deadline passes (false). With none on its way back
-// it returns false at once: every backend is in use, and waiting would
-// not free one. A burst of short sessions at max_backend_connections then
-// waits for the resets in flight instead of being refused.
-func (p *Pool) WaitReturn(ctx context.Context, deadline time.Time) bool {
+// Released returns a channel closed at the next release: a backend closed
+// or parked, or a reservation given back. A login at
+// max_backend_connections takes it before Reserve and, refused, waits on
+// it (WaitReleased) and tries again: a burst of short sessions then waits
+// for the sessions ending around it, which the pool cannot tell apart from
+// busy ones (a client's Terminate may still be on its way when the next
+// client's login arrives), instead of being refused.
+func (p *Pool) Released() <-chan struct{} {
 	p.mu.Lock()
-	if p.returning == 0 {
-		p.mu.Unlock()
-		return false
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// WaitReleased waits until released is closed (true: try again), or until
+// ctx ends or the deadline passes (false).
+func WaitReleased(ctx context.Context, released <-chan struct{}, deadline time.Time) bool {
+	select {
+	case <-released:
+		return true
+	default:
 	}
-	ch := p.changed
-	p.mu.Unlock()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
-	case <-ch:
+	case <-released:
 		return true
 	case <-ctx.Done():
 		return false
@@ -460,7 +469,7 @@ func (p *Pool) Close() {
 		all = append(all, list...)
 		delete(p.parked, k)
 	}
-	p.total -= len(all)
+	p.closedLocked(len(all))
 	p.mu.Unlock()
 	p.closeAll(all)
 }

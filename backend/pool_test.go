@@ -10,11 +10,11 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 )
 
-// At max_backend_connections a login waits for a backend whose reset is
-// in flight, takes it once parked, and is refused at once when every
-// backend is in use (none on its way back) or when the wait's deadline
-// passes.
-func TestALoginAtTheLimitWaitsOnlyForBackendsOnTheirWayBack(t *testing.T) {
+// At max_backend_connections a login waits for a release: a backend
+// parked (which it then takes), closed, or a reservation given back. A
+// release between the login's refusal and its wait is not missed. The
+// wait ends at its deadline or when the login's context does.
+func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	p := NewPool()
 	l := PoolLimits{PerKey: 5, Max: 1, IdleTimeout: time.Minute}
 	key := Key{}
@@ -24,44 +24,78 @@ func TestALoginAtTheLimitWaitsOnlyForBackendsOnTheirWayBack(t *testing.T) {
 	c1, c2 := net.Pipe()
 	defer c2.Close()
 	s := &Session{Conn: c1, Key: key, Created: time.Now()}
+	released := p.Released()
 	if err := p.Reserve(l); err != ErrTooManyBackends {
 		t.Fatalf("second reservation at a limit of 1: %v", err)
 	}
-	start := time.Now()
-	if p.WaitReturn(context.Background(), time.Now().Add(5*time.Second)) {
-		t.Fatal("every backend in use: a login waited for one to come back")
-	}
-	if time.Since(start) > time.Second {
-		t.Fatal("every backend in use: the refusal waited")
-	}
-
-	p.Returning(s)
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		p.Put(s, l, time.Now())
-	}()
-	if !p.WaitReturn(context.Background(), time.Now().Add(5*time.Second)) {
-		t.Fatal("a backend on its way back: the login did not wait for it")
-	}
-	if got := p.Get(key, l, time.Now()); got != s {
-		t.Fatalf("the backend that came back was not handed out: %v", got)
-	}
-
-	p.Returning(s)
-	if p.WaitReturn(context.Background(), time.Now().Add(50*time.Millisecond)) {
-		t.Fatal("nothing came back: the wait did not end at its deadline")
+	if WaitReleased(context.Background(), released, time.Now().Add(50*time.Millisecond)) {
+		t.Fatal("nothing was released: the wait did not end at its deadline")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if p.WaitReturn(ctx, time.Now().Add(5*time.Second)) {
+	if WaitReleased(ctx, released, time.Now().Add(5*time.Second)) {
 		t.Fatal("the client left: the wait did not end")
 	}
-	p.Discard(s)
-	if st := p.Stats(); st.InUse != 0 || st.Parked != 0 {
-		t.Fatalf("after the discard: %+v", st)
+
+	// The backend is parked after the refusal, before the wait begins.
+	p.Put(s, l, time.Now())
+	if !WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+		t.Fatal("a backend parked between the refusal and the wait was missed")
 	}
-	if p.WaitReturn(context.Background(), time.Now().Add(5*time.Second)) {
-		t.Fatal("the returning backend was discarded: a login still waits for it")
+	if got := p.Get(key, l, time.Now()); got != s {
+		t.Fatalf("the parked backend was not handed out: %v", got)
+	}
+
+	// In use again; a session ending (Discard) wakes a waiting login,
+	// which then gets the slot.
+	released = p.Released()
+	if err := p.Reserve(l); err != ErrTooManyBackends {
+		t.Fatalf("at the limit: %v", err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		p.Discard(s)
+	}()
+	if !WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+		t.Fatal("a session ended: the waiting login was not woken")
+	}
+	if err := p.Reserve(l); err != nil {
+		t.Fatalf("after the release: %v", err)
+	}
+	released = p.Released()
+	p.Release()
+	if !WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+		t.Fatal("a reservation given back did not wake a waiting login")
+	}
+	if st := p.Stats(); st.InUse != 0 || st.Parked != 0 {
+		t.Fatalf("at the end: %+v", st)
+	}
+}
+
+// An HTTP pool's dial at the limit waits for a release until its context
+// ends, then fails with ErrTooManyBackends.
+func TestAnHTTPDialAtTheLimitWaitsForARelease(t *testing.T) {
+	p := NewPool()
+	l := PoolLimits{PerKey: 5, Max: 1, IdleTimeout: time.Minute}
+	if err := p.Reserve(l); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.reserveHTTP(ctx, l); err != ErrTooManyBackends {
+		t.Fatalf("nothing released within the dial's timeout: %v", err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		p.Release()
+	}()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := p.reserveHTTP(ctx2, l); err != nil {
+		t.Fatalf("a reservation given back during the wait: %v", err)
+	}
+	if st := p.Stats(); st.HTTP != 1 || st.InUse != 0 {
+		t.Fatalf("%+v", st)
 	}
 }
 
@@ -79,7 +113,6 @@ func TestBackendsOfReplacedTLSSettingsAreClosed(t *testing.T) {
 		c1, c2 := net.Pipe()
 		t.Cleanup(func() { c2.Close() })
 		s := &Session{Conn: c1, Key: Key{Role: "r", TLS: "old"}, Created: time.Now()}
-		p.Returning(s)
 		p.Put(s, l, time.Now())
 		return s
 	}
@@ -122,7 +155,7 @@ func TestTheTLSDigestFollowsTheFilesContents(t *testing.T) {
 func TestReserveTakesTheSlotOfAnIdleConnectionElsewhere(t *testing.T) {
 	p := NewPool()
 	l := PoolLimits{PerKey: 5, Max: 1, IdleTimeout: time.Minute}
-	if err := p.reserveHTTP(l); err != nil {
+	if err := p.reserveHTTP(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
 	idle := true

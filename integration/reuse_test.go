@@ -140,17 +140,41 @@ func TestAParkedBackendThatDiedIsNotHandedOut(t *testing.T) {
 	}
 }
 
+// At max_backend_connections a login waits, within connect_timeout, for a
+// backend to be released: it gets in when a session ends during its wait
+// (that session's parked backend gives way), and is refused with 53300
+// when none ends in time. Before, a login was refused at once unless a
+// reset was already in flight, which lost logins in bursts of short
+// sessions whose Terminate the relay had not read yet.
 func TestMaxBackendConnections(t *testing.T) {
-	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 2"}, passwordRules,
+	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 2\nconnect_timeout = \"2s\""}, passwordRules,
 		[]testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
 	a := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	b := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	start := time.Now()
 	_, err := g.connect("bob", "bob-Pass-2", "postgres")
 	wantPgError(t, err, "53300", "too many backend connections")
-	// A parked backend of another key gives way to a new login.
-	closeAndWait(a)
-	c := g.mustConnect("bob", "bob-Pass-2", "postgres")
-	if got := queryOne(t, c, "SELECT current_user"); got != "bob" {
+	if waited := time.Since(start); waited < 1500*time.Millisecond {
+		t.Fatalf("refused after %v: a login at the limit waits for a release within connect_timeout (2s)", waited)
+	}
+	// A session ends while bob's login waits: bob gets in.
+	type result struct {
+		c   *pgx.Conn
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := g.connect("bob", "bob-Pass-2", "postgres")
+		got <- result{c, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	a.Close(context.Background())
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("a session ended during the wait, yet: %v", r.err)
+	}
+	defer r.c.Close(context.Background())
+	if got := queryOne(t, r.c, "SELECT current_user"); got != "bob" {
 		t.Fatal(got)
 	}
 	_ = b
@@ -160,7 +184,7 @@ func TestMaxBackendConnections(t *testing.T) {
 // max_backend_connections: pgwarden as a whole stays within it, so the
 // clients' backends get the limit less those two.
 func TestMaxBackendConnectionsCountsTheAuthQueryPool(t *testing.T) {
-	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 4"}, fmt.Sprintf(`
+	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 4\nconnect_timeout = \"1s\""}, fmt.Sprintf(`
 [auth_query]
 mode = "lookup"
 database = "postgres"

@@ -136,16 +136,19 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	}
 	acquireStart := time.Now()
 	s := parkedBackend()
-	// At max_backend_connections, backends whose reset is in flight will
-	// soon be parked or closed: wait for them (within connect_timeout)
-	// rather than refuse a login of a burst.
+	// At max_backend_connections the login waits (within connect_timeout)
+	// for a backend to be released, as PgBouncer queues a client: in a
+	// burst of short sessions the ones ending make room, and a session
+	// whose client already sent Terminate looks busy until the relay
+	// reads it.
 	deadline := acquireStart.Add(cfg.Backend.ConnectTimeout.Duration)
 	for s == nil {
+		released := pool.Released()
 		err := pool.Reserve(limits)
 		if err == nil {
 			break // s stays nil: a new backend is opened below
 		}
-		if !pool.WaitReturn(c.ctx(), deadline) {
+		if !backend.WaitReleased(c.ctx(), released, deadline) {
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", cfg.Backend.MaxBackendConnections))
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
@@ -254,7 +257,6 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			pool.Discard(s)
 			return
 		}
-		pool.Returning(s)
 		if err := resetBackend(s, cfg.Backend.ResetQuery, 5*time.Second); err != nil {
 			c.srv.log.Debug("backend not reused", zap.Uint64("client_id", c.id), zap.Error(err))
 			pool.Discard(s)
