@@ -180,6 +180,23 @@ func TestMaxBackendConnections(t *testing.T) {
 	_ = b
 }
 
+// A burst of short sessions three times max_backend_connections wide is
+// served by waiting for backends to be released, with reuse on and off:
+// no login is refused (the bound itself: TestMaxBackendConnections and
+// the HTTP one).
+func TestABurstWiderThanTheBackendLimitWaitsInsteadOfFailing(t *testing.T) {
+	for _, reuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reuse=%v", reuse), func(t *testing.T) {
+			const limit = 6
+			g := startGatewayWith(t, gwOptions{backend: fmt.Sprintf("reuse = %v\nmax_backend_connections = %d\nconnect_timeout = \"20s\"", reuse, limit)}, trustRules, nil)
+			lost, failed, err := shortSessions(t, g.connString("alice", "", "postgres"), 120, 3*limit)
+			if lost != 0 || failed != 0 {
+				t.Fatalf("of 120 sessions, 18 at a time against a limit of %d: %d replies lost, %d logins failed (first error: %v)", limit, lost, failed, err)
+			}
+		})
+	}
+}
+
 // The [auth_query] pool's connections count against
 // max_backend_connections: pgwarden as a whole stays within it, so the
 // clients' backends get the limit less those two.
