@@ -86,11 +86,11 @@ func (e *RoutedDatabaseError) AuditReason() string {
 }
 
 // RefusalReason is what the audit log says of a session refused at or
-// after the backend login.
+// after the backend login: an error's own AuditReason when it has one.
 func RefusalReason(err error) string {
-	var routed *RoutedDatabaseError
-	if errors.As(err, &routed) {
-		return routed.AuditReason()
+	var own interface{ AuditReason() string }
+	if errors.As(err, &own) {
+		return own.AuditReason()
 	}
 	return "backend refused the session: " + err.Error()
 }

@@ -197,6 +197,28 @@ func TestABurstWiderThanTheBackendLimitWaitsInsteadOfFailing(t *testing.T) {
 	}
 }
 
+// A client that gives up while its login waits at max_backend_connections
+// takes nothing when a backend is released: the parked backend goes to the
+// next client, not to a socket nobody reads (which would lose it), and no
+// backend login is made for it. The audit log says why it ended.
+func TestAClientThatLeavesWhileWaitingForABackendTakesNone(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 1\nconnect_timeout = \"10s\""}, trustRules, nil)
+	hold := g.mustConnect("alice", "", "postgres")
+	pid := backendPID(t, hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, err := pgx.Connect(ctx, g.connString("alice", "", "postgres"))
+	cancel()
+	if err == nil {
+		t.Fatal("a login at the limit got in while the only backend was in use")
+	}
+	hold.Close(context.Background())
+	g.waitLog("the client left while its login waited for a backend", 1)
+	c := g.mustConnect("alice", "", "postgres")
+	if got := backendPID(t, c); got != pid {
+		t.Fatalf("the parked backend (pid %s) was lost to the client that left: the next login got pid %s", pid, got)
+	}
+}
+
 // The [auth_query] pool's connections count against
 // max_backend_connections: pgwarden as a whole stays within it, so the
 // clients' backends get the limit less those two.

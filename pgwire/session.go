@@ -153,6 +153,15 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
 		}
+		if peekSocket(c.raw) == socketClosed {
+			// A client that gave up during the wait (its own connect
+			// timeout) would take a parked backend only to lose it, or
+			// cost PostgreSQL a backend login for nobody: under overload,
+			// the more clients give up, the more of that.
+			c.srv.log.Debug("client left while its login waited for a backend", zap.Uint64("client_id", c.id))
+			audit(errClientLeftWaiting)
+			return errSilentClose
+		}
 		s = parkedBackend()
 	}
 	if s == nil {
@@ -295,6 +304,19 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		c.finish()
 	}()
 	return errHandedOff
+}
+
+// errClientLeftWaiting: a client closed its connection while its login
+// waited at max_backend_connections.
+var errClientLeftWaiting error = clientLeftWaiting{}
+
+type clientLeftWaiting struct{}
+
+func (clientLeftWaiting) Error() string { return "client left while waiting for a backend" }
+
+// AuditReason is the audit log's reason (see backend.RefusalReason).
+func (clientLeftWaiting) AuditReason() string {
+	return "the client left while its login waited for a backend at max_backend_connections"
 }
 
 // errHandedOff: the session went on in an event loop or on relay
