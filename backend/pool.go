@@ -94,8 +94,9 @@ type Pool struct {
 	// instead of parked.
 	released map[releasedDB]time.Time
 
-	reused atomic.Int64
-	closed atomic.Int64
+	reused  atomic.Int64
+	closed  atomic.Int64
+	waiting atomic.Int64 // in WaitReleased
 
 	stop chan struct{}
 	done chan struct{}
@@ -369,7 +370,7 @@ func (p *Pool) reserveHTTP(ctx context.Context, l PoolLimits) error {
 		if err == nil {
 			break
 		}
-		if !WaitReleased(ctx, released, deadline) {
+		if !p.WaitReleased(ctx, released, deadline) {
 			return err
 		}
 	}
@@ -410,13 +411,15 @@ func (p *Pool) Released() <-chan struct{} {
 }
 
 // WaitReleased waits until released is closed (true: try again), or until
-// ctx ends or the deadline passes (false).
-func WaitReleased(ctx context.Context, released <-chan struct{}, deadline time.Time) bool {
+// ctx ends or the deadline passes (false). Stats counts the waiters.
+func (p *Pool) WaitReleased(ctx context.Context, released <-chan struct{}, deadline time.Time) bool {
 	select {
 	case <-released:
 		return true
 	default:
 	}
+	p.waiting.Add(1)
+	defer p.waiting.Add(-1)
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
@@ -434,7 +437,10 @@ type Stats struct {
 	Parked, InUse  int // the wire's backends
 	HTTP           int // the HTTP pools' connections, in use or idle
 	Reused, Closed int64
-	ParkedByKey    map[Key]int
+	// Waiting are the logins and HTTP connections waiting at
+	// max_backend_connections for a backend to be released.
+	Waiting     int
+	ParkedByKey map[Key]int
 }
 
 // Stats reports the pool's figures now.
@@ -448,6 +454,7 @@ func (p *Pool) Stats() Stats {
 	}
 	st.HTTP = p.http
 	st.InUse = p.total - st.Parked - p.http
+	st.Waiting = int(p.waiting.Load())
 	return st
 }
 

@@ -28,18 +28,18 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	if err := p.Reserve(l); err != ErrTooManyBackends {
 		t.Fatalf("second reservation at a limit of 1: %v", err)
 	}
-	if WaitReleased(context.Background(), released, time.Now().Add(50*time.Millisecond)) {
+	if p.WaitReleased(context.Background(), released, time.Now().Add(50*time.Millisecond)) {
 		t.Fatal("nothing was released: the wait did not end at its deadline")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if WaitReleased(ctx, released, time.Now().Add(5*time.Second)) {
+	if p.WaitReleased(ctx, released, time.Now().Add(5*time.Second)) {
 		t.Fatal("the client left: the wait did not end")
 	}
 
 	// The backend is parked after the refusal, before the wait begins.
 	p.Put(s, l, time.Now())
-	if !WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+	if !p.WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
 		t.Fatal("a backend parked between the refusal and the wait was missed")
 	}
 	if got := p.Get(key, l, time.Now()); got != s {
@@ -56,7 +56,7 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		p.Discard(s)
 	}()
-	if !WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+	if !p.WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
 		t.Fatal("a session ended: the waiting login was not woken")
 	}
 	if err := p.Reserve(l); err != nil {
@@ -64,7 +64,7 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	}
 	released = p.Released()
 	p.Release()
-	if !WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+	if !p.WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
 		t.Fatal("a reservation given back did not wake a waiting login")
 	}
 	if st := p.Stats(); st.InUse != 0 || st.Parked != 0 {

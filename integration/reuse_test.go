@@ -147,17 +147,18 @@ func TestAParkedBackendThatDiedIsNotHandedOut(t *testing.T) {
 // reset was already in flight, which lost logins in bursts of short
 // sessions whose Terminate the relay had not read yet.
 func TestMaxBackendConnections(t *testing.T) {
-	g := startGatewayWith(t, gwOptions{backend: "max_backend_connections = 2\nconnect_timeout = \"2s\""}, passwordRules,
+	g := startGatewayWith(t, gwOptions{http: true, backend: "max_backend_connections = 2\nconnect_timeout = \"3s\""}, passwordRules,
 		[]testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
 	a := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	b := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	start := time.Now()
 	_, err := g.connect("bob", "bob-Pass-2", "postgres")
 	wantPgError(t, err, "53300", "too many backend connections")
-	if waited := time.Since(start); waited < 1500*time.Millisecond {
-		t.Fatalf("refused after %v: a login at the limit waits for a release within connect_timeout (2s)", waited)
+	if waited := time.Since(start); waited < 2500*time.Millisecond {
+		t.Fatalf("refused after %v: a login at the limit waits for a release within connect_timeout (3s)", waited)
 	}
-	// A session ends while bob's login waits: bob gets in.
+	// A session ends while bob's login waits (which /metrics and SHOW
+	// POOLS show): bob gets in.
 	type result struct {
 		c   *pgx.Conn
 		err error
@@ -167,7 +168,14 @@ func TestMaxBackendConnections(t *testing.T) {
 		c, err := g.connect("bob", "bob-Pass-2", "postgres")
 		got <- result{c, err}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_backend_waiting") == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pgwarden_backend_waiting never showed the waiting login")
+		}
+	}
 	a.Close(context.Background())
 	r := <-got
 	if r.err != nil {
@@ -176,6 +184,9 @@ func TestMaxBackendConnections(t *testing.T) {
 	defer r.c.Close(context.Background())
 	if got := queryOne(t, r.c, "SELECT current_user"); got != "bob" {
 		t.Fatal(got)
+	}
+	if v := sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_backend_waiting"); v != 0 {
+		t.Fatalf("pgwarden_backend_waiting %v after the wait", v)
 	}
 	_ = b
 }

@@ -228,18 +228,20 @@ func (m *Metrics) Handler() http.Handler {
 
 // PoolFigures are the backend pool's numbers at one moment.
 type PoolFigures struct {
-	Parked, InUse  int
-	Reused, Closed int64
+	Parked, InUse, Waiting int
+	Reused, Closed         int64
 }
 
-// RegisterPool exposes the backend pool: parked and in-use backends, and
-// how many were reused and closed.
+// RegisterPool exposes the backend pool: parked and in-use backends, the
+// clients waiting for one, and how many were reused and closed.
 func (m *Metrics) RegisterPool(figures func() PoolFigures) {
 	m.register(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_parked", Help: "Idle backends kept for reuse."},
 			func() float64 { return float64(figures().Parked) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_in_use", Help: "Backends serving a client."},
 			func() float64 { return float64(figures().InUse) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_waiting", Help: "Client logins and HTTP connections waiting at max_backend_connections for a backend to be released."},
+			func() float64 { return float64(figures().Waiting) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgwarden_backend_reused_total", Help: "Client sessions served by a reused backend."},
 			func() float64 { return float64(figures().Reused) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgwarden_backend_closed_total", Help: "Backends closed by pgwarden (idle, lifetime, limits, errors)."},

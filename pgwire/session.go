@@ -148,7 +148,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		if err == nil {
 			break // s stays nil: a new backend is opened below
 		}
-		if !backend.WaitReleased(c.ctx(), released, deadline) {
+		if !pool.WaitReleased(c.ctx(), released, deadline) {
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", cfg.Backend.MaxBackendConnections))
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
