@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"net"
@@ -86,17 +87,16 @@ type Pool struct {
 	shed   func() bool // see SetShed
 	http   int         // of total, the HTTP pools' connections
 	total  int         // backends open: in use plus parked
-	// changed is closed (and replaced) at every release: a backend
-	// closed or parked, a reservation given back (see Released).
-	changed chan struct{}
+	// waiters are the logins and HTTP connections waiting at the limit,
+	// first come first served (see Queue): each release wakes one.
+	waiters list.List
 	// released holds, per database a statement asked to release (see
 	// ReleaseDatabases), until when a returning backend of it is closed
 	// instead of parked.
 	released map[releasedDB]time.Time
 
-	reused  atomic.Int64
-	closed  atomic.Int64
-	waiting atomic.Int64 // in WaitReleased
+	reused atomic.Int64
+	closed atomic.Int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -116,7 +116,7 @@ type PoolLimits struct {
 
 // NewPool makes an empty pool; Start runs its janitor.
 func NewPool() *Pool {
-	return &Pool{parked: map[Key][]*Session{}, released: map[releasedDB]time.Time{}, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	return &Pool{parked: map[Key][]*Session{}, released: map[releasedDB]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // releasedDB is a database on one server.
@@ -278,7 +278,7 @@ func (p *Pool) SetShed(shed func() bool) { p.shed = shed }
 // frontend: max_backend_connections bounds them together. At the limit it
 // closes the longest-parked backend of any key to make room, else an idle
 // HTTP connection (SetShed); when there is neither it fails, and the
-// caller may wait for a release (Released).
+// caller may wait its turn for a release (Queue).
 func (p *Pool) Reserve(l PoolLimits) error {
 	for shed := 0; ; shed++ {
 		p.mu.Lock()
@@ -328,7 +328,7 @@ func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 	s.parkedAt = now
 	p.parked[s.Key] = append(p.parked[s.Key], s)
 	// A login waiting at the limit may take it, or close it for its slot.
-	p.signalLocked()
+	p.wakeLocked(1)
 	p.mu.Unlock()
 }
 
@@ -354,23 +354,29 @@ func (p *Pool) closedLocked(n int) {
 		return
 	}
 	p.total -= n
-	p.signalLocked()
+	p.wakeLocked(n)
 }
 
-// reserveHTTP is ReserveWait for a connection of the HTTP pools, until
-// ctx ends (pgconn bounds a dial's ctx by connect_timeout).
+// reserveHTTP is Reserve for a connection of the HTTP pools; at the limit
+// it waits its turn (Queue) until ctx ends (pgconn bounds a dial's ctx by
+// connect_timeout).
 func (p *Pool) reserveHTTP(ctx context.Context, l PoolLimits) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(defaultReleaseWait)
 	}
+	var w *Waiter
 	for {
-		released := p.Released()
 		err := p.Reserve(l)
 		if err == nil {
 			break
 		}
-		if !p.WaitReleased(ctx, released, deadline) {
+		w = p.Queue(w)
+		if p.Reserve(l) == nil {
+			p.Leave(w)
+			break
+		}
+		if !p.WaitTurn(ctx, w, deadline) {
 			return err
 		}
 	}
@@ -392,43 +398,87 @@ func (p *Pool) releaseHTTP() {
 	p.mu.Unlock()
 }
 
-func (p *Pool) signalLocked() {
-	close(p.changed)
-	p.changed = make(chan struct{})
+// Waiter is a place in line for a backend at max_backend_connections.
+//
+// A login refused by Reserve waits for a release (a backend closed or
+// parked, a reservation given back) and tries again: a burst of short
+// sessions then waits for the sessions ending around it, which the pool
+// cannot tell apart from busy ones (a client's Terminate may still be on
+// its way when the next client's login arrives), instead of being refused.
+// Each release wakes the first in line only, so a thousand logins waiting
+// cost nothing per release but the one woken (a broadcast would wake them
+// all, each to look at the pool, at every release).
+type Waiter struct {
+	turn chan struct{} // the wake-up of a release; buffered, sent once
+	elem *list.Element // in Pool.waiters while in line, nil once woken
 }
 
-// Released returns a channel closed at the next release: a backend closed
-// or parked, or a reservation given back. A login at
-// max_backend_connections takes it before Reserve and, refused, waits on
-// it (WaitReleased) and tries again: a burst of short sessions then waits
-// for the sessions ending around it, which the pool cannot tell apart from
-// busy ones (a client's Terminate may still be on its way when the next
-// client's login arrives), instead of being refused.
-func (p *Pool) Released() <-chan struct{} {
+// Queue puts a login in line: at the end, or, given the Waiter of a turn
+// that found the room taken (by a login that came without waiting), at the
+// front again. Call Reserve once more after it, so that a release between
+// the refusal and the queueing is not missed; then Leave when that
+// succeeds, else WaitTurn.
+func (p *Pool) Queue(again *Waiter) *Waiter {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.changed
+	if again != nil && again.elem == nil {
+		again.elem = p.waiters.PushFront(again)
+		return again
+	}
+	w := &Waiter{turn: make(chan struct{}, 1)}
+	w.elem = p.waiters.PushBack(w)
+	return w
 }
 
-// WaitReleased waits until released is closed (true: try again), or until
-// ctx ends or the deadline passes (false). Stats counts the waiters.
-func (p *Pool) WaitReleased(ctx context.Context, released <-chan struct{}, deadline time.Time) bool {
+// Leave takes w out of line without waiting: its Reserve succeeded. A
+// wake-up it was given meanwhile goes to the next in line.
+func (p *Pool) Leave(w *Waiter) { p.leave(w) }
+
+func (p *Pool) leave(w *Waiter) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.elem != nil {
+		p.waiters.Remove(w.elem)
+		w.elem = nil
+		return
+	}
 	select {
-	case <-released:
-		return true
+	case <-w.turn:
+		p.wakeLocked(1) // woken, but not for its use: pass it on
 	default:
 	}
-	p.waiting.Add(1)
-	defer p.waiting.Add(-1)
+}
+
+// WaitTurn waits until a release wakes w (true: try again; queue anew to
+// wait again), or until ctx ends or the deadline passes (false). w is out
+// of line when it returns.
+func (p *Pool) WaitTurn(ctx context.Context, w *Waiter, deadline time.Time) bool {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
-	case <-released:
+	case <-w.turn:
 		return true
 	case <-ctx.Done():
-		return false
 	case <-t.C:
-		return false
+	}
+	p.leave(w)
+	return false
+}
+
+// PassTurn gives the turn a WaitTurn returned true for, which its login
+// will not use (its client left), to the next in line.
+func (p *Pool) PassTurn() {
+	p.mu.Lock()
+	p.wakeLocked(1)
+	p.mu.Unlock()
+}
+
+// wakeLocked wakes the first n in line.
+func (p *Pool) wakeLocked(n int) {
+	for ; n > 0 && p.waiters.Len() > 0; n-- {
+		w := p.waiters.Remove(p.waiters.Front()).(*Waiter)
+		w.elem = nil
+		w.turn <- struct{}{}
 	}
 }
 
@@ -454,7 +504,7 @@ func (p *Pool) Stats() Stats {
 	}
 	st.HTTP = p.http
 	st.InUse = p.total - st.Parked - p.http
-	st.Waiting = int(p.waiting.Load())
+	st.Waiting = p.waiters.Len()
 	return st
 }
 

@@ -4,16 +4,18 @@ import (
 	"context"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgwarden/pgwarden/config"
 )
 
-// At max_backend_connections a login waits for a release: a backend
-// parked (which it then takes), closed, or a reservation given back. A
-// release between the login's refusal and its wait is not missed. The
-// wait ends at its deadline or when the login's context does.
+// At max_backend_connections a login waits its turn for a release: a
+// backend parked (which it then takes), closed, or a reservation given
+// back. A release between the login's refusal and its wait is not missed.
+// The wait ends at its deadline or when the login's context does.
 func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	p := NewPool()
 	l := PoolLimits{PerKey: 5, Max: 1, IdleTimeout: time.Minute}
@@ -24,23 +26,30 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	c1, c2 := net.Pipe()
 	defer c2.Close()
 	s := &Session{Conn: c1, Key: key, Created: time.Now()}
-	released := p.Released()
 	if err := p.Reserve(l); err != ErrTooManyBackends {
 		t.Fatalf("second reservation at a limit of 1: %v", err)
 	}
-	if p.WaitReleased(context.Background(), released, time.Now().Add(50*time.Millisecond)) {
+	w := p.Queue(nil)
+	if st := p.Stats(); st.Waiting != 1 {
+		t.Fatalf("waiting %d, want 1", st.Waiting)
+	}
+	if p.WaitTurn(context.Background(), w, time.Now().Add(50*time.Millisecond)) {
 		t.Fatal("nothing was released: the wait did not end at its deadline")
+	}
+	if st := p.Stats(); st.Waiting != 0 {
+		t.Fatalf("waiting %d after the deadline, want 0", st.Waiting)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if p.WaitReleased(ctx, released, time.Now().Add(5*time.Second)) {
+	if p.WaitTurn(ctx, p.Queue(nil), time.Now().Add(5*time.Second)) {
 		t.Fatal("the client left: the wait did not end")
 	}
 
-	// The backend is parked after the refusal, before the wait begins.
+	// The backend is parked after the login queued, before it waits.
+	w = p.Queue(nil)
 	p.Put(s, l, time.Now())
-	if !p.WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
-		t.Fatal("a backend parked between the refusal and the wait was missed")
+	if !p.WaitTurn(context.Background(), w, time.Now().Add(5*time.Second)) {
+		t.Fatal("a backend parked between the queueing and the wait was missed")
 	}
 	if got := p.Get(key, l, time.Now()); got != s {
 		t.Fatalf("the parked backend was not handed out: %v", got)
@@ -48,27 +57,117 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 
 	// In use again; a session ending (Discard) wakes a waiting login,
 	// which then gets the slot.
-	released = p.Released()
-	if err := p.Reserve(l); err != ErrTooManyBackends {
-		t.Fatalf("at the limit: %v", err)
-	}
+	w = p.Queue(nil)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		p.Discard(s)
 	}()
-	if !p.WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+	if !p.WaitTurn(context.Background(), w, time.Now().Add(5*time.Second)) {
 		t.Fatal("a session ended: the waiting login was not woken")
 	}
 	if err := p.Reserve(l); err != nil {
 		t.Fatalf("after the release: %v", err)
 	}
-	released = p.Released()
+	w = p.Queue(nil)
 	p.Release()
-	if !p.WaitReleased(context.Background(), released, time.Now().Add(5*time.Second)) {
+	if !p.WaitTurn(context.Background(), w, time.Now().Add(5*time.Second)) {
 		t.Fatal("a reservation given back did not wake a waiting login")
 	}
-	if st := p.Stats(); st.InUse != 0 || st.Parked != 0 {
+	if st := p.Stats(); st.InUse != 0 || st.Parked != 0 || st.Waiting != 0 {
 		t.Fatalf("at the end: %+v", st)
+	}
+}
+
+// Each release wakes one login, the first in line; a turn its login does
+// not use (it left, or got room without waiting) goes to the next, and one
+// that found its room taken waits at the front again.
+func TestLoginsAtTheLimitAreServedInTurn(t *testing.T) {
+	p := NewPool()
+	l := PoolLimits{PerKey: 5, Max: 1, IdleTimeout: time.Minute}
+	if err := p.Reserve(l); err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := p.Queue(nil), p.Queue(nil), p.Queue(nil)
+	woken := func(w *Waiter) bool {
+		return p.WaitTurn(context.Background(), w, time.Now().Add(30*time.Millisecond))
+	}
+	p.Release() // one slot: a's turn, not b's or c's
+	if !woken(a) {
+		t.Fatal("the first in line was not woken")
+	}
+	if st := p.Stats(); st.Waiting != 2 {
+		t.Fatalf("%d waiting after one wake-up, want 2", st.Waiting)
+	}
+	// a does not use it: b gets it.
+	p.PassTurn()
+	if !woken(b) {
+		t.Fatal("a turn passed on did not reach the next in line")
+	}
+	// b finds the room taken by a login that did not wait: back at the front.
+	if err := p.Reserve(l); err != nil {
+		t.Fatal(err)
+	}
+	b = p.Queue(b)
+	p.Release()
+	if !woken(b) {
+		t.Fatal("a login whose room was taken lost its place in line")
+	}
+	// c leaves without waiting while a wake-up is on its way to it: the
+	// wake-up goes on to whoever is next.
+	d := p.Queue(nil)
+	p.mu.Lock()
+	p.wakeLocked(1) // c's
+	p.mu.Unlock()
+	p.Leave(c)
+	if !woken(d) {
+		t.Fatal("the wake-up of a login that left without waiting was lost")
+	}
+	if st := p.Stats(); st.Waiting != 0 {
+		t.Fatalf("%d still waiting", st.Waiting)
+	}
+}
+
+// A thousand logins waiting at the limit: each release wakes one of them,
+// not all, and all are served as backends come and go.
+func TestManyLoginsWaitingAreWokenOneAtATime(t *testing.T) {
+	p := NewPool()
+	const limit, logins = 4, 1000
+	l := PoolLimits{PerKey: 5, Max: limit, IdleTimeout: time.Minute}
+	var wakes atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < logins; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var w *Waiter
+			for {
+				if p.Reserve(l) == nil {
+					break
+				}
+				w = p.Queue(w)
+				if p.Reserve(l) == nil {
+					p.Leave(w)
+					break
+				}
+				if !p.WaitTurn(context.Background(), w, time.Now().Add(time.Minute)) {
+					t.Error("a login waited a minute")
+					return
+				}
+				wakes.Add(1)
+			}
+			time.Sleep(time.Millisecond) // the session
+			p.Release()
+		}()
+	}
+	wg.Wait()
+	if st := p.Stats(); st.InUse != 0 || st.Waiting != 0 {
+		t.Fatalf("at the end: %+v", st)
+	}
+	// A broadcast would have woken every waiter at every release: about
+	// logins*logins/2 wake-ups. One each, and a few for turns taken by
+	// logins that came without waiting.
+	if n := wakes.Load(); n > 3*logins {
+		t.Fatalf("%d wake-ups for %d logins", n, logins)
 	}
 }
 

@@ -142,13 +142,18 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	// whose client already sent Terminate looks busy until the relay
 	// reads it.
 	deadline := acquireStart.Add(cfg.Backend.ConnectTimeout.Duration)
+	var turn *backend.Waiter
 	for s == nil {
-		released := pool.Released()
 		err := pool.Reserve(limits)
 		if err == nil {
 			break // s stays nil: a new backend is opened below
 		}
-		if !pool.WaitReleased(c.ctx(), released, deadline) {
+		turn = pool.Queue(turn)
+		if pool.Reserve(limits) == nil {
+			pool.Leave(turn)
+			break
+		}
+		if !pool.WaitTurn(c.ctx(), turn, deadline) {
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", cfg.Backend.MaxBackendConnections))
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
@@ -158,6 +163,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			// timeout) would take a parked backend only to lose it, or
 			// cost PostgreSQL a backend login for nobody: under overload,
 			// the more clients give up, the more of that.
+			pool.PassTurn()
 			c.srv.log.Debug("client left while its login waited for a backend", zap.Uint64("client_id", c.id))
 			audit(errClientLeftWaiting)
 			return errSilentClose
