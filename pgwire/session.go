@@ -154,6 +154,10 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			break
 		}
 		if !pool.WaitTurn(c.ctx(), turn, deadline) {
+			if c.srv.closing.Load() {
+				audit(ShuttingDown())
+				return ShuttingDown()
+			}
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", cfg.Backend.MaxBackendConnections))
 			audit(err)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
