@@ -147,15 +147,15 @@ func TestAParkedBackendThatDiedIsNotHandedOut(t *testing.T) {
 // reset was already in flight, which lost logins in bursts of short
 // sessions whose Terminate the relay had not read yet.
 func TestMaxBackendConnections(t *testing.T) {
-	g := startGatewayWith(t, gwOptions{http: true, backend: "max_backend_connections = 2\nconnect_timeout = \"3s\""}, passwordRules,
+	g := startGatewayWith(t, gwOptions{http: true, backend: "max_backend_connections = 2\nconnect_timeout = \"5s\""}, passwordRules,
 		[]testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
 	a := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	b := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	start := time.Now()
 	_, err := g.connect("bob", "bob-Pass-2", "postgres")
 	wantPgError(t, err, "53300", "too many backend connections")
-	if waited := time.Since(start); waited < 2500*time.Millisecond {
-		t.Fatalf("refused after %v: a login at the limit waits for a release within connect_timeout (3s)", waited)
+	if waited := time.Since(start); waited < 4500*time.Millisecond {
+		t.Fatalf("refused after %v: a login at the limit waits for a release within connect_timeout (5s)", waited)
 	}
 	// A session ends while bob's login waits (which /metrics and SHOW
 	// POOLS show): bob gets in.
@@ -168,7 +168,7 @@ func TestMaxBackendConnections(t *testing.T) {
 		c, err := g.connect("bob", "bob-Pass-2", "postgres")
 		got <- result{c, err}
 	}()
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(2500 * time.Millisecond); ; time.Sleep(20 * time.Millisecond) {
 		if sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_backend_waiting") == 1 {
 			break
 		}

@@ -1076,7 +1076,7 @@ func TestMaxBackendConnectionsBoundsHTTPConnectionsToo(t *testing.T) {
 		t.Fatal(err)
 	}
 	const limit = 4
-	g := startGatewayWith(t, gwOptions{http: true, backendPort: own.port, backend: fmt.Sprintf("max_backend_connections = %d\nconnect_timeout = \"1s\"", limit)},
+	g := startGatewayWith(t, gwOptions{http: true, backendPort: own.port, backend: fmt.Sprintf("max_backend_connections = %d\nconnect_timeout = \"2s\"", limit)},
 		httpRules+passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	ctx := context.Background()
 	watcher, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", own.sockDir, own.port))
@@ -1151,7 +1151,7 @@ func TestMaxBackendConnectionsBoundsHTTPConnectionsToo(t *testing.T) {
 	if status != 503 || errCode(out) != "53300" {
 		t.Fatalf("every backend in use: %d %v", status, out)
 	}
-	if waited := time.Since(start); waited < 700*time.Millisecond {
+	if waited := time.Since(start); waited < 1500*time.Millisecond {
 		t.Fatalf("refused after %v, without waiting for a release", waited)
 	}
 	// ...and answered when a session ends during its wait.
