@@ -88,7 +88,7 @@ type Pool struct {
 	http   int         // of total, the HTTP pools' connections
 	total  int         // backends open: in use plus parked
 	// waiters are the logins and HTTP connections waiting at the limit,
-	// first come first served (see Queue): each release wakes one.
+	// in the order they came (see Queue): each release wakes the first.
 	waiters list.List
 	// released holds, per database a statement asked to release (see
 	// ReleaseDatabases), until when a returning backend of it is closed
