@@ -155,7 +155,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		}
 		if !pool.WaitTurn(c.ctx(), turn, deadline) {
 			if c.srv.closing.Load() {
-				audit(ShuttingDown())
+				audit(auditReason("the server closed while the login waited for a backend at max_backend_connections"))
 				return ShuttingDown()
 			}
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", cfg.Backend.MaxBackendConnections))
@@ -318,16 +318,17 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 
 // errClientLeftWaiting: a client closed its connection while its login
 // waited at max_backend_connections.
-var errClientLeftWaiting error = clientLeftWaiting{}
+var errClientLeftWaiting error = auditReason("the client left while its login waited for a backend at max_backend_connections")
 
-type clientLeftWaiting struct{}
+// auditReason is a session's end after authentication that is no refusal
+// of the backend's: the audit log gives it as it is (see
+// backend.RefusalReason).
+type auditReason string
 
-func (clientLeftWaiting) Error() string { return "client left while waiting for a backend" }
+func (r auditReason) Error() string { return string(r) }
 
-// AuditReason is the audit log's reason (see backend.RefusalReason).
-func (clientLeftWaiting) AuditReason() string {
-	return "the client left while its login waited for a backend at max_backend_connections"
-}
+// AuditReason is the audit log's reason.
+func (r auditReason) AuditReason() string { return string(r) }
 
 // errHandedOff: the session went on in an event loop or on relay
 // goroutines of its own, which finish the connection when the session ends.
