@@ -88,7 +88,8 @@ type Pool struct {
 	http   int         // of total, the HTTP pools' connections
 	total  int         // backends open: in use plus parked
 	// waiters are the logins and HTTP connections waiting at the limit,
-	// in the order they came (see Queue): each release wakes the first.
+	// in the order they came (see ReserveOrQueue): each release wakes the
+	// first.
 	waiters list.List
 	// released holds, per database a statement asked to release (see
 	// ReleaseDatabases), until when a returning backend of it is closed
@@ -277,8 +278,8 @@ func (p *Pool) SetShed(shed func() bool) { p.shed = shed }
 // Reserve counts a new backend connection about to be opened, by either
 // frontend: max_backend_connections bounds them together. At the limit it
 // closes the longest-parked backend of any key to make room, else an idle
-// HTTP connection (SetShed); when there is neither it fails, and the
-// caller may wait its turn for a release (Queue).
+// HTTP connection (SetShed); when there is neither it fails (see
+// ReserveOrQueue for waiting one's turn instead).
 func (p *Pool) Reserve(l PoolLimits) error {
 	for shed := 0; ; shed++ {
 		p.mu.Lock()
@@ -358,8 +359,8 @@ func (p *Pool) closedLocked(n int) {
 }
 
 // reserveHTTP is Reserve for a connection of the HTTP pools; at the limit
-// it waits its turn (Queue) until ctx ends (pgconn bounds a dial's ctx by
-// connect_timeout).
+// it waits its turn (ReserveOrQueue) until ctx ends (pgconn bounds a
+// dial's ctx by connect_timeout).
 func (p *Pool) reserveHTTP(ctx context.Context, l PoolLimits) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -367,17 +368,11 @@ func (p *Pool) reserveHTTP(ctx context.Context, l PoolLimits) error {
 	}
 	var w *Waiter
 	for {
-		err := p.Reserve(l)
-		if err == nil {
-			break
-		}
-		w = p.Queue(w)
-		if p.Reserve(l) == nil {
-			p.Leave(w)
+		if w = p.ReserveOrQueue(l, w); w == nil {
 			break
 		}
 		if !p.WaitTurn(ctx, w, deadline) {
-			return err
+			return ErrTooManyBackends
 		}
 	}
 	p.mu.Lock()
@@ -413,12 +408,26 @@ type Waiter struct {
 	elem *list.Element // in Pool.waiters while in line, nil once woken
 }
 
-// Queue puts a login in line: at the end, or, given the Waiter of a turn
-// that found the room taken (by a login that came without waiting), at the
-// front again. Call Reserve once more after it, so that a release between
-// the refusal and the queueing is not missed; then Leave when that
-// succeeds, else WaitTurn.
-func (p *Pool) Queue(again *Waiter) *Waiter {
+// ReserveOrQueue is Reserve that, at the limit, puts the login in line
+// and returns its place, to wait on with WaitTurn; nil when it reserved.
+// again is the Waiter of a turn that found the room taken (by a login that
+// came without waiting): it goes back to the front of the line.
+func (p *Pool) ReserveOrQueue(l PoolLimits, again *Waiter) *Waiter {
+	if p.Reserve(l) == nil {
+		return nil
+	}
+	w := p.queue(again)
+	// Once more, in line: a release between the refusal and the queueing
+	// woke nobody.
+	if p.Reserve(l) == nil {
+		p.leave(w)
+		return nil
+	}
+	return w
+}
+
+// queue puts a login in line: at the end, or again at the front.
+func (p *Pool) queue(again *Waiter) *Waiter {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if again != nil && again.elem == nil {
@@ -430,10 +439,9 @@ func (p *Pool) Queue(again *Waiter) *Waiter {
 	return w
 }
 
-// Leave takes w out of line without waiting: its Reserve succeeded. A
-// wake-up it was given meanwhile goes to the next in line.
-func (p *Pool) Leave(w *Waiter) { p.leave(w) }
-
+// leave takes w out of line without waiting (its Reserve succeeded, or
+// its wait ended); a wake-up it was given meanwhile goes to the next in
+// line.
 func (p *Pool) leave(w *Waiter) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

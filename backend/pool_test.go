@@ -29,7 +29,7 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	if err := p.Reserve(l); err != ErrTooManyBackends {
 		t.Fatalf("second reservation at a limit of 1: %v", err)
 	}
-	w := p.Queue(nil)
+	w := p.queue(nil)
 	if st := p.Stats(); st.Waiting != 1 {
 		t.Fatalf("waiting %d, want 1", st.Waiting)
 	}
@@ -41,12 +41,12 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if p.WaitTurn(ctx, p.Queue(nil), time.Now().Add(5*time.Second)) {
+	if p.WaitTurn(ctx, p.queue(nil), time.Now().Add(5*time.Second)) {
 		t.Fatal("the client left: the wait did not end")
 	}
 
 	// The backend is parked after the login queued, before it waits.
-	w = p.Queue(nil)
+	w = p.queue(nil)
 	p.Put(s, l, time.Now())
 	if !p.WaitTurn(context.Background(), w, time.Now().Add(5*time.Second)) {
 		t.Fatal("a backend parked between the queueing and the wait was missed")
@@ -57,7 +57,7 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 
 	// In use again; a session ending (Discard) wakes a waiting login,
 	// which then gets the slot.
-	w = p.Queue(nil)
+	w = p.queue(nil)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		p.Discard(s)
@@ -68,7 +68,7 @@ func TestALoginAtTheLimitWaitsForARelease(t *testing.T) {
 	if err := p.Reserve(l); err != nil {
 		t.Fatalf("after the release: %v", err)
 	}
-	w = p.Queue(nil)
+	w = p.queue(nil)
 	p.Release()
 	if !p.WaitTurn(context.Background(), w, time.Now().Add(5*time.Second)) {
 		t.Fatal("a reservation given back did not wake a waiting login")
@@ -87,7 +87,7 @@ func TestLoginsAtTheLimitAreServedInTurn(t *testing.T) {
 	if err := p.Reserve(l); err != nil {
 		t.Fatal(err)
 	}
-	a, b, c := p.Queue(nil), p.Queue(nil), p.Queue(nil)
+	a, b, c := p.queue(nil), p.queue(nil), p.queue(nil)
 	woken := func(w *Waiter) bool {
 		return p.WaitTurn(context.Background(), w, time.Now().Add(30*time.Millisecond))
 	}
@@ -107,18 +107,18 @@ func TestLoginsAtTheLimitAreServedInTurn(t *testing.T) {
 	if err := p.Reserve(l); err != nil {
 		t.Fatal(err)
 	}
-	b = p.Queue(b)
+	b = p.queue(b)
 	p.Release()
 	if !woken(b) {
 		t.Fatal("a login whose room was taken lost its place in line")
 	}
 	// c leaves without waiting while a wake-up is on its way to it: the
 	// wake-up goes on to whoever is next.
-	d := p.Queue(nil)
+	d := p.queue(nil)
 	p.mu.Lock()
 	p.wakeLocked(1) // c's
 	p.mu.Unlock()
-	p.Leave(c)
+	p.leave(c)
 	if !woken(d) {
 		t.Fatal("the wake-up of a login that left without waiting was lost")
 	}
@@ -141,12 +141,7 @@ func TestManyLoginsWaitingAreWokenOneAtATime(t *testing.T) {
 			defer wg.Done()
 			var w *Waiter
 			for {
-				if p.Reserve(l) == nil {
-					break
-				}
-				w = p.Queue(w)
-				if p.Reserve(l) == nil {
-					p.Leave(w)
+				if w = p.ReserveOrQueue(l, w); w == nil {
 					break
 				}
 				if !p.WaitTurn(context.Background(), w, time.Now().Add(time.Minute)) {

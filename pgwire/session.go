@@ -144,14 +144,8 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	deadline := acquireStart.Add(cfg.Backend.ConnectTimeout.Duration)
 	var turn *backend.Waiter
 	for s == nil {
-		err := pool.Reserve(limits)
-		if err == nil {
+		if turn = pool.ReserveOrQueue(limits, turn); turn == nil {
 			break // s stays nil: a new backend is opened below
-		}
-		turn = pool.Queue(turn)
-		if pool.Reserve(limits) == nil {
-			pool.Leave(turn)
-			break
 		}
 		if !pool.WaitTurn(c.ctx(), turn, deadline) {
 			if c.srv.closing.Load() {
@@ -159,7 +153,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 				return ShuttingDown()
 			}
 			c.srv.log.Warn("backend connection limit reached", zap.Uint64("client_id", c.id), zap.Int("max_backend_connections", cfg.Backend.MaxBackendConnections))
-			audit(err)
+			audit(backend.ErrTooManyBackends)
 			return &Error{Code: codeTooManyConnections, Message: "too many backend connections"}
 		}
 		if peekSocket(c.raw) == socketClosed {
