@@ -74,6 +74,7 @@ func LimitsOf(c *config.Config) PoolLimits {
 		IdleTimeout: c.Backend.IdleTimeout.Duration,
 		MaxLifetime: c.Backend.MaxLifetime.Duration,
 		TLS:         c.Backend.TLSDigest,
+		Connect:     c.Backend.ConnectTimeout.Duration,
 	}
 }
 
@@ -113,6 +114,8 @@ type PoolLimits struct {
 	// TLS is the backend TLS settings' digest in force: a backend logged
 	// in under others is closed rather than parked, and closed when parked.
 	TLS string
+	// Connect is connect_timeout.
+	Connect time.Duration
 }
 
 // NewPool makes an empty pool; Start runs its janitor.
@@ -359,12 +362,17 @@ func (p *Pool) closedLocked(n int) {
 }
 
 // reserveHTTP is Reserve for a connection of the HTTP pools; at the limit
-// it waits its turn (ReserveOrQueue) until ctx ends (pgconn bounds a
-// dial's ctx by connect_timeout).
+// it waits its turn (ReserveOrQueue), within ctx (pgconn bounds a dial's
+// ctx by connect_timeout) less what the login after it needs.
 func (p *Pool) reserveHTTP(ctx context.Context, l PoolLimits) error {
+	// The dial's ctx bounds the whole backend login: a wait to its very
+	// end would leave the login no time, so half of connect_timeout is
+	// kept for it.
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(defaultReleaseWait)
+	} else {
+		deadline = deadline.Add(-l.Connect / 2)
 	}
 	var w *Waiter
 	for {

@@ -529,10 +529,6 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: pe.Code, Message: pe.Message, Statement: idx}})
 		return
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to http.statement_timeout", Statement: idx}})
-		return
-	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away (a timeout of its own, a closed tab): its
 		// statement was canceled and nobody reads an answer. That is no
@@ -549,8 +545,21 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		writeError(w, http.StatusServiceUnavailable, codeTooManyConnections, "too many backend connections")
 		return
 	}
+	// A connect that failed is never the statement's timeout, even when it
+	// ran out of time (a backend slow to accept, a login that waited its
+	// turn at max_backend_connections): before, it was reported as
+	// "canceling statement due to http.statement_timeout".
 	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
+	if errors.As(err, &ce) {
+		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))
+		writeError(w, http.StatusBadGateway, codeConnectionFailure, "could not connect to the backend server")
+		return
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to http.statement_timeout", Statement: idx}})
+		return
+	}
+	if pgconn.SafeToRetry(err) {
 		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))
 		writeError(w, http.StatusBadGateway, codeConnectionFailure, "could not connect to the backend server")
 		return
