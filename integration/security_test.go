@@ -1195,32 +1195,8 @@ func TestAnHTTPRequestsTemporaryReplicationSlotDoesNotOutliveIt(t *testing.T) {
 // `canceling statement due to http.statement_timeout`, which it was
 // before (no statement ever ran).
 func TestAnHTTPConnectThatTimesOutIsNoStatementTimeout(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		silent.Close()
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	g := startGatewayWith(t, gwOptions{http: true, backendPort: silent.Addr().(*net.TCPAddr).Port, backend: `connect_timeout = "1s"`},
+	silent := localServer(t, func(net.Conn) {}) // accepts, holds, never answers
+	g := startGatewayWith(t, gwOptions{http: true, backendPort: silent, backend: `connect_timeout = "1s"`},
 		httpRules+passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("alice", "alice-Pass-1"))
 	if status != 502 || errCode(out) != "08006" {
