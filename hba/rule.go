@@ -139,6 +139,11 @@ func (r *Request) AddrString() string {
 	if r.Local {
 		return "[local]"
 	}
+	if !r.Addr.IsValid() {
+		// A proxy forwarded a client without naming it (see the
+		// frontends' PROXY and X-Forwarded-For handling).
+		return "unknown"
+	}
 	return r.Addr.Unmap().String()
 }
 

@@ -185,7 +185,7 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 	}
 	addr := clientAddr(r, snap)
 	a := &authcore.Attempt{Protocol: hba.ProtoHTTP, Addr: addr, SSL: r.TLS != nil, User: name, Database: db,
-		Address: addr.String(), ClientID: s.nextID.Add(1), Credential: creds.kind(),
+		Address: addrText(addr), ClientID: s.nextID.Add(1), Credential: creds.kind(),
 		Console: creds.session != nil || creds.staleSession || creds.login, Login: creds.login}
 	id, ref, ev := s.gate.Login(r.Context(), snap.Login, a, httpProver{creds})
 	s.o.Metrics.AuthAttempt("http", ev.Method, ev.Result, time.Since(start))
@@ -268,7 +268,12 @@ func cookieChallenge(realm string) string {
 // clientAddr is the request's client address: the peer, or, when the peer
 // is a trusted proxy, the right-most X-Forwarded-For address that is not
 // itself a trusted proxy (the left part of the header is whatever the
-// client chose to send).
+// client chose to send). A hop that is no address (a proxy that writes
+// "unknown", an empty entry) makes the client unknown: the zero Addr,
+// which only rules for every address match. It used to stand for the
+// nearest trusted proxy, so behind a proxy that writes such hops every
+// client was the proxy, and got whatever rules grant the proxy's own
+// address.
 func clientAddr(r *http.Request, snap *snapshot.Snapshot) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -278,19 +283,62 @@ func clientAddr(r *http.Request, snap *snapshot.Snapshot) netip.Addr {
 	if !snap.TrustedProxy(addr) {
 		return addr
 	}
+	if !forwardsAnAddress(r) {
+		return addr // an empty header says no more than none
+	}
 	var hops []string
 	for _, h := range r.Header.Values("X-Forwarded-For") {
-		hops = append(hops, strings.Split(h, ",")...)
+		for _, hop := range strings.Split(h, ",") {
+			hops = append(hops, strings.TrimSpace(hop))
+		}
 	}
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return addr // a malformed hop: trust nothing further left
+		a, ok := forwardedHop(hops[i])
+		if !ok {
+			return netip.Addr{}
 		}
-		addr = a.Unmap()
+		addr = a
 		if !snap.TrustedProxy(addr) {
 			return addr
 		}
 	}
 	return addr
+}
+
+// forwardsAnAddress says whether the request's X-Forwarded-For holds
+// anything but blanks and commas.
+func forwardsAnAddress(r *http.Request) bool {
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		if strings.Trim(h, ", \t") != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// addrText names a client address in the audit log and the throttle; an
+// unknown one (see clientAddr) is "unknown".
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unknown"
+	}
+	return a.String()
+}
+
+// forwardedHop reads one X-Forwarded-For entry: an address, also as some
+// proxies write it, with a port ("192.0.2.1:4711", "[2001:db8::1]:4711")
+// or in brackets ("[2001:db8::1]").
+func forwardedHop(hop string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(hop); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(hop); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if len(hop) > 2 && hop[0] == '[' && hop[len(hop)-1] == ']' {
+		if a, err := netip.ParseAddr(hop[1 : len(hop)-1]); err == nil && a.Is6() {
+			return a.Unmap(), true
+		}
+	}
+	return netip.Addr{}, false
 }

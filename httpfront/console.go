@@ -265,7 +265,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request, snap *snaps
 	// The login cookie stays: it is no credential, and a login form still
 	// open in another tab keeps working with it.
 	setCookie(w, t, t.sessionCookie(), id)
-	s.o.Log.Info("console session started", zap.String("user", res.name), zap.String("address", clientAddr(r, snap).String()))
+	s.o.Log.Info("console session started", zap.String("user", res.name), zap.String("address", addrText(clientAddr(r, snap))))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -308,7 +308,7 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 		return
 	}
 	current, next := formValue(form, "current_password"), formValue(form, "new_password")
-	addr := clientAddr(r, snap).String()
+	addr := addrText(clientAddr(r, snap))
 	th := snap.Config.Throttle
 	if err := s.o.Throttle.Wait(r.Context(), addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration); err != nil {
 		return // the client left while it waited
@@ -367,7 +367,7 @@ func (s *Server) sessionCredentials(r *http.Request, snap *snapshot.Snapshot, cr
 	}
 	if checkSameOrigin(r, t) != nil || !sess.CheckCSRF(r.Header.Get(csrfHeader)) {
 		s.o.Log.Warn("refused a session-cookie request without the console's origin and CSRF token",
-			zap.String("user", sess.User), zap.String("address", clientAddr(r, snap).String()), zap.String("path", r.URL.Path))
+			zap.String("user", sess.User), zap.String("address", addrText(clientAddr(r, snap))), zap.String("path", r.URL.Path))
 		return &authFailure{status: http.StatusForbidden, code: codeInvalidAuthorization,
 			msg: "cross-site request refused: a console session needs the console's origin and CSRF token"}
 	}

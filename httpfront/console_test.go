@@ -65,6 +65,12 @@ func TestTheConsoleNeedsHTTPSOffTheMachine(t *testing.T) {
 		{"127.0.0.2:5000", "https", false, true, true, "198.51.100.9"},
 		{"127.0.0.2:5000", "http", false, false, true, "127.0.0.1"},
 		{"127.0.0.2:5000", "", false, false, true, ""},
+		// A proxy that forwards the scheme but names no client, or no
+		// address, may speak for anyone: not the loopback exception.
+		{"127.0.0.2:5000", "http", false, false, false, ""},
+		{"127.0.0.2:5000", "http", false, false, false, "unknown"},
+		{"127.0.0.2:5000", "http", false, false, false, "198.51.100.9:4711"},
+		{"127.0.0.2:5000", "http", false, false, true, "127.0.0.1:4711"},
 	} {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.RemoteAddr = c.peer

@@ -83,8 +83,8 @@ func FuzzSQLBody(f *testing.F) {
 }
 
 // FuzzForwardedAndHost: the client address is the peer unless the peer is
-// a trusted proxy, and then one of the X-Forwarded-For entries (never a
-// panic on any header); and a Host is let through only when it names
+// a trusted proxy, and then one of the X-Forwarded-For entries, or unknown
+// when an entry is no address (never a panic on any header); and a Host is let through only when it names
 // localhost, a loopback address, a listener or an allowed host, compared
 // as DNS compares names (ASCII case only).
 func FuzzForwardedAndHost(f *testing.F) {
@@ -94,6 +94,8 @@ func FuzzForwardedAndHost(f *testing.F) {
 		{"[::ffff:10.0.0.1]:2", "fe80::1%eth0,  ,x", "[::1]:8080"},
 		{"10.0.0.1:5000", "", "localhoſt"},
 		{"10.0.0.1:5000", "10.0.0.3,10.0.0.4", "db.example.com."},
+		{"10.0.0.1:5000", "192.0.2.1:4711, [2001:db8::1]:80", "localhost"},
+		{"10.0.0.1:5000", "[2001:db8::1], unknown", "localhost"},
 	} {
 		f.Add(s.peer, s.xff, s.host)
 	}
@@ -116,10 +118,21 @@ func FuzzForwardedAndHost(f *testing.F) {
 			if got != ap.Addr().Unmap() {
 				t.Fatalf("untrusted peer %v: client %v", ap, got)
 			}
+		case !got.IsValid():
+			// Unknown: only when a hop the walk reached is no address.
+			bad := false
+			for _, h := range strings.Split(xff, ",") {
+				if _, ok := forwardedHop(strings.TrimSpace(h)); !ok {
+					bad = true
+				}
+			}
+			if !bad {
+				t.Fatalf("client unknown, yet every hop of X-Forwarded-For %q is an address", xff)
+			}
 		case got != ap.Addr().Unmap():
 			found := false
 			for _, h := range strings.Split(xff, ",") {
-				if a, err := netip.ParseAddr(strings.TrimSpace(h)); err == nil && a.Unmap() == got {
+				if a, ok := forwardedHop(strings.TrimSpace(h)); ok && a == got {
 					found = true
 				}
 			}

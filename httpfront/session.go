@@ -82,7 +82,10 @@ func consoleTransport(r *http.Request, snap *snapshot.Snapshot) (transport, erro
 		if ascii.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
 			return transport{secure: true}, nil
 		}
-		if clientAddr(r, snap).IsLoopback() {
+		// Plain HTTP only for a client the proxy names, on loopback: a
+		// proxy that forwards the scheme but names no client may be
+		// forwarding anyone's.
+		if forwardsAnAddress(r) && clientAddr(r, snap).IsLoopback() {
 			return transport{}, nil
 		}
 		return transport{}, errPlainHTTP

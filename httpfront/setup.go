@@ -158,7 +158,7 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, snap *snaps
 		return
 	}
 	s.spendSetup()
-	s.o.Log.Info("first admin created on the setup page", zap.String("user", name), zap.String("address", clientAddr(r, snap).String()))
+	s.o.Log.Info("first admin created on the setup page", zap.String("user", name), zap.String("address", addrText(clientAddr(r, snap))))
 	http.Redirect(w, r, "/?notice=setup-done", http.StatusSeeOther)
 }
 

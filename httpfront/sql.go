@@ -535,7 +535,7 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		// server error; before, each one was logged as one, with a
 		// request id, as if something had failed here.
 		s.o.Log.Debug("the client left before its answer; its statement was canceled",
-			zap.String("path", r.URL.Path), zap.String("address", clientAddr(r, s.o.State.Current()).String()))
+			zap.String("path", r.URL.Path), zap.String("address", addrText(clientAddr(r, s.o.State.Current()))))
 		writeJSON(w, 499, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to the client leaving", Statement: idx}})
 		return
 	}

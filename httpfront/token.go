@@ -71,7 +71,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	// client a token either, least of all one signed with a secret made
 	// after the change.
 	if ref := authcore.RevokedSince(snap.Login, s.o.State.Current().Login, user.Name, time.Now()); ref != nil {
-		s.o.Audit.Warn("token refused", zap.String("user", user.Name), zap.String("address", clientAddr(r, snap).String()),
+		s.o.Audit.Warn("token refused", zap.String("user", user.Name), zap.String("address", addrText(clientAddr(r, snap))),
 			zap.String("reason", ref.Reason))
 		s.fail(w, snap, &authFailure{status: http.StatusUnauthorized, code: codeInvalidPassword,
 			msg: fmt.Sprintf("password authentication failed for user %q", user.Name), reason: "the login was revoked by a reload during the login"})

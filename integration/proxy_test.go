@@ -133,3 +133,52 @@ func TestOneSourceHoldingEverySlotDoesNotLockOthersOut(t *testing.T) {
 	}
 	g.waitLog("connections still authenticating were closed to make room", 1)
 }
+
+// A proxy that forwards a client without naming it (PROXY v1 UNKNOWN,
+// an X-Forwarded-For hop that is no address) makes the client unknown: it
+// matches only rules for every address, never those for the proxy's own.
+// Before, such a client was taken for the proxy and got the trust rule
+// below; a version 2 LOCAL header (the proxy's own health check) still is
+// the proxy, and an address written with a port is read.
+func TestAClientAProxyDoesNotNameIsNotTheProxy(t *testing.T) {
+	const rules = `
+[[hba]]
+address = "127.0.0.1/32"
+method = "trust"
+
+[[hba]]
+address = "203.0.113.0/24"
+method = "trust"
+
+[[hba]]
+method = "reject"
+`
+	g := startGatewayServer(t, "proxy_protocol = \"optional\"\ntrusted_proxies = [\"127.0.0.1/32\"]", rules, nil)
+	r := dialRaw(t, g.addr())
+	r.write(append([]byte("PROXY UNKNOWN\r\n"), startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+	r.expectError("28000", `HBA rejects connection for host "unknown", user "alice", database "postgres", SSL off`)
+	local, err := (&proxyproto.Header{Version: 2, Command: proxyproto.LOCAL}).Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = dialRaw(t, g.addr())
+	r.write(append(local, startupBytes(3, 0, "user", "alice", "database", "postgres")...))
+	if _, ok := r.receive().(*pgproto3.AuthenticationOk); !ok {
+		t.Fatal("a LOCAL header was not taken for the proxy itself")
+	}
+
+	h := startGatewayWith(t, gwOptions{http: true, server: `trusted_proxies = ["127.0.0.1/32"]`, httpSection: `default_user = "alice"`}, rules, nil)
+	url := h.httpURL() + "/_sql?db=postgres"
+	for xff, want := range map[string]int{
+		"unknown":              403,
+		"203.0.113.9, bogus":   403,
+		"10.9.9.9:4711":        403,
+		"203.0.113.9:4711":     200,
+		"[::ffff:203.0.113.9]": 200,
+	} {
+		if s, _, out := httpDo(t, "POST", url, `{"stmt":"SELECT 1"}`, map[string]string{"X-Forwarded-For": xff}); s != want {
+			t.Errorf("X-Forwarded-For %q: %d %v, want %d", xff, s, out, want)
+		}
+	}
+	h.waitLog(`"address":"unknown"`, 2)
+}

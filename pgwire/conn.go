@@ -122,6 +122,9 @@ func (c *conn) addrString() string {
 	if c.local {
 		return "[local]"
 	}
+	if !c.addr.IsValid() {
+		return "unknown" // a PROXY header that names no client (see proxyClient)
+	}
 	return c.addr.String()
 }
 
@@ -181,9 +184,7 @@ func (s *Server) handle(raw net.Conn, local bool) {
 				s.log.Warn("no PROXY header from a trusted proxy (proxy_protocol = required)", zap.String("proxy", c.addrString()))
 				return
 			case h != nil:
-				if a, ok := proxySource(h); ok {
-					c.addr = a
-				}
+				c.addr = proxyClient(h, c.addr)
 			}
 			c.pre = pre
 		}

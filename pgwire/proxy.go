@@ -68,13 +68,21 @@ func readProxyHeader(c net.Conn) (*proxyproto.Header, []byte, error) {
 	return h, nil, nil
 }
 
-// proxySource is the client address a PROXY header reports; false for a
-// LOCAL header (a health check from the proxy itself) or a non-IP family.
-func proxySource(h *proxyproto.Header) (netip.Addr, bool) {
-	if a, ok := h.SourceAddr.(*net.TCPAddr); ok {
+// proxyClient is the client a PROXY header from the trusted proxy at
+// proxy speaks for: the source address of an IPv4 or IPv6 connection; the
+// proxy itself for a version 2 LOCAL header (the proxy's own health check);
+// and for any other header (version 1's UNKNOWN, a client on one of the
+// proxy's unix sockets) the zero Addr: the client is unknown, and only rules
+// for every address match it. It used to be the proxy's address, so such
+// clients got whatever rules grant the proxy's own address.
+func proxyClient(h *proxyproto.Header, proxy netip.Addr) netip.Addr {
+	if a, ok := h.SourceAddr.(*net.TCPAddr); ok && h.Command.IsProxy() {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			return ip.Unmap(), true
+			return ip.Unmap()
 		}
 	}
-	return netip.Addr{}, false
+	if h.Version == 2 && h.Command.IsLocal() {
+		return proxy
+	}
+	return netip.Addr{}
 }
