@@ -193,7 +193,7 @@ func (s *Server) handle(raw net.Conn, local bool) {
 		if over {
 			over = !s.makeRoom(c)
 		} else {
-			s.pending.add(c, s.source(c.addr))
+			s.pending.add(c, c.source())
 		}
 		defer s.pending.done(c)
 	}
@@ -392,7 +392,7 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 		switch sp.kind {
 		case kindCancel:
 			c.refusing.Store(true)
-			c.srv.cancelRequest(snap.Config, c.addr, sp.cancelPID, sp.cancelKey)
+			c.srv.cancelRequest(snap.Config, c.addr, c.source(), sp.cancelPID, sp.cancelKey)
 			return nil, errSilentClose
 		case kindSSLRequest:
 			if sslDone {

@@ -15,20 +15,20 @@ import (
 // cancelRequest handles a CancelRequest: a key of this instance goes to its
 // backend; a key carrying another peer's id goes to that peer, once (the
 // owner never forwards its own keys, so nothing loops); anything else is
-// ignored silently, as PostgreSQL does.
-func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, pid uint32, key []byte) {
+// ignored silently, as PostgreSQL does. from is the client's address (the
+// zero Addr when it has none), src the source it counts as (conn.source).
+func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, src string, pid uint32, key []byte) {
 	owner := keyPeer(key)
 	if s.cancels.peerID == 0 || owner == s.cancels.peerID {
 		// A source past its budget of wrong keys is not listened to;
 		// a wrong key is charged to it (see cancelGuard).
-		src := s.source(from)
 		if !s.cancelGuard.allow(src) {
 			s.cancelGuard.miss(src)
 			return
 		}
 		if !s.cancels.forward(pid, key) && s.cancelGuard.miss(src) {
 			s.log.Warn("cancel requests with wrong keys: this source's cancel requests are ignored while it keeps sending them",
-				zap.Stringer("address", from), zap.Int("wrong_keys", cancelGuessBurst), zap.Int("per_second_after", cancelGuessRate))
+				zap.String("address", src), zap.Int("wrong_keys", cancelGuessBurst), zap.Int("per_second_after", cancelGuessRate))
 		}
 		return
 	}

@@ -1,7 +1,6 @@
 package pgwire
 
 import (
-	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -104,17 +103,20 @@ func (s *Server) noteEviction(victim *conn) {
 		zap.String("address", victim.addrString()), zap.Int64("closed", n))
 }
 
-// source names the source a client at addr counts as, for the cancel
-// guard and for making room at max_connections: an IPv6 client its
-// network, as the throttle counts it; the unix socket's clients (no
-// address) are one.
-func (s *Server) source(addr netip.Addr) string {
-	if !addr.IsValid() {
+// source names the source c counts as, for the cancel guard and for
+// making room at max_connections: an IPv6 client its network, as the
+// throttle counts it; the unix socket's clients are one, and so are the
+// clients a proxy forwarded without naming them (see proxyClient).
+func (c *conn) source() string {
+	switch {
+	case c.local:
 		return "[local]"
+	case !c.addr.IsValid():
+		return "unknown"
 	}
-	src := addr.String()
-	if s.throttle != nil {
-		src = s.throttle.Source(src)
+	src := c.addr.String()
+	if c.srv.throttle != nil {
+		src = c.srv.throttle.Source(src)
 	}
 	return src
 }
@@ -123,7 +125,7 @@ func (s *Server) source(addr netip.Addr) string {
 // max_connections, closes the connection c takes the place of; false when
 // there is none (c is then refused as before).
 func (s *Server) makeRoom(c *conn) bool {
-	s.pending.add(c, s.source(c.addr))
+	s.pending.add(c, c.source())
 	victim := s.pending.evictFor(c)
 	if victim == nil {
 		return false
