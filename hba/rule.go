@@ -136,15 +136,21 @@ type Request struct {
 
 // AddrString renders the client address as PostgreSQL does in its messages.
 func (r *Request) AddrString() string {
-	if r.Local {
+	return AddrText(r.Addr, r.Local)
+}
+
+// AddrText names a client in refusals and logs: "[local]" for the unix
+// socket, "unknown" for a client a proxy forwarded without naming it (the
+// zero Addr; see the frontends' PROXY and X-Forwarded-For handling), else
+// its address.
+func AddrText(addr netip.Addr, local bool) string {
+	switch {
+	case local:
 		return "[local]"
-	}
-	if !r.Addr.IsValid() {
-		// A proxy forwarded a client without naming it (see the
-		// frontends' PROXY and X-Forwarded-For handling).
+	case !addr.IsValid():
 		return "unknown"
 	}
-	return r.Addr.Unmap().String()
+	return addr.Unmap().String()
 }
 
 func (r *Request) hasRole(role string) bool {

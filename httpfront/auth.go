@@ -318,12 +318,7 @@ func forwardsAnAddress(r *http.Request) bool {
 
 // addrText names a client address in the audit log and the throttle; an
 // unknown one (see clientAddr) is "unknown".
-func addrText(a netip.Addr) string {
-	if !a.IsValid() {
-		return "unknown"
-	}
-	return a.String()
-}
+func addrText(a netip.Addr) string { return hba.AddrText(a, false) }
 
 // forwardedHop reads one X-Forwarded-For entry: an address, also as some
 // proxies write it, with a port ("192.0.2.1:4711", "[2001:db8::1]:4711")

@@ -550,18 +550,14 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 	// turn at max_backend_connections): before, it was reported as
 	// "canceling statement due to http.statement_timeout".
 	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
+	timedOut := errors.Is(err, context.DeadlineExceeded)
+	if errors.As(err, &ce) || (!timedOut && pgconn.SafeToRetry(err)) {
 		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))
 		writeError(w, http.StatusBadGateway, codeConnectionFailure, "could not connect to the backend server")
 		return
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	if timedOut {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: codeQueryCanceled, Message: "canceling statement due to http.statement_timeout", Statement: idx}})
-		return
-	}
-	if pgconn.SafeToRetry(err) {
-		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))
-		writeError(w, http.StatusBadGateway, codeConnectionFailure, "could not connect to the backend server")
 		return
 	}
 	var ne net.Error

@@ -119,13 +119,7 @@ func (c *conn) setBackend(b net.Conn) bool {
 }
 
 func (c *conn) addrString() string {
-	if c.local {
-		return "[local]"
-	}
-	if !c.addr.IsValid() {
-		return "unknown" // a PROXY header that names no client (see proxyClient)
-	}
-	return c.addr.String()
+	return hba.AddrText(c.addr, c.local)
 }
 
 func (s *Server) handle(raw net.Conn, local bool) {

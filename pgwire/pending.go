@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/hba"
 )
 
 // pendingConns knows, per source, the connections that have not
@@ -108,11 +110,8 @@ func (s *Server) noteEviction(victim *conn) {
 // throttle counts it; the unix socket's clients are one, and so are the
 // clients a proxy forwarded without naming them (see proxyClient).
 func (c *conn) source() string {
-	switch {
-	case c.local:
-		return "[local]"
-	case !c.addr.IsValid():
-		return "unknown"
+	if c.local || !c.addr.IsValid() {
+		return hba.AddrText(c.addr, c.local)
 	}
 	src := c.addr.String()
 	if c.srv.throttle != nil {
