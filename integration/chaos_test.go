@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +61,12 @@ func TestRandomClientsLeaveNothingToTheNextClientOfTheirBackend(t *testing.T) {
 			var lastMu sync.Mutex
 			last := map[uint32]string{}
 			var logins, reused int // probes, and probes on a backend a session had
-			defer func() { t.Logf("%d of %d probes got a backend another session had used", reused, logins) }()
+			defer func() {
+				t.Logf("%d of %d probes got a backend another session had used; %d reloads", reused, logins,
+					strings.Count(g.log.String(), `"msg":"reloaded"`))
+			}()
+			stopReloads := reloadNowAndThen(g, seed)
+			defer stopReloads()
 			var wg sync.WaitGroup
 			for w := 0; w < workers; w++ {
 				wg.Add(1)
@@ -141,6 +147,28 @@ func chaosSettings(t *testing.T, n int) (seed uint64, count int) {
 	}
 	t.Logf("CHAOS_SEED=%d", seed)
 	return seed, count
+}
+
+// reloadNowAndThen sends the gateway SIGHUP every 50 to 250 ms until the
+// returned function is called: every login and reset then races a new
+// snapshot of the same configuration, as on a server whose configuration
+// management reloads it often.
+func reloadNowAndThen(g *gateway, seed uint64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		rng := rand.New(rand.NewPCG(seed, 999))
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Duration(50+rng.IntN(200)) * time.Millisecond):
+				g.cmd.Process.Signal(syscall.SIGHUP) // by the PID we started
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // chaosIdentity is what decides which parked backends a login may get:
@@ -601,6 +629,8 @@ func TestRandomHTTPRequestsLeaveNothingToTheNextRequestOfTheirConnection(t *test
 	g := startGatewayWith(t, gwOptions{http: true, backend: "pool_size = 2\nconnect_timeout = \"20s\"" + os.Getenv("CHAOS_BACKEND")},
 		"[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n", users)
 	const workers = 4
+	stopReloads := reloadNowAndThen(g, seed)
+	defer stopReloads()
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
