@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -161,5 +162,66 @@ func TestRevokedSinceRefusesWhatTheStateInForceRevoked(t *testing.T) {
 	down := &State{Users: old.Users, Unavailable: "the store is down"}
 	if ref := RevokedSince(old, down, "u0", now); ref == nil || ref.Kind != RefusedUnavailable {
 		t.Fatalf("the store unreachable: %v", ref)
+	}
+}
+
+// Under trust a bearer token is verified, not taken at its word: HBA
+// matched the user it names, and only its signature says it is theirs. A
+// token that verifies logs in its user; an unsigned, expired or forged one
+// is the token refusal (401 over HTTP), as under jwt.
+func TestUnderTrustABearerTokenIsVerifiedNotTakenAtItsWord(t *testing.T) {
+	secret := NewSecret()
+	us := mustUsers(t, "[[user]]\nname = \"alice\"\nsecret = \""+secret+"\"\n")
+	cfg := config.Default()
+	cfg.HBA = []config.HBARule{{Protocol: "http", Address: config.StringList{"all"}, SSL: "any", Database: config.StringList{"all"},
+		User: config.StringList{"all"}, Method: "trust"}}
+	rs, err := hba.FromConfig(cfg, hba.Env{TLS: true, ClientCA: true, JWT: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := NewTokens(cfg, us, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &State{Rules: rs, Users: us, Auth: NewAuthenticator(us, NewHashLimiter(1)), Tokens: toks,
+		FailureDelay: time.Millisecond, MaxDelay: time.Millisecond}
+	g := &Gate{Throttle: NewThrottle(10, time.Hour)}
+	now := time.Now()
+	good, _, err := IssueToken(cfg.Tokens, us.Lookup("alice"), time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _, err := IssueToken(cfg.Tokens, us.Lookup("alice"), time.Minute, now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, _, err := IssueToken(cfg.Tokens, &User{Name: "alice", Secret: NewSecret()}, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// alg none, claiming alice: {"alg":"none","typ":"JWT"}.{"iss":"pgwarden","sub":"alice","exp":<later>}.
+	unsigned := fmt.Sprintf("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.%s.", base64.RawURLEncoding.EncodeToString(
+		[]byte(fmt.Sprintf(`{"iss":"pgwarden","sub":"alice","exp":%d}`, now.Add(time.Hour).Unix()))))
+	for name, tc := range map[string]struct {
+		token string
+		ok    bool
+	}{"a token that verifies": {good, true}, "expired": {expired, false}, "signed with another key": {forged, false}, "unsigned": {unsigned, false}} {
+		a := attempt("postgres")
+		a.User = toks.ClaimedUser(tc.token)
+		id, ref, ev := g.Login(context.Background(), st, a, &fakeProver{offer: OfferToken, token: tc.token})
+		if tc.ok != (ref == nil) {
+			t.Errorf("%s: refusal %+v (event %+v)", name, ref, ev)
+			continue
+		}
+		if tc.ok && (id.User == nil || id.User.Name != "alice") {
+			t.Errorf("%s: logged in as %+v", name, id.User)
+		}
+		if !tc.ok && (ref.Kind != RefusedPassword || ev.Result != ResultFailed) {
+			t.Errorf("%s: refusal %+v, event %+v", name, ref, ev)
+		}
+	}
+	// A password sent anyway is still ignored, as trust means.
+	if _, ref, _ := g.Login(context.Background(), st, attempt("postgres"), &fakeProver{offer: OfferPassword, password: "anything"}); ref != nil {
+		t.Fatalf("Basic under trust: %+v", ref)
 	}
 }

@@ -45,8 +45,27 @@ var methods = map[hba.Method]method{
 
 // runTrust proves nothing, but a users-file entry that is disabled or
 // expired still may not log in (checked by the gate). Over HTTP a password
-// sent anyway is ignored, as trust means.
-func runTrust(_ context.Context, st *State, _ *Attempt, _ Prover, id *Identity) *Refusal {
+// sent anyway is ignored, as trust means. A bearer token is not: it is an
+// identity claim whose user HBA matched on, known only through the
+// token's signature, so it is verified as the token methods verify it,
+// and a token that does not verify is refused (401) rather than taken at
+// its word. Before, under trust an unsigned (alg none), expired or forged
+// token ran as whoever it named, and the audit log said "ok" for it.
+func runTrust(ctx context.Context, st *State, _ *Attempt, p Prover, id *Identity) *Refusal {
+	if p.Offered() == OfferToken {
+		tok, err := p.Token(ctx)
+		if err != nil {
+			return refusal(err, ProofToken)
+		}
+		u, err := st.Tokens.VerifyOwn(ctx, tok)
+		if err != nil && st.Tokens.Enabled() {
+			u, err = st.Tokens.Verify(ctx, tok)
+		}
+		if id.User, err = tokenUser(u, err)(id.Name); err != nil {
+			return refusal(err, ProofToken)
+		}
+		return nil
+	}
 	id.User = st.Users.Lookup(id.Name)
 	return nil
 }
