@@ -3,23 +3,28 @@ package integration
 import (
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/xdg-go/scram"
 )
 
 // An auth gateway is judged by the one login it wrongly lets through.
 // Random logins (users known, unknown and spelled otherwise, databases,
-// TLS or not, every form of the replication parameter) each answer the
+// TLS or not, client certificates of the trusted CA for the user, for
+// another user or from an untrusted CA, every form of the replication
+// parameter) each answer the
 // authentication request in one of the ways a client, a broken one or an
 // attacker might: the right password, a wrong one, another user's, an
 // empty one, the other method's message, a SCRAM exchange whose proof,
@@ -30,7 +35,11 @@ import (
 // ignored, the startup packet's user is the one proven.)
 func TestRandomLoginsGetInExactlyWhenTheirRuleSaysSo(t *testing.T) {
 	seed, attempts := chaosSettings(t, 250)
+	etlSecret := strings.Repeat("RVRM", 11)
+	noteSecret(etlSecret)
 	users := []testUser{
+		{name: "svc_reports"},
+		{name: "svc_etl", extra: fmt.Sprintf("secret = %q\n", etlSecret)},
 		{name: "alice", password: "alice-Pass-1"},
 		{name: "bob", password: "bob-Pass-2", algo: "bcrypt"},
 		{name: "carol", password: "carol-Pass-3"},
@@ -38,10 +47,33 @@ func TestRandomLoginsGetInExactlyWhenTheirRuleSaysSo(t *testing.T) {
 		{name: "eve", password: "eve-Pass-5"},
 		{name: "erin", password: "erin-Pass-6"},
 	}
-	g := startTLSGatewayIn(t, t.TempDir(), gwOptions{}, loginChaosRules, users)
+	// Client certificates of the gateway's CA for svc_reports and alice,
+	// and one for svc_reports from a CA it does not trust.
+	dir := t.TempDir()
+	own := newPKI(t, filepath.Join(dir, "certs"), "svc_reports", "alice")
+	foreign := newPKI(t, t.TempDir(), "svc_reports")
+	g := startTLSGatewayIn(t, dir, gwOptions{}, loginChaosRules, users)
 	passwords := map[string]string{}
 	for _, u := range users {
 		passwords[u.name] = u.password
+	}
+	// svc_etl's password is a token of its own (the jwt method takes
+	// one as the cleartext password on the wire).
+	etl := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"iss": "pgwarden", "sub": "svc_etl", "exp": time.Now().Add(time.Hour).Unix()})
+	key, _ := base64.StdEncoding.DecodeString(etlSecret)
+	tok, err := etl.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noteSecret(tok)
+	passwords["svc_etl"] = tok
+	clientCerts := map[string]tls.Certificate{}
+	for name, p := range map[string]*pki{"svc_reports": own, "alice": own, "foreign svc_reports": foreign} {
+		c, err := tls.LoadX509KeyPair(p.path(strings.TrimPrefix(name, "foreign ")+".crt"), p.path(strings.TrimPrefix(name, "foreign ")+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clientCerts[name] = c
 	}
 	const workers = 4
 	var in, out atomic.Int64
@@ -55,7 +87,7 @@ func TestRandomLoginsGetInExactlyWhenTheirRuleSaysSo(t *testing.T) {
 			for i := 0; i < attempts; i++ {
 				a := randomLoginAttempt(rng)
 				want := a.mayEnter()
-				got, trace, err := a.try(g.addr(), passwords)
+				got, trace, err := a.try(g.addr(), passwords, clientCerts)
 				if err != nil {
 					t.Errorf("login w%d-%d %+v: %v\n%s", w, i, a, err, trace)
 					return
@@ -77,6 +109,8 @@ func TestRandomLoginsGetInExactlyWhenTheirRuleSaysSo(t *testing.T) {
 
 // loginChaosRules are the rules the model in mayEnter follows.
 const loginChaosRules = `
+[tokens]
+
 [[hba]]
 user = ["eve"]
 method = "trust"
@@ -104,6 +138,14 @@ user = ["dave"]
 method = "reject"
 
 [[hba]]
+user = ["svc_reports"]
+method = "cert"
+
+[[hba]]
+user = ["svc_etl"]
+method = "jwt"
+
+[[hba]]
 method = "scram-sha-256"
 `
 
@@ -112,6 +154,7 @@ type loginAttempt struct {
 	User, DB    string
 	TLS         bool
 	Replication string // "" for no parameter
+	Cert        string // the client certificate presented over TLS, if any
 	Answer      string // how the client answers the authentication request
 }
 
@@ -124,16 +167,20 @@ var loginAnswers = []string{
 }
 
 func randomLoginAttempt(rng *rand.Rand) loginAttempt {
-	users := []string{"alice", "bob", "carol", "dave", "eve", "erin", "ghost", "Alice", "alice "}
+	users := []string{"alice", "bob", "carol", "dave", "eve", "erin", "ghost", "Alice", "alice ", "svc_reports", "svc_etl"}
 	dbs := []string{"postgres", "app_prod", "nosuchdb"}
 	repl := []string{"", "", "", "", "true", "t", "on", "yes", "1", "database", "false", "off", "no", "0", "bogus", "TRUE", "Database"}
-	return loginAttempt{
+	a := loginAttempt{
 		User:        users[rng.IntN(len(users))],
 		DB:          dbs[rng.IntN(len(dbs))],
 		TLS:         rng.IntN(2) == 0,
 		Replication: repl[rng.IntN(len(repl))],
 		Answer:      loginAnswers[rng.IntN(len(loginAnswers))],
 	}
+	if a.TLS {
+		a.Cert = []string{"", "", "svc_reports", "alice", "foreign svc_reports"}[rng.IntN(5)]
+	}
+	return a
 }
 
 // physical says whether the replication parameter asks for a physical
@@ -174,16 +221,24 @@ func (a loginAttempt) mayEnter() bool {
 		method = "scram"
 	case a.User == "dave":
 		method = "reject"
+	case a.User == "svc_reports":
+		method = "cert"
+	case a.User == "svc_etl":
+		method = "jwt"
 	default:
 		method = "scram"
 	}
-	known := map[string]bool{"alice": true, "bob": true, "carol": true, "dave": true, "eve": true, "erin": true}[a.User]
+	known := map[string]bool{"alice": true, "bob": true, "carol": true, "dave": true, "eve": true, "erin": true, "svc_etl": true}[a.User]
 	switch method {
 	case "trust":
 		return true
 	case "reject":
 		return false
-	case "password":
+	case "cert":
+		// The CN is the user, from a certificate of the client CA; no
+		// password is asked.
+		return a.TLS && a.Cert == a.User
+	case "password", "jwt": // jwt: the token as the cleartext password
 		// Every answer but these sends the right password in a
 		// PasswordMessage when asked for one.
 		switch a.Answer {
@@ -212,7 +267,7 @@ func (a loginAttempt) mayEnter() bool {
 }
 
 // try makes the login and reports whether AuthenticationOk came.
-func (a loginAttempt) try(addr string, passwords map[string]string) (bool, string, error) {
+func (a loginAttempt) try(addr string, passwords map[string]string, certs map[string]tls.Certificate) (bool, string, error) {
 	var log []string
 	note := func(format string, args ...any) { log = append(log, fmt.Sprintf(format, args...)) }
 	trace := func() string { return "  " + strings.Join(log, "\n  ") }
@@ -229,9 +284,16 @@ func (a loginAttempt) try(addr string, passwords map[string]string) (bool, strin
 		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 'S' {
 			return false, trace(), fmt.Errorf("SSLRequest answered %q, %v", b[0], err)
 		}
-		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+		cfg := &tls.Config{InsecureSkipVerify: true}
+		if a.Cert != "" {
+			cfg.Certificates = []tls.Certificate{certs[a.Cert]}
+		}
+		tc := tls.Client(c, cfg)
 		if err := tc.Handshake(); err != nil {
-			return false, trace(), err
+			// A certificate the server does not trust may end the
+			// handshake, as PostgreSQL's does: no one is let in then.
+			note("TLS handshake: %v", err)
+			return false, trace(), nil
 		}
 		conn = tc
 	}
@@ -251,6 +313,9 @@ func (a loginAttempt) try(addr string, passwords map[string]string) (bool, strin
 		pw = passwords["alice"]
 		if a.User == "alice" {
 			pw = passwords["bob"]
+		}
+		if a.User == "svc_etl" && a.Answer == "other user's password" {
+			pw = passwords["svc_etl"][:len(passwords["svc_etl"])-2] + "AA" // its signature changed
 		}
 	}
 	var conv *scram.ClientConversation
