@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,12 @@ method = "jwt"
 
 [[hba]]
 protocol = "http"
+user = ["alice"]
+database = ["app_prod"]
+method = "reject"
+
+[[hba]]
+protocol = "http"
 method = "password"
 `, users)
 	m := httpLoginModel{
@@ -83,6 +90,10 @@ method = "password"
 					t.Errorf("request w%d-%d %s: %v", w, i, r, err)
 					return
 				}
+				if status >= 500 {
+					t.Errorf("request w%d-%d %s: answered %d (%s): a refusal is never the server's own failure", w, i, r, status, body)
+					return
+				}
 				if (status == 200) != (want != "") || (want != "" && got != want) {
 					t.Errorf("request w%d-%d %s: answered %d as %q (%s); the rules say %q", w, i, r, status, got, body, want)
 					return
@@ -91,6 +102,9 @@ method = "password"
 					in.Add(1)
 				} else {
 					out.Add(1)
+				}
+				if os.Getenv("CHAOS_VERBOSE") != "" {
+					fmt.Printf("status %d %s %.80s\n", status, r.kind, body)
 				}
 			}
 		}()
@@ -106,6 +120,7 @@ type httpLoginModel struct {
 type httpLoginRequest struct {
 	kind   string // none, basic, inline, bearer, basic+inline, two headers
 	user   string // the user the credentials name
+	db     string // ?db=, "" for none, "twice" for two
 	secret string // for tokens: how the token is made
 	pwKind string // right, wrong, empty, other
 	pw     string
@@ -113,7 +128,7 @@ type httpLoginRequest struct {
 }
 
 func (r httpLoginRequest) String() string {
-	return fmt.Sprintf("{%s user=%q pw=%s token=%s}", r.kind, r.user, r.pwKind, r.secret)
+	return fmt.Sprintf("{%s user=%q db=%q pw=%s token=%s}", r.kind, r.user, r.db, r.pwKind, r.secret)
 }
 
 var httpLoginUsers = []string{"alice", "bob", "carol", "eve", "erin", "ghost", "Alice"}
@@ -122,6 +137,7 @@ func (m httpLoginModel) random(rng *rand.Rand) httpLoginRequest {
 	r := httpLoginRequest{
 		kind: []string{"none", "basic", "basic", "inline", "bearer", "bearer", "bearer", "basic+inline", "two headers"}[rng.IntN(9)],
 		user: httpLoginUsers[rng.IntN(len(httpLoginUsers))],
+		db:   []string{"", "", "postgres", "app_prod", "nosuchdb", "twice"}[rng.IntN(6)],
 	}
 	r.pwKind = []string{"right", "right", "wrong", "empty", "other"}[rng.IntN(5)]
 	r.pw = m.passwords[strings.ToLower(r.user)]
@@ -197,10 +213,15 @@ func (m httpLoginModel) token(sub, how string) string {
 func (m httpLoginModel) letIn(r httpLoginRequest) string {
 	known := map[string]bool{"alice": true, "bob": true, "carol": true, "eve": true, "erin": true}[r.user]
 	switch r.kind {
-	case "none":
-		return "eve" // http.default_user, under its trust rule
 	case "basic+inline", "two headers":
 		return "" // credentials given twice are refused, whatever they are
+	}
+	switch r.db {
+	case "nosuchdb", "twice":
+		return "" // no such database (the backend's 3D000); ?db= twice is refused
+	}
+	if r.kind == "none" {
+		return "eve" // http.default_user, under its trust rule
 	}
 	switch r.user {
 	case "eve":
@@ -217,6 +238,9 @@ func (m httpLoginModel) letIn(r httpLoginRequest) string {
 		if r.kind == "bearer" && r.secret == "own" {
 			return "carol"
 		}
+		return ""
+	}
+	if r.user == "alice" && r.db == "app_prod" {
 		return ""
 	}
 	// password: a password, or pgwarden's own token (bob has no secret).
@@ -242,7 +266,15 @@ func (r httpLoginRequest) send(client *http.Client, base string) (int, string, s
 		body["credentials"] = map[string]any{"user": r.user, "password": r.pw}
 	}
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequest("POST", base+"/_sql", bytes.NewReader(b))
+	url := base + "/_sql"
+	switch r.db {
+	case "":
+	case "twice":
+		url += "?db=postgres&db=app_prod"
+	default:
+		url += "?db=" + r.db
+	}
+	req, err := http.NewRequest("POST", url, bytes.NewReader(b))
 	if err != nil {
 		return 0, "", "", err
 	}
