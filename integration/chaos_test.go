@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -461,11 +460,7 @@ func sendCancelQuietly(addr string, pid uint32, key []byte) {
 		return
 	}
 	defer c.Close()
-	msg := make([]byte, 12, 12+len(key))
-	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(key)))
-	binary.BigEndian.PutUint32(msg[4:], 80877102)
-	binary.BigEndian.PutUint32(msg[8:], pid)
-	c.Write(append(msg, key...))
+	c.Write(cancelBytes(pid, key))
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	io.Copy(io.Discard, c)
 }

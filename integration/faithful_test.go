@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
@@ -362,11 +361,7 @@ func TestTheOldClientsCancelKeyCannotReachTheNextClientOfItsBackend(t *testing.T
 	}()
 	time.Sleep(300 * time.Millisecond)
 	r := dialRaw(t, g.addr())
-	msg := make([]byte, 12)
-	binary.BigEndian.PutUint32(msg, uint32(12+len(key)))
-	binary.BigEndian.PutUint32(msg[4:], 80877102)
-	binary.BigEndian.PutUint32(msg[8:], pid)
-	r.write(append(msg, key...))
+	r.write(cancelBytes(pid, key))
 	r.expectClosed()
 	if err := <-done; err != nil {
 		t.Fatalf("the previous client's key canceled the next client's query: %v", err)

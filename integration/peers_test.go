@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -155,11 +154,7 @@ func sendCancel(t *testing.T, addr, prefix string, pid uint32, key []byte) {
 	if prefix != "" {
 		c.Write([]byte(prefix))
 	}
-	msg := make([]byte, 12, 16)
-	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(key)))
-	binary.BigEndian.PutUint32(msg[4:], 80877102)
-	binary.BigEndian.PutUint32(msg[8:], pid)
-	c.Write(append(msg, key...))
+	c.Write(cancelBytes(pid, key))
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	io.Copy(io.Discard, c)
 }

@@ -52,6 +52,14 @@ func startupBytes(major, minor uint16, params ...string) []byte {
 	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body)+4)), body...)
 }
 
+// cancelBytes encodes a CancelRequest for the backend pid and its key.
+func cancelBytes(pid uint32, key []byte) []byte {
+	msg := binary.BigEndian.AppendUint32(nil, uint32(12+len(key)))
+	msg = binary.BigEndian.AppendUint32(msg, 80877102)
+	msg = binary.BigEndian.AppendUint32(msg, pid)
+	return append(msg, key...)
+}
+
 func requestBytes(code uint32) []byte {
 	b := binary.BigEndian.AppendUint32(nil, 8)
 	return binary.BigEndian.AppendUint32(b, code)
