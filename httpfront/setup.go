@@ -109,7 +109,18 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, snap *snaps
 		return
 	}
 	token := formValue(form, "token")
-	if !s.checkLoginToken(r, t, "setup", formValue(form, "csrf")) || !s.setup.Check(token) {
+	if !s.checkLoginToken(r, t, "setup", formValue(form, "csrf")) {
+		refuseForm(w)
+		return
+	}
+	if !s.setup.Check(token) {
+		if !s.setup.Pending() {
+			// Another visitor made the admin since this request began
+			// (and spent the token): setup is over, as for a visitor
+			// who comes after it (404), not a refused form.
+			http.NotFound(w, r)
+			return
+		}
 		refuseForm(w)
 		return
 	}
