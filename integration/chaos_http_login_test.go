@@ -1,14 +1,12 @@
 package integration
 
 import (
-	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,9 +100,6 @@ method = "password"
 					in.Add(1)
 				} else {
 					out.Add(1)
-				}
-				if os.Getenv("CHAOS_VERBOSE") != "" {
-					fmt.Printf("status %d %s %.80s\n", status, r.kind, body)
 				}
 			}
 		}()
@@ -265,7 +260,6 @@ func (r httpLoginRequest) send(client *http.Client, base string) (int, string, s
 	if r.kind == "inline" || r.kind == "basic+inline" {
 		body["credentials"] = map[string]any{"user": r.user, "password": r.pw}
 	}
-	b, _ := json.Marshal(body)
 	url := base + "/_sql"
 	switch r.db {
 	case "":
@@ -274,37 +268,28 @@ func (r httpLoginRequest) send(client *http.Client, base string) (int, string, s
 	default:
 		url += "?db=" + r.db
 	}
-	req, err := http.NewRequest("POST", url, bytes.NewReader(b))
+	status, raw, err := postSQL(context.Background(), client, url, body, func(req *http.Request) {
+		switch r.kind {
+		case "basic", "basic+inline":
+			req.SetBasicAuth(r.user, r.pw)
+		case "bearer":
+			req.Header.Set("Authorization", "Bearer "+r.token)
+		case "two headers":
+			req.SetBasicAuth(r.user, r.pw)
+			req.Header.Add("Authorization", "Bearer "+r.token)
+		}
+	})
 	if err != nil {
 		return 0, "", "", err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	switch r.kind {
-	case "basic", "basic+inline":
-		req.SetBasicAuth(r.user, r.pw)
-	case "bearer":
-		req.Header.Set("Authorization", "Bearer "+r.token)
-	case "two headers":
-		req.SetBasicAuth(r.user, r.pw)
-		req.Header.Add("Authorization", "Bearer "+r.token)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", "", err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, "", "", err
-	}
-	if resp.StatusCode != 200 {
-		return resp.StatusCode, "", string(raw), nil
+	if status != 200 {
+		return status, "", string(raw), nil
 	}
 	var out struct {
 		Rows [][]string `json:"rows"`
 	}
 	if err := json.Unmarshal(raw, &out); err != nil || len(out.Rows) != 1 || len(out.Rows[0]) != 1 {
-		return resp.StatusCode, "", string(raw), fmt.Errorf("answer %s: %v", raw, err)
+		return status, "", string(raw), fmt.Errorf("answer %s: %v", raw, err)
 	}
 	return 200, out.Rows[0][0], string(raw), nil
 }

@@ -1,9 +1,8 @@
 package integration
 
 import (
-	"bytes"
+	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -187,23 +186,14 @@ func scramLogin(addr, user, password string, pause time.Duration, beforeFinal fu
 // basicRequest runs SELECT 1 over /_sql with Basic credentials and
 // reports whether it was let in.
 func basicRequest(client *http.Client, base, user, password string) (bool, error) {
-	req, err := http.NewRequest("POST", base+"/_sql?db=postgres", bytes.NewReader([]byte(`{"stmt":"SELECT 1"}`)))
-	if err != nil {
+	status, body, err := postSQL(context.Background(), client, base+"/_sql?db=postgres", map[string]any{"stmt": "SELECT 1"}, basicAuth(user, password))
+	switch {
+	case err != nil:
 		return false, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth(user, password)
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	switch resp.StatusCode {
-	case 200:
+	case status == 200:
 		return true, nil
-	case 401:
+	case status == 401:
 		return false, nil
 	}
-	return false, fmt.Errorf("answered %d %s", resp.StatusCode, body)
+	return false, fmt.Errorf("answered %d %s", status, body)
 }

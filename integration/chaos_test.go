@@ -108,7 +108,9 @@ func TestRandomClientsLeaveNothingToTheNextClientOfTheirBackend(t *testing.T) {
 						if _, ok := last[pid]; ok {
 							reused++
 						}
-						last[pid] = last[pid] // a probe's backend counts as used too
+						if _, ok := last[pid]; !ok {
+							last[pid] = "" // a probe's backend counts as used too
+						}
 						lastMu.Unlock()
 						if err != nil {
 							lastMu.Lock()
@@ -703,44 +705,55 @@ func chaosHTTPBody(rng *rand.Rand) (map[string]any, string) {
 	}
 }
 
+// postSQL sends body as JSON to url (a /_sql address) from a test's own
+// goroutine, with auth setting the request's credentials, and returns the
+// status and the answer's bytes. Unlike httpDo it fails no test itself.
+func postSQL(ctx context.Context, client *http.Client, url string, body any, auth func(*http.Request)) (int, []byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(b))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if auth != nil {
+		auth(req)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, err
+}
+
+// basicAuth sets Basic credentials.
+func basicAuth(user, password string) func(*http.Request) {
+	return func(r *http.Request) { r.SetBasicAuth(user, password) }
+}
+
 // chaosHTTPRequest sends one request; any answer is fine but a server
 // error of pgwarden's own (500) or a connection it broke.
 func chaosHTTPRequest(client *http.Client, g *gateway, u testUser, body map[string]any, timeout time.Duration) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", g.httpURL()+"/_sql?db=postgres", bytes.NewReader(b))
-	if err != nil {
+	status, out, err := postSQL(ctx, client, g.httpURL()+"/_sql?db=postgres", body, basicAuth(u.name, u.password))
+	switch {
+	case err != nil && timeout > 0:
+		return nil // the client gave up, as it meant to
+	case err != nil:
 		return err
+	case status >= 500 || status == 401 || status == 403:
+		return fmt.Errorf("answered %d %s", status, out)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth(u.name, u.password)
-	resp, err := client.Do(req)
-	if err != nil {
-		if timeout > 0 {
-			return nil // the client gave up, as it meant to
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil && timeout > 0 {
-		return nil
-	}
-	if resp.StatusCode >= 500 || resp.StatusCode == 401 || resp.StatusCode == 403 {
-		return fmt.Errorf("answered %d %s", resp.StatusCode, out)
-	}
-	if os.Getenv("CHAOS_VERBOSE") != "" {
-		fmt.Printf("%d %s\n", resp.StatusCode, out)
-	}
-	return err
+	return nil
 }
 
 // probeFreshHTTPRequest checks that a request's session is a fresh one.
@@ -759,28 +772,16 @@ func probeFreshHTTPRequest(client *http.Client, g *gateway, u testUser) error {
 	  current_setting('work_mem') = '4MB' AS default_work_mem,
 	  coalesce(current_setting('chaos.tenant', true), '') = '' AS no_tenant,
 	  current_user = 'app_rw' AND session_user = 'app_rw' AS own_role`
-	b, _ := json.Marshal(map[string]any{"stmt": check})
-	req, err := http.NewRequest("POST", g.httpURL()+"/_sql?db=postgres", bytes.NewReader(b))
+	status, raw, err := postSQL(context.Background(), client, g.httpURL()+"/_sql?db=postgres", map[string]any{"stmt": check}, basicAuth(u.name, u.password))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth(u.name, u.password)
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
+	if status != 200 {
+		return fmt.Errorf("answered %d %s", status, raw)
 	}
-	defer resp.Body.Close()
 	var out struct {
 		Cols []string `json:"cols"`
 		Rows [][]any  `json:"rows"`
-	}
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("answered %d %s", resp.StatusCode, raw)
 	}
 	if err := json.Unmarshal(raw, &out); err != nil || len(out.Rows) != 1 || len(out.Rows[0]) != len(out.Cols) {
 		return fmt.Errorf("answer %s: %v", raw, err)
