@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -277,4 +278,72 @@ func TestAReloadThatRevokesAUsersLoginEndsTheirSessions(t *testing.T) {
 	}
 	c := g.mustConnect("alice", "alice-Pass-NEW", "postgres")
 	queryOne(t, c, "SELECT 1")
+}
+
+// TestAChangeMadeElsewhereThatAnAdminsChangeBringsInEndsSessions: the
+// admin console (like the web console, CREATE TOKEN and setup) reads the
+// users file afresh under its lock for each change, so a change made
+// elsewhere that no reload has brought yet (pgwarden user passwd, another
+// instance, an edited file) comes into force together with the admin's.
+// The reload that follows then finds nothing new, so the sessions that
+// change revoked must end when the admin's change brings it in. The test
+// keeps the file watch from reloading in between by touching a file in
+// the users file's folder faster than the watch's 300 ms of quiet.
+func TestAChangeMadeElsewhereThatAnAdminsChangeBringsInEndsSessions(t *testing.T) {
+	users := []testUser{{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"},
+		{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}}
+	g := startGateway(t, passwordRules, users)
+	alice := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	bob := g.mustConnect("bob", "bob-Pass-2", "postgres")
+
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			os.WriteFile(filepath.Join(g.dir, "touched"), []byte(strconv.Itoa(i)), 0o600)
+		}
+	}()
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-stopped
+	}()
+	reloads := strings.Count(g.log.String(), `"msg":"reloaded"`)
+	noteSecret("alice-Pass-NEW")
+	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", g.configPath()); code != 0 {
+		t.Fatalf("user passwd: %s", errOut)
+	}
+	if out, err := psql(t, g.connString("root", "root-Admin-1", "pgwarden"), "CREATE USER carol PASSWORD 'carol-Pass-3'"); err != nil {
+		t.Fatalf("CREATE USER: %v\n%s", err, out)
+	}
+	noteSecret("carol-Pass-3")
+	if n := strings.Count(g.log.String(), `"msg":"reloaded"`); n != reloads {
+		t.Fatalf("the file watch reloaded before the admin's change (%d reloads, %d before), so this run proves nothing", n, reloads)
+	}
+	waitFor(t, 5*time.Second, "alice's session ends", func() bool {
+		_, err := alice.Exec(context.Background(), "SELECT 1")
+		return err != nil
+	})
+	g.waitLog(`"msg":"a change found in the users store revoked the user's login: their wire sessions end","user":"alice"`, 1)
+	close(stop)
+	<-stopped
+	// The watch's own reload, once the folder is quiet, changes nothing
+	// more: bob's session stays, and alice's new password works.
+	g.waitLog(`"msg":"reloaded"`, reloads+1)
+	if got := queryOne(t, bob, "SELECT 'alive'"); got != "alive" {
+		t.Fatal(got)
+	}
+	queryOne(t, g.mustConnect("alice", "alice-Pass-NEW", "postgres"), "SELECT 1")
+	queryOne(t, g.mustConnect("carol", "carol-Pass-3", "postgres"), "SELECT 1")
+	if g.logsIn("alice", "alice-Pass-1") {
+		t.Fatal("alice's old password still works")
+	}
 }

@@ -422,14 +422,25 @@ func (s *Server) KillUser(user string) { s.killUser(user, nil) }
 // authcore.Revoked names, and those a client certificate proved that
 // next's TLS material no longer accepts.
 func (s *Server) EndRevokedSessions(old, next *snapshot.Snapshot) {
-	for _, name := range authcore.Revoked(old.Users, next.Users, time.Now()) {
-		s.log.Info("a reload revoked the user's login: their wire sessions end", zap.String("user", name))
-		s.KillUser(name)
-	}
+	s.endSessionsOf(authcore.Revoked(old.Users, next.Users, time.Now()), "a reload revoked the user's login: their wire sessions end")
 	if old.TLS != next.TLS {
 		for _, name := range s.endRevokedCertificates(next.TLS) {
 			s.log.Info("a reload revoked the client certificate a wire session logged in with: it ends", zap.String("user", name))
 		}
+	}
+}
+
+// EndFoundRevocations ends the sessions of the users whose login a change
+// found in the store by an update of the users revoked (see
+// snapshot.Holder.OnUpdate).
+func (s *Server) EndFoundRevocations(names []string) {
+	s.endSessionsOf(names, "a change found in the users store revoked the user's login: their wire sessions end")
+}
+
+func (s *Server) endSessionsOf(names []string, why string) {
+	for _, name := range names {
+		s.log.Info(why, zap.String("user", name))
+		s.KillUser(name)
 	}
 }
 

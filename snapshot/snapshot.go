@@ -254,6 +254,14 @@ type Holder struct {
 	// call it: its callers end the sessions themselves, sparing the
 	// session that made the change.
 	OnReload func(old, next *Snapshot)
+	// OnUpdate, when set before the first UpdateUsers, is called after
+	// each one with the new snapshot and the users whose login a change
+	// found in the store revoked: one made elsewhere (pgwarden user
+	// passwd, another instance, an edited file) that no reload had
+	// brought yet. The update puts that change in force with its own, so
+	// the reload that follows finds nothing new and would end none of
+	// their sessions; this ends them instead.
+	OnUpdate func(next *Snapshot, revoked []string)
 }
 
 // NewHolder serves first, reloading from path.
@@ -325,7 +333,14 @@ func (h *Holder) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, er
 	// as they route.
 	cfg := *cur.Config
 	cfg.Databases = slices.Clone(cur.Config.Databases)
-	err := src.Update(context.Background(), change, func(users *authcore.Users) error {
+	var found []string
+	err := src.Update(context.Background(), func(list []*authcore.User) ([]*authcore.User, error) {
+		// Before change runs: it may edit the entries in place.
+		if users, err := authcore.NewUsers(list); err == nil {
+			found = authcore.Revoked(cur.Users, users, time.Now())
+		}
+		return change(list)
+	}, func(users *authcore.Users) error {
 		s, err := build(&cfg, h.limiter, users)
 		next = s
 		return err
@@ -338,6 +353,9 @@ func (h *Holder) UpdateUsers(change func([]*authcore.User) ([]*authcore.User, er
 	}
 	old := h.cur.Swap(next)
 	old.Retire()
+	if h.OnUpdate != nil {
+		h.OnUpdate(next, found)
+	}
 	return next, nil
 }
 

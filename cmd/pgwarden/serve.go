@@ -111,6 +111,12 @@ func serve(configPath string, stderr io.Writer) error {
 			w.UsersChanged(next)
 		}
 	}
+	state.OnUpdate = func(next *snapshot.Snapshot, revoked []string) {
+		pg.EndFoundRevocations(revoked)
+		if w := webNow.Load(); w != nil {
+			w.UsersChanged(next)
+		}
+	}
 	// Signals are caught before any listener opens: a SIGHUP sent as soon
 	// as the port accepts must reload, not end the process (SIGHUP's
 	// default).
