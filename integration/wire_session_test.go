@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -296,25 +295,11 @@ func TestAChangeMadeElsewhereThatAnAdminsChangeBringsInEndsSessions(t *testing.T
 	alice := g.mustConnect("alice", "alice-Pass-1", "postgres")
 	bob := g.mustConnect("bob", "bob-Pass-2", "postgres")
 
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			os.WriteFile(filepath.Join(g.dir, "touched"), []byte(strconv.Itoa(i)), 0o600)
-		}
-	}()
+	stopTouching := touchNowAndThen(g.dir)
 	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
+		if stopTouching != nil {
+			stopTouching()
 		}
-		<-stopped
 	}()
 	reloads := strings.Count(g.log.String(), `"msg":"reloaded"`)
 	noteSecret("alice-Pass-NEW")
@@ -333,8 +318,8 @@ func TestAChangeMadeElsewhereThatAnAdminsChangeBringsInEndsSessions(t *testing.T
 		return err != nil
 	})
 	g.waitLog(`"msg":"a change found in the users store revoked the user's login: their wire sessions end","user":"alice"`, 1)
-	close(stop)
-	<-stopped
+	stopTouching()
+	stopTouching = nil
 	// The watch's own reload, once the folder is quiet, changes nothing
 	// more: bob's session stays, and alice's new password works.
 	g.waitLog(`"msg":"reloaded"`, reloads+1)
