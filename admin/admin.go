@@ -224,6 +224,9 @@ func (a *console) createUser(snap *snapshot.Snapshot, t tokens) error {
 			u.Password = h
 			i++
 		case opts[i].kw("SECRET") && i+1 < len(opts) && opts[i+1].str:
+			if err := authcore.CheckSecret(opts[i+1].text); err != nil {
+				return &Error{Code: "22023", Msg: err.Error()}
+			}
 			u.Secret = opts[i+1].text
 			i++
 		default:

@@ -171,3 +171,15 @@ func TestShowConfigMasksPasswordsInURLsToo(t *testing.T) {
 		t.Errorf("backend.password shows as %q", got)
 	}
 }
+
+// CREATE USER ... SECRET takes only a secret that can sign tokens.
+func TestCreateUserRefusesASecretThatCannotSign(t *testing.T) {
+	env := &usersEnv{}
+	var e *Error
+	if err := Run("CREATE USER alice SECRET 'short'", env, discard{}); !errors.As(err, &e) || e.Code != "22023" || len(env.users) != 0 {
+		t.Fatalf("a short secret: %v, %v", err, env.names())
+	}
+	if err := Run("CREATE USER alice SECRET '"+authcore.NewSecret()+"'", env, discard{}); err != nil || len(env.users) != 1 {
+		t.Fatalf("a secret of 32 bytes: %v, %v", err, env.names())
+	}
+}

@@ -422,9 +422,20 @@ func badToken(why string) error { return &Failure{Reason: ReasonBadToken + Reaso
 func secretKey(s string) ([]byte, error) {
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil || len(b) < 32 {
-		return nil, errors.New("user secret is not base64 of at least 32 bytes")
+		return nil, errSecret
 	}
 	return b, nil
+}
+
+var errSecret = errors.New("a token secret must be base64 of at least 32 bytes (pgwarden makes one at the first token; by hand: head -c 32 /dev/urandom | base64)")
+
+// CheckSecret refuses a token secret that could sign no token: not base64,
+// or shorter than 32 bytes, which would make a user's HS256 tokens open to
+// an offline guess. Such a secret used to be stored as given and failed
+// only at the first token.
+func CheckSecret(s string) error {
+	_, err := secretKey(s)
+	return err
 }
 
 // NewSecret makes a user secret: 32 random bytes, base64.

@@ -231,6 +231,12 @@ func ParseUsers(path string, data []byte) (*Users, error) {
 			}
 			u.hash = h
 		}
+		if u.Secret != "" {
+			if err := CheckSecret(u.Secret); err != nil {
+				line, key := at("secret")
+				errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: fmt.Sprintf("user %q: %v", u.Name, err)})
+			}
+		}
 		if u.JWT != nil && (u.JWT.Iss == "" || u.JWT.Username == "") {
 			line, key := at("jwt")
 			errs = append(errs, &config.Error{File: path, Line: line, Key: key, Msg: "iss and username are required"})

@@ -548,3 +548,22 @@ func TestALoginSharingAHashOutlivesTheClientThatStartedIt(t *testing.T) {
 		t.Fatalf("the login still waiting was dropped with its companion: %v", err)
 	}
 }
+
+// A token secret that could sign no token (not base64, under 32 bytes) is
+// an error of the users file, named by line, as a bad hash is: stored, it
+// failed only at the first token, and a short one would have made the
+// user's tokens open to an offline guess. The error does not repeat it.
+func TestATokenSecretTooShortToSignIsAnError(t *testing.T) {
+	for _, secret := range []string{"a", "c2hvcnQ=", strings.Repeat("QUJD", 10), "not base64 at all but long enough to pass a length check"} {
+		_, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"a\"\n\n[[user]]\nname = \"b\"\nsecret = \""+secret+"\"\n"))
+		if err == nil || !strings.Contains(err.Error(), `users.toml:6: user[2].secret: user "b": a token secret must be base64 of at least 32 bytes`) {
+			t.Fatalf("secret %q: %v", secret, err)
+		}
+		if len(secret) > 4 && strings.Contains(err.Error(), secret) {
+			t.Fatal("the error repeats the secret")
+		}
+	}
+	if _, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"b\"\nsecret = \""+NewSecret()+"\"\n")); err != nil {
+		t.Fatal(err)
+	}
+}
