@@ -567,3 +567,26 @@ func TestATokenSecretTooShortToSignIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A password change made on the strength of the old password is refused
+// when the file holds another by the time it is written (an admin's reset
+// in between), and leaves the file as the reset left it.
+func TestAPasswordChangeFromAPasswordResetMeanwhileIsRefused(t *testing.T) {
+	path := t.TempDir() + "/users.toml"
+	proven, reset, thief := mustHash(t, "old-password"), mustHash(t, "reset-password"), mustHash(t, "thief-password")
+	if err := UpdateUsersFile(path, func([]*User) ([]*User, error) { return []*User{{Name: "alice", Password: proven}}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := UpdateUsersFile(path, PasswordChange("alice", reset)); err != nil {
+		t.Fatal(err)
+	}
+	if err := UpdateUsersFile(path, PasswordChangeFrom("alice", proven, thief)); !errors.Is(err, ErrPasswordChangedMeanwhile) {
+		t.Fatalf("a change from the password the reset replaced: %v", err)
+	}
+	if us, err := LoadUsers(path); err != nil || us.Lookup("alice").Password != reset {
+		t.Fatalf("after the refused change: %v", err)
+	}
+	if err := UpdateUsersFile(path, PasswordChangeFrom("alice", reset, thief)); err != nil {
+		t.Fatalf("a change from the password in force: %v", err)
+	}
+}

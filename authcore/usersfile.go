@@ -17,6 +17,10 @@ import (
 // does not hold.
 var ErrNoSuchUser = errors.New("no such user")
 
+// ErrPasswordChangedMeanwhile refuses a password change made on the
+// strength of a password the store no longer holds (PasswordChangeFrom).
+var ErrPasswordChangedMeanwhile = errors.New("the password was changed meanwhile")
+
 // HashNewPassword is the one path from a password someone chose to a
 // stored hash: users.password_min_length's policy, then the hash (algo ""
 // is SCRAM-SHA-256). The CLI, the admin console, the web console and the
@@ -67,6 +71,24 @@ func isMD5Hash(s string) bool {
 		}
 	}
 	return true
+}
+
+// PasswordChangeFrom is PasswordChange for a user who proved the password
+// stored as was (User.Password). When the store holds another by the time
+// the change is written (an admin reset it while the proof was checked or
+// the throttle held the request), the change is refused with
+// ErrPasswordChangedMeanwhile: it must not undo the reset with a password
+// the reset revoked.
+func PasswordChangeFrom(name, was, hash string) func([]*User) ([]*User, error) {
+	change := PasswordChange(name, hash)
+	return func(list []*User) ([]*User, error) {
+		for _, u := range list {
+			if u.Name == name && u.Password != was {
+				return nil, ErrPasswordChangedMeanwhile
+			}
+		}
+		return change(list)
+	}
 }
 
 // PasswordChange is the change of UpdateUsersFile that stores hash as the

@@ -313,7 +313,15 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 	if err := s.o.Throttle.Wait(r.Context(), addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration); err != nil {
 		return // the client left while it waited
 	}
-	if _, err := snap.Auth.CheckPassword(authcore.WithSource(r.Context(), s.o.Throttle.Source(addr)), sess.User, current); err != nil {
+	// The wait may have been long: judge the request by the users in
+	// force now (a reset meanwhile ended this session).
+	snap = s.o.State.Current()
+	if _, sess, ok, _ = s.currentSession(r, snap, t); !ok {
+		http.Redirect(w, r, "/?notice=session-ended", http.StatusSeeOther)
+		return
+	}
+	proven, err := snap.Auth.CheckPassword(authcore.WithSource(r.Context(), s.o.Throttle.Source(addr)), sess.User, current)
+	if err != nil {
 		s.o.Audit.Warn("password change refused", zap.String("user", sess.User), zap.String("address", addr), zap.String("reason", authcore.ReasonOf(err)))
 		s.o.Throttle.Failure(addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration)
 		s.renderConsole(w, r, http.StatusBadRequest, snap, sess, "The current password is wrong.")
@@ -328,7 +336,12 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 		s.renderConsole(w, r, http.StatusBadRequest, snap, sess, "The new password is refused: "+err.Error()+".")
 		return
 	}
-	_, err = s.o.State.UpdateUsers(authcore.PasswordChange(sess.User, hash))
+	_, err = s.o.State.UpdateUsers(authcore.PasswordChangeFrom(sess.User, proven.Password, hash))
+	if errors.Is(err, authcore.ErrPasswordChangedMeanwhile) || errors.Is(err, authcore.ErrNoSuchUser) {
+		s.o.Audit.Warn("password change refused", zap.String("user", sess.User), zap.String("address", addr), zap.String("reason", err.Error()))
+		http.Redirect(w, r, "/?notice=session-ended", http.StatusSeeOther)
+		return
+	}
 	if err != nil {
 		s.o.Log.Error("console password change failed", zap.String("user", sess.User), zap.Error(err))
 		s.renderConsole(w, r, http.StatusInternalServerError, snap, sess, "The password could not be changed; the server log says why.")

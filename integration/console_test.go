@@ -627,3 +627,37 @@ backend_dbname = "app_prod"
 		}
 	}
 }
+
+// TestAConsolePasswordChangeDoesNotUndoAResetMadeWhileItWaited: the form
+// checks the current password against the users in force when the request
+// came, after the throttle's wait (which a client can lengthen at will with
+// one wrong attempt). An admin who reset the password in that wait, say
+// because it was stolen, must not see the change go through with the
+// password the reset revoked, and the thief keep the account.
+func TestAConsolePasswordChangeDoesNotUndoAResetMadeWhileItWaited(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, httpSection: "default_database = \"postgres\"\n",
+		throttle: "failure_delay = \"1500ms\"\nmax_delay = \"3s\""}, consoleRules, consoleUsers)
+	cc := newConsoleClient(t, g.httpURL(), nil)
+	csrf := cc.login("alice", "alice-Pass-1")
+	change := func(current, next string) consoleResponse {
+		noteSecret(next)
+		return cc.post("/password", url.Values{"csrf": {csrf}, "current_password": {current}, "new_password": {next}, "new_password2": {next}}, nil)
+	}
+	if r := change("wrong-Pass-0", "thief-Pass-8"); r.status != 400 {
+		t.Fatalf("a wrong current password: %d", r.status)
+	}
+	done := make(chan consoleResponse, 1)
+	go func() { done <- change("alice-Pass-1", "thief-Pass-9") }()
+	time.Sleep(300 * time.Millisecond)
+	noteSecret("reset-Pass-7")
+	if out, err := psql(t, g.connString("ops1", "ops1-Pass-6", "pgwarden"), "ALTER USER alice PASSWORD 'reset-Pass-7'"); err != nil {
+		t.Fatalf("ALTER USER: %v\n%s", err, out)
+	}
+	r := <-done
+	if strings.Contains(r.header.Get("Location"), "password-changed") {
+		t.Fatalf("a change made with the password the reset revoked went through: %d %v", r.status, r.header)
+	}
+	if g.logsIn("alice", "thief-Pass-9") || !g.logsIn("alice", "reset-Pass-7") {
+		t.Fatal("the reset did not stand")
+	}
+}
