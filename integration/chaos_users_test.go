@@ -18,7 +18,8 @@ import (
 )
 
 // TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions: users
-// are changed at random by every path that changes them (pgwarden user
+// (in a users file, or in a PostgreSQL store shared by two instances) are
+// changed at random by every path that changes them (pgwarden user
 // passwd, add and del; ALTER USER, DROP USER, CREATE USER and CREATE TOKEN
 // on the admin console; the web console's password form), while wire and
 // console sessions of those users stay open. Between checkpoints the file
@@ -32,6 +33,31 @@ import (
 // secret revokes nothing (CREATE TOKEN), so those sessions stay.
 func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T) {
 	seed, checkpoints := chaosSettings(t, 6)
+	t.Run("users file", func(t *testing.T) {
+		g := startGatewayWith(t, gwOptions{http: true, httpSection: "default_database = \"postgres\"\n"}, "\n[[hba]]\nmethod = \"password\"\n", chaosUsers)
+		userChangesAtRandom(t, seed, checkpoints, []*gateway{g})
+	})
+	// Two instances of one PostgreSQL store: changes reach the other
+	// instance by NOTIFY, console sessions are shared, and each change
+	// is made on either instance.
+	t.Run("store, two instances", func(t *testing.T) {
+		freshStore(t)
+		rules := storeSection + "\n[[hba]]\nmethod = \"password\"\n"
+		o := gwOptions{http: true, httpSection: "default_database = \"postgres\"\n"}
+		a := newGateway(t, o, rules)
+		a.fillStore(t, chaosUsers)
+		a.start()
+		b := startGatewayWith(t, o, rules, nil)
+		userChangesAtRandom(t, seed, checkpoints, []*gateway{a, b})
+	})
+}
+
+// chaosUsers are the users the user-change test starts with: an admin it
+// never changes, and four users of the test cluster's roles.
+var chaosUsers = []testUser{{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"},
+	{name: "alice", password: "alice-Gen-0"}, {name: "bob", password: "bob-Gen-0"}, {name: "carol", password: "carol-Gen-0"}, {name: "dave", password: "dave-Gen-0"}}
+
+func userChangesAtRandom(t *testing.T, seed uint64, checkpoints int, gws []*gateway) {
 	rng := rand.New(rand.NewPCG(seed, 777))
 	type user struct {
 		exists   bool
@@ -39,16 +65,13 @@ func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T
 		gen      int // changes that revoke: each one ends the sessions before it
 		old      []string
 	}
-	names := []string{"alice", "bob", "carol", "dave"} // roles of the test cluster
+	var names []string
 	model := map[string]*user{}
-	var initial []testUser
-	initial = append(initial, testUser{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"})
-	for _, n := range names {
-		model[n] = &user{exists: true, password: n + "-Gen-0"}
-		initial = append(initial, testUser{name: n, password: model[n].password})
+	for _, u := range chaosUsers[1:] {
+		names = append(names, u.name)
+		model[u.name] = &user{exists: true, password: u.password}
 	}
-	g := startGatewayWith(t, gwOptions{http: true, httpSection: "default_database = \"postgres\"\n"}, "\n[[hba]]\nmethod = \"password\"\n", initial)
-	admin := g.connString("root", "root-Admin-1", "pgwarden")
+	some := func() *gateway { return gws[rng.IntN(len(gws))] }
 
 	type wireSession struct {
 		user string
@@ -83,17 +106,17 @@ func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T
 	}
 	cli := func(stdin string, args ...string) {
 		t.Helper()
-		if _, errOut, code := runCLI(t, stdin, append(args, "-c", g.configPath())...); code != 0 {
+		if _, errOut, code := runCLI(t, stdin, append(args, "-c", some().configPath())...); code != 0 {
 			t.Fatalf("pgwarden %v: %s", args, errOut)
 		}
 	}
 	console := func(sql string) {
 		t.Helper()
-		if out, err := psql(t, admin, sql); err != nil {
+		if out, err := psql(t, some().connString("root", "root-Admin-1", "pgwarden"), sql); err != nil {
 			t.Fatalf("%s: %v\n%s", sql, err, out)
 		}
 	}
-	reloads := func() int { return strings.Count(g.log.String(), `"msg":"reloaded"`) }
+	reloads := func(g *gateway) int { return strings.Count(g.log.String(), `"msg":"reloaded"`) }
 
 	var actions []string
 	for cp := 0; cp <= checkpoints; cp++ {
@@ -103,7 +126,7 @@ func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T
 			// then bring in the command line's.
 			var stopTouching func()
 			if rng.IntN(2) == 0 {
-				stopTouching = touchNowAndThen(g.dir)
+				stopTouching = touchNowAndThen(gws[0].dir)
 			}
 			for range 4 + rng.IntN(5) {
 				n := names[rng.IntN(len(names))]
@@ -172,9 +195,11 @@ func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T
 			// last one has finished: the watch's (300 ms after the last
 			// write), then a SIGHUP's.
 			time.Sleep(400 * time.Millisecond)
-			before := reloads()
-			g.signal(syscall.SIGHUP)
-			waitFor(t, 10*time.Second, "the checkpoint's reload", func() bool { return reloads() > before })
+			for _, g := range gws {
+				before := reloads(g)
+				g.signal(syscall.SIGHUP)
+				waitFor(t, 10*time.Second, "the checkpoint's reload", func() bool { return reloads(g) > before })
+			}
 			t.Logf("checkpoint %d after %q", cp, actions)
 		}
 
@@ -197,6 +222,10 @@ func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T
 		wires = kept
 		var keptWeb []*webSession
 		for _, s := range webs {
+			// Console sessions are shared through the store: any
+			// instance must hold or refuse them alike.
+			s.cc.base = some().httpURL()
+			s.cc.origin = s.cc.base
 			status, _, _ := s.cc.sql("postgres", "SELECT 1", s.csrf, nil)
 			switch live := model[s.user].exists && model[s.user].gen == s.gen; {
 			case live && status != 200:
@@ -210,7 +239,7 @@ func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T
 		webs = keptWeb
 		// Basic credentials are cached once verified: each checkpoint
 		// sends the passwords in force, the next one the same again.
-		basic := func(n, pw string) int {
+		basic := func(g *gateway, n, pw string) int {
 			status, body, err := postSQL(context.Background(), http.DefaultClient, g.httpURL()+"/_sql", map[string]any{"stmt": "SELECT 1"}, basicAuth(n, pw))
 			if err != nil || (status != 200 && status != 401) {
 				t.Fatalf("%v: a Basic request of %s: %d %v\n%s", actions, n, status, err, body)
@@ -219,28 +248,31 @@ func TestRandomUserChangesFromEveryPathEndExactlyTheRevokedSessions(t *testing.T
 		}
 		for _, n := range names {
 			u := model[n]
-			for _, pw := range u.old {
-				if g.logsIn(n, pw) || basic(n, pw) != 401 {
-					t.Fatalf("%v: %s still logs in with a revoked password", actions, n)
+			for _, g := range gws {
+				for _, pw := range u.old {
+					if g.logsIn(n, pw) || basic(g, n, pw) != 401 {
+						t.Fatalf("%v: %s still logs in with a revoked password at %s", actions, n, g.addr())
+					}
+				}
+				if !u.exists && basic(g, n, "") != 401 {
+					t.Fatalf("%v: %s, removed, got in at %s", actions, n, g.addr())
+				}
+				if u.exists && basic(g, n, u.password) != 200 {
+					t.Fatalf("%v: %s's Basic request with the password in force at %s failed", actions, n, g.addr())
 				}
 			}
 			u.old = nil
 			if !u.exists {
-				if basic(n, "") != 401 {
-					t.Fatalf("%v: %s, removed, got in", actions, n)
-				}
 				continue
 			}
+			g := some()
 			c, err := g.connect(n, u.password, "postgres")
 			if err != nil {
-				t.Fatalf("%v: %s does not log in with the password in force: %v", actions, n, err)
-			}
-			if status := basic(n, u.password); status != 200 {
-				t.Fatalf("%v: %s's Basic request with the password in force: %d", actions, n, status)
+				t.Fatalf("%v: %s does not log in with the password in force at %s: %v", actions, n, g.addr(), err)
 			}
 			wires = append(wires, &wireSession{user: n, gen: u.gen, c: c})
 			if rng.IntN(2) == 0 {
-				cc := newConsoleClient(t, g.httpURL(), nil)
+				cc := newConsoleClient(t, some().httpURL(), nil)
 				webs = append(webs, &webSession{user: n, gen: u.gen, cc: cc, csrf: cc.login(n, u.password)})
 			}
 		}
