@@ -175,6 +175,18 @@ func TestSQLOverHTTPStatementShapesAndValues(t *testing.T) {
 	if status != 200 || jsonText(t, out) != `{"results":[{"rowcount":1},{"rowcount":1}]}` {
 		t.Fatalf("bulk: %d %v", status, out)
 	}
+	// An argument list of the wrong length is the client's error (400
+	// 22023, naming the list), as for a single statement, and nothing of
+	// the request stays: pgx's own words for it were answered 500.
+	for body, want := range map[string]string{
+		`{"stmt":"INSERT INTO http_t VALUES ($1, $2)","bulk_args":[[5,"e"],[6]]}`:       "expected 2 arguments, got 1",
+		`{"stmt":"INSERT INTO http_t VALUES ($1, $2)","bulk_args":[[5,"e"],[6,"f",7]]}`: "expected 2 arguments, got 3",
+	} {
+		status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth)
+		if e, _ := out["error"].(map[string]any); status != 400 || errCode(out) != "22023" || e["message"] != want || jsonText(t, e["statement"]) != "1" {
+			t.Fatalf("%s: %d %v", body, status, jsonText(t, out))
+		}
+	}
 	// An empty list, bulk or transaction, answers an empty list (bulk_args
 	// answered null).
 	for _, body := range []string{`{"stmt":"INSERT INTO http_t VALUES ($1, $2)","bulk_args":[]}`, `{"transaction":[]}`} {
