@@ -61,6 +61,9 @@ func (e *Error) Error() string { return e.Msg }
 // syntaxError is 42601.
 const syntaxError = "42601"
 
+// featureNotSupported is 0A000.
+const featureNotSupported = "0A000"
+
 func syntaxErr(format string, args ...any) error {
 	return &Error{Code: syntaxError, Msg: fmt.Sprintf(format, args...)}
 }
@@ -73,7 +76,7 @@ type console struct {
 // Verb names a command for the log (SHOW USERS, CREATE TOKEN ...), without
 // its arguments, which may hold a password.
 func Verb(q string) string {
-	t, err := tokenize(q)
+	t, err := command(q)
 	if err != nil {
 		return "?"
 	}
@@ -82,9 +85,9 @@ func Verb(q string) string {
 
 // Run parses and runs one command line.
 func Run(q string, env Env, out Output) error {
-	t, err := tokenize(q)
+	t, err := command(q)
 	if err != nil {
-		return &Error{Code: syntaxError, Msg: err.Error()}
+		return err
 	}
 	return (&console{env: env, out: out}).dispatch(t)
 }
@@ -422,9 +425,10 @@ type token struct {
 	text   string
 	str    bool // a '...' literal
 	quoted bool // a "..." identifier
+	sep    bool // a ; between commands
 }
 
-func (t token) kw(k string) bool { return !t.str && !t.quoted && ascii.EqualFold(t.text, k) }
+func (t token) kw(k string) bool { return !t.str && !t.quoted && !t.sep && ascii.EqualFold(t.text, k) }
 
 // name reads the token as a user name the way PostgreSQL reads an
 // identifier: a bare word folded to lower case (ASCII letters, as in a
@@ -489,14 +493,44 @@ func (ts tokens) verb() string {
 	return first
 }
 
-// tokenize splits a command into words, "quoted identifiers" and
-// 'string literals' (” inside is a quote, as in SQL).
+// tokenize splits a command into words, "quoted identifiers", 'string
+// literals' (a doubled quote inside is one, as in SQL) and the ; between
+// commands.
+// Comments, -- to the end of the line and /* */ (nested, as in
+// PostgreSQL), are spaces: drivers send them (pgx's Ping is the query
+// "-- ping", which PostgreSQL answers with an empty result), and so do
+// scripts.
 func tokenize(q string) (tokens, error) {
 	var out tokens
 	for i := 0; i < len(q); {
 		c := q[i]
 		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
+			i++
+		case strings.HasPrefix(q[i:], "--"):
+			if nl := strings.IndexByte(q[i:], '\n'); nl >= 0 {
+				i += nl + 1
+			} else {
+				i = len(q)
+			}
+		case strings.HasPrefix(q[i:], "/*"):
+			depth, j := 1, i+2
+			for ; j < len(q) && depth > 0; j++ {
+				switch {
+				case strings.HasPrefix(q[j:], "/*"):
+					depth++
+					j++
+				case strings.HasPrefix(q[j:], "*/"):
+					depth--
+					j++
+				}
+			}
+			if depth > 0 {
+				return nil, errors.New("unterminated /* comment")
+			}
+			i = j
+		case c == ';':
+			out = append(out, token{text: ";", sep: true})
 			i++
 		case c == '\'' || c == '"':
 			var b strings.Builder
@@ -519,7 +553,8 @@ func tokenize(q string) (tokens, error) {
 			i = j + 1
 		default:
 			j := i
-			for j < len(q) && q[j] != ' ' && q[j] != '\t' && q[j] != '\n' && q[j] != '\r' && q[j] != '\'' && q[j] != '"' {
+			for j < len(q) && !strings.ContainsRune(" \t\n\r\f'\";", rune(q[j])) &&
+				!strings.HasPrefix(q[j:], "--") && !strings.HasPrefix(q[j:], "/*") {
 				j++
 			}
 			out = append(out, token{text: q[i:j]})
@@ -527,4 +562,35 @@ func tokenize(q string) (tokens, error) {
 		}
 	}
 	return out, nil
+}
+
+// command is the one command of a query: the tokens between the ;s that
+// begin and end it. An empty query (nothing, ;s or comments) is no
+// command; two commands in one query are refused, since the console
+// answers each query with one result and a failure of the second would
+// come after the first had changed users.
+func command(q string) (tokens, error) {
+	t, err := tokenize(q)
+	if err != nil {
+		return nil, &Error{Code: syntaxError, Msg: err.Error()}
+	}
+	for len(t) > 0 && t[0].sep {
+		t = t[1:]
+	}
+	for len(t) > 0 && t[len(t)-1].sep {
+		t = t[:len(t)-1]
+	}
+	for _, tok := range t {
+		if tok.sep {
+			return nil, &Error{Code: featureNotSupported, Msg: "the admin console runs one command per query: send each on its own"}
+		}
+	}
+	return t, nil
+}
+
+// Empty reports whether q holds no command: only spaces, comments and ;s,
+// which PostgreSQL answers with EmptyQueryResponse.
+func Empty(q string) bool {
+	t, err := command(q)
+	return err == nil && len(t) == 0
 }

@@ -183,3 +183,47 @@ func TestCreateUserRefusesASecretThatCannotSign(t *testing.T) {
 		t.Fatalf("a secret of 32 bytes: %v, %v", err, env.names())
 	}
 }
+
+func TestCommentsAreSpacesAndAQueryHoldsOneCommand(t *testing.T) {
+	// What drivers and scripts send: pgx's Ping is "-- ping", which
+	// PostgreSQL answers with an empty result, as does a lone ;.
+	for _, q := range []string{"", " ", ";", ";;", "-- ping", "/* a /* nested */ comment */", "-- one\n-- two\n;"} {
+		if !Empty(q) {
+			t.Errorf("%q holds no command, yet is not empty", q)
+		}
+	}
+	for _, q := range []string{"SHOW USERS", "/*", "'", "SHOW USERS; SHOW HBA"} {
+		if Empty(q) {
+			t.Errorf("%q is taken for an empty query", q)
+		}
+	}
+	for q, want := range map[string]string{
+		"/* who */ SHOW USERS":                       "SHOW USERS",
+		"SHOW/**/USERS;":                             "SHOW USERS",
+		"SHOW USERS -- all of them":                  "SHOW USERS",
+		"; SHOW USERS ;; -- done":                    "SHOW USERS",
+		"ALTER USER alice-- a comment\nPASSWORD 'x'": "ALTER USER",
+		"-- CREATE USER x\nRELOAD":                   "RELOAD",
+	} {
+		if v := Verb(q); v != want {
+			t.Errorf("%q: the command is %q, want %q", q, v, want)
+		}
+	}
+	// Comment marks inside strings and identifiers are text.
+	toks, err := tokenize(`ALTER USER "a--b" PASSWORD '/* not -- a comment */;'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(toks) != 5 || toks[2].text != "a--b" || toks[4].text != "/* not -- a comment */;" {
+		t.Fatalf("%+v", toks)
+	}
+	for q, code := range map[string]string{
+		"SHOW USERS; DROP USER alice": "0A000",
+		"SHOW USERS /* unterminated":  "42601",
+	} {
+		var e *Error
+		if err := Run(q, fakeEnv{}, nil); !errors.As(err, &e) || e.Code != code {
+			t.Errorf("%q: %v, want %s", q, err, code)
+		}
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgwarden/pgwarden/authcore"
 )
 
@@ -121,6 +123,39 @@ func TestAdminConsoleThroughPsql(t *testing.T) {
 	// A non-admin is refused after authenticating.
 	_, err = g.connect("alice", "alice-Pass-1", "pgwarden")
 	wantPgError(t, err, "42501", "permission denied for admin console")
+}
+
+// Drivers check a connection with a comment or an empty query (pgx's Ping
+// sends "-- ping"), which PostgreSQL answers with an empty result: the
+// console said "unknown admin command", so a pool of admin connections
+// threw each away after a second idle. Comments are spaces anywhere in a
+// command, and a query holds one command: two are refused before either
+// runs.
+func TestDriversPingTheAdminConsoleAndCommentsAreSpaces(t *testing.T) {
+	g := startGateway(t, adminRules, []testUser{{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"}})
+	ctx := context.Background()
+	c := g.mustConnect("root", "root-Admin-1", "pgwarden")
+	for i := 0; i < 2; i++ {
+		if err := c.Ping(ctx); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+	}
+	for _, q := range []string{"", ";", "/* nothing */"} {
+		if _, err := c.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatalf("%q: %v", q, err)
+		}
+	}
+	admin := g.connString("root", "root-Admin-1", "pgwarden")
+	if out, err := psql(t, admin, "/* which build */ SHOW VERSION -- of this instance"); err != nil || !strings.HasPrefix(out, "pgwarden ") {
+		t.Fatalf("SHOW VERSION with comments: %v %s", err, out)
+	}
+	out, err := psql(t, admin, "CREATE USER dora PASSWORD 'dora-Pass-1'; SHOW USERS")
+	if err == nil || !strings.Contains(out, "one command per query") {
+		t.Fatalf("two commands in one query: %v %s", err, out)
+	}
+	if out, err := psql(t, admin, "SHOW USERS"); err != nil || strings.Contains(out, "dora") {
+		t.Fatalf("the refused query's first command ran: %v %s", err, out)
+	}
 }
 
 func TestUserCommandsAgainstALiveServer(t *testing.T) {

@@ -102,8 +102,7 @@ func (a *admin) done(tag string) {
 
 // run executes one command line of package admin's language.
 func (a *admin) run(q string) {
-	q = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(q), ";"))
-	if q == "" {
+	if admincmd.Empty(q) {
 		a.c.cc.send(&pgproto3.EmptyQueryResponse{})
 		return
 	}
