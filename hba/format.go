@@ -32,10 +32,11 @@ func joinField(ps []NamePattern) string {
 	parts := make([]string, len(ps))
 	for i, p := range ps {
 		parts[i] = p.text
-		if p.kind != nameLiteral && strings.ContainsAny(p.text, " \t\r,#\"") {
-			// A regex or role with characters the tokenizer splits on:
-			// quoted after its / or +, since a token that starts with a
-			// quote is a literal name.
+		if p.kind != nameLiteral && !strings.HasPrefix(p.text, "\"") && strings.ContainsAny(p.text, " \t\r,#\"") {
+			// A role with characters the tokenizer splits on: quoted
+			// after its +, since a token that starts with a quote is a
+			// literal name. (A regular expression with them is quoted
+			// whole, which PostgreSQL reads as one: see regexName.)
 			parts[i] = p.text[:1] + quote(p.text[1:])
 		}
 	}

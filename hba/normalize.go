@@ -212,6 +212,9 @@ func parseUser(s string, quoted bool) (NamePattern, error) {
 	if s == "" {
 		return NamePattern{}, fmt.Errorf("empty user name")
 	}
+	if strings.HasPrefix(s, "/") {
+		return regexName(s)
+	}
 	if quoted {
 		return NamePattern{kind: nameLiteral, name: s, text: quote(s)}, nil
 	}
@@ -220,12 +223,6 @@ func parseUser(s string, quoted bool) (NamePattern, error) {
 		return NamePattern{kind: nameAll, text: s}, nil
 	case strings.HasPrefix(s, "+") && len(s) > 1:
 		return NamePattern{kind: nameRole, name: s[1:], text: s}, nil
-	case strings.HasPrefix(s, "/"):
-		re, err := compile(s[1:])
-		if err != nil {
-			return NamePattern{}, err
-		}
-		return NamePattern{kind: nameRegex, re: re, text: s}, nil
 	}
 	return literalName(s), nil
 }
@@ -233,6 +230,9 @@ func parseUser(s string, quoted bool) (NamePattern, error) {
 func parseDatabase(s string, quoted bool) (NamePattern, error) {
 	if s == "" {
 		return NamePattern{}, fmt.Errorf("empty database name")
+	}
+	if strings.HasPrefix(s, "/") {
+		return regexName(s)
 	}
 	if quoted {
 		return NamePattern{kind: nameLiteral, name: s, text: quote(s)}, nil
@@ -246,14 +246,27 @@ func parseDatabase(s string, quoted bool) (NamePattern, error) {
 		return NamePattern{kind: nameSameUser, text: s}, nil
 	case s == "samerole" || s == "samegroup":
 		return NamePattern{kind: nameSameRole, text: s}, nil
-	case strings.HasPrefix(s, "/"):
-		re, err := compile(s[1:])
-		if err != nil {
-			return NamePattern{}, err
-		}
-		return NamePattern{kind: nameRegex, re: re, text: s}, nil
 	}
 	return literalName(s), nil
+}
+
+// regexName reads a name that starts with a slash: a regular expression,
+// quoted or not. Quotes make keywords and +role literal, but PostgreSQL 16
+// compiles every name that starts with a slash (regcomp_auth_token looks
+// at the text alone), and its documentation quotes a regular expression
+// that holds a comma ("/^db\d{2,4}$"). pgwarden took a quoted one for a
+// literal name that no user has, so a reject rule written that way
+// stopped no one.
+func regexName(s string) (NamePattern, error) {
+	re, err := compile(s[1:])
+	if err != nil {
+		return NamePattern{}, err
+	}
+	text := s
+	if strings.ContainsAny(s, " \t\r,#\"") {
+		text = quote(s) // as PostgreSQL's documentation writes it
+	}
+	return NamePattern{kind: nameRegex, re: re, text: text}, nil
 }
 
 func compile(expr string) (*regexp.Regexp, error) {
