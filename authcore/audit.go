@@ -13,6 +13,11 @@ const (
 	// ResultBackend: pgwarden proved the client, and the backend refused
 	// pgwarden's login as the mapped role.
 	ResultBackend = "backend"
+	// ResultAbandoned: the client left before it answered what it was
+	// asked (pg_isready and other health checks do so by design), or
+	// while its attempt waited for the throttle. It proved nothing and
+	// failed nothing: logged at info, and the throttle does not count it.
+	ResultAbandoned = "abandoned"
 )
 
 // AuditEvent is one authentication attempt, as the audit log records it.
@@ -37,7 +42,7 @@ type AuditEvent struct {
 // Log writes the event as one line.
 func (e *AuditEvent) Log(l *zap.Logger) {
 	level := zap.InfoLevel
-	if e.Result != ResultOK {
+	if e.Result != ResultOK && e.Result != ResultAbandoned {
 		level = zap.WarnLevel
 	}
 	// Check first: with successes not logged (level warn), building the

@@ -162,6 +162,10 @@ const (
 	RefusedOAuth                               // 28000 OAuth bearer authentication failed; HTTP 401 Bearer invalid_token
 )
 
+// ErrClientLeft is what a Prover's error wraps when the client closed its
+// connection instead of answering: the attempt was abandoned, not failed.
+var ErrClientLeft = errors.New("the client closed its connection before it answered")
+
 // Refusal is a client the gate did not let in: its kind decides what the
 // client is told; Reason is the truth, for the audit log only.
 type Refusal struct {
@@ -207,6 +211,9 @@ func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Ide
 	}
 	if ev.Result == "" {
 		ev.Result = ResultFailed
+		if ref.Kind == RefusedClientGone || errors.Is(ref.Err, ErrClientLeft) {
+			ev.Result = ResultAbandoned
+		}
 	}
 	ev.Reason = ref.Reason
 	// Password failures feed the throttle; on the web console's login

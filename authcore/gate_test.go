@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"testing"
 	"time"
@@ -223,5 +224,34 @@ func TestUnderTrustABearerTokenIsVerifiedNotTakenAtItsWord(t *testing.T) {
 	// A password sent anyway is still ignored, as trust means.
 	if _, ref, _ := g.Login(context.Background(), st, attempt("postgres"), &fakeProver{offer: OfferPassword, password: "anything"}); ref != nil {
 		t.Fatalf("Basic under trust: %+v", ref)
+	}
+}
+
+// leavingProver is a client that closes its connection when asked for its
+// password, as pg_isready does.
+type leavingProver struct{ fakeProver }
+
+func (p *leavingProver) Password(context.Context) (string, error) {
+	return "", fmt.Errorf("%w: %w", ErrClientLeft, io.EOF)
+}
+
+func TestAClientThatLeavesInsteadOfAnsweringIsAbandonedNotFailed(t *testing.T) {
+	st := gateState(t, "pw", "password", "")
+	th := NewThrottle(10, time.Hour)
+	g := &Gate{Throttle: th}
+	_, ref, ev := g.Login(context.Background(), st, attempt("pw"), &leavingProver{fakeProver{offer: OfferInteractive}})
+	if ref == nil || ev.Result != ResultAbandoned || !errors.Is(ref.Err, io.EOF) {
+		t.Fatalf("ref %+v ev %+v", ref, ev)
+	}
+	// Nothing was guessed: the next attempt is checked at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, ref, ev := g.Login(ctx, st, attempt("pw"), &fakeProver{offer: OfferPassword, password: "alice-Pass-1"}); ref != nil || ev.Result != ResultOK {
+		t.Fatalf("an abandoned attempt held the next one: %+v", ref)
+	}
+	// A client that leaves while it waits for the throttle is abandoned too.
+	g.Login(context.Background(), st, attempt("pw"), &fakeProver{offer: OfferPassword, password: "wrong"})
+	if _, ref, ev := g.Login(ctx, st, attempt("pw"), &fakeProver{offer: OfferPassword, password: "alice-Pass-1"}); ref == nil || ref.Kind != RefusedClientGone || ev.Result != ResultAbandoned {
+		t.Fatalf("ref %+v ev %+v", ref, ev)
 	}
 }

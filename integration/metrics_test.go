@@ -4,11 +4,16 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 func scrapeMetrics(t *testing.T, url string) string {
@@ -117,4 +122,48 @@ func TestTheServerKeepsGoSystemMonitorAwake(t *testing.T) {
 		}
 		g.kill()
 	}
+}
+
+// A health check such as pg_isready opens a login and closes it when asked
+// for a password: it proved nothing and failed nothing. Counted as failed
+// (audit warn, result="failed"), a Docker or Kubernetes probe every few
+// seconds set off any alert on failed logins; the attempts are now
+// "abandoned", logged at info, and a real login right after is checked at
+// once (the throttle never counted them).
+func TestHealthChecksThatLeaveMidLoginAreAbandonedNotFailed(t *testing.T) {
+	g := startHTTPGateway(t, "", "\n[[hba]]\nprotocol = \"pg\"\nmethod = \"scram-sha-256\"\n\n[[hba]]\nprotocol = \"http\"\nmethod = \"password\"\n",
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	for i := 0; i < 3; i++ {
+		out, err := exec.Command(filepath.Join(pg.bindir, "pg_isready"), "-h", "127.0.0.1", "-p", strconv.Itoa(g.port), "-U", "alice", "-d", "postgres").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "accepting connections") {
+			t.Fatalf("pg_isready: %v %s", err, out)
+		}
+	}
+	g.waitLog(`"result":"abandoned"`, 3)
+	text := scrapeMetrics(t, g.httpURL())
+	if v := sampleValue(t, text, `pgwarden_auth_attempts_total{method="scram-sha-256",protocol="pg",result="abandoned"}`); v != 3 {
+		t.Fatalf("abandoned logins counted %v, want 3:\n%s", v, text)
+	}
+	if v := sampleValue(t, text, `pgwarden_auth_attempts_total{method="scram-sha-256",protocol="pg",result="failed"}`); v > 0 {
+		t.Fatalf("health checks counted as failed logins: %v", v)
+	}
+	for _, line := range strings.Split(g.log.String(), "\n") {
+		if strings.Contains(line, `"result":"abandoned"`) && !strings.Contains(line, `"level":"info"`) {
+			t.Fatalf("an abandoned login is not a warning: %s", line)
+		}
+	}
+	// A client that leaves in the middle of SCRAM, after the server's
+	// first message, is abandoned too.
+	raw := dialRaw(t, g.addr())
+	raw.send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "alice", "database": "postgres"}})
+	if _, ok := raw.receive().(*pgproto3.AuthenticationSASL); !ok {
+		t.Fatal("no SASL offer")
+	}
+	raw.send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abcdefghijklmnop")})
+	if _, ok := raw.receive().(*pgproto3.AuthenticationSASLContinue); !ok {
+		t.Fatal("no server-first message")
+	}
+	raw.conn.Close()
+	g.waitLog(`"result":"abandoned"`, 4)
+	g.mustConnect("alice", "alice-Pass-1", "postgres")
 }

@@ -217,8 +217,7 @@ func (c *conn) fail(err error) {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		err = AuthTimeout()
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, errSilentClose):
+	case clientClosed(err), errors.Is(err, errSilentClose):
 		return
 	}
 	var pe *Error
@@ -229,6 +228,13 @@ func (c *conn) fail(err error) {
 	c.cc.wbuf = c.cc.wbuf[:c.cc.kept]
 	c.cc.send(errorResponse(err))
 	c.cc.flush()
+}
+
+// clientClosed says whether err is the client's connection closing: there
+// is no one left to answer.
+func clientClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // errSilentClose ends a connection without a word (a cancel request, a

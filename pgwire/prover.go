@@ -3,6 +3,7 @@ package pgwire
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -27,9 +28,20 @@ func (p wireProver) Offered() authcore.Offer { return authcore.OfferInteractive 
 func (p wireProver) Password(context.Context) (string, error) {
 	p.c.cc.send(&pgproto3.AuthenticationCleartextPassword{})
 	if err := p.c.cc.flush(); err != nil {
-		return "", err
+		return "", left(err)
 	}
-	return p.c.cc.readPassword()
+	pw, err := p.c.cc.readPassword()
+	return pw, left(err)
+}
+
+// left marks err as the client's leaving when its connection closed: the
+// audit log and metrics then count an abandoned attempt (a health check
+// such as pg_isready), not a failed one. The error still is what it was.
+func left(err error) error {
+	if err != nil && clientClosed(err) {
+		return fmt.Errorf("%w: %w", authcore.ErrClientLeft, err)
+	}
+	return err
 }
 
 // Token is carried as the cleartext password, for drivers that can send
@@ -52,9 +64,10 @@ func (p wireProver) ChannelBinding() []byte {
 func (p wireProver) Offer(mechs []string) (string, []byte, error) {
 	p.c.cc.send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechs})
 	if err := p.c.cc.flush(); err != nil {
-		return "", nil, err
+		return "", nil, left(err)
 	}
-	return p.c.cc.readSASLInitial()
+	mech, data, err := p.c.cc.readSASLInitial()
+	return mech, data, left(err)
 }
 
 // Continue sends AuthenticationSASLContinue and reads the SASLResponse.
@@ -66,11 +79,11 @@ func (p wireProver) Offer(mechs []string) (string, []byte, error) {
 func (p wireProver) Continue(out []byte) ([]byte, error) {
 	p.c.cc.send(&pgproto3.AuthenticationSASLContinue{Data: out})
 	if err := p.c.cc.ask(); err != nil {
-		return nil, err
+		return nil, left(err)
 	}
 	typ, body, err := p.c.cc.readMessage(maxAuthMessageLen)
 	if err != nil {
-		return nil, err
+		return nil, left(err)
 	}
 	if typ != 'p' {
 		return nil, ProtocolViolation("expected SASL response, got message type %q", typ)
