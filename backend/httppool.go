@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -59,6 +60,11 @@ type HTTPPools struct {
 	// Timings, when set before the first Get, receives connect and
 	// acquire times.
 	Timings PoolTimings
+
+	// ConfigureTypes, when set (before the first pool), is given each new
+	// connection's type map: the HTTP frontend adds how its own argument
+	// values are sent.
+	ConfigureTypes func(*pgtype.Map)
 
 	// budget counts the connections against max_backend_connections
 	// (CountAgainst); uses says which are idle, for shedding.
@@ -258,6 +264,9 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 			}
 		}
 		c.PgConn().Frontend().SetMaxBodyLen(maxMessage)
+		if p.ConfigureTypes != nil {
+			p.ConfigureTypes(c.TypeMap())
+		}
 		at := time.Now()
 		settings, err := ReadSettings(ctx, c.PgConn())
 		if err != nil {

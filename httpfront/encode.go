@@ -177,6 +177,70 @@ func multiDim(elems []any) (argArray, bool) {
 	return argArray{Array: pgtype.Array[any]{Elements: flat, Dims: dims, Valid: true}, nested: elems}, true
 }
 
+// sendArraysAsText lets an array argument fill a parameter whose type pgx
+// does not know (an enum's or a domain's array, an extension's type such as
+// citext[], a composite's array): it goes as PostgreSQL's array text, for
+// the type's own input to read ('{"ok","sad"}'), where pgx refused it ("cannot
+// find encode plan") and the client had to write that text itself. The
+// wrapper comes last, so every type pgx can send an array to (int4[],
+// jsonb[], a json parameter taking it as JSON) is sent as before.
+func sendArraysAsText(m *pgtype.Map) {
+	m.TryWrapEncodePlanFuncs = append(m.TryWrapEncodePlanFuncs, func(value any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
+		switch value.(type) {
+		case []any, argArray:
+			return &arrayTextPlan{}, "", true
+		}
+		return nil, nil, false
+	})
+}
+
+// arrayTextPlan sends an array argument as PostgreSQL's array text.
+type arrayTextPlan struct{ next pgtype.EncodePlan }
+
+func (p *arrayTextPlan) SetNext(next pgtype.EncodePlan) { p.next = next }
+
+func (p *arrayTextPlan) Encode(value any, buf []byte) ([]byte, error) {
+	return p.next.Encode(string(appendArrayText(nil, value)), buf)
+}
+
+// appendArrayText writes v as an element of PostgreSQL's array text: an
+// array in braces, NULL bare, anything else in double quotes (which every
+// element type's input takes, a composite's "(1,x)" included).
+func appendArrayText(b []byte, v any) []byte {
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return append(b, "NULL"...)
+	case argArray:
+		return appendArrayText(b, x.nested)
+	case []any:
+		b = append(b, '{')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendArrayText(b, e)
+		}
+		return append(b, '}')
+	case argLiteral:
+		s = string(x)
+	case argString:
+		s = string(x)
+	case argObject:
+		s = string(x)
+	default:
+		s = fmt.Sprint(x)
+	}
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
+}
+
 // argLiteral is a JSON number, true or false, as the request wrote it:
 // sent as that text, which PostgreSQL parses exactly with the parameter
 // type's input function, and written as the literal it is where pgx

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 func TestByteaArgumentsReadBase64AndHex(t *testing.T) {
@@ -164,4 +166,31 @@ func FuzzArrayElements(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestArraysGoAsPostgreSQLsArrayTextWherePgxKnowsNoType(t *testing.T) {
+	for body, want := range map[string]string{
+		`["ok","sad",null]`:      `{"ok","sad",NULL}`,
+		`[]`:                     `{}`,
+		`[["a"],["b"]]`:          `{{"a"},{"b"}}`,
+		`[["a"],["b","c"]]`:      `{{"a"},{"b","c"}}`,
+		`[1,true,{"k":[1]}]`:     `{"1","true","{\"k\":[1]}"}`,
+		`["(1,\"x y\")","a\\b"]`: `{"(1,\"x y\")","a\\b"}`,
+	} {
+		if got := string(appendArrayText(nil, jsonArg([]byte(body), 0))); got != want {
+			t.Errorf("%s: %s, want %s", body, got, want)
+		}
+	}
+	// A parameter of a type pgx does not know (OID 99999 here) takes an
+	// array as that text; one it knows (int4[]) by pgx's own
+	// codec, as before.
+	m := pgtype.NewMap()
+	sendArraysAsText(m)
+	buf, err := m.Encode(99999, pgtype.TextFormatCode, jsonArg([]byte(`["ok","sad"]`), 0), nil)
+	if err != nil || string(buf) != `{"ok","sad"}` {
+		t.Fatalf("unknown type: %q %v", buf, err)
+	}
+	if buf, err := m.Encode(pgtype.Int4ArrayOID, pgtype.TextFormatCode, jsonArg([]byte(`[1,2]`), 0), nil); err != nil || string(buf) != `{1,2}` {
+		t.Fatalf("int4[] went another way: %q %v", buf, err)
+	}
 }

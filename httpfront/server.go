@@ -113,6 +113,7 @@ func New(o Options) *Server {
 		s.formKey = []byte(NewOpaqueID())
 	}
 	s.pools = backend.NewHTTPPools(o.Log)
+	s.pools.ConfigureTypes = sendArraysAsText
 	s.pools.Timings = backend.PoolTimings{
 		Connect: func(d time.Duration) { o.Metrics.BackendConnect("http", d) },
 		Acquire: func(d time.Duration) { o.Metrics.BackendAcquire("http", d) },

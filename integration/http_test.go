@@ -319,6 +319,51 @@ func TestJSONArgumentsAreStoredAsTheClientWroteThem(t *testing.T) {
 	}
 }
 
+// An array argument fills a parameter of a type pgx does not know (an
+// enum's, a domain's or a composite's array) in every request shape, as
+// PostgreSQL's array text; pgx refused it before ("cannot find encode
+// plan"), and the client had to write that text itself.
+func TestArraysFillParametersOfTypesPgxDoesNotKnow(t *testing.T) {
+	for _, sql := range []string{
+		"DROP TABLE IF EXISTS arr_t", "DROP TYPE IF EXISTS arr_mood", "DROP TYPE IF EXISTS arr_pair", "DROP DOMAIN IF EXISTS arr_pos",
+		"CREATE TYPE arr_mood AS ENUM ('ok', 'sad')", "CREATE TYPE arr_pair AS (a int, b text)", "CREATE DOMAIN arr_pos AS int CHECK (VALUE > 0)",
+		"CREATE TABLE arr_t (id int, m arr_mood[], p arr_pair[], n arr_pos[])", "GRANT ALL ON arr_t TO alice",
+	} {
+		if err := pg.Exec(sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		pg.Exec("DROP TABLE IF EXISTS arr_t; DROP TYPE arr_mood; DROP TYPE arr_pair; DROP DOMAIN arr_pos")
+	})
+	g := startHTTPGateway(t, "", httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	for _, body := range []string{
+		`{"stmt":"INSERT INTO arr_t VALUES (1, $1, $2, $3)","args":[["ok",null,"sad"],["(1,x)","(2,\"y z\")"],[[1,2],[3,4]]]}`,
+		`{"stmt":"INSERT INTO arr_t VALUES ($1, $2, $3, $4)","bulk_args":[[2,["sad"],[],[5]],[3,[],["(3,\"a,b\")"],[]]]}`,
+		`{"transaction":[{"stmt":"INSERT INTO arr_t VALUES (4, $1, NULL, NULL)","args":[["ok"]]}]}`,
+	} {
+		if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth); status != 200 {
+			t.Fatalf("%s: %d %s", body, status, jsonText(t, out))
+		}
+	}
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT id, m::text, p::text, n::text FROM arr_t ORDER BY id"}`, auth)
+	want := `[[1,"{ok,NULL,sad}","{\"(1,x)\",\"(2,\\\"y z\\\")\"}","{{1,2},{3,4}}"],[2,"{sad}","{}","{5}"],[3,"{}","{\"(3,\\\"a,b\\\")\"}","{}"],[4,"{ok}",null,null]]`
+	if got := jsonText(t, out["rows"]); status != 200 || got != want {
+		t.Fatalf("stored:\n got %s\nwant %s", got, want)
+	}
+	// The type's own input still judges every element.
+	for body, code := range map[string]string{
+		`{"stmt":"SELECT $1::arr_mood[]","args":[["ok","bad"]]}`: "22P02",
+		`{"stmt":"SELECT $1::arr_pos[]","args":[[1,-1]]}`:        "23514",
+		`{"stmt":"SELECT $1::arr_mood[]","args":[[["ok"],[]]]}`:  "22P02",
+	} {
+		if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth); status != 400 || errCode(out) != code {
+			t.Fatalf("%s: %d %s, want %s", body, status, jsonText(t, out), code)
+		}
+	}
+}
+
 // A bytea value read over HTTP (base64) and written back as an argument is
 // stored unchanged, in every request shape; PostgreSQL's hex form is
 // accepted too, and text that is neither is refused, not stored as its
