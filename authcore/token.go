@@ -445,6 +445,23 @@ func NewSecret() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
+// ParseTokenLifetime reads a requested token lifetime ("1h", "90d"): ""
+// is none (IssueToken then gives tokens.default_ttl), and zero or less is
+// refused, since IssueToken would read it as none and issue a token of the
+// default lifetime, far longer than asked. /_token and pgwarden token
+// create both read it here (the CLI issued a 90-day token for --expire 0s
+// until December 2026).
+func ParseTokenLifetime(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := config.ParseDuration(s)
+	if err == nil && d <= 0 {
+		err = fmt.Errorf("expire %q is not a lifetime", s)
+	}
+	return d, err
+}
+
 // IssueToken signs an HS256 token for u valid for ttl.
 func IssueToken(cfg config.Tokens, u *User, ttl time.Duration, now time.Time) (string, time.Time, error) {
 	if ttl <= 0 {

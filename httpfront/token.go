@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
-	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -77,18 +76,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 			msg: fmt.Sprintf("password authentication failed for user %q", user.Name), reason: "the login was revoked by a reload during the login"})
 		return
 	}
-	var ttl time.Duration
-	if body.Expire != "" {
-		d, err := config.ParseDuration(body.Expire)
-		if err == nil && d <= 0 {
-			// Zero means the default lifetime to IssueToken.
-			err = fmt.Errorf("expire %q is not a lifetime", body.Expire)
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, codeInvalidParameterValue, err.Error())
-			return
-		}
-		ttl = d
+	ttl, err := authcore.ParseTokenLifetime(body.Expire)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeInvalidParameterValue, err.Error())
+		return
 	}
 	tok, exp, err := authcore.IssueToken(snap.Config.Tokens, user, ttl, time.Now())
 	if err != nil {

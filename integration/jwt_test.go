@@ -154,6 +154,14 @@ method = "jwt"
 [[hba]]
 method = "password"
 `, []testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-2"}})
+	// A lifetime of zero is refused, as /_token and CREATE TOKEN refuse
+	// it: the CLI issued a token of the default lifetime (90 days) for it.
+	for _, e := range []string{"0", "0s", "0d"} {
+		out, errOut, code := runCLI(t, "", "token", "create", "-c", g.configPath(), "--user", "alice", "--expire", e)
+		if code != 2 || out != "" || !strings.Contains(errOut, "is not a lifetime") {
+			t.Fatalf("token create --expire %s: exit %d, %q %q", e, code, out, errOut)
+		}
+	}
 	out, errOut, code := runCLI(t, "", "token", "create", "-c", g.configPath(), "--user", "alice", "--expire", "1d")
 	if code != 0 {
 		t.Fatalf("token create: %s", errOut)

@@ -19,11 +19,9 @@ func tokenCreate(cfgPath, userName, expireFlag string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	var ttl time.Duration
-	if *expire != "" {
-		if ttl, err = config.ParseDuration(*expire); err != nil {
-			return usageErr("--expire: %v", err)
-		}
+	ttl, err := authcore.ParseTokenLifetime(*expire)
+	if err != nil {
+		return usageErr("--expire: %v", err)
 	}
 	// The user's secret is made on first use, through the same atomic,
 	// locked writer as every users-file change.
