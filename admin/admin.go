@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -178,6 +179,8 @@ func (a *console) dispatch(t tokens) error {
 		return a.dropUser(snap, name)
 	case t.is("CREATE", "TOKEN"):
 		return a.createToken(snap, t[2:])
+	case t.is("SET"):
+		return a.set(t[1:])
 	case t.is("KILL"):
 		if len(t) != 2 {
 			return syntaxErr("usage: KILL client_id")
@@ -469,6 +472,59 @@ var commandWords = map[string][]string{
 	"ALTER":  {"USER"},
 	"DROP":   {"USER"},
 	"KILL":   nil,
+	"SET":    nil,
+}
+
+// driverSettings are what drivers set as they connect (pgjdbc sends SET
+// extra_float_digits = 3 and SET application_name = '...'), with the
+// values the console takes; "" takes any. The console keeps no session
+// settings, so taking them changes nothing: it answers SET as PostgreSQL
+// would, where refusing them made such a driver's connection fail.
+var driverSettings = map[string][]string{
+	"extra_float_digits": nil,
+	"application_name":   nil,
+	"client_encoding":    {"utf8", "utf-8", "unicode"},
+}
+
+// set takes SET [SESSION] name {= | TO} value for driverSettings.
+func (a *console) set(t tokens) error {
+	usage := syntaxErr("usage: SET name = value")
+	if len(t) > 0 && t[0].kw("SESSION") {
+		t = t[1:]
+	}
+	if len(t) == 0 || t[0].str || t[0].sep {
+		return usage
+	}
+	bare := func(x token) bool { return !x.str && !x.quoted && !x.sep }
+	name, value, inline := t[0].text, "", false
+	if bare(t[0]) {
+		name, value, inline = strings.Cut(t[0].text, "=")
+	}
+	rest := t[1:]
+	switch {
+	case inline && value != "": // SET a=3
+		if len(rest) != 0 {
+			return usage
+		}
+	case inline: // SET a= 3
+		if len(rest) != 1 {
+			return usage
+		}
+		value = rest[0].text
+	case len(rest) == 2 && (rest[0].kw("TO") || bare(rest[0]) && rest[0].text == "="): // SET a = 3, SET a TO 3
+		value = rest[1].text
+	case len(rest) == 1 && bare(rest[0]) && len(rest[0].text) > 1 && rest[0].text[0] == '=': // SET a =3
+		value = rest[0].text[1:]
+	default:
+		return usage
+	}
+	values, ok := driverSettings[ascii.Lower(name)]
+	if !ok || (values != nil && !slices.Contains(values, ascii.Lower(value))) {
+		return &Error{Code: featureNotSupported, Msg: fmt.Sprintf(
+			"the admin console keeps no session settings: SET %s is not taken (only extra_float_digits, application_name and client_encoding UTF8, which drivers send as they connect)", name)}
+	}
+	a.out.Done("SET")
+	return nil
 }
 
 // verb is what the log says a command was: its command words only, so a

@@ -227,3 +227,38 @@ func TestCommentsAreSpacesAndAQueryHoldsOneCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestTheSettingsDriversSendOnConnectAreTakenAndChangeNothing(t *testing.T) {
+	for _, q := range []string{
+		"SET extra_float_digits = 3", "SET application_name = 'PostgreSQL JDBC Driver'", "set SESSION extra_float_digits TO 3",
+		"SET extra_float_digits=3", "SET extra_float_digits =3", "SET extra_float_digits= 3", `SET "application_name" TO ''`,
+		"SET client_encoding = 'UTF8'", "SET client_encoding TO unicode",
+	} {
+		out := &recordingOutput{}
+		if err := Run(q, fakeEnv{}, out); err != nil || out.done != "SET" {
+			t.Errorf("%q: %v, answered %q", q, err, out.done)
+		}
+	}
+	for q, code := range map[string]string{
+		"SET log.level = debug":          "0A000",
+		"SET client_encoding = 'LATIN1'": "0A000",
+		"SET search_path = x":            "0A000",
+		"SET":                            "42601",
+		"SET extra_float_digits":         "42601",
+		"SET extra_float_digits = 1 2":   "42601",
+		"SET 'x' = 1":                    "42601",
+	} {
+		var e *Error
+		if err := Run(q, fakeEnv{}, &recordingOutput{}); !errors.As(err, &e) || e.Code != code {
+			t.Errorf("%q: %v, want %s", q, err, code)
+		}
+	}
+	if v := Verb("SET application_name = 'x'"); v != "SET" {
+		t.Errorf("verb %q", v)
+	}
+}
+
+type recordingOutput struct{ done string }
+
+func (o *recordingOutput) Rows(string, []string, [][]string) {}
+func (o *recordingOutput) Done(tag string)                   { o.done = tag }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -155,6 +156,19 @@ func TestDriversPingTheAdminConsoleAndCommentsAreSpaces(t *testing.T) {
 	}
 	if out, err := psql(t, admin, "SHOW USERS"); err != nil || strings.Contains(out, "dora") {
 		t.Fatalf("the refused query's first command ran: %v %s", err, out)
+	}
+}
+
+// pgjdbc sets extra_float_digits and application_name as it connects and
+// checks a connection with an empty query: the console answered the SETs
+// "unknown admin command", so no JDBC program could connect to it.
+func TestJDBCReadsTheAdminConsole(t *testing.T) {
+	jar := pgjdbcJar(t)
+	g := startGateway(t, adminRules, []testUser{{name: "root", password: "root-Admin-1", extra: `roles = ["admin"]` + "\n"}})
+	cmd := exec.Command("java", "-cp", jar, "testdata/jdbc/AdminConsole.java", strconv.Itoa(g.port), "root", "root-Admin-1")
+	checkExample(t, cmd, []string{"valid: true", "version: pgwarden ", "clients: 1"})
+	if out, err := psql(t, g.connString("root", "root-Admin-1", "pgwarden"), "SET search_path = x"); err == nil || !strings.Contains(out, "keeps no session settings") {
+		t.Fatalf("a setting no driver sends was taken: %v %s", err, out)
 	}
 }
 
