@@ -145,3 +145,20 @@ func TestPeerListsAreChecked(t *testing.T) {
 		t.Fatalf("a good peer list refused: %v", err)
 	}
 }
+
+// bind refused a socket path over 107 bytes only when serve started, after
+// pgwarden check had said OK.
+func TestAUnixSocketPathTooLongForTheKernelIsALoadError(t *testing.T) {
+	long := "/tmp/" + strings.Repeat("d", 100)
+	for _, listen := range []string{"127.0.0.1:6432", "127.0.0.1:0"} {
+		_, err := Parse("/x/c.toml", []byte("[server]\npg_listen = [\""+listen+"\"]\nunix_socket_dir = \""+long+"\"\n[[hba]]\nmethod = \"trust\"\n"))
+		if err == nil || !strings.Contains(err.Error(), "server.unix_socket_dir: the socket path "+long+"/.s.PGSQL.") || !strings.Contains(err.Error(), "over the 107") {
+			t.Fatalf("%s: %v", listen, err)
+		}
+	}
+	// 107 bytes exactly is fine.
+	dir := "/tmp/" + strings.Repeat("d", 107-len("/tmp/")-len("/.s.PGSQL.6432"))
+	if _, err := Parse("/x/c.toml", []byte("[server]\npg_listen = [\"127.0.0.1:6432\"]\nunix_socket_dir = \""+dir+"\"\n[[hba]]\nmethod = \"trust\"\n")); err != nil {
+		t.Fatalf("a 107-byte path: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -63,6 +64,10 @@ var indexRE = regexp.MustCompile(`\.(\d+)(\.|$)`)
 
 // add records a problem with key written as "hba.2.method" internally; the
 // message shows it as "hba[3].method" (1-based, as users count blocks).
+// maxSocketPath is the longest unix socket path the kernel takes: sun_path
+// holds 108 bytes with the terminating zero.
+const maxSocketPath = 107
+
 func (v *validator) add(key, format string, args ...any) {
 	line := v.lines.line(key)
 	if line == 0 {
@@ -142,6 +147,17 @@ func (c *Config) validate(v *validator) {
 	}
 	if s.UnixSocketDir != "" && len(s.PGListen) == 0 {
 		v.add("server.unix_socket_dir", "the socket is named after the port of the first pg_listen address; give one")
+	} else if s.UnixSocketDir != "" {
+		// The kernel takes at most 107 bytes of a socket path
+		// (sun_path), which bind refused only when serve started;
+		// PostgreSQL refuses such a folder as well.
+		_, port, _ := net.SplitHostPort(s.PGListen[0])
+		if port == "0" || port == "" {
+			port = "65535" // chosen at start: the longest it can be
+		}
+		if path := filepath.Join(s.UnixSocketDir, ".s.PGSQL."+port); len(path) > maxSocketPath {
+			v.add("server.unix_socket_dir", "the socket path %s is %d bytes, over the %d a unix socket path may have; choose a shorter folder", path, len(path), maxSocketPath)
+		}
 	}
 	if s.HTTPTLS && c.TLS == nil {
 		v.add("server.http_tls", "needs a [tls] section")
