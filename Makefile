@@ -28,6 +28,7 @@ FUZZ_TARGETS := \
 	./httpfront:FuzzByteaArgument \
 	./httpfront:FuzzScalarArgument \
 	./httpfront:FuzzArrayElements \
+	./httpfront:FuzzArrayText \
 	./httpfront:FuzzForwardedAndHost \
 	./admin:FuzzAdminCommand
 

@@ -194,3 +194,124 @@ func TestArraysGoAsPostgreSQLsArrayTextWherePgxKnowsNoType(t *testing.T) {
 		t.Fatalf("int4[] went another way: %q %v", buf, err)
 	}
 }
+
+// FuzzArrayText checks that any JSON array argument becomes array text that
+// PostgreSQL's array input reads back element for element: strings as
+// they were, numbers and booleans as written, null as NULL, nested arrays
+// nested (to PostgreSQL's 6 dimensions; deeper ones are one element, their
+// JSON text), objects as one element each.
+func FuzzArrayText(f *testing.F) {
+	for _, s := range []string{`[]`, `["ok",null,"sad"]`, `[["a"],["b","c"]]`, `[1,true,{"k":[1]},"a\"b\\c",""]`, `["NULL","{}",","]`, `[[[[[[[[1]]]]]]]]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var want []any
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.UseNumber()
+		// Arguments come from a body already checked to be valid JSON.
+		if !utf8.ValidString(s) || !json.Valid([]byte(s)) || strings.TrimSpace(s)[0] != '[' || dec.Decode(&want) != nil {
+			return
+		}
+		text := string(appendArrayText(nil, jsonArg([]byte(s), 0)))
+		got, rest, ok := readArrayText(text)
+		if !ok || rest != "" {
+			t.Fatalf("%s: %q does not read as array text", s, text)
+		}
+		sameElements(t, s, text, want, got, 1)
+	})
+}
+
+// readArrayText reads PostgreSQL array text as appendArrayText writes it:
+// nested braces, quoted elements with backslash escapes, and NULL.
+func readArrayText(s string) (out []any, rest string, ok bool) {
+	if !strings.HasPrefix(s, "{") {
+		return nil, s, false
+	}
+	s = s[1:]
+	out = []any{}
+	if strings.HasPrefix(s, "}") {
+		return out, s[1:], true
+	}
+	for {
+		switch {
+		case strings.HasPrefix(s, "{"):
+			var inner []any
+			if inner, s, ok = readArrayText(s); !ok {
+				return nil, s, false
+			}
+			out = append(out, inner)
+		case strings.HasPrefix(s, "NULL"):
+			out, s = append(out, nil), s[4:]
+		case strings.HasPrefix(s, `"`):
+			var b strings.Builder
+			i := 1
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' {
+					i++
+					if i == len(s) {
+						return nil, s, false
+					}
+				}
+				b.WriteByte(s[i])
+			}
+			if i == len(s) {
+				return nil, s, false
+			}
+			out, s = append(out, b.String()), s[i+1:]
+		default:
+			return nil, s, false
+		}
+		switch {
+		case strings.HasPrefix(s, ","):
+			s = s[1:]
+		case strings.HasPrefix(s, "}"):
+			return out, s[1:], true
+		default:
+			return nil, s, false
+		}
+	}
+}
+
+func sameElements(t *testing.T, in, text string, want []any, got []any, depth int) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %q has %d elements at depth %d, want %d", in, text, len(got), depth, len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		switch w := w.(type) {
+		case nil:
+			if g != nil {
+				t.Fatalf("%s: %q: element %d is %v, want NULL", in, text, i, g)
+			}
+		case string:
+			if g != w {
+				t.Fatalf("%s: %q: element %d is %q, want %q", in, text, i, g, w)
+			}
+		case json.Number:
+			if g != w.String() {
+				t.Fatalf("%s: %q: element %d is %q, want %q", in, text, i, g, w)
+			}
+		case bool:
+			if g != fmt.Sprint(w) {
+				t.Fatalf("%s: %q: element %d is %q, want %v", in, text, i, g, w)
+			}
+		case map[string]any:
+			if _, ok := g.(string); !ok {
+				t.Fatalf("%s: %q: object element %d is %v, not one string", in, text, i, g)
+			}
+		case []any:
+			if depth >= maxArgArrayDepth {
+				if _, ok := g.(string); !ok {
+					t.Fatalf("%s: %q: an array %d deep is %v, not its JSON text", in, text, depth+1, g)
+				}
+				continue
+			}
+			inner, ok := g.([]any)
+			if !ok {
+				t.Fatalf("%s: %q: element %d is %v, want an array", in, text, i, g)
+			}
+			sameElements(t, in, text, w, inner, depth+1)
+		}
+	}
+}
