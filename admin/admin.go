@@ -94,6 +94,11 @@ func Run(q string, env Env, out Output) error {
 }
 
 func (a *console) dispatch(t tokens) error {
+	if len(t) > 2 && t[0].kw("SHOW") && slices.ContainsFunc(commandWords["SHOW"], t[1].kw) {
+		// SHOW USERS WHERE name = 'x' answered every user, as if the
+		// filter had been read.
+		return syntaxErr("usage: SHOW %s (it takes nothing after it)", strings.ToUpper(t[1].text))
+	}
 	snap := a.env.Snapshot()
 	switch {
 	case t.is("SHOW", "USERS"):

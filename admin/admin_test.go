@@ -262,3 +262,12 @@ type recordingOutput struct{ done string }
 
 func (o *recordingOutput) Rows(string, []string, [][]string) {}
 func (o *recordingOutput) Done(tag string)                   { o.done = tag }
+
+func TestShowTakesNothingAfterItsName(t *testing.T) {
+	for _, q := range []string{"SHOW USERS WHERE name = 'x'", "show clients 5", "SHOW VERSION please"} {
+		var e *Error
+		if err := Run(q, fakeEnv{}, &recordingOutput{}); !errors.As(err, &e) || e.Code != "42601" || !strings.Contains(e.Msg, "takes nothing after it") {
+			t.Errorf("%q: %v", q, err)
+		}
+	}
+}
