@@ -448,6 +448,10 @@ func (t token) name() (string, error) {
 	switch {
 	case t.str:
 		return "", syntaxErr("'%s' is a string: write a user name bare or in double quotes", t.text)
+	case t.quoted && t.text == "":
+		// As PostgreSQL's scanner: "" names nothing. Before, CREATE USER ""
+		// reached the users file's check and answered "internal error".
+		return "", syntaxErr(`zero-length delimited identifier at or near """"`)
 	case t.quoted:
 		return t.text, nil
 	}

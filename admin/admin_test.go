@@ -135,6 +135,18 @@ func TestUserNamesAreIdentifiersAsInPostgreSQL(t *testing.T) {
 	}
 }
 
+// "" names no one, as in PostgreSQL (42601); it used to answer "internal
+// error" from the users file's own check.
+func TestAnEmptyQuotedNameIsASyntaxError(t *testing.T) {
+	env := &usersEnv{users: []*authcore.User{{Name: "bob"}}}
+	for _, q := range []string{`CREATE USER "" PASSWORD 'longpassword1'`, `DROP USER ""`, `ALTER USER "" PASSWORD 'longpassword1'`, `CREATE TOKEN ""`} {
+		var e *Error
+		if err := Run(q, env, discard{}); !errors.As(err, &e) || e.Code != "42601" || len(env.users) != 1 {
+			t.Fatalf("%s: %v, %v", q, err, env.names())
+		}
+	}
+}
+
 // A name with a control character is refused (42602) before anything is
 // written: it would make log lines and psql tables lie.
 func TestCreateUserRefusesControlCharacters(t *testing.T) {

@@ -123,6 +123,9 @@ const MaxNameBytes = 256
 // wire. The first-run setup page refused them already; the users file, the
 // CLI, the admin console and the store took them.
 func CheckUserName(name string) error {
+	if name == "" {
+		return errors.New("a user name cannot be empty")
+	}
 	if len(name) > MaxNameBytes {
 		return fmt.Errorf("user name %q... is %d bytes, over pgwarden's limit of %d", name[:32], len(name), MaxNameBytes)
 	}
