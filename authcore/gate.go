@@ -140,7 +140,10 @@ type Identity struct {
 	// Password is the client's cleartext password, kept only for [backend]
 	// passthrough.
 	Password string
-	Rule     *hba.Rule
+	// SCRAM are the keys a SCRAM exchange on the wire proved, kept only
+	// for [backend] passthrough, where no cleartext password exists.
+	SCRAM *SCRAMKeys
+	Rule  *hba.Rule
 }
 
 // RefusalKind says which refusal of SPEC sections 5 and 6 a client gets.

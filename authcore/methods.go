@@ -149,7 +149,7 @@ func runSCRAM(ctx context.Context, st *State, a *Attempt, p Prover, id *Identity
 	if err := sx.Final(out); err != nil {
 		return refusal(err, ProofPassword)
 	}
-	id.User = ex.User()
+	id.User, id.SCRAM = ex.User(), ex.Keys()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -45,6 +46,25 @@ type SCRAM struct {
 	mech   string
 	plus   bool // channel binding was offered
 	step   int
+	// clientFirst and serverFirst are kept to recover the client's key
+	// (see Keys) once its proof checked out.
+	clientFirst, serverFirst string
+	keys                     *SCRAMKeys
+}
+
+// SCRAMKeys are what a proven SCRAM-SHA-256 client leaves behind: the
+// ClientKey recovered from its proof, with the verifier's salt, iteration
+// count and ServerKey. They log in to any server holding the same
+// verifier (a PostgreSQL role whose pg_authid entry pgwarden read through
+// auth_query, say), as PgBouncer's SCRAM pass-through does, and to
+// nothing else: the password cannot be derived from them. They are
+// password-equivalent for SCRAM, so they are never logged and are dropped
+// once the backend login is done.
+type SCRAMKeys struct {
+	Salt       []byte
+	Iterations int
+	ClientKey  []byte
+	ServerKey  []byte
 }
 
 // StartSCRAM begins an exchange for the user named at startup with the
@@ -129,6 +149,7 @@ func (s *SCRAM) Step(in []byte) (out []byte, done bool, err error) {
 		if err != nil {
 			return nil, false, saslViolation("malformed SCRAM message: %v", err)
 		}
+		s.clientFirst, s.serverFirst = string(in), resp
 		return []byte(resp), false, nil
 	case 2:
 		resp, err := s.conv.Step(string(in))
@@ -148,6 +169,7 @@ func (s *SCRAM) Step(in []byte) (out []byte, done bool, err error) {
 		if err := s.auth.CheckUsable(s.user); err != nil {
 			return nil, true, err
 		}
+		s.keys = s.recoverKeys(string(in))
 		return []byte(resp), true, nil
 	}
 	return nil, true, saslViolation("unexpected SASL message after the exchange ended")
@@ -155,6 +177,43 @@ func (s *SCRAM) Step(in []byte) (out []byte, done bool, err error) {
 
 // User is the proven user once Step reported done without error.
 func (s *SCRAM) User() *User { return s.user }
+
+// Keys are the proven client's SCRAM keys once Step reported done without
+// error; nil before, or if they could not be recovered.
+func (s *SCRAM) Keys() *SCRAMKeys { return s.keys }
+
+// recoverKeys computes the ClientKey from the client's final message, as
+// the server side of RFC 5802 can: ClientKey = ClientProof XOR
+// HMAC(StoredKey, AuthMessage). It is checked against the StoredKey (the
+// check the proof passed), so a key that would not log in is never kept.
+func (s *SCRAM) recoverKeys(final string) *SCRAMKeys {
+	v, ok := s.user.hash.(*SCRAMVerifier)
+	if !ok {
+		return nil
+	}
+	// client-first-message-bare follows the GS2 header's two commas.
+	parts := strings.SplitN(s.clientFirst, ",", 3)
+	i := strings.LastIndex(final, ",p=")
+	if len(parts) != 3 || i < 0 {
+		return nil
+	}
+	proof, err := base64.StdEncoding.DecodeString(final[i+3:])
+	if err != nil || len(proof) != sha256.Size {
+		return nil
+	}
+	authMessage := parts[2] + "," + s.serverFirst + "," + final[:i]
+	m := hmac.New(sha256.New, v.StoredKey)
+	m.Write([]byte(authMessage))
+	clientKey := m.Sum(nil)
+	for j := range clientKey {
+		clientKey[j] ^= proof[j]
+	}
+	if sum := sha256.Sum256(clientKey); !hmac.Equal(sum[:], v.StoredKey) {
+		return nil
+	}
+	return &SCRAMKeys{Salt: append([]byte(nil), v.Salt...), Iterations: v.Iterations,
+		ClientKey: clientKey, ServerKey: append([]byte(nil), v.ServerKey...)}
+}
 
 // checkGS2 enforces what xdg-go/scram cannot know: the GS2 flag must agree
 // with the mechanism the client selected (RFC 5802 section 6).

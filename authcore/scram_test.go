@@ -1,7 +1,11 @@
 package authcore
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/sha256"
 	"errors"
 	"testing"
 
@@ -138,5 +142,57 @@ func TestSCRAMMockSaltIsStablePerName(t *testing.T) {
 	}
 	if x, y := first(), first(); x != y {
 		t.Fatalf("mock salt changes: %q vs %q", x, y)
+	}
+}
+
+// A proven exchange leaves the client's ClientKey (for [backend]
+// passthrough), recovered from its proof: exactly the key the password
+// derives, with the verifier's salt and count; channel binding changes
+// nothing. A refused exchange leaves none.
+func TestAProvenExchangeLeavesTheClientsKey(t *testing.T) {
+	a := scramUsers(t)
+	v := a.users.Lookup("alice").hash.(*SCRAMVerifier)
+	salted, _ := pbkdf2.Key(sha256.New, "pencil-Pass", v.Salt, v.Iterations, sha256.Size)
+	m := hmac.New(sha256.New, salted)
+	m.Write([]byte("Client Key"))
+	want := m.Sum(nil)
+	cb := []byte("certificate hash")
+	binding := scram.ChannelBinding{Type: scram.ChannelBindingTLSServerEndpoint, Data: cb}
+	for _, c := range []struct {
+		mech   string
+		cb     []byte
+		client *scram.ClientConversation
+	}{
+		{MechSCRAM, nil, newClient(t, "pencil-Pass").NewConversation()},
+		{MechSCRAMPlus, cb, newClient(t, "pencil-Pass").NewConversationWithChannelBinding(binding)},
+	} {
+		s, err := a.StartSCRAM(context.Background(), "alice", c.mech, c.cb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c1, _ := c.client.Step("")
+		s1, _, err := s.Step([]byte(c1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Keys() != nil {
+			t.Fatal("keys before the proof")
+		}
+		c2, _ := c.client.Step(string(s1))
+		if _, _, err := s.Step([]byte(c2)); err != nil {
+			t.Fatal(err)
+		}
+		k := s.Keys()
+		if k == nil || !bytes.Equal(k.ClientKey, want) || !bytes.Equal(k.ServerKey, v.ServerKey) || !bytes.Equal(k.Salt, v.Salt) || k.Iterations != v.Iterations {
+			t.Fatalf("%s: keys %+v, want ClientKey %x", c.mech, k, want)
+		}
+	}
+	s, _ := a.StartSCRAM(context.Background(), "alice", MechSCRAM, nil)
+	client := newClient(t, "wrong-Pass").NewConversation()
+	c1, _ := client.Step("")
+	s1, _, _ := s.Step([]byte(c1))
+	c2, _ := client.Step(string(s1))
+	if _, _, err := s.Step([]byte(c2)); err == nil || s.Keys() != nil {
+		t.Fatalf("a wrong password: %v, keys %v", err, s.Keys())
 	}
 }

@@ -30,7 +30,7 @@ const authQueryTimeout = 5 * time.Second
 // NewAuthQuery prepares the pool; it connects on first use.
 func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
 	aq := cfg.AuthQuery
-	t := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: aq.Database, Role: aq.User, Password: aq.Password}
+	t := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: aq.Database, Role: aq.User, Password: authQueryPassword(cfg)}
 	pcfg, err := PoolConfig(cfg, t, "pgwarden-auth-query")
 	if err != nil {
 		return nil, err
@@ -42,6 +42,18 @@ func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
 		return nil, err
 	}
 	return &AuthQuery{cfg: *aq, pool: pool}, nil
+}
+
+// authQueryPassword is [auth_query] password, else [backend] password, as
+// for any backend role without a password of its own. Before December
+// 2026 the fallback was documented but not made: with only [backend]
+// password set, every lookup failed the backend's SCRAM login, and every
+// name looked unknown.
+func authQueryPassword(cfg *config.Config) string {
+	if cfg.AuthQuery.Password != "" {
+		return cfg.AuthQuery.Password
+	}
+	return cfg.Backend.Password
 }
 
 // User runs the lookup query for name: its first column is the stored

@@ -26,6 +26,9 @@ type Target struct {
 	Database string
 	Role     string
 	Password string
+	// SCRAM, when there is no Password, logs in with a proven client's
+	// SCRAM keys ([backend] passthrough after a SCRAM login).
+	SCRAM *authcore.SCRAMKeys
 	// TLS is the [backend] TLS settings' digest (config.Backend.TLSDigest)
 	// a login under this target uses.
 	TLS string
@@ -114,14 +117,22 @@ func (t Target) check() error {
 	return nil
 }
 
+// Credentials are what a client proved with that [backend] passthrough can
+// log in to the backend with: its cleartext password, or the keys of its
+// SCRAM exchange.
+type Credentials struct {
+	Password string
+	SCRAM    *authcore.SCRAMKeys
+}
+
 // Route applies [[databases]] to db and maps the proven user (nil for a
 // trusted name without a users-file entry) to its backend role and password:
 // the user's backend_password, else [backend] password, else, when
-// passthrough is on, clientPassword. A role or database name longer than
+// passthrough is on, the client's password or SCRAM keys. A role or database name longer than
 // PostgreSQL keeps is a *NameTooLongError; an unlisted name that reaches a
 // listed entry's database is a *RoutedDatabaseError.
-func Route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (Target, error) {
-	t, listed := route(cfg, name, u, clientPassword, db)
+func Route(cfg *config.Config, name string, u *authcore.User, client Credentials, db string) (Target, error) {
+	t, listed := route(cfg, name, u, client, db)
 	if !listed {
 		if entry := routedTo(cfg, t); entry != "" {
 			return Target{}, &RoutedDatabaseError{Name: db, Entry: entry}
@@ -171,7 +182,7 @@ func sameHost(a, b string) bool {
 }
 
 // route maps db and the user; listed says whether [[databases]] names db.
-func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db string) (t Target, listed bool) {
+func route(cfg *config.Config, name string, u *authcore.User, client Credentials, db string) (t Target, listed bool) {
 	t = Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: db}
 	for _, d := range cfg.Databases {
 		if d.Name == db {
@@ -188,7 +199,10 @@ func route(cfg *config.Config, name string, u *authcore.User, clientPassword, db
 		}
 	}
 	if t.Password == "" && cfg.Backend.Passthrough {
-		t.Password = clientPassword
+		t.Password = client.Password
+		if t.Password == "" {
+			t.SCRAM = client.SCRAM
+		}
 	}
 	return t, listed
 }
@@ -225,6 +239,9 @@ func Config(cfg *config.Config, t Target, params map[string]string) (*pgconn.Con
 	}
 	pc.User = t.Role
 	pc.Password = t.Password
+	if t.Password == "" && t.SCRAM != nil {
+		pc.AfterNetConnect = scramPassthrough(t.SCRAM, t.Role)
+	}
 	pc.Database = t.Database
 	pc.ConnectTimeout = b.ConnectTimeout.Duration
 	pc.RuntimeParams = make(map[string]string, len(params))

@@ -64,6 +64,26 @@ func TestTheBackendConfigComesFromTheConfigurationAlone(t *testing.T) {
 	}
 }
 
+// [auth_query] logs in with its own password, else [backend] password, as
+// docs/configuration.md says; the fallback was documented and missing.
+func TestTheAuthQueryRoleFallsBackToTheBackendPassword(t *testing.T) {
+	cfg := config.Default()
+	cfg.Backend.Password = "backend-pw"
+	cfg.AuthQuery = &config.AuthQuery{Mode: "lookup", Query: "SELECT 1", Database: "postgres", User: "pgwarden_auth"}
+	for _, c := range []struct{ own, want string }{{"", "backend-pw"}, {"own-pw", "own-pw"}} {
+		cfg.AuthQuery.Password = c.own
+		q, err := NewAuthQuery(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := q.pool.Config().ConnConfig.Password
+		q.Close()
+		if got != c.want {
+			t.Fatalf("[auth_query] password %q: the lookup logs in with %q, want %q", c.own, got, c.want)
+		}
+	}
+}
+
 // Only the names [[databases]] lists reach its entries' databases: an
 // unlisted name that is an entry's backend database on the same server is
 // refused, whichever way the entry arrives there.
@@ -96,7 +116,7 @@ func TestOnlyAListedNameReachesARoutedDatabase(t *testing.T) {
 		"ol_prod":     "other_loopback",
 		"remote_prod": "", // db.example.com is not the default server
 	} {
-		tgt, err := Route(cfg, "alice", nil, "", db)
+		tgt, err := Route(cfg, "alice", nil, Credentials{}, db)
 		var routed *RoutedDatabaseError
 		switch {
 		case refusedFor == "" && err != nil:
@@ -176,12 +196,12 @@ func TestAnEntryWhoseHostIsAnotherNameOfTheDefaultServerGuardsItsDatabase(t *tes
 		cfg.Backend.Host, cfg.Backend.Port = c.defaultHost, 5432
 		cfg.Databases = []config.Database{{Name: "app", BackendDBName: "app_prod", Host: c.entryHost, Port: c.entryPort}}
 		markDefaultServer(cfg, &hostResolver{lookup: lookup, local: local})
-		_, err := Route(cfg, "alice", nil, "", "app_prod")
+		_, err := Route(cfg, "alice", nil, Credentials{}, "app_prod")
 		var routed *RoutedDatabaseError
 		if got := errors.As(err, &routed); got != c.refused {
 			t.Errorf("default %s, entry %s:%d: refused %v, want %v (%v)", c.defaultHost, c.entryHost, c.entryPort, got, c.refused, err)
 		}
-		if _, err := Route(cfg, "alice", nil, "", "app"); err != nil {
+		if _, err := Route(cfg, "alice", nil, Credentials{}, "app"); err != nil {
 			t.Errorf("default %s, entry %s: the listed name refused: %v", c.defaultHost, c.entryHost, err)
 		}
 	}

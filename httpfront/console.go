@@ -196,7 +196,7 @@ func (s *Server) consoleDatabases(r *http.Request, snap *snapshot.Snapshot, user
 		if slices.Contains(out, d) {
 			continue
 		}
-		if _, err := backend.Route(snap.Config, user, nil, "", d); err != nil {
+		if _, err := backend.Route(snap.Config, user, nil, backend.Credentials{}, d); err != nil {
 			continue // a routed backend database's own name, say: refused by name
 		}
 		a.Database = d
@@ -214,7 +214,7 @@ func (s *Server) backendDatabases(r *http.Request, snap *snapshot.Snapshot, user
 	if u == nil {
 		return nil
 	}
-	t, err := backend.Route(snap.Config, user, u, "", db)
+	t, err := backend.Route(snap.Config, user, u, backend.Credentials{}, db)
 	if err != nil {
 		return nil
 	}

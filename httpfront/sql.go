@@ -155,7 +155,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	if db == "" {
 		db = defaultDatabase(cfg, res.name)
 	}
-	t, err := backend.Route(cfg, res.name, res.user, res.password, db)
+	t, err := backend.Route(cfg, res.name, res.user, backend.Credentials{Password: res.password}, db)
 	var refused backend.RouteRefusal
 	if errors.As(err, &refused) {
 		// As the wire records it: the client was proven, the backend

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -144,4 +145,67 @@ method = "scram-sha-256"
 		t.Fatal(err)
 	}
 	closeAndWait(g.mustConnectString(scram))
+}
+
+// With [backend] passthrough, a client that proved itself with SCRAM
+// against PostgreSQL's own verifier (auth_query) is logged in to the
+// backend with the keys its proof carried, as PgBouncer's SCRAM
+// pass-through does: no backend password is configured anywhere, and
+// nobody's password is known to pgwarden. Keys proved against another
+// verifier are not sent (the backend's differs), and a password changed in
+// PostgreSQL takes effect at once.
+func TestSCRAMPassthroughLogsInWithTheClientsOwnKeys(t *testing.T) {
+	for _, s := range []string{"sp-Pass-1", "sp-Pass-2", "other-Pass-1"} {
+		noteSecret(s)
+	}
+	for _, q := range []string{`DROP ROLE IF EXISTS sp_user`, `CREATE ROLE sp_user LOGIN PASSWORD 'sp-Pass-1'`,
+		`DROP DATABASE IF EXISTS sp_db`, `CREATE DATABASE sp_db`} {
+		if err := pg.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`}, fmt.Sprintf(`
+[auth_query]
+user = "postgres"
+password = %q
+
+[[hba]]
+method = "scram-sha-256"
+`, backendPassword), []testUser{{name: "sp_file", password: "other-Pass-1", extra: "backend_user = \"sp_user\"\n"}})
+	for i := 0; i < 2; i++ { // a new backend, then the parked one
+		c := g.mustConnect("sp_user", "sp-Pass-1", "postgres")
+		if got := queryOne(t, c, "SELECT current_user"); got != "sp_user" {
+			t.Fatalf("logged in as %q", got)
+		}
+		c.Close(context.Background())
+	}
+	// A new backend login (another database) with the same keys.
+	c := g.mustConnect("sp_user", "sp-Pass-1", "template1")
+	if got := queryOne(t, c, "SELECT current_user || '@' || current_database()"); got != "sp_user@template1" {
+		t.Fatalf("logged in as %q", got)
+	}
+	c.Close(context.Background())
+
+	// sp_file's keys come from the users file's verifier, not the role's:
+	// nothing is sent, and the client hears why. (In a database where no
+	// sp_user backend is parked: a parked one would serve any user
+	// mapped to sp_user, as it serves with any other backend password.)
+	_, err := g.connect("sp_file", "other-Pass-1", "app_prod")
+	wantPgError(t, err, "28P01", `the backend refused pgwarden's login as role "sp_user"`)
+	if pe := pgError(t, err); !strings.Contains(pe.Detail, `SCRAM verifier for role "sp_user" is not the one pgwarden checked`) {
+		t.Fatalf("detail: %q", pe.Detail)
+	}
+
+	// A password changed in PostgreSQL: the old one is refused, the new
+	// one logs in (a new backend: the database was not used before).
+	if err := pg.Exec(`ALTER ROLE sp_user PASSWORD 'sp-Pass-2'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = g.connect("sp_user", "sp-Pass-1", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "sp_user"`)
+	c = g.mustConnect("sp_user", "sp-Pass-2", "sp_db")
+	if got := queryOne(t, c, "SELECT current_user"); got != "sp_user" {
+		t.Fatalf("logged in as %q", got)
+	}
+	c.Close(context.Background())
 }

@@ -48,6 +48,9 @@ func connectBackend(ctx context.Context, pc *pgconn.Config, reuse bool) (hc *pgc
 		pg.Close(ctx)
 		return nil, "", false, err
 	}
+	// A SCRAM pass-through login ran under a wrapper; the relay needs the
+	// socket itself.
+	hc.Conn = backend.Unwrap(hc.Conn)
 	return hc, settings, ok, nil
 }
 
@@ -85,7 +88,7 @@ func cancelAddr(hc *pgconn.HijackedConn) (string, string) {
 // afterwards parks the backend again when it was left idle.
 func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *authcore.Identity, db string, ev *authcore.AuditEvent) error {
 	cfg := snap.Config
-	t, routeErr := backend.Route(cfg, id.Name, id.User, id.Password, db)
+	t, routeErr := backend.Route(cfg, id.Name, id.User, backend.Credentials{Password: id.Password, SCRAM: id.SCRAM}, db)
 	audited := false
 	audit := func(err error) {
 		if !audited {

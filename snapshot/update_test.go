@@ -47,7 +47,7 @@ func TestAUsersChangeLeavesTheConfigurationInForceAlone(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := backend.Route(inForce, "alice", nil, "", "app_prod"); err == nil {
+			if _, err := backend.Route(inForce, "alice", nil, backend.Credentials{}, "app_prod"); err == nil {
 				t.Error("app_prod reached past its entry")
 				return
 			}

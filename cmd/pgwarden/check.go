@@ -95,7 +95,7 @@ func explain(o explainOptions, stdout io.Writer) error {
 		// Routing refuses some sessions after authentication; say so here
 		// rather than let the rule's match read as a way in.
 		var routed *backend.RoutedDatabaseError
-		if _, err := backend.Route(snap.Config, req.User, snap.Users.Lookup(req.User), "", req.Database); errors.As(err, &routed) {
+		if _, err := backend.Route(snap.Config, req.User, snap.Users.Lookup(req.User), backend.Credentials{}, req.Database); errors.As(err, &routed) {
 			fmt.Fprintf(stdout, "refused after authentication (%s): %s\n", routed.SQLState(), routed.AuditReason())
 		}
 	}

@@ -1,0 +1,204 @@
+package backend
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/scram"
+
+	"github.com/pgwarden/pgwarden/authcore"
+)
+
+// keysFor are the keys a SCRAM login with password against v leaves.
+func keysFor(t *testing.T, v *authcore.SCRAMVerifier, password string) *authcore.SCRAMKeys {
+	salted, err := pbkdf2.Key(sha256.New, password, v.Salt, v.Iterations, sha256.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hmac.New(sha256.New, salted)
+	m.Write([]byte("Client Key"))
+	return &authcore.SCRAMKeys{Salt: v.Salt, Iterations: v.Iterations, ClientKey: m.Sum(nil), ServerKey: v.ServerKey}
+}
+
+func verifier(t *testing.T, password string) *authcore.SCRAMVerifier {
+	h, err := authcore.HashPassword(authcore.AlgoSCRAM, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authcore.ParseSCRAM(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func writeMsg(t *testing.T, w io.Writer, m pgproto3.BackendMessage) {
+	b, err := m.Encode(nil)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	w.Write(b)
+}
+
+// readFrontend reads one 'p' message body from the wrapper's side.
+func readFrontend(r io.Reader) ([]byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[1:])-4)
+	_, err := io.ReadFull(r, body)
+	return body, err
+}
+
+// fakeBackend is PostgreSQL's side of a SCRAM login, by xdg-go/scram (not
+// pgwarden's code), holding v. badSignature makes it sign with another
+// key, as an impostor without the verifier would.
+func fakeBackend(t *testing.T, conn net.Conn, v *authcore.SCRAMVerifier, badSignature bool) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	creds := scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(v.Salt), Iters: v.Iterations}, StoredKey: v.StoredKey, ServerKey: v.ServerKey}
+	if badSignature {
+		creds.ServerKey = bytes.Repeat([]byte{1}, 32)
+	}
+	srv, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
+	conv := srv.NewConversation()
+	writeMsg(t, conn, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}})
+	body, err := readFrontend(conn)
+	if err != nil {
+		return
+	}
+	var first pgproto3.SASLInitialResponse
+	if err := first.Decode(body); err != nil || first.AuthMechanism != "SCRAM-SHA-256" {
+		t.Errorf("initial response %q: %v", body, err)
+		return
+	}
+	out, err := conv.Step(string(first.Data))
+	if err != nil {
+		t.Errorf("client-first %q: %v", first.Data, err)
+		return
+	}
+	writeMsg(t, conn, &pgproto3.AuthenticationSASLContinue{Data: []byte(out)})
+	body, err = readFrontend(conn)
+	if err != nil {
+		return
+	}
+	out, err = conv.Step(string(body))
+	if err != nil {
+		writeMsg(t, conn, &pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed for user \"r\""})
+		return
+	}
+	writeMsg(t, conn, &pgproto3.AuthenticationSASLFinal{Data: []byte(out)})
+	writeMsg(t, conn, &pgproto3.AuthenticationOk{})
+	writeMsg(t, conn, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+}
+
+// receive reads what pgconn would see through the wrapper.
+func receive(t *testing.T, c net.Conn) (pgproto3.BackendMessage, error) {
+	f := pgproto3.NewFrontend(c, io.Discard)
+	return f.Receive()
+}
+
+// The wrapper logs in to a backend holding the same verifier with the
+// keys alone, checks the backend's signature, and then gets out of the way.
+func TestSCRAMPassthroughLogsInWithKeysAndChecksTheServer(t *testing.T) {
+	v := verifier(t, "role-Pass-1")
+	client, server := net.Pipe()
+	go fakeBackend(t, server, v, false)
+	w := &scramPassthroughConn{Conn: client, keys: keysFor(t, v, "role-Pass-1"), role: "r"}
+	if m, err := receive(t, w); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*pgproto3.AuthenticationOk); !ok {
+		t.Fatalf("pgconn sees %T, want AuthenticationOk", m)
+	}
+	if Unwrap(w) != client {
+		t.Fatal("the socket was not handed back after the login")
+	}
+	if m, err := receive(t, Unwrap(w)); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*pgproto3.ReadyForQuery); !ok {
+		t.Fatalf("after the login: %T", m)
+	}
+
+	// Keys of another password: the backend refuses, pgconn hears it.
+	client, server = net.Pipe()
+	go fakeBackend(t, server, v, false)
+	w = &scramPassthroughConn{Conn: client, keys: keysFor(t, v, "other-Pass-1"), role: "r"}
+	if m, _ := receive(t, w); m == nil || m.(*pgproto3.ErrorResponse).Code != "28P01" {
+		t.Fatalf("wrong keys: %#v", m)
+	}
+
+	// A server that does not hold the verifier cannot pass for one.
+	client, server = net.Pipe()
+	go fakeBackend(t, server, v, true)
+	w = &scramPassthroughConn{Conn: client, keys: keysFor(t, v, "role-Pass-1"), role: "r"}
+	if _, err := receive(t, w); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("an impostor's signature: %v", err)
+	}
+	client.Close()
+}
+
+// Keys for another salt are never sent as a proof, and a backend that asks
+// for a cleartext password gets nothing: pgconn hears why from pgwarden.
+func TestSCRAMPassthroughSendsNothingThatCannotWork(t *testing.T) {
+	v := verifier(t, "role-Pass-1")
+	other := verifier(t, "role-Pass-1") // the same password, another salt
+	for _, c := range []struct {
+		name, code, message string
+		backend             func(net.Conn)
+	}{
+		{"another verifier", "28P01", `the backend's SCRAM verifier for role "r" is not the one pgwarden checked`, func(server net.Conn) {
+			writeMsg(t, server, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}})
+			body, _ := readFrontend(server)
+			var first pgproto3.SASLInitialResponse
+			first.Decode(body)
+			_, nonce, _ := strings.Cut(string(first.Data), ",r=")
+			writeMsg(t, server, &pgproto3.AuthenticationSASLContinue{Data: []byte("r=" + nonce + "srv,s=" +
+				base64.StdEncoding.EncodeToString(other.Salt) + ",i=" + strconv.Itoa(other.Iterations))})
+		}},
+		{"a cleartext request", "28000", `the backend asks role "r" for a password`, func(server net.Conn) {
+			writeMsg(t, server, &pgproto3.AuthenticationCleartextPassword{})
+		}},
+		{"an MD5 request", "28000", `the backend asks role "r" for a password`, func(server net.Conn) {
+			writeMsg(t, server, &pgproto3.AuthenticationMD5Password{Salt: [4]byte{1, 2, 3, 4}})
+		}},
+	} {
+		client, server := net.Pipe()
+		sent := make(chan int, 1)
+		go func() {
+			defer server.Close()
+			server.SetDeadline(time.Now().Add(5 * time.Second))
+			c.backend(server)
+			n := 0
+			for {
+				if _, err := readFrontend(server); err != nil {
+					break
+				}
+				n++
+			}
+			sent <- n
+		}()
+		w := &scramPassthroughConn{Conn: client, keys: keysFor(t, v, "role-Pass-1"), role: "r"}
+		m, err := receive(t, w)
+		e, ok := m.(*pgproto3.ErrorResponse)
+		if err != nil || !ok || e.Code != c.code || !strings.HasPrefix(e.Message, c.message) {
+			t.Fatalf("%s: pgconn sees %#v, %v", c.name, m, err)
+		}
+		client.Close()
+		if n := <-sent; n != 0 {
+			t.Fatalf("%s: %d more messages were sent to the backend", c.name, n)
+		}
+	}
+}
