@@ -178,6 +178,14 @@ func (s *SCRAM) Step(in []byte) (out []byte, done bool, err error) {
 // User is the proven user once Step reported done without error.
 func (s *SCRAM) User() *User { return s.user }
 
+// Forget overwrites the ClientKey, once the backend login that needed it
+// is over; nil-safe.
+func (k *SCRAMKeys) Forget() {
+	if k != nil {
+		clear(k.ClientKey)
+	}
+}
+
 // Keys are the proven client's SCRAM keys once Step reported done without
 // error; nil before, or if they could not be recovered.
 func (s *SCRAM) Keys() *SCRAMKeys { return s.keys }

@@ -88,6 +88,7 @@ func cancelAddr(hc *pgconn.HijackedConn) (string, string) {
 // afterwards parks the backend again when it was left idle.
 func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *authcore.Identity, db string, ev *authcore.AuditEvent) error {
 	cfg := snap.Config
+	defer id.SCRAM.Forget()
 	t, routeErr := backend.Route(cfg, id.Name, id.User, backend.Credentials{Password: id.Password, SCRAM: id.SCRAM}, db)
 	audited := false
 	audit := func(err error) {
@@ -210,6 +211,9 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 		}
 	}
 	c.srv.metrics.BackendAcquire("pg", time.Since(acquireStart))
+	// The backend is logged in: a SCRAM client's keys are not kept for
+	// the length of its session.
+	id.SCRAM.Forget()
 	if !c.setBackend(s.Conn) {
 		pool.Discard(s)
 		return errSilentClose
