@@ -186,6 +186,30 @@ func (k *SCRAMKeys) Forget() {
 	}
 }
 
+// Proof is the client proof these keys give for authMessage (RFC 5802):
+// what pgwarden sends a backend that holds the same verifier.
+func (k *SCRAMKeys) Proof(authMessage string) []byte {
+	storedKey := sha256.Sum256(k.ClientKey)
+	return xorClientSignature(storedKey[:], authMessage, k.ClientKey)
+}
+
+// ServerSignature is what a server holding the verifier answers for
+// authMessage; a backend that answers anything else does not hold it.
+func (k *SCRAMKeys) ServerSignature(authMessage string) []byte {
+	return hmacSHA256(k.ServerKey, authMessage)
+}
+
+// xorClientSignature is x XOR HMAC(StoredKey, AuthMessage): with x the
+// ClientKey it is the client's proof, with x the proof it is the ClientKey
+// (RFC 5802 section 3).
+func xorClientSignature(storedKey []byte, authMessage string, x []byte) []byte {
+	out := hmacSHA256(storedKey, authMessage)
+	for i := range out {
+		out[i] ^= x[i]
+	}
+	return out
+}
+
 // Keys are the proven client's SCRAM keys once Step reported done without
 // error; nil before, or if they could not be recovered.
 func (s *SCRAM) Keys() *SCRAMKeys { return s.keys }
@@ -210,12 +234,7 @@ func (s *SCRAM) recoverKeys(final string) *SCRAMKeys {
 		return nil
 	}
 	authMessage := parts[2] + "," + s.serverFirst + "," + final[:i]
-	m := hmac.New(sha256.New, v.StoredKey)
-	m.Write([]byte(authMessage))
-	clientKey := m.Sum(nil)
-	for j := range clientKey {
-		clientKey[j] ^= proof[j]
-	}
+	clientKey := xorClientSignature(v.StoredKey, authMessage, proof)
 	if sum := sha256.Sum256(clientKey); !hmac.Equal(sum[:], v.StoredKey) {
 		return nil
 	}

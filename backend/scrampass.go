@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -139,11 +138,7 @@ func (c *scramPassthroughConn) exchange(mechs []byte) error {
 	}
 	finalBare := "c=biws,r=" + attrs["r"]
 	authMessage := firstBare + "," + serverFirst + "," + finalBare
-	storedKey := sha256.Sum256(c.keys.ClientKey)
-	proof := hmacSHA256(storedKey[:], authMessage)
-	for i := range proof {
-		proof[i] ^= c.keys.ClientKey[i]
-	}
+	proof := c.keys.Proof(authMessage)
 	if err := c.send(&pgproto3.SASLResponse{Data: []byte(finalBare + ",p=" + base64.StdEncoding.EncodeToString(proof))}); err != nil {
 		return err
 	}
@@ -152,7 +147,7 @@ func (c *scramPassthroughConn) exchange(mechs []byte) error {
 		return err
 	}
 	sig, err := base64.StdEncoding.DecodeString(scramAttributes(serverFinal)["v"])
-	if err != nil || !hmac.Equal(sig, hmacSHA256(c.keys.ServerKey, authMessage)) {
+	if err != nil || !hmac.Equal(sig, c.keys.ServerSignature(authMessage)) {
 		return errors.New("backend SCRAM: the server's signature is wrong: it does not hold the role's verifier")
 	}
 	return nil // AuthenticationOk follows, read by the next step
@@ -214,12 +209,6 @@ func (c *scramPassthroughConn) send(m pgproto3.FrontendMessage) error {
 	}
 	_, err = c.Conn.Write(b)
 	return err
-}
-
-func hmacSHA256(key []byte, msg string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(msg))
-	return m.Sum(nil)
 }
 
 // scramAttributes reads a SCRAM message's comma-separated k=v attributes.
