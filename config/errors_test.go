@@ -134,6 +134,13 @@ func TestPeerListsAreChecked(t *testing.T) {
 		{"[server]\nevent_loops = -1\n[[hba]]\nmethod = \"trust\"\n", "server.event_loops: must be 0 (half the cores) to 256, not -1"},
 		{"[server]\nevent_loops = 257\n[[hba]]\nmethod = \"trust\"\n", "server.event_loops: must be 0 (half the cores) to 256, not 257"},
 		{"[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"10.0.0.2\"\n[[hba]]\nmethod = \"trust\"\n", "peers[1].address: must be host:port"},
+		// Addresses that lead back to this instance, or to one instance
+		// under two ids: a cancel request forwarded there comes back.
+		{"[server]\npg_listen = [\"127.0.0.1:6432\"]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"127.0.0.1:6432\"\n[[hba]]\nmethod = \"trust\"\n", "peers[1].address: 127.0.0.1:6432 is this instance's own pg_listen 127.0.0.1:6432"},
+		{"[server]\npg_listen = [\"10.0.0.1:7000\", \"0.0.0.0:6432\"]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"127.0.0.1:6432\"\n[[hba]]\nmethod = \"trust\"\n", "this instance's own pg_listen 0.0.0.0:6432"},
+		{"[server]\npg_listen = [\"[::]:6432\"]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"localhost:6432\"\n[[hba]]\nmethod = \"trust\"\n", "this instance's own pg_listen [::]:6432"},
+		{"[server]\npg_listen = [\"[::1]:6432\"]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"localhost:6432\"\n[[hba]]\nmethod = \"trust\"\n", "this instance's own pg_listen [::1]:6432"},
+		{"[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"lb:6432\"\n[[peers]]\nid = 3\naddress = \"lb:6432\"\n[[hba]]\nmethod = \"trust\"\n", "peers[2].address: lb:6432 is also the address of peers[1]"},
 	}
 	for _, tc := range cases {
 		_, err := Parse("/x/c.toml", []byte(tc.config))
@@ -141,8 +148,16 @@ func TestPeerListsAreChecked(t *testing.T) {
 			t.Errorf("%q: got %v, want %q", tc.config, err, tc.want)
 		}
 	}
-	if _, err := Parse("/x/c.toml", []byte("[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"10.0.0.2:6432\"\n[[hba]]\nmethod = \"trust\"\n")); err != nil && !strings.Contains(err.Error(), "users.file") {
-		t.Fatalf("a good peer list refused: %v", err)
+	for _, good := range []string{
+		"[server]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"10.0.0.2:6432\"\n[[hba]]\nmethod = \"trust\"\n",
+		// Two instances on one machine, each on a loopback address or
+		// port of its own.
+		"[server]\npg_listen = [\"127.0.0.1:6432\"]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"127.0.0.2:6432\"\n[[hba]]\nmethod = \"trust\"\n",
+		"[server]\npg_listen = [\"0.0.0.0:6432\"]\npeer_id = 1\n[[peers]]\nid = 2\naddress = \"127.0.0.1:6433\"\n[[hba]]\nmethod = \"trust\"\n",
+	} {
+		if _, err := Parse("/x/c.toml", []byte(good)); err != nil && !strings.Contains(err.Error(), "users.file") {
+			t.Fatalf("a good peer list refused: %v", err)
+		}
 	}
 }
 

@@ -143,6 +143,19 @@ func (c *Config) validate(v *validator) {
 		seenPeers[p.ID] = true
 		if _, port, err := net.SplitHostPort(p.Address); err != nil || port == "" {
 			v.add(key+".address", "must be host:port of the peer's Postgres listener, not %q", p.Address)
+			continue
+		}
+		// A cancel request forwarded to an address that does not lead to
+		// the peer comes back to a non-owner (see pgwire's
+		// forwardsInFlight): refuse the cases the file itself shows.
+		if l, ok := ownListener(s.PGListen, p.Address); ok {
+			v.add(key+".address", "%s is this instance's own pg_listen %s; give the peer's own address", p.Address, l)
+		}
+		for j := range i {
+			if c.Peers[j].Address == p.Address {
+				v.add(key+".address", "%s is also the address of peers[%d]; each peer needs the address of its own listener", p.Address, j+1)
+				break
+			}
 		}
 	}
 	if s.UnixSocketDir != "" && len(s.PGListen) == 0 {
@@ -491,4 +504,31 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
 	return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or IP address", s)
+}
+
+// ownListener reports which of listens the peer address addr names: the
+// same host and port; "localhost" and a loopback listen address of that
+// port; or a loopback host and a listen address of that port that covers
+// every interface (no other process can listen there, short of
+// SO_REUSEPORT, which makes the address lead to either).
+func ownListener(listens []string, addr string) (string, bool) {
+	host, port, _ := net.SplitHostPort(addr)
+	loopback := host == "localhost"
+	if a, err := netip.ParseAddr(host); err == nil {
+		loopback = a.Unmap().IsLoopback()
+	}
+	for _, l := range listens {
+		lh, lp, err := net.SplitHostPort(l)
+		if err != nil || lp != port {
+			continue
+		}
+		la, err := netip.ParseAddr(lh)
+		every := lh == "" || err == nil && la.IsUnspecified()
+		switch {
+		case lh == host, loopback && every,
+			host == "localhost" && (lh == "localhost" || err == nil && la.Unmap().IsLoopback()):
+			return l, true
+		}
+	}
+	return "", false
 }

@@ -144,6 +144,58 @@ func cancelThroughPeer(t *testing.T, withProxy bool) {
 }
 
 // sendCancel sends a CancelRequest as libpq does and waits for the close.
+// TestACancelForwardingLoopIsCut gives an instance a peer whose address
+// leads back to the instance itself, as a load balancer's or a service's
+// address does. A cancel request for that peer came back, was forwarded
+// again, and so on: one 16-byte packet made hundreds of connections, until
+// max_connections stopped the chain and held every slot. A request that
+// comes back while its own forward is in flight is dropped.
+func TestACancelForwardingLoopIsCut(t *testing.T) {
+	port := freePort()
+	balancer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer balancer.Close()
+	var through atomic.Int64
+	go func() {
+		for {
+			c, err := balancer.Accept()
+			if err != nil {
+				return
+			}
+			through.Add(1)
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	g := startGatewayAt(t, port, gwOptions{server: "peer_id = 1\nmax_connections = 100"},
+		fmt.Sprintf("[[peers]]\nid = 2\naddress = %q\n[[hba]]\nmethod = \"scram-sha-256\"\n", balancer.Addr().String()),
+		[]testUser{{name: "alice", password: "alice-Pass-1"}})
+	key := []byte{0, 2 << 6, 0x12, 0x34} // peer id 2 in the top 10 bits
+	done := make(chan struct{})
+	go func() { sendCancel(t, g.addr(), "", 4242, key); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cancel request's connection was never closed")
+	}
+	if n := through.Load(); n != 1 {
+		t.Fatalf("one cancel request went through the balancer %d times, want once", n)
+	}
+	g.waitLog("a cancel request came back while this instance was forwarding it to its peer", 1)
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	c.Close(context.Background())
+}
+
 func sendCancel(t *testing.T, addr, prefix string, pid uint32, key []byte) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -13,10 +14,10 @@ import (
 )
 
 // cancelRequest handles a CancelRequest: a key of this instance goes to its
-// backend; a key carrying another peer's id goes to that peer, once (the
-// owner never forwards its own keys, so nothing loops); anything else is
-// ignored silently, as PostgreSQL does. from is the client's address (the
-// zero Addr when it has none), src the source it counts as (conn.source).
+// backend; a key carrying another peer's id goes to that peer (see
+// forwardsInFlight for why it cannot loop); anything else is ignored
+// silently, as PostgreSQL does. from is the client's address (the zero
+// Addr when it has none), src the source it counts as (conn.source).
 func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, src string, pid uint32, key []byte) {
 	owner := keyPeer(key)
 	if s.cancels.peerID == 0 || owner == s.cancels.peerID {
@@ -34,13 +35,81 @@ func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, src string, 
 	}
 	for _, p := range cfg.Peers {
 		if uint16(p.ID) == owner {
+			if !s.forwards.begin(pid, key) {
+				s.noteForwardLoop(p)
+				return
+			}
+			defer s.forwards.end(pid, key)
 			if err := forwardCancel(p.Address, cfg.Server.ProxyProtocol != "off", from, pid, key); err != nil {
-				s.log.Warn("could not forward a cancel request to its peer", zap.Int("peer_id", p.ID),
+				s.log.Warn("could not forward a cancel request to its peer", zap.Int("to_peer_id", p.ID),
 					zap.String("peer", p.Address), zap.Error(err))
 			}
 			return
 		}
 	}
+}
+
+// forwardsInFlight are the CancelRequests this instance is forwarding now,
+// by pid and key. The owner of a key never forwards it, but a [[peers]]
+// address need not lead to the owner: a load balancer's or a service's
+// address, or one of this instance's own, brings the request back to a
+// non-owner, which forwards it again. Each forward waits for the peer to
+// close, so such a loop nests: one 16-byte packet made hundreds of
+// connections, until max_connections stopped it and held every slot. A
+// request that comes back while its own forward is still in flight is
+// dropped, and no genuine cancel is lost: it is that same request, whose
+// first forward is already on its way (PgBouncer bounds the same loop
+// with a hop count in the key, which would take two more of its random
+// bits here).
+type forwardsInFlight struct {
+	mu sync.Mutex
+	m  map[uint64]int
+}
+
+func forwardID(pid uint32, key []byte) uint64 {
+	return uint64(pid)<<32 | uint64(binary.BigEndian.Uint32(key))
+}
+
+// begin records a forward of (pid, key); false when one is in flight.
+// Only 4-byte keys carry a peer id, so only those come here.
+func (f *forwardsInFlight) begin(pid uint32, key []byte) bool {
+	id := forwardID(pid, key)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[id] > 0 {
+		return false
+	}
+	if f.m == nil {
+		f.m = make(map[uint64]int)
+	}
+	f.m[id]++
+	return true
+}
+
+// end forgets the forward begin recorded.
+func (f *forwardsInFlight) end(pid uint32, key []byte) {
+	id := forwardID(pid, key)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[id]--; f.m[id] <= 0 {
+		delete(f.m, id)
+	}
+}
+
+// forwardLoopLogEvery paces the warning about a forwarding loop: each
+// looping request would otherwise be a line.
+const forwardLoopLogEvery = 10 * time.Second
+
+// noteForwardLoop says, at most once per forwardLoopLogEvery, that a
+// cancel request for peer p came back while it was being forwarded.
+func (s *Server) noteForwardLoop(p config.Peer) {
+	now := time.Now().UnixNano()
+	last := s.forwardLoopLog.Load()
+	if now-last < int64(forwardLoopLogEvery) || !s.forwardLoopLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("a cancel request came back while this instance was forwarding it to its peer: the peer's address leads to an instance that is not the peer (a load balancer, or this instance itself); list each peer's own address",
+		zap.Int("to_peer_id", p.ID), zap.String("peer", p.Address))
 }
 
 // forwardCancel sends the CancelRequest to a peer's Postgres listener.

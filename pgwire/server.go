@@ -40,6 +40,10 @@ type Server struct {
 	cancels  *cancelRegistry
 	// cancelGuard bounds wrong cancel keys per source.
 	cancelGuard *cancelGuard
+	// forwards are the cancel requests being forwarded to peers;
+	// forwardLoopLog paces the warning about one that came back.
+	forwards       forwardsInFlight
+	forwardLoopLog atomic.Int64
 	// pending are the connections still authenticating, by source (see
 	// pendingConns); evictions and evictionLog count and pace the log
 	// line about the ones closed to make room.
