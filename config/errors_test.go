@@ -161,6 +161,32 @@ func TestPeerListsAreChecked(t *testing.T) {
 	}
 }
 
+// A backend at one of pgwarden's own listeners made every login log in to
+// pgwarden again, nesting until max_backend_connections stopped it.
+func TestABackendThatIsThisInstanceIsALoadError(t *testing.T) {
+	const tail = "\n[[hba]]\nmethod = \"trust\"\n"
+	for _, tc := range []struct{ config, want string }{
+		{"[server]\npg_listen = [\"127.0.0.1:6432\"]\n[backend]\nport = 6432" + tail, "backend.port: 127.0.0.1 port 6432 is this instance's own listener 127.0.0.1:6432"},
+		{"[server]\npg_listen = [\"0.0.0.0:5432\"]\n[backend]\nhost = \"localhost\"" + tail, "backend.port: localhost port 5432 is this instance's own listener 0.0.0.0:5432"},
+		{"[server]\npg_listen = [\"127.0.0.1:6432\"]\nunix_socket_dir = \"/run/pgwarden\"\n[backend]\nhost = \"/run/pgwarden/\"\nport = 6432" + tail, "backend.port: /run/pgwarden/ port 6432 is this instance's own listener /run/pgwarden/.s.PGSQL.6432"},
+		{"[server]\npg_listen = [\"127.0.0.1:6432\"]\n[[databases]]\nname = \"app\"\nport = 6432" + tail, "databases[1].port: 127.0.0.1 port 6432 is this instance's own listener"},
+	} {
+		_, err := Parse("/x/c.toml", []byte(tc.config))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.config, err, tc.want)
+		}
+	}
+	for _, good := range []string{
+		"[server]\npg_listen = [\"127.0.0.1:6432\"]\n[backend]\nport = 5432" + tail,
+		"[server]\npg_listen = [\"127.0.0.1:6432\"]\nunix_socket_dir = \"/run/pgwarden\"\n[backend]\nhost = \"/var/run/postgresql\"\nport = 6432" + tail,
+		"[server]\npg_listen = [\"10.0.0.1:5432\"]\n[backend]\nhost = \"10.0.0.2\"" + tail,
+	} {
+		if _, err := Parse("/x/c.toml", []byte(good)); err != nil && !strings.Contains(err.Error(), "users.file") {
+			t.Errorf("%q refused: %v", good, err)
+		}
+	}
+}
+
 // bind refused a socket path over 107 bytes only when serve started, after
 // pgwarden check had said OK.
 func TestAUnixSocketPathTooLongForTheKernelIsALoadError(t *testing.T) {

@@ -229,6 +229,8 @@ func (c *Config) validate(v *validator) {
 	}
 	if b.Port < 1 || b.Port > 65535 {
 		v.add("backend.port", "must be a port number, not %d", b.Port)
+	} else if l, ok := c.ownServer(b.Host, b.Port); ok {
+		v.add("backend.port", "%s port %d is this instance's own listener %s: every login would log in to pgwarden again; give the PostgreSQL server's address", b.Host, b.Port, l)
 	}
 	switch b.SSLMode {
 	case "disable", "prefer", "require", "verify-ca", "verify-full":
@@ -272,6 +274,17 @@ func (c *Config) validate(v *validator) {
 		}
 		if d.Port < 0 || d.Port > 65535 {
 			v.add(key+".port", "must be a port number, not %d", d.Port)
+		} else if d.Host != "" || d.Port != 0 {
+			host, port := d.Host, d.Port
+			if host == "" {
+				host = b.Host
+			}
+			if port == 0 {
+				port = b.Port
+			}
+			if l, ok := c.ownServer(host, port); ok {
+				v.add(key+".port", "%s port %d is this instance's own listener %s: every login would log in to pgwarden again; give the PostgreSQL server's address", host, port, l)
+			}
 		}
 		if len(d.BackendDBName) > 63 {
 			v.add(key+".backend_dbname", "is %d bytes; PostgreSQL keeps 63 and would connect to a database of its first 63", len(d.BackendDBName))
@@ -504,6 +517,23 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
 	return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or IP address", s)
+}
+
+// ownServer reports which of this instance's Postgres listeners a backend
+// server at host and port would be: a TCP listener (see ownListener) or
+// the unix socket (host its folder, port the first pg_listen's).
+func (c *Config) ownServer(host string, port int) (string, bool) {
+	s := &c.Server
+	if strings.HasPrefix(host, "/") {
+		if s.UnixSocketDir == "" || len(s.PGListen) == 0 || filepath.Clean(host) != filepath.Clean(s.UnixSocketDir) {
+			return "", false
+		}
+		if _, p, err := net.SplitHostPort(s.PGListen[0]); err == nil && p == strconv.Itoa(port) {
+			return filepath.Join(s.UnixSocketDir, ".s.PGSQL."+p), true
+		}
+		return "", false
+	}
+	return ownListener(s.PGListen, net.JoinHostPort(host, strconv.Itoa(port)))
 }
 
 // ownListener reports which of listens the peer address addr names: the
