@@ -170,6 +170,7 @@ func TestABackendThatIsThisInstanceIsALoadError(t *testing.T) {
 		{"[server]\npg_listen = [\"0.0.0.0:5432\"]\n[backend]\nhost = \"localhost\"" + tail, "backend.port: localhost port 5432 is this instance's own listener 0.0.0.0:5432"},
 		{"[server]\npg_listen = [\"127.0.0.1:6432\"]\nunix_socket_dir = \"/run/pgwarden\"\n[backend]\nhost = \"/run/pgwarden/\"\nport = 6432" + tail, "backend.port: /run/pgwarden/ port 6432 is this instance's own listener /run/pgwarden/.s.PGSQL.6432"},
 		{"[server]\npg_listen = [\"127.0.0.1:6432\"]\n[[databases]]\nname = \"app\"\nport = 6432" + tail, "databases[1].port: 127.0.0.1 port 6432 is this instance's own listener"},
+		{"[server]\npg_listen = [\"127.0.0.1:6432\"]\n[store]\nkind = \"postgres\"\ndatabase = \"s\"\nuser = \"s\"\nport = 6432" + tail, "store.port: 127.0.0.1 port 6432 is this instance's own listener"},
 	} {
 		_, err := Parse("/x/c.toml", []byte(tc.config))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

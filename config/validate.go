@@ -299,6 +299,17 @@ func (c *Config) validate(v *validator) {
 		}
 		if c.Store.Port < 0 || c.Store.Port > 65535 {
 			v.add("store.port", "must be a port number, not %d", c.Store.Port)
+		} else if c.Store.Host != "" || c.Store.Port != 0 {
+			host, port := c.Store.Host, c.Store.Port
+			if host == "" {
+				host = b.Host
+			}
+			if port == 0 {
+				port = b.Port
+			}
+			if l, ok := c.ownServer(host, port); ok {
+				v.add("store.port", "%s port %d is this instance's own listener %s: the store is a PostgreSQL database; give its server's address", host, port, l)
+			}
 		}
 		switch c.Store.SSLMode {
 		case "", "disable", "prefer", "require", "verify-ca", "verify-full":
