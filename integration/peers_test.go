@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,6 +264,42 @@ func TestReusePortLetsANewProcessListenBesideTheOld(t *testing.T) {
 	out, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(out), "address already in use") {
 		t.Fatalf("without reuse_port a second listener on the port: %s", out)
+	}
+}
+
+// During an upgrade the new process takes every new connection, the
+// cancel requests for the old process's draining sessions among them. It
+// knew none of their keys, so no draining query could be canceled until
+// shutdown_timeout; it now hands them to the draining process.
+func TestAQueryOfADrainingProcessCanBeCanceledThroughItsSuccessor(t *testing.T) {
+	port := freePort()
+	rules := "[[hba]]\nmethod = \"scram-sha-256\"\n"
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
+	old := startGatewayAt(t, port, gwOptions{server: "reuse_port = true"}, rules, users)
+	conn := old.mustConnect("alice", "alice-Pass-1", "postgres")
+	defer conn.Close(context.Background())
+	startGatewayAt(t, port, gwOptions{server: "reuse_port = true"}, rules, users)
+	old.signal(syscall.SIGTERM)
+	old.waitLog("draining", 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// The old process listens no more: this reaches the new one.
+	sendCancel(t, old.addr(), "", conn.PgConn().PID(), conn.PgConn().SecretKey())
+	select {
+	case err := <-done:
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57014" {
+			t.Fatalf("canceled query: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancel request sent while its session drained did not cancel the query")
+	}
+	if got := queryOne(t, conn, "SELECT 'still draining'"); got != "still draining" {
+		t.Fatal(got)
 	}
 }
 

@@ -3,7 +3,6 @@ package pgwire
 import (
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/binary"
 	"net"
 	"sync"
 	"time"
@@ -138,12 +137,7 @@ func (r *cancelRegistry) forward(pid uint32, key []byte) bool {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	msg := make([]byte, 12, 12+len(t.secret))
-	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(t.secret)))
-	binary.BigEndian.PutUint32(msg[4:], cancelRequestCode)
-	binary.BigEndian.PutUint32(msg[8:], t.pid)
-	msg = append(msg, t.secret...)
-	if _, err := c.Write(msg); err != nil {
+	if _, err := c.Write(cancelRequestBytes(t.pid, t.secret)); err != nil {
 		return true
 	}
 	// PostgreSQL answers nothing and closes; wait for that so the cancel

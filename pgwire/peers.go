@@ -27,7 +27,14 @@ func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, src string, 
 			s.cancelGuard.miss(src)
 			return
 		}
-		if !s.cancels.forward(pid, key) && s.cancelGuard.miss(src) {
+		if s.cancels.forward(pid, key) {
+			return
+		}
+		// Perhaps a session of the process this one replaces, which
+		// drains; charged as a miss all the same, since that cannot be
+		// told from here.
+		handToDraining(cfg, pid, key)
+		if s.cancelGuard.miss(src) {
 			s.log.Warn("cancel requests with wrong keys: this source's cancel requests are ignored while it keeps sending them",
 				zap.String("address", src), zap.Int("wrong_keys", cancelGuessBurst), zap.Int("per_second_after", cancelGuessRate))
 		}
@@ -150,12 +157,7 @@ func forwardCancel(addr string, withProxy bool, from netip.Addr, pid uint32, key
 			}
 		}
 	}
-	msg := make([]byte, 12, 16)
-	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(key)))
-	binary.BigEndian.PutUint32(msg[4:], cancelRequestCode)
-	binary.BigEndian.PutUint32(msg[8:], pid)
-	msg = append(msg, key...)
-	if _, err := c.Write(msg); err != nil {
+	if _, err := c.Write(cancelRequestBytes(pid, key)); err != nil {
 		return err
 	}
 	// The peer answers nothing and closes once it has passed the cancel

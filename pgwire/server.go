@@ -306,6 +306,7 @@ func (s *Server) drainListeners() {
 // remaining session is ended as Close ends it.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.drainListeners()
+	s.takeDrainingCancels()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 wait:

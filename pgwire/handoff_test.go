@@ -1,0 +1,68 @@
+package pgwire
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// A process that does not know a key hands the CancelRequest to the
+// draining process of its address, whole, and only to one of its own
+// user: a local user who took the name first must not learn the keys.
+func TestACancelIsHandedOnlyToADrainingProcessOfTheSameUser(t *testing.T) {
+	if !peerCredsSupported {
+		t.Log("no SO_PEERCRED on this platform: nothing is handed over")
+		return
+	}
+	cfg := &config.Config{}
+	cfg.Server.PGListen = []string{fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(40000))}
+	ln, err := net.Listen("unix", drainingName(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := func() []byte {
+		got := make(chan []byte, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				got <- nil
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			b, _ := io.ReadAll(c)
+			got <- b
+		}()
+		return <-got
+	}
+	key := []byte{1, 2, 3, 4}
+	done := make(chan []byte)
+	go func() { done <- received() }()
+	handToDraining(cfg, 4242, key)
+	if got := <-done; !bytes.Equal(got, cancelRequestBytes(4242, key)) {
+		t.Fatalf("the draining process got %x", got)
+	}
+
+	defer func(f func(uint32) bool) { trustedUID = f }(trustedUID)
+	trustedUID = func(uint32) bool { return false } // the listener is another user's
+	go func() { done <- received() }()
+	handToDraining(cfg, 4242, key)
+	if got := <-done; len(got) != 0 {
+		t.Fatalf("a listener of another user got %x", got)
+	}
+	// Keys of another length are not this build's: not handed over.
+	trustedUID = func(uint32) bool { return true }
+	go func() { done <- received() }()
+	handToDraining(cfg, 4242, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	ln.(*net.UnixListener).SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if got := <-done; len(got) != 0 {
+		t.Fatalf("an 8-byte key was handed over: %x", got)
+	}
+}
