@@ -274,6 +274,56 @@ func TestReusePortLetsANewProcessListenBesideTheOld(t *testing.T) {
 	}
 }
 
+// The upgrade reuse_port is for, with the unix socket on (its folder
+// defaults to /tmp): the new process refused to start ("another server is
+// using this socket"), and the old one, draining, would have removed the
+// new one's socket file. Now the new process takes the name over and the
+// old one leaves it alone.
+func TestReusePortHandsTheUnixSocketToTheNewProcess(t *testing.T) {
+	port := freePort()
+	shared := t.TempDir()
+	rules := "[[hba]]\nmethod = \"trust\"\n"
+	start := func() *gateway {
+		dir := t.TempDir()
+		g := &gateway{t: t, dir: dir, port: port, sockDir: shared, log: &lockedBuffer{}, done: make(chan struct{}), opts: gwOptions{server: "reuse_port = true"}}
+		g.writeConfig(rules)
+		g.writeUsers(nil)
+		g.start()
+		return g
+	}
+	viaSocket := func() (*pgx.Conn, error) {
+		return pgx.Connect(context.Background(), fmt.Sprintf("host=%s port=%d user=alice dbname=postgres", shared, port))
+	}
+	old := start()
+	live, err := viaSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close(context.Background())
+	start()
+	old.signal(syscall.SIGTERM)
+	old.waitLog("draining", 1)
+	if got := queryOne(t, live, "SELECT 'draining through the old socket'"); got != "draining through the old socket" {
+		t.Fatal(got)
+	}
+	c, err := viaSocket()
+	if err != nil {
+		t.Fatalf("during the drain the socket does not lead to the new process: %v", err)
+	}
+	c.Close(context.Background())
+	live.Close(context.Background())
+	select {
+	case <-old.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old process did not exit once its session ended")
+	}
+	c, err = viaSocket()
+	if err != nil {
+		t.Fatalf("after the old process left, the socket is gone: %v", err)
+	}
+	c.Close(context.Background())
+}
+
 // During an upgrade the new process takes every new connection, the
 // cancel requests for the old process's draining sessions among them. It
 // knew none of their keys, so no draining query could be canceled until

@@ -155,7 +155,7 @@ func (s *Server) Listen() error {
 			port = strconv.Itoa(s.listeners[0].Addr().(*net.TCPAddr).Port)
 		}
 		path := filepath.Join(dir, ".s.PGSQL."+port)
-		ln, err := listenUnix(path)
+		ln, err := listenUnix(path, cfg.Server.ReusePort)
 		if err != nil {
 			s.closeListeners()
 			return err
@@ -166,24 +166,59 @@ func (s *Server) Listen() error {
 }
 
 // listenUnix listens on path, removing a stale socket left by a process
-// that died, but never one that still answers.
-func listenUnix(path string) (net.Listener, error) {
+// that died, but never one that still answers, unless takeOver
+// (server.reuse_port): a new process listening beside the old one for an
+// upgrade then binds a socket of its own and renames it over the old one's
+// name, so that new clients come to it while the old process's socket,
+// left without a name, serves only what it already accepted. Before
+// December 2026 the new process refused to start whenever
+// unix_socket_dir was set (its default is /tmp), so the upgrade that
+// reuse_port is for needed unix_socket_dir = "". Each process removes the
+// file when it closes only while the name is still its own socket's: the
+// old one, draining, would otherwise have removed the new one's.
+func listenUnix(path string, takeOver bool) (net.Listener, error) {
+	bindAt := path
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("listen on %s: another server is using this socket", path)
+			if !takeOver {
+				return nil, fmt.Errorf("listen on %s: another server is using this socket", path)
+			}
+			bindAt = path + ".new"
+			os.Remove(bindAt) // left by a process that died taking over
+		} else {
+			os.Remove(path)
 		}
-		os.Remove(path)
 	}
-	ul, err := net.Listen("unix", path)
+	ul, err := net.Listen("unix", bindAt)
 	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", bindAt, err)
+	}
+	ul.(*net.UnixListener).SetUnlinkOnClose(false)
+	// As PostgreSQL's default unix_socket_permissions: HBA decides who gets in.
+	if err := os.Chmod(bindAt, 0o777); err != nil {
+		ul.Close()
+		os.Remove(bindAt)
+		return nil, fmt.Errorf("listen on %s: %w", bindAt, err)
+	}
+	if bindAt != path {
+		if err := os.Rename(bindAt, path); err != nil {
+			ul.Close()
+			os.Remove(bindAt)
+			return nil, fmt.Errorf("listen on %s: %w", path, err)
+		}
+	}
+	own, err := os.Lstat(path)
+	if err != nil {
+		ul.Close()
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	ln := listen.Wrap(ul)
-	// As PostgreSQL's default unix_socket_permissions: HBA decides who gets in.
-	if err := os.Chmod(path, 0o777); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	ln.Name = &net.UnixAddr{Name: path, Net: "unix"}
+	ln.OnClose = func() {
+		if now, err := os.Lstat(path); err == nil && os.SameFile(own, now) {
+			os.Remove(path)
+		}
 	}
 	return ln, nil
 }

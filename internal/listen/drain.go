@@ -29,10 +29,26 @@ type Listener struct {
 
 	draining atomic.Bool
 	once     sync.Once
+	closed   sync.Once     // runs OnClose
 	done     chan struct{} // closed when Drain has taken the backlog
 
 	mu     sync.Mutex
 	queued []net.Conn
+
+	// OnClose, when set, runs once after the listener closes (a unix
+	// socket's file is removed there, if it is still this listener's).
+	OnClose func()
+	// Name, when set, is the address Addr reports: a unix socket bound
+	// under another name and renamed.
+	Name net.Addr
+}
+
+// Addr is the listener's address (Name, when set).
+func (l *Listener) Addr() net.Addr {
+	if l.Name != nil {
+		return l.Name
+	}
+	return l.Listener.Addr()
 }
 
 // Wrap makes ln drainable; ln must be a *net.TCPListener or a
@@ -152,6 +168,9 @@ func (l *Listener) Close() error {
 	l.mu.Unlock()
 	if errors.Is(err, net.ErrClosed) && l.draining.Load() {
 		err = nil
+	}
+	if l.OnClose != nil {
+		l.closed.Do(l.OnClose)
 	}
 	return err
 }
