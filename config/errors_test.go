@@ -198,6 +198,15 @@ func TestAUnixSocketPathTooLongForTheKernelIsALoadError(t *testing.T) {
 			t.Fatalf("%s: %v", listen, err)
 		}
 	}
+	// With reuse_port a new process binds the path plus ".new" first.
+	dir104 := "/tmp/" + strings.Repeat("d", 104-len("/tmp/")-len("/.s.PGSQL.6432"))
+	_, err := Parse("/x/c.toml", []byte("[server]\npg_listen = [\"127.0.0.1:6432\"]\nreuse_port = true\nunix_socket_dir = \""+dir104+"\"\n[[hba]]\nmethod = \"trust\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "with reuse_port a new process binds "+dir104+"/.s.PGSQL.6432.new") {
+		t.Fatalf("reuse_port, 104-byte socket path: %v", err)
+	}
+	if _, err := Parse("/x/c.toml", []byte("[server]\npg_listen = [\"127.0.0.1:6432\"]\nunix_socket_dir = \""+dir104+"\"\n[[hba]]\nmethod = \"trust\"\n")); err != nil && strings.Contains(err.Error(), "unix_socket_dir") {
+		t.Fatalf("without reuse_port a 104-byte socket path fits: %v", err)
+	}
 	// 107 bytes exactly is fine.
 	dir := "/tmp/" + strings.Repeat("d", 107-len("/tmp/")-len("/.s.PGSQL.6432"))
 	if _, err := Parse("/x/c.toml", []byte("[server]\npg_listen = [\"127.0.0.1:6432\"]\nunix_socket_dir = \""+dir+"\"\n[[hba]]\nmethod = \"trust\"\n")); err != nil {

@@ -170,6 +170,9 @@ func (c *Config) validate(v *validator) {
 		}
 		if path := filepath.Join(s.UnixSocketDir, ".s.PGSQL."+port); len(path) > maxSocketPath {
 			v.add("server.unix_socket_dir", "the socket path %s is %d bytes, over the %d a unix socket path may have; choose a shorter folder", path, len(path), maxSocketPath)
+		} else if s.ReusePort && len(path+".new") > maxSocketPath {
+			// A process taking over the socket binds this name first.
+			v.add("server.unix_socket_dir", "with reuse_port a new process binds %s.new before renaming it over the socket, and that path is %d bytes, over the %d a unix socket path may have; choose a shorter folder", path, len(path+".new"), maxSocketPath)
 		}
 	}
 	if s.HTTPTLS && c.TLS == nil {
