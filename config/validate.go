@@ -277,17 +277,8 @@ func (c *Config) validate(v *validator) {
 		}
 		if d.Port < 0 || d.Port > 65535 {
 			v.add(key+".port", "must be a port number, not %d", d.Port)
-		} else if d.Host != "" || d.Port != 0 {
-			host, port := d.Host, d.Port
-			if host == "" {
-				host = b.Host
-			}
-			if port == 0 {
-				port = b.Port
-			}
-			if l, ok := c.ownServer(host, port); ok {
-				v.add(key+".port", "%s port %d is this instance's own listener %s: every login would log in to pgwarden again; give the PostgreSQL server's address", host, port, l)
-			}
+		} else if host, port, l, ok := c.ownServerOverride(d.Host, d.Port); ok {
+			v.add(key+".port", "%s port %d is this instance's own listener %s: every login would log in to pgwarden again; give the PostgreSQL server's address", host, port, l)
 		}
 		if len(d.BackendDBName) > 63 {
 			v.add(key+".backend_dbname", "is %d bytes; PostgreSQL keeps 63 and would connect to a database of its first 63", len(d.BackendDBName))
@@ -302,17 +293,8 @@ func (c *Config) validate(v *validator) {
 		}
 		if c.Store.Port < 0 || c.Store.Port > 65535 {
 			v.add("store.port", "must be a port number, not %d", c.Store.Port)
-		} else if c.Store.Host != "" || c.Store.Port != 0 {
-			host, port := c.Store.Host, c.Store.Port
-			if host == "" {
-				host = b.Host
-			}
-			if port == 0 {
-				port = b.Port
-			}
-			if l, ok := c.ownServer(host, port); ok {
-				v.add("store.port", "%s port %d is this instance's own listener %s: the store is a PostgreSQL database; give its server's address", host, port, l)
-			}
+		} else if host, port, l, ok := c.ownServerOverride(c.Store.Host, c.Store.Port); ok {
+			v.add("store.port", "%s port %d is this instance's own listener %s: the store is a PostgreSQL database; give its server's address", host, port, l)
 		}
 		switch c.Store.SSLMode {
 		case "", "disable", "prefer", "require", "verify-ca", "verify-full":
@@ -548,6 +530,23 @@ func (c *Config) ownServer(host string, port int) (string, bool) {
 		return "", false
 	}
 	return ownListener(s.PGListen, net.JoinHostPort(host, strconv.Itoa(port)))
+}
+
+// ownServerOverride is ownServer for a host and port that override
+// [backend]'s where set ("" and 0 take [backend]'s). Nothing overridden is
+// [backend] itself, which is checked on its own.
+func (c *Config) ownServerOverride(host string, port int) (string, int, string, bool) {
+	if host == "" && port == 0 {
+		return "", 0, "", false
+	}
+	if host == "" {
+		host = c.Backend.Host
+	}
+	if port == 0 {
+		port = c.Backend.Port
+	}
+	l, ok := c.ownServer(host, port)
+	return host, port, l, ok
 }
 
 // ownListener reports which of listens the peer address addr names: the

@@ -70,7 +70,7 @@ func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, src string, 
 // bits here).
 type forwardsInFlight struct {
 	mu sync.Mutex
-	m  map[uint64]int
+	m  map[uint64]struct{}
 }
 
 func forwardID(pid uint32, key []byte) uint64 {
@@ -83,13 +83,13 @@ func (f *forwardsInFlight) begin(pid uint32, key []byte) bool {
 	id := forwardID(pid, key)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.m[id] > 0 {
+	if _, ok := f.m[id]; ok {
 		return false
 	}
 	if f.m == nil {
-		f.m = make(map[uint64]int)
+		f.m = make(map[uint64]struct{})
 	}
-	f.m[id]++
+	f.m[id] = struct{}{}
 	return true
 }
 
@@ -98,21 +98,13 @@ func (f *forwardsInFlight) end(pid uint32, key []byte) {
 	id := forwardID(pid, key)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.m[id]--; f.m[id] <= 0 {
-		delete(f.m, id)
-	}
+	delete(f.m, id)
 }
 
-// forwardLoopLogEvery paces the warning about a forwarding loop: each
-// looping request would otherwise be a line.
-const forwardLoopLogEvery = 10 * time.Second
-
-// noteForwardLoop says, at most once per forwardLoopLogEvery, that a
-// cancel request for peer p came back while it was being forwarded.
+// noteForwardLoop says, at most once per warnEvery, that a cancel request
+// for peer p came back while it was being forwarded.
 func (s *Server) noteForwardLoop(p config.Peer) {
-	now := time.Now().UnixNano()
-	last := s.forwardLoopLog.Load()
-	if now-last < int64(forwardLoopLogEvery) || !s.forwardLoopLog.CompareAndSwap(last, now) {
+	if !s.forwardLoopLog.due() {
 		return
 	}
 	s.log.Warn("a cancel request came back while this instance was forwarding it to its peer: the peer's address leads to an instance that is not the peer (a load balancer, or this instance itself); list each peer's own address",

@@ -3,6 +3,7 @@ package pgwire
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -87,17 +88,27 @@ func (p *pendingConns) evictFor(newcomer *conn) *conn {
 	return victim
 }
 
-// evictionLogEvery paces the warning about connections closed to make
-// room: a flood closes many, and each would otherwise be a log line.
-const evictionLogEvery = 10 * time.Second
+// warnEvery paces the warnings a flood repeats (connections closed to make
+// room, cancel requests coming back to be forwarded): each would
+// otherwise be a log line.
+const warnEvery = 10 * time.Second
+
+// logPace lets a warning through at most once per warnEvery.
+type logPace struct{ last atomic.Int64 }
+
+// due reports whether the warning may be logged now, and if so starts the
+// next interval.
+func (p *logPace) due() bool {
+	now := time.Now().UnixNano()
+	last := p.last.Load()
+	return now-last >= int64(warnEvery) && p.last.CompareAndSwap(last, now)
+}
 
 // noteEviction counts a connection closed to make room and says so in the
-// log, at most once per evictionLogEvery, with how many since the last line.
+// log, at most once per warnEvery, with how many since the last line.
 func (s *Server) noteEviction(victim *conn) {
 	n := s.evictions.Add(1)
-	now := time.Now().UnixNano()
-	last := s.evictionLog.Load()
-	if now-last < int64(evictionLogEvery) || !s.evictionLog.CompareAndSwap(last, now) {
+	if !s.evictionLog.due() {
 		return
 	}
 	s.evictions.Add(-n)

@@ -43,13 +43,13 @@ type Server struct {
 	// forwards are the cancel requests being forwarded to peers;
 	// forwardLoopLog paces the warning about one that came back.
 	forwards       forwardsInFlight
-	forwardLoopLog atomic.Int64
+	forwardLoopLog logPace
 	// pending are the connections still authenticating, by source (see
 	// pendingConns); evictions and evictionLog count and pace the log
 	// line about the ones closed to make room.
 	pending     *pendingConns
 	evictions   atomic.Int64
-	evictionLog atomic.Int64
+	evictionLog logPace
 	pool        *backend.Pool
 	closing     atomic.Bool
 	version     string
@@ -195,23 +195,23 @@ func listenUnix(path string, takeOver bool) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", bindAt, err)
 	}
 	ul.(*net.UnixListener).SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
+		ul.Close()
+		os.Remove(bindAt) // nothing there once renamed
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
 	// As PostgreSQL's default unix_socket_permissions: HBA decides who gets in.
 	if err := os.Chmod(bindAt, 0o777); err != nil {
-		ul.Close()
-		os.Remove(bindAt)
-		return nil, fmt.Errorf("listen on %s: %w", bindAt, err)
+		return fail(err)
 	}
 	if bindAt != path {
 		if err := os.Rename(bindAt, path); err != nil {
-			ul.Close()
-			os.Remove(bindAt)
-			return nil, fmt.Errorf("listen on %s: %w", path, err)
+			return fail(err)
 		}
 	}
 	own, err := os.Lstat(path)
 	if err != nil {
-		ul.Close()
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return fail(err)
 	}
 	ln := listen.Wrap(ul)
 	ln.Name = &net.UnixAddr{Name: path, Net: "unix"}
