@@ -208,7 +208,7 @@ func TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore(t *testing.T) {
 	if err := pg.ExecIn("pgwarden_store_db", `SELECT pg_notify('pgwarden_throttle', '{"i":"x","f":true,"a":"127.0.0.1","u":"alice","m":"00"}')`); err != nil {
 		t.Fatal(err)
 	}
-	b.waitLog("ignored a throttle event not signed with the store's key", 1)
+	b.waitLog("ignored throttle events not sealed with the store's key", 1)
 	start0 := time.Now()
 	c0, err := b.connect("alice", "alice-Pass-1", "postgres")
 	if err != nil {
@@ -217,6 +217,18 @@ func TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore(t *testing.T) {
 	c0.Close(context.Background())
 	if el := time.Since(start0); el > time.Second {
 		t.Fatalf("a forged throttle event held alice up for %v", el)
+	}
+
+	// A role that can connect to the store's database listens in.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	listener, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=pgwarden_store_db sslmode=disable", pg.sockDir, pg.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(context.Background())
+	if _, err := listener.Exec(ctx, "LISTEN pgwarden_throttle"); err != nil {
+		t.Fatal(err)
 	}
 
 	// A wrong password on A: B makes the next attempt of the pair wait.
@@ -232,6 +244,32 @@ func TestConsoleSessionsAndTheThrottleAreSharedThroughTheStore(t *testing.T) {
 	c.Close(context.Background())
 	if el := time.Since(start); el < 1500*time.Millisecond {
 		t.Fatalf("B let bob's next attempt in after %v: A's failure did not count there", el)
+	}
+
+	// The listener kept A's real failure event. It learns neither the user
+	// nor the address from it, and sending it again holds no one up: until
+	// December 2026 the events were signed but could be replayed, so that a
+	// kept failure held the user up again at will and a kept success wiped
+	// a guesser's backoff on every instance.
+	n, err := listener.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(n.Payload, "bob") || strings.Contains(n.Payload, "127.0.0.1") {
+		t.Fatalf("a listener on the store reads the throttle event: %s", n.Payload)
+	}
+	if err := pg.ExecIn("pgwarden_store_db", fmt.Sprintf("SELECT pg_notify('pgwarden_throttle', '%s')", strings.ReplaceAll(n.Payload, "'", "''"))); err != nil {
+		t.Fatal(err)
+	}
+	b.waitLog("ignored throttle events seen before or too old", 1)
+	start = time.Now()
+	c, err = b.connect("bob", "bob-Pass-2", "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close(context.Background())
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("a replayed failure event held bob up for %v", el)
 	}
 }
 

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
+	"errors"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -85,40 +83,23 @@ func forgetSetupToken(ctx context.Context, pg *store.Postgres, log *zap.Logger) 
 	}
 }
 
-// throttleEvent is a throttle failure or success on the store's channel.
-type throttleEvent struct {
-	Instance string `json:"i"`
-	Failure  bool   `json:"f"`
-	Address  string `json:"a"`
-	User     string `json:"u"`
-	// MAC signs the rest with the store's shared throttle key: any role
-	// that can connect to the store's database can NOTIFY, and a forged
-	// failure would hold up a real user's logins.
-	MAC string `json:"m"`
-}
-
-func (ev throttleEvent) mac(key []byte) string {
-	h := hmac.New(sha256.New, key)
-	fmt.Fprintf(h, "%s\x00%v\x00%s\x00%s", ev.Instance, ev.Failure, ev.Address, ev.User)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // shareThrottle publishes this instance's throttle events through the
 // store and returns the handler that applies the other instances' events.
 // Events queue in a bounded buffer and go out one at a time; a flood that
-// fills it loses events (counted in the log), never blocks a login.
+// fills it loses events (counted in the log), never blocks a login. Each
+// event is sealed (store.ThrottleSeal): a forged or replayed one counts
+// for nothing.
 func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.Throttle, state *snapshot.Holder, log *zap.Logger) (func(string), error) {
 	keyText, err := pg.Setting(ctx, "throttle_key", httpfront.NewOpaqueID)
 	if err != nil {
 		return nil, err
 	}
-	key := []byte(keyText)
-	self := httpfront.NewOpaqueID()
-	queue := make(chan throttleEvent, 1024)
+	seal := store.NewThrottleSeal(keyText, httpfront.NewOpaqueID())
+	queue := make(chan store.ThrottleEvent, 1024)
 	var dropped atomic.Int64
 	throttle.SetPublisher(func(failure bool, addr, user string) {
 		select {
-		case queue <- throttleEvent{Instance: self, Failure: failure, Address: addr, User: user}:
+		case queue <- store.ThrottleEvent{Failure: failure, Address: addr, User: user}:
 		default:
 			if dropped.Add(1)%1000 == 1 {
 				log.Warn("throttle events are not reaching the other instances fast enough; some were dropped", zap.Int64("dropped", dropped.Load()))
@@ -131,24 +112,51 @@ func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.T
 			case <-ctx.Done():
 				return
 			case ev := <-queue:
-				ev.MAC = ev.mac(key)
-				b, _ := json.Marshal(ev)
-				if err := pg.Notify(ctx, store.ThrottleChannel, string(b)); err != nil {
+				if err := pg.Notify(ctx, store.ThrottleChannel, seal.Seal(ev)); err != nil {
 					log.Debug("could not publish a throttle event", zap.Error(err))
 				}
 			}
 		}
 	}()
+	// A role that floods the channel would otherwise flood the log.
+	var forged, replayed pacedCount
 	return func(payload string) {
-		var ev throttleEvent
-		if json.Unmarshal([]byte(payload), &ev) != nil || ev.Instance == self {
+		ev, mine, err := seal.Open(payload)
+		switch {
+		case errors.Is(err, store.ErrThrottleEventForged):
+			if n, ok := forged.take(); ok {
+				log.Warn("ignored throttle events not sealed with the store's key (someone else NOTIFYs pgwarden_throttle, or an instance of a version before December 2026 runs beside this one)", zap.Int64("events", n))
+			}
 			return
-		}
-		if !hmac.Equal([]byte(ev.MAC), []byte(ev.mac(key))) {
-			log.Warn("ignored a throttle event not signed with the store's key (someone else NOTIFYs pgwarden_throttle)")
+		case errors.Is(err, store.ErrThrottleEventReplayed):
+			if n, ok := replayed.take(); ok {
+				log.Warn("ignored throttle events seen before or too old (someone sends pgwarden_throttle notifications again, or the instances' clocks are over a minute apart)", zap.Int64("events", n))
+			}
+			return
+		case err != nil || mine:
 			return
 		}
 		cfg := state.Current().Config
 		throttle.Apply(ev.Failure, ev.Address, ev.User, cfg.Throttle.FailureDelay.Duration, cfg.Throttle.MaxDelay.Duration)
 	}, nil
+}
+
+// pacedCount counts events and lets one log line through per 10 s, with
+// the number counted since the last one.
+type pacedCount struct {
+	mu     sync.Mutex
+	n      int64
+	logged time.Time
+}
+
+func (p *pacedCount) take() (int64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	if now := time.Now(); now.Sub(p.logged) >= 10*time.Second {
+		n := p.n
+		p.n, p.logged = 0, now
+		return n, true
+	}
+	return 0, false
 }
