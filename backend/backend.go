@@ -5,6 +5,7 @@
 package backend
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,11 +13,13 @@ import (
 	"os"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/internal/sockpeek"
 )
 
 // Target is one backend login.
@@ -365,5 +368,17 @@ func PoolConfig(cfg *config.Config, t Target, applicationName string) (*pgxpool.
 		return nil, err
 	}
 	pcfg.ConnConfig.Config = *pc
+	pcfg.PrepareConn = func(_ context.Context, c *pgx.Conn) (bool, error) { return IdleConnAlive(c.PgConn()), nil }
 	return pcfg, nil
+}
+
+// IdleConnAlive says whether a pooled connection about to be handed out
+// is still the backend's: a backend terminated while the connection sat
+// idle (a restart, a failover, pg_terminate_backend, an idle timeout)
+// left its FATAL and its close in the socket, and the next request sent
+// there would be answered with that error. One look, no round trip; a
+// pool takes another connection when it is false.
+func IdleConnAlive(pc *pgconn.PgConn) bool {
+	st := sockpeek.Conn(pc.Conn())
+	return st != sockpeek.Pending && st != sockpeek.Closed
 }

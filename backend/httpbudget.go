@@ -25,6 +25,10 @@ type countedConn struct {
 	once  sync.Once
 }
 
+// NetConn is the socket below, for a look into it (sockpeek) that must
+// not read through the count.
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.owner.forgetCounted(c) })

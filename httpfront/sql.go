@@ -549,7 +549,17 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: errorBody{Code: pe.Code, Message: pe.Message, Statement: idx}})
+		status := http.StatusBadRequest
+		var ce *pgconn.ConnectError
+		if (pe.Severity == "FATAL" || pe.Severity == "PANIC") && !errors.As(err, &ce) {
+			// The backend ended the session under the statement (a
+			// shutdown, pg_terminate_backend, a crash): no fault of the
+			// request, as a connection that broke is not (502 below).
+			// Its code and words stay.
+			status = http.StatusBadGateway
+			s.o.Log.Warn("the backend ended its session during an HTTP request", zap.String("code", pe.Code), zap.String("message", pe.Message))
+		}
+		writeJSON(w, status, apiError{Error: errorBody{Code: pe.Code, Message: pe.Message, Statement: idx}})
 		return
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {

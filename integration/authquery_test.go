@@ -209,3 +209,35 @@ method = "scram-sha-256"
 	}
 	c.Close(context.Background())
 }
+
+// TestAuthQueryLooksUpAfterItsPooledConnectionWasTerminated: a lookup on a
+// pooled connection whose backend ended while idle (a restart,
+// pg_terminate_backend) runs on a fresh one; it used to fail the login of
+// a user with the right password.
+func TestAuthQueryLooksUpAfterItsPooledConnectionWasTerminated(t *testing.T) {
+	noteSecret("aq-Pass-2")
+	if err := pg.Exec(`DROP ROLE IF EXISTS aq_one; CREATE ROLE aq_one LOGIN PASSWORD 'aq-Pass-2';
+		DROP ROLE IF EXISTS aq_two; CREATE ROLE aq_two LOGIN PASSWORD 'aq-Pass-2'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP ROLE IF EXISTS aq_one; DROP ROLE IF EXISTS aq_two") })
+	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `password = "aq-Pass-2"`}, fmt.Sprintf(`
+[auth_query]
+mode = "lookup"
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+method = "password"
+`, backendPassword), nil)
+	c := g.mustConnect("aq_one", "aq-Pass-2", "postgres")
+	c.Close(context.Background())
+	if err := pg.Exec("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = 'pgwarden-auth-query'"); err != nil {
+		t.Fatal(err)
+	}
+	c = g.mustConnect("aq_two", "aq-Pass-2", "postgres")
+	if got := queryOne(t, c, "SELECT current_user"); got != "aq_two" {
+		t.Fatal(got)
+	}
+}

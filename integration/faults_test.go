@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -126,4 +127,81 @@ func localServer(t *testing.T, serve func(c net.Conn)) int {
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestAnHTTPRequestAfterItsPooledBackendWasTerminatedIsServed: a backend
+// that ends while its connection sits in an HTTP pool (a restart, a
+// failover, pg_terminate_backend, idle_session_timeout) leaves its FATAL
+// and its close in the socket. Until December 2026 the next request was
+// sent there and answered with that error (500 57P01 "terminating
+// connection due to administrator command") though its statement never
+// ran, once per pooled connection; now the pool looks at the socket first
+// and takes a fresh connection.
+func TestAnHTTPRequestAfterItsPooledBackendWasTerminatedIsServed(t *testing.T) {
+	g := startHTTPGateway(t, `default_database = "postgres"`, httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	pidOf := func() string {
+		t.Helper()
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt": "SELECT pg_backend_pid()"}`, auth)
+		if status != 200 {
+			t.Fatalf("%d %v", status, out)
+		}
+		return fmt.Sprint(out["rows"].([]any)[0].([]any)[0])
+	}
+	for round := 0; round < 3; round++ {
+		pid := pidOf()
+		if err := pg.Exec("SELECT pg_terminate_backend(" + pid + ", 5000)"); err != nil {
+			t.Fatal(err)
+		}
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt": "SELECT pg_backend_pid()"}`, auth)
+		if status != 200 {
+			t.Fatalf("round %d: the request after its pooled backend %s ended: %d %v", round, pid, status, out)
+		}
+		if got := fmt.Sprint(out["rows"].([]any)[0].([]any)[0]); got == pid {
+			t.Fatalf("round %d: served by the terminated backend %s", round, pid)
+		}
+	}
+}
+
+// TestAnHTTPStatementWhoseBackendEndsIsABadGateway: a backend that ends the
+// session under a running statement (FATAL 57P01 here) is no fault of the
+// request: 502 with the backend's code and words, as for a connection that
+// broke. It was 400, the status of the request's own SQL errors.
+func TestAnHTTPStatementWhoseBackendEndsIsABadGateway(t *testing.T) {
+	g := startHTTPGateway(t, `default_database = "postgres"`, httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	type answer struct {
+		status int
+		out    map[string]any
+	}
+	done := make(chan answer, 1)
+	go func() {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt": "SELECT pg_sleep(30) AS to_be_terminated"}`, auth)
+		done <- answer{status, out}
+	}()
+	var pid int
+	for i := 0; ; i++ {
+		err := queryPostgres(t, "SELECT pid FROM pg_stat_activity WHERE query LIKE '%to_be_terminated%' AND pid <> pg_backend_pid()", &pid)
+		if err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("the statement never reached the backend: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := pg.Exec(fmt.Sprintf("SELECT pg_terminate_backend(%d)", pid)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-done:
+		if a.status != http.StatusBadGateway || errCode(a.out) != "57P01" {
+			t.Fatalf("a statement whose backend ended: %d %v, want 502 57P01", a.status, a.out)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer after the backend ended")
+	}
+	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt": "SELECT 1"}`, auth); status != 200 {
+		t.Fatalf("the next request: %d %v", status, out)
+	}
 }

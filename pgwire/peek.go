@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgwarden/pgwarden/internal/sockpeek"
 )
 
 // fileConn is a backend socket an event loop handed back (attachFD), as a
@@ -26,14 +28,12 @@ type fileAddr struct{}
 func (fileAddr) Network() string { return "backend" }
 func (fileAddr) String() string  { return "backend" }
 
-// socketState is what a non-consuming look at a socket found.
-type socketState int
-
+// The states of a look at a socket (sockpeek).
 const (
-	socketUnknown socketState = iota // not a socket pgwarden can look into
-	socketQuiet                      // nothing to read, not closed
-	socketPending                    // bytes wait to be read
-	socketClosed                     // the peer closed it (or it failed)
+	socketUnknown = sockpeek.Unknown
+	socketQuiet   = sockpeek.Quiet
+	socketPending = sockpeek.Pending
+	socketClosed  = sockpeek.Closed
 )
 
 // rawSocket is the socket below c (below a TLS connection, its transport),
@@ -46,37 +46,19 @@ func rawSocket(c net.Conn) (syscall.RawConn, bool) {
 	return plainRawConn(c)
 }
 
-// peekSocket looks at c without reading from it and without waiting
-// (MSG_PEEK|MSG_DONTWAIT), under a TLS connection at the socket below.
-func peekSocket(c net.Conn) socketState {
+// peekSocket looks at c without reading from it and without waiting,
+// under a TLS connection at the socket below.
+func peekSocket(c net.Conn) sockpeek.State {
 	raw, ok := rawSocket(c)
 	if !ok {
 		return socketUnknown
 	}
 	state := socketUnknown
 	raw.Read(func(fd uintptr) bool {
-		state = peekFD(fd)
+		state = sockpeek.FD(fd)
 		return true // never wait for readiness
 	})
 	return state
-}
-
-// peekFD is peekSocket's look, on a descriptor.
-func peekFD(fd uintptr) socketState {
-	var b [1]byte
-	for {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK):
-			return socketQuiet
-		case err == nil && n > 0:
-			return socketPending
-		default:
-			return socketClosed
-		}
-	}
 }
 
 // plainRawConn is c's socket when c is one itself: a TCP or unix socket,

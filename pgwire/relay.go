@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/internal/sockpeek"
 	"github.com/pgwarden/pgwarden/metrics"
 )
 
@@ -201,7 +202,7 @@ func pumpTLS(tc *tls.Conn, rc syscall.RawConn, each func([]byte) bool, heldTaken
 					return true // readable, or woken for a deadline or close: the TLS read tells
 				}
 				looked = true
-				return peekFD(fd) != socketQuiet
+				return sockpeek.FD(fd) != socketQuiet
 			})
 			if err != nil {
 				return err
