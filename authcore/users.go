@@ -190,7 +190,11 @@ func ParseUsers(path string, data []byte) (*Users, error) {
 	md, err := toml.Decode(string(data), &f)
 	if err != nil {
 		if pe, ok := err.(toml.ParseError); ok {
-			return nil, config.Errors{{File: path, Line: pe.Position.Line, Msg: pe.Message}}
+			msg := pe.Message
+			if src := strings.Split(string(data), "\n"); pe.Position.Line >= 1 && pe.Position.Line <= len(src) {
+				msg = config.RedactSecretSyntax(strings.TrimSpace(src[pe.Position.Line-1]), msg)
+			}
+			return nil, config.Errors{{File: path, Line: pe.Position.Line, Msg: msg}}
 		}
 		return nil, config.Errors{{File: path, Msg: err.Error()}}
 	}

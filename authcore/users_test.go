@@ -37,6 +37,18 @@ func TestUsersFileErrorsNameLineAndKey(t *testing.T) {
 	if _, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"a\"\n[[user]]\nname = \"a\"\n")); err == nil {
 		t.Fatal("duplicate user accepted")
 	}
+	// Nor does a syntax error: the decoder quoted the part of an unquoted
+	// value it stopped at.
+	for _, line := range []string{"password = hunter2-secret", "secret = c2VjcmV0-abc", "backend_password = sesame-open"} {
+		_, err := ParseUsers("users.toml", []byte("[[user]]\nname = \"a\"\n"+line+"\n"))
+		if err == nil {
+			t.Fatalf("%s accepted", line)
+		}
+		value := strings.TrimSpace(strings.SplitN(line, "=", 2)[1])[:4]
+		if strings.Contains(err.Error(), value) || !strings.Contains(err.Error(), "users.toml:3:") {
+			t.Errorf("%s: %v", line, err)
+		}
+	}
 }
 
 func TestCheckPasswordReasons(t *testing.T) {

@@ -565,6 +565,7 @@ func decodeError(path string, data []byte, err error) error {
 		if strings.Contains(msg, "expected value") || strings.Contains(msg, "invalid") || strings.Contains(msg, "bare keys cannot contain") {
 			msg += `; strings are quoted ("..."), lists are [..., ...]`
 		}
+		msg = RedactSecretSyntax(text(line), msg)
 	}
 	return Errors{{File: path, Line: line, Key: key, Msg: "TOML syntax: " + msg}}
 }

@@ -26,6 +26,13 @@ func TestEveryConfigErrorSaysWhereAndWhatToDo(t *testing.T) {
 			[]string{`c.toml:2: backend.reuse: must be true or false, not a string; write reuse = false without quotes`}},
 		{"string as number", "[backend]\nhost = 5\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:2: backend.host: must be a string, not the number 5; write host = "5"`}},
+		// A secret's value is never in the report (it goes to the log at a
+		// reload): not as a number, not as the part of a bare value the
+		// decoder stopped at.
+		{"secret as number", "[backend]\npassword = 31415926535\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: backend.password: must be a string, not a number; write password = "..." (the value is not shown: it is a secret)`}},
+		{"unquoted secret", "[users]\nmock_auth_secret = hunter2-and-more\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:2: mock_auth_secret: TOML syntax: expected value but found "..." instead; strings are quoted ("..."), lists are [..., ...] (the value is not shown: it is a secret)`}},
 		{"list as string", "[server]\npg_listen = \"127.0.0.1:6432\"\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:2: server.pg_listen: must be a list, not a string; write pg_listen = ["127.0.0.1:6432"]`}},
 		{"bad duration", "[server]\nauth_timeout = \"10 parsecs\"\n[[hba]]\nmethod = \"trust\"\n",

@@ -100,6 +100,9 @@ func typeMismatch(t reflect.Type, val any, key string, v *validator) string {
 		return typeMismatch(t.Elem(), val, key, v)
 	case reflect.String:
 		if _, ok := val.(string); !ok {
+			if SecretKey(key) {
+				return fmt.Sprintf("must be a string, not %s; write %s = \"...\" %s", secretKind(val), short, secretNotShown)
+			}
 			return fmt.Sprintf("must be a string, not %s; write %s = \"%v\"", tomlKind(val), short, val)
 		}
 	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint16, reflect.Uint32:
@@ -187,6 +190,64 @@ func tomlKind(val any) string {
 	default:
 		return fmt.Sprintf("a %T", val)
 	}
+}
+
+// secretKeys are the keys whose values are secrets (passwords, token
+// secrets, keys): an error about one never shows its value, since load
+// errors go to the log at a reload and to terminals and CI logs at a
+// check.
+var secretKeys = map[string]bool{"password": true, "backend_password": true, "secret": true, "mock_auth_secret": true}
+
+// secretNotShown ends a message about a secret's value.
+const secretNotShown = "(the value is not shown: it is a secret)"
+
+// SecretKey says whether key (such as backend.password or
+// user[2].secret) holds a secret.
+func SecretKey(key string) bool {
+	last := key[strings.LastIndex(key, ".")+1:]
+	if i := strings.IndexByte(last, '['); i >= 0 {
+		last = last[:i]
+	}
+	return secretKeys[last]
+}
+
+// secretKind is tomlKind without the value.
+func secretKind(val any) string {
+	switch val.(type) {
+	case string:
+		return "a string"
+	case int64, float64:
+		return "a number"
+	case bool:
+		return "true or false"
+	}
+	return tomlKind(val)
+}
+
+// RedactSecretSyntax words a TOML syntax error msg about line text so that
+// it shows nothing of a secret written there: the decoder quotes the part
+// of an unquoted value it stopped at (expected value but found "hunter"
+// instead). A quoted part of msg that is in the value is hidden.
+func RedactSecretSyntax(text, msg string) string {
+	k, v, ok := strings.Cut(text, "=")
+	if !ok || !SecretKey(strings.Trim(strings.TrimSpace(k), `"'`)) {
+		return msg
+	}
+	hidden := false
+	for _, q := range []string{`"`, "'"} {
+		parts := strings.Split(msg, q)
+		for i := 1; i < len(parts)-1; i += 2 {
+			if parts[i] != "" && strings.Contains(v, parts[i]) {
+				parts[i] = "..."
+				hidden = true
+			}
+		}
+		msg = strings.Join(parts, q)
+	}
+	if hidden {
+		msg += " " + secretNotShown
+	}
+	return msg
 }
 
 // knownKeys lists the keys the table at path (a decoded key such as

@@ -557,7 +557,8 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 			// request, as a connection that broke is not (502 below).
 			// Its code and words stay.
 			status = http.StatusBadGateway
-			s.o.Log.Warn("the backend ended its session during an HTTP request", zap.String("code", pe.Code), zap.String("message", pe.Message))
+			s.o.Log.Warn("the backend ended its session during an HTTP request", zap.String("path", r.URL.Path),
+				zap.String("address", addrText(clientAddr(r, s.o.State.Current()))), zap.String("code", pe.Code), zap.String("message", pe.Message))
 		}
 		writeJSON(w, status, apiError{Error: errorBody{Code: pe.Code, Message: pe.Message, Statement: idx}})
 		return
