@@ -551,7 +551,15 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 	if errors.As(err, &pe) {
 		status := http.StatusBadRequest
 		var ce *pgconn.ConnectError
-		if (pe.Severity == "FATAL" || pe.Severity == "PANIC") && !errors.As(err, &ce) {
+		switch connecting := errors.As(err, &ce); {
+		case connecting && (strings.HasPrefix(pe.Code, "53") || pe.Code == "57P03"):
+			// The backend cannot take a session now (its connection
+			// slots, the role's or database's connection limit, a
+			// server starting up or shutting down): a later try may
+			// pass, as with pgwarden's own max_backend_connections
+			// (503 below), and the request was not at fault.
+			status = http.StatusServiceUnavailable
+		case !connecting && (pe.Severity == "FATAL" || pe.Severity == "PANIC"):
 			// The backend ended the session under the statement (a
 			// shutdown, pg_terminate_backend, a crash): no fault of the
 			// request, as a connection that broke is not (502 below).

@@ -205,3 +205,27 @@ func TestAnHTTPStatementWhoseBackendEndsIsABadGateway(t *testing.T) {
 		t.Fatalf("the next request: %d %v", status, out)
 	}
 }
+
+// TestABackendThatCannotTakeASessionNowIsUnavailableOverHTTP: PostgreSQL
+// refusing the login for want of a connection slot (here the role's
+// CONNECTION LIMIT, 53300) is 503 with its code and words, as pgwarden's
+// own max_backend_connections is, not 400: the request was not at fault
+// and a later try may pass. A database that does not exist stays 400.
+func TestABackendThatCannotTakeASessionNowIsUnavailableOverHTTP(t *testing.T) {
+	if err := pg.Exec(fmt.Sprintf("DROP ROLE IF EXISTS no_slots; CREATE ROLE no_slots LOGIN PASSWORD '%s' CONNECTION LIMIT 0", backendPassword)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP ROLE IF EXISTS no_slots") })
+	g := startHTTPGateway(t, `default_database = "postgres"`, httpRules, []testUser{
+		{name: "alice", password: "alice-Pass-1", extra: "backend_user = \"no_slots\"\n"},
+		{name: "bob", password: "bob-Pass-2"},
+	})
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt": "SELECT 1"}`, basic("alice", "alice-Pass-1"))
+	if status != http.StatusServiceUnavailable || errCode(out) != "53300" {
+		t.Fatalf("a role at its connection limit: %d %v, want 503 53300", status, out)
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=no_such_database", `{"stmt": "SELECT 1"}`, basic("bob", "bob-Pass-2"))
+	if status != http.StatusBadRequest || errCode(out) != "3D000" {
+		t.Fatalf("a database that does not exist: %d %v, want 400 3D000", status, out)
+	}
+}
