@@ -126,6 +126,9 @@ func UpdateUsersFile(path string, change func(users []*User) ([]*User, error)) e
 // so that a change it cannot apply is never written (and never applied
 // silently by a later reload).
 func UpdateUsersFileChecked(path string, change func(users []*User) ([]*User, error), check func(*Users) error) error {
+	// Every writer locks and writes the file itself, whichever link it
+	// was reached through.
+	path = atomicfile.Resolve(path)
 	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err

@@ -49,6 +49,48 @@ func TestAChangedUsersFileIsInForceWithoutASignal(t *testing.T) {
 	c.Close(context.Background())
 }
 
+// TestAUsersFileLinkedFromElsewhereIsWatchedWhereItLives: the users file
+// is a symlink into a secrets folder, where a deployment replaces it. The
+// watcher watched only the link's folder, which sees no event then, so the
+// old password kept working until a SIGHUP.
+func TestAUsersFileLinkedFromElsewhereIsWatchedWhereItLives(t *testing.T) {
+	g := newGateway(t, gwOptions{}, "[[hba]]\nmethod = \"scram-sha-256\"\n")
+	secrets := filepath.Join(t.TempDir(), "secrets")
+	if err := os.Mkdir(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(secrets, "users.toml")
+	writeFile(t, real, usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-1"}}))
+	link := filepath.Join(g.dir, "users.toml")
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	g.start()
+	c := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	c.Close(context.Background())
+
+	writeFile(t, real+".new", usersTOML(t, []testUser{{name: "alice", password: "alice-Pass-2"}}))
+	if err := os.Rename(real+".new", real); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the new password works", func() bool { return g.logsIn("alice", "alice-Pass-2") })
+	if _, err := g.connect("alice", "alice-Pass-1", "postgres"); err == nil {
+		t.Fatal("the old password still works after the linked users file changed")
+	}
+	// pgwarden's own writes go where the link leads, and the link stays
+	// (they replaced the link with a file of its own).
+	if _, e, c := runCLI(t, "alice-Pass-3\n", "user", "passwd", "-c", g.configPath(), "alice", "--password-stdin"); c != 0 {
+		t.Fatal(e)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("user passwd replaced the link: %v %v", fi, err)
+	}
+	waitFor(t, 5*time.Second, "the password set through the link works", func() bool { return g.logsIn("alice", "alice-Pass-3") })
+}
+
 func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)

@@ -48,10 +48,28 @@ func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Lo
 	dirs := map[string]bool{}
 	sync := func() {
 		clear(files)
+		want := map[string]bool{}
 		for _, f := range h.Current().WatchedFiles() {
 			f = filepath.Clean(f)
 			files[f] = true
-			d := filepath.Dir(f)
+			want[filepath.Dir(f)] = true
+			// A file that is a symlink (a users file kept in a
+			// secrets folder, linked from the configuration's folder)
+			// changes where its target is: that folder is watched too.
+			// Until December 2026 only the link's folder was, so a
+			// password changed in the target's stayed revoked-but-valid
+			// until a SIGHUP.
+			if real, err := filepath.EvalSymlinks(f); err == nil && real != f {
+				want[filepath.Dir(real)] = true
+			}
+		}
+		for d := range dirs {
+			if !want[d] {
+				_ = w.Remove(d) // a target folder left behind (a ConfigMap's old ..2026_... one)
+				delete(dirs, d)
+			}
+		}
+		for d := range want {
 			if !dirs[d] {
 				if err := w.Add(d); err != nil {
 					log.Warn("cannot watch a folder for changes; SIGHUP still reloads", zap.String("folder", d), zap.Error(err))

@@ -15,7 +15,13 @@ import (
 // root leaves a service user's 0600 file readable by that service. When the
 // owner cannot be kept (a user other than root rewriting another user's
 // file), nothing is written and the error says so.
+//
+// A path that is a symlink is written where it leads, and stays a link: a
+// users file kept in a secrets folder and linked from the configuration's
+// was replaced by a file of its own beside the link, which the folder's
+// next deployment then no longer reached.
 func Write(path string, data []byte, mode os.FileMode) error {
+	path = Resolve(path)
 	dir := filepath.Dir(path)
 	uid, gid := -1, -1
 	if fi, err := os.Stat(path); err == nil {
@@ -61,6 +67,15 @@ func Write(path string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// Resolve is path with its symlinks followed, when it exists; path
+// itself otherwise.
+func Resolve(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	return path
 }
 
 // OwnLike gives path the owner and group of like, when like exists and

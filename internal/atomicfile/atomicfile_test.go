@@ -58,3 +58,34 @@ func TestARewriteKeepsOwnerGroupAndMode(t *testing.T) {
 		t.Fatalf("lock file owner %d:%d", uid, gid)
 	}
 }
+
+// TestAWriteThroughASymlinkKeepsTheLink: the file the link leads to gets
+// the new content, and the link stays a link.
+func TestAWriteThroughASymlinkKeepsTheLink(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets")
+	if err := os.Mkdir(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(secrets, "users.toml")
+	if err := os.WriteFile(real, []byte("old"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "users.toml")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(link, []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v %v", fi, err)
+	}
+	b, err := os.ReadFile(real)
+	if err != nil || string(b) != "new" {
+		t.Fatalf("the target holds %q (%v)", b, err)
+	}
+	if fi, _ := os.Stat(real); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("the target's mode became %v", fi.Mode().Perm())
+	}
+}
