@@ -53,12 +53,7 @@ func peekSocket(c net.Conn) sockpeek.State {
 	if !ok {
 		return socketUnknown
 	}
-	state := socketUnknown
-	raw.Read(func(fd uintptr) bool {
-		state = sockpeek.FD(fd)
-		return true // never wait for readiness
-	})
-	return state
+	return sockpeek.Raw(raw)
 }
 
 // plainRawConn is c's socket when c is one itself: a TCP or unix socket,

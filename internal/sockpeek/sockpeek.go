@@ -73,10 +73,16 @@ func RawConn(sc syscall.Conn) State {
 	if err != nil {
 		return Unknown
 	}
+	return Raw(rc)
+}
+
+// Raw looks at the socket of rc, through Go's poller (safe against a
+// concurrent close) but without waiting for readiness.
+func Raw(rc syscall.RawConn) State {
 	state := Unknown
 	rc.Read(func(fd uintptr) bool {
 		state = FD(fd)
-		return true // never wait for readiness
+		return true
 	})
 	return state
 }
