@@ -398,7 +398,15 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
 		return
 	}
-	if err := s.backendReady(s.o.State.Current().Config); err != nil {
+	snap := s.o.State.Current()
+	if snap.Login.Unavailable != "" {
+		// Every login is refused (the user store is out of reach): a
+		// balancer should send clients to an instance that can let them
+		// in. Until December 2026 this answered 200 all the while.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "logins refused: " + snap.Login.Unavailable})
+		return
+	}
+	if err := s.backendReady(snap.Config); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "backend unavailable"})
 		return
 	}

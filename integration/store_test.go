@@ -105,7 +105,9 @@ func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
 	})
 
 	// The store out of reach: logins are refused (57P03), not answered
-	// from a cache that may be stale; back, they work again.
+	// from a cache that may be stale; back, they work again. A third
+	// instance serves HTTP, for its /readyz.
+	h := startGatewayWith(t, gwOptions{http: true}, rules, nil)
 	if err := pg.Exec("ALTER ROLE pgwarden_store NOLOGIN"); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +120,12 @@ func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
 		return errors.As(err, &pe) && pe.Code == "57P03" && strings.Contains(pe.Message, "user store is unreachable")
 	})
 	b.waitLog("lost the user store's LISTEN connection", 1)
+	h.waitLog("lost the user store's LISTEN connection", 1)
+	// Meanwhile /readyz says so, for balancers to send clients elsewhere
+	// (it answered 200 all the while before December 2026).
+	if s, _, out := httpDo(t, "GET", h.httpURL()+"/readyz", "", nil); s != http.StatusServiceUnavailable || !strings.Contains(fmt.Sprint(out["status"]), "user store") {
+		t.Fatalf("readyz while every login is refused: %d %v", s, out)
+	}
 	if err := pg.Exec("ALTER ROLE pgwarden_store LOGIN"); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +135,10 @@ func TestTwoInstancesShareThePostgreSQLStore(t *testing.T) {
 			c.Close(context.Background())
 		}
 		return err == nil
+	})
+	waitFor(t, 2*time.Second, "readyz is 200 again", func() bool {
+		s, _, _ := httpDo(t, "GET", h.httpURL()+"/readyz", "", nil)
+		return s == http.StatusOK
 	})
 
 	// A schema of another version: refused, naming what to run.
