@@ -85,7 +85,18 @@ type Users struct {
 	list   []*User
 	// decoys cost what the users' own hashes cost (see decoyFor).
 	decoys []Hash
+	// fingerprint is the digest of what the users were read from, when
+	// their store keeps one (the PostgreSQL store: an instance told of a
+	// change that left the users as they are need not reload).
+	fingerprint [32]byte
 }
+
+// Fingerprint is the digest of what the users were read from; zero when
+// unknown.
+func (us *Users) Fingerprint() [32]byte { return us.fingerprint }
+
+// SetFingerprint records the digest of what the users were read from.
+func (us *Users) SetFingerprint(f [32]byte) { us.fingerprint = f }
 
 // NewUsers indexes list; names must be unique and non-empty.
 func NewUsers(list []*User) (*Users, error) {

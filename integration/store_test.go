@@ -451,7 +451,23 @@ func TestAFloodOfStoreNotificationsCostsFewReloads(t *testing.T) {
 	g.start()
 	g.mustConnect("alice", "alice-Pass-1", "postgres").Close(context.Background())
 	applied := func() int { return strings.Count(g.log.String(), "user store change applied") }
+	// Notifications that leave the users as they are reload nothing: each
+	// reload read and parsed every user, emptied the credential and token
+	// caches and fetched the identity providers' keys again, ten times a
+	// second for as long as someone kept sending them.
 	before := applied()
+	for i := 0; i < 8; i++ {
+		if err := pg.ExecIn("pgwarden_store_db", "NOTIFY pgwarden_users, 'nothing changed'"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	g.waitLog("user store notification with the users unchanged", 1)
+	time.Sleep(300 * time.Millisecond)
+	if n := applied() - before; n != 0 {
+		t.Fatalf("8 notifications without a change made %d reloads", n)
+	}
+	before = applied()
 	start := time.Now()
 	flood := make(chan error, 1)
 	go func() {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sort"
@@ -191,7 +192,40 @@ func (p *Postgres) Load(ctx context.Context) (*authcore.Users, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.where, err)
 	}
-	return authcore.ParseUsers(p.where, []byte(strings.Join(entries, "\n")))
+	data := []byte(strings.Join(entries, "\n"))
+	us, err := authcore.ParseUsers(p.where, data)
+	if err != nil {
+		return nil, err
+	}
+	us.SetFingerprint(sha256.Sum256(data))
+	return us, nil
+}
+
+// Fingerprint is the digest of the users as the store holds them now, the
+// one Load gives the users it reads: one short query, where Load reads
+// and parses every user. Any role that can connect to the store's
+// database can NOTIFY pgwarden_users, and before December 2026 every
+// notification (up to ten a second, for as long as someone sent them)
+// reloaded each instance: every user read and parsed, the credential and
+// token caches emptied (so each active user's next login ran its full
+// hash), the identity providers' key sets fetched again. An instance now
+// reloads only when the fingerprint differs from that of the users in
+// force.
+func (p *Postgres) Fingerprint(ctx context.Context) ([32]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var sum []byte
+	var out [32]byte
+	err := p.pool.QueryRow(ctx, `SELECT sha256(convert_to(coalesce(string_agg(entry, E'\n' ORDER BY name COLLATE "C"), ''), 'UTF8'))
+		FROM pgwarden.users`).Scan(&sum)
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", p.where, err)
+	}
+	if len(sum) != len(out) {
+		return out, fmt.Errorf("%s: a fingerprint of %d bytes", p.where, len(sum))
+	}
+	copy(out[:], sum)
+	return out, nil
 }
 
 type querier interface {
@@ -199,7 +233,9 @@ type querier interface {
 }
 
 func readEntries(ctx context.Context, q querier) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT entry FROM pgwarden.users ORDER BY name`)
+	// In byte order, as Fingerprint reads them: the database's collation
+	// could order names otherwise.
+	rows, err := q.Query(ctx, `SELECT entry FROM pgwarden.users ORDER BY name COLLATE "C"`)
 	if err != nil {
 		return nil, err
 	}

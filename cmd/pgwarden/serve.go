@@ -187,8 +187,8 @@ func serve(configPath string, stderr io.Writer) error {
 	defer stopWatchdog()
 	sd.watchdog(wdCtx)
 	go memtrim.Run(wdCtx, memtrim.Default, nil)
-	if users != nil {
-		go listenStore(wdCtx, snap.Config, state, doReload, log, m, onThrottle)
+	if pgs, ok := users.(*store.Postgres); ok {
+		go listenStore(wdCtx, snap.Config, pgs, state, doReload, log, m, onThrottle)
 	}
 	// Files are watched as well as SIGHUP is caught: a changed users file,
 	// configuration, HBA file or certificate reloads by itself.

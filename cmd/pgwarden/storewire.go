@@ -30,9 +30,19 @@ func openStore(cfgPath string) (store.Users, error) {
 // listenStore keeps the instance's users fresh: every NOTIFY reloads, and
 // while the LISTEN connection is down every login is refused (what is
 // cached may be stale) until a reconnection and a full reload.
-func listenStore(ctx context.Context, cfg *config.Config, state *snapshot.Holder, reload func() error, log *zap.Logger, m *metrics.Metrics, onThrottle func(string)) {
+//
+// A notification whose users are the ones in force (see
+// store.Postgres.Fingerprint) reloads nothing: anyone who can connect to
+// the store's database can send them.
+func listenStore(ctx context.Context, cfg *config.Config, pgs *store.Postgres, state *snapshot.Holder, reload func() error, log *zap.Logger, m *metrics.Metrics, onThrottle func(string)) {
 	m.StoreUp(true)
 	store.Listen(ctx, cfg, func(payload string) {
+		if cur := state.Current(); cur.Login.Unavailable == "" {
+			if fp, err := pgs.Fingerprint(ctx); err == nil && fp == cur.Users.Fingerprint() {
+				log.Debug("user store notification with the users unchanged: nothing to reload", zap.String("payload", payload))
+				return
+			}
+		}
 		if err := reload(); err != nil {
 			log.Error("the user store changed but could not be read; logins are refused until it can", zap.Error(err))
 			state.SetUnavailable("the user store could not be read after a change")
