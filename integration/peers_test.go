@@ -394,6 +394,38 @@ func TestAQueryOfADrainingProcessCanBeCanceledThroughItsSuccessor(t *testing.T) 
 	}
 }
 
+// An upgrade during an upgrade: a process that begins to drain while an
+// older one still drains takes its own cancel requests too. The name it
+// would listen on was the older one's, so until December 2026 its
+// sessions' queries could not be canceled.
+func TestQueriesOfTwoDrainingProcessesCanBeCanceled(t *testing.T) {
+	port := freePort()
+	rules := "[[hba]]\nmethod = \"scram-sha-256\"\n"
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
+	opts := gwOptions{server: "reuse_port = true"}
+	first := startGatewayAt(t, port, opts, rules, users)
+	c1 := first.mustConnect("alice", "alice-Pass-1", "postgres")
+	defer c1.Close(context.Background())
+	second := startGatewayAt(t, port, opts, rules, users)
+	first.signal(syscall.SIGTERM)
+	first.waitLog("draining", 1)
+	c2 := second.mustConnect("alice", "alice-Pass-1", "postgres")
+	defer c2.Close(context.Background())
+	startGatewayAt(t, port, opts, rules, users)
+	second.signal(syscall.SIGTERM)
+	second.waitLog("draining", 1)
+	for i, conn := range []*pgx.Conn{c1, c2} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		sendCancel(t, first.addr(), "", conn.PgConn().PID(), conn.PgConn().SecretKey())
+		expectCanceled(t, done, fmt.Sprintf("a cancel request for a session of draining process %d", i+1))
+	}
+}
+
 // A change that lands while a reload runs is loaded too. The watcher took
 // the files' fingerprint after each reload, so a users file rewritten
 // during a reload (one fetching a newly named identity provider's keys

@@ -2,6 +2,7 @@ package pgwire
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -36,25 +37,40 @@ func cancelRequestBytes(pid uint32, key []byte) []byte {
 
 // drainingName is the abstract socket of a draining process serving
 // cfg's first pg_listen address; "" when it has none with a fixed port.
-func drainingName(cfg *config.Config) string {
+// Slot i > 0 is for a process that begins to drain while slot 0's still
+// does (an upgrade during an upgrade), up to drainingSlots at once.
+func drainingName(cfg *config.Config, slot int) string {
 	if len(cfg.Server.PGListen) == 0 || strings.HasSuffix(cfg.Server.PGListen[0], ":0") {
 		return ""
 	}
+	if slot > 0 {
+		return fmt.Sprintf("@pgwarden-draining/%s/%d", cfg.Server.PGListen[0], slot)
+	}
 	return "@pgwarden-draining/" + cfg.Server.PGListen[0]
 }
+
+// drainingSlots is how many processes of one address can drain at once
+// and still take their cancel requests.
+const drainingSlots = 4
 
 // takeDrainingCancels starts the draining process's side: cancel requests
 // handed over by its successor go to this process's own backends, never
 // further. The listener closes with the server (Close).
 func (s *Server) takeDrainingCancels() {
-	name := drainingName(s.state.Current().Config)
-	if name == "" || !peerCredsSupported {
+	cfg := s.state.Current().Config
+	if drainingName(cfg, 0) == "" || !peerCredsSupported {
 		return
 	}
-	ln, err := net.Listen("unix", name)
-	if err != nil {
-		// Another draining process holds the name (an upgrade during an
-		// upgrade), or a process of another user took it.
+	// A slot another draining process holds (an upgrade during an
+	// upgrade) is passed by for the next.
+	var ln net.Listener
+	var err error
+	for slot := 0; slot < drainingSlots && ln == nil; slot++ {
+		ln, err = net.Listen("unix", drainingName(cfg, slot))
+	}
+	if ln == nil {
+		// Every slot is taken, by draining processes or by a process of
+		// another user.
 		s.log.Info("draining: cancel requests for these sessions sent to the new process will not reach them", zap.Error(err))
 		return
 	}
@@ -92,13 +108,22 @@ func (s *Server) takeDrainingCancels() {
 // to a draining process of the same address, if there is one (best effort:
 // it cannot tell whether the key was right there).
 func handToDraining(cfg *config.Config, pid uint32, key []byte) {
-	name := drainingName(cfg)
-	if name == "" || len(key) != 4 || !peerCredsSupported {
+	if drainingName(cfg, 0) == "" || len(key) != 4 || !peerCredsSupported {
 		return
 	}
+	// Each draining process passes the request to its own backends only,
+	// and a key is one process's at most: every slot gets it. A slot
+	// nobody holds refuses the connect at once.
+	for slot := 0; slot < drainingSlots; slot++ {
+		handToDrainingAt(drainingName(cfg, slot), pid, key)
+	}
+}
+
+// handToDrainingAt is handToDraining's hand-over to the process at name.
+func handToDrainingAt(name string, pid uint32, key []byte) {
 	c, err := net.DialTimeout("unix", name, time.Second)
 	if err != nil {
-		return // none drains: the usual case, refused at once
+		return // none drains there: the usual case, refused at once
 	}
 	defer c.Close()
 	if !sameUser(c) {

@@ -22,7 +22,7 @@ func TestACancelIsHandedOnlyToADrainingProcessOfTheSameUser(t *testing.T) {
 	}
 	cfg := &config.Config{}
 	cfg.Server.PGListen = []string{fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(40000))}
-	ln, err := net.Listen("unix", drainingName(cfg))
+	ln, err := net.Listen("unix", drainingName(cfg, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,5 +64,44 @@ func TestACancelIsHandedOnlyToADrainingProcessOfTheSameUser(t *testing.T) {
 	ln.(*net.UnixListener).SetDeadline(time.Now().Add(500 * time.Millisecond))
 	if got := <-done; len(got) != 0 {
 		t.Fatalf("an 8-byte key was handed over: %x", got)
+	}
+}
+
+// A process that begins to drain while another still does (an upgrade
+// during an upgrade) listens on the next slot, and a request is handed to
+// every slot held: the key is one of them's at most.
+func TestACancelIsHandedToEveryDrainingProcess(t *testing.T) {
+	if !peerCredsSupported {
+		t.Log("no SO_PEERCRED on this platform: nothing is handed over")
+		return
+	}
+	cfg := &config.Config{}
+	cfg.Server.PGListen = []string{fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(40000))}
+	got := make(chan []byte, 2)
+	for _, slot := range []int{0, 2} {
+		ln, err := net.Listen("unix", drainingName(cfg, slot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				got <- nil
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			var b [16]byte
+			io.ReadFull(c, b[:])
+			got <- b[:]
+		}()
+	}
+	key := []byte{9, 8, 7, 6}
+	handToDraining(cfg, 77, key)
+	for i := 0; i < 2; i++ {
+		if b := <-got; !bytes.Equal(b, cancelRequestBytes(77, key)) {
+			t.Fatalf("a draining process got %x", b)
+		}
 	}
 }
