@@ -533,8 +533,24 @@ func tagHasCount(tag string) bool {
 	return true
 }
 
+// backendEndedSession says whether a FATAL error of code ended the session
+// for the server's reasons (classes 57 operator intervention, 08
+// connection exception, 58 system error, XX internal error), not for
+// one of the request's own (a transaction_timeout, 25P04, is a limit the
+// request ran into: 400 as any other).
+func backendEndedSession(code string) bool {
+	switch {
+	case len(code) < 2:
+		return false
+	case code[:2] == "57", code[:2] == "08", code[:2] == "58", code[:2] == "XX":
+		return true
+	}
+	return false
+}
+
 // writeSQLError answers a failed statement: the backend's SQLSTATE as
-// 400, 502 when the backend cannot be reached.
+// 400; 502 when the backend cannot be reached or ended the session under
+// the statement; 503 when it cannot take a session now.
 func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error) {
 	var idx *int
 	var se *statementError
@@ -559,7 +575,7 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 			// pass, as with pgwarden's own max_backend_connections
 			// (503 below), and the request was not at fault.
 			status = http.StatusServiceUnavailable
-		case !connecting && (pe.Severity == "FATAL" || pe.Severity == "PANIC"):
+		case !connecting && (pe.Severity == "FATAL" || pe.Severity == "PANIC") && backendEndedSession(pe.Code):
 			// The backend ended the session under the statement (a
 			// shutdown, pg_terminate_backend, a crash): no fault of the
 			// request, as a connection that broke is not (502 below).
