@@ -57,8 +57,7 @@ func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Lo
 			// secrets folder, linked from the configuration's folder)
 			// changes where its target is: that folder is watched too.
 			// Until December 2026 only the link's folder was, so a
-			// password changed in the target's stayed revoked-but-valid
-			// until a SIGHUP.
+			// password revoked there kept working until a SIGHUP.
 			if real, err := filepath.EvalSymlinks(f); err == nil && real != f {
 				want[filepath.Dir(real)] = true
 			}

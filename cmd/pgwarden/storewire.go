@@ -27,7 +27,7 @@ func openStore(cfgPath string) (store.Users, error) {
 	return store.Open(context.Background(), cfg)
 }
 
-// listenStore keeps the instance's users fresh: every NOTIFY reloads, and
+// listenStore keeps the instance's users fresh: a NOTIFY reloads, and
 // while the LISTEN connection is down every login is refused (what is
 // cached may be stale) until a reconnection and a full reload.
 //
