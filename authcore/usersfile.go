@@ -128,7 +128,10 @@ func UpdateUsersFile(path string, change func(users []*User) ([]*User, error)) e
 func UpdateUsersFileChecked(path string, change func(users []*User) ([]*User, error), check func(*Users) error) error {
 	// Every writer locks and writes the file itself, whichever link it
 	// was reached through.
-	path = atomicfile.Resolve(path)
+	path, err := atomicfile.Resolve(path)
+	if err != nil {
+		return err
+	}
 	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err

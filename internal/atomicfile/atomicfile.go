@@ -21,7 +21,10 @@ import (
 // was replaced by a file of its own beside the link, which the folder's
 // next deployment then no longer reached.
 func Write(path string, data []byte, mode os.FileMode) error {
-	path = Resolve(path)
+	path, err := Resolve(path)
+	if err != nil {
+		return err
+	}
 	dir := filepath.Dir(path)
 	uid, gid := -1, -1
 	if fi, err := os.Stat(path); err == nil {
@@ -69,13 +72,31 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
-// Resolve is path with its symlinks followed, when it exists; path
-// itself otherwise.
-func Resolve(path string) string {
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		return real
+// Resolve is the file path names: path itself, or where the symbolic
+// links at path lead, when every one of them belongs to this process's
+// user or to root. A link of another user is refused: in a folder others
+// may write to (/tmp has the sticky bit, which stops replacing a file but
+// not planting a link where none is yet), such a link would make pgwarden,
+// perhaps run as root, write a file of the link owner's choosing.
+func Resolve(path string) (string, error) {
+	for range 40 { // as the kernel's own bound on links followed
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return path, nil // a file, or none yet: written here
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+			return "", fmt.Errorf("%s is a symbolic link of uid %d, neither this user's nor root's: not followed (replace it with the file, or a link of your own)", path, st.Uid)
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
 	}
-	return path
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
 // OwnLike gives path the owner and group of like, when like exists and

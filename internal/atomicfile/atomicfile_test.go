@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -87,5 +88,35 @@ func TestAWriteThroughASymlinkKeepsTheLink(t *testing.T) {
 	}
 	if fi, _ := os.Stat(real); fi.Mode().Perm() != 0o640 {
 		t.Fatalf("the target's mode became %v", fi.Mode().Perm())
+	}
+}
+
+// TestALinkOfAnotherUserIsNotFollowed: a link someone else planted (in a
+// folder such as /tmp, where the sticky bit stops replacing files, not
+// adding links) is refused rather than written through, and its target
+// is untouched.
+func TestALinkOfAnotherUserIsNotFollowed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Log("not root: a link of another user cannot be made here; the refusal is tested as root (CI)")
+		return
+	}
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "users.toml")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	err := Write(link, []byte("[[user]]"), 0o600)
+	if err == nil || !strings.Contains(err.Error(), "not followed") {
+		t.Fatalf("a link of uid 4242 was written through: %v", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Fatalf("the link's target became %q", b)
 	}
 }
