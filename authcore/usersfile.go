@@ -132,12 +132,12 @@ func UpdateUsersFileChecked(path string, change func(users []*User) ([]*User, er
 	if err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := atomicfile.OpenLock(path + ".lock")
 	if err != nil {
-		return err
+		return fmt.Errorf("%s.lock: %w", path, err)
 	}
 	defer lock.Close()
-	if err := atomicfile.OwnLike(path+".lock", path); err != nil {
+	if err := atomicfile.OwnLike(lock, path); err != nil {
 		return fmt.Errorf("%s.lock: cannot give it the users file's owner: %v", path, err)
 	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {

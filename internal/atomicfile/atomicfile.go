@@ -99,9 +99,10 @@ func Resolve(path string) (string, error) {
 	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
-// OwnLike gives path the owner and group of like, when like exists and
-// they differ; for files made beside another (a lock file).
-func OwnLike(path, like string) error {
+// OwnLike gives the open file f the owner and group of like, when like
+// exists and they differ; for files made beside another (a lock file).
+// It changes f itself (fchown), never what a name leads to.
+func OwnLike(f *os.File, like string) error {
 	fi, err := os.Stat(like)
 	if err != nil {
 		return nil
@@ -110,12 +111,19 @@ func OwnLike(path, like string) error {
 	if !ok {
 		return nil
 	}
-	cur, err := os.Stat(path)
+	cur, err := f.Stat()
 	if err != nil {
 		return err
 	}
 	if cst, ok := cur.Sys().(*syscall.Stat_t); ok && cst.Uid == st.Uid && cst.Gid == st.Gid {
 		return nil
 	}
-	return os.Chown(path, int(st.Uid), int(st.Gid))
+	return f.Chown(int(st.Uid), int(st.Gid))
+}
+
+// OpenLock opens (making it when missing) the lock file at path, never
+// through a symbolic link: a link planted there (in /tmp, say) would
+// otherwise have the lock's owner given to whatever it leads to.
+func OpenLock(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 }

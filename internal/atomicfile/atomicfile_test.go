@@ -51,12 +51,33 @@ func TestARewriteKeepsOwnerGroupAndMode(t *testing.T) {
 		t.Fatalf("content %q", b)
 	}
 	lock := path + ".lock"
-	os.WriteFile(lock, nil, 0o600)
-	if err := OwnLike(lock, path); err != nil {
+	f, err := OpenLock(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := OwnLike(f, path); err != nil {
 		t.Fatal(err)
 	}
 	if uid, gid, _ := owner(t, lock); uid != 4242 || gid != 4343 {
 		t.Fatalf("lock file owner %d:%d", uid, gid)
+	}
+}
+
+// TestALockIsNeverOpenedThroughALink: a link planted where the lock file
+// goes is refused, and what it leads to keeps its owner.
+func TestALockIsNeverOpenedThroughALink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "users.toml.lock")); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := OpenLock(filepath.Join(dir, "users.toml.lock")); err == nil {
+		f.Close()
+		t.Fatal("the lock was opened through a link")
 	}
 }
 
