@@ -29,17 +29,7 @@ func TestACancelIsHandedOnlyToADrainingProcessOfTheSameUser(t *testing.T) {
 	defer ln.Close()
 	received := func() []byte {
 		got := make(chan []byte, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				got <- nil
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(3 * time.Second))
-			b, _ := io.ReadAll(c)
-			got <- b
-		}()
+		go receiveHandedOver(ln, got)
 		return <-got
 	}
 	key := []byte{1, 2, 3, 4}
@@ -84,18 +74,7 @@ func TestACancelIsHandedToEveryDrainingProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				got <- nil
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(3 * time.Second))
-			var b [16]byte
-			io.ReadFull(c, b[:])
-			got <- b[:]
-		}()
+		go receiveHandedOver(ln, got)
 	}
 	key := []byte{9, 8, 7, 6}
 	handToDraining(cfg, 77, key)
@@ -104,4 +83,23 @@ func TestACancelIsHandedToEveryDrainingProcess(t *testing.T) {
 			t.Fatalf("a draining process got %x", b)
 		}
 	}
+}
+
+// receiveHandedOver stands for a draining process: it accepts one
+// connection on ln and sends on got all that came over it (nil when none
+// came). The sender waits for it to close, so it reads one CancelRequest
+// and then whatever follows within a moment, not until the sender closes.
+func receiveHandedOver(ln net.Listener, got chan<- []byte) {
+	c, err := ln.Accept()
+	if err != nil {
+		got <- nil
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	b := make([]byte, 16)
+	n, _ := io.ReadFull(c, b)
+	c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	rest, _ := io.ReadAll(c)
+	got <- append(b[:n], rest...)
 }

@@ -60,19 +60,11 @@ func peekSocket(c net.Conn) sockpeek.State {
 // or a backend socket an event loop handed back (never a TLS connection,
 // whose bytes must go through its records).
 func plainRawConn(c net.Conn) (syscall.RawConn, bool) {
-	var sc syscall.Conn
-	switch x := c.(type) {
-	case *net.TCPConn:
-		sc = x
-	case *net.UnixConn:
-		sc = x
-	case *fileConn:
-		sc = x
-	default:
-		return nil, false
+	if fc, ok := c.(*fileConn); ok {
+		rc, err := fc.SyscallConn()
+		return rc, err == nil
 	}
-	rc, err := sc.SyscallConn()
-	return rc, err == nil
+	return sockpeek.PlainRawConn(c)
 }
 
 // writeAwaitingAnswer writes msg to c and returns once c has bytes to

@@ -101,10 +101,10 @@ func (f *forwardsInFlight) end(pid uint32, key []byte) {
 	delete(f.m, id)
 }
 
-// noteForwardLoop says, at most once per warnEvery, that a cancel request
+// noteForwardLoop says, at most once per logpace.Every, that a cancel request
 // for peer p came back while it was being forwarded.
 func (s *Server) noteForwardLoop(p config.Peer) {
-	if !s.forwardLoopLog.due() {
+	if !s.forwardLoopLog.Due() {
 		return
 	}
 	s.log.Warn("a cancel request came back while this instance was forwarding it to its peer: the peer's address leads to an instance that is not the peer (a load balancer, or this instance itself); list each peer's own address",

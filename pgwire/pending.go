@@ -3,8 +3,6 @@ package pgwire
 import (
 	"slices"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -88,30 +86,13 @@ func (p *pendingConns) evictFor(newcomer *conn) *conn {
 	return victim
 }
 
-// warnEvery paces the warnings a flood repeats (connections closed to make
-// room, cancel requests coming back to be forwarded): each would
-// otherwise be a log line.
-const warnEvery = 10 * time.Second
-
-// logPace lets a warning through at most once per warnEvery.
-type logPace struct{ last atomic.Int64 }
-
-// due reports whether the warning may be logged now, and if so starts the
-// next interval.
-func (p *logPace) due() bool {
-	now := time.Now().UnixNano()
-	last := p.last.Load()
-	return now-last >= int64(warnEvery) && p.last.CompareAndSwap(last, now)
-}
-
 // noteEviction counts a connection closed to make room and says so in the
-// log, at most once per warnEvery, with how many since the last line.
+// log, at most once per logpace.Every, with how many since the last line.
 func (s *Server) noteEviction(victim *conn) {
-	n := s.evictions.Add(1)
-	if !s.evictionLog.due() {
+	n, due := s.evictions.Add()
+	if !due {
 		return
 	}
-	s.evictions.Add(-n)
 	s.log.Warn("max_connections reached: connections still authenticating were closed to make room for other sources' (the source holding the most goes first)",
 		zap.String("address", victim.addrString()), zap.Int64("closed", n))
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
+	"github.com/pgwarden/pgwarden/internal/logpace"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -43,17 +44,16 @@ type Server struct {
 	// forwards are the cancel requests being forwarded to peers;
 	// forwardLoopLog paces the warning about one that came back.
 	forwards       forwardsInFlight
-	forwardLoopLog logPace
+	forwardLoopLog logpace.Pace
 	// pending are the connections still authenticating, by source (see
-	// pendingConns); evictions and evictionLog count and pace the log
-	// line about the ones closed to make room.
-	pending     *pendingConns
-	evictions   atomic.Int64
-	evictionLog logPace
-	pool        *backend.Pool
-	closing     atomic.Bool
-	version     string
-	reloadFn    func() error
+	// pendingConns); evictions counts and paces the log line about the
+	// ones closed to make room.
+	pending   *pendingConns
+	evictions logpace.Count
+	pool      *backend.Pool
+	closing   atomic.Bool
+	version   string
+	reloadFn  func() error
 
 	ctx    context.Context // canceled on a hard close: ends throttle waits
 	cancel context.CancelFunc

@@ -3,15 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/httpfront"
+	"github.com/pgwarden/pgwarden/internal/logpace"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 	"github.com/pgwarden/pgwarden/store"
@@ -129,17 +128,17 @@ func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.T
 		}
 	}()
 	// A role that floods the channel would otherwise flood the log.
-	var forged, replayed pacedCount
+	var forged, replayed logpace.Count
 	return func(payload string) {
 		ev, mine, err := seal.Open(payload)
 		switch {
 		case errors.Is(err, store.ErrThrottleEventForged):
-			if n, ok := forged.take(); ok {
+			if n, ok := forged.Add(); ok {
 				log.Warn("ignored throttle events not sealed with the store's key (someone else NOTIFYs pgwarden_throttle, or an instance of a version before December 2026 runs beside this one)", zap.Int64("events", n))
 			}
 			return
 		case errors.Is(err, store.ErrThrottleEventReplayed):
-			if n, ok := replayed.take(); ok {
+			if n, ok := replayed.Add(); ok {
 				log.Warn("ignored throttle events seen before or too old (someone sends pgwarden_throttle notifications again, or the instances' clocks are over a minute apart)", zap.Int64("events", n))
 			}
 			return
@@ -149,24 +148,4 @@ func shareThrottle(ctx context.Context, pg *store.Postgres, throttle *authcore.T
 		cfg := state.Current().Config
 		throttle.Apply(ev.Failure, ev.Address, ev.User, cfg.Throttle.FailureDelay.Duration, cfg.Throttle.MaxDelay.Duration)
 	}, nil
-}
-
-// pacedCount counts events and lets one log line through per 10 s, with
-// the number counted since the last one.
-type pacedCount struct {
-	mu     sync.Mutex
-	n      int64
-	logged time.Time
-}
-
-func (p *pacedCount) take() (int64, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.n++
-	if now := time.Now(); now.Sub(p.logged) >= 10*time.Second {
-		n := p.n
-		p.n, p.logged = 0, now
-		return n, true
-	}
-	return 0, false
 }

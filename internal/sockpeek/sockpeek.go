@@ -55,6 +55,16 @@ func Conn(c net.Conn) State {
 		}
 		c = nc.NetConn()
 	}
+	rc, ok := PlainRawConn(c)
+	if !ok {
+		return Unknown
+	}
+	return Raw(rc)
+}
+
+// PlainRawConn is c's socket when c is a plain TCP or unix socket itself,
+// never a TLS connection or a wrapper, whose bytes must go through them.
+func PlainRawConn(c net.Conn) (syscall.RawConn, bool) {
 	var sc syscall.Conn
 	switch x := c.(type) {
 	case *net.TCPConn:
@@ -62,18 +72,10 @@ func Conn(c net.Conn) State {
 	case *net.UnixConn:
 		sc = x
 	default:
-		return Unknown
+		return nil, false
 	}
-	return RawConn(sc)
-}
-
-// RawConn looks at the socket of sc.
-func RawConn(sc syscall.Conn) State {
 	rc, err := sc.SyscallConn()
-	if err != nil {
-		return Unknown
-	}
-	return Raw(rc)
+	return rc, err == nil
 }
 
 // Raw looks at the socket of rc, through Go's poller (safe against a
