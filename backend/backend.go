@@ -368,7 +368,7 @@ func PoolConfig(cfg *config.Config, t Target, applicationName string) (*pgxpool.
 		return nil, err
 	}
 	pcfg.ConnConfig.Config = *pc
-	pcfg.PrepareConn = func(_ context.Context, c *pgx.Conn) (bool, error) { return IdleConnAlive(c.PgConn()), nil }
+	pcfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) { return IdleConnAlive(ctx, c.PgConn()), nil }
 	return pcfg, nil
 }
 
@@ -378,7 +378,18 @@ func PoolConfig(cfg *config.Config, t Target, applicationName string) (*pgxpool.
 // left its FATAL and its close in the socket, and the next request sent
 // there would be answered with that error. One look, no round trip; a
 // pool takes another connection when it is false.
-func IdleConnAlive(pc *pgconn.PgConn) bool {
+//
+// The look is true only of a socket pgconn itself does not read: after a
+// write that took over 15 ms, pgconn's background reader stays blocked in
+// a read of the socket until the backend sends something, and takes the
+// FATAL in before any look could see it. SyncConn is free when no such
+// reader is left (nearly always) and otherwise asks the backend a round
+// trip's question, which ends the reader, and fails when the backend is
+// gone.
+func IdleConnAlive(ctx context.Context, pc *pgconn.PgConn) bool {
+	if err := pc.SyncConn(ctx); err != nil {
+		return false
+	}
 	st := sockpeek.Conn(pc.Conn())
 	return st != sockpeek.Pending && st != sockpeek.Closed
 }

@@ -239,7 +239,7 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	watch := &settingsWatch{role: t.Role, database: t.Database}
 	pcfg.ConnConfig.DialFunc = p.dialCounted(pcfg.ConnConfig.DialFunc)
 	pcfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
-		if !IdleConnAlive(c.PgConn()) {
+		if !IdleConnAlive(ctx, c.PgConn()) {
 			p.log.Debug("HTTP backend not reused: the backend closed it or sent a message while it was idle", zap.String("role", t.Role), zap.String("database", t.Database))
 			return false, nil
 		}

@@ -78,13 +78,14 @@ func PlainRawConn(c net.Conn) (syscall.RawConn, bool) {
 	return rc, err == nil
 }
 
-// Raw looks at the socket of rc, through Go's poller (safe against a
-// concurrent close) but without waiting for readiness.
+// Raw looks at the socket of rc, safe against a concurrent close (Control
+// holds the descriptor open) and never waiting. Not through rc.Read: that
+// takes the descriptor's read lock, which a goroutine blocked reading the
+// same socket holds (pgconn's background reader stays in its read after a
+// slow write until the backend sends something, which an idle backend
+// never does), so the look waited for ever.
 func Raw(rc syscall.RawConn) State {
 	state := Unknown
-	rc.Read(func(fd uintptr) bool {
-		state = FD(fd)
-		return true
-	})
+	rc.Control(func(fd uintptr) { state = FD(fd) })
 	return state
 }

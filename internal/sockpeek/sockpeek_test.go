@@ -63,3 +63,43 @@ func waitFor(t *testing.T, c net.Conn, want State) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A look never waits for a reader of the same socket: pgconn's background
+// reader stays blocked in a read of an idle backend's socket after a slow
+// write, and a look that took the read lock waited with it for ever (every
+// HTTP request then hung once the pool handed that connection out).
+func TestALookBesideABlockedReaderAnswersAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		c.Read(make([]byte, 1)) // blocks until the test closes c
+	}()
+	time.Sleep(50 * time.Millisecond) // the reader is in its read
+	looked := make(chan State, 1)
+	go func() { looked <- Conn(c) }()
+	select {
+	case got := <-looked:
+		if got != Quiet {
+			t.Fatalf("an idle socket with a reader blocked on it: %v", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the look waited for the blocked reader")
+	}
+	c.Close()
+	<-read
+}
