@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -371,6 +372,47 @@ func TestAnInstanceSilentlyCutOffFromTheStoreRefusesLogins(t *testing.T) {
 	}
 }
 
+// The store's network may go silent at any moment, also while an instance
+// sets up its LISTEN: B's LISTEN statement waited for an answer with no
+// deadline, so B never learnt that it listened to nothing, and went on
+// accepting a password changed on A, for as long as TCP keepalive let the
+// connection live.
+func TestAnInstanceWhoseListenNeverTakesEffectRefusesLogins(t *testing.T) {
+	freshStore(t)
+	hop := newFreezableHop(t, pg.port)
+	hop.freezeOnceAt([]byte("LISTEN "))
+	rules := "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
+	opts := gwOptions{server: "peer_id = 1", backend: `connect_timeout = "2s"`}
+	a := newGateway(t, opts, storeSection+rules)
+	cfg := a.configPath()
+	a.fillStore(t, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	a.start()
+	opts.server = "peer_id = 2"
+	// In plain text, so that the hop sees the LISTEN statement go by.
+	b := startGatewayWith(t, opts, storeSection+fmt.Sprintf("host = \"127.0.0.1\"\nport = %d\nsslmode = \"disable\"\n", hop.port)+rules, nil)
+	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", cfg); code != 0 {
+		t.Fatalf("user passwd: %s", errOut)
+	}
+	noteSecret("alice-Pass-NEW")
+	waitFor(t, 15*time.Second, "B refuses logins while its LISTEN goes unanswered", func() bool {
+		c, err := b.connect("alice", "alice-Pass-1", "postgres")
+		if err == nil {
+			c.Close(context.Background())
+			return false
+		}
+		var pe *pgconn.PgError
+		return errors.As(err, &pe) && pe.Code == "57P03"
+	})
+	b.waitLog("lost the user store's LISTEN connection", 1)
+	hop.freezeOnceAt(nil)
+	hop.thaw()
+	waitFor(t, 15*time.Second, "B serves the new password once the store answers", func() bool { return b.logsIn("alice", "alice-Pass-NEW") })
+	if c, err := b.connect("alice", "alice-Pass-1", "postgres"); err == nil {
+		c.Close(context.Background())
+		t.Fatal("B still accepts the old password after it reloaded")
+	}
+}
+
 // freezableHop forwards TCP connections to a local port until frozen; then
 // it holds every byte, in both directions, without closing anything, as a
 // network that drops packets does, until thawed.
@@ -379,6 +421,9 @@ type freezableHop struct {
 	mu     sync.Mutex
 	thawed chan struct{} // nil while forwarding; closed at thaw
 	done   chan struct{}
+	// freezeAt, when set, freezes the hop as bytes that hold it come by
+	// from the client side (before they are forwarded).
+	freezeAt []byte
 }
 
 func newFreezableHop(t *testing.T, to int) *freezableHop {
@@ -391,19 +436,25 @@ func newFreezableHop(t *testing.T, to int) *freezableHop {
 			c.Close()
 			return
 		}
-		go h.pump(s, c)
-		h.pump(c, s)
+		h.mu.Lock()
+		at := h.freezeAt
+		h.mu.Unlock()
+		go h.pump(s, c, at) // from the client
+		h.pump(c, s, nil)
 	})
 	return h
 }
 
-func (h *freezableHop) pump(dst, src net.Conn) {
+func (h *freezableHop) pump(dst, src net.Conn, freezeAt []byte) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			if freezeAt != nil && bytes.Contains(buf[:n], freezeAt) {
+				h.freeze()
+			}
 			h.mu.Lock()
 			wait := h.thawed
 			h.mu.Unlock()
@@ -426,7 +477,17 @@ func (h *freezableHop) pump(dst, src net.Conn) {
 
 func (h *freezableHop) freeze() {
 	h.mu.Lock()
-	h.thawed = make(chan struct{})
+	if h.thawed == nil {
+		h.thawed = make(chan struct{})
+	}
+	h.mu.Unlock()
+}
+
+// freezeOnceAt makes the connections opened from now on freeze the hop
+// when the client sends bytes holding pattern (nil: never).
+func (h *freezableHop) freezeOnceAt(pattern []byte) {
+	h.mu.Lock()
+	h.freezeAt = pattern
 	h.mu.Unlock()
 }
 

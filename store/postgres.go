@@ -407,6 +407,26 @@ func waitForNotification(ctx context.Context, conn *pgx.Conn, timeout time.Durat
 	return nil, nil
 }
 
+// listenConn connects and LISTENs, each step within timeout: a network
+// that goes silent during either (no reset, no FIN) would otherwise leave
+// Listen waiting, neither listening nor calling onLost, while the instance
+// went on trusting users a change on another instance had revoked.
+func listenConn(ctx context.Context, cc *pgx.ConnConfig, timeout time.Duration) (*pgx.Conn, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cc)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := conn.Exec(lctx, "LISTEN "+Channel+"; LISTEN "+ThrottleChannel); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("LISTEN: %w", err)
+	}
+	return conn, nil
+}
+
 // reloadGap is the least time between two onChange calls of Listen: the
 // notifications that arrive within it are taken in by one. Any role that
 // can connect to the store's database can NOTIFY on the channel, and one
@@ -455,10 +475,7 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 	}
 	checkTimeout := cfg.Backend.ConnectTimeout.Duration
 	for ctx.Err() == nil {
-		conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig)
-		if err == nil {
-			_, err = conn.Exec(ctx, "LISTEN "+Channel+"; LISTEN "+ThrottleChannel)
-		}
+		conn, err := listenConn(ctx, pcfg.ConnConfig, checkTimeout)
 		if err == nil {
 			// What changed before LISTEN took effect (since the last
 			// load, or while the connection was down) is read now.
