@@ -328,43 +328,19 @@ func queryPostgres(t *testing.T, sql string, dest any, args ...any) error {
 // again, B reloads, serves the new one and ends the session alice opened
 // with the old one.
 func TestAnInstanceSilentlyCutOffFromTheStoreRefusesLogins(t *testing.T) {
-	freshStore(t)
 	hop := newFreezableHop(t, pg.port)
-	rules := "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
-	opts := gwOptions{server: "peer_id = 1", backend: `connect_timeout = "2s"`}
-	a := newGateway(t, opts, storeSection+rules)
-	cfg := a.configPath()
-	a.fillStore(t, []testUser{{name: "alice", password: "alice-Pass-1"}})
-	a.start()
-	opts.server = "peer_id = 2"
-	b := startGatewayWith(t, opts, storeSection+fmt.Sprintf("host = \"127.0.0.1\"\nport = %d\n", hop.port)+rules, nil)
+	b, cfg := instanceBehindHop(t, hop, "")
 	live := b.mustConnect("alice", "alice-Pass-1", "postgres")
 	queryOne(t, live, "SELECT 1")
 
 	hop.freeze()
-	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", cfg); code != 0 {
-		t.Fatalf("user passwd: %s", errOut)
-	}
-	noteSecret("alice-Pass-NEW")
 	start := time.Now()
-	waitFor(t, 15*time.Second, "B refuses logins while the store is silent", func() bool {
-		c, err := b.connect("alice", "alice-Pass-1", "postgres")
-		if err == nil {
-			c.Close(context.Background())
-			return false
-		}
-		var pe *pgconn.PgError
-		return errors.As(err, &pe) && pe.Code == "57P03"
-	})
+	changeOnAWaitForBToRefuse(t, b, cfg, "B refuses logins while the store is silent")
 	t.Logf("B failed closed %v after the change", time.Since(start).Round(time.Millisecond))
 	b.waitLog("user store", 1)
 
 	hop.thaw()
-	waitFor(t, 15*time.Second, "B serves the new password once the store answers", func() bool { return b.logsIn("alice", "alice-Pass-NEW") })
-	if c, err := b.connect("alice", "alice-Pass-1", "postgres"); err == nil {
-		c.Close(context.Background())
-		t.Fatal("B still accepts the old password after it reloaded")
-	}
+	waitForBToServeTheNewPassword(t, b)
 	// The session alice opened on B with the old password ended with the
 	// reload that brought the new one, as on the instance that changed it.
 	if _, err := live.Exec(context.Background(), "SELECT 1"); err == nil {
@@ -378,23 +354,42 @@ func TestAnInstanceSilentlyCutOffFromTheStoreRefusesLogins(t *testing.T) {
 // accepting a password changed on A, for as long as TCP keepalive let the
 // connection live.
 func TestAnInstanceWhoseListenNeverTakesEffectRefusesLogins(t *testing.T) {
-	freshStore(t)
 	hop := newFreezableHop(t, pg.port)
 	hop.freezeOnceAt([]byte("LISTEN "))
+	// In plain text, so that the hop sees the LISTEN statement go by.
+	b, cfg := instanceBehindHop(t, hop, "sslmode = \"disable\"\n")
+	changeOnAWaitForBToRefuse(t, b, cfg, "B refuses logins while its LISTEN goes unanswered")
+	b.waitLog("lost the user store's LISTEN connection", 1)
+	hop.freezeOnceAt(nil)
+	hop.thaw()
+	waitForBToServeTheNewPassword(t, b)
+}
+
+// instanceBehindHop starts instance A of a fresh store, with alice, and
+// instance B, which reaches the store through hop (storeExtra adds lines
+// to its [store]); it returns B and the configuration A's CLI changes.
+func instanceBehindHop(t *testing.T, hop *freezableHop, storeExtra string) (b *gateway, cfg string) {
+	t.Helper()
+	freshStore(t)
 	rules := "\n[[hba]]\nmethod = \"scram-sha-256\"\n"
 	opts := gwOptions{server: "peer_id = 1", backend: `connect_timeout = "2s"`}
 	a := newGateway(t, opts, storeSection+rules)
-	cfg := a.configPath()
 	a.fillStore(t, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	a.start()
 	opts.server = "peer_id = 2"
-	// In plain text, so that the hop sees the LISTEN statement go by.
-	b := startGatewayWith(t, opts, storeSection+fmt.Sprintf("host = \"127.0.0.1\"\nport = %d\nsslmode = \"disable\"\n", hop.port)+rules, nil)
+	b = startGatewayWith(t, opts, storeSection+fmt.Sprintf("host = \"127.0.0.1\"\nport = %d\n", hop.port)+storeExtra+rules, nil)
+	return b, a.configPath()
+}
+
+// changeOnAWaitForBToRefuse changes alice's password with A's
+// configuration cfg and waits for B to refuse the old one with 57P03.
+func changeOnAWaitForBToRefuse(t *testing.T, b *gateway, cfg, what string) {
+	t.Helper()
 	if _, errOut, code := runCLI(t, "alice-Pass-NEW\n", "user", "passwd", "alice", "--password-stdin", "-c", cfg); code != 0 {
 		t.Fatalf("user passwd: %s", errOut)
 	}
 	noteSecret("alice-Pass-NEW")
-	waitFor(t, 15*time.Second, "B refuses logins while its LISTEN goes unanswered", func() bool {
+	waitFor(t, 15*time.Second, what, func() bool {
 		c, err := b.connect("alice", "alice-Pass-1", "postgres")
 		if err == nil {
 			c.Close(context.Background())
@@ -403,9 +398,12 @@ func TestAnInstanceWhoseListenNeverTakesEffectRefusesLogins(t *testing.T) {
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && pe.Code == "57P03"
 	})
-	b.waitLog("lost the user store's LISTEN connection", 1)
-	hop.freezeOnceAt(nil)
-	hop.thaw()
+}
+
+// waitForBToServeTheNewPassword waits for B to let alice in with the new
+// password, and then refuse the old one.
+func waitForBToServeTheNewPassword(t *testing.T, b *gateway) {
+	t.Helper()
 	waitFor(t, 15*time.Second, "B serves the new password once the store answers", func() bool { return b.logsIn("alice", "alice-Pass-NEW") })
 	if c, err := b.connect("alice", "alice-Pass-1", "postgres"); err == nil {
 		c.Close(context.Background())

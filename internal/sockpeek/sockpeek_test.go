@@ -15,19 +15,7 @@ func (w wrapped) NetConn() net.Conn { return w.Conn }
 // waiting (still there to read afterwards), then the peer's close; through
 // a wrapper that names its socket too; anything else is unknown.
 func TestALookSeesWaitingBytesAndACloseWithoutTakingThem(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	peer, c := tcpPair(t)
 	defer c.Close()
 	if got := Conn(c); got != Quiet {
 		t.Fatalf("an idle socket: %v", got)
@@ -54,6 +42,25 @@ func TestALookSeesWaitingBytesAndACloseWithoutTakingThem(t *testing.T) {
 	}
 }
 
+// tcpPair is both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (peer, c net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer, c
+}
+
 func waitFor(t *testing.T, c net.Conn, want State) {
 	t.Helper()
 	for i := 0; Conn(c) != want; i++ {
@@ -69,20 +76,8 @@ func waitFor(t *testing.T, c net.Conn, want State) {
 // write, and a look that took the read lock waited with it for ever (every
 // HTTP request then hung once the pool handed that connection out).
 func TestALookBesideABlockedReaderAnswersAtOnce(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	peer, c := tcpPair(t)
 	defer peer.Close()
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer c.Close()
 	read := make(chan struct{})
 	go func() {
