@@ -503,16 +503,30 @@ func checkJWKSURL(s string) error {
 // ParsePrefix reads a CIDR, or a bare address as a single-host prefix.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		return p.Masked(), nil
+		return NormalizePrefix(p), nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		a = a.Unmap()
 		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
 	return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or IP address", s)
+}
+
+// NormalizePrefix masks p and writes an IPv4-mapped IPv6 network as the
+// IPv4 network it is: pgwarden sees a client at ::ffff:a.b.c.d as a.b.c.d,
+// so ::ffff:10.0.0.0/104 is 10.0.0.0/8. The mask comes first. A mapped
+// address under a prefix shorter than 96 bits ("::ffff:10.0.0.0/8") names
+// the IPv6 network it masks to (::/8, which holds ::1), as in PostgreSQL;
+// unmapping it first asked for a negative IPv4 length, which made a prefix
+// that contains no address, so a reject rule written that way loaded and
+// stopped no one (until December 2026).
+func NormalizePrefix(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if p.Addr().Is4In6() {
+		// Masked and still mapped: the mask keeps all of ::ffff:0:0/96.
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // ownServer reports which of this instance's Postgres listeners a backend

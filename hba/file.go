@@ -325,10 +325,7 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 }
 
 func prefixPattern(p netip.Prefix) AddrPattern {
-	if p.Addr().Is4In6() {
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-	}
-	p = p.Masked()
+	p = config.NormalizePrefix(p)
 	return AddrPattern{kind: addrPrefix, prefix: p, text: p.String()}
 }
 

@@ -13,13 +13,14 @@ func FuzzParseFile(f *testing.F) {
 	f.Add("host all all 127.0.0.1/32 md5\n")
 	f.Add("local all postgres peer\nhostssl \"a,b\" +g,/^x 10.0.0.0 255.0.0.0 cert clientcert=verify-full # c\n")
 	f.Add("host all \\\n all ::1/128 trust\n")
+	f.Add("host all all ::ffff:127.0.0.1/8 reject\nhost all all ::ffff:10.0.0.1 ffff:ffff:ffff:ffff:ffff:ffff:ff00:0 trust\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		rules, err := ParseFile("f", []byte(s), Env{TLS: true, ClientCA: true})
 		if err != nil {
 			return
 		}
 		for _, r := range rules {
-			if len(r.Addresses) == 0 || len(r.Databases) == 0 || len(r.Users) == 0 || !Known(r.Method) {
+			if len(r.Addresses) == 0 || len(r.Databases) == 0 || len(r.Users) == 0 || !Known(r.Method) || !addressesValid(r) {
 				t.Fatalf("incomplete rule from %q: %+v", s, r)
 			}
 			// The rule printed back re-parses to the same rule.
@@ -41,6 +42,7 @@ func FuzzParseFile(f *testing.F) {
 // the rule normalizer: no panic, and accepted rules are complete.
 func FuzzTOMLRules(f *testing.F) {
 	f.Add("[[hba]]\nmethod = \"trust\"\n")
+	f.Add("[[hba]]\naddress = [\"::ffff:127.0.0.1/8\", \"::ffff:10.0.0.0/104\"]\nmethod = \"reject\"\n")
 	f.Add("[[hba]]\nprotocol = \"http\"\naddress = [\"10.0.0.0/8\", \"local\"]\nuser = [\"+g\", \"/^a\"]\nmethod = \"password\"\nclientcert = \"verify-ca\"\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		cfg, err := config.Parse("f.toml", []byte(s))
@@ -52,9 +54,22 @@ func FuzzTOMLRules(f *testing.F) {
 			return
 		}
 		for _, r := range rules {
-			if len(r.Addresses) == 0 || len(r.Databases) == 0 || len(r.Users) == 0 || !Known(r.Method) {
+			if len(r.Addresses) == 0 || len(r.Databases) == 0 || len(r.Users) == 0 || !Known(r.Method) || !addressesValid(r) {
 				t.Fatalf("incomplete rule from %q: %+v", s, r)
 			}
 		}
 	})
+}
+
+// addressesValid says whether every network of r holds addresses: an
+// invalid netip.Prefix contains none, so a reject rule with one stops no
+// one (an IPv4-mapped address under a prefix shorter than 96 bits made
+// one until December 2026).
+func addressesValid(r *Rule) bool {
+	for _, a := range r.Addresses {
+		if a.kind == addrPrefix && !a.prefix.IsValid() {
+			return false
+		}
+	}
+	return true
 }
