@@ -285,11 +285,15 @@ func compile(expr string) (*regexp.Regexp, error) {
 		}
 		i++ // the escaped character
 	}
-	re, err := regexp.Compile(expr)
-	if err != nil {
+	// (?s): PostgreSQL compiles without REG_NEWLINE, so its "." takes a
+	// newline too, and a name can hold one (a startup packet's names end
+	// only at a zero byte). Without the flag, RE2's "." stops there:
+	// "/^.*helpdesk$" rejected helpdesk and let "x\nhelpdesk" past.
+	if _, err := regexp.Compile(expr); err != nil {
+		// Checked as written, so the error quotes the rule's own text.
 		return nil, fmt.Errorf("bad regular expression %q: %v", expr, err)
 	}
-	return re, nil
+	return regexp.Compile("(?s)" + expr)
 }
 
 // literalName is an unquoted name taken as written; shown quoted when it
