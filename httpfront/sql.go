@@ -275,41 +275,30 @@ func (s *Server) runBulk(ctx context.Context, pool *pgxpool.Pool, user, stmt str
 	defer s.pools.ReleaseAfter(c, stmt)
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, args := range sets {
-			tag, err := tx.Exec(ctx, stmt, jsonArgs(args)...)
+			// Query, not Exec: pgx's Exec sends a statement with no
+			// arguments by the simple protocol, which runs every
+			// statement of the text, so "INSERT ...; COMMIT; BEGIN" with
+			// an empty argument list committed the rows before it and
+			// left the request's rollback only what came after. Query
+			// keeps to the extended protocol, which takes one statement
+			// (42601 for more), as a single statement's request does,
+			// and says "expected 1 arguments, got 0" as it does.
+			rows, err := tx.Query(ctx, stmt, jsonArgs(args)...)
+			if err == nil {
+				rows.Close()
+				err = rows.Err()
+			}
 			if err != nil {
-				if err.Error() == pgxArgCountMismatch {
-					err = argCountError(ctx, tx.Conn().PgConn(), stmt, len(args), err)
-				}
 				return withStatement(err, i)
 			}
 			if err := stillInTransaction(tx); err != nil {
 				return withStatement(err, i)
 			}
-			out.Results = append(out.Results, bulkResult{tag.RowsAffected()})
+			out.Results = append(out.Results, bulkResult{rows.CommandTag().RowsAffected()})
 		}
 		return nil
 	})
 	return out, err
-}
-
-// pgxArgCountMismatch is what pgx's Exec says, sending nothing, when a
-// statement's parameters and the arguments given differ in number.
-const pgxArgCountMismatch = "mismatched param and argument count"
-
-// argCountError says how many arguments stmt takes, as a single statement's
-// request does ("expected 2 arguments, got 1", a client's error): pgx's own
-// words name neither number, and the error mapping took them for an
-// internal error (a 500). The description costs a round trip on this
-// failing path only; the transaction is still open, since pgx sent nothing.
-func argCountError(ctx context.Context, pc *pgconn.PgConn, stmt string, got int, pgxErr error) error {
-	sd, err := pc.Prepare(ctx, "", stmt, nil)
-	if err != nil {
-		return err
-	}
-	if len(sd.ParamOIDs) == got {
-		return pgxErr
-	}
-	return fmt.Errorf("expected %d arguments, got %d", len(sd.ParamOIDs), got)
 }
 
 type txResults struct {

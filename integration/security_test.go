@@ -408,6 +408,24 @@ func TestATransactionRequestIsAllOrNothingEvenWithCOMMITInside(t *testing.T) {
 	if status != 400 || errCode(out) != "25001" {
 		t.Fatalf("COMMIT with bulk_args: %d %v", status, out)
 	}
+	// Nor can a COMMIT behind another statement of the text: an empty
+	// argument list took pgx's simple protocol, which ran every statement,
+	// and the first row stayed committed under the error answer.
+	for _, body := range []string{
+		`{"stmt": "INSERT INTO tx_all_or_nothing VALUES (1); COMMIT; BEGIN; INSERT INTO tx_all_or_nothing VALUES (2)", "bulk_args": [[], [1]]}`,
+		`{"stmt": "INSERT INTO tx_all_or_nothing VALUES (1); COMMIT", "bulk_args": [[]]}`,
+	} {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, basic("alice", "alice-Pass-1"))
+		if status != 400 || errCode(out) != "42601" {
+			t.Fatalf("two statements in bulk_args' text: %d %v", status, out)
+		}
+	}
+	// An empty list for a statement with parameters is the client's
+	// error, in the words a single statement gets.
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt": "INSERT INTO tx_all_or_nothing VALUES ($1)", "bulk_args": [[]]}`, basic("alice", "alice-Pass-1"))
+	if status != 400 || errCode(out) != "22023" || !strings.Contains(fmt.Sprint(out), "expected 1 arguments, got 0") {
+		t.Fatalf("bulk_args [[]] for a statement with a parameter: %d %v", status, out)
+	}
 	_, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt": "SELECT count(*) FROM tx_all_or_nothing"}`, basic("alice", "alice-Pass-1"))
 	if n := fmt.Sprint(out["rows"].([]any)[0].([]any)[0]); n != "0" {
 		t.Fatalf("%s rows committed by refused transactions", n)
