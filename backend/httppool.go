@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -238,6 +239,17 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	// release, which a connection QueryThenReset already reset never needs.
 	watch := &settingsWatch{role: t.Role, database: t.Database}
 	pcfg.ConnConfig.DialFunc = p.dialCounted(pcfg.ConnConfig.DialFunc)
+	// A request whose time runs out (or whose client leaves) cancels its
+	// statement and reads the backend's answer (see cancelOnDone); a
+	// backend that answers nothing within connect_timeout after that is
+	// given up.
+	grace := cfg.Backend.ConnectTimeout.Duration
+	if grace <= 0 {
+		grace = resetTimeout
+	}
+	pcfg.ConnConfig.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return newCancelOnDone(pc, t.Host, t.Port, grace)
+	}
 	pcfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
 		if !IdleConnAlive(ctx, c.PgConn()) {
 			p.log.Debug("HTTP backend not reused: the backend closed it or sent a message while it was idle", zap.String("role", t.Role), zap.String("database", t.Database))

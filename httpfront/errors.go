@@ -20,6 +20,7 @@ const (
 	codeInvalidPassword          = "28P01" // any password, user or token failure
 	codeProtocolViolation        = "08P01" // a body or request pgwarden cannot read
 	codeConnectionFailure        = "08006" // the backend cannot be reached
+	codeResolutionUnknown        = "08007" // the backend fell silent after a statement's cancel
 	codeRejectedConnection       = "08004" // a Host that is not this server's
 	codeTooManyConnections       = "53300"
 	codeProgramLimit             = "54000" // max_body_bytes, max_rows

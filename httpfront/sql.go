@@ -205,6 +205,9 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	if err != nil && ctx.Err() != nil {
+		err = canceledFor(ctx, err)
+	}
 	if err != nil {
 		var ce *pgconn.ConnectError
 		var pe *pgconn.PgError
@@ -522,6 +525,23 @@ func tagHasCount(tag string) bool {
 	return true
 }
 
+// canceledFor gives a statement the backend canceled at pgwarden's
+// request (ERROR 57014, after http.statement_timeout passed or the client
+// left: see backend.cancelOnDone) as that reason, ctx's error, so that it
+// is answered as such and not as "canceling statement due to user
+// request", which no user asked for.
+func canceledFor(ctx context.Context, err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != codeQueryCanceled {
+		return err
+	}
+	var se *statementError
+	if errors.As(err, &se) {
+		return withStatement(ctx.Err(), se.index)
+	}
+	return ctx.Err()
+}
+
 // backendEndedSession says whether a FATAL error of code ended the session
 // for the server's reasons (classes 57 operator intervention, 08
 // connection exception, 58 system error, XX internal error), not for
@@ -601,6 +621,17 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 	if errors.As(err, &ce) || (!timedOut && pgconn.SafeToRetry(err)) {
 		s.o.Log.Warn("backend unreachable for HTTP request", zap.Error(err))
 		writeError(w, http.StatusBadGateway, codeConnectionFailure, "could not connect to the backend server")
+		return
+	}
+	if timedOut && pgconn.Timeout(err) {
+		// The backend did not answer the cancel within connect_timeout:
+		// the statement may have finished, even committed, before the
+		// connection was given up, so saying it was canceled could be
+		// untrue. PostgreSQL's code for this.
+		s.o.Log.Warn("the backend did not answer the cancel of a statement past http.statement_timeout; its outcome is unknown",
+			zap.String("path", r.URL.Path), zap.String("address", addrText(clientAddr(r, s.o.State.Current()))))
+		writeJSON(w, http.StatusGatewayTimeout, apiError{Error: errorBody{Code: codeResolutionUnknown,
+			Message: "the backend did not answer after http.statement_timeout passed and pgwarden asked it to cancel the statement: whether the statement took effect is unknown", Statement: idx}})
 		return
 	}
 	if timedOut {

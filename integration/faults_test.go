@@ -229,3 +229,69 @@ func TestABackendThatCannotTakeASessionNowIsUnavailableOverHTTP(t *testing.T) {
 		t.Fatalf("a database that does not exist: %d %v, want 400 3D000", status, out)
 	}
 }
+
+// TestAStatementPastTheHTTPTimeoutIsAnsweredAsTheBackendEndedIt: when
+// http.statement_timeout passes, pgwarden asks the backend to cancel and
+// answers what the backend did. Here every commit waits for a synchronous
+// standby that never comes; PostgreSQL does not undo a commit on a cancel
+// (it warns and answers COMMIT), so these requests committed, and the
+// client hears 200 as a client of PostgreSQL's own would. pgwarden used to
+// close the connection at the deadline and answer 57014 "canceling
+// statement" for rows that stayed committed: a client that retried wrote
+// them twice. A statement the backend does cancel is still 57014, and is
+// not left running.
+func TestAStatementPastTheHTTPTimeoutIsAnsweredAsTheBackendEndedIt(t *testing.T) {
+	own := ownCluster(t)
+	for _, sql := range []string{
+		"CREATE TABLE timeout_t (a int); GRANT ALL ON timeout_t TO alice",
+		"ALTER SYSTEM SET synchronous_standby_names = 'nobody'",
+		"SELECT pg_reload_conf()",
+	} {
+		if err := own.Exec(sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := startGatewayWith(t, gwOptions{http: true, backendPort: own.port, httpSection: "default_database = \"postgres\"\nstatement_timeout = \"1s\""},
+		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	auth := basic("alice", "alice-Pass-1")
+	for _, body := range []string{
+		`{"stmt": "INSERT INTO timeout_t VALUES (1)"}`,
+		`{"transaction": [{"stmt": "INSERT INTO timeout_t VALUES (2)"}]}`,
+		`{"stmt": "INSERT INTO timeout_t VALUES ($1)", "bulk_args": [[3]]}`,
+	} {
+		if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", body, auth); status != 200 {
+			t.Fatalf("%s, committed while its standby was awaited: %d %v, want 200", body, status, out)
+		}
+	}
+	for _, body := range []string{
+		`{"stmt": "SELECT pg_sleep(30)"}`,
+		`{"transaction": [{"stmt": "INSERT INTO timeout_t VALUES (4)"}, {"stmt": "SELECT pg_sleep(30)"}]}`,
+	} {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", body, auth)
+		if status != 400 || errCode(out) != "57014" || errMessage(out) != "canceling statement due to http.statement_timeout" {
+			t.Fatalf("%s: %d %v, want 400 57014 canceling statement due to http.statement_timeout", body, status, out)
+		}
+	}
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql",
+		`{"stmt": "SELECT (SELECT string_agg(a::text, ',' ORDER BY a) FROM timeout_t), (SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid())"}`, auth)
+	if status != 200 || fmt.Sprint(out["rows"]) != "[[1,2,3 0]]" {
+		t.Fatalf("rows and sleeping statements left: %d %v, want [[1,2,3 0]]", status, out)
+	}
+}
+
+// TestABackendSilentAfterTheCancelLeavesTheOutcomeUnknown: a backend that
+// answers neither the statement nor its cancel within connect_timeout
+// after http.statement_timeout is given up, and the answer says what
+// pgwarden knows: 504 08007, the statement may or may not have taken
+// effect (not 57014, which says it was canceled).
+func TestABackendSilentAfterTheCancelLeavesTheOutcomeUnknown(t *testing.T) {
+	hop := newFreezableHop(t, pg.port)
+	hop.freezeOnceAt([]byte("frozen_on_the_way"))
+	g := startGatewayWith(t, gwOptions{http: true, backendPort: hop.port, backend: `connect_timeout = "1s"`,
+		httpSection: "default_database = \"postgres\"\nstatement_timeout = \"1s\""},
+		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt": "SELECT 'frozen_on_the_way'"}`, basic("alice", "alice-Pass-1"))
+	if status != http.StatusGatewayTimeout || errCode(out) != "08007" {
+		t.Fatalf("a backend silent after the cancel: %d %v, want 504 08007", status, out)
+	}
+}

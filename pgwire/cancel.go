@@ -1,11 +1,13 @@
 package pgwire
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"net"
 	"sync"
 	"time"
+
+	"github.com/pgwarden/pgwarden/backend"
 )
 
 // cancelTarget is where a client's CancelRequest must go: the backend it is
@@ -131,18 +133,10 @@ func (r *cancelRegistry) forward(pid uint32, key []byte) bool {
 		return false
 	}
 	defer t.inflight.Done()
-	c, err := net.DialTimeout(t.network, t.addr, 5*time.Second)
-	if err != nil {
-		return true
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(cancelRequestBytes(t.pid, t.secret)); err != nil {
-		return true
-	}
-	// PostgreSQL answers nothing and closes; wait for that so the cancel
-	// has been handed over before the client's own connection goes.
-	var one [1]byte
-	c.Read(one[:])
+	// Returns once PostgreSQL closed, so the cancel has been handed over
+	// before the client's own connection goes.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	backend.SendCancel(ctx, t.network, t.addr, t.pid, t.secret)
 	return true
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/config"
 )
 
@@ -25,15 +26,6 @@ import (
 // processes of the same OS user (or root) may talk on it, both ways: a
 // local user can neither guess keys there past the cancel guard nor
 // receive the keys by taking the name first.
-
-// cancelRequestBytes is a CancelRequest packet.
-func cancelRequestBytes(pid uint32, key []byte) []byte {
-	msg := make([]byte, 12, 12+len(key))
-	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(key)))
-	binary.BigEndian.PutUint32(msg[4:], cancelRequestCode)
-	binary.BigEndian.PutUint32(msg[8:], pid)
-	return append(msg, key...)
-}
 
 // drainingName is the abstract socket of a draining process serving
 // cfg's first pg_listen address; "" when it has none with a fixed port.
@@ -130,7 +122,7 @@ func handToDrainingAt(name string, pid uint32, key []byte) {
 		return
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(cancelRequestBytes(pid, key)); err != nil {
+	if _, err := c.Write(backend.CancelRequestPacket(pid, key)); err != nil {
 		return
 	}
 	var one [1]byte

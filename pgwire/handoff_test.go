@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/config"
 )
 
@@ -36,7 +37,7 @@ func TestACancelIsHandedOnlyToADrainingProcessOfTheSameUser(t *testing.T) {
 	done := make(chan []byte)
 	go func() { done <- received() }()
 	handToDraining(cfg, 4242, key)
-	if got := <-done; !bytes.Equal(got, cancelRequestBytes(4242, key)) {
+	if got := <-done; !bytes.Equal(got, backend.CancelRequestPacket(4242, key)) {
 		t.Fatalf("the draining process got %x", got)
 	}
 
@@ -79,7 +80,7 @@ func TestACancelIsHandedToEveryDrainingProcess(t *testing.T) {
 	key := []byte{9, 8, 7, 6}
 	handToDraining(cfg, 77, key)
 	for i := 0; i < 2; i++ {
-		if b := <-got; !bytes.Equal(b, cancelRequestBytes(77, key)) {
+		if b := <-got; !bytes.Equal(b, backend.CancelRequestPacket(77, key)) {
 			t.Fatalf("a draining process got %x", b)
 		}
 	}

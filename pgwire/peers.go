@@ -10,6 +10,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
 
+	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/config"
 )
 
@@ -149,7 +150,7 @@ func forwardCancel(addr string, withProxy bool, from netip.Addr, pid uint32, key
 			}
 		}
 	}
-	if _, err := c.Write(cancelRequestBytes(pid, key)); err != nil {
+	if _, err := c.Write(backend.CancelRequestPacket(pid, key)); err != nil {
 		return err
 	}
 	// The peer answers nothing and closes once it has passed the cancel
