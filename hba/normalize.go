@@ -221,7 +221,12 @@ func parseUser(s string, quoted bool) (NamePattern, error) {
 	switch {
 	case s == "all":
 		return NamePattern{kind: nameAll, text: s}, nil
-	case strings.HasPrefix(s, "+") && len(s) > 1:
+	case s == "+":
+		// PostgreSQL looks for membership in a role named "" and so
+		// matches no one; pgwarden took it for a user named "+". A
+		// rule should say what it means: quote it ("+") for that user.
+		return NamePattern{}, fmt.Errorf(`"+" names no role (write +role for the members of a role; in pg_hba.conf, a quoted "+" is a user named +)`)
+	case strings.HasPrefix(s, "+"):
 		return NamePattern{kind: nameRole, name: s[1:], text: s}, nil
 	}
 	return literalName(s), nil
