@@ -36,6 +36,14 @@ func SendCancel(ctx context.Context, network, addr string, pid uint32, key []byt
 	if d, ok := ctx.Deadline(); ok {
 		c.SetDeadline(d)
 	}
+	return DeliverCancel(c, pid, key)
+}
+
+// DeliverCancel writes a CancelRequest on c, a connection made for it (to
+// a server, a peer or a draining process), and waits for the other end to
+// close it, which it does once it has passed the cancel on. The caller
+// bounds the wait with c's deadline.
+func DeliverCancel(c net.Conn, pid uint32, key []byte) error {
 	if _, err := c.Write(CancelRequestPacket(pid, key)); err != nil {
 		return err
 	}

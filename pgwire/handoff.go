@@ -122,11 +122,7 @@ func handToDrainingAt(name string, pid uint32, key []byte) {
 		return
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(backend.CancelRequestPacket(pid, key)); err != nil {
-		return
-	}
-	var one [1]byte
-	c.Read(one[:]) // closed once the cancel has been passed on
+	backend.DeliverCancel(c, pid, key)
 }
 
 // sameUser says whether the process at the other end of unix socket c runs

@@ -150,12 +150,7 @@ func forwardCancel(addr string, withProxy bool, from netip.Addr, pid uint32, key
 			}
 		}
 	}
-	if _, err := c.Write(backend.CancelRequestPacket(pid, key)); err != nil {
-		return err
-	}
 	// The peer answers nothing and closes once it has passed the cancel
-	// on; wait for that.
-	var one [1]byte
-	c.Read(one[:])
-	return nil
+	// on; DeliverCancel waits for that.
+	return backend.DeliverCancel(c, pid, key)
 }
