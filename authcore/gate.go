@@ -253,6 +253,19 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 		User: a.User, Replication: a.Replication}
 	if u := st.Users.Lookup(a.User); u != nil {
 		req.Roles = u.Roles
+	} else if st.Auth != nil && st.Rules.NeedsRoles(req) {
+		// A name from [auth_query] is a PostgreSQL role: "+role" and
+		// "samerole" mean its memberships there, as in PostgreSQL's
+		// own pg_hba.conf. Without them a "+admins reject" rule would
+		// let the admins through to the rules below it.
+		roles, _, err := st.Auth.ExternalRoles(ctx, a.User)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, &Refusal{Kind: RefusedClientGone, Reason: string(ReasonCanceled), Err: ctx.Err()}
+			}
+			return nil, &Refusal{Kind: RefusedUnavailable, Reason: "the role memberships of the user could not be read through auth_query: " + err.Error()}
+		}
+		req.Roles = roles
 	}
 	rule := st.Rules.Match(req)
 	if rule == nil {

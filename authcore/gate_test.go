@@ -255,3 +255,59 @@ func TestAClientThatLeavesInsteadOfAnsweringIsAbandonedNotFailed(t *testing.T) {
 		t.Fatalf("ref %+v ev %+v", ref, ev)
 	}
 }
+
+// roleStore is an auth_query whose names are PostgreSQL roles with
+// memberships, or which cannot answer (err).
+type roleStore struct {
+	roles map[string][]string
+	err   error
+	asked int
+}
+
+func (s *roleStore) User(context.Context, string) (*User, error) { return nil, nil }
+func (s *roleStore) Verify(context.Context, string, string) (bool, bool, error) {
+	return false, false, nil
+}
+func (s *roleStore) Roles(_ context.Context, name string) ([]string, error) {
+	s.asked++
+	return s.roles[name], s.err
+}
+
+// A name from the external store meets "+role" entries with its
+// memberships there; a store that cannot say refuses the login (the rule
+// that would decide is unknown), and users-file names never ask it.
+func TestAGroupEntryReadsAnExternalNamesMemberships(t *testing.T) {
+	us := mustUsers(t, "[[user]]\nname = \"alice\"\npassword = \""+mustHash(t, "alice-Pass-1")+"\"\n")
+	cfg := config.Default()
+	cfg.HBA = []config.HBARule{
+		{Protocol: "all", Address: config.StringList{"all"}, SSL: "any", Database: config.StringList{"all"}, User: config.StringList{"+admins"}, Method: "reject"},
+		{Protocol: "all", Address: config.StringList{"all"}, SSL: "any", Database: config.StringList{"all"}, User: config.StringList{"all"}, Method: "trust"},
+	}
+	rs, err := hba.FromConfig(cfg, hba.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &roleStore{roles: map[string][]string{"bob": {"bob", "ops", "admins"}, "carol": {"carol"}}}
+	st := &State{Rules: rs, Users: us, Auth: NewAuthenticator(us, NewHashLimiter(1)).WithExternal(store), FailureDelay: time.Hour, MaxDelay: time.Hour}
+	g := &Gate{Throttle: NewThrottle(10, time.Hour)}
+	try := func(user string) *Refusal {
+		a := attempt("app")
+		a.User = user
+		_, ref, _ := g.Login(context.Background(), st, a, &fakeProver{offer: OfferNone})
+		return ref
+	}
+	if ref := try("bob"); ref == nil || ref.Kind != RefusedRejected {
+		t.Fatalf("bob, a member of admins: %+v, want the reject rule", ref)
+	}
+	if ref := try("carol"); ref != nil {
+		t.Fatalf("carol, no member: %+v", ref)
+	}
+	asked := store.asked
+	if ref := try("alice"); ref != nil || store.asked != asked {
+		t.Fatalf("alice of the users file: %+v, store asked %d times more", ref, store.asked-asked)
+	}
+	store.err = errors.New("connection refused")
+	if ref := try("carol"); ref == nil || ref.Kind != RefusedUnavailable {
+		t.Fatalf("store down: %+v, want refused as unavailable", ref)
+	}
+}

@@ -66,6 +66,7 @@ func (f fakeStore) User(_ context.Context, name string) (*User, error) {
 func (f fakeStore) Verify(context.Context, string, string) (bool, bool, error) {
 	return false, false, nil
 }
+func (f fakeStore) Roles(context.Context, string) ([]string, error) { return nil, nil }
 
 func TestAnExternalHashOverTheCostBoundFailsLikeAWrongPasswordWithoutTheWork(t *testing.T) {
 	us := mustUsers(t, "")
@@ -125,6 +126,9 @@ type slowVerifyStore struct {
 }
 
 func (s *slowVerifyStore) User(context.Context, string) (*User, error) { return nil, nil }
+func (s *slowVerifyStore) Roles(context.Context, string) ([]string, error) {
+	return nil, nil
+}
 func (s *slowVerifyStore) Verify(_ context.Context, name, _ string) (bool, bool, error) {
 	s.mu.Lock()
 	s.running++

@@ -27,6 +27,10 @@ type ExternalCredentials interface {
 	// Verify checks a cleartext password in the store itself; ok is false
 	// when the store only looks hashes up (lookup mode).
 	Verify(ctx context.Context, name, password string) (valid, ok bool, err error)
+	// Roles returns the roles name is a member of in the store, directly
+	// or through others, itself included; none when the store does not
+	// know the name.
+	Roles(ctx context.Context, name string) ([]string, error)
 }
 
 // Authenticator checks credentials against one immutable set of users. A
@@ -73,6 +77,22 @@ func (a *Authenticator) lookup(ctx context.Context, name string) (*User, error) 
 		return nil, terr
 	}
 	return u, err
+}
+
+// ExternalRoles returns the roles a name the users file does not hold is
+// a member of in the external store, for the HBA rules' "+role" and
+// "samerole" entries: such a name is a PostgreSQL role, and PostgreSQL's
+// memberships are what those entries mean for it. known is false when
+// there is no external store or the users file holds the name (whose
+// roles are the file's).
+func (a *Authenticator) ExternalRoles(ctx context.Context, name string) (roles []string, known bool, err error) {
+	if a.external == nil || a.users.Lookup(name) != nil {
+		return nil, false, nil
+	}
+	if terr := a.externalTurns.Do(ctx, func() { roles, err = a.external.Roles(ctx, name) }); terr != nil {
+		return nil, false, terr
+	}
+	return roles, err == nil, err
 }
 
 // externalLookups is how many store lookups run at once: the auth_query

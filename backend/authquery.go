@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -131,6 +132,30 @@ func (q *AuthQuery) Verify(ctx context.Context, name, password string) (bool, bo
 	found := rows.Next()
 	rows.Close()
 	return found, true, rows.Err()
+}
+
+// membershipQuery lists the roles $1 is a member of, directly or through
+// other roles, itself first, as PostgreSQL's HBA reads "+role" and
+// "samerole" (is_member_of_role_nosuper: every membership counts, with or
+// without INHERIT, and a superuser is a member only of what it was
+// granted). Any role may read pg_roles and pg_auth_members.
+const membershipQuery = `WITH RECURSIVE m(oid) AS (
+ SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1
+ UNION
+ SELECT a.roleid FROM pg_catalog.pg_auth_members a JOIN m ON a.member = m.oid)
+SELECT r.rolname::text FROM m JOIN pg_catalog.pg_roles r ON r.oid = m.oid`
+
+// Roles returns the PostgreSQL roles name is a member of, for the HBA
+// rules: a name found through auth_query logs in to the backend as the
+// role of that name, in either mode. A name that is no role holds none.
+func (q *AuthQuery) Roles(ctx context.Context, name string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, authQueryTimeout)
+	defer cancel()
+	rows, err := q.pool.Query(ctx, membershipQuery, name)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // Close closes the pool.

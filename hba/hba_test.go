@@ -13,7 +13,9 @@ import (
 
 // TestDataDriven runs the files under testdata/datadriven: "rules" loads [[hba]]
 // blocks, "hbafile" loads pg_hba.conf lines, "match" explains a request
-// against the rules loaded last. Run with -rewrite to update expectations.
+// against the rules loaded last, "needs-roles" says whether that request's
+// match could depend on roles its user holds (Rules.NeedsRoles). Run with
+// -rewrite to update expectations.
 func TestDataDriven(t *testing.T) {
 	datadriven.Walk(t, "testdata/datadriven", func(t *testing.T, path string) {
 		var rules Rules
@@ -41,7 +43,7 @@ func TestDataDriven(t *testing.T) {
 				}
 				rules = rs
 				return table(rs)
-			case "match":
+			case "match", "needs-roles":
 				req := &Request{Protocol: ProtoPG}
 				for _, a := range td.CmdArgs {
 					switch a.Key {
@@ -69,6 +71,9 @@ func TestDataDriven(t *testing.T) {
 				}
 				if req.Database == "" {
 					req.Database = req.User
+				}
+				if td.Cmd == "needs-roles" {
+					return fmt.Sprintln(rules.NeedsRoles(req))
 				}
 				rule, misses := rules.Explain(req)
 				var b strings.Builder

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -130,8 +131,12 @@ type Request struct {
 	Database    string
 	User        string
 	Replication bool
-	// Roles are the roles the user holds (from the users file).
+	// Roles are the roles the user holds: the users file's, or for a
+	// name found through [auth_query], its PostgreSQL memberships.
 	Roles []string
+
+	// anyRole makes the user hold every role (see NeedsRoles).
+	anyRole bool
 }
 
 // AddrString renders the client address as PostgreSQL does in its messages.
@@ -154,7 +159,7 @@ func AddrText(addr netip.Addr, local bool) string {
 }
 
 func (r *Request) hasRole(role string) bool {
-	if role == r.User {
+	if role == r.User || r.anyRole {
 		return true // as in PostgreSQL, a role is a member of itself
 	}
 	for _, have := range r.Roles {
@@ -302,6 +307,39 @@ func (rs Rules) Match(r *Request) *Rule {
 		}
 	}
 	return nil
+}
+
+// NeedsRoles says whether the rule r matches could depend on roles its
+// user holds besides its own name: before the first rule that matches r
+// without them, one rule would match if the user held some role (a
+// "+role" user or a "samerole" database). Roles only ever add matches, so
+// when none does, Match decides r without knowing them.
+func (rs Rules) NeedsRoles(r *Request) bool {
+	every := *r
+	every.anyRole = true
+	for _, rule := range rs {
+		if rule.mismatch(r) == matched {
+			return false
+		}
+		if rule.mismatch(&every) == matched {
+			return true
+		}
+	}
+	return false
+}
+
+// UsesRoles lists the rules that match a user by a role it holds besides
+// its own name: a "+role" user entry or a "samerole" database entry.
+func (rs Rules) UsesRoles() []*Rule {
+	var out []*Rule
+	for _, rule := range rs {
+		uses := slices.ContainsFunc(rule.Users, func(p NamePattern) bool { return p.kind == nameRole }) ||
+			slices.ContainsFunc(rule.Databases, func(p NamePattern) bool { return p.kind == nameSameRole })
+		if uses {
+			out = append(out, rule)
+		}
+	}
+	return out
 }
 
 // Explain is Match that also says why each earlier rule did not match.

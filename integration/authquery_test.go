@@ -241,3 +241,72 @@ method = "password"
 		t.Fatal(got)
 	}
 }
+
+// A "+group" entry means, in PostgreSQL, the roles that are members of the
+// group, directly or through other roles (a superuser counts only when it
+// is one: PostgreSQL's HBA does not treat superusers as members of every
+// role), and "samerole" a database named like such a group. For names of
+// the users file pgwarden reads the file's roles; a name found through
+// auth_query is a PostgreSQL role, and its memberships are PostgreSQL's.
+// Before December 2026 such a name held no role at all, so a pg_hba.conf
+// copied with its "+admins reject" line let the admins in through the
+// rules below it, on the wire and over HTTP.
+func TestAGroupRuleSeesTheMembershipsOfAnAuthQueryRole(t *testing.T) {
+	noteSecret("grp-Pass-1")
+	if err := pg.Exec(`DROP ROLE IF EXISTS grp_admin, grp_plain, grp_super, grp_ops, grp_admins;
+		CREATE ROLE grp_admins NOLOGIN; CREATE ROLE grp_ops NOLOGIN IN ROLE grp_admins;
+		CREATE ROLE grp_admin LOGIN PASSWORD 'grp-Pass-1' IN ROLE grp_ops;
+		CREATE ROLE grp_plain LOGIN PASSWORD 'grp-Pass-1';
+		CREATE ROLE grp_super LOGIN SUPERUSER PASSWORD 'grp-Pass-1'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec("DROP ROLE IF EXISTS grp_admin, grp_plain, grp_super, grp_ops, grp_admins") })
+	g := startGatewayWith(t, gwOptions{http: true, noSharedPassword: true, backend: `password = "grp-Pass-1"`}, fmt.Sprintf(`
+[auth_query]
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+user = "+grp_admins"
+method = "reject"
+
+[[hba]]
+database = "samerole"
+method = "reject"
+
+[[hba]]
+method = "scram-sha-256"
+`, backendPassword), []testUser{{name: "alice", password: "alice-Pass-1", extra: fmt.Sprintf("backend_password = %q\n", backendPassword)}})
+
+	// A member through grp_ops is refused by the group's rule, on the wire
+	// and over HTTP.
+	_, err := g.connect("grp_admin", "grp-Pass-1", "postgres")
+	wantPgError(t, err, "28000", `HBA rejects connection for host "127.0.0.1", user "grp_admin", database "postgres", SSL off`)
+	if code, body, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("grp_admin", "grp-Pass-1")); code != http.StatusForbidden {
+		t.Fatalf("HTTP as a member of the group: %d %s, want 403", code, body)
+	}
+	// samerole: a database named like a group the role is a member of.
+	_, err = g.connect("grp_plain", "grp-Pass-1", "grp_admins")
+	if err == nil || !strings.Contains(err.Error(), "3D000") {
+		t.Fatalf("grp_plain is no member of grp_admins, so samerole does not match it and the backend answers: %v", err)
+	}
+	_, err = g.connect("grp_admin", "grp-Pass-1", "grp_ops")
+	wantPgError(t, err, "28000", `HBA rejects connection for host "127.0.0.1", user "grp_admin", database "grp_ops", SSL off`)
+	// Not members: a plain role, and a superuser (as in PostgreSQL).
+	for _, name := range []string{"grp_plain", "grp_super"} {
+		c := g.mustConnect(name, "grp-Pass-1", "postgres")
+		if got := queryOne(t, c, "SELECT current_user"); got != name {
+			t.Fatal(got)
+		}
+		closeAndWait(c)
+	}
+	// A membership granted now counts at the next login.
+	if err := pg.Exec(`GRANT grp_admins TO grp_plain`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = g.connect("grp_plain", "grp-Pass-1", "postgres")
+	wantPgError(t, err, "28000", `HBA rejects connection for host "127.0.0.1", user "grp_plain", database "postgres", SSL off`)
+	// The users file's own roles still decide for its users.
+	closeAndWait(g.mustConnect("alice", "alice-Pass-1", "postgres"))
+}

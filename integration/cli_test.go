@@ -137,6 +137,19 @@ method = "scram-sha-256"
 	if !strings.Contains(out, "no rule matches") || !strings.Contains(out, "method: reject") {
 		t.Fatalf("explain for no match:\n%s", out)
 	}
+	// A name the users file lacks: its roles are PostgreSQL's, which
+	// explain cannot read; --roles says which to assume, and it says so.
+	out, _, _ = runCLI(t, "", "explain", "-c", cfg, "--user", "bob", "--database", "app", "--address", "local", "--roles", "ops")
+	if !strings.Contains(out, "note: bob is not in the users file, and +role or samerole entries may decide: it holds no role but its own") ||
+		!strings.Contains(out, "roles taken here: bob, ops") || !strings.Contains(out, "rule 3 ("+cfg+":10): match") {
+		t.Fatalf("explain with --roles:\n%s", out)
+	}
+	// check warns that, without [auth_query], such a name holds no role
+	// here whatever PostgreSQL says (the trust rule lets such names in).
+	out, errOut, code = runCLI(t, "", "check", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "warning: rule 3 ("+cfg+":10) matches users by role (+role or samerole)") {
+		t.Fatalf("check: %d\n%s%s", code, out, errOut)
+	}
 }
 
 func TestHashPasswordWritesEveryFormatFromStdin(t *testing.T) {

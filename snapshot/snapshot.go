@@ -7,6 +7,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
@@ -204,6 +205,30 @@ func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Us
 		Rules:          rules,
 		Loaded:         time.Now(),
 	}, nil
+}
+
+// Warnings is what loads but should not stay so: the configuration's own
+// (see config.Config.Warnings), and "+role" or "samerole" entries that
+// cannot mean what they mean in PostgreSQL for every name they may meet.
+func (s *Snapshot) Warnings() []string {
+	out := s.Config.Warnings()
+	if s.Config.AuthQuery != nil {
+		return out
+	}
+	unlisted := slices.ContainsFunc(s.Rules, func(r *hba.Rule) bool {
+		switch r.Method {
+		case hba.Trust, hba.Cert, hba.Peer, hba.JWT, hba.OAuth:
+			return true
+		}
+		return false
+	})
+	if !unlisted {
+		return out
+	}
+	for _, r := range s.Rules.UsesRoles() {
+		out = append(out, fmt.Sprintf("rule %d (%s) matches users by role (+role or samerole): pgwarden reads the roles of the users file, and a name the file does not hold (let in by a trust, cert, peer, jwt or oauth rule) holds no role but its own, whatever its memberships in PostgreSQL; with [auth_query] they are read from PostgreSQL at each login", r.Number, r.Source))
+	}
+	return out
 }
 
 // LoadRules normalizes the [[hba]] rules of cfg, followed by those of its

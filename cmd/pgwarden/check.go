@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
@@ -22,7 +23,7 @@ func check(cfgPath string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout)
-	for _, w := range snap.Config.Warnings() {
+	for _, w := range snap.Warnings() {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	// Written another way than [backend] host, yet the default server (or
@@ -47,6 +48,7 @@ type explainOptions struct {
 	config                                   *string
 	protocol, user, database, address, token string
 	ssl, replication                         bool
+	roles                                    []string
 }
 
 func explain(o explainOptions, stdout io.Writer) error {
@@ -79,6 +81,17 @@ func explain(o explainOptions, stdout io.Writer) error {
 	}
 	if u := snap.Users.Lookup(req.User); u != nil {
 		req.Roles = u.Roles
+		if len(o.roles) > 0 {
+			fmt.Fprintf(stdout, "note: --roles ignored: %s is in the users file, whose roles decide\n", req.User)
+		}
+	} else if snap.Rules.NeedsRoles(req) {
+		req.Roles = o.roles
+		from := "it holds no role but its own (without [auth_query], PostgreSQL's memberships are not read)"
+		if snap.Config.AuthQuery != nil {
+			from = "at login its PostgreSQL memberships decide, read through [auth_query]"
+		}
+		fmt.Fprintf(stdout, "note: %s is not in the users file, and +role or samerole entries may decide: %s; roles taken here: %s\n",
+			req.User, from, strings.Join(append([]string{req.User}, o.roles...), ", "))
 	}
 	rule, misses := snap.Rules.Explain(req)
 	for _, m := range misses {

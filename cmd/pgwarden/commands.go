@@ -60,6 +60,7 @@ func explainCommand(stdout io.Writer) *cobra.Command {
 	f.StringVar(&o.address, "address", "", "client IP address, or local for the unix socket (required)")
 	f.BoolVar(&o.ssl, "ssl", false, "the connection uses TLS")
 	f.BoolVar(&o.replication, "replication", false, "a physical replication connection")
+	f.StringSliceVar(&o.roles, "roles", nil, "for a name the users file does not hold: the PostgreSQL roles it is a member of (with [auth_query], read at login)")
 	f.StringVar(&o.token, "token", "", "a bearer token: say who it proves (users-file entry or role claim) or why it is refused")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error { return explain(o, stdout) }
 	return cmd

@@ -178,7 +178,7 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	log.Info("pgwarden started", zap.String("version", versionString()), zap.String("config", snap.Config.Path),
 		zap.Int("rules", len(snap.Rules)), zap.Int("users", snap.Users.Len()))
-	warnAboutConfig(snap.Config, log)
+	warnAboutConfig(snap, log)
 	if len(ignoredEnv) > 0 {
 		log.Warn("libpq environment variables ignored: the backend connection comes from the configuration alone", zap.Strings("variables", ignoredEnv))
 	}
@@ -252,7 +252,7 @@ func reload(state *snapshot.Holder, level zap.AtomicLevel, log *zap.Logger, m *m
 	m.Reload("ok")
 	level.SetLevel(parseLevel(s.Config.Log.Level))
 	log.Info("reloaded", zap.Int("rules", len(s.Rules)), zap.Int("users", s.Users.Len()))
-	warnAboutConfig(s.Config, log)
+	warnAboutConfig(s, log)
 	if keys := config.ChangedRestartKeys(before, s.Config); len(keys) > 0 {
 		log.Warn("changed keys that only a restart applies; the running values stay", zap.Strings("keys", keys))
 	}
@@ -282,9 +282,9 @@ func newLogger(c config.Log, level zap.AtomicLevel, w io.Writer) *zap.Logger {
 }
 
 // warnAboutConfig logs what loads but should not stay so (see
-// config.Config.Warnings).
-func warnAboutConfig(cfg *config.Config, log *zap.Logger) {
-	for _, w := range cfg.Warnings() {
+// snapshot.Snapshot.Warnings).
+func warnAboutConfig(snap *snapshot.Snapshot, log *zap.Logger) {
+	for _, w := range snap.Warnings() {
 		log.Warn("the configuration loads, but", zap.String("warning", w))
 	}
 }
