@@ -206,7 +206,11 @@ func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Ide
 		Database: clipName(a.Database), SSL: a.SSL, Credential: a.Credential}
 	// Hash work waits its source's turn (see HashLimiter).
 	ctx = WithSource(ctx, g.Throttle.Source(a.Address))
-	id, ref := g.login(ctx, st, a, p, ev)
+	done := nop
+	id, ref := g.login(ctx, st, a, p, ev, &done)
+	// After Success or Failure, or for an end with neither: the pair's
+	// next attempt goes ahead (see Throttle.Wait).
+	defer done()
 	if ref == nil {
 		ev.Result = ResultOK
 		g.Throttle.Success(a.Address, a.User)
@@ -228,7 +232,7 @@ func (g *Gate) Login(ctx context.Context, st *State, a *Attempt, p Prover) (*Ide
 	return nil, ref, ev
 }
 
-func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *AuditEvent) (*Identity, *Refusal) {
+func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *AuditEvent, done *func()) (*Identity, *Refusal) {
 	if st.Unavailable != "" {
 		return nil, &Refusal{Kind: RefusedUnavailable, Reason: st.Unavailable}
 	}
@@ -237,7 +241,8 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 		return nil, &Refusal{Kind: RefusedProtocol, Reason: fmt.Sprintf(
 			"the user or database name is over %d bytes (user %d, database %d)", MaxNameBytes, len(a.User), len(a.Database))}
 	}
-	if err := g.wait(ctx, st, a, p); err != nil {
+	var err error
+	if *done, err = g.wait(ctx, st, a, p); err != nil {
 		return nil, &Refusal{Kind: RefusedClientGone, Reason: "the client left while its attempt waited for the throttle", Err: err}
 	}
 	if a.User == "" {
@@ -349,11 +354,12 @@ var doneContext = func() context.Context {
 }()
 
 // wait holds the attempt until the throttle lets (address, user) be
-// checked. Most attempts have nothing to wait for, and learn it without a
-// watcher or a context of their own (doneContext).
-func (g *Gate) wait(ctx context.Context, st *State, a *Attempt, p Prover) error {
-	if g.Throttle.Wait(doneContext, a.Address, a.User, st.FailureDelay, st.MaxDelay) == nil {
-		return nil
+// checked, and returns the throttle's done (see Throttle.Wait). Most
+// attempts have nothing to wait for, and learn it without a watcher or a
+// context of their own (doneContext).
+func (g *Gate) wait(ctx context.Context, st *State, a *Attempt, p Prover) (func(), error) {
+	if done, err := g.Throttle.Wait(doneContext, a.Address, a.User, st.FailureDelay, st.MaxDelay); err == nil {
+		return done, nil
 	}
 	if w, ok := p.(ClientWatcher); ok {
 		watched, done := w.WatchClient(ctx)

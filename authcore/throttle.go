@@ -66,6 +66,24 @@ type throttleEntry struct {
 	fails int
 	last  time.Time // the last failure
 	next  time.Time // no attempt is checked before this
+	// good is the last success, while fails is 0: the pair is proven,
+	// and its attempts go ahead together.
+	good time.Time
+	// held: an attempt of a pair with no recent success is being checked,
+	// and the others wait for its outcome (see Wait); gen tells which.
+	held bool
+	gen  uint64
+	// wake is closed when the outcome of the attempt being checked is
+	// known (Success, Failure, or its end without either).
+	wake chan struct{}
+}
+
+// signal wakes the attempts waiting for this entry's change.
+func (e *throttleEntry) signal() {
+	if e.wake != nil {
+		close(e.wake)
+		e.wake = nil
+	}
 }
 
 // NewThrottle tracks at most max sources; a source that has not failed for
@@ -88,34 +106,108 @@ func backoff(fails int, base, max time.Duration) time.Duration {
 	return d
 }
 
-// Wait returns when an attempt of (addr, user) may be checked: at once when
-// the pair has no recent failure, else once its backoff has passed. It
-// waits in the caller's goroutine and holds no lock meanwhile; it returns
-// ctx's error, without waiting longer, when ctx ends (the client left).
-func (t *Throttle) Wait(ctx context.Context, addr, user string, base, max time.Duration) error {
+// Wait returns when an attempt of (addr, user) may be checked: at once
+// when the pair succeeded lately (within the forget time, with no failure
+// since), else one attempt at a time. An attempt of a pair with no recent
+// success goes ahead alone and holds the others until its outcome: a
+// success lets them all go ahead, a failure starts the backoff, and an end
+// without either (the client left, a rule refused it) lets the next one
+// go; a hold lasts at most base, so a client that stalls in the middle of
+// its check delays the others no longer than that. After a failure, the
+// next attempt waits until the backoff has passed, and one arriving beside
+// it waits a further backoff. Before this, guesses of a pair without
+// failures that were sent together were all checked at once: a client
+// with 30 connections got 30 guesses before the first backoff began.
+//
+// It waits in the caller's goroutine and holds no lock meanwhile; it
+// returns ctx's error, without waiting longer, when ctx ends (the client
+// left). done, never nil, must be called once the attempt's check is over
+// (after Success or Failure, or without either).
+func (t *Throttle) Wait(ctx context.Context, addr, user string, base, max time.Duration) (done func(), err error) {
 	k := t.key(addr, user)
 	for {
 		t.mu.Lock()
 		now := t.now()
 		e := t.entries[k]
-		if e == nil || now.Sub(e.last) > t.forget {
-			t.mu.Unlock()
-			return nil
+		if e != nil && !e.held && t.stale(e, now) {
+			delete(t.entries, k)
+			e.signal()
+			e = nil
 		}
-		if !now.Before(e.next) {
-			// This attempt goes ahead; one arriving beside it waits a
-			// further backoff, so parallel guesses gain nothing.
-			e.next = now.Add(backoff(e.fails, base, max))
+		switch {
+		case e == nil:
+			t.makeRoom(now)
+			e = &throttleEntry{}
+			t.entries[k] = e
+			done := t.hold(k, e, now.Add(base))
 			t.mu.Unlock()
-			return nil
+			return done, nil
+		case e.fails == 0 && !e.good.IsZero() && !e.held:
+			// Proven lately: no wait, no hold.
+			t.mu.Unlock()
+			return nop, nil
+		case !now.Before(e.next):
+			d := base
+			if e.fails > 0 {
+				d = backoff(e.fails, base, max)
+			}
+			done := t.hold(k, e, now.Add(d))
+			t.mu.Unlock()
+			return done, nil
 		}
-		d := e.next.Sub(now)
+		if e.wake == nil {
+			e.wake = make(chan struct{})
+		}
+		wake, d := e.wake, e.next.Sub(now)
 		t.mu.Unlock()
-		if err := Sleep(ctx, d); err != nil {
-			return err
+		if ctx.Err() != nil {
+			return nop, ctx.Err()
 		}
+		timer := time.NewTimer(d)
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return nop, ctx.Err()
+		}
+		timer.Stop()
 	}
 }
+
+// stale says whether e no longer counts: its failures are forgotten, or
+// its success is too old to let attempts go ahead together.
+func (t *Throttle) stale(e *throttleEntry, now time.Time) bool {
+	if e.fails > 0 {
+		return now.Sub(e.last) > t.forget
+	}
+	return e.good.IsZero() && !now.Before(e.next) || !e.good.IsZero() && now.Sub(e.good) > t.forget
+}
+
+// hold makes the attempt that goes ahead now the one the pair's others
+// wait for, until next at the latest; t.mu is held. The returned done ends
+// the hold if no outcome ended it first.
+func (t *Throttle) hold(k throttleKey, e *throttleEntry, next time.Time) func() {
+	e.gen++
+	e.held, e.next = true, next
+	gen := e.gen
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.entries[k] != e || !e.held || e.gen != gen {
+			return // an outcome, or a later attempt, took over
+		}
+		e.held = false
+		if e.fails == 0 && e.good.IsZero() {
+			// Nothing was learned: the next attempt goes ahead alone
+			// at once, as this one did.
+			delete(t.entries, k)
+		}
+		e.signal()
+	}
+}
+
+func nop() {}
 
 // Publish, when set (before use), is told of every local Failure and
 // Success, for other instances to apply: with several instances behind a
@@ -136,18 +228,19 @@ func (t *Throttle) Failure(addr, user string, base, max time.Duration) time.Dura
 // publishing it again.
 func (t *Throttle) Apply(failure bool, addr, user string, base, max time.Duration) time.Duration {
 	k := t.key(addr, user)
-	if !failure {
-		t.mu.Lock()
-		delete(t.entries, k)
-		t.mu.Unlock()
-		return 0
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	e := t.entries[k]
-	if e != nil && now.Sub(e.last) > t.forget {
-		e = nil
+	if !failure {
+		if e != nil {
+			e.fails, e.good, e.held = 0, now, false
+			e.signal()
+		}
+		return 0
+	}
+	if e != nil && e.fails > 0 && now.Sub(e.last) > t.forget {
+		e.fails = 0
 	}
 	if e == nil {
 		t.makeRoom(now)
@@ -155,18 +248,28 @@ func (t *Throttle) Apply(failure bool, addr, user string, base, max time.Duratio
 		t.entries[k] = e
 	}
 	e.fails++
-	e.last = now
+	e.last, e.good, e.held = now, time.Time{}, false
 	d := backoff(e.fails, base, max)
 	e.next = now.Add(d)
+	e.signal()
 	return d
 }
 
-// Success forgets the source's failures.
+// Success forgets the source's failures: the pair is proven, and its
+// attempts go ahead together until it fails or is forgotten.
 func (t *Throttle) Success(addr, user string) {
 	k := t.key(addr, user)
 	t.mu.Lock()
-	_, had := t.entries[k]
-	delete(t.entries, k)
+	now := t.now()
+	e := t.entries[k]
+	had := e != nil && e.fails > 0
+	if e == nil {
+		t.makeRoom(now)
+		e = &throttleEntry{}
+		t.entries[k] = e
+	}
+	e.fails, e.good, e.held = 0, now, false
+	e.signal()
 	t.mu.Unlock()
 	// Only a success that ended a backoff is news to other instances.
 	if had && t.publish != nil {
@@ -193,7 +296,7 @@ func (t *Throttle) makeRoom(now time.Time) {
 	if now.Sub(t.swept) > time.Second {
 		t.swept = now
 		for k, e := range t.entries {
-			if now.Sub(e.last) > t.forget {
+			if !e.held && t.stale(e, now) {
 				delete(t.entries, k)
 			}
 		}

@@ -248,7 +248,7 @@ func TestThrottleWaitsBeforeTheCheckAndOnlyForThatPair(t *testing.T) {
 	th.now = func() time.Time { return now }
 	ctx := context.Background()
 	// No failure yet: no wait.
-	if err := th.Wait(ctx, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
+	if _, err := th.Wait(ctx, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	th.Failure("1.2.3.4", "alice", time.Second, 8*time.Second)
@@ -256,28 +256,28 @@ func TestThrottleWaitsBeforeTheCheckAndOnlyForThatPair(t *testing.T) {
 	// context's error (the client left).
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err == nil {
+	if _, err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err == nil {
 		t.Fatal("an attempt right after a failure was not held")
 	}
 	// Another address, or another user, is not held.
-	if err := th.Wait(canceled, "5.6.7.8", "alice", time.Second, 8*time.Second); err != nil {
+	if _, err := th.Wait(canceled, "5.6.7.8", "alice", time.Second, 8*time.Second); err != nil {
 		t.Fatal("another address was held up")
 	}
-	if err := th.Wait(canceled, "1.2.3.4", "bob", time.Second, 8*time.Second); err != nil {
+	if _, err := th.Wait(canceled, "1.2.3.4", "bob", time.Second, 8*time.Second); err != nil {
 		t.Fatal("another user was held up")
 	}
 	// Once the backoff has passed, one attempt goes ahead and one beside
 	// it waits a further backoff.
 	now = now.Add(time.Second)
-	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
+	if _, err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
 		t.Fatal("the attempt after the backoff was held")
 	}
-	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err == nil {
+	if _, err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err == nil {
 		t.Fatal("a parallel attempt went ahead at once")
 	}
 	// A success lets the next attempt through at once.
 	th.Success("1.2.3.4", "alice")
-	if err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
+	if _, err := th.Wait(canceled, "1.2.3.4", "alice", time.Second, 8*time.Second); err != nil {
 		t.Fatal("a success did not reset the wait")
 	}
 }
@@ -453,24 +453,26 @@ func TestThrottleCountsAnIPv6NetworkAsOneSource(t *testing.T) {
 	// Another address of the same /64 (a host's own pick), its zoned and
 	// its written-out forms: the same source.
 	for _, addr := range []string{"2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::1%eth0", "2001:0db8:0001:0002:0000:0000:0000:0009"} {
-		if err := th.Wait(canceled, addr, "alice", time.Second, 8*time.Second); err == nil {
+		if _, err := th.Wait(canceled, addr, "alice", time.Second, 8*time.Second); err == nil {
 			t.Fatalf("%s is in the failing /64 but was not held", addr)
 		}
 	}
 	// The next /64, and IPv4 (also written as IPv6), are other sources.
 	for _, addr := range []string{"2001:db8:1:3::1", "192.0.2.1", "::ffff:192.0.2.1"} {
-		if err := th.Wait(canceled, addr, "alice", time.Second, 8*time.Second); err != nil {
+		done, err := th.Wait(canceled, addr, "alice", time.Second, 8*time.Second)
+		if err != nil {
 			t.Fatalf("%s was held by another network's failure", addr)
 		}
+		done() // its check ended with no outcome: the pair is free again
 	}
 	// An IPv4 address is one source whichever way it is written.
 	th.Failure("::ffff:192.0.2.1", "alice", time.Second, 8*time.Second)
-	if err := th.Wait(canceled, "192.0.2.1", "alice", time.Second, 8*time.Second); err == nil {
+	if _, err := th.Wait(canceled, "192.0.2.1", "alice", time.Second, 8*time.Second); err == nil {
 		t.Fatal("192.0.2.1 written as IPv6 and as IPv4 are two sources")
 	}
 	// ipv6_prefix = 128: each address on its own.
 	th.SetIPv6Prefix(128)
-	if err := th.Wait(canceled, "2001:db8:1:2::2", "alice", time.Second, 8*time.Second); err != nil {
+	if _, err := th.Wait(canceled, "2001:db8:1:2::2", "alice", time.Second, 8*time.Second); err != nil {
 		t.Fatal("with a /128 prefix another address was held")
 	}
 }
@@ -496,7 +498,7 @@ func TestAFullThrottleTableDropsThrowawayNamesNotTheGuessedOne(t *testing.T) {
 	if len(th.entries) > size {
 		t.Fatalf("the table grew to %d", len(th.entries))
 	}
-	if err := th.Wait(canceled, "192.0.2.1", "alice", time.Second, 30*time.Second); err == nil {
+	if _, err := th.Wait(canceled, "192.0.2.1", "alice", time.Second, 30*time.Second); err == nil {
 		t.Fatal("throwaway names wiped the record of the guessed name: its next guess went ahead at once")
 	}
 }
@@ -600,5 +602,104 @@ func TestAPasswordChangeFromAPasswordResetMeanwhileIsRefused(t *testing.T) {
 	}
 	if err := UpdateUsersFile(path, PasswordChangeFrom("alice", reset, thief)); err != nil {
 		t.Fatalf("a change from the password in force: %v", err)
+	}
+}
+
+// Attempts of a pair with no recent success are checked one at a time:
+// the one that goes ahead holds the others until its outcome, for at most
+// the base delay. A proven pair is not held.
+func TestThrottleChecksAnUnprovenPairsAttemptsOneAtATime(t *testing.T) {
+	th := NewThrottle(10, time.Hour)
+	now := time.Unix(1000, 0)
+	th.now = func() time.Time { return now }
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	const base, max = time.Second, 8 * time.Second
+	wait := func(user string) (func(), error) { return th.Wait(canceled, "192.0.2.1", user, base, max) }
+
+	// The first goes ahead; one beside it waits for its outcome.
+	done, err := wait("alice")
+	if err != nil {
+		t.Fatal("the first attempt of a fresh pair was held")
+	}
+	if _, err := wait("alice"); err == nil {
+		t.Fatal("an attempt beside the first one went ahead before its outcome")
+	}
+	// Ended without an outcome (its client left): the next goes ahead,
+	// and holds in turn.
+	done()
+	if done, err = wait("alice"); err != nil {
+		t.Fatal("the first attempt's end did not free the pair")
+	}
+	if _, err := wait("alice"); err == nil {
+		t.Fatal("the second attempt did not hold the others")
+	}
+	// A failure starts the backoff.
+	th.Failure("192.0.2.1", "alice", base, max)
+	done()
+	if _, err := wait("alice"); err == nil {
+		t.Fatal("an attempt right after the failure went ahead")
+	}
+	// A success lets every attempt go ahead together.
+	now = now.Add(base)
+	if done, err = wait("alice"); err != nil {
+		t.Fatal("the attempt after the backoff was held")
+	}
+	th.Success("192.0.2.1", "alice")
+	done() // after the outcome: changes nothing
+	for range 3 {
+		if _, err := wait("alice"); err != nil {
+			t.Fatal("a proven pair's attempts were held")
+		}
+	}
+	// A holder that stalls holds the others for base at most.
+	if _, err := wait("bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wait("bob"); err == nil {
+		t.Fatal("bob's second attempt went ahead beside the first")
+	}
+	now = now.Add(base)
+	if _, err := wait("bob"); err != nil {
+		t.Fatal("a stalled holder held the pair past base")
+	}
+	// A success long ago proves nothing any more.
+	th.Success("192.0.2.1", "carol")
+	now = now.Add(2 * time.Hour)
+	if _, err := wait("carol"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wait("carol"); err == nil {
+		t.Fatal("a success forgotten long ago still let attempts go ahead together")
+	}
+}
+
+// An attempt waiting for the one being checked goes ahead as soon as that
+// one succeeds, not when the hold would have ended.
+func TestAWaitingAttemptGoesAheadAtTheSuccessItWaitedFor(t *testing.T) {
+	th := NewThrottle(10, time.Hour)
+	done, err := th.Wait(context.Background(), "192.0.2.1", "alice", time.Hour, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	went := make(chan error, 1)
+	go func() {
+		_, err := th.Wait(context.Background(), "192.0.2.1", "alice", time.Hour, time.Hour)
+		went <- err
+	}()
+	select {
+	case <-went:
+		t.Fatal("the second attempt went ahead beside the first")
+	case <-time.After(50 * time.Millisecond):
+	}
+	th.Success("192.0.2.1", "alice")
+	select {
+	case err := <-went:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting attempt was not woken by the success")
 	}
 }

@@ -310,9 +310,11 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, snap *sn
 	current, next := formValue(form, "current_password"), formValue(form, "new_password")
 	addr := addrText(clientAddr(r, snap))
 	th := snap.Config.Throttle
-	if err := s.o.Throttle.Wait(r.Context(), addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration); err != nil {
+	done, err := s.o.Throttle.Wait(r.Context(), addr, sess.User, th.FailureDelay.Duration, th.MaxDelay.Duration)
+	if err != nil {
 		return // the client left while it waited
 	}
+	defer done()
 	// The wait may have been long: judge the request by the users in
 	// force now (a reset meanwhile ended this session).
 	snap = s.o.State.Current()

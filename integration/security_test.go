@@ -1221,3 +1221,71 @@ func TestAnHTTPConnectThatTimesOutIsNoStatementTimeout(t *testing.T) {
 		t.Fatalf("a backend that never answers the login: %d %v, want 502 08006", status, out)
 	}
 }
+
+// Guesses of one (address, user) sent together were all checked at once
+// when the pair had no failure yet: the backoff only began with their
+// answers, so a client that opened 30 connections at a time got 30
+// guesses for every one the throttle allows afterwards, again each time
+// the pair was forgotten. Now attempts of a pair with no recent success
+// are checked one at a time until one succeeds: the others wait for its
+// outcome (a failure starts the backoff, a success lets them all go on).
+// A client whose logins succeed is not held: its concurrent requests go
+// ahead together, as before.
+func TestGuessesSentTogetherAreCheckedOneAtATime(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, throttle: `failure_delay = "3s"` + "\n" + `max_delay = "30s"`},
+		httpRules+"\n[[hba]]\nprotocol = \"pg\"\nmethod = \"scram-sha-256\"\n",
+		[]testUser{{name: "alice", password: "alice-Pass-1"}, {name: "bob", password: "bob-Pass-22"}, {name: "carol", password: "carol-Pass-3"}})
+	const n = 30
+	burst := func(user, pw string, timeout time.Duration) (answered int) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pw := pw
+				if strings.HasPrefix(pw, "wrong") {
+					pw = fmt.Sprintf("%s-%d", pw, i) // a guess of its own
+				}
+				if _, err := selectOne(context.Background(), &http.Client{Timeout: timeout}, g, user, pw, ""); err == nil {
+					mu.Lock()
+					answered++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return answered
+	}
+	if got := burst("alice", "wrong-password", 1500*time.Millisecond); got != 1 {
+		t.Fatalf("%d of %d guesses sent together were checked within 1.5 s, want 1 (the others wait for the backoff)", got, n)
+	}
+	// The right password, sent together from a fresh pair: the first
+	// login's success lets the others through at once.
+	if got := burst("bob", "bob-Pass-22", 5*time.Second); got != n {
+		t.Fatalf("%d of %d right logins sent together were answered", got, n)
+	}
+	// The same on the wire, where a SCRAM exchange is the check.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	answered := 0
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			_, err := pgx.Connect(ctx, g.connString("carol", fmt.Sprintf("wrong-%d", i), "postgres"))
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) {
+				mu.Lock()
+				answered++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if answered != 1 {
+		t.Fatalf("%d of 10 wire guesses sent together were checked within 1.5 s, want 1", answered)
+	}
+}
