@@ -226,7 +226,7 @@ func (s *Snapshot) Warnings() []string {
 		return out
 	}
 	for _, r := range s.Rules.UsesRoles() {
-		out = append(out, fmt.Sprintf("rule %d (%s) matches users by role (+role or samerole): pgwarden reads the roles of the users file, and a name the file does not hold (let in by a trust, cert, peer, jwt or oauth rule) holds no role but its own, whatever its memberships in PostgreSQL; with [auth_query] they are read from PostgreSQL at each login", r.Number, r.Source))
+		out = append(out, fmt.Sprintf("rule %d (%s) matches users by role (+role or samerole): pgwarden reads the roles of the users file, and a name the file does not hold (let in by a trust, cert, peer, jwt or oauth rule) holds no role but its own here, even one it is granted in PostgreSQL; with [auth_query] they are read from PostgreSQL at each login", r.Number, r.Source))
 	}
 	return out
 }
