@@ -1,6 +1,7 @@
 package hba
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ func FuzzParseFile(f *testing.F) {
 	f.Add("local all postgres peer\nhostssl \"a,b\" +g,/^x 10.0.0.0 255.0.0.0 cert clientcert=verify-full # c\n")
 	f.Add("host all \\\n all ::1/128 trust\n")
 	f.Add("host all all ::ffff:127.0.0.1/8 reject\nhost all all ::ffff:10.0.0.1 ffff:ffff:ffff:ffff:ffff:ffff:ff00:0 trust\n")
+	f.Add("host samerole all 10.0.0.0/8 reject\nhost all +g,x 0.0.0.0/0 trust\nlocal all +admins peer\nhost all all all scram-sha-256\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		rules, err := ParseFile("f", []byte(s), Env{TLS: true, ClientCA: true})
 		if err != nil {
@@ -35,7 +37,32 @@ func FuzzParseFile(f *testing.F) {
 				t.Fatalf("%q printed as %q re-parses differently:\n%v\n%v", s, line, a, b)
 			}
 		}
+		checkNeedsRoles(t, s, rules)
 	})
+}
+
+// checkNeedsRoles holds NeedsRoles to its promise: where it says the
+// roles a user holds cannot change the match, no roles change it (the gate
+// reads a name's PostgreSQL memberships only where it says they can).
+func checkNeedsRoles(t *testing.T, s string, rules Rules) {
+	for _, local := range []bool{false, true} {
+		for _, user := range []string{"alice", "g", "x"} {
+			for _, db := range []string{"app", "g", "alice"} {
+				req := &Request{Protocol: ProtoPG, Addr: netip.MustParseAddr("10.1.2.3"), Local: local, User: user, Database: db}
+				if rules.NeedsRoles(req) {
+					continue
+				}
+				without := rules.Match(req)
+				for _, roles := range [][]string{{"g"}, {"admins", "g", "x", "alice", "app"}} {
+					with := *req
+					with.Roles = roles
+					if got := rules.Match(&with); got != without {
+						t.Fatalf("%q: NeedsRoles said roles cannot decide for %s@%s, but roles %v match another rule", s, user, db, roles)
+					}
+				}
+			}
+		}
+	}
 }
 
 // FuzzTOMLRules feeds arbitrary [[hba]] blocks through config parsing and
