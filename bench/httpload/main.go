@@ -28,6 +28,7 @@ func main() {
 	pgURL := flag.String("pgx", "", "instead of HTTP: a PostgreSQL connection string for pgx")
 	header := flag.String("auth", "", "Authorization header value")
 	randBasic := flag.String("randbasic", "", "send Basic credentials for this user with a random password each time (a guessing flood)")
+	randXFF := flag.Bool("randxff", false, "send each request with a random X-Forwarded-For address in 10.0.0.0/8 (a flood from many sources, through a trusted proxy)")
 	stmt := flag.String("stmt", "SELECT 1", "the statement each request runs")
 	conc := flag.Int("c", 8, "concurrent workers")
 	dur := flag.Duration("d", 10*time.Second, "duration (at most 5m)")
@@ -77,6 +78,11 @@ func main() {
 				var b [12]byte
 				rand.Read(b[:])
 				req.SetBasicAuth(*randBasic, hex.EncodeToString(b[:]))
+			}
+			if *randXFF {
+				var b [3]byte
+				rand.Read(b[:])
+				req.Header.Set("X-Forwarded-For", fmt.Sprintf("10.%d.%d.%d", b[0], b[1], b[2]))
 			}
 			resp, err := client.Do(req)
 			if err != nil {
