@@ -263,7 +263,7 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 		// "samerole" mean its memberships there, as in PostgreSQL's
 		// own pg_hba.conf. Without them a "+admins reject" rule would
 		// let the admins through to the rules below it.
-		roles, _, err := st.Auth.ExternalRoles(ctx, a.User)
+		roles, err := st.Auth.ExternalRoles(ctx, a.User)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, &Refusal{Kind: RefusedClientGone, Reason: string(ReasonCanceled), Err: ctx.Err()}

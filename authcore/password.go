@@ -82,17 +82,17 @@ func (a *Authenticator) lookup(ctx context.Context, name string) (*User, error) 
 // ExternalRoles returns the roles a name the users file does not hold is
 // a member of in the external store, for the HBA rules' "+role" and
 // "samerole" entries: such a name is a PostgreSQL role, and PostgreSQL's
-// memberships are what those entries mean for it. known is false when
-// there is no external store or the users file holds the name (whose
-// roles are the file's).
-func (a *Authenticator) ExternalRoles(ctx context.Context, name string) (roles []string, known bool, err error) {
+// memberships are what those entries mean for it. None without an
+// external store, or for a name of the users file (whose roles are the
+// file's).
+func (a *Authenticator) ExternalRoles(ctx context.Context, name string) (roles []string, err error) {
 	if a.external == nil || a.users.Lookup(name) != nil {
-		return nil, false, nil
+		return nil, nil
 	}
 	if terr := a.externalTurns.Do(ctx, func() { roles, err = a.external.Roles(ctx, name) }); terr != nil {
-		return nil, false, terr
+		return nil, terr
 	}
-	return roles, err == nil, err
+	return roles, err
 }
 
 // externalLookups is how many store lookups run at once: the auth_query
