@@ -258,11 +258,12 @@ func (g *Gate) login(ctx context.Context, st *State, a *Attempt, p Prover, ev *A
 		User: a.User, Replication: a.Replication}
 	if u := st.Users.Lookup(a.User); u != nil {
 		req.Roles = u.Roles
-	} else if st.Auth != nil && st.Rules.NeedsRoles(req) {
+	} else if st.Auth != nil && st.Auth.HasExternal() && st.Rules.NeedsRoles(req) {
 		// A name from [auth_query] is a PostgreSQL role: "+role" and
 		// "samerole" mean its memberships there, as in PostgreSQL's
 		// own pg_hba.conf. Without them a "+admins reject" rule would
-		// let the admins through to the rules below it.
+		// let the admins through to the rules below it. NeedsRoles is
+		// a second pass over the rules: only where a store can answer.
 		roles, err := st.Auth.ExternalRoles(ctx, a.User)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -79,6 +79,10 @@ func (a *Authenticator) lookup(ctx context.Context, name string) (*User, error) 
 	return u, err
 }
 
+// HasExternal says whether a credential store outside the users file is
+// consulted: only then can a name hold roles the file does not list.
+func (a *Authenticator) HasExternal() bool { return a.external != nil }
+
 // ExternalRoles returns the roles a name the users file does not hold is
 // a member of in the external store, for the HBA rules' "+role" and
 // "samerole" entries: such a name is a PostgreSQL role, and PostgreSQL's

@@ -316,18 +316,3 @@ func (t *Throttle) makeRoom(now time.Time) {
 		delete(t.entries, victim)
 	}
 }
-
-// Sleep waits d in the caller's goroutine, or less if ctx ends.
-func Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
