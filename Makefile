@@ -19,6 +19,7 @@ FUZZ_TARGETS := \
 	./authcore:FuzzOAuthBearer \
 	./hba:FuzzParseFile \
 	./hba:FuzzTOMLRules \
+	./hba:FuzzRegex \
 	./httpfront:FuzzAuthorizationHeader \
 	./httpfront:FuzzSQLBody \
 	./httpfront:FuzzCopyStatement \

@@ -2,6 +2,7 @@ package hba
 
 import (
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -16,6 +17,7 @@ func FuzzParseFile(f *testing.F) {
 	f.Add("host all \\\n all ::1/128 trust\n")
 	f.Add("host all all ::ffff:127.0.0.1/8 reject\nhost all all ::ffff:10.0.0.1 ffff:ffff:ffff:ffff:ffff:ffff:ff00:0 trust\n")
 	f.Add("host samerole all 10.0.0.0/8 reject\nhost all +g,x 0.0.0.0/0 trust\nlocal all +admins peer\nhost all all all scram-sha-256\n")
+	f.Add("host \"/^db\\d{2,4}$\" /(?i)^adm[[:alpha:]]\\x2d\\s 10.0.0.0/8 reject\nhost all \"/***=a.b\",/^a{,2}[\\D]$ all trust\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		rules, err := ParseFile("f", []byte(s), Env{TLS: true, ClientCA: true})
 		if err != nil {
@@ -99,4 +101,34 @@ func addressesValid(r *Rule) bool {
 		}
 	}
 	return true
+}
+
+// FuzzRegex feeds arbitrary expressions and names to the translation of
+// PostgreSQL's regular expressions into RE2 (see nameRegexp): no panic;
+// where the expression only uses what both engines read alike and the
+// name is ASCII, the match is RE2's own. (The integration test
+// TestARegexRuleMatchesTheNamesPostgreSQLsHBAMatches compares with
+// PostgreSQL itself.)
+func FuzzRegex(f *testing.F) {
+	for _, s := range []string{`^admin$`, `(?i)^a.c`, `\x61b`, `[[:alpha:]_-]+`, `\s\S\y`, `***=a.b`, `a{,2}`, `[^]a]|b*?`, `\012[\D]`} {
+		f.Add(s, "admin")
+	}
+	f.Fuzz(func(t *testing.T, expr, name string) {
+		re, err := compileRegex(expr)
+		if err != nil {
+			return
+		}
+		got := re.MatchString(name)
+		if strings.Trim(expr, "abc^$.*+?|()") != "" || strings.Contains(expr, "(?") {
+			return
+		}
+		for i := 0; i < len(name); i++ {
+			if name[i] >= 0x80 {
+				return
+			}
+		}
+		if want, err := regexp.Compile("(?s)" + expr); err == nil && want.MatchString(name) != got {
+			t.Fatalf("/%s on %q: %v, but RE2 says %v", expr, name, got, !got)
+		}
+	})
 }

@@ -2,7 +2,6 @@ package hba
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -263,7 +262,7 @@ func parseDatabase(s string, quoted bool) (NamePattern, error) {
 // literal name that no user has, so a reject rule written that way
 // stopped no one.
 func regexName(s string) (NamePattern, error) {
-	re, err := compile(s[1:])
+	re, err := compileRegex(s[1:])
 	if err != nil {
 		return NamePattern{}, err
 	}
@@ -272,33 +271,6 @@ func regexName(s string) (NamePattern, error) {
 		text = quote(s) // as PostgreSQL's documentation writes it
 	}
 	return NamePattern{kind: nameRegex, re: re, text: text}, nil
-}
-
-func compile(expr string) (*regexp.Regexp, error) {
-	if expr == "" {
-		return nil, fmt.Errorf("empty regular expression")
-	}
-	for i := 0; i+1 < len(expr); i++ {
-		if expr[i] != '\\' {
-			continue
-		}
-		if c := expr[i+1]; c == 'b' || c == 'B' {
-			// The one escape both engines take with another meaning:
-			// a rule copied from pg_hba.conf would match other names.
-			return nil, fmt.Errorf("regular expression %q: \\%c means %s to PostgreSQL and %s to Go's RE2, which pgwarden uses: refused rather than read one way",
-				expr, c, map[byte]string{'b': "a backspace", 'B': "a backslash"}[c], map[byte]string{'b': "a word boundary", 'B': "not a word boundary"}[c])
-		}
-		i++ // the escaped character
-	}
-	// (?s): PostgreSQL compiles without REG_NEWLINE, so its "." takes a
-	// newline too, and a name can hold one (a startup packet's names end
-	// only at a zero byte). Without the flag, RE2's "." stops there:
-	// "/^.*helpdesk$" rejected helpdesk and let "x\nhelpdesk" past.
-	if _, err := regexp.Compile(expr); err != nil {
-		// Checked as written, so the error quotes the rule's own text.
-		return nil, fmt.Errorf("bad regular expression %q: %v", expr, err)
-	}
-	return regexp.Compile("(?s)" + expr)
 }
 
 // literalName is an unquoted name taken as written; shown quoted when it

@@ -11,7 +11,6 @@ package hba
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -113,7 +112,7 @@ const (
 type NamePattern struct {
 	kind nameKind
 	name string
-	re   *regexp.Regexp
+	re   nameRegexp
 	text string
 }
 
