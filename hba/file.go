@@ -250,6 +250,9 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 			if err != nil {
 				return nil, fmt.Errorf("invalid IP address/CIDR %q", addr.text)
 			}
+			if err := mappedIPv4Rule(p); err != nil {
+				return nil, err
+			}
 			r.Addresses = []AddrPattern{prefixPattern(p)}
 		default:
 			ip, err := netip.ParseAddr(addr.text)
@@ -266,6 +269,9 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 			rest = rest[1:]
 			n, err := maskBits(mask.text, ip)
 			if err != nil {
+				return nil, err
+			}
+			if err := mappedIPv4Rule(netip.PrefixFrom(ip, n)); err != nil {
 				return nil, err
 			}
 			r.Addresses = []AddrPattern{prefixPattern(netip.PrefixFrom(ip, n))}
@@ -322,6 +328,24 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 		return nil, fmt.Errorf("hostssl needs a [tls] section")
 	}
 	return r, nil
+}
+
+// mappedIPv4Rule refuses a pg_hba.conf address that is IPv4-mapped IPv6
+// (::ffff:a.b.c.d) under a prefix of 96 bits or more. PostgreSQL compares
+// a client only with rules of its own address family (check_ip), and it
+// listens on IPv6 sockets with IPV6_V6ONLY, so an IPv4 client is never
+// mapped and such a line matches no client there. pgwarden's [[hba]]
+// rules read it as the IPv4 network it maps; taken that way from a
+// pg_hba.conf, a line PostgreSQL never applied would decide for IPv4
+// clients, and a `trust` one would let in the clients that PostgreSQL
+// sent on to a password rule below it (until December 2026). Read as
+// PostgreSQL reads it, the line would be dead, which nobody writes on
+// purpose: refused, with the network to write instead.
+func mappedIPv4Rule(p netip.Prefix) error {
+	if !p.Addr().Is4In6() || p.Bits() < 96 {
+		return nil
+	}
+	return fmt.Errorf("address %s is IPv4-mapped IPv6, which PostgreSQL never matches with an IPv4 client (it compares a client with rules of its own address family): write the IPv4 network %s", p, config.NormalizePrefix(p))
 }
 
 func prefixPattern(p netip.Prefix) AddrPattern {

@@ -1,0 +1,287 @@
+package integration
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/hba"
+)
+
+// hbaMemberships are the roles each login role of the conformance cluster
+// is a member of, directly or not, as PostgreSQL's HBA counts them (a
+// superuser only through grants): pgwarden's matcher is given the same.
+var hbaMemberships = map[string][]string{"r1": {"g1", "g2"}, "r3": {"g2"}, "su": {"g1", "g2"}}
+
+const hbaConformanceSetup = `
+CREATE ROLE g1; CREATE ROLE g2;
+CREATE ROLE r1 LOGIN; CREATE ROLE r2 LOGIN; CREATE ROLE r3 LOGIN; CREATE ROLE su LOGIN SUPERUSER;
+CREATE ROLE "R1" LOGIN; CREATE ROLE "all" LOGIN; CREATE ROLE "a b" LOGIN; CREATE ROLE replication LOGIN REPLICATION;
+GRANT g2 TO g1; GRANT g1 TO r1; GRANT g2 TO r3; GRANT g1 TO su;`
+
+// The pieces random pg_hba.conf lines are made of: keywords bare and
+// quoted, lists with and without spaces after the comma, +roles, names
+// that are keywords elsewhere, IPv4 and IPv6 networks in CIDR and netmask
+// form.
+var (
+	hbaDatabases = []string{"all", "sameuser", "samerole", "samegroup", "replication", "db1", "r1", "g1", "g2", `"all"`,
+		`"replication"`, `"sameuser"`, `"samerole"`, "postgres", "nosuchdb", `"db1,r1"`, `"DB1"`, "DB1", "+g1"}
+	hbaUsers = []string{"all", "r1", "r2", "r3", "su", "+g1", "+g2", "+r1", "+su", `"+g1"`, `"all"`, "R1", `"R1"`,
+		`"a b"`, "replication", "postgres", "nosuch", "samerole", "ALL"}
+	hbaAddresses = []string{"all", "127.0.0.1/32", "127.0.0.0/8", "127.0.0.2/32", "127.0.0.1 255.255.255.255", "::1/128",
+		"::/0", "0.0.0.0/0", "127.0.0.0 255.0.0.0", "127.0.0.0/31", "127.0.0.2 255.255.255.254", "::ffff:127.0.0.1/8", "::ffff:127.0.0.1/128"}
+	hbaMethods = []string{"trust", "reject", "scram-sha-256", "password", "md5"}
+)
+
+func pickOne(r *rand.Rand, xs []string) string { return xs[r.Intn(len(xs))] }
+
+func hbaField(r *rand.Rand, xs []string) string {
+	parts := []string{pickOne(r, xs)}
+	if r.Intn(2) == 0 {
+		parts = append(parts, pickOne(r, xs))
+	}
+	return strings.Join(parts, pickOne(r, []string{",", ", "}))
+}
+
+func randomHBAFile(r *rand.Rand) string {
+	var b strings.Builder
+	for n := 1 + r.Intn(5); n > 0; n-- {
+		m := pickOne(r, hbaMethods)
+		switch typ := pickOne(r, []string{"local", "host", "host", "hostnossl"}); typ {
+		case "local":
+			if r.Intn(4) == 0 {
+				m = "peer"
+			}
+			fmt.Fprintf(&b, "%s %s %s %s\n", typ, hbaField(r, hbaDatabases), hbaField(r, hbaUsers), m)
+		default:
+			fmt.Fprintf(&b, "%s %s %s %s %s\n", typ, hbaField(r, hbaDatabases), hbaField(r, hbaUsers), pickOne(r, hbaAddresses), m)
+		}
+	}
+	return b.String()
+}
+
+// hbaAttempt is one connection: who, to what, from where.
+type hbaAttempt struct {
+	user, db string
+	from     string // an address of 127.0.0.0/8, ::1, or "local"
+	repl     string // the replication startup parameter, "" for none
+}
+
+// postgresDecision connects to the cluster as a and reads its first
+// answer: the method PostgreSQL's HBA chose ("ok" for trust, "sasl" for
+// scram-sha-256 and md5, "cleartext" for password, "peer"), or "reject",
+// or "none" for no matching line.
+func postgresDecision(c *pgCluster, a hbaAttempt) (string, error) {
+	var conn net.Conn
+	var err error
+	if a.from == "local" {
+		conn, err = net.Dial("unix", filepath.Join(c.sockDir, ".s.PGSQL."+strconv.Itoa(c.port)))
+	} else {
+		ip := net.ParseIP(a.from)
+		host := "127.0.0.1"
+		if ip.To4() == nil {
+			host = "::1"
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 5 * time.Second}
+		conn, err = d.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(c.port)))
+	}
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	body := binary.BigEndian.AppendUint32(nil, 3<<16)
+	kv := []string{"user", a.user, "database", a.db}
+	if a.repl != "" {
+		kv = append(kv, "replication", a.repl)
+	}
+	for _, s := range kv {
+		body = append(append(body, s...), 0)
+	}
+	body = append(body, 0)
+	if _, err := conn.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(body)+4)), body...)); err != nil {
+		return "", err
+	}
+	var hdr [5]byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		return "", err
+	}
+	msg := make([]byte, binary.BigEndian.Uint32(hdr[1:])-4)
+	if _, err := io.ReadFull(conn, msg); err != nil {
+		return "", err
+	}
+	switch hdr[0] {
+	case 'R':
+		switch code := binary.BigEndian.Uint32(msg); code {
+		case 0:
+			return "ok", nil
+		case 3:
+			return "cleartext", nil
+		case 5, 10:
+			return "sasl", nil
+		default:
+			return "", fmt.Errorf("authentication request %d", code)
+		}
+	case 'E':
+		s := string(msg)
+		switch {
+		case strings.Contains(s, "pg_hba.conf rejects"):
+			return "reject", nil
+		case strings.Contains(s, "no pg_hba.conf entry"):
+			return "none", nil
+		case strings.Contains(s, "Peer authentication failed"):
+			return "peer", nil
+		case strings.Contains(s, "does not exist"), strings.Contains(s, "must be superuser or replication role"):
+			return "ok", nil // trust let it in; what came after is not HBA's
+		}
+		return "", fmt.Errorf("unexpected error %q", s)
+	}
+	return "", fmt.Errorf("unexpected message %q", hdr[0])
+}
+
+// pgwardenDecision is the same as postgresDecision, from pgwarden's rules.
+func pgwardenDecision(rules hba.Rules, a hbaAttempt) string {
+	req := &hba.Request{Protocol: hba.ProtoPG, User: a.user, Database: a.db, Replication: a.repl == "true", Roles: hbaMemberships[a.user]}
+	if a.from == "local" {
+		req.Local = true
+	} else {
+		req.Addr = netip.MustParseAddr(a.from)
+	}
+	m := rules.Match(req)
+	if m == nil {
+		return "none"
+	}
+	switch m.Method {
+	case hba.Trust:
+		return "ok"
+	case hba.SCRAM, hba.MD5:
+		return "sasl"
+	case hba.Password:
+		return "cleartext"
+	}
+	return string(m.Method)
+}
+
+// A pg_hba.conf decides in pgwarden what it decides in PostgreSQL: random
+// files of keywords, quoted names, lists, +roles, IPv4 and IPv6 networks
+// and methods are loaded into a PostgreSQL of the test's own and into
+// pgwarden's rules, and random connections (from addresses of 127.0.0.0/8,
+// ::1 and the unix socket; to databases and as roles that exist or not;
+// with and without replication) get the same answer from both: the same
+// method, a refusal, or no matching line. pgwarden may refuse a file that
+// PostgreSQL loads only for a reason it names (an IPv4-mapped network).
+// This is how pgwarden's reading of ::ffff:a.b.c.d/104 as the IPv4
+// network was found: PostgreSQL never matches such a line with an IPv4
+// client, and a trust line written that way let clients in that
+// PostgreSQL sent on to a password line below it.
+func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
+	ipv6 := true
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		ipv6 = false
+	} else {
+		l.Close()
+	}
+	listen := "127.0.0.1"
+	if ipv6 {
+		listen += ",::1"
+	}
+	c, err := startCluster("listen_addresses = '" + listen + "'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Destroy)
+	if err := c.Exec(hbaConformanceSetup); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []string{"db1", "r1", "g1", "g2", "replication", `"all"`} {
+		if err := c.Exec("CREATE DATABASE " + db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	// The control connection outlives every pg_hba.conf the test writes.
+	ctl, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", c.sockDir, c.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close(ctx)
+
+	froms := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.1.2.3", "local"}
+	if ipv6 {
+		froms = append(froms, "::1")
+	}
+	users := []string{"r1", "r2", "r3", "su", "R1", "all", "a b", "replication", "postgres"}
+	dbs := []string{"db1", "r1", "g1", "g2", "all", "replication", "postgres", "nosuchdb", "DB1"}
+	rng := rand.New(rand.NewSource(20261207))
+	hbaPath := filepath.Join(c.data, "pg_hba.conf")
+	compared, files, pgRefused, refused := 0, 0, 0, 0
+	deadline := time.Now().Add(90 * time.Second)
+	for n := 0; files < 40 && n < 300 && time.Now().Before(deadline); n++ {
+		// The first line, for a database no attempt asks for, tells when
+		// the server has read this file (a reload is asynchronous).
+		sentinel := fmt.Sprintf("hba_sentinel_%d", n)
+		text := "host " + sentinel + " postgres 127.0.0.1/32 trust\n" + randomHBAFile(rng)
+		if err := os.WriteFile(hbaPath, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var pgErrors string
+		if err := ctl.QueryRow(ctx, "SELECT coalesce(string_agg(line_number || ': ' || error, '; '), '') FROM pg_hba_file_rules WHERE error IS NOT NULL").Scan(&pgErrors); err != nil {
+			t.Fatal(err)
+		}
+		rules, err := hba.ParseFile("pg_hba.conf", []byte(text), hba.Env{})
+		switch {
+		case pgErrors != "":
+			pgRefused++ // PostgreSQL would keep the old file: nothing to compare
+			continue
+		case err != nil && strings.Contains(err.Error(), "IPv4-mapped"):
+			refused++
+			continue
+		case err != nil:
+			t.Errorf("pgwarden refuses a pg_hba.conf that PostgreSQL loads: %v\n%s", err, text)
+			continue
+		}
+		if _, err := ctl.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+			t.Fatal(err)
+		}
+		for wait := time.Now().Add(10 * time.Second); ; {
+			if d, err := postgresDecision(c, hbaAttempt{user: "postgres", db: sentinel, from: "127.0.0.1"}); err == nil && d == "ok" {
+				break
+			}
+			if time.Now().After(wait) {
+				t.Fatalf("PostgreSQL did not take up the new pg_hba.conf:\n%s", text)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		files++
+		for k := 0; k < 30; k++ {
+			a := hbaAttempt{user: pickOne(rng, users), db: pickOne(rng, dbs), from: pickOne(rng, froms), repl: pickOne(rng, []string{"", "", "", "true", "database"})}
+			if rng.Intn(4) == 0 {
+				a.db = a.user
+			}
+			want, err := postgresDecision(c, a)
+			if err != nil {
+				t.Fatalf("%+v: %v\n%s", a, err, text)
+			}
+			if got := pgwardenDecision(rules, a); got != want {
+				t.Errorf("%+v: PostgreSQL %s, pgwarden %s, with\n%s", a, want, got, text)
+			}
+			compared++
+		}
+	}
+	t.Logf("%d pg_hba.conf files loaded by both, %d connections compared; %d files PostgreSQL refused, %d pgwarden refused (IPv4-mapped networks)", files, compared, pgRefused, refused)
+	if files < 20 {
+		t.Errorf("only %d files compared: the test no longer tries much", files)
+	}
+}
