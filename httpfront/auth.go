@@ -200,6 +200,12 @@ func (s *Server) authenticate(r *http.Request, snap *snapshot.Snapshot, creds *c
 		ev.Log(s.o.Audit)
 		return nil, refusalFailure(ref, a, creds)
 	}
+	if !s.authenticated(r) {
+		// Another source's client took its place meanwhile (see limit).
+		ev.Result, ev.Reason = authcore.ResultFailed, "closed to make room for another source's client at max_connections"
+		ev.Log(s.o.Audit)
+		return nil, &authFailure{status: http.StatusServiceUnavailable, code: codeTooManyConnections, msg: "too many connections", reason: ev.Reason}
+	}
 	ev.Log(s.o.Audit)
 	return &authResult{name: id.Name, user: id.User, password: id.Password, method: id.Rule.Method, event: ev}, nil
 }

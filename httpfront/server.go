@@ -25,8 +25,10 @@ import (
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/internal/admission"
 	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
+	"github.com/pgwarden/pgwarden/internal/logpace"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -41,6 +43,9 @@ type Options struct {
 	// Active counts client connections of both protocols against
 	// server.max_connections; HTTP counts requests in flight.
 	Active *atomic.Int64
+	// Pending records the clients of both protocols still authenticating,
+	// by source (see admission.Pending; nil: this server's own).
+	Pending *admission.Pending
 	// EndWireSessions closes a user's Postgres wire sessions, after a
 	// password change in the console; nil when there is no wire frontend.
 	EndWireSessions func(user string)
@@ -93,6 +98,10 @@ type Server struct {
 	nextID     atomic.Uint64
 	ctx        context.Context
 	cancel     context.CancelFunc
+	// pending: the clients still authenticating (Options.Pending);
+	// evictions paces the log line about making room.
+	pending   *admission.Pending
+	evictions logpace.Count
 
 	// sessions are the console's logins, kept across reloads.
 	sessions SessionStore
@@ -105,7 +114,10 @@ type Server struct {
 // New makes the server; call Listen, then Serve.
 func New(o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: o.Sessions, formKey: o.FormKey}
+	s := &Server{o: o, ctx: ctx, cancel: cancel, sessions: o.Sessions, formKey: o.FormKey, pending: o.Pending}
+	if s.pending == nil {
+		s.pending = admission.New()
+	}
 	if s.sessions == nil {
 		s.sessions = NewSessions(maxSessions, maxSessionsPerUser)
 	}
@@ -374,21 +386,85 @@ func (s *Server) Close() {
 	s.pools.Close()
 }
 
-// limit counts a request against server.max_connections.
+// limit counts a request against server.max_connections, and records it
+// as a client still authenticating until it has (see admission.Pending):
+// at the bound, a request of another source takes the place of the
+// oldest waiting client (a request, or a wire connection) of the source
+// that holds the most. Before December 2026 one address that kept
+// max_connections requests sending their bodies slowly, with no
+// credentials at all, locked every other client out, wire logins too
+// (they share the bound); over HTTPS, HTTP/2 let four connections do it.
 func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.o.Keeper.Touch()
-		max := int64(s.o.State.Current().Config.Server.MaxConnections)
+		snap := s.o.State.Current()
+		max := int64(snap.Config.Server.MaxConnections)
 		n := s.o.Active.Add(1)
 		defer s.o.Active.Add(-1)
 		s.o.Metrics.ConnectionOpened("http")
 		defer s.o.Metrics.ConnectionClosed("http")
-		if n > max {
-			writeError(w, http.StatusServiceUnavailable, codeTooManyConnections, "too many connections")
-			return
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		rc := http.NewResponseController(w)
+		addr := clientAddr(r, snap)
+		src := hba.AddrText(addr, false)
+		if addr.IsValid() && s.o.Throttle != nil {
+			src = s.o.Throttle.Source(addr.String())
 		}
-		h(w, r)
+		// The ResponseWriter is the handler's only until it returns.
+		var handling sync.Mutex
+		finished := false
+		adm := s.pending.Add(src, addrText(addr), func() {
+			handling.Lock()
+			defer handling.Unlock()
+			if finished {
+				return
+			}
+			// A body still being read fails at once; a login waiting
+			// for the throttle or a hash sees its context end.
+			rc.SetReadDeadline(time.Now())
+			cancel()
+		})
+		defer s.pending.Done(adm)
+		if n > max {
+			victim := s.pending.EvictFor(adm)
+			if victim == nil {
+				// Closed after the answer: net/http would otherwise
+				// read the rest of an unread body first, which a client
+				// sending it slowly makes last until the read timeout.
+				w.Header().Set("Connection", "close")
+				writeError(w, http.StatusServiceUnavailable, codeTooManyConnections, "too many connections")
+				return
+			}
+			s.noteEviction(victim)
+		}
+		h(w, r.WithContext(context.WithValue(ctx, admissionKey{}, adm)))
+		handling.Lock()
+		finished = true
+		handling.Unlock()
 	}
+}
+
+// admissionKey is the request context's key of its admission.Client.
+type admissionKey struct{}
+
+// authenticated records that r's client proved itself: it no longer
+// counts as waiting, and no other source's client takes its place. False
+// when it was evicted meanwhile.
+func (s *Server) authenticated(r *http.Request) bool {
+	adm, _ := r.Context().Value(admissionKey{}).(*admission.Client)
+	return s.pending.Done(adm)
+}
+
+// noteEviction counts a client ended to make room and says so in the log,
+// at most once per logpace.Every, with how many since the last line.
+func (s *Server) noteEviction(victim *admission.Client) {
+	n, due := s.evictions.Add()
+	if !due {
+		return
+	}
+	s.o.Log.Warn("max_connections reached: clients still authenticating were closed to make room for other sources' (the source holding the most goes first)",
+		zap.String("address", victim.Addr), zap.Int64("closed", n))
 }
 
 // handleReady answers 200 when the backend answers the Postgres way: an
@@ -413,21 +489,24 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// trackConn bounds the open HTTP connections by server.max_connections, as
-// the wire's sessions are bounded. Requests in flight were bounded before,
-// but not the connections: an idle keep-alive connection is kept for
-// IdleTimeout (a request every two minutes keeps it for good) and costs a
-// file descriptor and about 12 KiB, so one client holding thousands ran the
-// process out of descriptors, and then the wire could accept no one and no
-// backend could be opened. Past the bound, the idle connections of every
-// listener are closed to make room (at most every 100 ms) and the new one
-// is closed at once; its client's next try finds room unless every
-// connection is busy.
+// trackConn bounds the open HTTP connections, as the wire's connections
+// are bounded. Requests in flight count against server.max_connections
+// (see limit), but an idle keep-alive connection is kept for IdleTimeout
+// (a request every two minutes keeps it for good) and costs a file
+// descriptor and about 12 KiB, so one client holding thousands ran the
+// process out of descriptors, and then the wire could accept no one and
+// no backend could be opened. Past max_connections open connections, the
+// idle connections of every listener are closed to make room (at most
+// every 100 ms); up to twice the bound a new connection may still send
+// its request, which limit answers 503 or lets take the place of a waiting
+// client of the source holding the most; past twice the bound it is
+// closed at once.
 func (s *Server) trackConn(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
 		max := int64(s.o.State.Current().Config.Server.MaxConnections)
-		if s.openConns.Add(1) <= max {
+		n := s.openConns.Add(1)
+		if n <= max {
 			return
 		}
 		now := time.Now().UnixNano()
@@ -437,6 +516,14 @@ func (s *Server) trackConn(c net.Conn, st http.ConnState) {
 				srv.SetKeepAlivesEnabled(false)
 				srv.SetKeepAlivesEnabled(true)
 			}
+		}
+		if n <= 2*max {
+			// Up to twice the bound a connection may still send its
+			// request: limit answers it 503, or lets it take the place
+			// of a client of the source holding the most slots. Closed
+			// here, a source that kept every connection busy (bodies
+			// sent slowly) left no other source's request a way in.
+			return
 		}
 		c.Close()
 	case http.StateClosed, http.StateHijacked:

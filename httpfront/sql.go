@@ -92,6 +92,12 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 		if errors.As(err, &mbe) {
 			return &sqlError{status: http.StatusRequestEntityTooLarge, code: codeProgramLimit, msg: fmt.Sprintf("the body is over http.max_body_bytes (%d)", max)}
 		}
+		if r.Context().Err() != nil {
+			// Ended while its body came: closed to make room for
+			// another source's client at max_connections (see limit),
+			// or its client left.
+			return &sqlError{status: http.StatusServiceUnavailable, code: codeTooManyConnections, msg: "too many connections: the request was closed while its body was still being sent, to make room for other clients"}
+		}
 		return &sqlError{status: http.StatusBadRequest, code: codeProtocolViolation, msg: "could not read the body"}
 	}
 	if !utf8.Valid(body) {

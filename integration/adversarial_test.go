@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -365,4 +366,79 @@ method = "trust"
 	if m, ok := r.receive().(*pgproto3.AuthenticationOk); !ok {
 		t.Fatalf("the unix-socket client was not served: %#v", m)
 	}
+}
+
+// slowBody starts a POST /_sql from the loopback address from, sends its
+// headers and the first byte of a body it never finishes, and returns the
+// connection.
+func slowBody(t *testing.T, httpAddr, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "POST /_sql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+	return c
+}
+
+// One address sending request bodies slowly, with no credentials at all,
+// cannot hold every slot: HTTP requests count against max_connections
+// with the wire's connections, and until December 2026 only wire
+// connections still authenticating could be made room for. Twelve slow
+// bodies from 127.0.0.2 (HTTPS would need four connections: HTTP/2 runs
+// up to 250 requests on each) locked out a psql login with the right
+// password and every HTTP request. Now a client of another source takes
+// the place of the oldest waiting request of the source holding the
+// most; that source's own new requests are still refused.
+func TestOneSourceSendingSlowBodiesDoesNotLockOthersOut(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, server: "max_connections = 10"}, `
+[[hba]]
+method = "password"
+`, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	httpAddr := g.httpURL()[len("http://"):]
+	inFlight := func() float64 {
+		return sampleValue(t, scrapeMetrics(t, g.httpURL()), `pgwarden_client_connections{protocol="http"}`)
+	}
+	// Ten slow bodies, each in flight before the next is sent, hold every
+	// slot.
+	var slow []net.Conn
+	for i := 1; i <= 10; i++ {
+		slow = append(slow, slowBody(t, httpAddr, "127.0.0.2"))
+		waitFor(t, 5*time.Second, fmt.Sprintf("%d slow bodies in flight", i), func() bool { return inFlight() == float64(i) })
+	}
+	// The crowding source's own new requests are refused, and take no
+	// one's place.
+	for i := 0; i < 2; i++ {
+		c := slowBody(t, httpAddr, "127.0.0.2")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 503 {
+			t.Fatalf("the crowding source's new request: %v %v, want 503", resp, err)
+		}
+	}
+	// The wire: another source's login gets in (and keeps its slot).
+	conn, err := g.connect("alice", "alice-Pass-1", "postgres")
+	if err != nil {
+		t.Fatalf("a wire login of another source was locked out: %v", err)
+	}
+	defer conn.Close(context.Background())
+	// HTTP: another source's request gets in.
+	s, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1 AS one"}`,
+		map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:alice-Pass-1"))})
+	if s != 200 {
+		t.Fatalf("an HTTP request of another source was locked out: %d %v", s, out)
+	}
+	// The requests closed to make room were told why.
+	told := 0
+	for _, c := range slow {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil && resp.StatusCode == 503 {
+			told++
+		}
+	}
+	if told != 2 {
+		t.Fatalf("%d slow requests were closed with a 503, want 2 (one for each client let in)", told)
+	}
+	g.waitLog("clients still authenticating were closed to make room", 1)
 }

@@ -872,11 +872,12 @@ func TestAFloodOfReadinessChecksCostsTheBackendFewConnections(t *testing.T) {
 	t.Logf("800 readiness checks in %v opened %d backend connections", took.Round(time.Millisecond), accepted.Load())
 }
 
-// Open HTTP connections are bounded by server.max_connections, idle
-// keep-alive ones included: before, a client that made one request on each
-// of thousands of connections kept them all (a descriptor and about 12 KiB
-// each) until the process ran out of descriptors. Past the bound the idle
-// ones are closed to make room, and a new client is served.
+// Open HTTP connections are bounded (by twice server.max_connections),
+// idle keep-alive ones included: before, a client that made one request on
+// each of thousands of connections kept them all (a descriptor and about
+// 12 KiB each) until the process ran out of descriptors. Past
+// max_connections the idle ones are closed to make room, and a new client
+// is served.
 func TestIdleHTTPConnectionsAreBoundedByMaxConnections(t *testing.T) {
 	g := startGatewayWith(t, gwOptions{http: true, server: "max_connections = 20"}, httpRules, nil)
 	addr := g.httpURL()[len("http://"):]
@@ -909,8 +910,8 @@ func TestIdleHTTPConnectionsAreBoundedByMaxConnections(t *testing.T) {
 			open++
 		}
 	}
-	if open > 25 {
-		t.Fatalf("%d of 200 idle connections are still open with max_connections = 20", open)
+	if open > 45 {
+		t.Fatalf("%d of 200 idle connections are still open with max_connections = 20 (at most twice that may be)", open)
 	}
 	// A new client is served (its first try may meet a full house and
 	// make room; HTTP clients try a closed connection again).

@@ -131,7 +131,7 @@ func TestOneSourceHoldingEverySlotDoesNotLockOthersOut(t *testing.T) {
 	if closed != 1 {
 		t.Fatalf("%d stalled connections were closed, want 1", closed)
 	}
-	g.waitLog("connections still authenticating were closed to make room", 1)
+	g.waitLog("clients still authenticating were closed to make room", 1)
 }
 
 // A proxy that forwards a client without naming it (PROXY v1 UNKNOWN,

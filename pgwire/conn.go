@@ -20,6 +20,7 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/certs"
 	"github.com/pgwarden/pgwarden/hba"
+	"github.com/pgwarden/pgwarden/internal/admission"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -57,11 +58,9 @@ type conn struct {
 	// Set once authenticated, for SHOW CLIENTS, KILL and ending a
 	// dropped user's sessions.
 	user, database, method string
-	// pending and pendingSrc: waiting to authenticate, counted against its
-	// source; evicted: closed to make room for another source's
-	// connection (see pendingConns). Guarded by the server's pendingConns.
-	pending, evicted bool
-	pendingSrc       string
+	// adm records the connection as still authenticating, against its
+	// source (see admission.Pending); nil until it is recorded.
+	adm *admission.Client
 	// certAt is when a client certificate was verified for this login
 	// (zero: none was): a reload whose crl_file revokes it, or whose
 	// client CA no longer issues it, ends the session.
@@ -153,7 +152,7 @@ func (s *Server) handle(raw net.Conn, local bool) {
 		if behindProxy {
 			return
 		}
-		defer s.pending.done(c)
+		defer func() { s.pending.Done(c.adm) }()
 		if !s.makeRoom(c) {
 			return
 		}
@@ -187,9 +186,9 @@ func (s *Server) handle(raw net.Conn, local bool) {
 		if over {
 			over = !s.makeRoom(c)
 		} else {
-			s.pending.add(c, c.source())
+			c.waitToAuthenticate()
 		}
-		defer s.pending.done(c)
+		defer func() { s.pending.Done(c.adm) }()
 	}
 	if err := c.serve(snap, over); err != nil {
 		if errors.Is(err, errHandedOff) {
@@ -286,7 +285,7 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		c.audit(ev)
 		return refusalError(ref, a)
 	}
-	if !c.srv.pending.done(c) {
+	if !c.srv.pending.Done(c.adm) {
 		// Closed to make room while it authenticated.
 		return errSilentClose
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
 	"github.com/pgwarden/pgwarden/certs"
+	"github.com/pgwarden/pgwarden/internal/admission"
 	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
 	"github.com/pgwarden/pgwarden/internal/logpace"
@@ -45,10 +46,10 @@ type Server struct {
 	// forwardLoopLog paces the warning about one that came back.
 	forwards       forwardsInFlight
 	forwardLoopLog logpace.Pace
-	// pending are the connections still authenticating, by source (see
-	// pendingConns); evictions counts and paces the log line about the
+	// pending are the clients still authenticating, by source, shared
+	// with the HTTP frontend (see admission.Pending); evictions counts and paces the log line about the
 	// ones closed to make room.
-	pending   *pendingConns
+	pending   *admission.Pending
 	evictions logpace.Count
 	pool      *backend.Pool
 	closing   atomic.Bool
@@ -90,6 +91,10 @@ type Options struct {
 	// Active counts client connections of both protocols against
 	// server.max_connections.
 	Active *atomic.Int64
+	// Pending records the clients of both protocols still authenticating,
+	// by source, so that one source cannot hold every slot (nil: this
+	// server's own).
+	Pending *admission.Pending
 	// Keeper is touched at every accepted connection and by the event
 	// loops while sessions are in use (nil: none).
 	Keeper *awake.Keeper
@@ -108,7 +113,7 @@ func NewServer(o Options) *Server {
 		gate:        &authcore.Gate{Throttle: o.Throttle},
 		cancels:     newCancelRegistry(o.State.Current().Config.Server.PeerID),
 		cancelGuard: newCancelGuard(),
-		pending:     newPendingConns(),
+		pending:     o.Pending,
 		pool:        backend.NewPool(),
 		version:     o.Version, reloadFn: o.Reload, keeper: o.Keeper, releaseDBs: o.ReleaseDatabases,
 		ctx: ctx, cancel: cancel,
@@ -116,6 +121,9 @@ func NewServer(o Options) *Server {
 	}
 	if s.releaseDBs == nil {
 		s.releaseDBs = s.ReleaseDatabases
+	}
+	if s.pending == nil {
+		s.pending = admission.New()
 	}
 	return s
 }

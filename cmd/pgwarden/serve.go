@@ -17,6 +17,7 @@ import (
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/httpfront"
+	"github.com/pgwarden/pgwarden/internal/admission"
 	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/memtrim"
 	"github.com/pgwarden/pgwarden/metrics"
@@ -80,6 +81,9 @@ func serve(configPath string, stderr io.Writer) error {
 	authcore.SetMockSecret(snap.Config.Users.MockAuthSecret)
 	m := metrics.NewFor(versionString(), snap.Config.Server.PeerID)
 	active := new(atomic.Int64)
+	// Both frontends' clients still authenticating, by source: one bound,
+	// shared fairly (see admission.Pending).
+	pending := admission.New()
 	sd := notifier{log: log}
 	doReload := func() error {
 		sd.reloading()
@@ -103,7 +107,7 @@ func serve(configPath string, stderr io.Writer) error {
 		}
 	}
 	pg = pgwire.NewServer(pgwire.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m,
-		Active: active, Version: versionString(), Reload: doReload, Keeper: keeper, ReleaseDatabases: releaseDatabases})
+		Active: active, Pending: pending, Version: versionString(), Reload: doReload, Keeper: keeper, ReleaseDatabases: releaseDatabases})
 	var webNow atomic.Pointer[httpfront.Server]
 	state.OnReload = func(old, next *snapshot.Snapshot) {
 		pg.EndRevokedSessions(old, next)
@@ -129,7 +133,7 @@ func serve(configPath string, stderr io.Writer) error {
 		st := pg.PoolStats()
 		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Waiting: st.Waiting, Reused: st.Reused, Closed: st.Closed}
 	})
-	webOpts := httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active,
+	webOpts := httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active, Pending: pending,
 		EndWireSessions: pg.KillUser, Keeper: keeper, ReleaseDatabases: releaseDatabases, BackendBudget: pg.BackendPool()}
 	var onThrottle func(string)
 	storeCtx, stopStore := context.WithCancel(context.Background())
