@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,6 +103,12 @@ type Server struct {
 	// evictions paces the log line about making room.
 	pending   *admission.Pending
 	evictions logpace.Count
+	// newConns are the HTTP connections whose first request has not
+	// been read yet, by peer (newConnsOf maps each to its record): past
+	// twice max_connections open connections, one source's cannot fill
+	// every slot (see trackConn).
+	newConns   *admission.Pending
+	newConnsOf sync.Map
 
 	// sessions are the console's logins, kept across reloads.
 	sessions SessionStore
@@ -118,6 +125,7 @@ func New(o Options) *Server {
 	if s.pending == nil {
 		s.pending = admission.New()
 	}
+	s.newConns = admission.New()
 	if s.sessions == nil {
 		s.sessions = NewSessions(maxSessions, maxSessionsPerUser)
 	}
@@ -506,6 +514,12 @@ func (s *Server) trackConn(c net.Conn, st http.ConnState) {
 	case http.StateNew:
 		max := int64(s.o.State.Current().Config.Server.MaxConnections)
 		n := s.openConns.Add(1)
+		// Until its first request has been read (its TLS handshake and
+		// headers, up to ReadHeaderTimeout), a connection is recorded
+		// against its peer's address, so that one source opening
+		// connections and sending nothing cannot fill them all.
+		adm := s.newConns.Add(s.peerSource(c), c.RemoteAddr().String(), func() { c.Close() })
+		s.newConnsOf.Store(c, adm)
 		if n <= max {
 			return
 		}
@@ -525,10 +539,45 @@ func (s *Server) trackConn(c net.Conn, st http.ConnState) {
 			// sent slowly) left no other source's request a way in.
 			return
 		}
+		// Past twice the bound: it takes the place of the oldest
+		// connection still sending its first request of the source
+		// holding the most such, if that source holds more than its own;
+		// else it is closed.
+		if victim := s.newConns.EvictFor(adm); victim != nil {
+			s.noteEviction(victim)
+			return
+		}
+		s.connRequestRead(c)
 		c.Close()
+	case http.StateActive, http.StateIdle:
+		s.connRequestRead(c)
 	case http.StateClosed, http.StateHijacked:
+		s.connRequestRead(c)
 		s.openConns.Add(-1)
 	}
+}
+
+// connRequestRead ends c's record as a connection still sending its first
+// request (see trackConn).
+func (s *Server) connRequestRead(c net.Conn) {
+	if adm, ok := s.newConnsOf.LoadAndDelete(c); ok {
+		s.newConns.Done(adm.(*admission.Client))
+	}
+}
+
+// peerSource is the source a new connection counts as: its peer's
+// address as the throttle counts it (an IPv6 client by its network). A
+// trusted proxy's connections are the proxy's: which clients they carry
+// is known only from their requests.
+func (s *Server) peerSource(c net.Conn) string {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	if s.o.Throttle != nil {
+		return s.o.Throttle.Source(ap.Addr().Unmap().String())
+	}
+	return ap.Addr().Unmap().String()
 }
 
 // readyFor is how long /readyz answers from its last look at the backend.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -439,6 +440,60 @@ method = "password"
 	}
 	if told != 2 {
 		t.Fatalf("%d slow requests were closed with a 503, want 2 (one for each client let in)", told)
+	}
+	g.waitLog("clients still authenticating were closed to make room", 1)
+}
+
+// One address opening HTTP connections and sending nothing cannot keep
+// every other source's connections out: past twice max_connections open
+// HTTP connections, a new one used to be closed at once, so a source that
+// kept that many connections silent (each may stay silent for the 10 s
+// header timeout, or in its TLS handshake) refused everyone's HTTP for as
+// long as it kept opening them. Now a connection of another source takes
+// the place of the oldest silent connection of the source holding the
+// most; that source's own new connections are still closed.
+func TestOneSourceOpeningSilentHTTPConnectionsDoesNotLockOthersOut(t *testing.T) {
+	g := startGatewayWith(t, gwOptions{http: true, server: "max_connections = 5"}, httpRules, nil)
+	httpAddr := g.httpURL()[len("http://"):]
+	dialFrom := func(from string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closedSoon := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		var b [1]byte
+		_, err := c.Read(b[:])
+		return !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	var silent []net.Conn
+	for i := 0; i < 10; i++ {
+		silent = append(silent, dialFrom("127.0.0.2"))
+	}
+	// The crowding source's own next connection is closed.
+	if !closedSoon(dialFrom("127.0.0.2")) {
+		t.Fatal("the crowding source's eleventh connection was kept")
+	}
+	// Another source's request is served.
+	c := dialFrom("127.0.0.1")
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("another source's request: %v %v", resp, err)
+	}
+	closed := 0
+	for _, s := range silent {
+		if closedSoon(s) {
+			closed++
+		}
+	}
+	if closed != 1 {
+		t.Fatalf("%d silent connections were closed, want 1", closed)
 	}
 	g.waitLog("clients still authenticating were closed to make room", 1)
 }
