@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgwarden/pgwarden/hba"
 )
 
 // Throttle slows down guessing from one (address, user) (SPEC section 7):
@@ -45,6 +47,21 @@ func (t *Throttle) SetIPv6Prefix(bits int) { t.v6bits.Store(int32(bits)) }
 // Source names the source of an attempt from addr: the address, or its
 // IPv6 network (see SetIPv6Prefix).
 func (t *Throttle) Source(addr string) string { return t.key(addr, "").addr }
+
+// SourceOf names the source a client at addr counts as, for making room
+// at max_connections as for throttling: its address, or its IPv6 network;
+// the unix socket's clients (local) are one source, and so are the clients
+// a proxy forwarded without naming them (an invalid addr). A nil t counts
+// every address apart.
+func (t *Throttle) SourceOf(addr netip.Addr, local bool) string {
+	if local || !addr.IsValid() {
+		return hba.AddrText(addr, local)
+	}
+	if t == nil {
+		return addr.Unmap().String()
+	}
+	return t.Source(addr.String())
+}
 
 // key names the source of an attempt: the address, or its IPv6 network.
 // An IPv4 address written as IPv6 (::ffff:a.b.c.d) is that IPv4 address.

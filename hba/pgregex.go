@@ -195,17 +195,16 @@ func (t *regexTranslator) piece() error {
 		t.out.WriteByte(c)
 		t.i++
 		return t.noQuantifier()
-	case '{':
-		if !t.boundAhead() {
-			// "{" not followed by a digit is an ordinary character
-			// in PostgreSQL.
-			t.literal('{')
-			t.i++
-			return t.quantifier()
-		}
-		return fmt.Errorf("quantifier operand invalid at %q", t.src[t.i:])
 	case '*', '+', '?':
 		return fmt.Errorf("quantifier operand invalid at %q", t.src[t.i:])
+	case '{':
+		if t.boundAhead() {
+			return fmt.Errorf("quantifier operand invalid at %q", t.src[t.i:])
+		}
+		// "{" not followed by a digit is an ordinary character in
+		// PostgreSQL.
+		t.literal('{')
+		t.i++
 	case '(':
 		t.i++
 		if strings.HasPrefix(t.src[t.i:], "?:") {

@@ -415,10 +415,7 @@ func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
 		defer cancel()
 		rc := http.NewResponseController(w)
 		addr := clientAddr(r, snap)
-		src := hba.AddrText(addr, false)
-		if addr.IsValid() && s.o.Throttle != nil {
-			src = s.o.Throttle.Source(addr.String())
-		}
+		src := s.o.Throttle.SourceOf(addr, false)
 		// The ResponseWriter is the handler's only until it returns.
 		var handling sync.Mutex
 		finished := false
@@ -565,19 +562,12 @@ func (s *Server) connRequestRead(c net.Conn) {
 	}
 }
 
-// peerSource is the source a new connection counts as: its peer's
-// address as the throttle counts it (an IPv6 client by its network). A
-// trusted proxy's connections are the proxy's: which clients they carry
-// is known only from their requests.
+// peerSource is the source a new connection counts as: its peer's (see
+// authcore.Throttle.SourceOf). A trusted proxy's connections are the
+// proxy's: which clients they carry is known only from their requests.
 func (s *Server) peerSource(c net.Conn) string {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	if s.o.Throttle != nil {
-		return s.o.Throttle.Source(ap.Addr().Unmap().String())
-	}
-	return ap.Addr().Unmap().String()
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return s.o.Throttle.SourceOf(ap.Addr(), false)
 }
 
 // readyFor is how long /readyz answers from its last look at the backend.

@@ -3,7 +3,6 @@ package pgwire
 import (
 	"go.uber.org/zap"
 
-	"github.com/pgwarden/pgwarden/hba"
 	"github.com/pgwarden/pgwarden/internal/admission"
 )
 
@@ -22,16 +21,7 @@ func (s *Server) noteEviction(victim *admission.Client) {
 // making room at max_connections: an IPv6 client its network, as the
 // throttle counts it; the unix socket's clients are one, and so are the
 // clients a proxy forwarded without naming them (see proxyClient).
-func (c *conn) source() string {
-	if c.local || !c.addr.IsValid() {
-		return hba.AddrText(c.addr, c.local)
-	}
-	src := c.addr.String()
-	if c.srv.throttle != nil {
-		src = c.srv.throttle.Source(src)
-	}
-	return src
-}
+func (c *conn) source() string { return c.srv.throttle.SourceOf(c.addr, c.local) }
 
 // waitToAuthenticate records c as a client still authenticating, against
 // its source (see admission.Pending, shared with the HTTP frontend).
