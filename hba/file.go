@@ -315,6 +315,17 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 	if r.Method == JWT {
 		return nil, fmt.Errorf("method jwt is not a pg_hba.conf method; write it as an [[hba]] rule")
 	}
+	// PostgreSQL refuses these lines (hba.c); pgwarden would otherwise read
+	// them as lines that refuse every connection without a certificate, a
+	// meaning no PostgreSQL ever gave the file.
+	switch {
+	case r.Method == Cert && kind.text != "hostssl":
+		return nil, fmt.Errorf("cert authentication is only supported on hostssl connections")
+	case r.ClientCert != "" && kind.text != "hostssl":
+		return nil, fmt.Errorf("clientcert can only be configured for \"hostssl\" rows")
+	case r.Method == Cert && r.ClientCert == "verify-ca":
+		return nil, fmt.Errorf("clientcert can only be set to \"verify-full\" when using \"cert\" authentication")
+	}
 	if msg := r.checkMethod(env); msg != "" {
 		return nil, fmt.Errorf("%s", msg)
 	}

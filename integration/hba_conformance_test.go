@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -59,7 +60,27 @@ func randomHBAFile(r *rand.Rand) string {
 	var b strings.Builder
 	for n := 1 + r.Intn(5); n > 0; n-- {
 		m := pickOne(r, hbaMethods)
-		switch typ := pickOne(r, []string{"local", "host", "host", "hostnossl"}); typ {
+		typ := pickOne(r, []string{"local", "host", "host", "hostnossl", "hostssl", "hostssl"})
+		// Certificates: method cert and clientcert= on hostssl lines, and
+		// now and then where PostgreSQL refuses them (on other lines, and
+		// cert with verify-ca), which pgwarden must refuse too.
+		misplaced := r.Intn(25) == 0
+		if (typ == "hostssl" || misplaced) && r.Intn(3) == 0 {
+			m = "cert"
+		}
+		if (typ == "hostssl" || misplaced) && r.Intn(3) == 0 {
+			m += " clientcert=" + pickOne(r, []string{"verify-ca", "verify-full"})
+		}
+		if m == "reject clientcert=verify-ca" || m == "reject clientcert=verify-full" {
+			// PostgreSQL asks for the certificate before it rejects,
+			// pgwarden rejects first: a refusal either way, told apart
+			// only by its message.
+			m = "reject"
+		}
+		if m == "cert clientcert=verify-ca" && !misplaced {
+			m = "cert clientcert=verify-full"
+		}
+		switch typ {
 		case "local":
 			if r.Intn(4) == 0 {
 				m = "peer"
@@ -77,13 +98,19 @@ type hbaAttempt struct {
 	user, db string
 	from     string // an address of 127.0.0.0/8, ::1, or "local"
 	repl     string // the replication startup parameter, "" for none
+	// tls is "" for a plaintext connection, "-" for TLS without a client
+	// certificate, else the name of the client certificate presented.
+	tls string
 }
 
 // postgresDecision connects to the cluster as a and reads its first
 // answer: the method PostgreSQL's HBA chose ("ok" for trust, "sasl" for
 // scram-sha-256 and md5, "cleartext" for password, "peer"), or "reject",
-// or "none" for no matching line.
-func postgresDecision(c *pgCluster, a hbaAttempt) (string, error) {
+// or "none" for no matching line, or "certrequired" when the line wants a
+// client certificate the connection lacks, or "certname" when the
+// certificate's name is not the user (method cert, trust with
+// clientcert=verify-full).
+func postgresDecision(c *pgCluster, tlsConfigs map[string]*tls.Config, a hbaAttempt) (string, error) {
 	var conn net.Conn
 	var err error
 	if a.from == "local" {
@@ -102,6 +129,20 @@ func postgresDecision(c *pgCluster, a hbaAttempt) (string, error) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if a.tls != "" {
+		if _, err := conn.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877103)); err != nil {
+			return "", err
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(conn, b[:]); err != nil || b[0] != 'S' {
+			return "", fmt.Errorf("SSLRequest answered %q, %v", b[0], err)
+		}
+		tc := tls.Client(conn, tlsConfigs[a.tls])
+		if err := tc.Handshake(); err != nil {
+			return "", err
+		}
+		conn = tc
+	}
 	body := binary.BigEndian.AppendUint32(nil, 3<<16)
 	kv := []string{"user", a.user, "database", a.db}
 	if a.repl != "" {
@@ -143,6 +184,10 @@ func postgresDecision(c *pgCluster, a hbaAttempt) (string, error) {
 			return "none", nil
 		case strings.Contains(s, "Peer authentication failed"):
 			return "peer", nil
+		case strings.Contains(s, "connection requires a valid client certificate"):
+			return "certrequired", nil
+		case strings.Contains(s, "certificate authentication failed"), strings.Contains(s, `"trust" authentication failed`):
+			return "certname", nil
 		case strings.Contains(s, "does not exist"), strings.Contains(s, "must be superuser or replication role"):
 			return "ok", nil // trust let it in; what came after is not HBA's
 		}
@@ -151,9 +196,13 @@ func postgresDecision(c *pgCluster, a hbaAttempt) (string, error) {
 	return "", fmt.Errorf("unexpected message %q", hdr[0])
 }
 
-// pgwardenDecision is the same as postgresDecision, from pgwarden's rules.
+// pgwardenDecision is the same as postgresDecision, from pgwarden's rules:
+// the rule hba.Match chooses, and what authcore's gate asks of a
+// certificate under it (clientcert= and method cert want one before the
+// method runs; cert, and trust with verify-full, compare its name with the
+// user's).
 func pgwardenDecision(rules hba.Rules, a hbaAttempt) string {
-	req := &hba.Request{Protocol: hba.ProtoPG, User: a.user, Database: a.db, Replication: a.repl == "true", Roles: hbaMemberships[a.user]}
+	req := &hba.Request{Protocol: hba.ProtoPG, User: a.user, Database: a.db, Replication: a.repl == "true", Roles: hbaMemberships[a.user], SSL: a.tls != ""}
 	if a.from == "local" {
 		req.Local = true
 	} else {
@@ -163,8 +212,20 @@ func pgwardenDecision(rules hba.Rules, a hbaAttempt) string {
 	if m == nil {
 		return "none"
 	}
+	cert := a.tls != "" && a.tls != "-"
+	if m.Method != hba.Reject && (m.ClientCert != "" || m.Method == hba.Cert) && !cert {
+		return "certrequired"
+	}
 	switch m.Method {
+	case hba.Cert:
+		if a.tls != a.user {
+			return "certname"
+		}
+		return "ok"
 	case hba.Trust:
+		if m.ClientCert == "verify-full" && a.tls != a.user {
+			return "certname"
+		}
 		return "ok"
 	case hba.SCRAM, hba.MD5:
 		return "sasl"
@@ -210,6 +271,12 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	pkiDir, err := enableClusterTLS(c, "r1", "r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{dir: pkiDir, ca: loadCA(t, pkiDir)}
+	tlsConfigs := map[string]*tls.Config{"-": p.clientTLS(t, ""), "r1": p.clientTLS(t, "r1"), "r2": p.clientTLS(t, "r2")}
 	ctx := context.Background()
 	// The control connection outlives every pg_hba.conf the test writes.
 	ctl, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", c.sockDir, c.port))
@@ -237,11 +304,14 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 			t.Fatal(err)
 		}
 		var pgErrors string
-		if err := ctl.QueryRow(ctx, "SELECT coalesce(string_agg(line_number || ': ' || error, '; '), '') FROM pg_hba_file_rules WHERE error IS NOT NULL").Scan(&pgErrors); err != nil {
+		if err := ctl.QueryRow(ctx, "SELECT coalesce(string_agg(line_number || ': ' || coalesce(error, '(refused, no message)'), '; '), '') FROM pg_hba_file_rules WHERE error IS NOT NULL OR type IS NULL").Scan(&pgErrors); err != nil {
 			t.Fatal(err)
 		}
-		rules, err := hba.ParseFile("pg_hba.conf", []byte(text), hba.Env{})
+		rules, err := hba.ParseFile("pg_hba.conf", []byte(text), hba.Env{TLS: true, ClientCA: true})
 		switch {
+		case pgErrors != "" && err == nil:
+			t.Errorf("pgwarden loads a pg_hba.conf that PostgreSQL refuses (%s):\n%s", pgErrors, text)
+			continue
 		case pgErrors != "":
 			pgRefused++ // PostgreSQL would keep the old file: nothing to compare
 			continue
@@ -256,7 +326,7 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 			t.Fatal(err)
 		}
 		for wait := time.Now().Add(10 * time.Second); ; {
-			if d, err := postgresDecision(c, hbaAttempt{user: "postgres", db: sentinel, from: "127.0.0.1"}); err == nil && d == "ok" {
+			if d, err := postgresDecision(c, tlsConfigs, hbaAttempt{user: "postgres", db: sentinel, from: "127.0.0.1"}); err == nil && d == "ok" {
 				break
 			}
 			if time.Now().After(wait) {
@@ -270,7 +340,10 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 			if rng.Intn(4) == 0 {
 				a.db = a.user
 			}
-			want, err := postgresDecision(c, a)
+			if a.from != "local" {
+				a.tls = pickOne(rng, []string{"", "", "-", "r1", "r2"})
+			}
+			want, err := postgresDecision(c, tlsConfigs, a)
 			if err != nil {
 				t.Fatalf("%+v: %v\n%s", a, err, text)
 			}

@@ -520,12 +520,29 @@ func startClusterTLSWith(t *testing.T, hba string) (*pgCluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	pkiDir := filepath.Join(c.dir, "pki")
-	if err := certs.Init(pkiDir, []string{"127.0.0.1", "localhost"}, []string{"svc_etl"}); err != nil {
-		return nil, err
-	}
 	if err := createRoles(c); err != nil {
 		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(c.data, "pg_hba.conf"), []byte(hba), 0o644); err != nil {
+		return nil, err
+	}
+	if _, err := enableClusterTLS(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// enableClusterTLS turns ssl on in c, with a server certificate for
+// 127.0.0.1 and localhost and a client certificate for each of clients
+// (svc_etl when none is named) from a CA of its own, under <dir>/pki, and
+// restarts c. It returns that folder.
+func enableClusterTLS(c *pgCluster, clients ...string) (string, error) {
+	if len(clients) == 0 {
+		clients = []string{"svc_etl"}
+	}
+	pkiDir := filepath.Join(c.dir, "pki")
+	if err := certs.Init(pkiDir, []string{"127.0.0.1", "localhost"}, clients); err != nil {
+		return "", err
 	}
 	if c.asUser != "" {
 		u, _ := user.Lookup(c.asUser)
@@ -533,16 +550,16 @@ func startClusterTLSWith(t *testing.T, hba string) (*pgCluster, error) {
 		filepath.Walk(pkiDir, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, -1) })
 	}
 	conf := fmt.Sprintf("\nssl = on\nssl_cert_file = '%s/server.crt'\nssl_key_file = '%s/server.key'\nssl_ca_file = '%s/ca.crt'\n", pkiDir, pkiDir, pkiDir)
-	f, _ := os.OpenFile(filepath.Join(c.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(filepath.Join(c.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return "", err
+	}
 	f.WriteString(conf)
 	f.Close()
-	if err := os.WriteFile(filepath.Join(c.data, "pg_hba.conf"), []byte(hba), 0o644); err != nil {
-		return nil, err
-	}
 	if err := c.Stop(); err != nil {
-		return nil, err
+		return "", err
 	}
-	return c, c.Start()
+	return pkiDir, c.Start()
 }
 
 func containsLine(out, want string) bool { return strings.Contains(out, want) }
