@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,10 +112,17 @@ type hbaAttempt struct {
 // certificate's name is not the user (method cert, trust with
 // clientcert=verify-full).
 func postgresDecision(c *pgCluster, tlsConfigs map[string]*tls.Config, a hbaAttempt) (string, error) {
+	return firstAnswer(c.sockDir, c.port, tlsConfigs, a)
+}
+
+// firstAnswer is postgresDecision for the server listening on port (TCP on
+// 127.0.0.1 and ::1) and in sockDir: PostgreSQL, or pgwarden, whose
+// answers read the same way.
+func firstAnswer(sockDir string, port int, tlsConfigs map[string]*tls.Config, a hbaAttempt) (string, error) {
 	var conn net.Conn
 	var err error
 	if a.from == "local" {
-		conn, err = net.Dial("unix", filepath.Join(c.sockDir, ".s.PGSQL."+strconv.Itoa(c.port)))
+		conn, err = net.Dial("unix", filepath.Join(sockDir, ".s.PGSQL."+strconv.Itoa(port)))
 	} else {
 		ip := net.ParseIP(a.from)
 		host := "127.0.0.1"
@@ -122,7 +130,7 @@ func postgresDecision(c *pgCluster, tlsConfigs map[string]*tls.Config, a hbaAtte
 			host = "::1"
 		}
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 5 * time.Second}
-		conn, err = d.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(c.port)))
+		conn, err = d.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	}
 	if err != nil {
 		return "", err
@@ -144,7 +152,10 @@ func postgresDecision(c *pgCluster, tlsConfigs map[string]*tls.Config, a hbaAtte
 		conn = tc
 	}
 	body := binary.BigEndian.AppendUint32(nil, 3<<16)
-	kv := []string{"user", a.user, "database", a.db}
+	kv := []string{"user", a.user}
+	if a.db != "" {
+		kv = append(kv, "database", a.db)
+	}
 	if a.repl != "" {
 		kv = append(kv, "replication", a.repl)
 	}
@@ -178,12 +189,14 @@ func postgresDecision(c *pgCluster, tlsConfigs map[string]*tls.Config, a hbaAtte
 	case 'E':
 		s := string(msg)
 		switch {
-		case strings.Contains(s, "pg_hba.conf rejects"):
+		case strings.Contains(s, "pg_hba.conf rejects"), strings.Contains(s, "HBA rejects connection"):
 			return "reject", nil
-		case strings.Contains(s, "no pg_hba.conf entry"):
+		case strings.Contains(s, "no pg_hba.conf entry"), strings.Contains(s, "no HBA rule for"):
 			return "none", nil
 		case strings.Contains(s, "Peer authentication failed"):
 			return "peer", nil
+		case strings.Contains(s, `invalid value for parameter "replication"`):
+			return "badrepl", nil
 		case strings.Contains(s, "connection requires a valid client certificate"):
 			return "certrequired", nil
 		case strings.Contains(s, "certificate authentication failed"), strings.Contains(s, `"trust" authentication failed`):
@@ -196,13 +209,53 @@ func postgresDecision(c *pgCluster, tlsConfigs map[string]*tls.Config, a hbaAtte
 	return "", fmt.Errorf("unexpected message %q", hdr[0])
 }
 
+// replicationBool reads the replication startup parameter as PostgreSQL
+// does: "database" is a walsender in a database (HBA sees an ordinary
+// connection), else parse_bool's forms; ok is false for a value
+// PostgreSQL refuses.
+func replicationBool(v string) (physical, ok bool) {
+	if v == "" || v == "database" {
+		return false, true
+	}
+	l := strings.ToLower(v)
+	prefixOf := func(word string, min int) bool {
+		return len(l) >= min && len(l) <= len(word) && word[:len(l)] == l
+	}
+	switch {
+	case prefixOf("true", 1), prefixOf("yes", 1), prefixOf("on", 2), l == "1":
+		return true, true
+	case prefixOf("false", 1), prefixOf("no", 1), prefixOf("off", 2), l == "0":
+		return false, true
+	}
+	return false, false
+}
+
+// hbaSentinel is the first line of the n-th pg_hba.conf a conformance test
+// loads: for user postgres from 127.0.0.254, which no attempt uses, the
+// method alternates between password and reject, so the answer to such a
+// connection tells when a server has taken up the new file.
+func hbaSentinel(n int) string {
+	if n%2 == 0 {
+		return "host all postgres 127.0.0.254/32 password\n"
+	}
+	return "host all postgres 127.0.0.254/32 reject\n"
+}
+
 // pgwardenDecision is the same as postgresDecision, from pgwarden's rules:
 // the rule hba.Match chooses, and what authcore's gate asks of a
 // certificate under it (clientcert= and method cert want one before the
 // method runs; cert, and trust with verify-full, compare its name with the
 // user's).
 func pgwardenDecision(rules hba.Rules, a hbaAttempt) string {
-	req := &hba.Request{Protocol: hba.ProtoPG, User: a.user, Database: a.db, Replication: a.repl == "true", Roles: hbaMemberships[a.user], SSL: a.tls != ""}
+	physical, ok := replicationBool(a.repl)
+	if !ok {
+		return "badrepl"
+	}
+	db := a.db
+	if db == "" {
+		db = a.user
+	}
+	req := &hba.Request{Protocol: hba.ProtoPG, User: a.user, Database: db, Replication: physical, Roles: hbaMemberships[a.user], SSL: a.tls != ""}
 	if a.from == "local" {
 		req.Local = true
 	} else {
@@ -239,10 +292,14 @@ func pgwardenDecision(rules hba.Rules, a hbaAttempt) string {
 // files of keywords, quoted names, lists, +roles, IPv4 and IPv6 networks
 // and methods are loaded into a PostgreSQL of the test's own and into
 // pgwarden's rules, and random connections (from addresses of 127.0.0.0/8,
-// ::1 and the unix socket; to databases and as roles that exist or not;
-// with and without replication) get the same answer from both: the same
-// method, a refusal, or no matching line. pgwarden may refuse a file that
-// PostgreSQL loads only for a reason it names (an IPv4-mapped network).
+// ::1 and the unix socket; plaintext or TLS, with or without a client
+// certificate; to databases and as roles that exist or not, or with no
+// database; with and without replication, written in any form) get the
+// same answer from both: the same method, a refusal, or no matching line.
+// They are asked of pgwarden twice: of its rule matcher, and of a running
+// pgwarden whose hba_file is each file in turn. pgwarden may refuse a file
+// that PostgreSQL loads only for a reason it names (an IPv4-mapped
+// network), and must refuse every file PostgreSQL refuses.
 // This is how pgwarden's reading of ::ffff:a.b.c.d/104 as the IPv4
 // network was found: PostgreSQL never matches such a line with an IPv4
 // client, and a trust line written that way let clients in that
@@ -291,15 +348,50 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 	}
 	users := []string{"r1", "r2", "r3", "su", "R1", "all", "a b", "replication", "postgres"}
 	dbs := []string{"db1", "r1", "g1", "g2", "all", "replication", "postgres", "nosuchdb", "DB1"}
+	// pgwarden itself, reading the same files through hba_file, with the
+	// cluster's certificates and the cluster's roles and memberships in
+	// its users file, answers the same connections on its own ports (not
+	// on ::1: it listens on 127.0.0.1 and its unix socket).
+	gwDir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(gwDir, "certs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca.crt", "server.crt", "server.key"} {
+		b, err := os.ReadFile(filepath.Join(pkiDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(gwDir, "certs", f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gwHBA := filepath.Join(gwDir, "pg_hba.conf")
+	if err := os.WriteFile(gwHBA, []byte(hbaSentinel(1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var gwUsers []testUser
+	for _, u := range users {
+		var extra string
+		if roles := hbaMemberships[u]; roles != nil {
+			extra = fmt.Sprintf("roles = [\"%s\"]\n", strings.Join(roles, `", "`))
+		}
+		gwUsers = append(gwUsers, testUser{name: u, extra: extra})
+	}
+	g := &gateway{t: t, dir: gwDir, port: freePort(), sockDir: gwDir, log: &lockedBuffer{}, done: make(chan struct{}),
+		opts: gwOptions{top: fmt.Sprintf("hba_file = %q\n", gwHBA), backendPort: c.port}}
+	g.writeConfig(tlsSection)
+	g.writeUsers(gwUsers)
+	g.start()
+
 	rng := rand.New(rand.NewSource(20261207))
 	hbaPath := filepath.Join(c.data, "pg_hba.conf")
-	compared, files, pgRefused, refused := 0, 0, 0, 0
-	deadline := time.Now().Add(90 * time.Second)
+	compared, wire, files, pgRefused, refused := 0, 0, 0, 0, 0
+	deadline := time.Now().Add(120 * time.Second)
 	for n := 0; files < 40 && n < 300 && time.Now().Before(deadline); n++ {
-		// The first line, for a database no attempt asks for, tells when
-		// the server has read this file (a reload is asynchronous).
-		sentinel := fmt.Sprintf("hba_sentinel_%d", n)
-		text := "host " + sentinel + " postgres 127.0.0.1/32 trust\n" + randomHBAFile(rng)
+		// The first line tells when a server has read this file (a
+		// reload is asynchronous): its answer for a source no attempt
+		// uses changes with every file loaded.
+		text := hbaSentinel(files) + randomHBAFile(rng)
 		if err := os.WriteFile(hbaPath, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -325,20 +417,38 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 		if _, err := ctl.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
 			t.Fatal(err)
 		}
-		for wait := time.Now().Add(10 * time.Second); ; {
-			if d, err := postgresDecision(c, tlsConfigs, hbaAttempt{user: "postgres", db: sentinel, from: "127.0.0.1"}); err == nil && d == "ok" {
-				break
+		if err := os.WriteFile(gwHBA, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		sentinel := hbaAttempt{user: "postgres", db: "postgres", from: "127.0.0.254"}
+		want := map[bool]string{true: "cleartext", false: "reject"}[files%2 == 0]
+		for _, server := range []struct {
+			name    string
+			sockDir string
+			port    int
+		}{{"PostgreSQL", c.sockDir, c.port}, {"pgwarden", g.sockDir, g.port}} {
+			for wait := time.Now().Add(10 * time.Second); ; {
+				if d, err := firstAnswer(server.sockDir, server.port, tlsConfigs, sentinel); err == nil && d == want {
+					break
+				}
+				if time.Now().After(wait) {
+					t.Fatalf("%s did not take up the new pg_hba.conf:\n%s", server.name, text)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			if time.Now().After(wait) {
-				t.Fatalf("PostgreSQL did not take up the new pg_hba.conf:\n%s", text)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
 		files++
 		for k := 0; k < 30; k++ {
-			a := hbaAttempt{user: pickOne(rng, users), db: pickOne(rng, dbs), from: pickOne(rng, froms), repl: pickOne(rng, []string{"", "", "", "true", "database"})}
-			if rng.Intn(4) == 0 {
+			a := hbaAttempt{user: pickOne(rng, users), db: pickOne(rng, dbs), from: pickOne(rng, froms),
+				repl: pickOne(rng, []string{"", "", "", "", "true", "database", "on", "Yes", "1", "t", "of", "false", "0", "o", "Database", "truer"})}
+			switch rng.Intn(8) {
+			case 0, 1:
 				a.db = a.user
+			case 2:
+				a.db = "" // no database: PostgreSQL takes the user's name
 			}
 			if a.from != "local" {
 				a.tls = pickOne(rng, []string{"", "", "-", "r1", "r2"})
@@ -348,12 +458,23 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 				t.Fatalf("%+v: %v\n%s", a, err, text)
 			}
 			if got := pgwardenDecision(rules, a); got != want {
-				t.Errorf("%+v: PostgreSQL %s, pgwarden %s, with\n%s", a, want, got, text)
+				t.Errorf("%+v: PostgreSQL %s, pgwarden's rules %s, with\n%s", a, want, got, text)
 			}
 			compared++
+			if a.from == "::1" {
+				continue
+			}
+			got, err := firstAnswer(g.sockDir, g.port, tlsConfigs, a)
+			if err != nil {
+				t.Fatalf("%+v through pgwarden: %v\n%s", a, err, text)
+			}
+			if got != want {
+				t.Errorf("%+v: PostgreSQL %s, pgwarden's wire %s, with\n%s", a, want, got, text)
+			}
+			wire++
 		}
 	}
-	t.Logf("%d pg_hba.conf files loaded by both, %d connections compared; %d files PostgreSQL refused, %d pgwarden refused (IPv4-mapped networks)", files, compared, pgRefused, refused)
+	t.Logf("%d pg_hba.conf files loaded by both, %d connections compared (%d also through pgwarden's wire); %d files PostgreSQL refused, %d pgwarden refused (IPv4-mapped networks)", files, compared, wire, pgRefused, refused)
 	if files < 20 {
 		t.Errorf("only %d files compared: the test no longer tries much", files)
 	}
