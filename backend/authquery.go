@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,8 +20,11 @@ import (
 // parameters ever reach these connections (a client's search_path cannot
 // substitute a table of its own for pg_shadow).
 type AuthQuery struct {
-	cfg  config.AuthQuery
-	pool *pgxpool.Pool
+	cfg       config.AuthQuery
+	pool      *pgxpool.Pool
+	key       string
+	grace     time.Duration
+	closeOnce sync.Once
 }
 
 var _ authcore.ExternalCredentials = (*AuthQuery)(nil)
@@ -28,10 +32,41 @@ var _ authcore.ExternalCredentials = (*AuthQuery)(nil)
 // authQueryTimeout bounds one lookup.
 const authQueryTimeout = 5 * time.Second
 
-// NewAuthQuery prepares the pool; it connects on first use.
+// authQueryPools are the pools of the loads in force, by the settings they
+// connect with: a reload that keeps those settings keeps the pool. Each
+// load used to make a pool of its own and close the one before at once,
+// so a login that a reload overtook between reading its snapshot and
+// running its lookup found the pool closed, and the right password was
+// refused (28P01); with reloads a few milliseconds apart, as the
+// PostgreSQL store makes them when users change quickly, every login
+// failed. A pool no load holds any more is closed once the logins that
+// may still hold it are over (see Close).
+var authQueryPools = struct {
+	sync.Mutex
+	m map[string]*sharedAuthQueryPool
+}{m: map[string]*sharedAuthQueryPool{}}
+
+type sharedAuthQueryPool struct {
+	pool *pgxpool.Pool
+	refs int
+}
+
+// NewAuthQuery prepares the pool, or takes the one a load before this
+// made with the same settings; it connects on first use. Close gives it
+// back.
 func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
 	aq := cfg.AuthQuery
 	t := Target{Host: cfg.Backend.Host, Port: cfg.Backend.Port, Database: aq.Database, Role: aq.User, Password: authQueryPassword(cfg)}
+	// The TLS digest covers the TLS settings and their files' contents.
+	key := fmt.Sprintf("%q %d %q %q %q %q %s", t.Host, t.Port, t.Database, t.Role, t.Password, cfg.Backend.TLSDigest, cfg.Backend.ConnectTimeout.Duration)
+	q := &AuthQuery{cfg: *aq, key: key, grace: cfg.Server.AuthTimeout.Duration + authQueryTimeout}
+	authQueryPools.Lock()
+	defer authQueryPools.Unlock()
+	if sp := authQueryPools.m[key]; sp != nil {
+		sp.refs++
+		q.pool = sp.pool
+		return q, nil
+	}
 	pcfg, err := PoolConfig(cfg, t, "pgwarden-auth-query")
 	if err != nil {
 		return nil, err
@@ -42,7 +77,9 @@ func NewAuthQuery(cfg *config.Config) (*AuthQuery, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &AuthQuery{cfg: *aq, pool: pool}, nil
+	authQueryPools.m[key] = &sharedAuthQueryPool{pool: pool, refs: 1}
+	q.pool = pool
+	return q, nil
 }
 
 // authQueryPassword is [auth_query] password, else [backend] password, as
@@ -158,5 +195,21 @@ func (q *AuthQuery) Roles(ctx context.Context, name string) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// Close closes the pool.
-func (q *AuthQuery) Close() { q.pool.Close() }
+// Close gives the pool back when the load that made q is retired. The
+// last load to give a pool back closes it after grace (auth_timeout and
+// one lookup's time): logins judged by that load may still be running, and
+// they keep their pool until they are over.
+func (q *AuthQuery) Close() {
+	q.closeOnce.Do(func() {
+		authQueryPools.Lock()
+		defer authQueryPools.Unlock()
+		sp := authQueryPools.m[q.key]
+		if sp == nil || sp.pool != q.pool {
+			return
+		}
+		if sp.refs--; sp.refs == 0 {
+			delete(authQueryPools.m, q.key)
+			time.AfterFunc(q.grace, sp.pool.Close)
+		}
+	})
+}

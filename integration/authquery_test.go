@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -309,4 +313,79 @@ method = "scram-sha-256"
 	wantPgError(t, err, "28000", `HBA rejects connection for host "127.0.0.1", user "grp_plain", database "postgres", SSL off`)
 	// The users file's own roles still decide for its users.
 	closeAndWait(g.mustConnect("alice", "alice-Pass-1", "postgres"))
+}
+
+// A reload retires the snapshot logins in flight were judged by, and with
+// it that snapshot's [auth_query] pool: until December 2026 the pool was
+// closed at once, so a login that had not yet run its lookup (or read its
+// memberships) failed with "auth_query failed: ... closed pool", told
+// 28P01 for the right password, and counted by the throttle. A server
+// whose users change often (the PostgreSQL store reloads on every change,
+// any instance's) refused some right passwords all day. Here logins with
+// the right password run while the server reloads every few
+// milliseconds: none may fail.
+func TestLoginsThroughAuthQueryDuringReloadsAreNotRefused(t *testing.T) {
+	noteSecret("aqr-Pass-7")
+	if err := pg.Exec(`DROP ROLE IF EXISTS aqr_user; CREATE ROLE aqr_user LOGIN PASSWORD 'aqr-Pass-7'`); err != nil {
+		t.Fatal(err)
+	}
+	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`}, fmt.Sprintf(`
+[auth_query]
+database = "postgres"
+user = "postgres"
+password = %q
+
+[[hba]]
+database = ["db_cleartext"]
+method = "password"
+
+[[hba]]
+method = "scram-sha-256"
+`, backendPassword), nil)
+	stop := make(chan struct{})
+	reloads := make(chan int)
+	go func() {
+		n := 0
+		defer func() { reloads <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(5+n%10) * time.Millisecond):
+			}
+			g.cmd.Process.Signal(syscall.SIGHUP)
+			n++
+		}
+	}()
+	const workers, each = 3, 40
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(90 * time.Second)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each && time.Now().Before(deadline); i++ {
+				// Cleartext (a lookup, then the password checked) and
+				// SCRAM (a lookup before the exchange) in turn.
+				db := []string{"db_cleartext", "postgres"}[i%2]
+				c, err := g.connect("aqr_user", "aqr-Pass-7", db)
+				if err != nil {
+					if !strings.Contains(err.Error(), "3D000") { // db_cleartext does not exist: after the login
+						failed.Add(1)
+						t.Errorf("login %d to %s during reloads: %v", i, db, err)
+					}
+					continue
+				}
+				c.Close(context.Background())
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	n := <-reloads
+	t.Logf("%d logins, %d reloads meanwhile, %d refused", workers*each, n, failed.Load())
+	if n < 20 {
+		t.Errorf("only %d reloads: the logins did not race them", n)
+	}
 }
