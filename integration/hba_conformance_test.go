@@ -25,13 +25,14 @@ import (
 // hbaMemberships are the roles each login role of the conformance cluster
 // is a member of, directly or not, as PostgreSQL's HBA counts them (a
 // superuser only through grants): pgwarden's matcher is given the same.
-var hbaMemberships = map[string][]string{"r1": {"g1", "g2"}, "r3": {"g2"}, "su": {"g1", "g2"}}
+var hbaMemberships = map[string][]string{"r1": {"g1", "g2"}, "r2": {"R1"}, "r3": {"g2"}, "su": {"g1", "g2"}}
 
 const hbaConformanceSetup = `
 CREATE ROLE g1; CREATE ROLE g2;
 CREATE ROLE r1 LOGIN; CREATE ROLE r2 LOGIN; CREATE ROLE r3 LOGIN; CREATE ROLE su LOGIN SUPERUSER;
 CREATE ROLE "R1" LOGIN; CREATE ROLE "all" LOGIN; CREATE ROLE "a b" LOGIN; CREATE ROLE replication LOGIN REPLICATION;
-GRANT g2 TO g1; GRANT g1 TO r1; GRANT g2 TO r3; GRANT g1 TO su;`
+GRANT g2 TO g1; GRANT g1 TO r1; GRANT g2 TO r3; GRANT g1 TO su; GRANT "R1" TO r2; ALTER ROLE r3 NOINHERIT;
+CREATE ROLE pgw_auth LOGIN SUPERUSER;`
 
 // The pieces random pg_hba.conf lines are made of: keywords bare and
 // quoted, lists with and without spaces after the comma, +roles, names
@@ -40,7 +41,7 @@ GRANT g2 TO g1; GRANT g1 TO r1; GRANT g2 TO r3; GRANT g1 TO su;`
 var (
 	hbaDatabases = []string{"all", "sameuser", "samerole", "samegroup", "replication", "db1", "r1", "g1", "g2", `"all"`,
 		`"replication"`, `"sameuser"`, `"samerole"`, "postgres", "nosuchdb", `"db1,r1"`, `"DB1"`, "DB1", "+g1"}
-	hbaUsers = []string{"all", "r1", "r2", "r3", "su", "+g1", "+g2", "+r1", "+su", `"+g1"`, `"all"`, "R1", `"R1"`,
+	hbaUsers = []string{"all", "r1", "r2", "r3", "su", "+g1", "+g2", "+r1", "+su", "+R1", "+r2", `"+g1"`, `"all"`, "R1", `"R1"`,
 		`"a b"`, "replication", "postgres", "nosuch", "samerole", "ALL"}
 	hbaAddresses = []string{"all", "127.0.0.1/32", "127.0.0.0/8", "127.0.0.2/32", "127.0.0.1 255.255.255.255", "::1/128",
 		"::/0", "0.0.0.0/0", "127.0.0.0 255.0.0.0", "127.0.0.0/31", "127.0.0.2 255.255.255.254", "::ffff:127.0.0.1/8", "::ffff:127.0.0.1/128"}
@@ -241,6 +242,46 @@ func hbaSentinel(n int) string {
 	return "host all postgres 127.0.0.254/32 reject\n"
 }
 
+// hbaFixedLines follow the sentinel in every file: they let in the role
+// pgwarden's auth_query runs as, which no attempt uses.
+const hbaFixedLines = "host all pgw_auth 127.0.0.1/32 trust\n"
+
+// hbaGateway is a pgwarden whose hba_file a conformance test rewrites.
+type hbaGateway struct {
+	*gateway
+	name, hbaFile string
+}
+
+// startHBAGateway starts a pgwarden with the cluster's certificates (from
+// pkiDir), the cluster at port as its backend, an hba_file, more
+// configuration and users.
+func startHBAGateway(t *testing.T, name, pkiDir string, port int, extra string, users []testUser) *hbaGateway {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "certs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca.crt", "server.crt", "server.key"} {
+		b, err := os.ReadFile(filepath.Join(pkiDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "certs", f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hbaFile := filepath.Join(dir, "pg_hba.conf")
+	if err := os.WriteFile(hbaFile, []byte(hbaSentinel(1)+hbaFixedLines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{t: t, dir: dir, port: freePort(), sockDir: dir, log: &lockedBuffer{}, done: make(chan struct{}),
+		opts: gwOptions{top: fmt.Sprintf("hba_file = %q\n", hbaFile), backendPort: port}}
+	g.writeConfig(tlsSection + extra)
+	g.writeUsers(users)
+	g.start()
+	return &hbaGateway{gateway: g, name: name, hbaFile: hbaFile}
+}
+
 // pgwardenDecision is the same as postgresDecision, from pgwarden's rules:
 // the rule hba.Match chooses, and what authcore's gate asks of a
 // certificate under it (clientcert= and method cert want one before the
@@ -296,8 +337,12 @@ func pgwardenDecision(rules hba.Rules, a hbaAttempt) string {
 // certificate; to databases and as roles that exist or not, or with no
 // database; with and without replication, written in any form) get the
 // same answer from both: the same method, a refusal, or no matching line.
-// They are asked of pgwarden twice: of its rule matcher, and of a running
-// pgwarden whose hba_file is each file in turn. pgwarden may refuse a file
+// They are asked of pgwarden's rule matcher, and of two running pgwardens
+// whose hba_file is each file in turn: one whose users file holds the
+// cluster's roles and memberships, and one with [auth_query], which reads
+// them from the cluster. The second found that a reload closed the
+// auth_query pool under the logins in flight
+// (TestLoginsThroughAuthQueryDuringReloadsAreNotRefused). pgwarden may refuse a file
 // that PostgreSQL loads only for a reason it names (an IPv4-mapped
 // network), and must refuse every file PostgreSQL refuses.
 // This is how pgwarden's reading of ::ffff:a.b.c.d/104 as the IPv4
@@ -352,23 +397,6 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 	// cluster's certificates and the cluster's roles and memberships in
 	// its users file, answers the same connections on its own ports (not
 	// on ::1: it listens on 127.0.0.1 and its unix socket).
-	gwDir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(gwDir, "certs"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"ca.crt", "server.crt", "server.key"} {
-		b, err := os.ReadFile(filepath.Join(pkiDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(gwDir, "certs", f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gwHBA := filepath.Join(gwDir, "pg_hba.conf")
-	if err := os.WriteFile(gwHBA, []byte(hbaSentinel(1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	var gwUsers []testUser
 	for _, u := range users {
 		var extra string
@@ -377,11 +405,15 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 		}
 		gwUsers = append(gwUsers, testUser{name: u, extra: extra})
 	}
-	g := &gateway{t: t, dir: gwDir, port: freePort(), sockDir: gwDir, log: &lockedBuffer{}, done: make(chan struct{}),
-		opts: gwOptions{top: fmt.Sprintf("hba_file = %q\n", gwHBA), backendPort: c.port}}
-	g.writeConfig(tlsSection)
-	g.writeUsers(gwUsers)
-	g.start()
+	// Two of them: one whose users file holds the cluster's roles and
+	// memberships, and one with an empty users file and [auth_query], for
+	// which every name is a PostgreSQL role and "+role" and "samerole"
+	// read its memberships from the cluster, through a role every file
+	// lets in (hbaFixedLines).
+	gateways := []*hbaGateway{
+		startHBAGateway(t, "users file", pkiDir, c.port, "", gwUsers),
+		startHBAGateway(t, "auth_query", pkiDir, c.port, "\n[auth_query]\nuser = \"pgw_auth\"\n", nil),
+	}
 
 	rng := rand.New(rand.NewSource(20261207))
 	hbaPath := filepath.Join(c.data, "pg_hba.conf")
@@ -391,7 +423,7 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 		// The first line tells when a server has read this file (a
 		// reload is asynchronous): its answer for a source no attempt
 		// uses changes with every file loaded.
-		text := hbaSentinel(files) + randomHBAFile(rng)
+		text := hbaSentinel(files) + hbaFixedLines + randomHBAFile(rng)
 		if err := os.WriteFile(hbaPath, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -417,19 +449,27 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 		if _, err := ctl.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(gwHBA, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		sentinel := hbaAttempt{user: "postgres", db: "postgres", from: "127.0.0.254"}
-		want := map[bool]string{true: "cleartext", false: "reject"}[files%2 == 0]
-		for _, server := range []struct {
+		servers := []struct {
 			name    string
 			sockDir string
 			port    int
-		}{{"PostgreSQL", c.sockDir, c.port}, {"pgwarden", g.sockDir, g.port}} {
+		}{{"PostgreSQL", c.sockDir, c.port}}
+		for _, gw := range gateways {
+			if err := os.WriteFile(gw.hbaFile, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := gw.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			servers = append(servers, struct {
+				name    string
+				sockDir string
+				port    int
+			}{"pgwarden (" + gw.name + ")", gw.sockDir, gw.port})
+		}
+		sentinel := hbaAttempt{user: "postgres", db: "postgres", from: "127.0.0.254"}
+		want := map[bool]string{true: "cleartext", false: "reject"}[files%2 == 0]
+		for _, server := range servers {
 			for wait := time.Now().Add(10 * time.Second); ; {
 				if d, err := firstAnswer(server.sockDir, server.port, tlsConfigs, sentinel); err == nil && d == want {
 					break
@@ -464,12 +504,14 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 			if a.from == "::1" {
 				continue
 			}
-			got, err := firstAnswer(g.sockDir, g.port, tlsConfigs, a)
-			if err != nil {
-				t.Fatalf("%+v through pgwarden: %v\n%s", a, err, text)
-			}
-			if got != want {
-				t.Errorf("%+v: PostgreSQL %s, pgwarden's wire %s, with\n%s", a, want, got, text)
+			for _, gw := range gateways {
+				got, err := firstAnswer(gw.sockDir, gw.port, tlsConfigs, a)
+				if err != nil {
+					t.Fatalf("%+v through pgwarden (%s): %v\n%s", a, gw.name, err, text)
+				}
+				if got != want {
+					t.Errorf("%+v: PostgreSQL %s, pgwarden's wire (%s) %s, with\n%s", a, want, gw.name, got, text)
+				}
 			}
 			wire++
 		}
