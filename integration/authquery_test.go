@@ -322,14 +322,14 @@ method = "scram-sha-256"
 // 28P01 for the right password, and counted by the throttle. A server
 // whose users change often (the PostgreSQL store reloads on every change,
 // any instance's) refused some right passwords all day. Here logins with
-// the right password run while the server reloads every few
-// milliseconds: none may fail.
+// the right password (wire cleartext and SCRAM, HTTP Basic) run while the
+// server reloads every few milliseconds: none may fail.
 func TestLoginsThroughAuthQueryDuringReloadsAreNotRefused(t *testing.T) {
 	noteSecret("aqr-Pass-7")
 	if err := pg.Exec(`DROP ROLE IF EXISTS aqr_user; CREATE ROLE aqr_user LOGIN PASSWORD 'aqr-Pass-7'`); err != nil {
 		t.Fatal(err)
 	}
-	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`}, fmt.Sprintf(`
+	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`, http: true}, fmt.Sprintf(`
 [auth_query]
 database = "postgres"
 user = "postgres"
@@ -337,6 +337,10 @@ password = %q
 
 [[hba]]
 database = ["db_cleartext"]
+method = "password"
+
+[[hba]]
+protocol = "http"
 method = "password"
 
 [[hba]]
@@ -357,7 +361,7 @@ method = "scram-sha-256"
 			n++
 		}
 	}()
-	const workers, each = 3, 40
+	const workers, each = 4, 40
 	var failed atomic.Int64
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(90 * time.Second)
@@ -366,6 +370,17 @@ method = "scram-sha-256"
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each && time.Now().Before(deadline); i++ {
+				if w == 3 {
+					// HTTP Basic: a lookup, then the password checked.
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					status, body, err := postSQL(ctx, http.DefaultClient, g.httpURL()+"/_sql?db=postgres", map[string]any{"stmt": "SELECT 1"}, basicAuth("aqr_user", "aqr-Pass-7"))
+					cancel()
+					if err != nil || status != 200 {
+						failed.Add(1)
+						t.Errorf("HTTP request %d during reloads: %d %s %v", i, status, body, err)
+					}
+					continue
+				}
 				// Cleartext (a lookup, then the password checked) and
 				// SCRAM (a lookup before the exchange) in turn.
 				db := []string{"db_cleartext", "postgres"}[i%2]
@@ -384,7 +399,7 @@ method = "scram-sha-256"
 	wg.Wait()
 	close(stop)
 	n := <-reloads
-	t.Logf("%d logins, %d reloads meanwhile, %d refused", workers*each, n, failed.Load())
+	t.Logf("%d logins (%d over HTTP), %d reloads meanwhile, %d refused", workers*each, each, n, failed.Load())
 	if n < 20 {
 		t.Errorf("only %d reloads: the logins did not race them", n)
 	}
