@@ -266,6 +266,13 @@ func (s *SCRAM) checkGS2(first string) error {
 	default:
 		return saslViolation("malformed SCRAM message: bad GS2 header")
 	}
+	// The GS2 header's second field is the authorization identity: a
+	// request to act as another user once proven. PostgreSQL refuses it
+	// (read_client_first_message); taken silently, the client would be
+	// told yes while proving the startup user only.
+	if _, rest, ok := strings.Cut(first, ","); ok && strings.HasPrefix(rest, "a=") {
+		return saslViolation("client uses authorization identity, but it is not supported")
+	}
 	// RFC 5802: the client nonce is a non-empty printable string.
 	i := strings.Index(first, ",r=")
 	if i < 0 {

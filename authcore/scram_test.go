@@ -7,6 +7,7 @@ import (
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/xdg-go/scram"
@@ -194,5 +195,27 @@ func TestAProvenExchangeLeavesTheClientsKey(t *testing.T) {
 	c2, _ := client.Step(string(s1))
 	if _, _, err := s.Step([]byte(c2)); err == nil || s.Keys() != nil {
 		t.Fatalf("a wrong password: %v, keys %v", err, s.Keys())
+	}
+}
+
+// An authorization identity (gs2 header "n,a=NAME,") asks to act as
+// another user, which PostgreSQL refuses ("client uses authorization
+// identity, but it is not supported"); pgwarden used to ignore it and
+// prove the startup user. A mandatory extension (m=) is refused by both.
+func TestSCRAMRefusesAnAuthorizationIdentityAndMandatoryExtensions(t *testing.T) {
+	a := scramUsers(t)
+	c, err := scram.SHA256.NewClient("", "pencil-Pass", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run(t, a, "alice", "pencil-Pass", MechSCRAM, nil, c.NewConversation())
+	if !errors.Is(err, ErrSASLProtocol) || !strings.Contains(err.Error(), "authorization identity") {
+		t.Fatalf("authzid: %v", err)
+	}
+	for _, msg := range []string{"n,a=bob,n=,r=abcdef", "n,a=,n=,r=abcdef", "n,,m=ext,n=,r=abcdef"} {
+		s, _ := a.StartSCRAM(context.Background(), "alice", MechSCRAM, nil)
+		if _, _, err := s.Step([]byte(msg)); !errors.Is(err, ErrSASLProtocol) {
+			t.Errorf("%q: %v", msg, err)
+		}
 	}
 }
