@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,7 +52,13 @@ var (
 
 func pickOne(r *rand.Rand, xs []string) string { return xs[r.Intn(len(xs))] }
 
+// hbaField is a database or user field: "all" one time in three (so that
+// lines match connections often enough to be compared; of pure picks, four
+// in five connections matched no line), else one or two of xs.
 func hbaField(r *rand.Rand, xs []string) string {
+	if r.Intn(3) == 0 {
+		return "all"
+	}
 	parts := []string{pickOne(r, xs)}
 	if r.Intn(2) == 0 {
 		parts = append(parts, pickOne(r, xs))
@@ -60,7 +68,7 @@ func hbaField(r *rand.Rand, xs []string) string {
 
 func randomHBAFile(r *rand.Rand) string {
 	var b strings.Builder
-	for n := 1 + r.Intn(5); n > 0; n-- {
+	for n := 1 + r.Intn(5); n >= 0; n-- {
 		m := pickOne(r, hbaMethods)
 		typ := pickOne(r, []string{"local", "host", "host", "hostnossl", "hostssl", "hostssl"})
 		// Certificates: method cert and clientcert= on hostssl lines, and
@@ -91,6 +99,10 @@ func randomHBAFile(r *rand.Rand) string {
 		default:
 			fmt.Fprintf(&b, "%s %s %s %s %s\n", typ, hbaField(r, hbaDatabases), hbaField(r, hbaUsers), pickOne(r, hbaAddresses), m)
 		}
+	}
+	// Half the files end in lines for everyone, as most real ones do.
+	if r.Intn(2) == 0 {
+		fmt.Fprintf(&b, "local all all %s\nhost all all all %s\n", pickOne(r, hbaMethods), pickOne(r, hbaMethods))
 	}
 	return b.String()
 }
@@ -325,6 +337,11 @@ func pgwardenDecision(rules hba.Rules, a hbaAttempt) string {
 		return "sasl"
 	case hba.Password:
 		return "cleartext"
+	case hba.Peer:
+		if me, err := user.Current(); err == nil && me.Username == a.user {
+			return "ok"
+		}
+		return "peer"
 	}
 	return string(m.Method)
 }
@@ -392,6 +409,13 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 		froms = append(froms, "::1")
 	}
 	users := []string{"r1", "r2", "r3", "su", "R1", "all", "a b", "replication", "postgres"}
+	// The test's own OS user is a role too, so peer lines let someone in.
+	if me, err := user.Current(); err == nil && !slices.Contains(users, me.Username) {
+		if err := c.Exec(fmt.Sprintf("CREATE ROLE %s LOGIN", pgx.Identifier{me.Username}.Sanitize())); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, me.Username)
+	}
 	dbs := []string{"db1", "r1", "g1", "g2", "all", "replication", "postgres", "nosuchdb", "DB1"}
 	// pgwarden itself, reading the same files through hba_file, with the
 	// cluster's certificates and the cluster's roles and memberships in
@@ -418,6 +442,7 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 	rng := rand.New(rand.NewSource(20261207))
 	hbaPath := filepath.Join(c.data, "pg_hba.conf")
 	compared, wire, files, pgRefused, refused := 0, 0, 0, 0, 0
+	answers := map[string]int{}
 	deadline := time.Now().Add(120 * time.Second)
 	for n := 0; files < 40 && n < 300 && time.Now().Before(deadline); n++ {
 		// The first line tells when a server has read this file (a
@@ -483,7 +508,7 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 		files++
 		for k := 0; k < 30; k++ {
 			a := hbaAttempt{user: pickOne(rng, users), db: pickOne(rng, dbs), from: pickOne(rng, froms),
-				repl: pickOne(rng, []string{"", "", "", "", "true", "database", "on", "Yes", "1", "t", "of", "false", "0", "o", "Database", "truer"})}
+				repl: pickOne(rng, []string{"", "", "", "", "", "", "", "", "true", "database", "database", "on", "Yes", "1", "t", "of", "false", "0", "o", "Database"})}
 			switch rng.Intn(8) {
 			case 0, 1:
 				a.db = a.user
@@ -497,6 +522,7 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%+v: %v\n%s", a, err, text)
 			}
+			answers[want]++
 			if got := pgwardenDecision(rules, a); got != want {
 				t.Errorf("%+v: PostgreSQL %s, pgwarden's rules %s, with\n%s", a, want, got, text)
 			}
@@ -516,7 +542,7 @@ func TestHBAFilesDecideAsPostgreSQLDecides(t *testing.T) {
 			wire++
 		}
 	}
-	t.Logf("%d pg_hba.conf files loaded by both, %d connections compared (%d also through pgwarden's wire); %d files PostgreSQL refused, %d pgwarden refused (IPv4-mapped networks)", files, compared, wire, pgRefused, refused)
+	t.Logf("%d pg_hba.conf files loaded by both, %d connections compared (%d also through pgwarden's wire); %d files PostgreSQL refused, %d pgwarden refused (IPv4-mapped networks); PostgreSQL's answers: %v", files, compared, wire, pgRefused, refused, answers)
 	if files < 20 {
 		t.Errorf("only %d files compared: the test no longer tries much", files)
 	}
