@@ -387,6 +387,8 @@ func refusal(err error, wants Proof) *Refusal {
 		return &Refusal{Kind: RefusedProtocol, Reason: err.Error(), Err: err}
 	case errors.Is(err, context.Canceled):
 		return &Refusal{Kind: RefusedClientGone, Reason: string(ReasonCanceled), Err: err}
+	case errors.Is(err, ErrStoreDown):
+		return &Refusal{Kind: RefusedUnavailable, Reason: err.Error()}
 	}
 	return &Refusal{Kind: RefusedProtocol, Reason: err.Error(), Err: err}
 }

@@ -125,7 +125,7 @@ func (a *Authenticator) CheckPassword(ctx context.Context, name, password string
 		if ok {
 			switch {
 			case err != nil:
-				return nil, Fail(Reason("auth_query failed: " + err.Error()))
+				return nil, &storeDownError{err}
 			case password == "":
 				return nil, Fail(ReasonEmptyPassword)
 			case !valid:
@@ -145,7 +145,7 @@ func (a *Authenticator) CheckPassword(ctx context.Context, name, password string
 	u, err := a.lookup(ctx, name)
 	switch {
 	case err != nil:
-		return decoy(Reason("auth_query failed: " + err.Error()))
+		return nil, &storeDownError{err}
 	case u == nil:
 		return decoy(ReasonUnknownUser)
 	case u.hash == nil:

@@ -25,6 +25,20 @@ const (
 // user, or token problem: SQLSTATE 28P01 on the wire, 401 over HTTP.
 var ErrPasswordFailed = errors.New("password authentication failed")
 
+// ErrStoreDown marks a credential that could not be checked because the
+// store holding it ([auth_query]) did not answer: the login is refused as
+// unavailable (57P03, HTTP 503), like a membership that cannot be read,
+// and feeds no throttle. Until December 2026 it was the one password
+// failure, so a backend outage told every database-held user that their
+// password was wrong and held their next attempts back.
+var ErrStoreDown = errors.New("the credential store did not answer")
+
+type storeDownError struct{ err error }
+
+func (e *storeDownError) Error() string        { return "auth_query failed: " + e.err.Error() }
+func (e *storeDownError) Is(target error) bool { return target == ErrStoreDown }
+func (e *storeDownError) Unwrap() error        { return e.err }
+
 // Failure is an authentication failure with its true reason.
 type Failure struct {
 	Reason Reason

@@ -83,7 +83,7 @@ func (a *Authenticator) StartSCRAM(ctx context.Context, name, mechanism string, 
 	u, err := a.lookup(ctx, name)
 	switch {
 	case err != nil:
-		s.doomed = Reason("auth_query failed: " + err.Error())
+		return nil, &storeDownError{err}
 	case u == nil:
 		s.doomed = ReasonUnknownUser
 	case u.hash == nil:

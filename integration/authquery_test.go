@@ -404,3 +404,60 @@ method = "scram-sha-256"
 		t.Errorf("only %d reloads: the logins did not race them", n)
 	}
 }
+
+// A credential the store cannot be asked about is not a wrong password:
+// while [auth_query] cannot run (its role cannot log in, the backend is
+// down), a login of a database-held user is refused 57P03 (HTTP 503) as
+// when memberships cannot be read, and feeds no throttle, so once the
+// store answers the user gets in at once. Until December 2026 it was
+// 28P01 "password authentication failed" for the right password, and each
+// such refusal held the user's next attempt back by failure_delay.
+func TestAnAuthQueryThatCannotRunRefusesAsUnavailable(t *testing.T) {
+	noteSecret("aqd-Pass-3")
+	if err := pg.Exec(`DROP ROLE IF EXISTS aqd_user; CREATE ROLE aqd_user LOGIN PASSWORD 'aqd-Pass-3'`); err != nil {
+		t.Fatal(err)
+	}
+	rules := `
+[[hba]]
+database = ["db_cleartext"]
+method = "password"
+
+[[hba]]
+protocol = "pg"
+method = "scram-sha-256"
+
+[[hba]]
+protocol = "http"
+method = "password"
+`
+	broken := "\n[auth_query]\ndatabase = \"postgres\"\nuser = \"pgw_no_such_role\"\n" + rules
+	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`, http: true,
+		throttle: "failure_delay = \"60s\"\nmax_delay = \"60s\""}, broken, nil)
+	for round := 0; round < 2; round++ {
+		_, err := g.connect("aqd_user", "aqd-Pass-3", "db_cleartext")
+		wantPgError(t, err, "57P03", "the user store is unreachable: logins are refused until it answers again")
+		_, err = g.connect("aqd_user", "aqd-Pass-3", "postgres")
+		wantPgError(t, err, "57P03", "the user store is unreachable: logins are refused until it answers again")
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, basic("aqd_user", "aqd-Pass-3"))
+		if status != 503 || errCode(out) != "57P03" {
+			t.Fatalf("HTTP while auth_query cannot run: %d %v", status, out)
+		}
+	}
+	if !strings.Contains(g.log.String(), `auth_query failed`) {
+		t.Fatal("the audit log does not say why")
+	}
+	// The store answers again: no throttle holds the user back (each
+	// refusal above would have cost a minute's wait).
+	g.reloadAfter(func() {
+		g.writeConfig(fmt.Sprintf("\n[auth_query]\ndatabase = \"postgres\"\nuser = \"postgres\"\npassword = %q\n", backendPassword) + rules)
+	})
+	c, err := g.connect("aqd_user", "aqd-Pass-3", "postgres")
+	if err != nil {
+		t.Fatalf("login once auth_query runs again: %v", err)
+	}
+	c.Close(context.Background())
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT current_user"}`, basic("aqd_user", "aqd-Pass-3"))
+	if status != 200 {
+		t.Fatalf("HTTP once auth_query runs again: %d %v", status, out)
+	}
+}
