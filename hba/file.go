@@ -317,9 +317,13 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 	}
 	// PostgreSQL refuses these lines (hba.c); pgwarden would otherwise read
 	// them as lines that refuse every connection without a certificate, a
-	// meaning no PostgreSQL ever gave the file.
+	// meaning no PostgreSQL ever gave the file. A "host" line with cert is
+	// the exception: PostgreSQL refuses it, PgBouncer reads it as matching
+	// plain and TLS connections alike (its HBA test vectors, in
+	// integration/testdata, expect that), and pgwarden does as PgBouncer:
+	// a plain connection it matches is refused for want of a certificate.
 	switch {
-	case r.Method == Cert && kind.text != "hostssl":
+	case r.Method == Cert && (kind.text == "local" || kind.text == "hostnossl"):
 		return nil, fmt.Errorf("cert authentication is only supported on hostssl connections")
 	case r.ClientCert != "" && kind.text != "hostssl":
 		return nil, fmt.Errorf("clientcert can only be configured for \"hostssl\" rows")

@@ -73,9 +73,11 @@ func randomHBAFile(r *rand.Rand) string {
 		typ := pickOne(r, []string{"local", "host", "host", "hostnossl", "hostssl", "hostssl"})
 		// Certificates: method cert and clientcert= on hostssl lines, and
 		// now and then where PostgreSQL refuses them (on other lines, and
-		// cert with verify-ca), which pgwarden must refuse too.
+		// cert with verify-ca), which pgwarden must refuse too; but not
+		// cert on a host line, which pgwarden reads as PgBouncer does (see
+		// TestPgBouncerHBAVectors).
 		misplaced := r.Intn(25) == 0
-		if (typ == "hostssl" || misplaced) && r.Intn(3) == 0 {
+		if (typ == "hostssl" || (misplaced && typ != "host")) && r.Intn(3) == 0 {
 			m = "cert"
 		}
 		if (typ == "hostssl" || misplaced) && r.Intn(3) == 0 {

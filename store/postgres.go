@@ -474,8 +474,12 @@ func Listen(ctx context.Context, cfg *config.Config, onChange func(payload strin
 		return
 	}
 	checkTimeout := cfg.Backend.ConnectTimeout.Duration
+	// Its own name in pg_stat_activity: it asks the store a question
+	// every second of silence, which is not the pool's work.
+	cc := pcfg.ConnConfig.Copy()
+	cc.RuntimeParams["application_name"] = "pgwarden-store-listen"
 	for ctx.Err() == nil {
-		conn, err := listenConn(ctx, pcfg.ConnConfig, checkTimeout)
+		conn, err := listenConn(ctx, cc, checkTimeout)
 		if err == nil {
 			// What changed before LISTEN took effect (since the last
 			// load, or while the connection was down) is read now.
