@@ -470,21 +470,32 @@ func TestOneSourceOpeningSilentHTTPConnectionsDoesNotLockOthersOut(t *testing.T)
 		_, err := c.Read(b[:])
 		return !errors.Is(err, os.ErrDeadlineExceeded)
 	}
+	// Silent connections until the server closes the crowding source's
+	// next one: twice max_connections open, counting any connection
+	// still open on the server's side (start's readiness probe can
+	// linger there under load, which made a fixed count of ten flaky).
 	var silent []net.Conn
-	for i := 0; i < 10; i++ {
-		silent = append(silent, dialFrom("127.0.0.2"))
+	for {
+		c := dialFrom("127.0.0.2")
+		if closedSoon(c) {
+			break // the crowding source's own next connection is closed
+		}
+		silent = append(silent, c)
+		if len(silent) > 10 {
+			t.Fatalf("%d silent connections of one source were kept (max_connections = 5)", len(silent))
+		}
 	}
-	// The crowding source's own next connection is closed.
-	if !closedSoon(dialFrom("127.0.0.2")) {
-		t.Fatal("the crowding source's eleventh connection was kept")
-	}
-	// Another source's request is served.
-	c := dialFrom("127.0.0.1")
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("another source's request: %v %v", resp, err)
+	// Another source's requests are served. The second at the latest
+	// takes the place of a silent connection (the first may find the
+	// room a lingering connection left).
+	for i := 0; i < 2; i++ {
+		c := dialFrom("127.0.0.1")
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("another source's request %d: %v %v", i, resp, err)
+		}
 	}
 	closed := 0
 	for _, s := range silent {
@@ -492,8 +503,8 @@ func TestOneSourceOpeningSilentHTTPConnectionsDoesNotLockOthersOut(t *testing.T)
 			closed++
 		}
 	}
-	if closed != 1 {
-		t.Fatalf("%d silent connections were closed, want 1", closed)
+	if closed < 1 || closed > 2 {
+		t.Fatalf("%d silent connections were closed, want 1 or 2", closed)
 	}
 	g.waitLog("clients still authenticating were closed to make room", 1)
 }

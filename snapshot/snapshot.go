@@ -45,6 +45,10 @@ type Snapshot struct {
 	// stop ends the snapshot's background work (JWKS refreshes) once a
 	// newer snapshot replaces it.
 	stop context.CancelFunc
+	// loadPrint is the fingerprint of the watched files as LoadFrom read
+	// them (zero for other loads): WatchFiles starts from it, so a file
+	// changed between the load and the watcher's start is reloaded.
+	loadPrint [32]byte
 }
 
 // TrustedProxy reports whether addr may send PROXY headers and
@@ -78,6 +82,10 @@ func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
 // LoadFrom is Load with the users read from src (an open store), or, when
 // src is nil, from the store the configuration names.
 func LoadFrom(path string, limiter *authcore.HashLimiter, src store.Users) (*Snapshot, error) {
+	// The watcher compares files with what this load read (see
+	// loadPrint): the configuration as read before it is parsed, the
+	// other files as they are before they are read.
+	configBytes, _ := os.ReadFile(path)
 	cfg, err := config.Load(path)
 	if err != nil {
 		if cfg == nil {
@@ -87,6 +95,17 @@ func LoadFrom(path string, limiter *authcore.HashLimiter, src store.Users) (*Sna
 		// rules, the certificates.
 		return nil, errors.Join(append([]error{err}, checkFiles(cfg)...)...)
 	}
+	print := loadFingerprint(cfg, configBytes)
+	s, err := loadUsersAndBuild(cfg, limiter, src)
+	if s != nil {
+		s.loadPrint = print
+	}
+	return s, err
+}
+
+// loadUsersAndBuild builds a snapshot of cfg, with the users of src, of
+// the store cfg names, or of the users file.
+func loadUsersAndBuild(cfg *config.Config, limiter *authcore.HashLimiter, src store.Users) (*Snapshot, error) {
 	if cfg.Store.Kind == "postgres" {
 		if src == nil {
 			st, err := store.Open(context.Background(), cfg)

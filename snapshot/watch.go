@@ -10,12 +10,15 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+
+	"github.com/pgwarden/pgwarden/config"
 )
 
 // WatchedFiles are the files a snapshot was loaded from: the
 // configuration, the users file, the HBA file and the certificates.
-func (s *Snapshot) WatchedFiles() []string {
-	c := s.Config
+func (s *Snapshot) WatchedFiles() []string { return watchedFiles(s.Config) }
+
+func watchedFiles(c *config.Config) []string {
 	files := []string{c.Path, c.Users.File}
 	if c.HBAFile != "" {
 		files = append(files, c.HBAFile)
@@ -79,11 +82,21 @@ func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Lo
 		}
 	}
 	sync()
-	seen := fingerprint(files)
+	// The files as the snapshot in force read them: a change made after
+	// its load and before the watch began (a deployment that rewrites the
+	// users file as the service starts) would otherwise count as seen,
+	// and a password it revoked keep working until the next change.
+	seen := h.Current().loadPrint
+	if seen == ([32]byte{}) {
+		seen = fingerprint(files)
+	}
 	go func() {
 		defer w.Close()
 		timer := time.NewTimer(time.Hour)
 		timer.Stop()
+		if fingerprint(files) != seen {
+			timer.Reset(debounce)
+		}
 		for {
 			select {
 			case <-ctx.Done():
@@ -124,9 +137,22 @@ func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Lo
 	return nil
 }
 
+// loadFingerprint is the fingerprint of the files cfg names for watching,
+// with the configuration's contents as configBytes (what was parsed).
+func loadFingerprint(cfg *config.Config, configBytes []byte) [32]byte {
+	files := map[string]bool{}
+	for _, f := range watchedFiles(cfg) {
+		files[filepath.Clean(f)] = true
+	}
+	return fingerprintWith(files, map[string][]byte{filepath.Clean(cfg.Path): configBytes})
+}
+
 // fingerprint hashes the names and contents of files (a missing file
 // counts as empty), in a fixed order.
-func fingerprint(files map[string]bool) [32]byte {
+func fingerprint(files map[string]bool) [32]byte { return fingerprintWith(files, nil) }
+
+// fingerprintWith is fingerprint with the contents of some files given.
+func fingerprintWith(files map[string]bool, given map[string][]byte) [32]byte {
 	names := make([]string, 0, len(files))
 	for f := range files {
 		names = append(names, f)
@@ -136,7 +162,10 @@ func fingerprint(files map[string]bool) [32]byte {
 	for _, f := range names {
 		hs.Write([]byte(f))
 		hs.Write([]byte{0})
-		b, _ := os.ReadFile(f)
+		b, ok := given[f]
+		if !ok {
+			b, _ = os.ReadFile(f)
+		}
 		sum := sha256.Sum256(b)
 		hs.Write(sum[:])
 	}
