@@ -315,6 +315,22 @@ method = "scram-sha-256"
 	closeAndWait(g.mustConnect("alice", "alice-Pass-1", "postgres"))
 }
 
+// authQueryLoginRules ask for a cleartext password on the wire for
+// database db_cleartext, SCRAM for the others, and a password over HTTP.
+const authQueryLoginRules = `
+[[hba]]
+database = ["db_cleartext"]
+method = "password"
+
+[[hba]]
+protocol = "pg"
+method = "scram-sha-256"
+
+[[hba]]
+protocol = "http"
+method = "password"
+`
+
 // A reload retires the snapshot logins in flight were judged by, and with
 // it that snapshot's [auth_query] pool: until December 2026 the pool was
 // closed at once, so a login that had not yet run its lookup (or read its
@@ -329,23 +345,8 @@ func TestLoginsThroughAuthQueryDuringReloadsAreNotRefused(t *testing.T) {
 	if err := pg.Exec(`DROP ROLE IF EXISTS aqr_user; CREATE ROLE aqr_user LOGIN PASSWORD 'aqr-Pass-7'`); err != nil {
 		t.Fatal(err)
 	}
-	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`, http: true}, fmt.Sprintf(`
-[auth_query]
-database = "postgres"
-user = "postgres"
-password = %q
-
-[[hba]]
-database = ["db_cleartext"]
-method = "password"
-
-[[hba]]
-protocol = "http"
-method = "password"
-
-[[hba]]
-method = "scram-sha-256"
-`, backendPassword), nil)
+	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`, http: true},
+		fmt.Sprintf("\n[auth_query]\ndatabase = \"postgres\"\nuser = \"postgres\"\npassword = %q\n", backendPassword)+authQueryLoginRules, nil)
 	stop := make(chan struct{})
 	reloads := make(chan int)
 	go func() {
@@ -417,19 +418,7 @@ func TestAnAuthQueryThatCannotRunRefusesAsUnavailable(t *testing.T) {
 	if err := pg.Exec(`DROP ROLE IF EXISTS aqd_user; CREATE ROLE aqd_user LOGIN PASSWORD 'aqd-Pass-3'`); err != nil {
 		t.Fatal(err)
 	}
-	rules := `
-[[hba]]
-database = ["db_cleartext"]
-method = "password"
-
-[[hba]]
-protocol = "pg"
-method = "scram-sha-256"
-
-[[hba]]
-protocol = "http"
-method = "password"
-`
+	rules := authQueryLoginRules
 	broken := "\n[auth_query]\ndatabase = \"postgres\"\nuser = \"pgw_no_such_role\"\n" + rules
 	g := startGatewayWith(t, gwOptions{noSharedPassword: true, backend: `passthrough = true`, http: true,
 		throttle: "failure_delay = \"60s\"\nmax_delay = \"60s\""}, broken, nil)
