@@ -46,7 +46,7 @@ type Snapshot struct {
 	// newer snapshot replaces it.
 	stop context.CancelFunc
 	// loadPrint is the fingerprint of the watched files as LoadFrom read
-	// them (zero for other loads): WatchFiles starts from it, so a file
+	// them (zero for reloads and other loads): WatchFiles starts from it, so a file
 	// changed between the load and the watcher's start is reloaded.
 	loadPrint [32]byte
 }
@@ -76,16 +76,25 @@ func (s *Snapshot) Retire() {
 // Load reads the configuration at path and everything it names. Problems
 // are gathered from every file before failing.
 func Load(path string, limiter *authcore.HashLimiter) (*Snapshot, error) {
-	return LoadFrom(path, limiter, nil)
+	return load(path, limiter, nil, false)
 }
 
-// LoadFrom is Load with the users read from src (an open store), or, when
-// src is nil, from the store the configuration names.
+// LoadFrom is the server's first load: Load with the users read from src
+// (an open store), or, when src is nil, from the store the configuration
+// names, and the fingerprint of the files it read, which the file watch
+// starts from (see loadPrint). Reloads need no fingerprint: the watch
+// takes its own before each.
 func LoadFrom(path string, limiter *authcore.HashLimiter, src store.Users) (*Snapshot, error) {
-	// The watcher compares files with what this load read (see
-	// loadPrint): the configuration as read before it is parsed, the
-	// other files as they are before they are read.
-	configBytes, _ := os.ReadFile(path)
+	return load(path, limiter, src, true)
+}
+
+func load(path string, limiter *authcore.HashLimiter, src store.Users, fingerprint bool) (*Snapshot, error) {
+	// The fingerprint is of the configuration as read before it is
+	// parsed, and of the other files as they are before they are read.
+	var configBytes []byte
+	if fingerprint {
+		configBytes, _ = os.ReadFile(path)
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		if cfg == nil {
@@ -95,7 +104,10 @@ func LoadFrom(path string, limiter *authcore.HashLimiter, src store.Users) (*Sna
 		// rules, the certificates.
 		return nil, errors.Join(append([]error{err}, checkFiles(cfg)...)...)
 	}
-	print := loadFingerprint(cfg, configBytes)
+	var print [32]byte
+	if fingerprint {
+		print = loadFingerprint(cfg, configBytes)
+	}
 	s, err := loadUsersAndBuild(cfg, limiter, src)
 	if s != nil {
 		s.loadPrint = print
@@ -322,7 +334,7 @@ func (h *Holder) Current() *Snapshot { return h.cur.Load() }
 func (h *Holder) Reload() (*Snapshot, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s, err := LoadFrom(h.path, h.limiter, h.Users)
+	s, err := load(h.path, h.limiter, h.Users, false)
 	if err != nil {
 		return nil, err
 	}
