@@ -166,3 +166,32 @@ func TestStoreLookupsAreServedBySourceInTurn(t *testing.T) {
 		t.Fatalf("alice was looked up %d-th of %d (at most %d at once): %v", i+1, len(store.served), store.most, store.served)
 	}
 }
+
+func TestAnEmptyPasswordCostsTheSameForKnownAndUnknownUsers(t *testing.T) {
+	// PostgreSQL refuses an empty password before it looks the user up;
+	// a check that hashed a decoy for unknown names only would tell
+	// them apart by time.
+	b, _ := bcrypt.GenerateFromPassword([]byte("right-password"), 8)
+	us := mustUsers(t, "[[user]]\nname = \"alice\"\npassword = \""+string(b)+"\"\n")
+	a := NewAuthenticator(us, NewHashLimiter(1))
+	ctx := context.Background()
+	var known, unknown []time.Duration
+	for i := 0; i < 7; i++ {
+		for _, c := range []struct {
+			name string
+			into *[]time.Duration
+		}{{"alice", &known}, {fmt.Sprintf("nobody-%d", i), &unknown}} {
+			start := time.Now()
+			_, err := a.CheckPassword(ctx, c.name, "")
+			*c.into = append(*c.into, time.Since(start))
+			if !errors.Is(err, ErrPasswordFailed) || ReasonOf(err) != string(ReasonEmptyPassword) {
+				t.Fatalf("%s with an empty password: %v (%s)", c.name, err, ReasonOf(err))
+			}
+		}
+	}
+	k, u := median(known), median(unknown)
+	t.Logf("median: known %v, unknown %v", k, u)
+	if u > 4*k+time.Millisecond || k > 4*u+time.Millisecond {
+		t.Fatalf("an empty password tells known from unknown users: known %v, unknown %v", k, u)
+	}
+}

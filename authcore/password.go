@@ -116,6 +116,13 @@ func (a *Authenticator) Users() *Users { return a.users }
 // ErrPasswordFailed) whose reason is for the log only; a canceled ctx
 // returns ctx's error.
 func (a *Authenticator) CheckPassword(ctx context.Context, name, password string) (*User, error) {
+	// As PostgreSQL, an empty password is refused before anyone is looked
+	// up: refused after the lookup, it came back at once for a known name
+	// and only after a decoy hash for an unknown one, which told them
+	// apart.
+	if password == "" {
+		return nil, Fail(ReasonEmptyPassword)
+	}
 	if a.users.Lookup(name) == nil && a.external != nil {
 		var valid, ok bool
 		var err error
@@ -126,8 +133,6 @@ func (a *Authenticator) CheckPassword(ctx context.Context, name, password string
 			switch {
 			case err != nil:
 				return nil, &storeDownError{err}
-			case password == "":
-				return nil, Fail(ReasonEmptyPassword)
 			case !valid:
 				return nil, Fail(ReasonWrongPassword)
 			}
@@ -155,9 +160,6 @@ func (a *Authenticator) CheckPassword(ctx context.Context, name, password string
 		// Only an external store can hand over such a hash: the users
 		// file refuses to load one.
 		return decoy(Reason("stored hash unusable: " + err.Error()))
-	}
-	if password == "" {
-		return nil, Fail(ReasonEmptyPassword)
 	}
 	ok, err := a.verify(ctx, u, password)
 	if err != nil {
