@@ -96,6 +96,15 @@ func (a AddrPattern) match(r *Request) bool {
 	}
 }
 
+// MatchesEveryAddress says whether the rule matches TCP clients whatever
+// their address: "all" (TOML or pg_hba.conf), or a /0 prefix of either
+// family.
+func (r *Rule) MatchesEveryAddress() bool {
+	return slices.ContainsFunc(r.Addresses, func(a AddrPattern) bool {
+		return a.kind == addrAny || a.kind == addrAnyIP || (a.kind == addrPrefix && a.prefix.Bits() == 0)
+	})
+}
+
 type nameKind int
 
 const (

@@ -8,10 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,7 +244,7 @@ func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Us
 // (see config.Config.Warnings), and "+role" or "samerole" entries that
 // cannot mean what they mean in PostgreSQL for every name they may meet.
 func (s *Snapshot) Warnings() []string {
-	out := s.Config.Warnings()
+	out := append(s.Config.Warnings(), trustForEveryone(s.Config, s.Rules)...)
 	if s.Config.AuthQuery != nil {
 		return out
 	}
@@ -258,6 +260,54 @@ func (s *Snapshot) Warnings() []string {
 	}
 	for _, r := range s.Rules.UsesRoles() {
 		out = append(out, fmt.Sprintf("rule %d (%s) matches users by role (+role or samerole): pgwarden reads the roles of the users file, and a name the file does not hold (let in by a trust, cert, peer, jwt or oauth rule) holds no role but its own here, even one it is granted in PostgreSQL; with [auth_query] they are read from PostgreSQL at each login", r.Number, r.Source))
+	}
+	return out
+}
+
+// trustForEveryone warns of each trust rule that matches every address
+// where clients from off this machine can reach its protocol: a listener
+// on an address other than loopback, or trusted proxies that name remote
+// clients. Such a rule lets anyone in as any user, with no credential;
+// PostgreSQL's initdb warns of trust for that reason, and a rule written
+// without an address list, which means every address, does it unnoticed.
+func trustForEveryone(cfg *config.Config, rules hba.Rules) []string {
+	var out []string
+	for _, r := range rules {
+		if r.Method != hba.Trust || !r.MatchesEveryAddress() {
+			continue
+		}
+		var reach []string
+		if r.Protocol != hba.ProtoHTTP {
+			reach = append(reach, remoteListeners("server.pg_listen", cfg.Server.PGListen)...)
+		}
+		if r.Protocol != hba.ProtoPG {
+			reach = append(reach, remoteListeners("server.http_listen", cfg.Server.HTTPListen)...)
+		}
+		if len(cfg.Server.TrustedProxies) > 0 && (r.Protocol != hba.ProtoPG || cfg.Server.ProxyProtocol != "off") {
+			reach = append(reach, "the proxies of server.trusted_proxies")
+		}
+		if len(reach) == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("rule %d (%s) is trust for every address, and clients of other machines reach it through %s: any of them logs in as whichever user it names, with no credential; list the addresses that may (address = [...]) or use a method that asks for a credential",
+			r.Number, r.Source, strings.Join(reach, " and ")))
+	}
+	return out
+}
+
+// remoteListeners names the listen addresses of key that clients on other
+// machines can reach: any but loopback addresses and localhost.
+func remoteListeners(key string, addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		if ip, err := netip.ParseAddr(host); (err == nil && ip.Unmap().IsLoopback()) || strings.EqualFold(host, "localhost") {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %q", key, a))
 	}
 	return out
 }

@@ -2,7 +2,12 @@ package snapshot
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/pgwarden/pgwarden/authcore"
 )
 
 // A proxy reached over a link-local IPv6 address is seen with its zone
@@ -19,5 +24,73 @@ func TestATrustedProxyIsKnownWhateverItsZoneOrMapping(t *testing.T) {
 		if s.TrustedProxy(netip.MustParseAddr(a)) {
 			t.Errorf("%s is trusted", a)
 		}
+	}
+}
+
+// A trust rule for every address is warned of where clients of other
+// machines can reach it, and only there: loopback listeners without
+// trusted proxies, a rule with an address list, or the unix socket alone
+// raise nothing.
+func TestTrustForEveryAddressReachableFromElsewhereIsWarnedOf(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.toml")
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hbaFile := filepath.Join(dir, "pg_hba.conf")
+	for _, c := range []struct {
+		name, server, rules, hbaLines string
+		want                          []string
+	}{
+		{"loopback listeners", `pg_listen = ["127.0.0.1:6432", "[::1]:6432"]` + "\nhttp_listen = [\"localhost:8432\"]", "[[hba]]\nmethod = \"trust\"\n", "", nil},
+		{"every interface", `pg_listen = ["0.0.0.0:6432"]` + "\nhttp_listen = [\"127.0.0.1:8432\"]", "[[hba]]\nmethod = \"trust\"\n", "",
+			[]string{`rule 1 (` + filepath.Join(dir, "config.toml") + `:6) is trust for every address, and clients of other machines reach it through server.pg_listen "0.0.0.0:6432": any of them logs in as whichever user it names, with no credential`}},
+		{"HTTP only on every interface, the rule for the wire", `pg_listen = ["127.0.0.1:6432"]` + "\nhttp_listen = [\":8432\"]", "[[hba]]\nprotocol = \"pg\"\nmethod = \"trust\"\n", "", nil},
+		{"an address list", `pg_listen = ["0.0.0.0:6432"]`, "[[hba]]\naddress = [\"10.0.0.0/8\"]\nmethod = \"trust\"\n", "", nil},
+		{"a /0 prefix", `pg_listen = ["[::]:6432"]`, "[[hba]]\naddress = [\"::/0\"]\nmethod = \"trust\"\n", "", []string{"rule 1 ", `server.pg_listen "[::]:6432"`}},
+		{"a password rule", `pg_listen = ["0.0.0.0:6432"]`, "[[hba]]\nmethod = \"scram-sha-256\"\n", "", nil},
+		{"trusted proxies", `pg_listen = ["127.0.0.1:6432"]` + "\nhttp_listen = [\"127.0.0.1:8432\"]\ntrusted_proxies = [\"127.0.0.1/32\"]", "[[hba]]\nprotocol = \"http\"\nmethod = \"trust\"\n", "",
+			[]string{"the proxies of server.trusted_proxies"}},
+		{"pg_hba.conf lines", `pg_listen = ["0.0.0.0:6432"]`, "", "local all all trust\nhost all all 10.1.0.0/16 trust\nhost all all all trust\n",
+			[]string{"rule 3 (" + hbaFile + ":3) is trust for every address"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			top := ""
+			if c.hbaLines != "" {
+				if err := os.WriteFile(hbaFile, []byte(c.hbaLines), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				top = "hba_file = \"" + hbaFile + "\"\n"
+			}
+			cfg := filepath.Join(dir, "config.toml")
+			conf := top + "[server]\n" + c.server + "\n[users]\nfile = \"" + users + "\"\n" + c.rules
+			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Load(cfg, authcore.NewHashLimiter(0))
+			if err != nil {
+				t.Fatalf("%v\n%s", err, conf)
+			}
+			var trust []string
+			for _, w := range s.Warnings() {
+				if strings.Contains(w, "is trust for every address") {
+					trust = append(trust, w)
+				}
+			}
+			if len(c.want) == 0 {
+				if len(trust) != 0 {
+					t.Fatalf("unexpected warning: %q", trust)
+				}
+				return
+			}
+			if len(trust) != 1 {
+				t.Fatalf("want one trust warning, got %q", trust)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(trust[0], w) {
+					t.Fatalf("the warning lacks %q: %s", w, trust[0])
+				}
+			}
+		})
 	}
 }
