@@ -105,6 +105,25 @@ func (r *Rule) MatchesEveryAddress() bool {
 	})
 }
 
+// MatchesRemoteAddresses says whether the rule can match a TCP client of
+// another machine: an address entry other than loopback or the unix socket.
+func (r *Rule) MatchesRemoteAddresses() bool {
+	return slices.ContainsFunc(r.Addresses, func(a AddrPattern) bool {
+		switch a.kind {
+		case addrAny, addrAnyIP:
+			return true
+		case addrPrefix:
+			p := a.prefix
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			loopback := netip.MustParsePrefix("127.0.0.0/8")
+			return !(p.Addr().Is4() && p.Bits() >= 8 && loopback.Contains(p.Addr())) && !(p.Bits() == 128 && p.Addr().IsLoopback())
+		}
+		return false
+	})
+}
+
 type nameKind int
 
 const (

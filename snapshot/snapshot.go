@@ -245,6 +245,7 @@ func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Us
 // cannot mean what they mean in PostgreSQL for every name they may meet.
 func (s *Snapshot) Warnings() []string {
 	out := append(s.Config.Warnings(), trustForEveryone(s.Config, s.Rules)...)
+	out = append(out, credentialsInClear(s.Config, s.Rules)...)
 	if s.Config.AuthQuery != nil {
 		return out
 	}
@@ -291,6 +292,40 @@ func trustForEveryone(cfg *config.Config, rules hba.Rules) []string {
 		}
 		out = append(out, fmt.Sprintf("rule %d (%s) is trust for every address, and clients of other machines reach it through %s: any of them logs in as whichever user it names, with no credential; list the addresses that may (address = [...]) or use a method that asks for a credential",
 			r.Number, r.Source, strings.Join(reach, " and ")))
+	}
+	return out
+}
+
+// credentialsInClear warns of each rule under which clients of other
+// machines hand over a reusable secret on a connection without TLS: a
+// password or a token in a wire PasswordMessage (methods password and
+// jwt; SCRAM proves a password without sending it), and any HTTP
+// credential (Basic sends the password, Bearer the token) while
+// server.http_tls is off. Whoever can read the network path can log in
+// with it. The web console already refuses plain HTTP from other machines
+// for this reason.
+func credentialsInClear(cfg *config.Config, rules hba.Rules) []string {
+	var out []string
+	for _, r := range rules {
+		if r.SSL == hba.SSLOn || !r.MatchesRemoteAddresses() {
+			continue
+		}
+		var via []string
+		if r.Protocol != hba.ProtoHTTP && (r.Method == hba.Password || r.Method == hba.JWT) {
+			if l := remoteListeners("server.pg_listen", cfg.Server.PGListen); len(l) > 0 {
+				via = append(via, fmt.Sprintf("the password message of method %s (through %s)", r.Method, strings.Join(l, ", ")))
+			}
+		}
+		if r.Protocol != hba.ProtoPG && !cfg.Server.HTTPTLS && (r.Method.ProvesPassword() || r.Method == hba.JWT) {
+			if l := remoteListeners("server.http_listen", cfg.Server.HTTPListen); len(l) > 0 {
+				via = append(via, fmt.Sprintf("HTTP Basic passwords and bearer tokens (through %s, server.http_tls off)", strings.Join(l, ", ")))
+			}
+		}
+		if len(via) == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("rule %d (%s) takes credentials in clear text from clients of other machines: %s; anyone who can read the network path can log in with them; serve TLS and require it (ssl = \"on\", hostssl, server.http_tls), or use scram-sha-256 on the wire",
+			r.Number, r.Source, strings.Join(via, " and ")))
 	}
 	return out
 }

@@ -94,3 +94,62 @@ func TestTrustForEveryAddressReachableFromElsewhereIsWarnedOf(t *testing.T) {
 		})
 	}
 }
+
+// A rule under which clients of other machines send a password or a token
+// without TLS is warned of: the wire's password and jwt methods, and any
+// credential over plain HTTP. SCRAM on the wire, TLS required, loopback
+// listeners or loopback-only rules raise nothing.
+func TestCredentialsInClearTextFromElsewhereAreWarnedOf(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.toml")
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, server, rules string
+		want                []string
+	}{
+		{"scram on the wire", `pg_listen = ["0.0.0.0:6432"]` + "\nhttp_listen = []", "[[hba]]\nmethod = \"scram-sha-256\"\n", nil},
+		{"password on the wire", `pg_listen = ["0.0.0.0:6432"]` + "\nhttp_listen = []", "[[hba]]\nmethod = \"password\"\n",
+			[]string{"rule 1 ", `the password message of method password (through server.pg_listen "0.0.0.0:6432")`}},
+		{"jwt on the wire, loopback only", `pg_listen = ["127.0.0.1:6432", "[::1]:6432"]` + "\nhttp_listen = []", "[[hba]]\nmethod = \"jwt\"\n[tokens]\n", nil},
+		{"a loopback rule on every interface", `pg_listen = ["0.0.0.0:6432"]` + "\nhttp_listen = [\"0.0.0.0:8432\"]",
+			"[[hba]]\naddress = [\"127.0.0.1/32\", \"::1/128\", \"::ffff:127.0.0.1/128\", \"local\"]\nmethod = \"password\"\n", nil},
+		{"a remote network", `pg_listen = ["0.0.0.0:6432"]` + "\nhttp_listen = []", "[[hba]]\naddress = [\"127.0.0.1/32\", \"192.0.2.0/24\"]\nmethod = \"password\"\n",
+			[]string{"method password"}},
+		{"Basic over plain HTTP", `pg_listen = ["127.0.0.1:6432"]` + "\nhttp_listen = [\":8432\"]", "[[hba]]\nmethod = \"scram-sha-256\"\n",
+			[]string{`HTTP Basic passwords and bearer tokens (through server.http_listen ":8432", server.http_tls off)`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, "config.toml")
+			conf := "[server]\n" + c.server + "\n[users]\nfile = \"" + users + "\"\n" + c.rules
+			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Load(cfg, authcore.NewHashLimiter(0))
+			if err != nil {
+				t.Fatalf("%v\n%s", err, conf)
+			}
+			var clear []string
+			for _, w := range s.Warnings() {
+				if strings.Contains(w, "takes credentials in clear text") {
+					clear = append(clear, w)
+				}
+			}
+			if len(c.want) == 0 {
+				if len(clear) != 0 {
+					t.Fatalf("unexpected warning: %q", clear)
+				}
+				return
+			}
+			if len(clear) != 1 {
+				t.Fatalf("want one warning, got %q", clear)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(clear[0], w) {
+					t.Fatalf("the warning lacks %q: %s", w, clear[0])
+				}
+			}
+		})
+	}
+}
