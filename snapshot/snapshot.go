@@ -316,7 +316,10 @@ func credentialsInClear(cfg *config.Config, rules hba.Rules) []string {
 				via = append(via, fmt.Sprintf("the password message of method %s (through %s)", r.Method, strings.Join(l, ", ")))
 			}
 		}
-		if r.Protocol != hba.ProtoPG && !cfg.Server.HTTPTLS && (r.Method.ProvesPassword() || r.Method == hba.JWT) {
+		// Behind trusted proxies, a proxy that terminates TLS is taken to
+		// be in front (the usual way to publish HTTP), as the console
+		// takes X-Forwarded-Proto.
+		if r.Protocol != hba.ProtoPG && !cfg.Server.HTTPTLS && len(cfg.Server.TrustedProxies) == 0 && (r.Method.ProvesPassword() || r.Method == hba.JWT) {
 			if l := remoteListeners("server.http_listen", cfg.Server.HTTPListen); len(l) > 0 {
 				via = append(via, fmt.Sprintf("HTTP Basic passwords and bearer tokens (through %s, server.http_tls off)", strings.Join(l, ", ")))
 			}

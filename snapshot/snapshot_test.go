@@ -119,6 +119,7 @@ func TestCredentialsInClearTextFromElsewhereAreWarnedOf(t *testing.T) {
 			[]string{"method password"}},
 		{"Basic over plain HTTP", `pg_listen = ["127.0.0.1:6432"]` + "\nhttp_listen = [\":8432\"]", "[[hba]]\nmethod = \"scram-sha-256\"\n",
 			[]string{`HTTP Basic passwords and bearer tokens (through server.http_listen ":8432", server.http_tls off)`}},
+		{"Basic behind a TLS-terminating proxy", `pg_listen = ["127.0.0.1:6432"]` + "\nhttp_listen = [\":8432\"]\ntrusted_proxies = [\"10.0.0.5/32\"]", "[[hba]]\nmethod = \"scram-sha-256\"\n", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := filepath.Join(dir, "config.toml")
