@@ -62,35 +62,8 @@ func TestTrustForEveryAddressReachableFromElsewhereIsWarnedOf(t *testing.T) {
 				}
 				top = "hba_file = \"" + hbaFile + "\"\n"
 			}
-			cfg := filepath.Join(dir, "config.toml")
 			conf := top + "[server]\n" + c.server + "\n[users]\nfile = \"" + users + "\"\n" + c.rules
-			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			s, err := Load(cfg, authcore.NewHashLimiter(0))
-			if err != nil {
-				t.Fatalf("%v\n%s", err, conf)
-			}
-			var trust []string
-			for _, w := range s.Warnings() {
-				if strings.Contains(w, "is trust for every address") {
-					trust = append(trust, w)
-				}
-			}
-			if len(c.want) == 0 {
-				if len(trust) != 0 {
-					t.Fatalf("unexpected warning: %q", trust)
-				}
-				return
-			}
-			if len(trust) != 1 {
-				t.Fatalf("want one trust warning, got %q", trust)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(trust[0], w) {
-					t.Fatalf("the warning lacks %q: %s", w, trust[0])
-				}
-			}
+			checkWarning(t, filepath.Join(dir, "config.toml"), conf, "is trust for every address", c.want)
 		})
 	}
 }
@@ -122,35 +95,42 @@ func TestCredentialsInClearTextFromElsewhereAreWarnedOf(t *testing.T) {
 		{"Basic behind a TLS-terminating proxy", `pg_listen = ["127.0.0.1:6432"]` + "\nhttp_listen = [\":8432\"]\ntrusted_proxies = [\"10.0.0.5/32\"]", "[[hba]]\nmethod = \"scram-sha-256\"\n", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := filepath.Join(dir, "config.toml")
 			conf := "[server]\n" + c.server + "\n[users]\nfile = \"" + users + "\"\n" + c.rules
-			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			s, err := Load(cfg, authcore.NewHashLimiter(0))
-			if err != nil {
-				t.Fatalf("%v\n%s", err, conf)
-			}
-			var clear []string
-			for _, w := range s.Warnings() {
-				if strings.Contains(w, "takes credentials in clear text") {
-					clear = append(clear, w)
-				}
-			}
-			if len(c.want) == 0 {
-				if len(clear) != 0 {
-					t.Fatalf("unexpected warning: %q", clear)
-				}
-				return
-			}
-			if len(clear) != 1 {
-				t.Fatalf("want one warning, got %q", clear)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(clear[0], w) {
-					t.Fatalf("the warning lacks %q: %s", w, clear[0])
-				}
-			}
+			checkWarning(t, filepath.Join(dir, "config.toml"), conf, "takes credentials in clear text", c.want)
 		})
+	}
+}
+
+// checkWarning loads conf, written to cfg, and checks its warnings that
+// contain marker: none when want is empty, else exactly one, holding every
+// string of want.
+func checkWarning(t *testing.T, cfg, conf, marker string, want []string) {
+	t.Helper()
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(cfg, authcore.NewHashLimiter(0))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, conf)
+	}
+	var found []string
+	for _, w := range s.Warnings() {
+		if strings.Contains(w, marker) {
+			found = append(found, w)
+		}
+	}
+	if len(want) == 0 {
+		if len(found) != 0 {
+			t.Fatalf("unexpected warning: %q", found)
+		}
+		return
+	}
+	if len(found) != 1 {
+		t.Fatalf("want one warning with %q, got %q", marker, found)
+	}
+	for _, w := range want {
+		if !strings.Contains(found[0], w) {
+			t.Fatalf("the warning lacks %q: %s", w, found[0])
+		}
 	}
 }
