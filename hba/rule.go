@@ -105,6 +105,9 @@ func (r *Rule) MatchesEveryAddress() bool {
 	})
 }
 
+// loopbackV4 is IPv4's loopback network.
+var loopbackV4 = netip.MustParsePrefix("127.0.0.0/8")
+
 // MatchesRemoteAddresses says whether the rule can match a TCP client of
 // another machine: an address entry other than loopback or the unix socket.
 func (r *Rule) MatchesRemoteAddresses() bool {
@@ -117,8 +120,7 @@ func (r *Rule) MatchesRemoteAddresses() bool {
 			if p.Addr().Is4In6() && p.Bits() >= 96 {
 				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 			}
-			loopback := netip.MustParsePrefix("127.0.0.0/8")
-			return !(p.Addr().Is4() && p.Bits() >= 8 && loopback.Contains(p.Addr())) && !(p.Bits() == 128 && p.Addr().IsLoopback())
+			return !(p.Addr().Is4() && p.Bits() >= 8 && loopbackV4.Contains(p.Addr())) && !(p.Bits() == 128 && p.Addr().IsLoopback())
 		}
 		return false
 	})

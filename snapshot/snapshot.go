@@ -241,8 +241,11 @@ func build(cfg *config.Config, limiter *authcore.HashLimiter, users *authcore.Us
 }
 
 // Warnings is what loads but should not stay so: the configuration's own
-// (see config.Config.Warnings), and "+role" or "samerole" entries that
-// cannot mean what they mean in PostgreSQL for every name they may meet.
+// (see config.Config.Warnings), rules that let clients of other machines
+// in without a credential or take their credentials in clear text (see
+// trustForEveryone, credentialsInClear), and "+role" or "samerole" entries
+// that cannot mean what they mean in PostgreSQL for every name they may
+// meet.
 func (s *Snapshot) Warnings() []string {
 	out := append(s.Config.Warnings(), trustForEveryone(s.Config, s.Rules)...)
 	out = append(out, credentialsInClear(s.Config, s.Rules)...)
