@@ -201,8 +201,10 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 		r.SSL = SSLOn
 	case "hostnossl":
 		r.SSL = SSLOff
-	case "hostgssenc", "hostnogssenc":
-		return nil, fmt.Errorf("connection type %q needs GSSAPI, which pgwarden does not offer", kind.text)
+	case "hostnogssenc":
+		// Every TCP connection: pgwarden never encrypts with GSSAPI.
+	case "hostgssenc":
+		r.SSL = SSLGSSEnc
 	default:
 		return nil, fmt.Errorf("invalid connection type %q", kind.text)
 	}
@@ -323,7 +325,7 @@ func parseLine(fields [][]token, env Env) (*Rule, error) {
 	// integration/testdata, expect that), and pgwarden does as PgBouncer:
 	// a plain connection it matches is refused for want of a certificate.
 	switch {
-	case r.Method == Cert && (kind.text == "local" || kind.text == "hostnossl"):
+	case r.Method == Cert && kind.text != "hostssl" && kind.text != "host":
 		return nil, fmt.Errorf("cert authentication is only supported on hostssl connections")
 	case r.ClientCert != "" && kind.text != "hostssl":
 		return nil, fmt.Errorf("clientcert can only be configured for \"hostssl\" rows")

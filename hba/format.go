@@ -16,6 +16,8 @@ func (rule *Rule) PgHBALine() string {
 		kind = "hostssl"
 	case rule.SSL == SSLOff:
 		kind = "hostnossl"
+	case rule.SSL == SSLGSSEnc:
+		kind = "hostgssenc"
 	}
 	fields := []string{kind, joinField(rule.Databases), joinField(rule.Users)}
 	if kind != "local" {

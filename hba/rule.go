@@ -33,6 +33,11 @@ const (
 	SSLAny SSLMode = "any"
 	SSLOn  SSLMode = "on"
 	SSLOff SSLMode = "off"
+	// SSLGSSEnc is pg_hba.conf's hostgssenc: GSSAPI-encrypted connections
+	// only, which pgwarden never has (it answers GSSENCRequest 'N'), so
+	// such a rule matches nothing, as in a PostgreSQL whose clients never
+	// encrypt with GSSAPI.
+	SSLGSSEnc SSLMode = "gssenc"
 )
 
 // Rule is one normalized HBA rule.
@@ -249,6 +254,7 @@ const (
 	badAddress
 	badSSLOn
 	badSSLOff
+	badGSSEnc
 	badDatabase
 	badUser
 )
@@ -267,6 +273,8 @@ func (rule *Rule) mismatch(r *Request) field {
 		return badSSLOn
 	case rule.SSL == SSLOff && r.SSL:
 		return badSSLOff
+	case rule.SSL == SSLGSSEnc:
+		return badGSSEnc
 	}
 	dbOK := false
 	for _, p := range rule.Databases {
@@ -297,6 +305,8 @@ func (rule *Rule) why(r *Request) string {
 		return "connection is not SSL, rule requires ssl on"
 	case badSSLOff:
 		return "connection is SSL, rule requires ssl off"
+	case badGSSEnc:
+		return "connection is not GSSAPI-encrypted (pgwarden offers no GSSAPI encryption), rule is hostgssenc"
 	case badDatabase:
 		if r.Replication {
 			return fmt.Sprintf("replication connection, database list %s lacks replication", joinPatterns(rule.Databases))
