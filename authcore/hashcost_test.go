@@ -89,27 +89,36 @@ func median(d []time.Duration) time.Duration {
 	return d[len(d)/2]
 }
 
+// knownAndUnknownMedians times rounds password checks of known and as
+// many of names nobody has, alternating, and returns the median of each;
+// check judges every answer.
+func knownAndUnknownMedians(a *Authenticator, known, password string, rounds int, check func(name string, err error)) (k, u time.Duration) {
+	var knownTimes, unknownTimes []time.Duration
+	for i := 0; i < rounds; i++ {
+		for _, c := range []struct {
+			name string
+			into *[]time.Duration
+		}{{known, &knownTimes}, {fmt.Sprintf("nobody-%d", i), &unknownTimes}} {
+			start := time.Now()
+			_, err := a.CheckPassword(context.Background(), c.name, password)
+			*c.into = append(*c.into, time.Since(start))
+			check(c.name, err)
+		}
+	}
+	return median(knownTimes), median(unknownTimes)
+}
+
 func TestUnknownUsersCostWhatTheUsersHashesCost(t *testing.T) {
 	// Every user has a bcrypt hash at cost 8: an unknown name must cost
 	// about that much too, not a cheap SCRAM check.
 	b, _ := bcrypt.GenerateFromPassword([]byte("right-password"), 8)
 	us := mustUsers(t, "[[user]]\nname = \"alice\"\npassword = \""+string(b)+"\"\n[[user]]\nname = \"bob\"\npassword = \""+string(b)+"\"\n")
 	a := NewAuthenticator(us, NewHashLimiter(1))
-	ctx := context.Background()
-	var known, unknown []time.Duration
-	for i := 0; i < 5; i++ {
-		for _, c := range []struct {
-			name string
-			into *[]time.Duration
-		}{{"alice", &known}, {"nobody-" + string(rune('a'+i)), &unknown}} {
-			start := time.Now()
-			if _, err := a.CheckPassword(ctx, c.name, "wrong-password"); !errors.Is(err, ErrPasswordFailed) {
-				t.Fatal(err)
-			}
-			*c.into = append(*c.into, time.Since(start))
+	k, u := knownAndUnknownMedians(a, "alice", "wrong-password", 5, func(name string, err error) {
+		if !errors.Is(err, ErrPasswordFailed) {
+			t.Fatal(err)
 		}
-	}
-	k, u := median(known), median(unknown)
+	})
 	if u < k/2 || u > k*2 {
 		t.Fatalf("median wrong-password time: known bcrypt user %v, unknown user %v", k, u)
 	}
@@ -174,22 +183,11 @@ func TestAnEmptyPasswordCostsTheSameForKnownAndUnknownUsers(t *testing.T) {
 	b, _ := bcrypt.GenerateFromPassword([]byte("right-password"), 8)
 	us := mustUsers(t, "[[user]]\nname = \"alice\"\npassword = \""+string(b)+"\"\n")
 	a := NewAuthenticator(us, NewHashLimiter(1))
-	ctx := context.Background()
-	var known, unknown []time.Duration
-	for i := 0; i < 7; i++ {
-		for _, c := range []struct {
-			name string
-			into *[]time.Duration
-		}{{"alice", &known}, {fmt.Sprintf("nobody-%d", i), &unknown}} {
-			start := time.Now()
-			_, err := a.CheckPassword(ctx, c.name, "")
-			*c.into = append(*c.into, time.Since(start))
-			if !errors.Is(err, ErrPasswordFailed) || ReasonOf(err) != string(ReasonEmptyPassword) {
-				t.Fatalf("%s with an empty password: %v (%s)", c.name, err, ReasonOf(err))
-			}
+	k, u := knownAndUnknownMedians(a, "alice", "", 7, func(name string, err error) {
+		if !errors.Is(err, ErrPasswordFailed) || ReasonOf(err) != string(ReasonEmptyPassword) {
+			t.Fatalf("%s with an empty password: %v (%s)", name, err, ReasonOf(err))
 		}
-	}
-	k, u := median(known), median(unknown)
+	})
 	t.Logf("median: known %v, unknown %v", k, u)
 	if u > 4*k+time.Millisecond || k > 4*u+time.Millisecond {
 		t.Fatalf("an empty password tells known from unknown users: known %v, unknown %v", k, u)

@@ -341,15 +341,24 @@ func Default() *Config {
 // rules, the certificates) and report them in the same run; it must not be
 // served.
 func Load(path string) (*Config, error) {
+	cfg, _, err := LoadData(path)
+	return cfg, err
+}
+
+// LoadData is Load that also returns the bytes it parsed (nil when the
+// file could not be read): the file watch starts from what the first load
+// read, not from a second look at the file.
+func LoadData(path string) (*Config, []byte, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	data, err := os.ReadFile(abs)
 	if err != nil {
-		return nil, readError(path, abs, err)
+		return nil, nil, readError(path, abs, err)
 	}
-	return Parse(abs, data)
+	cfg, err := Parse(abs, data)
+	return cfg, data, err
 }
 
 // readError explains a configuration file that cannot be read, and what

@@ -91,13 +91,9 @@ func LoadFrom(path string, limiter *authcore.HashLimiter, src store.Users) (*Sna
 }
 
 func load(path string, limiter *authcore.HashLimiter, src store.Users, fingerprint bool) (*Snapshot, error) {
-	// The fingerprint is of the configuration as read before it is
-	// parsed, and of the other files as they are before they are read.
-	var configBytes []byte
-	if fingerprint {
-		configBytes, _ = os.ReadFile(path)
-	}
-	cfg, err := config.Load(path)
+	// The fingerprint is of the configuration as it was parsed, and of
+	// the other files as they are before they are read.
+	cfg, configBytes, err := config.LoadData(path)
 	if err != nil {
 		if cfg == nil {
 			return nil, err

@@ -86,15 +86,16 @@ func WatchFiles(ctx context.Context, h *Holder, reload func() error, log *zap.Lo
 	// its load and before the watch began (a deployment that rewrites the
 	// users file as the service starts) would otherwise count as seen,
 	// and a password it revoked keep working until the next change.
+	current := fingerprint(files)
 	seen := h.Current().loadPrint
 	if seen == ([32]byte{}) {
-		seen = fingerprint(files)
+		seen = current
 	}
 	go func() {
 		defer w.Close()
 		timer := time.NewTimer(time.Hour)
 		timer.Stop()
-		if fingerprint(files) != seen {
+		if current != seen {
 			timer.Reset(debounce)
 		}
 		for {
