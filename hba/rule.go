@@ -103,9 +103,9 @@ func (a AddrPattern) match(r *Request) bool {
 
 // MatchesEveryAddress says whether the rule matches TCP clients whatever
 // their address: "all" (TOML or pg_hba.conf), or a /0 prefix of either
-// family.
+// family. A hostgssenc rule matches no client at all.
 func (r *Rule) MatchesEveryAddress() bool {
-	return slices.ContainsFunc(r.Addresses, func(a AddrPattern) bool {
+	return r.SSL != SSLGSSEnc && slices.ContainsFunc(r.Addresses, func(a AddrPattern) bool {
 		return a.kind == addrAny || a.kind == addrAnyIP || (a.kind == addrPrefix && a.prefix.Bits() == 0)
 	})
 }
@@ -114,9 +114,10 @@ func (r *Rule) MatchesEveryAddress() bool {
 var loopbackV4 = netip.MustParsePrefix("127.0.0.0/8")
 
 // MatchesRemoteAddresses says whether the rule can match a TCP client of
-// another machine: an address entry other than loopback or the unix socket.
+// another machine: an address entry other than loopback or the unix
+// socket, on a rule other than hostgssenc, which matches no client.
 func (r *Rule) MatchesRemoteAddresses() bool {
-	return slices.ContainsFunc(r.Addresses, func(a AddrPattern) bool {
+	return r.SSL != SSLGSSEnc && slices.ContainsFunc(r.Addresses, func(a AddrPattern) bool {
 		switch a.kind {
 		case addrAny, addrAnyIP:
 			return true

@@ -273,7 +273,7 @@ func (s *Snapshot) Warnings() []string {
 func trustForEveryone(cfg *config.Config, rules hba.Rules) []string {
 	var out []string
 	for _, r := range rules {
-		if r.Method != hba.Trust || !r.MatchesEveryAddress() || r.SSL == hba.SSLGSSEnc {
+		if r.Method != hba.Trust || !r.MatchesEveryAddress() {
 			continue
 		}
 		var reach []string
@@ -306,7 +306,7 @@ func trustForEveryone(cfg *config.Config, rules hba.Rules) []string {
 func credentialsInClear(cfg *config.Config, rules hba.Rules) []string {
 	var out []string
 	for _, r := range rules {
-		if r.SSL == hba.SSLOn || r.SSL == hba.SSLGSSEnc || !r.MatchesRemoteAddresses() {
+		if r.SSL == hba.SSLOn || !r.MatchesRemoteAddresses() {
 			continue
 		}
 		var via []string

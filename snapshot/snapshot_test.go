@@ -53,6 +53,7 @@ func TestTrustForEveryAddressReachableFromElsewhereIsWarnedOf(t *testing.T) {
 			[]string{"the proxies of server.trusted_proxies"}},
 		{"pg_hba.conf lines", `pg_listen = ["0.0.0.0:6432"]`, "", "local all all trust\nhost all all 10.1.0.0/16 trust\nhost all all all trust\n",
 			[]string{"rule 3 (" + hbaFile + ":3) is trust for every address"}},
+		{"a hostgssenc line, which matches no one", `pg_listen = ["0.0.0.0:6432"]`, "", "hostgssenc all all all trust\nhostgssenc all all all password\nhost all all 127.0.0.1/32 scram-sha-256\n", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			top := ""
