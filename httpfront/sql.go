@@ -68,7 +68,6 @@ func (r rowsJSON) MarshalJSON() ([]byte, error) { return r, nil }
 type sqlError struct {
 	status    int
 	code, msg string
-	statement *int
 }
 
 func (e *sqlError) Error() string { return e.msg }
@@ -378,8 +377,6 @@ func (e *statementError) Error() string { return e.err.Error() }
 func (e *statementError) Unwrap() error { return e.err }
 
 func withStatement(err error, i int) error { return &statementError{err: err, index: i} }
-
-var errTooManyRows = errors.New("too many rows")
 
 var errEmptyStatement = &sqlError{status: http.StatusBadRequest, code: codeSyntaxError, msg: "empty statement"}
 

@@ -202,7 +202,7 @@ func TestSQLOverHTTPStatementShapesAndValues(t *testing.T) {
 		t.Fatalf("failing transaction: %d %v", status, out)
 	}
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT count(*) FROM http_t"}`, auth)
-	if jsonText(t, out["rows"]) != `[[2]]` {
+	if status != 200 || jsonText(t, out["rows"]) != `[[2]]` {
 		t.Fatalf("the failed transaction was not rolled back: %v", out)
 	}
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"transaction":[{"stmt":"INSERT INTO http_t VALUES (3, 'c')"},{"stmt":"SELECT name FROM http_t WHERE id = $1","args":[3]}]}`, auth)

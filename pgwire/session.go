@@ -205,9 +205,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 				pool.Discard(s)
 				return c.backendFailure(t, err)
 			}
-			if bm, ok := m.(pgproto3.BackendMessage); ok {
-				c.cc.send(bm)
-			}
+			c.cc.send(m)
 		}
 	}
 	c.srv.metrics.BackendAcquire("pg", time.Since(acquireStart))
