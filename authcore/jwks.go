@@ -2,14 +2,20 @@ package authcore
 
 import (
 	"context"
+	"crypto"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	neturl "net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -191,4 +197,65 @@ func (j *JWKS) Refetching() bool {
 		}
 	}
 	return false
+}
+
+// signingKey is the key of set kf that may verify tok. keyfunc's own
+// Keyfunc takes a key of any use: one its identity provider marked for
+// encryption ("use": "enc", or "key_ops" without "verify"), and, for a
+// token without "kid", every key of the set whatever algorithm its JWK
+// names. A key is for what its JWK says (RFC 7517 sections 4.2 to 4.4,
+// RFC 8725 section 3.1), so here a token is checked only against keys
+// meant for verifying signatures of its own algorithm. The key is read
+// from kf's storage as keyfunc reads it, so an unknown kid still makes
+// the set be fetched again (within its rate limit).
+func signingKey(ctx context.Context, kf keyfunc.Keyfunc, tok *jwt.Token) (any, error) {
+	alg := tok.Method.Alg()
+	usable := func(j jwkset.JWK) error {
+		m := j.Marshal()
+		if m.USE == jwkset.UseEnc {
+			return errors.New(`its JWK is for encryption ("use": "enc"), not signatures`)
+		}
+		if len(m.KEYOPS) > 0 && !slices.Contains(m.KEYOPS, jwkset.KeyOpsVerify) {
+			return errors.New(`its JWK's "key_ops" do not include "verify"`)
+		}
+		if m.ALG != "" && m.ALG.String() != alg {
+			return fmt.Errorf("its JWK is for %s, the token is %s", m.ALG, alg)
+		}
+		return nil
+	}
+	public := func(j jwkset.JWK) any {
+		k := j.Key()
+		if pk, ok := k.(interface{ Public() crypto.PublicKey }); ok {
+			return pk.Public()
+		}
+		return k
+	}
+	if v, ok := tok.Header["kid"]; ok {
+		kid, ok := v.(string)
+		if !ok {
+			return nil, errors.New(`"kid" is not a string`)
+		}
+		j, err := kf.Storage().KeyRead(ctx, kid)
+		if err != nil {
+			return nil, fmt.Errorf("no key %q in the issuer's key set: %w", kid, err)
+		}
+		if err := usable(j); err != nil {
+			return nil, fmt.Errorf("key %q: %w", kid, err)
+		}
+		return public(j), nil
+	}
+	all, err := kf.Storage().KeyReadAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the issuer's key set: %w", err)
+	}
+	var set jwt.VerificationKeySet
+	for _, j := range all {
+		if usable(j) == nil {
+			set.Keys = append(set.Keys, public(j))
+		}
+	}
+	if len(set.Keys) == 0 {
+		return nil, fmt.Errorf("no key of the issuer's set verifies %s signatures", alg)
+	}
+	return set, nil
 }

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -162,5 +163,94 @@ func TestARememberedTokenIsCheckedAgainstNewKeys(t *testing.T) {
 	}
 	if _, err := toks.Verify(ctx, raw); err == nil {
 		t.Fatal("a token of a removed key still verifies (remembered)")
+	}
+}
+
+// A key verifies tokens only as its JWK allows: never a key the identity
+// provider marked for encryption ("use": "enc", or "key_ops" without
+// "verify"), and never a token of another algorithm than the JWK names,
+// with a kid or without one (then every key of the set is tried). Before,
+// keyfunc took any key of the set, and for a token without kid ignored the
+// JWK's "alg".
+func TestOnlyKeysMeantForSignaturesOfTheTokensAlgorithmVerifyIt(t *testing.T) {
+	keys := map[string]*rsa.PrivateKey{}
+	var jwks []string
+	for _, k := range []struct{ kid, extra string }{
+		{"sig", `"use":"sig","alg":"RS256"`},
+		{"enc", `"use":"enc"`},
+		{"ops", `"key_ops":["encrypt"]`},
+		{"verify", `"key_ops":["verify"]`},
+		{"plain", ``},
+		{"ps", `"alg":"PS256"`},
+	} {
+		priv, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[k.kid] = priv
+		extra := k.extra
+		if extra != "" {
+			extra += ","
+		}
+		jwks = append(jwks, fmt.Sprintf(`{"kty":"RSA","kid":%q,%s"n":%q,"e":%q}`, k.kid, extra,
+			base64.RawURLEncoding.EncodeToString(priv.N.Bytes()), base64.RawURLEncoding.EncodeToString(big.NewInt(int64(priv.E)).Bytes())))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"keys":[%s]}`, strings.Join(jwks, ","))
+	}))
+	defer srv.Close()
+	iss := "https://idp.test/"
+	cfg := config.Default()
+	cfg.JWTIssuers = []config.JWTIssuer{{Issuer: iss, JWKSURL: srv.URL, Audience: "pgwarden", UsernameClaim: "username",
+		Algorithms: []string{"RS256", "PS256"}, Refresh: config.Duration{Duration: time.Hour}}}
+	users, err := NewUsers([]*User{{Name: "alice", JWT: &UserJWT{Iss: iss, Username: "alice@corp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := NewJWKS(srv.Client())
+	defer j.Keep(config.Default())
+	toks, err := NewTokens(cfg, users, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		signer, kid string // kid "" sends none
+		method      jwt.SigningMethod
+		ok          bool
+	}{
+		{"sig", "sig", jwt.SigningMethodRS256, true},
+		{"plain", "plain", jwt.SigningMethodRS256, true},
+		{"plain", "plain", jwt.SigningMethodPS256, true},
+		{"verify", "verify", jwt.SigningMethodRS256, true},
+		{"ps", "ps", jwt.SigningMethodPS256, true},
+		{"enc", "enc", jwt.SigningMethodRS256, false},
+		{"ops", "ops", jwt.SigningMethodRS256, false},
+		{"ps", "ps", jwt.SigningMethodRS256, false},
+		{"sig", "sig", jwt.SigningMethodPS256, false},
+		{"sig", "", jwt.SigningMethodRS256, true},
+		{"plain", "", jwt.SigningMethodRS256, true},
+		{"ps", "", jwt.SigningMethodPS256, true},
+		{"enc", "", jwt.SigningMethodRS256, false},
+		{"ops", "", jwt.SigningMethodRS256, false},
+		{"ps", "", jwt.SigningMethodRS256, false},
+		{"sig", "", jwt.SigningMethodPS256, false},
+	} {
+		tok := jwt.NewWithClaims(c.method, jwt.MapClaims{"iss": iss, "aud": "pgwarden", "username": "alice@corp",
+			"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()})
+		if c.kid != "" {
+			tok.Header["kid"] = c.kid
+		}
+		raw, err := tok.SignedString(keys[c.signer])
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := toks.Verify(context.Background(), raw)
+		if c.ok && (err != nil || u.Name != "alice") {
+			t.Errorf("key %s, kid %q, %s: refused: %v", c.signer, c.kid, c.method.Alg(), err)
+		}
+		if !c.ok && err == nil {
+			t.Errorf("key %s, kid %q, %s: verified", c.signer, c.kid, c.method.Alg())
+		}
 	}
 }

@@ -212,8 +212,7 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 		}
 		ext = ex
 		keys = ex.set.kf.Load()
-		// keyfunc picks the key by kid and refuses a JWK whose alg differs.
-		return (*keys).KeyfuncCtx(ctx)(tok)
+		return signingKey(ctx, *keys, tok)
 	})
 	if err != nil {
 		return nil, badToken(err.Error())
