@@ -126,19 +126,7 @@ func TestARememberedTokenIsCheckedAgainstNewKeys(t *testing.T) {
 	}))
 	defer srv.Close()
 	iss := "https://idp.test/"
-	cfg := config.Default()
-	cfg.JWTIssuers = []config.JWTIssuer{{Issuer: iss, JWKSURL: srv.URL, Audience: "pgwarden", UsernameClaim: "username",
-		Algorithms: []string{"RS256"}, Refresh: config.Duration{Duration: time.Hour}}}
-	users, err := NewUsers([]*User{{Name: "alice", JWT: &UserJWT{Iss: iss, Username: "alice@corp"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := NewJWKS(srv.Client())
-	defer j.Keep(config.Default())
-	toks, err := NewTokens(cfg, users, j)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, users, j, toks := aliceOfIssuer(t, iss, srv, "RS256")
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": iss, "aud": "pgwarden", "username": "alice@corp",
 		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()})
 	tok.Header["kid"] = "k1"
@@ -201,19 +189,7 @@ func TestOnlyKeysMeantForSignaturesOfTheTokensAlgorithmVerifyIt(t *testing.T) {
 	}))
 	defer srv.Close()
 	iss := "https://idp.test/"
-	cfg := config.Default()
-	cfg.JWTIssuers = []config.JWTIssuer{{Issuer: iss, JWKSURL: srv.URL, Audience: "pgwarden", UsernameClaim: "username",
-		Algorithms: []string{"RS256", "PS256"}, Refresh: config.Duration{Duration: time.Hour}}}
-	users, err := NewUsers([]*User{{Name: "alice", JWT: &UserJWT{Iss: iss, Username: "alice@corp"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := NewJWKS(srv.Client())
-	defer j.Keep(config.Default())
-	toks, err := NewTokens(cfg, users, j)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, _, toks := aliceOfIssuer(t, iss, srv, "RS256", "PS256")
 	for _, c := range []struct {
 		signer, kid string // kid "" sends none
 		method      jwt.SigningMethod
@@ -253,4 +229,26 @@ func TestOnlyKeysMeantForSignaturesOfTheTokensAlgorithmVerifyIt(t *testing.T) {
 			t.Errorf("key %s, kid %q, %s: verified", c.signer, c.kid, c.method.Alg())
 		}
 	}
+}
+
+// aliceOfIssuer configures issuer iss with the key set srv serves and the
+// algorithms algs, and alice as its user alice@corp (claim "username"): it
+// returns the configuration, the users, the kept key sets (let go when
+// the test ends) and the tokens of that load.
+func aliceOfIssuer(t *testing.T, iss string, srv *httptest.Server, algs ...string) (*config.Config, *Users, *JWKS, *Tokens) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.JWTIssuers = []config.JWTIssuer{{Issuer: iss, JWKSURL: srv.URL, Audience: "pgwarden", UsernameClaim: "username",
+		Algorithms: algs, Refresh: config.Duration{Duration: time.Hour}}}
+	users, err := NewUsers([]*User{{Name: "alice", JWT: &UserJWT{Iss: iss, Username: "alice@corp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := NewJWKS(srv.Client())
+	t.Cleanup(func() { j.Keep(config.Default()) })
+	toks, err := NewTokens(cfg, users, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, users, j, toks
 }
