@@ -347,6 +347,39 @@ func TestASecondSSLRequestInsideTLSIsRefused(t *testing.T) {
 	}
 }
 
+// A GSSENCRequest inside TLS (after an SSLRequest, or on direct TLS) is
+// refused as PostgreSQL refuses it: GSSAPI encryption cannot start inside
+// TLS. Before December 2026 it was answered 'N' and the connection waited
+// for a StartupMessage until auth_timeout.
+func TestAGSSENCRequestInsideTLSIsRefused(t *testing.T) {
+	g, p := startTLSGateway(t, "[[hba]]\nmethod = \"trust\"\n", nil)
+	refused := func(how string, conn *tls.Conn) {
+		t.Helper()
+		defer conn.Close()
+		conn.Write(requestBytes(80877104))
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		n, _ := conn.Read(buf)
+		if n == 0 || buf[0] != 'E' || !containsBytes(buf[:n], "08P01") || !containsBytes(buf[:n], "GSSAPI encryption requested inside an SSL connection") {
+			t.Fatalf("%s: GSSENCRequest answered %q", how, buf[:n])
+		}
+	}
+	refused("after SSLRequest", tlsDialPG(t, g, p, ""))
+	cfg := p.clientTLS(t, "")
+	cfg.NextProtos = []string{"postgresql"}
+	direct, err := tls.Dial("tcp", g.addr(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("direct TLS", direct)
+	// Before TLS, or after an SSLRequest answered 'N', it is answered 'N'.
+	r := dialRaw(t, g.addr())
+	r.write(requestBytes(80877104))
+	if b := r.readByte(); b != 'N' {
+		t.Fatalf("GSSENCRequest answered %q", b)
+	}
+}
+
 func TestDirectTLSWithALPN(t *testing.T) {
 	g, p := startTLSGateway(t, `
 [[hba]]

@@ -405,6 +405,13 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 			if gssDone {
 				return nil, ProtocolViolation("GSSAPI encryption negotiation was already done")
 			}
+			if sslDone && c.stream != c.raw {
+				// GSSAPI encryption cannot start inside TLS, and
+				// PostgreSQL takes both negotiations as done once TLS
+				// runs (before December 2026 this was answered 'N', and
+				// the login waited for a StartupMessage).
+				return nil, ProtocolViolation("GSSAPI encryption requested inside an SSL connection")
+			}
 			gssDone = true
 			if _, err := c.stream.Write([]byte{'N'}); err != nil {
 				return nil, err
