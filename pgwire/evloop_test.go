@@ -448,12 +448,22 @@ func TestEventLoopHoldsItsWaitForOneSessionYetYieldsToTheRuntime(t *testing.T) {
 	}
 	// Held waits take the loop out of Go's poller, which would otherwise
 	// wake a thread of its own at every event.
-	// Other packages' tests running beside this one can leave goroutines
-	// waiting for a P for a moment, and then the loop rightly waits in
-	// Go's poller: look again for a while before calling it wrong.
+	// The look must come while the loop holds its waits: right after a
+	// round trip, since a quiet held wait ends after heldWaitMillis and
+	// the loop parks in the poller again (registered, rightly). Other
+	// packages' tests running beside this one can leave goroutines
+	// waiting for a P for a moment, or keep this one from running for
+	// longer than that, and then the loop rightly waits in Go's poller:
+	// look again, each time after a round trip, before calling it wrong.
+	// (Until December 2026 the looks came 20 ms apart with no traffic
+	// between, so only the first could find a held wait, and a CI run
+	// on a loaded machine failed.)
 	lp := x.es.lp
 	registered := make(chan bool, 1)
 	for deadline := time.Now().Add(3 * time.Second); ; {
+		if err := x.roundTrip(t, "SELECT 1", 1, 10); err != nil {
+			t.Fatal(err)
+		}
 		lp.do(func() { registered <- lp.poller.f != nil })
 		if !<-registered {
 			break
