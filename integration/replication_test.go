@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,6 +48,14 @@ method = "scram-sha-256"
 	tool := func(ctx context.Context, name string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, filepath.Join(own.bindir, name), args...)
 		cmd.Env = append(os.Environ(), "PGPASSWORD=alice-Pass-1", "PGCONNECT_TIMEOUT=20")
+		// pg_basebackup streams WAL from a forked child, which holds the
+		// output pipe: a tool killed at the deadline must take its
+		// children with it, and its output must not be waited for
+		// beyond that, or the test hangs instead of failing (a CI run
+		// did, for the package's whole 20 minutes).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 5 * time.Second
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -57,7 +66,7 @@ method = "scram-sha-256"
 			conn := fmt.Sprintf("host=127.0.0.1 port=%d user=alice sslmode=%s", g.port, sslmode)
 
 			backup := filepath.Join(t.TempDir(), "backup")
-			if out, err := tool(ctx, "pg_basebackup", "-d", conn, "-D", backup, "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
+			if out, err := tool(ctx, "pg_basebackup", "-d", conn, "-D", backup, "-X", "stream", "-c", "fast", "--no-sync", "--verbose"); err != nil {
 				t.Fatalf("pg_basebackup through pgwarden: %v\n%s", err, out)
 			}
 			if out, err := tool(ctx, "pg_verifybackup", backup); err != nil {
