@@ -52,7 +52,9 @@ method = "scram-sha-256"
 		// output pipe: a tool killed at the deadline must take its
 		// children with it, and its output must not be waited for
 		// beyond that, or the test hangs instead of failing (a CI run
-		// did, for the package's whole 20 minutes).
+		// did, for the package's whole 20 minutes: the WAL receiver
+		// waited on its socket with the end of its stream inside
+		// OpenSSL, see TestAnAsynchronousLibpqClientGetsEveryResultOverTLS).
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = 5 * time.Second

@@ -2,9 +2,11 @@ package pgwire
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -30,6 +32,131 @@ type clientConn struct {
 func newClientConn(c net.Conn) *clientConn {
 	return &clientConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}
 }
+
+// maxTLSRecord is the most plaintext pgwarden puts in one TLS record to a
+// client: 8 KiB, as PostgreSQL's own 8 KiB send buffer does. libpq (before
+// the fix of 2025) reads a record into at least 8 KiB of free buffer, and
+// a larger record it reads in part: the rest stays decrypted inside
+// OpenSSL, where a poll on the socket cannot see it. A client of libpq's
+// asynchronous API (pgbench, pg_basebackup's and pg_recvlogical's stream
+// receivers, psycopg 3, ruby-pg) then waits for the socket with its answer
+// already here, for good when the server has nothing more to say. Go's
+// TLS writes records of up to 16 KiB; a 32 KiB result could hang such a
+// client through pgwarden where it never hangs directly.
+const maxTLSRecord = 8 << 10
+
+// Write writes p to the client; over TLS in records of at most
+// maxTLSRecord bytes (see there).
+func (c *clientConn) Write(p []byte) (int, error) {
+	tc, ok := c.Conn.(*tls.Conn)
+	if !ok || len(p) <= maxTLSRecord {
+		return c.Conn.Write(p)
+	}
+	return writeTLSRecords(tc, p)
+}
+
+// writeTLSRecords writes p to tc in records of at most maxTLSRecord bytes,
+// one Write per record, since crypto/tls fills records to 16 KiB. Under a
+// client's TLS (tlsSocket) the records go out together: capping them costs
+// no system calls.
+func writeTLSRecords(tc *tls.Conn, p []byte) (int, error) {
+	sock, _ := tc.NetConn().(*tlsSocket)
+	if sock != nil {
+		sock.gather()
+	}
+	written := 0
+	var err error
+	for len(p) > 0 && err == nil {
+		chunk := p[:min(len(p), maxTLSRecord)]
+		var n int
+		n, err = tc.Write(chunk)
+		written += n
+		p = p[len(chunk):]
+	}
+	if sock != nil {
+		if ferr := sock.send(); ferr != nil && err == nil {
+			return 0, ferr
+		}
+	}
+	return written, err
+}
+
+// tlsSocket is the socket under a client's TLS connection. While gathering
+// (writeTLSRecords) it keeps the records written to it, in a pooled
+// buffer, and sends them in one write.
+type tlsSocket struct {
+	net.Conn
+	// mu orders the socket's writes: crypto/tls hands them over in order
+	// (under its own lock), and a write that comes while records are
+	// gathered (a KeyUpdate answer, a close_notify) must not pass them.
+	mu       sync.Mutex
+	gathered *[]byte // non-nil while gathering
+	err      error   // a failed send: the stream is broken for good
+}
+
+// gatherLimit is how much a gathering socket holds before it sends.
+const gatherLimit = 64 << 10
+
+func (s *tlsSocket) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.gathered == nil {
+		return s.Conn.Write(p)
+	}
+	*s.gathered = append(*s.gathered, p...)
+	if len(*s.gathered) >= gatherLimit {
+		if err := s.sendLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// gather starts keeping what is written; send sends it and stops.
+func (s *tlsSocket) gather() {
+	s.mu.Lock()
+	if s.gathered == nil {
+		s.gathered = gatherBufPool.Get().(*[]byte)
+	}
+	s.mu.Unlock()
+}
+
+func (s *tlsSocket) send() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gathered == nil {
+		return s.err
+	}
+	err := s.sendLocked()
+	b := s.gathered
+	s.gathered = nil
+	if cap(*b) <= 2*gatherLimit {
+		gatherBufPool.Put(b)
+	}
+	return err
+}
+
+func (s *tlsSocket) sendLocked() error {
+	if s.err != nil {
+		return s.err
+	}
+	if len(*s.gathered) > 0 {
+		_, err := s.Conn.Write(*s.gathered)
+		*s.gathered = (*s.gathered)[:0]
+		if err != nil {
+			// Part of a record may have gone out: nothing after it can
+			// be read by the client.
+			s.err = err
+			return err
+		}
+	}
+	return nil
+}
+
+var gatherBufPool = sync.Pool{New: func() any { b := make([]byte, 0, gatherLimit+maxTLSRecord+64); return &b }}
 
 // keep marks everything queued so far as owed to the client: a failure
 // that follows sends it before its ErrorResponse, where it would otherwise

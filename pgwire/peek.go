@@ -43,6 +43,9 @@ func rawSocket(c net.Conn) (syscall.RawConn, bool) {
 	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
 		c = nc.NetConn()
 	}
+	if s, ok := c.(*tlsSocket); ok {
+		c = s.Conn
+	}
 	return plainRawConn(c)
 }
 

@@ -35,7 +35,8 @@ var terminationMessage = func() []byte {
 func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool, m *metrics.Metrics) (up, down int64) {
 	done := make(chan int64, 1)
 	go func() {
-		n, _ := io.Copy(client.Conn, countingReader{backend, m.RelayedDown})
+		// Through client's Write: TLS records stay within maxTLSRecord.
+		n, _ := io.Copy(client, countingReader{backend, m.RelayedDown})
 		if terminating != nil && terminating.Load() {
 			// The server ends the session (shutdown): the client is told
 			// so, as PostgreSQL tells it. This relay follows no message

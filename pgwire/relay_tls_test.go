@@ -14,7 +14,7 @@ import (
 )
 
 // tlsPair is a TLS connection over loopback TCP: the server's end, as
-// pgwarden holds a client's, and the client's end, whose writes to the
+// pgwarden holds a client's (over a tlsSocket), and the client's end, whose writes to the
 // socket go through write (to split records across TCP segments).
 func tlsPair(t *testing.T, write func(net.Conn, []byte) (int, error)) (server *tls.Conn, client *tls.Conn) {
 	t.Helper()
@@ -28,7 +28,7 @@ func tlsPair(t *testing.T, write func(net.Conn, []byte) (int, error)) (server *t
 	}
 	cert := tls.Certificate{Certificate: [][]byte{leaf.DER}, PrivateKey: leaf.Key}
 	raw, sraw := tcpPair(t)
-	server = tls.Server(sraw, &tls.Config{Certificates: []tls.Certificate{cert}})
+	server = tls.Server(&tlsSocket{Conn: sraw}, &tls.Config{Certificates: []tls.Certificate{cert}})
 	client = tls.Client(&splitConn{Conn: raw, write: write}, &tls.Config{InsecureSkipVerify: true})
 	errs := make(chan error, 1)
 	go func() { errs <- server.Handshake() }()

@@ -43,7 +43,7 @@ func (c *conn) startTLS(snap *snapshot.Snapshot) error {
 // checks.
 func (c *conn) handshake(snap *snapshot.Snapshot, conn net.Conn, direct bool) error {
 	c.tlsMat = snap.TLS
-	tc := tls.Server(conn, &tls.Config{
+	tc := tls.Server(&tlsSocket{Conn: conn}, &tls.Config{
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			if cur := c.srv.state.Current().TLS; cur != nil {
 				c.tlsMat = cur
