@@ -94,8 +94,9 @@ type tlsSocket struct {
 	err      error   // a failed send: the stream is broken for good
 }
 
-// gatherLimit is how much a gathering socket holds before it sends.
-const gatherLimit = 64 << 10
+// gatherLimit is how much a gathering socket holds before it sends: a
+// relay's largest read (32 KiB) goes out in one write.
+const gatherLimit = 32 << 10
 
 func (s *tlsSocket) Write(p []byte) (int, error) {
 	s.mu.Lock()
