@@ -84,32 +84,49 @@ func writeTLSRecords(tc *tls.Conn, p []byte) (int, error) {
 // tlsSocket is the socket under a client's TLS connection. While gathering
 // (writeTLSRecords) it keeps the records written to it, in a pooled
 // buffer, and sends them in one write.
+//
+// Its lock is never held across a socket write: tls.Conn.Close sends its
+// close_notify through here, and a client that stops reading must not hold
+// that up. (crypto/tls closes the socket at once only while one of its own
+// Writes is under way; a send of gathered records is not one.) Order is
+// kept instead by sending nothing past records that wait: while some are
+// gathered or being sent, every write is gathered behind them.
 type tlsSocket struct {
 	net.Conn
-	// mu orders the socket's writes: crypto/tls hands them over in order
-	// (under its own lock), and a write that comes while records are
-	// gathered (a KeyUpdate answer, a close_notify) must not pass them.
-	mu       sync.Mutex
-	gathered *[]byte // non-nil while gathering
-	err      error   // a failed send: the stream is broken for good
+	mu        sync.Mutex
+	gathering bool
+	sending   bool    // a send is under way: it sends what is gathered meanwhile too
+	gathered  *[]byte // records not yet sent, from gatherBufPool
+	err       error   // a failed send: the stream is broken for good
 }
 
 // gatherLimit is how much a gathering socket holds before it sends: a
 // relay's largest read (32 KiB) goes out in one write.
 const gatherLimit = 32 << 10
 
+var gatherBufPool = sync.Pool{New: func() any { b := make([]byte, 0, gatherLimit+maxTLSRecord+64); return &b }}
+
 func (s *tlsSocket) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.err != nil {
-		return 0, s.err
+		err := s.err
+		s.mu.Unlock()
+		return 0, err
 	}
-	if s.gathered == nil {
+	if !s.gathering && !s.sending {
+		s.mu.Unlock()
+		// crypto/tls writes one record at a time, under its own lock:
+		// nothing gathered can be waiting behind this write.
 		return s.Conn.Write(p)
 	}
+	if s.gathered == nil {
+		s.gathered = gatherBufPool.Get().(*[]byte)
+	}
 	*s.gathered = append(*s.gathered, p...)
-	if len(*s.gathered) >= gatherLimit {
-		if err := s.sendLocked(); err != nil {
+	full := len(*s.gathered) >= gatherLimit
+	s.mu.Unlock()
+	if full {
+		if err := s.sendGathered(); err != nil {
 			return 0, err
 		}
 	}
@@ -119,45 +136,45 @@ func (s *tlsSocket) Write(p []byte) (int, error) {
 // gather starts keeping what is written; send sends it and stops.
 func (s *tlsSocket) gather() {
 	s.mu.Lock()
-	if s.gathered == nil {
-		s.gathered = gatherBufPool.Get().(*[]byte)
-	}
+	s.gathering = true
 	s.mu.Unlock()
 }
 
 func (s *tlsSocket) send() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gathered == nil {
-		return s.err
-	}
-	err := s.sendLocked()
-	b := s.gathered
-	s.gathered = nil
-	if cap(*b) <= 2*gatherLimit {
-		gatherBufPool.Put(b)
-	}
-	return err
+	s.gathering = false
+	s.mu.Unlock()
+	return s.sendGathered()
 }
 
-func (s *tlsSocket) sendLocked() error {
-	if s.err != nil {
+// sendGathered sends what is gathered, and what is gathered while it
+// sends, unless a send is already under way (which then sends it).
+func (s *tlsSocket) sendGathered() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sending {
 		return s.err
 	}
-	if len(*s.gathered) > 0 {
-		_, err := s.Conn.Write(*s.gathered)
-		*s.gathered = (*s.gathered)[:0]
+	for s.err == nil && s.gathered != nil && len(*s.gathered) > 0 {
+		b := s.gathered
+		s.gathered = nil
+		s.sending = true
+		s.mu.Unlock()
+		_, err := s.Conn.Write(*b)
+		*b = (*b)[:0]
+		if cap(*b) <= 2*gatherLimit {
+			gatherBufPool.Put(b)
+		}
+		s.mu.Lock()
+		s.sending = false
 		if err != nil {
 			// Part of a record may have gone out: nothing after it can
 			// be read by the client.
 			s.err = err
-			return err
 		}
 	}
-	return nil
+	return s.err
 }
-
-var gatherBufPool = sync.Pool{New: func() any { b := make([]byte, 0, gatherLimit+maxTLSRecord+64); return &b }}
 
 // keep marks everything queued so far as owed to the client: a failure
 // that follows sends it before its ErrorResponse, where it would otherwise

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // recordSizes reads a TLS stream and notes the length of every record in
@@ -152,5 +154,49 @@ func TestATLSSocketSendsWhatComesDuringABatchAfterIt(t *testing.T) {
 	}
 	if string(buf) != "first second third" {
 		t.Fatalf("the socket sent %q", buf)
+	}
+}
+
+// Closing a TLS client's connection while its records wait for a client
+// that stopped reading closes it at once, as crypto/tls does when one of
+// its own writes is stuck: the close_notify does not queue behind them
+// (it would wait out crypto/tls's 5-second deadline for it).
+func TestClosingATLSClientThatStoppedReadingDoesNotWaitForIt(t *testing.T) {
+	server, _ := tlsPair(t, nil) // the client end never reads
+	cc := &clientConn{Conn: server}
+	chunk := make([]byte, 20<<10) // three records, sent after crypto/tls's Write
+	var writes atomic.Int64
+	writerDone := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := cc.Write(chunk); err != nil {
+				writerDone <- err
+				return
+			}
+			writes.Add(1)
+		}
+	}()
+	// Until the socket buffers are full and the writer waits.
+	for last := int64(-1); ; time.Sleep(100 * time.Millisecond) {
+		n := writes.Load()
+		if n == last {
+			break
+		}
+		last = n
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- server.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close waited for a client that does not read")
+	}
+	select {
+	case err := <-writerDone:
+		if err == nil {
+			t.Fatal("the stuck write ended without an error")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the stuck write outlived the close")
 	}
 }
