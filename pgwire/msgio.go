@@ -113,10 +113,11 @@ func (s *tlsSocket) Write(p []byte) (int, error) {
 		s.mu.Unlock()
 		return 0, err
 	}
-	if !s.gathering && !s.sending {
+	if !s.gathering && !s.sending && s.gathered == nil {
 		s.mu.Unlock()
-		// crypto/tls writes one record at a time, under its own lock:
-		// nothing gathered can be waiting behind this write.
+		// Nothing waits to be sent (a send that just stopped gathering
+		// has yet to take what it gathered: that still waits), and
+		// crypto/tls writes one record at a time, under its own lock.
 		return s.Conn.Write(p)
 	}
 	if s.gathered == nil {
@@ -126,7 +127,7 @@ func (s *tlsSocket) Write(p []byte) (int, error) {
 	full := len(*s.gathered) >= gatherLimit
 	s.mu.Unlock()
 	if full {
-		if err := s.sendGathered(); err != nil {
+		if err := s.sendGathered(false); err != nil {
 			return 0, err
 		}
 	}
@@ -140,18 +141,18 @@ func (s *tlsSocket) gather() {
 	s.mu.Unlock()
 }
 
-func (s *tlsSocket) send() error {
-	s.mu.Lock()
-	s.gathering = false
-	s.mu.Unlock()
-	return s.sendGathered()
-}
+func (s *tlsSocket) send() error { return s.sendGathered(true) }
 
 // sendGathered sends what is gathered, and what is gathered while it
 // sends, unless a send is already under way (which then sends it).
-func (s *tlsSocket) sendGathered() error {
+// stopGathering ends the gathering in the same step, so that no write
+// finds it ended with records still waiting.
+func (s *tlsSocket) sendGathered(stopGathering bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if stopGathering {
+		s.gathering = false
+	}
 	if s.sending {
 		return s.err
 	}

@@ -200,3 +200,49 @@ func TestClosingATLSClientThatStoppedReadingDoesNotWaitForIt(t *testing.T) {
 		t.Fatal("the stuck write outlived the close")
 	}
 }
+
+// Records gathered by one writer and records another writes meanwhile (as
+// crypto/tls writes a KeyUpdate answer from the reading side) reach the
+// client in the order crypto/tls numbered them: a record sent out of order
+// fails the client's decryption.
+func TestGatheredAndDirectTLSWritesKeepTheirOrder(t *testing.T) {
+	server, client := tlsPair(t, nil)
+	cc := &clientConn{Conn: server}
+	const rounds = 300
+	big := bytes.Repeat([]byte("g"), 20<<10)
+	small := bytes.Repeat([]byte("d"), 100)
+	total := rounds * (len(big) + len(small))
+	read := make(chan error, 1)
+	go func() {
+		n, err := io.Copy(io.Discard, io.LimitReader(client, int64(total)))
+		if err == nil && n != int64(total) {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			server.Close() // the writers must not wait for a reader that gave up
+		}
+		read <- err
+	}()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range rounds {
+			if _, err := cc.Write(big); err != nil {
+				return // the reader tells why
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range rounds {
+			if _, err := server.Write(small); err != nil {
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	if err := <-read; err != nil {
+		t.Fatalf("the client's reading failed: %v", err)
+	}
+}
