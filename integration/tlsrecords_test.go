@@ -14,7 +14,7 @@ import (
 
 // pgbench reads results through libpq's asynchronous API, as pg_basebackup's
 // WAL receiver, pg_recvlogical and psycopg 3 do: it polls the socket while
-// a result is unfinished. libpq (before its fix of 2025) reads a TLS record
+// a result is unfinished. libpq (15's, as deployed widely) reads a TLS record
 // larger than 8 KiB in part, and the rest, decrypted inside OpenSSL, is no
 // readiness the poll sees. crypto/tls writes records of 16 KiB, PostgreSQL
 // of 8 KiB: a result ending just short of 32 KiB after 200 KiB of smaller

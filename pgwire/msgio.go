@@ -34,15 +34,16 @@ func newClientConn(c net.Conn) *clientConn {
 }
 
 // maxTLSRecord is the most plaintext pgwarden puts in one TLS record to a
-// client: 8 KiB, as PostgreSQL's own 8 KiB send buffer does. libpq (before
-// the fix of 2025) reads a record into at least 8 KiB of free buffer, and
-// a larger record it reads in part: the rest stays decrypted inside
-// OpenSSL, where a poll on the socket cannot see it. A client of libpq's
-// asynchronous API (pgbench, pg_basebackup's and pg_recvlogical's stream
-// receivers, psycopg 3, ruby-pg) then waits for the socket with its answer
-// already here, for good when the server has nothing more to say. Go's
-// TLS writes records of up to 16 KiB; a 32 KiB result could hang such a
-// client through pgwarden where it never hangs directly.
+// client: 8 KiB, as PostgreSQL's own 8 KiB send buffer does. libpq (15's,
+// and the libpq most systems ship; pgsql-hackers has discussed a fix since
+// 2024) reads a record into at least 8 KiB of free buffer, and a larger
+// record it reads in part: the rest stays decrypted inside OpenSSL, where
+// a poll on the socket cannot see it. A client of libpq's asynchronous API
+// (pgbench, pg_basebackup's and pg_recvlogical's stream receivers,
+// psycopg 3, ruby-pg) then waits for the socket with its answer already
+// here, for good when the server has nothing more to say. Go's TLS writes
+// records of up to 16 KiB; a 32 KiB result could hang such a client
+// through pgwarden where it never hangs directly.
 const maxTLSRecord = 8 << 10
 
 // Write writes p to the client; over TLS in records of at most
