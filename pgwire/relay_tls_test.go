@@ -14,8 +14,9 @@ import (
 )
 
 // tlsPair is a TLS connection over loopback TCP: the server's end, as
-// pgwarden holds a client's (over a tlsSocket), and the client's end, whose writes to the
-// socket go through write (to split records across TCP segments).
+// pgwarden holds a client's (over a tlsSocket), and the client's end,
+// whose writes to the socket go through write (to split records across
+// TCP segments).
 func tlsPair(t *testing.T, write func(net.Conn, []byte) (int, error)) (server *tls.Conn, client *tls.Conn) {
 	t.Helper()
 	ca, err := certs.NewCA("test")
