@@ -178,6 +178,97 @@ func cancelThroughPeer(t *testing.T, withProxy bool) {
 	expectCanceled(t, done, "a cancel sent to the other peer")
 }
 
+// TestWrongKeysSentThroughAPeerAreChargedToTheirSender: wrong cancel keys
+// are charged to the source that sent them (see The Postgres wire,
+// Cancel), also when they carry another peer's id and are forwarded. Until
+// December 2026 the owner charged them to the forwarding instance, the
+// only address it saw without PROXY headers: a client that sent a few
+// hundred wrong keys of B to A had B ignore every cancel A forwarded, its
+// genuine clients' too. Now B tells A whether each key was right, and A
+// charges the sender; B answers that verdict only to its peers' forwards,
+// never to a client.
+func TestWrongKeysSentThroughAPeerAreChargedToTheirSender(t *testing.T) {
+	portA, portB := freePort(), freePort()
+	rules := "[[hba]]\nmethod = \"scram-sha-256\"\n"
+	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
+	peerOf := func(other, otherPort int) string {
+		return fmt.Sprintf("\n[[peers]]\nid = %d\naddress = \"127.0.0.1:%d\"\n", other, otherPort)
+	}
+	a := startGatewayAt(t, portA, gwOptions{server: "peer_id = 1"}, rules+peerOf(2, portB), users)
+	b := startGatewayAt(t, portB, gwOptions{server: "peer_id = 2"}, rules+peerOf(1, portA), users)
+	conn := b.mustConnect("alice", "alice-Pass-1", "postgres")
+	defer conn.Close(context.Background())
+	pid, key := conn.PgConn().PID(), conn.PgConn().SecretKey()
+	sleeping := func() <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		return done
+	}
+
+	// The guesser is another loopback address than the genuine client's
+	// (127.0.0.1), which is also the peers' own.
+	const guesser = "127.0.0.3"
+	for i := 0; i < 300; i++ {
+		wrong := []byte{key[0], key[1]&0xC0 | byte(i>>8)&0x3F, byte(i), key[3] ^ 0xFF}
+		sendCancelFrom(t, guesser, a.addr(), pid, wrong, nil)
+	}
+
+	// A genuine client's cancel, sent to A, still reaches B's session.
+	done := sleeping()
+	sendCancelFrom(t, "127.0.0.1", a.addr(), pid, key, nil)
+	expectCanceled(t, done, "a cancel forwarded after another source's wrong keys")
+	if strings.Contains(b.log.String(), "cancel requests with wrong keys") {
+		t.Fatalf("B charged wrong keys to the instance that forwarded them:\n%s", b.log.String())
+	}
+	a.waitLog(`"msg":"cancel requests with wrong keys: this source's cancel requests are ignored while it keeps sending them","peer_id":1,"address":"`+guesser+`"`, 1)
+
+	// The guesser itself is not listened to, whichever peer its keys name.
+	done = sleeping()
+	sendCancelFrom(t, guesser, a.addr(), pid, key, nil)
+	select {
+	case err := <-done:
+		t.Fatalf("a source past its budget of wrong keys had its cancel forwarded: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	sendCancelFrom(t, "127.0.0.1", a.addr(), pid, key, nil)
+	expectCanceled(t, done, "the genuine client's second cancel")
+
+	// A client answers nothing after its CancelRequest, even from a peer's
+	// address; the verdict is only for a forward's mark from a peer's
+	// address, so the mark sent from elsewhere gets none either.
+	wrong := []byte{key[0], key[1], key[2], key[3] ^ 0x55}
+	if got := sendCancelFrom(t, "127.0.0.1", b.addr(), pid, wrong, nil); len(got) != 0 {
+		t.Fatalf("a client's CancelRequest was answered %q", got)
+	}
+	mark := []byte("PGWF")
+	if got := sendCancelFrom(t, guesser, b.addr(), pid, wrong, mark); len(got) != 0 {
+		t.Fatalf("a forward's mark from an address that is no peer's was answered %q", got)
+	}
+	if got := sendCancelFrom(t, "127.0.0.1", b.addr(), pid, wrong, mark); string(got) != "N" {
+		t.Fatalf("a peer's forward of a wrong key was answered %q, want N", got)
+	}
+}
+
+// sendCancelFrom sends a CancelRequest, then trailer, from the loopback
+// address src, and returns what came back before the close.
+func sendCancelFrom(t *testing.T, src, addr string, pid uint32, key, trailer []byte) []byte {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(append(cancelBytes(pid, key), trailer...))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(c)
+	return got
+}
+
 // expectCanceled waits for the query whose outcome done brings to end with
 // 57014, as the cancel request called what should have made it.
 func expectCanceled(t *testing.T, done <-chan error, what string) {

@@ -391,7 +391,12 @@ func (c *conn) negotiate(snap *snapshot.Snapshot) (*startupPacket, error) {
 		switch sp.kind {
 		case kindCancel:
 			c.refusing.Store(true)
-			c.srv.cancelRequest(snap.Config, c.addr, c.source(), sp.cancelPID, sp.cancelKey)
+			// A peer forwards in plain text, as the first packet.
+			forwarded := !sslDone && !gssDone && c.srv.fromPeer(snap.Config, c.raw) && readForwardMark(in, c.raw)
+			v := c.srv.cancelRequest(snap.Config, c.addr, c.source(), sp.cancelPID, sp.cancelKey, forwarded)
+			if forwarded && v != verdictNone {
+				c.raw.Write([]byte{byte(v)})
+			}
 			return nil, errSilentClose
 		case kindSSLRequest:
 			if sslDone {

@@ -1,9 +1,12 @@
 package pgwire
 
 import (
+	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,46 +17,86 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 )
 
+// cancelVerdict is what an instance tells a peer that forwarded it a
+// CancelRequest (see forwardMark): whether the key was one of a session
+// it serves. Nobody else is ever told.
+type cancelVerdict byte
+
+const (
+	verdictNone cancelVerdict = 0   // nothing to tell: not looked at, or a peer further on said nothing
+	verdictHit  cancelVerdict = 'Y' // the key was a session's: its backend was asked to cancel
+	verdictMiss cancelVerdict = 'N' // no session has that key
+)
+
 // cancelRequest handles a CancelRequest: a key of this instance goes to its
 // backend; a key carrying another peer's id goes to that peer (see
 // forwardsInFlight for why it cannot loop); anything else is ignored
 // silently, as PostgreSQL does. from is the client's address (the zero
 // Addr when it has none), src the source it counts as (conn.source).
-func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, src string, pid uint32, key []byte) {
+//
+// Wrong keys are charged to the source that sent them (see cancelGuard),
+// by the instance the source sent them to, also when the key is another
+// peer's: that peer says whether the key was right (a verdict), and does
+// not charge the forwarding instance itself. forwarded marks a request a
+// peer forwarded (see fromPeer): the peer has charged and will charge its
+// source, so it is looked at whatever the guard says, and its verdict is
+// returned. Before December 2026 the owner charged the forwarding
+// instance's address (with proxy_protocol off, the only one it saw), so
+// a client sending wrong keys of one peer to another soon had every
+// cancel that other forwarded ignored, its genuine clients' too.
+func (s *Server) cancelRequest(cfg *config.Config, from netip.Addr, src string, pid uint32, key []byte, forwarded bool) cancelVerdict {
 	owner := keyPeer(key)
 	if s.cancels.peerID == 0 || owner == s.cancels.peerID {
 		// A source past its budget of wrong keys is not listened to;
 		// a wrong key is charged to it (see cancelGuard).
-		if !s.cancelGuard.allow(src) {
+		if !forwarded && !s.cancelGuard.allow(src) {
 			s.cancelGuard.miss(src)
-			return
+			return verdictNone
 		}
 		if s.cancels.forward(pid, key) {
-			return
+			return verdictHit
 		}
 		// Perhaps a session of the process this one replaces, which
 		// drains; charged as a miss all the same, since that cannot be
 		// told from here.
 		handToDraining(cfg, pid, key)
-		if s.cancelGuard.miss(src) {
-			s.log.Warn("cancel requests with wrong keys: this source's cancel requests are ignored while it keeps sending them",
-				zap.String("address", src), zap.Int("wrong_keys", cancelGuessBurst), zap.Int("per_second_after", cancelGuessRate))
+		if !forwarded {
+			s.chargeWrongKey(src)
 		}
-		return
+		return verdictMiss
 	}
 	for _, p := range cfg.Peers {
-		if uint16(p.ID) == owner {
-			if !s.forwards.begin(pid, key) {
-				s.noteForwardLoop(p)
-				return
-			}
-			defer s.forwards.end(pid, key)
-			if err := forwardCancel(p.Address, cfg.Server.ProxyProtocol != "off", from, pid, key); err != nil {
-				s.log.Warn("could not forward a cancel request to its peer", zap.Int("to_peer_id", p.ID),
-					zap.String("peer", p.Address), zap.Error(err))
-			}
-			return
+		if uint16(p.ID) != owner {
+			continue
 		}
+		if !forwarded && !s.cancelGuard.allow(src) {
+			s.cancelGuard.miss(src)
+			return verdictNone
+		}
+		if !s.forwards.begin(pid, key) {
+			s.noteForwardLoop(p)
+			return verdictNone
+		}
+		defer s.forwards.end(pid, key)
+		v, err := forwardCancel(p.Address, cfg.Server.ProxyProtocol != "off", from, pid, key)
+		if err != nil {
+			s.log.Warn("could not forward a cancel request to its peer", zap.Int("to_peer_id", p.ID),
+				zap.String("peer", p.Address), zap.Error(err))
+		}
+		if v == verdictMiss && !forwarded {
+			s.chargeWrongKey(src)
+		}
+		return v
+	}
+	return verdictNone
+}
+
+// chargeWrongKey charges src for a wrong key, and says so in the log once
+// that spends its budget.
+func (s *Server) chargeWrongKey(src string) {
+	if s.cancelGuard.miss(src) {
+		s.log.Warn("cancel requests with wrong keys: this source's cancel requests are ignored while it keeps sending them",
+			zap.String("address", src), zap.Int("wrong_keys", cancelGuessBurst), zap.Int("per_second_after", cancelGuessRate))
 	}
 }
 
@@ -112,14 +155,28 @@ func (s *Server) noteForwardLoop(p config.Peer) {
 		zap.Int("to_peer_id", p.ID), zap.String("peer", p.Address))
 }
 
-// forwardCancel sends the CancelRequest to a peer's Postgres listener.
+// forwardMark follows the CancelRequest of a forward, in the same write:
+// it asks the peer for its verdict. A peer takes it only from the address
+// of one of its own [[peers]] (see fromPeer), so an ordinary client, which
+// sends nothing after its CancelRequest, is never answered, and a client
+// that sends the mark from elsewhere is charged as any client is. A peer
+// of an older version ignores it and answers nothing.
+var forwardMark = [4]byte{'P', 'G', 'W', 'F'}
+
+// forwardMarkWait bounds the wait for the mark after a CancelRequest from
+// a peer's address: it comes in the same segment, so the wait ends at once
+// for a forward and is this short for a client that shares the address.
+const forwardMarkWait = 20 * time.Millisecond
+
+// forwardCancel sends the CancelRequest to a peer's Postgres listener and
+// returns the peer's verdict (verdictNone when it gave none).
 // Peers that read PROXY headers get one first (version 2) carrying the
 // original client's address: the peer must list this instance in its
 // trusted_proxies, as it lists the load balancer.
-func forwardCancel(addr string, withProxy bool, from netip.Addr, pid uint32, key []byte) error {
+func forwardCancel(addr string, withProxy bool, from netip.Addr, pid uint32, key []byte) (cancelVerdict, error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		return err
+		return verdictNone, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -141,16 +198,88 @@ func forwardCancel(addr string, withProxy bool, from netip.Addr, pid uint32, key
 		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: tp, SourceAddr: src, DestinationAddr: dst}
 		if from.IsValid() && !from.IsUnspecified() {
 			if _, err := h.WriteTo(c); err != nil {
-				return err
+				return verdictNone, err
 			}
 		} else {
 			local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL}
 			if _, err := local.WriteTo(c); err != nil {
-				return err
+				return verdictNone, err
 			}
 		}
 	}
-	// The peer answers nothing and closes once it has passed the cancel
-	// on; DeliverCancel waits for that.
-	return backend.DeliverCancel(c, pid, key)
+	if _, err := c.Write(append(backend.CancelRequestPacket(pid, key), forwardMark[:]...)); err != nil {
+		return verdictNone, err
+	}
+	// The peer closes once it has passed the cancel on, after its
+	// verdict if it gives one.
+	var one [1]byte
+	if n, _ := c.Read(one[:]); n == 1 && (cancelVerdict(one[0]) == verdictHit || cancelVerdict(one[0]) == verdictMiss) {
+		return cancelVerdict(one[0]), nil
+	}
+	return verdictNone, nil
+}
+
+// readForwardMark reads what follows a CancelRequest that came from a
+// peer's address, and reports whether it is forwardMark.
+func readForwardMark(in io.Reader, raw net.Conn) bool {
+	raw.SetReadDeadline(time.Now().Add(forwardMarkWait))
+	var m [len(forwardMark)]byte
+	_, err := io.ReadFull(in, m[:])
+	return err == nil && m == forwardMark
+}
+
+// peerSources are the IP addresses of this instance's [[peers]], those a
+// forward comes from: a peer address that names a host is looked up again
+// at most every peerSourcesFor.
+type peerSources struct {
+	mu  sync.Mutex
+	cfg *config.Config
+	at  time.Time
+	ips []netip.Addr
+}
+
+const peerSourcesFor = 30 * time.Second
+
+// fromPeer says whether raw, a client's socket, comes from the address of
+// one of cfg's [[peers]] (the socket's own address, not one a PROXY
+// header gave).
+func (s *Server) fromPeer(cfg *config.Config, raw net.Conn) bool {
+	if len(cfg.Peers) == 0 {
+		return false
+	}
+	ta, ok := raw.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	a := ta.AddrPort().Addr().Unmap()
+	p := &s.peerSources
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg != cfg || time.Since(p.at) > peerSourcesFor {
+		p.cfg, p.at, p.ips = cfg, time.Now(), peerIPs(cfg.Peers)
+	}
+	return slices.Contains(p.ips, a)
+}
+
+// peerIPs looks up the peers' addresses; a name that does not resolve
+// within a second counts for nothing until the next look.
+func peerIPs(peers []config.Peer) []netip.Addr {
+	var ips []netip.Addr
+	for _, p := range peers {
+		host, _, err := net.SplitHostPort(p.Address)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(host); err == nil {
+			ips = append(ips, a.Unmap())
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		found, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		for _, a := range found {
+			ips = append(ips, a.Unmap())
+		}
+	}
+	return ips
 }

@@ -46,6 +46,8 @@ type Server struct {
 	// forwardLoopLog paces the warning about one that came back.
 	forwards       forwardsInFlight
 	forwardLoopLog logpace.Pace
+	// peerSources tell a peer's forwarded cancel requests from clients'.
+	peerSources peerSources
 	// pending are the clients still authenticating, by source, shared
 	// with the HTTP frontend (see admission.Pending); evictions counts and paces the log line about the
 	// ones closed to make room.
