@@ -205,8 +205,9 @@ func checkSameOrigin(r *http.Request, t transport) error {
 }
 
 // errNotForm is a console POST whose body is not an HTML form. Only
-// application/x-www-form-urlencoded is accepted: text/plain and multipart
-// are what cross-site pages send to dodge checks that expect a form.
+// application/x-www-form-urlencoded is accepted, uncompressed: text/plain
+// and multipart are what cross-site pages send to dodge checks that
+// expect a form.
 var errNotForm = errors.New("the body must be application/x-www-form-urlencoded")
 
 // maxFormBytes bounds a console form body.
@@ -216,6 +217,10 @@ const maxFormBytes = 16 << 10
 func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, errNotForm
+	}
+	if bodyCoding(r) != "" {
+		w.Header().Set("Accept-Encoding", "identity")
 		return nil, errNotForm
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)

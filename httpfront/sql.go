@@ -73,7 +73,7 @@ type sqlError struct {
 func (e *sqlError) Error() string { return e.msg }
 
 // decodeBody reads a JSON body within max_body_bytes: 413 over it, 415 for
-// anything that is not JSON.
+// anything that is not JSON, compressed JSON included.
 func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlError {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -84,6 +84,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 		}
 	} else {
 		return &sqlError{status: http.StatusUnsupportedMediaType, code: codeProtocolViolation, msg: "the body must be application/json"}
+	}
+	if c := bodyCoding(r); c != "" {
+		w.Header().Set("Accept-Encoding", "identity")
+		return &sqlError{status: http.StatusUnsupportedMediaType, code: codeProtocolViolation, msg: fmt.Sprintf(
+			"the body is sent with Content-Encoding %q; pgwarden reads bodies as they are (identity)", c)}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
@@ -672,4 +677,21 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	s.internalError(w, r, "an HTTP request failed", err)
+}
+
+// bodyCoding is the first content coding of a request's body other than
+// identity, "" when there is none. pgwarden reads bodies as they are: a
+// gzip body used to be read as its compressed bytes and refused as "not
+// valid UTF-8", and one whose Content-Encoding was false (br over plain
+// JSON) ran. Now either is 415 with Accept-Encoding: identity, as RFC
+// 7694 has a server that takes no coding answer.
+func bodyCoding(r *http.Request) string {
+	for _, v := range r.Header.Values("Content-Encoding") {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return c
+			}
+		}
+	}
+	return ""
 }

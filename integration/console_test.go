@@ -287,6 +287,7 @@ func TestCrossSiteFormsAndCallsAreRefused(t *testing.T) {
 		{"Sec-Fetch-Site same-site", good, map[string]string{"Sec-Fetch-Site": "same-site"}, 403},
 		{"enctype=text/plain", good, map[string]string{"Content-Type": "text/plain"}, 415},
 		{"a JSON body", good, map[string]string{"Content-Type": "application/json"}, 415},
+		{"a form said to be compressed", good, map[string]string{"Content-Encoding": "gzip"}, 415},
 	} {
 		r := cc.post("/login", c.form, c.hdr)
 		if r.status != c.status || len(r.setCookies("pgwarden_session")) != 0 {

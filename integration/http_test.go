@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -510,6 +511,26 @@ func TestSQLOverHTTPLimits(t *testing.T) {
 		if status != 415 {
 			t.Fatalf("Content-Type %s: %d", ct, status)
 		}
+	}
+	// A compressed body, or one that says it is, is refused as such, not
+	// read as its compressed bytes (a gzip body was "not valid UTF-8") or
+	// as what it says it is not (br over plain JSON ran).
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"stmt":"SELECT 1"}`))
+	zw.Close()
+	for _, c := range []struct{ coding, body string }{{"gzip", gz.String()}, {"br", `{"stmt":"SELECT 1"}`}, {"identity, gzip", gz.String()}} {
+		h := basic("alice", "alice-Pass-1")
+		h["Content-Encoding"] = c.coding
+		status, hdr, out := httpDo(t, "POST", g.httpURL()+"/_sql", c.body, h)
+		if status != 415 || hdr.Get("Accept-Encoding") != "identity" || !strings.Contains(jsonText(t, out), "Content-Encoding") {
+			t.Fatalf("Content-Encoding %s: %d %v %v", c.coding, status, hdr, out)
+		}
+	}
+	h := basic("alice", "alice-Pass-1")
+	h["Content-Encoding"] = "identity"
+	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT 1"}`, h); status != 200 {
+		t.Fatalf("Content-Encoding identity: %d %v", status, out)
 	}
 	status, _, _ = httpDo(t, "POST", g.httpURL()+"/_sql", `not json`, auth)
 	if status != 400 {
