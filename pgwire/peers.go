@@ -229,12 +229,14 @@ func readForwardMark(in io.Reader, raw net.Conn) bool {
 
 // peerSources are the IP addresses of this instance's [[peers]], those a
 // forward comes from: a peer address that names a host is looked up again
-// at most every peerSourcesFor.
+// at most every peerSourcesFor, and while one request looks up, the
+// others go by the addresses found before.
 type peerSources struct {
-	mu  sync.Mutex
-	cfg *config.Config
-	at  time.Time
-	ips []netip.Addr
+	mu         sync.Mutex
+	cfg        *config.Config
+	at         time.Time
+	ips        []netip.Addr
+	refreshing bool
 }
 
 const peerSourcesFor = 30 * time.Second
@@ -253,11 +255,17 @@ func (s *Server) fromPeer(cfg *config.Config, raw net.Conn) bool {
 	a := ta.AddrPort().Addr().Unmap()
 	p := &s.peerSources
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cfg != cfg || time.Since(p.at) > peerSourcesFor {
-		p.cfg, p.at, p.ips = cfg, time.Now(), peerIPs(cfg.Peers)
+	ips := p.ips
+	refresh := (p.cfg != cfg || time.Since(p.at) > peerSourcesFor) && !p.refreshing
+	p.refreshing = p.refreshing || refresh
+	p.mu.Unlock()
+	if refresh {
+		ips = peerIPs(cfg.Peers)
+		p.mu.Lock()
+		p.cfg, p.at, p.ips, p.refreshing = cfg, time.Now(), ips, false
+		p.mu.Unlock()
 	}
-	return slices.Contains(p.ips, a)
+	return slices.Contains(ips, a)
 }
 
 // peerIPs looks up the peers' addresses; a name that does not resolve
