@@ -45,6 +45,8 @@ type conn struct {
 	// protoMinor is the protocol minor version spoken with the client: 0
 	// or 2 (or 1, which is 3.0 by another number).
 	protoMinor uint16
+	// src is the source c counts as, once known (see source).
+	src string
 
 	// refusing is set once the connection is only being told why it is
 	// refused; a draining server does not wait for those.

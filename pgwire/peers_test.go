@@ -1,7 +1,11 @@
 package pgwire
 
 import (
+	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -25,5 +29,38 @@ func TestPeerSourcesAreThePeersAddresses(t *testing.T) {
 	}
 	if slices.Contains(ips, netip.MustParseAddr("10.0.0.1")) {
 		t.Errorf("peer sources %v hold an address no peer has", ips)
+	}
+}
+
+// A client of the unix socket counts as its OS user, for the cancel guard
+// and for making room at max_connections: one local user's wrong cancel
+// keys or crowd of connections cannot shut out another's.
+func TestAUnixSocketClientCountsAsItsOSUser(t *testing.T) {
+	if !peerCredsSupported {
+		t.Log("no SO_PEERCRED on this platform: the unix socket's clients are one source")
+		return
+	}
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := &conn{srv: &Server{}, raw: raw, local: true}
+	if got, want := c.source(), fmt.Sprintf("local:%d", os.Getuid()); got != want {
+		t.Fatalf("a unix socket client counts as %q, want %q", got, want)
+	}
+	tcp := &conn{srv: &Server{}, addr: netip.MustParseAddr("192.0.2.7")}
+	if got := tcp.source(); got != "192.0.2.7" {
+		t.Fatalf("a TCP client counts as %q", got)
 	}
 }

@@ -1,6 +1,8 @@
 package pgwire
 
 import (
+	"strconv"
+
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/internal/admission"
@@ -19,9 +21,24 @@ func (s *Server) noteEviction(victim *admission.Client) {
 
 // source names the source c counts as, for the cancel guard and for
 // making room at max_connections: an IPv6 client its network, as the
-// throttle counts it; the unix socket's clients are one, and so are the
-// clients a proxy forwarded without naming them (see proxyClient).
-func (c *conn) source() string { return c.srv.throttle.SourceOf(c.addr, c.local) }
+// throttle counts it; a client of the unix socket its OS user ("local:UID",
+// from SO_PEERCRED), and the clients a proxy forwarded without naming them
+// one (see proxyClient). The unix socket's clients used to be one source,
+// so on a machine of several users (the socket is in /tmp by default) any
+// of them could send wrong cancel keys until every local client's cancel
+// requests were ignored, or crowd out the others' logins at
+// max_connections.
+func (c *conn) source() string {
+	if c.src == "" {
+		c.src = c.srv.throttle.SourceOf(c.addr, c.local)
+		if c.local {
+			if uid, err := peerUID(c.raw); err == nil {
+				c.src = "local:" + strconv.FormatUint(uint64(uid), 10)
+			}
+		}
+	}
+	return c.src
+}
 
 // waitToAuthenticate records c as a client still authenticating, against
 // its source (see admission.Pending, shared with the HTTP frontend).
