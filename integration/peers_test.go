@@ -106,18 +106,15 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 // other; a query on A is canceled by a CancelRequest sent to B, as a load
 // balancer would send it. Keys of unknown peers are ignored.
 func TestACancelSentToAnotherPeerCancels(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { cancelThroughPeer(t, false, false) })
+	t.Run("plain", func(t *testing.T) { cancelThroughPeer(t, false) })
 	// Peers that require PROXY headers (behind HAProxy): the client's
 	// connection and its cancel come with one, and so does the forward.
-	t.Run("proxy_protocol required", func(t *testing.T) { cancelThroughPeer(t, true, false) })
-	// A client of protocol 3.2 has a 32-byte key, which carries the peer
-	// id in its first bytes as a 4-byte key does.
-	t.Run("protocol 3.2", func(t *testing.T) { cancelThroughPeer(t, false, true) })
+	t.Run("proxy_protocol required", func(t *testing.T) { cancelThroughPeer(t, true) })
 }
 
 const proxyV1 = "PROXY TCP4 10.9.8.7 127.0.0.1 40000 6432\r\n"
 
-func cancelThroughPeer(t *testing.T, withProxy, proto32 bool) {
+func cancelThroughPeer(t *testing.T, withProxy bool) {
 	portA, portB := freePort(), freePort()
 	rules := "[[hba]]\nmethod = \"scram-sha-256\"\n"
 	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
@@ -131,11 +128,7 @@ func cancelThroughPeer(t *testing.T, withProxy, proto32 bool) {
 	a := startGatewayAt(t, portA, gwOptions{server: "peer_id = 1" + server}, rules+peerOf(2, portB), users)
 	b := startGatewayAt(t, portB, gwOptions{server: "peer_id = 2" + server}, rules+peerOf(1, portA), users)
 
-	conninfo := a.connString("alice", "alice-Pass-1", "postgres")
-	if proto32 {
-		conninfo += " max_protocol_version=3.2"
-	}
-	cfg, err := pgx.ParseConfig(conninfo)
+	cfg, err := pgx.ParseConfig(a.connString("alice", "alice-Pass-1", "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,9 +155,6 @@ func cancelThroughPeer(t *testing.T, withProxy, proto32 bool) {
 		prefix = proxyV1
 	}
 	pid, key := conn.PgConn().PID(), conn.PgConn().SecretKey()
-	if proto32 && len(key) != 32 {
-		t.Fatalf("a 3.2 client's key has %d bytes, want 32", len(key))
-	}
 	if got := int(key[0])<<2 | int(key[1]>>6); got != 1 {
 		t.Fatalf("A's cancel key carries peer id %d, want 1", got)
 	}
@@ -472,20 +462,11 @@ func TestReusePortHandsTheUnixSocketToTheNewProcess(t *testing.T) {
 // knew none of their keys, so no draining query could be canceled until
 // shutdown_timeout; it now hands them to the draining process.
 func TestAQueryOfADrainingProcessCanBeCanceledThroughItsSuccessor(t *testing.T) {
-	t.Run("protocol 3.0", func(t *testing.T) { cancelThroughSuccessor(t, "") })
-	// The hand-over carries a 32-byte key whole.
-	t.Run("protocol 3.2", func(t *testing.T) { cancelThroughSuccessor(t, " max_protocol_version=3.2") })
-}
-
-func cancelThroughSuccessor(t *testing.T, connOptions string) {
 	port := freePort()
 	rules := "[[hba]]\nmethod = \"scram-sha-256\"\n"
 	users := []testUser{{name: "alice", password: "alice-Pass-1"}}
 	old := startGatewayAt(t, port, gwOptions{server: "reuse_port = true"}, rules, users)
-	conn, err := pgx.Connect(context.Background(), old.connString("alice", "alice-Pass-1", "postgres")+connOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := old.mustConnect("alice", "alice-Pass-1", "postgres")
 	defer conn.Close(context.Background())
 	startGatewayAt(t, port, gwOptions{server: "reuse_port = true"}, rules, users)
 	old.signal(syscall.SIGTERM)

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -179,93 +178,19 @@ func TestBackendPasswordPerUserAndPassthrough(t *testing.T) {
 
 func TestNegotiateProtocolVersionAndUnsupportedMajor(t *testing.T) {
 	g := startGateway(t, passwordRules, nil)
-	sock := g.sockDir + fmt.Sprintf("/.s.PGSQL.%d", g.port)
-	// pgwarden speaks 3.0 and 3.2, as PostgreSQL 18 does: a newer minor
-	// (3.9999 is libpq 19's GREASE) or _pq_ options are answered with the
-	// version it goes on in, and 3.2 gets a 32-byte cancel key.
-	for _, c := range []struct {
-		minor   uint16
-		options []string
-		npv     int // the minor NegotiateProtocolVersion names; -1: none comes
-		keyLen  int
-	}{
-		{5, []string{"_pq_.magic", "1"}, 2, 32},
-		{9999, nil, 2, 32},
-		{2, nil, -1, 32},
-		{2, []string{"_pq_.magic", "1"}, 2, 32},
-		{1, nil, -1, 4},
-		{0, []string{"_pq_.magic", "1"}, 0, 4},
-		{0, nil, -1, 4},
-	} {
-		r := dialRaw(t, sock)
-		r.write(startupBytes(3, c.minor, append([]string{"user", "alice", "database", "postgres"}, c.options...)...))
-		m := r.receive()
-		if c.npv >= 0 {
-			npv, ok := m.(*pgproto3.NegotiateProtocolVersion)
-			if !ok || int(npv.NewestMinorProtocol) != c.npv || len(npv.UnrecognizedOptions) != len(c.options)/2 ||
-				(len(c.options) > 0 && npv.UnrecognizedOptions[0] != c.options[0]) {
-				t.Fatalf("3.%d %v: want NegotiateProtocolVersion 3.%d, got %#v", c.minor, c.options, c.npv, m)
-			}
-			m = r.receive()
-		}
-		if _, ok := m.(*pgproto3.AuthenticationOk); !ok {
-			t.Fatalf("3.%d %v: want AuthenticationOk, got %#v", c.minor, c.options, m)
-		}
-		for {
-			m = r.receive()
-			if bkd, ok := m.(*pgproto3.BackendKeyData); ok {
-				if len(bkd.SecretKey) != c.keyLen {
-					t.Fatalf("3.%d: a cancel key of %d bytes, want %d", c.minor, len(bkd.SecretKey), c.keyLen)
-				}
-				break
-			}
-			if _, ok := m.(*pgproto3.ParameterStatus); !ok {
-				t.Fatalf("3.%d: want ParameterStatus or BackendKeyData, got %#v", c.minor, m)
-			}
-		}
-		r.conn.Close()
+	r := dialRaw(t, g.sockDir+fmt.Sprintf("/.s.PGSQL.%d", g.port))
+	r.write(startupBytes(3, 5, "user", "alice", "database", "postgres", "_pq_.magic", "1"))
+	npv, ok := r.receive().(*pgproto3.NegotiateProtocolVersion)
+	if !ok || npv.NewestMinorProtocol != 0 || len(npv.UnrecognizedOptions) != 1 || npv.UnrecognizedOptions[0] != "_pq_.magic" {
+		t.Fatalf("want NegotiateProtocolVersion 3.0 [_pq_.magic], got %#v", npv)
+	}
+	if _, ok := r.receive().(*pgproto3.AuthenticationOk); !ok {
+		t.Fatal("want AuthenticationOk after negotiation")
 	}
 
 	r2 := dialRaw(t, g.addr())
 	r2.write(startupBytes(4, 0, "user", "alice"))
 	r2.expectError("0A000", "unsupported frontend protocol")
-}
-
-// A client of protocol 3.2 (pgx or libpq 18 with max_protocol_version=3.2)
-// cancels with its 32-byte key, and only with all of it.
-func TestAProtocol32ClientCancelsWithItsLongKey(t *testing.T) {
-	g := startGateway(t, passwordRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, g.connString("alice", "alice-Pass-1", "postgres")+" max_protocol_version=3.2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	pid, key := conn.PgConn().PID(), conn.PgConn().SecretKey()
-	if len(key) != 32 {
-		t.Fatalf("a 3.2 client got a cancel key of %d bytes, want 32", len(key))
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := conn.Exec(ctx, "SELECT pg_sleep(30)")
-		done <- err
-	}()
-	time.Sleep(300 * time.Millisecond)
-	wrong := append([]byte(nil), key...)
-	wrong[31] ^= 1
-	for _, k := range [][]byte{wrong, key[:4], key[:31]} {
-		sendCancel(t, g.addr(), "", pid, k)
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("a cancel with part of the key, or a wrong one, ended the query: %v", err)
-	case <-time.After(500 * time.Millisecond):
-	}
-	sendCancel(t, g.addr(), "", pid, key)
-	expectCanceled(t, done, "the 32-byte key")
-	if got := queryOne(t, conn, "SELECT 'still there'"); got != "still there" {
-		t.Fatalf("after the cancel: %q", got)
-	}
 }
 
 // AuthenticationOk waits to go out with the session's first messages (one

@@ -1,7 +1,6 @@
 package pgwire
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -14,7 +13,7 @@ import (
 // cancelTarget is where a client's CancelRequest must go: the backend it is
 // relayed to, and that backend's own key.
 type cancelTarget struct {
-	key     []byte // the secret key pgwarden gave the client (see keyLen)
+	key     [4]byte // the secret key pgwarden gave the client
 	network string
 	addr    string
 	pid     uint32 // the backend's pid, which is also what the client was given
@@ -48,48 +47,34 @@ func newCancelRegistry(peerID int) *cancelRegistry {
 	return &cancelRegistry{m: make(map[uint32][]*cancelTarget), peerID: uint16(peerID)}
 }
 
-// keyLen is the length of the cancel keys pgwarden gives clients of
-// protocol minor version minor: 4 bytes in 3.0, and 32 from 3.2 on, as
-// PostgreSQL 18 gives (a 3.2 key may be up to 256 bytes long). A client
-// that asks for 3.2 gets 256 random bits instead of 32, or 22 with
-// peering: no guess can reach them.
-func keyLen(minor uint16) int {
-	if minor >= 2 {
-		return 32
-	}
-	return 4
-}
-
-// keyPeer is the peer id a cancel key carries (0 when peering is off), in
-// the top 10 bits of its first 4 bytes, whatever its length.
+// keyPeer is the peer id a cancel key carries (0 when peering is off).
 func keyPeer(key []byte) uint16 {
-	if len(key) < 4 {
+	if len(key) != 4 {
 		return 0
 	}
 	return uint16(key[0])<<2 | uint16(key[1]>>6)
 }
 
 // stampPeer writes id into the top 10 bits of key.
-func stampPeer(key []byte, id uint16) {
+func stampPeer(key *[4]byte, id uint16) {
 	key[0] = byte(id >> 2)
 	key[1] = key[1]&0x3F | byte(id&3)<<6
 }
 
-// register gives t a fresh random key of n bytes (see keyLen), unique
-// among the targets of its pid, and stores it.
-func (r *cancelRegistry) register(t *cancelTarget, n int) {
+// register gives t a fresh random key, unique among the targets of its pid,
+// and stores it.
+func (r *cancelRegistry) register(t *cancelTarget) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	list := r.m[t.pid]
-	t.key = make([]byte, n)
 	for {
-		rand.Read(t.key)
+		rand.Read(t.key[:])
 		if r.peerID != 0 {
-			stampPeer(t.key, r.peerID)
+			stampPeer(&t.key, r.peerID)
 		}
 		taken := false
 		for _, o := range list {
-			taken = taken || bytes.Equal(o.key, t.key)
+			taken = taken || o.key == t.key
 		}
 		if !taken {
 			break
@@ -128,7 +113,7 @@ func (r *cancelRegistry) lookup(pid uint32, key []byte) *cancelTarget {
 	defer r.mu.Unlock()
 	var found *cancelTarget
 	for _, t := range r.m[pid] {
-		if len(key) == len(t.key) && subtle.ConstantTimeCompare(key, t.key) == 1 {
+		if len(key) == len(t.key) && subtle.ConstantTimeCompare(key, t.key[:]) == 1 {
 			found = t
 		}
 	}

@@ -42,9 +42,6 @@ type conn struct {
 	ssl    bool
 	tls    *tls.ConnectionState
 	tlsMat *certs.Material // the TLS material this connection's handshake used
-	// protoMinor is the protocol minor version spoken with the client: 0
-	// or 2 (or 1, which is 3.0 by another number).
-	protoMinor uint16
 	// src is the source c counts as, once known (see source).
 	src string
 
@@ -263,13 +260,9 @@ func (c *conn) serve(snap *snapshot.Snapshot, overLimit bool) error {
 		c.refusing.Store(true)
 		return ShuttingDown()
 	}
-	// pgwarden speaks 3.0 and 3.2 (3.2 differs only in the length of the
-	// cancel key, which is pgwarden's own: the backend is spoken to in
-	// 3.0 either way). A newer minor, or _pq_ options: say what we speak
-	// and go on in it, as PostgreSQL 18 does (3.1 it takes as it comes).
-	c.protoMinor = min(sp.minor, latestMinor)
-	if sp.minor > latestMinor || len(sp.unknownOptions) > 0 {
-		c.cc.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: uint32(c.protoMinor), UnrecognizedOptions: sp.unknownOptions})
+	if sp.minor > 0 || len(sp.unknownOptions) > 0 {
+		// Newer minor or _pq_ options: say what we speak and go on as 3.0.
+		c.cc.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: sp.unknownOptions})
 	}
 	repl, err := parseReplication(sp.get("replication"), sp.has("replication"))
 	if err != nil {

@@ -85,21 +85,12 @@ func (s *Server) takeDrainingCancels() {
 					return
 				}
 				c.SetDeadline(time.Now().Add(5 * time.Second))
-				// A CancelRequest, its key 4 bytes long (protocol 3.0)
-				// or up to 256 (3.2).
-				var head [12]byte
-				if _, err := io.ReadFull(c, head[:]); err != nil || binary.BigEndian.Uint32(head[4:]) != cancelRequestCode {
+				var msg [16]byte
+				if _, err := io.ReadFull(c, msg[:]); err != nil ||
+					binary.BigEndian.Uint32(msg[0:]) != 16 || binary.BigEndian.Uint32(msg[4:]) != cancelRequestCode {
 					return
 				}
-				n := binary.BigEndian.Uint32(head[0:])
-				if n < 16 || n > 12+256 {
-					return
-				}
-				key := make([]byte, n-12)
-				if _, err := io.ReadFull(c, key); err != nil {
-					return
-				}
-				s.cancels.forward(binary.BigEndian.Uint32(head[8:]), key)
+				s.cancels.forward(binary.BigEndian.Uint32(msg[8:]), msg[12:16])
 			}()
 		}
 	}()
@@ -109,7 +100,7 @@ func (s *Server) takeDrainingCancels() {
 // to a draining process of the same address, if there is one (best effort:
 // it cannot tell whether the key was right there).
 func handToDraining(cfg *config.Config, pid uint32, key []byte) {
-	if drainingName(cfg, 0) == "" || len(key) < 4 || !peerCredsSupported {
+	if drainingName(cfg, 0) == "" || len(key) != 4 || !peerCredsSupported {
 		return
 	}
 	// Each draining process passes the request to its own backends only,

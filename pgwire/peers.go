@@ -114,14 +114,15 @@ func (s *Server) chargeWrongKey(src string) {
 // bits here).
 type forwardsInFlight struct {
 	mu sync.Mutex
-	m  map[string]struct{}
+	m  map[uint64]struct{}
 }
 
-func forwardID(pid uint32, key []byte) string {
-	return string(binary.BigEndian.AppendUint32(nil, pid)) + string(key)
+func forwardID(pid uint32, key []byte) uint64 {
+	return uint64(pid)<<32 | uint64(binary.BigEndian.Uint32(key))
 }
 
 // begin records a forward of (pid, key); false when one is in flight.
+// Only 4-byte keys carry a peer id, so only those come here.
 func (f *forwardsInFlight) begin(pid uint32, key []byte) bool {
 	id := forwardID(pid, key)
 	f.mu.Lock()
@@ -130,7 +131,7 @@ func (f *forwardsInFlight) begin(pid uint32, key []byte) bool {
 		return false
 	}
 	if f.m == nil {
-		f.m = make(map[string]struct{})
+		f.m = make(map[uint64]struct{})
 	}
 	f.m[id] = struct{}{}
 	return true

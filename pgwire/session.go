@@ -228,7 +228,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	}
 	s.ShareParams()
 	target := &cancelTarget{network: s.CancelNetwork, addr: s.CancelAddr, pid: s.PID, secret: s.Secret}
-	c.srv.cancels.register(target, keyLen(c.protoMinor))
+	c.srv.cancels.register(target)
 	registered := true
 	retireKey := func() {
 		if registered {
@@ -242,7 +242,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 			retireKey()
 		}
 	}()
-	c.cc.send(&pgproto3.BackendKeyData{ProcessID: s.PID, SecretKey: target.key})
+	c.cc.send(&pgproto3.BackendKeyData{ProcessID: s.PID, SecretKey: target.key[:]})
 	c.cc.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if err := c.cc.flush(); err != nil {
 		pool.Discard(s)

@@ -45,9 +45,6 @@ type startupPacket struct {
 
 type param struct{ name, value string }
 
-// latestMinor is the newest protocol minor version pgwarden speaks: 3.2.
-const latestMinor = 2
-
 func (p *startupPacket) get(name string) string {
 	for _, kv := range p.params {
 		if kv.name == name {
