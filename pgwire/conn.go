@@ -119,13 +119,22 @@ func (c *conn) setBackend(b net.Conn) bool {
 	return true
 }
 
+// addrString names the client in logs, the audit log, the throttle and
+// SHOW CLIENTS: its address, or on the unix socket its OS user
+// ("local:UID", see localSource).
 func (c *conn) addrString() string {
+	if c.local {
+		return c.src
+	}
 	return hba.AddrText(c.addr, c.local)
 }
 
 func (s *Server) handle(raw net.Conn, local bool) {
 	c := &conn{srv: s, id: s.nextID.Add(1), raw: raw, stream: raw, local: local, since: time.Now()}
-	if !local {
+	if local {
+		// Before the connection is tracked: SHOW CLIENTS reads it.
+		c.src = localSource(raw)
+	} else {
 		if ap, err := netip.ParseAddrPort(raw.RemoteAddr().String()); err == nil {
 			c.addr = ap.Addr().Unmap()
 		}

@@ -32,9 +32,10 @@ func TestPeerSourcesAreThePeersAddresses(t *testing.T) {
 	}
 }
 
-// A client of the unix socket counts as its OS user, for the cancel guard
-// and for making room at max_connections: one local user's wrong cancel
-// keys or crowd of connections cannot shut out another's.
+// A client of the unix socket counts as its OS user, for the cancel guard,
+// making room at max_connections and the throttle: one local user's wrong
+// cancel keys, crowd of connections or wrong passwords cannot shut out
+// another's.
 func TestAUnixSocketClientCountsAsItsOSUser(t *testing.T) {
 	if !peerCredsSupported {
 		t.Log("no SO_PEERCRED on this platform: the unix socket's clients are one source")
@@ -55,9 +56,13 @@ func TestAUnixSocketClientCountsAsItsOSUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	c := &conn{srv: &Server{}, raw: raw, local: true}
-	if got, want := c.source(), fmt.Sprintf("local:%d", os.Getuid()); got != want {
+	c := &conn{srv: &Server{}, raw: raw, local: true, src: localSource(raw)}
+	want := fmt.Sprintf("local:%d", os.Getuid())
+	if got := c.source(); got != want {
 		t.Fatalf("a unix socket client counts as %q, want %q", got, want)
+	}
+	if got := c.addrString(); got != want {
+		t.Fatalf("a unix socket client is named %q in the logs and the throttle, want %q", got, want)
 	}
 	tcp := &conn{srv: &Server{}, addr: netip.MustParseAddr("192.0.2.7")}
 	if got := tcp.source(); got != "192.0.2.7" {

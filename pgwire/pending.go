@@ -1,6 +1,7 @@
 package pgwire
 
 import (
+	"net"
 	"strconv"
 
 	"go.uber.org/zap"
@@ -21,23 +22,30 @@ func (s *Server) noteEviction(victim *admission.Client) {
 
 // source names the source c counts as, for the cancel guard and for
 // making room at max_connections: an IPv6 client its network, as the
-// throttle counts it; a client of the unix socket its OS user ("local:UID",
-// from SO_PEERCRED), and the clients a proxy forwarded without naming them
-// one (see proxyClient). The unix socket's clients used to be one source,
-// so on a machine of several users (the socket is in /tmp by default) any
-// of them could send wrong cancel keys until every local client's cancel
-// requests were ignored, or crowd out the others' logins at
-// max_connections.
+// throttle counts it; a client of the unix socket its OS user (see
+// localSource), and the clients a proxy forwarded without naming them one
+// (see proxyClient).
 func (c *conn) source() string {
 	if c.src == "" {
 		c.src = c.srv.throttle.SourceOf(c.addr, c.local)
-		if c.local {
-			if uid, err := peerUID(c.raw); err == nil {
-				c.src = "local:" + strconv.FormatUint(uint64(uid), 10)
-			}
-		}
 	}
 	return c.src
+}
+
+// localSource names a client of the unix socket by its OS user,
+// "local:UID" from SO_PEERCRED ("local" where that is not known), for the
+// throttle, the cancel guard and making room at max_connections, and in
+// the logs. The unix socket's clients used to be one, and it is in /tmp
+// by default: on a machine of several users, any of them could send wrong
+// cancel keys until every local client's cancel requests were ignored,
+// crowd out the others' logins at max_connections, or hold up another
+// user's password logins on the socket with wrong passwords for their
+// name.
+func localSource(raw net.Conn) string {
+	if uid, err := peerUID(raw); err == nil {
+		return "local:" + strconv.FormatUint(uint64(uid), 10)
+	}
+	return "local"
 }
 
 // waitToAuthenticate records c as a client still authenticating, against
