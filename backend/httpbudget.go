@@ -88,8 +88,15 @@ func (p *HTTPPools) forgetCounted(c *countedConn) {
 // or nil when the pools count nothing.
 func counted(pc *pgconn.PgConn) *countedConn {
 	nc := pc.Conn()
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
+	for range 3 { // the message gate over TLS over the count
+		if cc, ok := nc.(*countedConn); ok {
+			return cc
+		}
+		if tc, ok := nc.(*tls.Conn); ok {
+			nc = tc.NetConn()
+		} else if gc, ok := nc.(*gatedConn); ok {
+			nc = gc.NetConn()
+		}
 	}
 	cc, _ := nc.(*countedConn)
 	return cc

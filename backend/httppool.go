@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/internal/membudget"
 )
 
 // maxConnsPerHTTPPool bounds the backend connections one backend login
@@ -66,6 +67,11 @@ type HTTPPools struct {
 	// connection's type map: the HTTP frontend adds how its own argument
 	// values are sent.
 	ConfigureTypes func(*pgtype.Map)
+
+	// Results, when set before the first Get, is the budget of
+	// http.max_result_memory: each connection's large backend messages
+	// take room in it before pgx reads them (see gatedConn).
+	Results *membudget.Budget
 
 	// budget counts the connections against max_backend_connections
 	// (CountAgainst); uses says which are idle, for shedding.
@@ -239,6 +245,9 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	// release, which a connection QueryThenReset already reset never needs.
 	watch := &settingsWatch{role: t.Role, database: t.Database}
 	pcfg.ConnConfig.DialFunc = p.dialCounted(pcfg.ConnConfig.DialFunc)
+	if p.Results != nil {
+		pcfg.ConnConfig.AfterNetConnect = gateMessages(p.Results, pcfg.ConnConfig.AfterNetConnect)
+	}
 	// A request whose time runs out (or whose client leaves) cancels its
 	// statement and reads the backend's answer (see cancelOnDone); a
 	// backend that answers nothing within connect_timeout after that is
@@ -321,6 +330,7 @@ func maxHTTPMessage(maxResultBytes int64) int {
 // it, and closed instead when the reset fails.
 func (p *HTTPPools) Release(c *pgxpool.Conn) {
 	conn := c.Conn()
+	releaseMessageRoom(conn.PgConn())
 	if p.states.isClean(conn.PgConn()) {
 		p.markIdle(conn.PgConn())
 		c.Release()
@@ -353,6 +363,7 @@ func (p *HTTPPools) ReleaseAfter(c *pgxpool.Conn, stmts ...string) {
 // discard closes a connection of one of the pools instead of returning it.
 func (p *HTTPPools) discard(c *pgxpool.Conn) {
 	conn := c.Conn()
+	releaseMessageRoom(conn.PgConn())
 	go func() {
 		conn.Close(context.Background()) // and the release destroys it
 		c.Release()

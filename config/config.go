@@ -201,7 +201,12 @@ type HTTP struct {
 	// MaxResultBytes bounds the bytes of row values one request reads
 	// from the backend: without it one SELECT of a large value could
 	// take the gateway's memory from every other client.
-	MaxResultBytes   int64    `toml:"max_result_bytes"`
+	MaxResultBytes int64 `toml:"max_result_bytes"`
+	// MaxResultMemory bounds what the answers of all requests in
+	// progress hold together (0: ResultMemory's default): without it,
+	// many requests each under max_result_bytes could still take the
+	// gateway's memory, and every wire session with it.
+	MaxResultMemory  int64    `toml:"max_result_memory"`
 	StatementTimeout Duration `toml:"statement_timeout"`
 	SessionTTL       Duration `toml:"session_ttl"`
 	// SessionIdleTimeout ends a console session unused this long; the SPEC
@@ -211,6 +216,21 @@ type HTTP struct {
 	// AllowedHosts are Host names accepted besides localhost and the
 	// listen addresses; any other Host is 421 (DNS rebinding).
 	AllowedHosts []string `toml:"allowed_hosts"`
+}
+
+// DefaultResultMemory is http.max_result_memory when it is not set, unless
+// four times max_result_bytes is more (ResultMemory).
+const DefaultResultMemory = 256 << 20
+
+// ResultMemory is the budget of the answers of all HTTP requests in
+// progress: max_result_memory, or when it is 0 the larger of 256 MiB and
+// four times max_result_bytes, which one answer at that bound needs (its
+// backend message, the value read out of it, and the JSON).
+func (h *HTTP) ResultMemory() int64 {
+	if h.MaxResultMemory > 0 {
+		return h.MaxResultMemory
+	}
+	return max(DefaultResultMemory, 4*h.MaxResultBytes)
 }
 
 // Tokens configures the HS256 tokens pgwarden issues itself.

@@ -61,6 +61,8 @@ func TestEveryConfigErrorSaysWhereAndWhatToDo(t *testing.T) {
 			[]string{`c.toml:2: throttle.ipv6_prefix: must be between 32 and 128 bits, not 16`}},
 		{"result bound out of range", "[http]\nmax_result_bytes = 0\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:2: http.max_result_bytes: must be between 1 and 1073741824`}},
+		{"answers' memory below one answer", "[http]\nmax_result_bytes = 1000\nmax_result_memory = 999\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:3: http.max_result_memory: must be 0 (the larger of 256 MiB and four times http.max_result_bytes) or at least http.max_result_bytes (1000), not 999`}},
 		{"backend database name PostgreSQL would cut", "[[databases]]\nname = \"app\"\nbackend_dbname = \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:3: databases[1].backend_dbname: is 64 bytes; PostgreSQL keeps 63 and would connect to a database of its first 63`}},
 		{"an entry named as the admin console", "[[databases]]\nname = \"pgwarden\"\nbackend_dbname = \"app\"\n[[hba]]\nmethod = \"trust\"\n",
@@ -218,5 +220,20 @@ func TestAUnixSocketPathTooLongForTheKernelIsALoadError(t *testing.T) {
 	dir := "/tmp/" + strings.Repeat("d", 107-len("/tmp/")-len("/.s.PGSQL.6432"))
 	if _, err := Parse("/x/c.toml", []byte("[server]\npg_listen = [\"127.0.0.1:6432\"]\nunix_socket_dir = \""+dir+"\"\n[[hba]]\nmethod = \"trust\"\n")); err != nil {
 		t.Fatalf("a 107-byte path: %v", err)
+	}
+}
+
+// http.max_result_memory unset is 256 MiB, or four answers at
+// max_result_bytes when that is more; set, it is what it says.
+func TestTheAnswersMemoryDefaultHoldsOneAnswerAtItsBound(t *testing.T) {
+	for _, c := range []struct{ bytes, memory, want int64 }{
+		{32 << 20, 0, 256 << 20},
+		{100 << 20, 0, 400 << 20},
+		{32 << 20, 64 << 20, 64 << 20},
+	} {
+		h := HTTP{MaxResultBytes: c.bytes, MaxResultMemory: c.memory}
+		if got := h.ResultMemory(); got != c.want {
+			t.Fatalf("max_result_bytes %d, max_result_memory %d: %d, want %d", c.bytes, c.memory, got, c.want)
+		}
 	}
 }

@@ -363,6 +363,9 @@ func (c *Config) validate(v *validator) {
 	if h.MaxResultBytes < 1 || h.MaxResultBytes > maxResultBytesLimit {
 		v.add("http.max_result_bytes", "must be between 1 and %d (1 GiB, PostgreSQL's largest value)", int64(maxResultBytesLimit))
 	}
+	if h.MaxResultMemory < 0 || (h.MaxResultMemory > 0 && h.MaxResultMemory < h.MaxResultBytes) {
+		v.add("http.max_result_memory", "must be 0 (the larger of 256 MiB and four times http.max_result_bytes) or at least http.max_result_bytes (%d), not %d: below it, no answer that large could ever be given", h.MaxResultBytes, h.MaxResultMemory)
+	}
 	if h.StatementTimeout.Duration < 0 {
 		v.add("http.statement_timeout", "must not be negative")
 	}

@@ -24,6 +24,20 @@ var errAnswerTooLarge = errors.New("the answer is larger than its limit")
 // stored changed. The answer is refused instead.
 var errNotUTF8 = errors.New("a value is not valid UTF-8")
 
+// valueBytes is the least a large value takes in the answer: its bytes
+// (base64 for bytea); 0 for the values whose JSON is short.
+func valueBytes(v any) int {
+	switch x := v.(type) {
+	case string:
+		return len(x)
+	case jsonText:
+		return len(x)
+	case []byte:
+		return base64.StdEncoding.EncodedLen(len(x))
+	}
+	return 0
+}
+
 // appendJSON appends v, one of the values encodeValue gives, as
 // encoding/json would write it (HTML-safe strings, sorted object keys,
 // base64 bytes), and fails with errAnswerTooLarge as soon as b grows past

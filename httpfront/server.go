@@ -30,6 +30,7 @@ import (
 	"github.com/pgwarden/pgwarden/internal/awake"
 	"github.com/pgwarden/pgwarden/internal/listen"
 	"github.com/pgwarden/pgwarden/internal/logpace"
+	"github.com/pgwarden/pgwarden/internal/membudget"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
@@ -103,6 +104,9 @@ type Server struct {
 	// evictions paces the log line about making room.
 	pending   *admission.Pending
 	evictions logpace.Count
+	// memoryRefusals paces the log line about answers refused for want
+	// of room in http.max_result_memory.
+	memoryRefusals logpace.Count
 	// newConns are the HTTP connections whose first request has not
 	// been read yet, by peer (newConnsOf maps each to its record): past
 	// twice max_connections open connections, one source's cannot fill
@@ -134,6 +138,7 @@ func New(o Options) *Server {
 	}
 	s.pools = backend.NewHTTPPools(o.Log)
 	s.pools.ConfigureTypes = sendArraysAsText
+	s.pools.Results = membudget.New(o.State.Current().Config.HTTP.ResultMemory())
 	s.pools.Timings = backend.PoolTimings{
 		Connect: func(d time.Duration) { o.Metrics.BackendConnect("http", d) },
 		Acquire: func(d time.Duration) { o.Metrics.BackendAcquire("http", d) },
@@ -147,6 +152,7 @@ func New(o Options) *Server {
 	s.gate = &authcore.Gate{Throttle: o.Throttle}
 	if o.Metrics != nil {
 		o.Metrics.RegisterConsoleSessions(s.sessions.Len)
+		o.Metrics.RegisterResultMemory(s.pools.Results.Used, func() int64 { return s.o.State.Current().Config.HTTP.ResultMemory() })
 	}
 	return s
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/backend"
+	"github.com/pgwarden/pgwarden/internal/membudget"
 	"github.com/pgwarden/pgwarden/snapshot"
 )
 
@@ -187,6 +188,11 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.o.Log.Debug("closing idle backends of databases a statement names", zap.String("user", res.name), zap.Strings("names", names))
 		s.o.ReleaseDatabases(t.Host, t.Port, names)
 	}
+	// What the answer holds is taken from http.max_result_memory as it
+	// grows, and given back once the answer went out.
+	s.pools.Results.SetCapacity(cfg.HTTP.ResultMemory())
+	mem := s.pools.Results.NewLease()
+	defer mem.Return()
 	ctx := r.Context()
 	if d := cfg.HTTP.StatementTimeout.Duration; d > 0 {
 		var cancel context.CancelFunc
@@ -197,12 +203,12 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	for retried := false; ; retried = true {
 		switch {
 		case req.Transaction != nil:
-			out, err = s.runTransaction(ctx, snap, pool, res.name, req.Transaction)
+			out, err = s.runTransaction(ctx, snap, pool, res.name, req.Transaction, mem)
 		case req.BulkArgs != nil:
 			out, err = s.runBulk(ctx, pool, res.name, req.Stmt, req.BulkArgs)
 		default:
 			var answered bool
-			if answered, err = s.runOne(ctx, w, snap, pool, res.name, req.Stmt, req.Args); answered {
+			if answered, err = s.runOne(ctx, w, snap, pool, res.name, req.Stmt, req.Args, mem); answered {
 				return
 			}
 		}
@@ -245,7 +251,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 // runOne runs one statement and answers it once its backend is back in
 // the pool (answered reports whether the reply went out); the backend's
 // reset travels behind the statement.
-func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, user, stmt string, args rawArgs) (answered bool, err error) {
+func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapshot.Snapshot, pool *pgxpool.Pool, user, stmt string, args rawArgs, mem *membudget.Lease) (answered bool, err error) {
 	if stmt == "" {
 		return false, errEmptyStatement
 	}
@@ -255,7 +261,7 @@ func (s *Server) runOne(ctx context.Context, w http.ResponseWriter, snap *snapsh
 	var res *result
 	start := time.Now()
 	err = s.pools.QueryThenReset(ctx, pool, user, stmt, jsonArgs(args), resultFormats, func(rows pgx.Rows, tm *pgtype.Map) (err error) {
-		res, err = readResult(rows, tm, resultLimits(snap), start)
+		res, err = readResult(rows, tm, resultLimits(snap, mem), start)
 		return err
 	})
 	if err != nil {
@@ -320,7 +326,7 @@ type txResults struct {
 
 // runTransaction runs every statement in one backend transaction; any
 // error rolls all back and names the statement (0-based) that failed.
-func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, user string, stmts []txStatement) (*txResults, error) {
+func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, pool *pgxpool.Pool, user string, stmts []txStatement, mem *membudget.Lease) (*txResults, error) {
 	out := &txResults{}
 	for i, st := range stmts {
 		if e := refusedBeforeRunning(st.Stmt, true); e != nil {
@@ -336,7 +342,7 @@ func (s *Server) runTransaction(ctx context.Context, snap *snapshot.Snapshot, po
 		texts[i] = st.Stmt
 	}
 	defer s.pools.ReleaseAfter(c, texts...)
-	lim := resultLimits(snap)
+	lim := resultLimits(snap, mem)
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for i, st := range stmts {
 			res, err := query(ctx, tx.Conn(), st.Stmt, st.Args, lim)
@@ -388,15 +394,26 @@ var errEmptyStatement = &sqlError{status: http.StatusBadRequest, code: codeSynta
 // limits bound what one request reads from the backend: http.max_rows rows
 // and http.max_result_bytes bytes of values.
 // A transaction's statements share one answer, so bytes is what is left
-// of max for the statement at hand.
+// of max for the statement at hand. mem is the request's share of
+// http.max_result_memory, which the answer's JSON takes as it grows.
 type limits struct {
 	rows       int
 	bytes, max int64
+	mem        *membudget.Lease
 }
 
-func resultLimits(snap *snapshot.Snapshot) limits {
-	return limits{rows: snap.Config.HTTP.MaxRows, bytes: snap.Config.HTTP.MaxResultBytes, max: snap.Config.HTTP.MaxResultBytes}
+func resultLimits(snap *snapshot.Snapshot, mem *membudget.Lease) limits {
+	return limits{rows: snap.Config.HTTP.MaxRows, bytes: snap.Config.HTTP.MaxResultBytes, max: snap.Config.HTTP.MaxResultBytes, mem: mem}
 }
+
+// freeAnswerBytes is what an answer may hold before it takes any of
+// http.max_result_memory: most answers never reach it, and their rows
+// then cost no look at the shared count.
+const freeAnswerBytes = 64 << 10
+
+// errResultMemory is the refusal of an answer that found no room in
+// http.max_result_memory.
+var errResultMemory = fmt.Errorf("the answer: %w", membudget.ErrExhausted)
 
 // resultTooLarge is the refusal of a result over http.max_result_bytes.
 func resultTooLarge(max int64) *sqlError {
@@ -448,6 +465,8 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, lim limits, start time.Time) (*re
 	fds := rows.FieldDescriptions()
 	limit := int(min(lim.bytes, math.MaxInt32)) + 1 // the rows' "[" and "]" come free
 	buf := append(make([]byte, 0, 64), '[')
+	// A transaction's earlier answers keep what they took.
+	memBase := lim.mem.Held()
 	n := 0
 	for _, fd := range fds {
 		res.Cols = append(res.Cols, fd.Name)
@@ -488,6 +507,13 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, lim limits, start time.Time) (*re
 					return nil, err
 				}
 			}
+			// Room for a large value is taken before it is written
+			// (at least its own length); the answer's growth is
+			// counted after each row.
+			if vb := valueBytes(v); vb >= freeAnswerBytes && !lim.mem.GrowTo(memBase+int64(len(buf)+vb)) {
+				rows.Close()
+				return nil, errResultMemory
+			}
 			var err error
 			if buf, err = appendJSON(buf, v, limit); err != nil {
 				rows.Close()
@@ -499,6 +525,10 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, lim limits, start time.Time) (*re
 		}
 		buf = append(buf, ']')
 		n++
+		if c := cap(buf); c > freeAnswerBytes && !lim.mem.GrowTo(memBase+int64(c)) {
+			rows.Close()
+			return nil, errResultMemory
+		}
 	}
 	if len(buf) > limit {
 		return nil, resultTooLarge(lim.max)
@@ -578,6 +608,21 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 	var qe *sqlError
 	if errors.As(err, &qe) {
 		writeJSON(w, qe.status, apiError{Error: errorBody{Code: qe.code, Message: qe.msg, Statement: idx}})
+		return
+	}
+	if errors.Is(err, membudget.ErrExhausted) {
+		// Not the request's fault, nor the backend's: the answers of
+		// the requests in progress hold what the gateway may give them,
+		// and one of them going out makes room.
+		capacity := s.pools.Results.Capacity()
+		if n, due := s.memoryRefusals.Add(); due {
+			s.o.Log.Warn("HTTP answers refused: the answers of the requests in progress hold http.max_result_memory",
+				zap.Int64("max_result_memory", capacity), zap.Int64("refused", n),
+				zap.String("address", addrText(clientAddr(r, s.o.State.Current()))))
+		}
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errorBody{Code: codeOutOfMemory, Statement: idx,
+			Message: fmt.Sprintf("out of memory: the answers of the requests in progress hold http.max_result_memory (%d bytes); try again", capacity)}})
 		return
 	}
 	var pe *pgconn.PgError

@@ -748,6 +748,100 @@ func TestClientsThatDoNotReadTheirAnswersHoldNoBackend(t *testing.T) {
 	}
 }
 
+// The answers of all requests in progress share http.max_result_memory:
+// each under max_result_bytes, many at once could still take the gateway's
+// memory (36 requests for a 30 MB value took it to 2.9 GB before the
+// bound), and every wire session with it. Clients that do not read hold
+// their answers, so the budget fills; a request whose answer of many small
+// rows grows past it, and one whose large backend message finds no room,
+// are refused 503 53200 with Retry-After; once those clients leave,
+// nothing stays taken and the same requests are answered whole.
+func TestLargeAnswersAtOnceStayWithinMaxResultMemory(t *testing.T) {
+	const budget = 32 << 20
+	g := startHTTPGateway(t, fmt.Sprintf("max_result_bytes = %d\nmax_result_memory = %d\nmax_rows = 100000\nstatement_timeout = \"20s\"", 8<<20, budget),
+		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	used := func() float64 {
+		return sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_result_memory_bytes")
+	}
+	if v := sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_result_memory_limit_bytes"); v != budget {
+		t.Fatalf("pgwarden_http_result_memory_limit_bytes = %v, want %d", v, budget)
+	}
+	// About 7.4 MB of JSON in 70,000 small rows, and one 6 MB value: both
+	// past what the loopback socket buffers take, so an answer waits for
+	// a client that does not read it.
+	const rows = `{"stmt":"SELECT repeat('x', 100) AS v FROM generate_series(1, 70000)"}`
+	const value = `{"stmt":"SELECT repeat('x', 6000000) AS v"}`
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:alice-Pass-1"))
+	req := fmt.Sprintf("POST /_sql?db=postgres HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", auth, len(rows), rows)
+	var holders []net.Conn
+	defer func() {
+		for _, c := range holders {
+			c.Close()
+		}
+	}()
+	// settled waits until the count stops moving: the last holder's
+	// answer has taken its room and waits, or was refused.
+	settled := func() {
+		last := -1.0
+		for i := 0; i < 100; i++ {
+			time.Sleep(100 * time.Millisecond)
+			v := used()
+			if v == last {
+				return
+			}
+			last = v
+		}
+		t.Fatal("the memory in use never settled")
+	}
+	// Eight such answers need about 60 MB: the last ones find no room.
+	for len(holders) < 8 {
+		c, err := net.Dial("tcp", g.httpURL()[len("http://"):])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		holders = append(holders, c)
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		settled()
+	}
+	if v := used(); v < 2*7_000_000 || v > budget {
+		t.Fatalf("with %d clients not reading their answers, %v bytes in use of %d", len(holders), v, budget)
+	}
+	auth2 := basic("alice", "alice-Pass-1")
+	for _, body := range []string{rows, value} {
+		status, hdr, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth2)
+		if status != 503 || errCode(out) != "53200" || hdr.Get("Retry-After") != "1" ||
+			!strings.Contains(errMessage(out), fmt.Sprintf("http.max_result_memory (%d bytes)", budget)) {
+			t.Fatalf("%s with the budget in use: %d %v %v", body, status, hdr, out)
+		}
+	}
+	// A small answer needs none of it.
+	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1 AS n"}`, auth2); status != 200 {
+		t.Fatalf("a small answer beside a full budget: %d %v", status, out)
+	}
+	for _, c := range holders {
+		c.Close()
+	}
+	holders = nil
+	deadline := time.Now().Add(20 * time.Second)
+	for used() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v bytes still in use after every client left", used())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", rows, auth2)
+	if got, _ := out["rows"].([]any); status != 200 || len(got) != 70000 {
+		t.Fatalf("the answer of many rows once the budget is free: %d %v", status, errMessage(out))
+	}
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", value, auth2)
+	if got, _ := out["rows"].([]any); status != 200 || len(got) != 1 || len(got[0].([]any)[0].(string)) != 6000000 {
+		t.Fatalf("the large value once the budget is free: %d %v", status, errMessage(out))
+	}
+}
+
 // Bytes that are not UTF-8 are refused, never replaced. A SQL_ASCII
 // database stores and returns whatever bytes it was given; before, a text
 // value with such bytes came back with each of them as \ufffd (written
