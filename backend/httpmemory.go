@@ -17,7 +17,7 @@ import (
 // backend is back in the pool), so its backend's large messages are too:
 // a row of one 30 MB value is held as the message pgx reads, as the value
 // taken from it, and as the answer's JSON. http.max_result_bytes bounds one
-// request; http.max_result_memory bounds them all together. The answer's
+// request; http.max_request_memory bounds them all together. The answer's
 // JSON is counted by the HTTP frontend as it grows; the messages are
 // counted here, before pgx reads a large one's header and makes room for
 // its body, so that a hundred requests for large values cannot all have

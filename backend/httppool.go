@@ -69,9 +69,9 @@ type HTTPPools struct {
 	ConfigureTypes func(*pgtype.Map)
 
 	// Results, when set before the first Get, is the budget of
-	// http.max_result_memory: each connection's large backend messages
+	// http.max_request_memory: each connection's large backend messages
 	// take room in it before pgx reads them (see gatedConn).
-	Results *membudget.Budget
+	Memory *membudget.Budget
 
 	// budget counts the connections against max_backend_connections
 	// (CountAgainst); uses says which are idle, for shedding.
@@ -245,8 +245,8 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	// release, which a connection QueryThenReset already reset never needs.
 	watch := &settingsWatch{role: t.Role, database: t.Database}
 	pcfg.ConnConfig.DialFunc = p.dialCounted(pcfg.ConnConfig.DialFunc)
-	if p.Results != nil {
-		pcfg.ConnConfig.AfterNetConnect = gateMessages(p.Results, pcfg.ConnConfig.AfterNetConnect)
+	if p.Memory != nil {
+		pcfg.ConnConfig.AfterNetConnect = gateMessages(p.Memory, pcfg.ConnConfig.AfterNetConnect)
 	}
 	// A request whose time runs out (or whose client leaves) cancels its
 	// statement and reads the backend's answer (see cancelOnDone); a

@@ -202,11 +202,11 @@ type HTTP struct {
 	// from the backend: without it one SELECT of a large value could
 	// take the gateway's memory from every other client.
 	MaxResultBytes int64 `toml:"max_result_bytes"`
-	// MaxResultMemory bounds what the answers of all requests in
-	// progress hold together (0: ResultMemory's default): without it,
-	// many requests each under max_result_bytes could still take the
+	// MaxRequestMemory bounds what all HTTP requests in progress hold
+	// together, their bodies and answers (0: RequestMemory's default):
+	// bounds per request still let many requests at once take the
 	// gateway's memory, and every wire session with it.
-	MaxResultMemory  int64    `toml:"max_result_memory"`
+	MaxRequestMemory int64    `toml:"max_request_memory"`
 	StatementTimeout Duration `toml:"statement_timeout"`
 	SessionTTL       Duration `toml:"session_ttl"`
 	// SessionIdleTimeout ends a console session unused this long; the SPEC
@@ -218,19 +218,33 @@ type HTTP struct {
 	AllowedHosts []string `toml:"allowed_hosts"`
 }
 
-// DefaultResultMemory is http.max_result_memory when it is not set, unless
-// four times max_result_bytes is more (ResultMemory).
-const DefaultResultMemory = 256 << 20
+// DefaultRequestMemory is http.max_request_memory when it is not set,
+// unless the other HTTP limits need more (RequestMemory).
+const DefaultRequestMemory = 256 << 20
 
-// ResultMemory is the budget of the answers of all HTTP requests in
-// progress: max_result_memory, or when it is 0 the larger of 256 MiB and
-// four times max_result_bytes, which one answer at that bound needs (its
-// backend message, the value read out of it, and the JSON).
-func (h *HTTP) ResultMemory() int64 {
-	if h.MaxResultMemory > 0 {
-		return h.MaxResultMemory
+// RequestMemory is the budget of all HTTP requests in progress:
+// max_request_memory, or when it is 0 its default (RequestMemoryDefault).
+func (h *HTTP) RequestMemory() int64 {
+	if h.MaxRequestMemory > 0 {
+		return h.MaxRequestMemory
 	}
-	return max(DefaultResultMemory, 4*h.MaxResultBytes)
+	return h.RequestMemoryDefault()
+}
+
+// RequestMemoryDefault is max_request_memory's default: the larger of
+// 256 MiB and four times the least the limit may be (leastRequestMemory),
+// so that four requests at the other limits fit at once.
+func (h *HTTP) RequestMemoryDefault() int64 {
+	return max(DefaultRequestMemory, 4*h.leastRequestMemory())
+}
+
+// leastRequestMemory is the least max_request_memory under which every
+// request within the other limits can be served alone: a body of
+// max_body_bytes takes twice its size and one byte from the quarter that
+// bodies not yet proved may take, and an answer of max_result_bytes must
+// fit.
+func (h *HTTP) leastRequestMemory() int64 {
+	return max(h.MaxResultBytes, 4*2*(h.MaxBodyBytes+1))
 }
 
 // Tokens configures the HS256 tokens pgwarden issues itself.

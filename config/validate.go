@@ -363,8 +363,8 @@ func (c *Config) validate(v *validator) {
 	if h.MaxResultBytes < 1 || h.MaxResultBytes > maxResultBytesLimit {
 		v.add("http.max_result_bytes", "must be between 1 and %d (1 GiB, PostgreSQL's largest value)", int64(maxResultBytesLimit))
 	}
-	if h.MaxResultMemory < 0 || (h.MaxResultMemory > 0 && h.MaxResultMemory < h.MaxResultBytes) {
-		v.add("http.max_result_memory", "must be 0 (the larger of 256 MiB and four times http.max_result_bytes) or at least http.max_result_bytes (%d), not %d: below it, no answer that large could ever be given", h.MaxResultBytes, h.MaxResultMemory)
+	if least := h.leastRequestMemory(); h.MaxRequestMemory < 0 || (h.MaxRequestMemory > 0 && h.MaxRequestMemory < least) {
+		v.add("http.max_request_memory", "must be 0 (the default: %d with these settings) or at least %d, not %d: a body of http.max_body_bytes takes twice its size from a quarter of it, and an answer of http.max_result_bytes must fit", h.RequestMemoryDefault(), least, h.MaxRequestMemory)
 	}
 	if h.StatementTimeout.Duration < 0 {
 		v.add("http.statement_timeout", "must not be negative")

@@ -1,6 +1,9 @@
 package httpfront
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -46,7 +49,7 @@ func decodeTestBody(t *testing.T, body string) *sqlError {
 	r := httptest.NewRequest("POST", "/_sql", strings.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
 	var req sqlRequest
-	return decodeBody(httptest.NewRecorder(), r, 1<<20, &req)
+	return decodeBody(httptest.NewRecorder(), r, 1<<20, &req, nil)
 }
 
 func TestALoneSurrogateEscapeIsFound(t *testing.T) {
@@ -65,4 +68,43 @@ func TestALoneSurrogateEscapeIsFound(t *testing.T) {
 			t.Errorf("%s: found %q (%v), want %q", body, got, found, want)
 		}
 	}
+}
+
+// readBody asks for twice what its buffer holds once that passes 64 KiB:
+// up front from a Content-Length, as it doubles without one, and reads
+// nothing more once refused.
+func TestABodyTakesRoomBeforeItsBufferGrows(t *testing.T) {
+	body := strings.Repeat("x", 300<<10)
+	for _, c := range []struct {
+		name          string
+		contentLength int64
+		wantAsked     []int64
+	}{
+		{"with a length", int64(len(body)), []int64{2 * (300<<10 + 1)}},
+		{"chunked", -1, []int64{2 * 128 << 10, 2 * 256 << 10, 2 * 512 << 10}},
+	} {
+		var asked []int64
+		got, err := readBody(strings.NewReader(body), c.contentLength, 1<<20, func(n int64) bool { asked = append(asked, n); return true })
+		if err != nil || string(got) != body || fmt.Sprint(asked) != fmt.Sprint(c.wantAsked) {
+			t.Fatalf("%s: %d bytes, %v, asked %v, want %v", c.name, len(got), err, asked, c.wantAsked)
+		}
+		r := &countingReader{r: strings.NewReader(body)}
+		if _, err := readBody(r, c.contentLength, 1<<20, func(int64) bool { return false }); !errors.Is(err, errBodyNoRoom) || r.n > 64<<10 {
+			t.Fatalf("%s with no room: %v after reading %d bytes", c.name, err, r.n)
+		}
+	}
+	if got, err := readBody(strings.NewReader("{}"), 2, 1<<20, nil); err != nil || string(got) != "{}" {
+		t.Fatalf("a small body: %q %v", got, err)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }

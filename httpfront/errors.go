@@ -23,7 +23,7 @@ const (
 	codeResolutionUnknown        = "08007" // the backend fell silent after a statement's cancel
 	codeRejectedConnection       = "08004" // a Host that is not this server's
 	codeTooManyConnections       = "53300"
-	codeOutOfMemory              = "53200" // http.max_result_memory
+	codeOutOfMemory              = "53200" // http.max_request_memory
 	codeProgramLimit             = "54000" // max_body_bytes, max_rows
 	codeCharacterNotInRepertoire = "22021"
 	codeInvalidParameterValue    = "22023"

@@ -104,9 +104,12 @@ type Server struct {
 	// evictions paces the log line about making room.
 	pending   *admission.Pending
 	evictions logpace.Count
-	// memoryRefusals paces the log line about answers refused for want
-	// of room in http.max_result_memory.
+	// memoryRefusals paces the log line about requests refused for want
+	// of room in http.max_request_memory.
 	memoryRefusals logpace.Count
+	// bodies is the part of http.max_request_memory that bodies not yet
+	// proved by their credentials may take (a quarter).
+	bodies *membudget.Budget
 	// newConns are the HTTP connections whose first request has not
 	// been read yet, by peer (newConnsOf maps each to its record): past
 	// twice max_connections open connections, one source's cannot fill
@@ -138,7 +141,8 @@ func New(o Options) *Server {
 	}
 	s.pools = backend.NewHTTPPools(o.Log)
 	s.pools.ConfigureTypes = sendArraysAsText
-	s.pools.Results = membudget.New(o.State.Current().Config.HTTP.ResultMemory())
+	s.pools.Memory = membudget.New(o.State.Current().Config.HTTP.RequestMemory())
+	s.bodies = membudget.New(o.State.Current().Config.HTTP.RequestMemory() / 4)
 	s.pools.Timings = backend.PoolTimings{
 		Connect: func(d time.Duration) { o.Metrics.BackendConnect("http", d) },
 		Acquire: func(d time.Duration) { o.Metrics.BackendAcquire("http", d) },
@@ -152,7 +156,7 @@ func New(o Options) *Server {
 	s.gate = &authcore.Gate{Throttle: o.Throttle}
 	if o.Metrics != nil {
 		o.Metrics.RegisterConsoleSessions(s.sessions.Len)
-		o.Metrics.RegisterResultMemory(s.pools.Results.Used, func() int64 { return s.o.State.Current().Config.HTTP.ResultMemory() })
+		o.Metrics.RegisterRequestMemory(s.pools.Memory.Used, func() int64 { return s.o.State.Current().Config.HTTP.RequestMemory() })
 	}
 	return s
 }

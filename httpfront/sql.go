@@ -75,7 +75,7 @@ func (e *sqlError) Error() string { return e.msg }
 
 // decodeBody reads a JSON body within max_body_bytes: 413 over it, 415 for
 // anything that is not JSON, compressed JSON included.
-func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlError {
+func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any, room func(int64) bool) *sqlError {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
@@ -91,8 +91,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 		return &sqlError{status: http.StatusUnsupportedMediaType, code: codeProtocolViolation, msg: fmt.Sprintf(
 			"the body is sent with Content-Encoding %q; pgwarden reads bodies as they are (identity)", c)}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max, room)
 	if err != nil {
+		if errors.Is(err, membudget.ErrExhausted) {
+			return errBodyMemory
+		}
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return &sqlError{status: http.StatusRequestEntityTooLarge, code: codeProgramLimit, msg: fmt.Sprintf("the body is over http.max_body_bytes (%d)", max)}
@@ -130,8 +133,23 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) *sqlEr
 func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	snap := s.o.State.Current()
 	cfg := snap.Config
+	// What the request holds, its body first and then its answer, is
+	// taken from http.max_request_memory as it grows, and given back
+	// once the answer went out. A body read before its credentials are
+	// proved may also take at most a quarter of it (bodies), so that
+	// clients that prove nothing cannot take the answers' room.
+	s.pools.Memory.SetCapacity(cfg.HTTP.RequestMemory())
+	s.bodies.SetCapacity(cfg.HTTP.RequestMemory() / 4)
+	mem := s.pools.Memory.NewLease()
+	defer mem.Return()
+	bodyMem := s.bodies.NewLease()
+	defer bodyMem.Return()
 	var req sqlRequest
-	if e := decodeBody(w, r, cfg.HTTP.MaxBodyBytes, &req); e != nil {
+	if e := decodeBody(w, r, cfg.HTTP.MaxBodyBytes, &req, func(n int64) bool { return bodyMem.GrowTo(n) && mem.GrowTo(n) }); e != nil {
+		if e == errBodyMemory {
+			s.writeSQLError(w, r, errBodyNoRoom)
+			return
+		}
 		writeError(w, e.status, e.code, e.msg)
 		return
 	}
@@ -153,6 +171,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, snap, f)
 		return
 	}
+	bodyMem.Return() // proved: its body stays counted in mem alone
 	shapes := 0
 	for _, set := range []bool{req.Stmt != "", req.Transaction != nil} {
 		if set {
@@ -188,11 +207,6 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.o.Log.Debug("closing idle backends of databases a statement names", zap.String("user", res.name), zap.Strings("names", names))
 		s.o.ReleaseDatabases(t.Host, t.Port, names)
 	}
-	// What the answer holds is taken from http.max_result_memory as it
-	// grows, and given back once the answer went out.
-	s.pools.Results.SetCapacity(cfg.HTTP.ResultMemory())
-	mem := s.pools.Results.NewLease()
-	defer mem.Return()
 	ctx := r.Context()
 	if d := cfg.HTTP.StatementTimeout.Duration; d > 0 {
 		var cancel context.CancelFunc
@@ -395,7 +409,7 @@ var errEmptyStatement = &sqlError{status: http.StatusBadRequest, code: codeSynta
 // and http.max_result_bytes bytes of values.
 // A transaction's statements share one answer, so bytes is what is left
 // of max for the statement at hand. mem is the request's share of
-// http.max_result_memory, which the answer's JSON takes as it grows.
+// http.max_request_memory, which the answer's JSON takes as it grows.
 type limits struct {
 	rows       int
 	bytes, max int64
@@ -407,13 +421,63 @@ func resultLimits(snap *snapshot.Snapshot, mem *membudget.Lease) limits {
 }
 
 // freeAnswerBytes is what an answer may hold before it takes any of
-// http.max_result_memory: most answers never reach it, and their rows
+// http.max_request_memory: most answers never reach it, and their rows
 // then cost no look at the shared count.
 const freeAnswerBytes = 64 << 10
 
 // errResultMemory is the refusal of an answer that found no room in
-// http.max_result_memory.
+// http.max_request_memory.
 var errResultMemory = fmt.Errorf("the answer: %w", membudget.ErrExhausted)
+
+// errBodyNoRoom is the refusal of a body that found no room in
+// http.max_request_memory, and errBodyMemory the way decodeBody says so.
+var (
+	errBodyNoRoom = fmt.Errorf("the body: %w", membudget.ErrExhausted)
+	errBodyMemory = &sqlError{status: http.StatusServiceUnavailable, code: codeOutOfMemory, msg: errBodyNoRoom.Error()}
+)
+
+// freeBodyBytes is what a body may hold before it takes room in
+// http.max_request_memory.
+const freeBodyBytes = 64 << 10
+
+// readBody reads a body of at most max bytes into one buffer (sized by its
+// Content-Length when it gives one). room, when set, is asked for twice
+// the buffer's size (the bytes, and what they decode into) before the
+// buffer grows past freeBodyBytes; with no room the rest of the body is
+// left unread and the error wraps membudget.ErrExhausted.
+func readBody(r io.Reader, contentLength, max int64, room func(int64) bool) ([]byte, error) {
+	size := int64(512)
+	if contentLength > 0 {
+		// One more byte, so that the read that finds the end needs no
+		// room of its own; more than max is MaxBytesReader's to refuse.
+		size = min(contentLength, max) + 1
+	}
+	if size > freeBodyBytes && room != nil && !room(2*size) {
+		return nil, errBodyNoRoom
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			grown := int64(2 * cap(buf))
+			if grown > freeBodyBytes && room != nil && !room(2*grown) {
+				return nil, errBodyNoRoom
+			}
+			// Exactly that much (append would round it up past what
+			// room was asked for).
+			nb := make([]byte, len(buf), grown)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
 
 // resultTooLarge is the refusal of a result over http.max_result_bytes.
 func resultTooLarge(max int64) *sqlError {
@@ -611,18 +675,18 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	if errors.Is(err, membudget.ErrExhausted) {
-		// Not the request's fault, nor the backend's: the answers of
-		// the requests in progress hold what the gateway may give them,
-		// and one of them going out makes room.
-		capacity := s.pools.Results.Capacity()
+		// Not the request's fault, nor the backend's: the requests in
+		// progress hold what the gateway may give them, and one of them
+		// ending makes room.
+		capacity := s.pools.Memory.Capacity()
 		if n, due := s.memoryRefusals.Add(); due {
-			s.o.Log.Warn("HTTP answers refused: the answers of the requests in progress hold http.max_result_memory",
-				zap.Int64("max_result_memory", capacity), zap.Int64("refused", n),
+			s.o.Log.Warn("HTTP requests refused: the requests in progress hold http.max_request_memory",
+				zap.Int64("max_request_memory", capacity), zap.Int64("refused", n),
 				zap.String("address", addrText(clientAddr(r, s.o.State.Current()))))
 		}
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errorBody{Code: codeOutOfMemory, Statement: idx,
-			Message: fmt.Sprintf("out of memory: the answers of the requests in progress hold http.max_result_memory (%d bytes); try again", capacity)}})
+			Message: fmt.Sprintf("out of memory: the HTTP requests in progress hold http.max_request_memory (%d bytes); try again", capacity)}})
 		return
 	}
 	var pe *pgconn.PgError

@@ -748,7 +748,7 @@ func TestClientsThatDoNotReadTheirAnswersHoldNoBackend(t *testing.T) {
 	}
 }
 
-// The answers of all requests in progress share http.max_result_memory:
+// The answers of all requests in progress share http.max_request_memory:
 // each under max_result_bytes, many at once could still take the gateway's
 // memory (36 requests for a 30 MB value took it to 2.9 GB before the
 // bound), and every wire session with it. Clients that do not read hold
@@ -756,15 +756,15 @@ func TestClientsThatDoNotReadTheirAnswersHoldNoBackend(t *testing.T) {
 // rows grows past it, and one whose large backend message finds no room,
 // are refused 503 53200 with Retry-After; once those clients leave,
 // nothing stays taken and the same requests are answered whole.
-func TestLargeAnswersAtOnceStayWithinMaxResultMemory(t *testing.T) {
+func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
 	const budget = 32 << 20
-	g := startHTTPGateway(t, fmt.Sprintf("max_result_bytes = %d\nmax_result_memory = %d\nmax_rows = 100000\nstatement_timeout = \"20s\"", 8<<20, budget),
+	g := startHTTPGateway(t, fmt.Sprintf("max_result_bytes = %d\nmax_request_memory = %d\nmax_rows = 100000\nstatement_timeout = \"20s\"", 8<<20, budget),
 		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	used := func() float64 {
-		return sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_result_memory_bytes")
+		return sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_request_memory_bytes")
 	}
-	if v := sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_result_memory_limit_bytes"); v != budget {
-		t.Fatalf("pgwarden_http_result_memory_limit_bytes = %v, want %d", v, budget)
+	if v := sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_request_memory_limit_bytes"); v != budget {
+		t.Fatalf("pgwarden_http_request_memory_limit_bytes = %v, want %d", v, budget)
 	}
 	// About 7.4 MB of JSON in 70,000 small rows, and one 6 MB value: both
 	// past what the loopback socket buffers take, so an answer waits for
@@ -813,7 +813,7 @@ func TestLargeAnswersAtOnceStayWithinMaxResultMemory(t *testing.T) {
 	for _, body := range []string{rows, value} {
 		status, hdr, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth2)
 		if status != 503 || errCode(out) != "53200" || hdr.Get("Retry-After") != "1" ||
-			!strings.Contains(errMessage(out), fmt.Sprintf("http.max_result_memory (%d bytes)", budget)) {
+			!strings.Contains(errMessage(out), fmt.Sprintf("http.max_request_memory (%d bytes)", budget)) {
 			t.Fatalf("%s with the budget in use: %d %v %v", body, status, hdr, out)
 		}
 	}
@@ -839,6 +839,88 @@ func TestLargeAnswersAtOnceStayWithinMaxResultMemory(t *testing.T) {
 	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", value, auth2)
 	if got, _ := out["rows"].([]any); status != 200 || len(got) != 1 || len(got[0].([]any)[0].(string)) != 6000000 {
 		t.Fatalf("the large value once the budget is free: %d %v", status, errMessage(out))
+	}
+}
+
+// Bodies are read before their credentials are proved (they can carry
+// them), so clients that prove nothing could hold max_body_bytes each,
+// sent but for their last byte, until ReadTimeout: 900 such withheld 1 MiB
+// bodies, with no credentials, took the gateway to 1.08 GB. A body past
+// 64 KiB takes twice its size from http.max_request_memory before it is
+// read, and bodies not yet proved at most a quarter of it: past that the
+// request is 503 53200 before its body is read, while a small request
+// passes; once those clients leave nothing stays taken, and a proved
+// request's large body is read.
+func TestBodiesNotYetProvedTakeAtMostAQuarterOfMaxRequestMemory(t *testing.T) {
+	const budget = 32 << 20
+	g := startHTTPGateway(t, fmt.Sprintf("max_body_bytes = %d\nmax_request_memory = %d\ndefault_database = \"postgres\"", 1<<20, budget),
+		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	used := func() float64 {
+		return sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_request_memory_bytes")
+	}
+	const size = 1 << 20
+	head := fmt.Sprintf("POST /_sql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
+	part := `{"stmt":"SELECT '` + strings.Repeat("x", size/2)
+	// Each takes a little over 2 MiB (twice its Content-Length and one
+	// byte) of the quarter's 8 MiB: a fourth finds no room.
+	var holders []net.Conn
+	defer func() {
+		for _, c := range holders {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", g.httpURL()[len("http://"):])
+		if err != nil {
+			t.Fatal(err)
+		}
+		holders = append(holders, c)
+		if _, err := c.Write([]byte(head + part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for used() < 3*2*size {
+		if time.Now().After(deadline) {
+			t.Fatalf("three withheld bodies hold %v bytes", used())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", g.httpURL()[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(head + part)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("a fourth withheld body: %v", err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(raw), `"53200"`) ||
+		!strings.Contains(string(raw), fmt.Sprintf("http.max_request_memory (%d bytes)", budget)) {
+		t.Fatalf("a fourth withheld body: %d %s", resp.StatusCode, raw)
+	}
+	auth := basic("alice", "alice-Pass-1")
+	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT 1 AS n"}`, auth); status != 200 {
+		t.Fatalf("a small body beside them: %d %v", status, out)
+	}
+	for _, c := range holders {
+		c.Close()
+	}
+	holders = nil
+	for used() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v bytes still in use after the clients left", used())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	big := `{"stmt":"SELECT length('` + strings.Repeat("x", 900000) + `') AS n"}`
+	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", big, auth); status != 200 || jsonText(t, out["rows"]) != "[[900000]]" {
+		t.Fatalf("a large body once they left: %d %v", status, errMessage(out))
 	}
 }
 

@@ -255,13 +255,13 @@ func (m *Metrics) RegisterConsoleSessions(n func() int) {
 		func() float64 { return float64(n()) }))
 }
 
-// RegisterResultMemory exposes what the answers of HTTP requests in
-// progress hold of http.max_result_memory, and that bound.
-func (m *Metrics) RegisterResultMemory(used, capacity func() int64) {
+// RegisterRequestMemory exposes what the answers of HTTP requests in
+// progress hold of http.max_request_memory, and that bound.
+func (m *Metrics) RegisterRequestMemory(used, capacity func() int64) {
 	m.register(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_http_result_memory_bytes", Help: "Bytes the answers of HTTP requests in progress hold (their JSON and large backend messages)."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_http_request_memory_bytes", Help: "Bytes the answers of HTTP requests in progress hold (their JSON and large backend messages)."},
 			func() float64 { return float64(used()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_http_result_memory_limit_bytes", Help: "http.max_result_memory in force."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_http_request_memory_limit_bytes", Help: "http.max_request_memory in force."},
 			func() float64 { return float64(capacity()) }),
 	)
 }
