@@ -83,9 +83,11 @@ func userCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "user",
 		Short: "add, change, delete or list users of the users file",
-		Long: `Change the users file the configuration names (users.file), with the same
-locked, atomic writer as the admin console. A running server sees a change
-after SIGHUP or RELOAD.`,
+		Long: `Change the users the configuration names: the users file (users.file),
+with the same locked, atomic writer as the admin console, or the PostgreSQL
+store ([store] kind = "postgres"). Running servers see a change within a
+second (they watch the file; the store notifies them), or at SIGHUP or
+RELOAD.`,
 		Example: `  pgwarden user add alice --backend-user app -c config.toml
   printf 'secret\n' | pgwarden user passwd alice --password-stdin -c config.toml
   pgwarden user list -c config.toml`,
@@ -157,8 +159,10 @@ func tokenCommand(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "create --user NAME",
 		Short: "print a JWT for a user, signed with the user's own secret",
 		Long: `Print a JWT (HS256) for a user of the users file, signed with the user's
-own secret, which is made and stored on first use (reload the server then).
-Deleting the user or changing its secret revokes every token it has.`,
+own secret, which is made and stored on first use (running servers take it
+within a second, as any change of the users). Deleting the user, changing
+its password (which makes a new secret) or changing its secret revokes
+every token it has.`,
 		Example: "  pgwarden token create --user alice --expire 30d -c config.toml",
 		Args:    noArgs,
 	}
