@@ -19,6 +19,7 @@ import (
 	"github.com/pgwarden/pgwarden/httpfront"
 	"github.com/pgwarden/pgwarden/internal/admission"
 	"github.com/pgwarden/pgwarden/internal/awake"
+	"github.com/pgwarden/pgwarden/internal/memlimit"
 	"github.com/pgwarden/pgwarden/internal/memtrim"
 	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/pgwire"
@@ -71,6 +72,10 @@ func serve(configPath string, stderr io.Writer) error {
 		log = log.With(zap.Int("peer_id", id))
 	}
 	snapshot.SetJWKSLogger(log)
+	if set, group := memlimit.Apply(); set > 0 {
+		log.Info("Go's memory limit set below the control group's, so that garbage is collected before the group's limit is reached (set GOMEMLIMIT to choose another, GOMEMLIMIT=off for none)",
+			zap.Int64("control_group_limit", group), zap.Int64("gomemlimit", set))
+	}
 	state := snapshot.NewHolder(*cfgPath, snap, limiter)
 	state.Users = users
 
