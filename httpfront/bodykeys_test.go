@@ -49,7 +49,7 @@ func decodeTestBody(t *testing.T, body string) *sqlError {
 	r := httptest.NewRequest("POST", "/_sql", strings.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
 	var req sqlRequest
-	return decodeBody(httptest.NewRecorder(), r, 1<<20, &req, nil)
+	return decodeBody(httptest.NewRecorder(), r, 1<<20, &req, nil, 0)
 }
 
 func TestALoneSurrogateEscapeIsFound(t *testing.T) {
@@ -107,4 +107,38 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += n
 	return n, err
+}
+
+// countJSONValues counts from above (containers twice at most), outside
+// strings only; decodeBody
+// asks for room for what a body of many values decodes into before it
+// decodes it.
+func TestABodyOfManyValuesTakesRoomForWhatItDecodesInto(t *testing.T) {
+	for text, want := range map[string]int{
+		`1`:                             1,
+		`[1,2,3]`:                       4,
+		`{"a":[1,{"b":2}],"c":"x,y:["}`: 6,
+		`["\",[", "\\"]`:                3,
+		`{"stmt":"SELECT 1"}`:           2,
+	} {
+		if got := countJSONValues([]byte(text)); got < want || got > 2*want {
+			t.Errorf("%s: %d values, want %d", text, got, want)
+		}
+	}
+	body := `{"stmt":"SELECT $1","args":[[` + strings.Repeat("0,", 50000) + `0]]}`
+	var asked int64
+	r := httptest.NewRequest("POST", "/_sql", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	var req sqlRequest
+	e := decodeBody(httptest.NewRecorder(), r, 1<<20, &req, func(n int64) bool { asked = max(asked, n); return n < 1<<20 }, 64<<20)
+	if e != errBodyMemory || asked < 50000*bytesPerDecodedValue {
+		t.Fatalf("a body of 50,000 values with 1 MiB of room now: %v, asked for %d", e, asked)
+	}
+	// Room it could never have is no "try again": 413.
+	r = httptest.NewRequest("POST", "/_sql", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	e = decodeBody(httptest.NewRecorder(), r, 1<<20, &req, func(n int64) bool { return n < 1<<20 }, 1<<20)
+	if e == nil || e.status != 413 || e.code != "54000" || !strings.Contains(e.msg, "send fewer values per request") {
+		t.Fatalf("a body of 50,000 values with at most 1 MiB of room: %+v", e)
+	}
 }

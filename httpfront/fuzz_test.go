@@ -51,7 +51,7 @@ func FuzzSQLBody(f *testing.F) {
 		r.Header.Set("Content-Type", "application/json")
 		var req sqlRequest
 		w := httptest.NewRecorder()
-		e := decodeBody(w, r, 4096, &req, nil)
+		e := decodeBody(w, r, 4096, &req, nil, 0)
 		if e != nil && e.status != http.StatusBadRequest && e.status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d", e.status)
 		}

@@ -75,7 +75,10 @@ func (e *sqlError) Error() string { return e.msg }
 
 // decodeBody reads a JSON body within max_body_bytes: 413 over it, 415 for
 // anything that is not JSON, compressed JSON included.
-func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any, room func(int64) bool) *sqlError {
+//
+// room, when set, is asked for the bytes the body will hold in all, read
+// and decoded; roomAtMost is the most it could ever give.
+func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any, room func(int64) bool, roomAtMost int64) *sqlError {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
@@ -111,6 +114,20 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any, room f
 	if !utf8.Valid(body) {
 		return &sqlError{status: http.StatusBadRequest, code: codeCharacterNotInRepertoire, msg: "the body is not valid UTF-8"}
 	}
+	if room != nil {
+		// Decoded, a body takes far more than its bytes when it holds
+		// many values: 1 MiB of arguments "0,0,..." is 17 MB once
+		// decoded and 34 MB once converted for pgx. Room for that is
+		// taken before decoding, while the body is still all there is.
+		if need := decodedBytes(body); need > freeBodyBytes && !room(need) {
+			if need > roomAtMost {
+				return &sqlError{status: http.StatusRequestEntityTooLarge, code: codeProgramLimit, msg: fmt.Sprintf(
+					"the body holds about %d JSON values, which would take %d bytes decoded, more than a quarter of http.max_request_memory (%d bytes), which a body may take: send fewer values per request, or raise http.max_request_memory",
+					countJSONValues(body), need, roomAtMost)}
+			}
+			return errBodyMemory
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
@@ -145,7 +162,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	bodyMem := s.bodies.NewLease()
 	defer bodyMem.Return()
 	var req sqlRequest
-	if e := decodeBody(w, r, cfg.HTTP.MaxBodyBytes, &req, func(n int64) bool { return bodyMem.GrowTo(n) && mem.GrowTo(n) }); e != nil {
+	if e := decodeBody(w, r, cfg.HTTP.MaxBodyBytes, &req, func(n int64) bool { return bodyMem.GrowTo(n) && mem.GrowTo(n) }, s.bodies.Capacity()); e != nil {
 		if e == errBodyMemory {
 			s.writeSQLError(w, r, errBodyNoRoom)
 			return
@@ -439,6 +456,46 @@ var (
 // freeBodyBytes is what a body may hold before it takes room in
 // http.max_request_memory.
 const freeBodyBytes = 64 << 10
+
+// bytesPerDecodedValue is what one JSON value of a body costs once decoded
+// and converted into arguments for pgx, at most (measured December 2026:
+// slice and interface headers and a small allocation each, 65 to 80 bytes
+// in the worst shapes: flat and nested argument arrays, bulk_args rows).
+const bytesPerDecodedValue = 96
+
+// decodedBytes is the room a body needs decoded: three times its bytes
+// (the body, the decoder's copy, the strings taken from it) and
+// bytesPerDecodedValue for each value it may hold.
+func decodedBytes(body []byte) int64 {
+	return 3*int64(len(body)) + bytesPerDecodedValue*int64(countJSONValues(body))
+}
+
+// countJSONValues bounds the number of values in a JSON text from above
+// without decoding it: every value but the first follows a '[', ',' or
+// ':' outside a string, and every container opens with '[' or '{'.
+func countJSONValues(b []byte) int {
+	n := 1
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if in {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				in = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			in = true
+		case '[', '{', ',', ':':
+			n++
+		}
+	}
+	return n
+}
 
 // readBody reads a body of at most max bytes into one buffer (sized by its
 // Content-Length when it gives one). room, when set, is asked for twice

@@ -21,7 +21,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		Expire string `json:"expire"`
 	}
 	if r.ContentLength != 0 {
-		if e := decodeBody(w, r, 4096, &body, nil); e != nil {
+		if e := decodeBody(w, r, 4096, &body, nil, 0); e != nil {
 			writeError(w, e.status, e.code, e.msg)
 			return
 		}
