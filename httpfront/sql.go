@@ -737,7 +737,7 @@ func (s *Server) writeSQLError(w http.ResponseWriter, r *http.Request, err error
 		// ending makes room.
 		capacity := s.pools.Memory.Capacity()
 		if n, due := s.memoryRefusals.Add(); due {
-			s.o.Log.Warn("HTTP requests refused: the requests in progress hold http.max_request_memory",
+			s.o.Log.Warn("HTTP requests refused: the requests in progress hold http.max_request_memory (raise it if these are legitimate answers, giving the process about twice as much memory)",
 				zap.Int64("max_request_memory", capacity), zap.Int64("refused", n),
 				zap.String("address", addrText(clientAddr(r, s.o.State.Current()))))
 		}
