@@ -748,6 +748,25 @@ func TestClientsThatDoNotReadTheirAnswersHoldNoBackend(t *testing.T) {
 	}
 }
 
+// requestMemoryInUse is what the HTTP requests in progress hold of
+// http.max_request_memory, by the gateway's gauge.
+func requestMemoryInUse(t *testing.T, g *gateway) float64 {
+	return sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_request_memory_bytes")
+}
+
+// waitNoRequestMemoryInUse waits up to 20 s for every byte taken of
+// http.max_request_memory to be given back.
+func waitNoRequestMemoryInUse(t *testing.T, g *gateway) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for requestMemoryInUse(t, g) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v bytes still in use after every client left", requestMemoryInUse(t, g))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // The answers of all requests in progress share http.max_request_memory:
 // each under max_result_bytes, many at once could still take the gateway's
 // memory (36 requests for a 30 MB value took it to 2.9 GB before the
@@ -760,9 +779,7 @@ func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
 	const budget = 32 << 20
 	g := startHTTPGateway(t, fmt.Sprintf("max_result_bytes = %d\nmax_request_memory = %d\nmax_rows = 100000\nstatement_timeout = \"20s\"", 8<<20, budget),
 		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
-	used := func() float64 {
-		return sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_request_memory_bytes")
-	}
+	used := func() float64 { return requestMemoryInUse(t, g) }
 	if v := sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_request_memory_limit_bytes"); v != budget {
 		t.Fatalf("pgwarden_http_request_memory_limit_bytes = %v, want %d", v, budget)
 	}
@@ -825,13 +842,7 @@ func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
 		c.Close()
 	}
 	holders = nil
-	deadline := time.Now().Add(20 * time.Second)
-	for used() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%v bytes still in use after every client left", used())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitNoRequestMemoryInUse(t, g)
 	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", rows, auth2)
 	if got, _ := out["rows"].([]any); status != 200 || len(got) != 70000 {
 		t.Fatalf("the answer of many rows once the budget is free: %d %v", status, errMessage(out))
@@ -855,9 +866,7 @@ func TestBodiesNotYetProvedTakeAtMostAQuarterOfMaxRequestMemory(t *testing.T) {
 	const budget = 32 << 20
 	g := startHTTPGateway(t, fmt.Sprintf("max_body_bytes = %d\nmax_request_memory = %d\ndefault_database = \"postgres\"", 1<<20, budget),
 		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
-	used := func() float64 {
-		return sampleValue(t, scrapeMetrics(t, g.httpURL()), "pgwarden_http_request_memory_bytes")
-	}
+	used := func() float64 { return requestMemoryInUse(t, g) }
 	const size = 1 << 20
 	head := fmt.Sprintf("POST /_sql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
 	part := `{"stmt":"SELECT '` + strings.Repeat("x", size/2)
@@ -912,12 +921,7 @@ func TestBodiesNotYetProvedTakeAtMostAQuarterOfMaxRequestMemory(t *testing.T) {
 		c.Close()
 	}
 	holders = nil
-	for used() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%v bytes still in use after the clients left", used())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitNoRequestMemoryInUse(t, g)
 	big := `{"stmt":"SELECT length('` + strings.Repeat("x", 900000) + `') AS n"}`
 	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", big, auth); status != 200 || jsonText(t, out["rows"]) != "[[900000]]" {
 		t.Fatalf("a large body once they left: %d %v", status, errMessage(out))
