@@ -51,12 +51,33 @@ func FuzzSQLBody(f *testing.F) {
 		r.Header.Set("Content-Type", "application/json")
 		var req sqlRequest
 		w := httptest.NewRecorder()
-		e := decodeBody(w, r, 4096, &req, nil, 0)
+		var asked int64
+		e := decodeBody(w, r, 4096, &req, func(n int64) bool { asked = max(asked, n); return true }, 1<<40)
 		if e != nil && e.status != http.StatusBadRequest && e.status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d", e.status)
 		}
 		if e != nil {
 			return
+		}
+		// The room asked for before decoding counted every value the
+		// body holds (countJSONValues bounds them from above).
+		values := 0
+		dec := json.NewDecoder(strings.NewReader(body))
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				break
+			}
+			if d, ok := tok.(json.Delim); ok && (d == ']' || d == '}') {
+				continue
+			}
+			values++
+		}
+		if n := countJSONValues([]byte(body)); n < values-countJSONKeys(body) {
+			t.Fatalf("%d values counted in a body of %d", n, values-countJSONKeys(body))
+		}
+		if need := decodedBytes([]byte(body)); need > freeBodyBytes && asked < need {
+			t.Fatalf("room asked %d, need %d", asked, need)
 		}
 		// Arguments convert without a panic; an object keeps its text.
 		read := []string{req.Stmt}
@@ -80,6 +101,31 @@ func FuzzSQLBody(f *testing.F) {
 			t.Fatalf("U+FFFD read from a body that has none: %q", body)
 		}
 	})
+}
+
+// countJSONKeys counts the object keys of a valid JSON text, which
+// json.Decoder.Token gives as strings like values.
+func countJSONKeys(body string) int {
+	var n int
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			n += len(x)
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	var v any
+	if json.Unmarshal([]byte(body), &v) == nil {
+		walk(v)
+	}
+	return n
 }
 
 // FuzzForwardedAndHost: the client address is the peer unless the peer is
