@@ -232,19 +232,20 @@ func (h *HTTP) RequestMemory() int64 {
 }
 
 // RequestMemoryDefault is max_request_memory's default: the larger of
-// 256 MiB and four times the least the limit may be (leastRequestMemory),
-// so that four requests at the other limits fit at once.
+// 256 MiB and twice the least the limit may be (leastRequestMemory), so
+// that two requests at the other limits fit at once.
 func (h *HTTP) RequestMemoryDefault() int64 {
-	return max(DefaultRequestMemory, 4*h.leastRequestMemory())
+	return max(DefaultRequestMemory, 2*h.leastRequestMemory())
 }
 
 // leastRequestMemory is the least max_request_memory under which every
-// request within the other limits can be served alone: a body of
-// max_body_bytes takes twice its size and one byte from the quarter that
-// bodies not yet proved may take, and an answer of max_result_bytes must
-// fit.
+// request within the other limits can be served alone, from the half of
+// it one source may take: an answer of max_result_bytes (its JSON, which
+// grows past its length as it is written, and its backend message beside
+// it), and a body of max_body_bytes, which takes twice its size and one
+// byte from the half of the quarter that bodies not yet proved may take.
 func (h *HTTP) leastRequestMemory() int64 {
-	return max(h.MaxResultBytes, 4*2*(h.MaxBodyBytes+1))
+	return max(4*h.MaxResultBytes, 8*2*(h.MaxBodyBytes+1))
 }
 
 // Tokens configures the HS256 tokens pgwarden issues itself.

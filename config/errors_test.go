@@ -61,10 +61,10 @@ func TestEveryConfigErrorSaysWhereAndWhatToDo(t *testing.T) {
 			[]string{`c.toml:2: throttle.ipv6_prefix: must be between 32 and 128 bits, not 16`}},
 		{"result bound out of range", "[http]\nmax_result_bytes = 0\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:2: http.max_result_bytes: must be between 1 and 1073741824`}},
-		{"requests' memory below one request", "[http]\nmax_result_bytes = 1000\nmax_body_bytes = 100\nmax_request_memory = 999\n[[hba]]\nmethod = \"trust\"\n",
-			[]string{`c.toml:4: http.max_request_memory: must be 0 (the default: 268435456 with these settings) or at least 1000, not 999: a body of http.max_body_bytes takes twice its size from a quarter of it, and an answer of http.max_result_bytes must fit`}},
-		{"requests' memory below one body", "[http]\nmax_body_bytes = 1000\nmax_request_memory = 8000\n[[hba]]\nmethod = \"trust\"\n",
-			[]string{`c.toml:3: http.max_request_memory: must be 0 (the default: 268435456 with these settings) or at least 33554432, not 8000: a body of http.max_body_bytes takes twice its size from a quarter of it, and an answer of http.max_result_bytes must fit`}},
+		{"requests' memory below one answer", "[http]\nmax_result_bytes = 1000\nmax_body_bytes = 100\nmax_request_memory = 3999\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:4: http.max_request_memory: must be 0 (the default: 268435456 with these settings) or at least 4000, not 3999: one source may take half of it, where an answer of http.max_result_bytes must fit, and a body of http.max_body_bytes takes twice its size from an eighth of it`}},
+		{"requests' memory below one body", "[http]\nmax_body_bytes = 1000\nmax_result_bytes = 1000\nmax_request_memory = 16015\n[[hba]]\nmethod = \"trust\"\n",
+			[]string{`c.toml:4: http.max_request_memory: must be 0 (the default: 268435456 with these settings) or at least 16016, not 16015: one source may take half of it, where an answer of http.max_result_bytes must fit, and a body of http.max_body_bytes takes twice its size from an eighth of it`}},
 		{"backend database name PostgreSQL would cut", "[[databases]]\nname = \"app\"\nbackend_dbname = \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"\n[[hba]]\nmethod = \"trust\"\n",
 			[]string{`c.toml:3: databases[1].backend_dbname: is 64 bytes; PostgreSQL keeps 63 and would connect to a database of its first 63`}},
 		{"an entry named as the admin console", "[[databases]]\nname = \"pgwarden\"\nbackend_dbname = \"app\"\n[[hba]]\nmethod = \"trust\"\n",
@@ -231,8 +231,8 @@ func TestAUnixSocketPathTooLongForTheKernelIsALoadError(t *testing.T) {
 func TestTheAnswersMemoryDefaultHoldsOneAnswerAtItsBound(t *testing.T) {
 	for _, c := range []struct{ bytes, body, memory, want int64 }{
 		{32 << 20, 1 << 20, 0, 256 << 20},
-		{100 << 20, 1 << 20, 0, 400 << 20},
-		{32 << 20, 16 << 20, 0, 4 * 8 * (16<<20 + 1)},
+		{100 << 20, 1 << 20, 0, 800 << 20},
+		{32 << 20, 16 << 20, 0, 2 * 16 * (16<<20 + 1)},
 		{32 << 20, 1 << 20, 64 << 20, 64 << 20},
 	} {
 		h := HTTP{MaxResultBytes: c.bytes, MaxBodyBytes: c.body, MaxRequestMemory: c.memory}

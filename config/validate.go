@@ -364,7 +364,7 @@ func (c *Config) validate(v *validator) {
 		v.add("http.max_result_bytes", "must be between 1 and %d (1 GiB, PostgreSQL's largest value)", int64(maxResultBytesLimit))
 	}
 	if least := h.leastRequestMemory(); h.MaxRequestMemory < 0 || (h.MaxRequestMemory > 0 && h.MaxRequestMemory < least) {
-		v.add("http.max_request_memory", "must be 0 (the default: %d with these settings) or at least %d, not %d: a body of http.max_body_bytes takes twice its size from a quarter of it, and an answer of http.max_result_bytes must fit", h.RequestMemoryDefault(), least, h.MaxRequestMemory)
+		v.add("http.max_request_memory", "must be 0 (the default: %d with these settings) or at least %d, not %d: one source may take half of it, where an answer of http.max_result_bytes must fit, and a body of http.max_body_bytes takes twice its size from an eighth of it", h.RequestMemoryDefault(), least, h.MaxRequestMemory)
 	}
 	if h.StatementTimeout.Duration < 0 {
 		v.add("http.statement_timeout", "must not be negative")

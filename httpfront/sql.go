@@ -122,7 +122,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any, room f
 		if need := decodedBytes(body); need > freeBodyBytes && !room(need) {
 			if need > roomAtMost {
 				return &sqlError{status: http.StatusRequestEntityTooLarge, code: codeProgramLimit, msg: fmt.Sprintf(
-					"the body holds about %d JSON values, which would take %d bytes decoded, more than a quarter of http.max_request_memory (%d bytes), which a body may take: send fewer values per request, or raise http.max_request_memory",
+					"the body holds about %d JSON values, which would take %d bytes decoded, more than the eighth of http.max_request_memory (%d bytes) a body of one client may take before its credentials are proved: send fewer values per request, or raise http.max_request_memory",
 					countJSONValues(body), need, roomAtMost)}
 			}
 			return errBodyMemory
@@ -154,15 +154,18 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	// taken from http.max_request_memory as it grows, and given back
 	// once the answer went out. A body read before its credentials are
 	// proved may also take at most a quarter of it (bodies), so that
-	// clients that prove nothing cannot take the answers' room.
+	// clients that prove nothing cannot take the answers' room; and the
+	// requests of one source at most half of either, so that one client
+	// cannot take every other's.
 	s.pools.Memory.SetCapacity(cfg.HTTP.RequestMemory())
 	s.bodies.SetCapacity(cfg.HTTP.RequestMemory() / 4)
-	mem := s.pools.Memory.NewLease()
+	src := s.o.Throttle.SourceOf(clientAddr(r, snap), false)
+	mem := s.pools.Memory.NewLeaseFor(src)
 	defer mem.Return()
-	bodyMem := s.bodies.NewLease()
+	bodyMem := s.bodies.NewLeaseFor(src)
 	defer bodyMem.Return()
 	var req sqlRequest
-	if e := decodeBody(w, r, cfg.HTTP.MaxBodyBytes, &req, func(n int64) bool { return bodyMem.GrowTo(n) && mem.GrowTo(n) }, s.bodies.Capacity()); e != nil {
+	if e := decodeBody(w, r, cfg.HTTP.MaxBodyBytes, &req, func(n int64) bool { return bodyMem.GrowTo(n) && mem.GrowTo(n) }, s.bodies.Capacity()/2); e != nil {
 		if e == errBodyMemory {
 			s.writeSQLError(w, r, errBodyNoRoom)
 			return
@@ -189,6 +192,11 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bodyMem.Return() // proved: its body stays counted in mem alone
+	if n := argValues(&req); n > 0 && !mem.GrowTo(mem.Held()+bytesPerConvertedValue*n) {
+		// The arguments, converted for pgx, take as much again.
+		s.writeSQLError(w, r, errArgsNoRoom)
+		return
+	}
 	shapes := 0
 	for _, set := range []bool{req.Stmt != "", req.Transaction != nil} {
 		if set {
@@ -453,15 +461,46 @@ var (
 	errBodyMemory = &sqlError{status: http.StatusServiceUnavailable, code: codeOutOfMemory, msg: errBodyNoRoom.Error()}
 )
 
+// errArgsNoRoom is the refusal of arguments whose conversion found no
+// room in http.max_request_memory.
+var errArgsNoRoom = fmt.Errorf("the arguments: %w", membudget.ErrExhausted)
+
+// argValues bounds from above the JSON values of a request's arguments,
+// or 0 when they are too few to count.
+func argValues(req *sqlRequest) int64 {
+	var n int
+	count := func(args rawArgs) {
+		for _, a := range args {
+			n += countJSONValues(a)
+		}
+	}
+	count(req.Args)
+	for _, args := range req.BulkArgs {
+		count(args)
+	}
+	for _, st := range req.Transaction {
+		count(st.Args)
+	}
+	if n*bytesPerConvertedValue <= freeBodyBytes {
+		return 0
+	}
+	return int64(n)
+}
+
 // freeBodyBytes is what a body may hold before it takes room in
 // http.max_request_memory.
 const freeBodyBytes = 64 << 10
 
-// bytesPerDecodedValue is what one JSON value of a body costs once decoded
-// and converted into arguments for pgx, at most (measured December 2026:
-// slice and interface headers and a small allocation each, 65 to 80 bytes
-// in the worst shapes: flat and nested argument arrays, bulk_args rows).
-const bytesPerDecodedValue = 96
+// bytesPerDecodedValue is what one JSON value of a body costs once
+// decoded, and bytesPerConvertedValue what converting it into an argument
+// for pgx adds (measured December 2026 on the worst shapes, flat and
+// nested argument arrays and bulk_args rows: about 33 bytes per value
+// live once decoded, twice that while decoding, and 65 to 80 once
+// converted: slice and interface headers and a small allocation each).
+const (
+	bytesPerDecodedValue   = 48
+	bytesPerConvertedValue = 48
+)
 
 // decodedBytes is the room a body needs decoded: three times its bytes
 // (the body, the decoder's copy, the strings taken from it) and

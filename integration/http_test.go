@@ -767,16 +767,55 @@ func waitNoRequestMemoryInUse(t *testing.T, g *gateway) {
 	}
 }
 
-// The answers of all requests in progress share http.max_request_memory:
-// each under max_result_bytes, many at once could still take the gateway's
-// memory (36 requests for a 30 MB value took it to 2.9 GB before the
-// bound), and every wire session with it. Clients that do not read hold
-// their answers, so the budget fills; a request whose answer of many small
-// rows grows past it, and one whose large backend message finds no room,
-// are refused 503 53200 with Retry-After; once those clients leave,
-// nothing stays taken and the same requests are answered whole.
+// dialFrom dials the gateway's HTTP listener from a loopback address of
+// its own (a source of its own to the gateway).
+func dialFrom(t *testing.T, g *gateway, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", g.httpURL()[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// postFrom sends one /_sql request from a loopback address of its own and
+// reads the answer: status, Retry-After, the decoded body.
+func postFrom(t *testing.T, g *gateway, from, query, body string, hdr map[string]string) (int, string, map[string]any) {
+	t.Helper()
+	c := dialFrom(t, g, from)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	req, _ := http.NewRequest("POST", g.httpURL()+"/_sql"+query, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	overrideHeaders(req, hdr)
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	dec := json.NewDecoder(resp.Body)
+	dec.UseNumber()
+	dec.Decode(&out)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), out
+}
+
+// The requests in progress share http.max_request_memory, and one source
+// (a client address) may take half of it: bounds per request still let
+// many requests at once take the gateway's memory (36 requests for a 30
+// MB value took it to 2.9 GB before the bound), and every wire session
+// with it. Clients that do not read hold their answers. From one
+// address they fill only its half: its next such answer is refused 503
+// 53200 with Retry-After, while another address is answered. Once three addresses fill the budget, a
+// fourth address's large answer is refused, a small one still passes; and
+// once those clients leave, nothing stays taken and the answers come
+// whole.
 func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
-	const budget = 32 << 20
+	const budget = 64 << 20
 	g := startHTTPGateway(t, fmt.Sprintf("max_result_bytes = %d\nmax_request_memory = %d\nmax_rows = 100000\nstatement_timeout = \"20s\"", 8<<20, budget),
 		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	used := func() float64 { return requestMemoryInUse(t, g) }
@@ -788,8 +827,8 @@ func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
 	// a client that does not read it.
 	const rows = `{"stmt":"SELECT repeat('x', 100) AS v FROM generate_series(1, 70000)"}`
 	const value = `{"stmt":"SELECT repeat('x', 6000000) AS v"}`
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:alice-Pass-1"))
-	req := fmt.Sprintf("POST /_sql?db=postgres HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", auth, len(rows), rows)
+	auth := basic("alice", "alice-Pass-1")
+	raw := fmt.Sprintf("POST /_sql?db=postgres HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", auth["Authorization"], len(rows), rows)
 	var holders []net.Conn
 	defer func() {
 		for _, c := range holders {
@@ -810,32 +849,52 @@ func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
 		}
 		t.Fatal("the memory in use never settled")
 	}
-	// Eight such answers need about 60 MB: the last ones find no room.
-	for len(holders) < 8 {
-		c, err := net.Dial("tcp", g.httpURL()[len("http://"):])
-		if err != nil {
-			t.Fatal(err)
+	// Eight such answers need about 70 MB: from one address, the ones
+	// past its half find no room.
+	hold := func(from string) {
+		for i := 0; i < 8; i++ {
+			c := dialFrom(t, g, from)
+			c.(*net.TCPConn).SetReadBuffer(4096)
+			holders = append(holders, c)
+			if _, err := c.Write([]byte(raw)); err != nil {
+				t.Fatal(err)
+			}
+			settled()
 		}
-		c.(*net.TCPConn).SetReadBuffer(4096)
-		holders = append(holders, c)
-		if _, err := c.Write([]byte(req)); err != nil {
-			t.Fatal(err)
-		}
-		settled()
 	}
-	if v := used(); v < 2*7_000_000 || v > budget {
-		t.Fatalf("with %d clients not reading their answers, %v bytes in use of %d", len(holders), v, budget)
-	}
-	auth2 := basic("alice", "alice-Pass-1")
-	for _, body := range []string{rows, value} {
-		status, hdr, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", body, auth2)
-		if status != 503 || errCode(out) != "53200" || hdr.Get("Retry-After") != "1" ||
+	refused := func(from, body, why string) {
+		t.Helper()
+		status, retry, out := postFrom(t, g, from, "?db=postgres", body, auth)
+		if status != 503 || errCode(out) != "53200" || retry != "1" ||
 			!strings.Contains(errMessage(out), fmt.Sprintf("http.max_request_memory (%d bytes)", budget)) {
-			t.Fatalf("%s with the budget in use: %d %v %v", body, status, hdr, out)
+			t.Fatalf("%s, %s: %d %q %s %s", why, body, status, retry, errCode(out), errMessage(out))
 		}
 	}
+	answered := func(from, body, why string) {
+		t.Helper()
+		status, _, out := postFrom(t, g, from, "?db=postgres", body, auth)
+		got, _ := out["rows"].([]any)
+		if status != 200 || (body == rows && len(got) != 70000) || (body == value && (len(got) != 1 || len(got[0].([]any)[0].(string)) != 6000000)) {
+			t.Fatalf("%s, %s: %d %v", why, body, status, errMessage(out))
+		}
+	}
+	hold("127.0.0.1")
+	if v := used(); v < 2*7_000_000 || v > budget/2 {
+		t.Fatalf("one address's clients that do not read hold %v bytes of %d", v, budget)
+	}
+	// The same answer as the holders' finds no room where theirs did
+	// not: an answer of one 6 MB value might still fit.
+	refused("127.0.0.1", rows, "its address's half in use")
+	answered("127.0.0.2", rows, "another address")
+	answered("127.0.0.2", value, "another address")
+	hold("127.0.0.2")
+	hold("127.0.0.3")
+	if v := used(); v <= budget/2 || v > budget {
+		t.Fatalf("three addresses' clients that do not read hold %v bytes of %d", v, budget)
+	}
+	refused("127.0.0.4", rows, "the budget in use")
 	// A small answer needs none of it.
-	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1 AS n"}`, auth2); status != 200 {
+	if status, _, out := postFrom(t, g, "127.0.0.4", "?db=postgres", `{"stmt":"SELECT 1 AS n"}`, auth); status != 200 {
 		t.Fatalf("a small answer beside a full budget: %d %v", status, out)
 	}
 	for _, c := range holders {
@@ -843,14 +902,8 @@ func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
 	}
 	holders = nil
 	waitNoRequestMemoryInUse(t, g)
-	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", rows, auth2)
-	if got, _ := out["rows"].([]any); status != 200 || len(got) != 70000 {
-		t.Fatalf("the answer of many rows once the budget is free: %d %v", status, errMessage(out))
-	}
-	status, _, out = httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", value, auth2)
-	if got, _ := out["rows"].([]any); status != 200 || len(got) != 1 || len(got[0].([]any)[0].(string)) != 6000000 {
-		t.Fatalf("the large value once the budget is free: %d %v", status, errMessage(out))
-	}
+	answered("127.0.0.1", rows, "once the budget is free")
+	answered("127.0.0.1", value, "once the budget is free")
 }
 
 // Bodies are read before their credentials are proved (they can carry
@@ -858,63 +911,68 @@ func TestLargeAnswersAtOnceStayWithinMaxRequestMemory(t *testing.T) {
 // sent but for their last byte, until ReadTimeout: 900 such withheld 1 MiB
 // bodies, with no credentials, took the gateway to 1.08 GB. A body past
 // 64 KiB takes twice its size from http.max_request_memory before it is
-// read, and bodies not yet proved at most a quarter of it: past that the
-// request is 503 53200 before its body is read, while a small request
-// passes; once those clients leave nothing stays taken, and a proved
-// request's large body is read.
+// read; bodies not yet proved take at most a quarter of it, and those of
+// one address half of that quarter. Past either the request is 503 53200
+// before its body is read, while a small request passes; once those
+// clients leave nothing stays taken, and a proved request's large body
+// is read.
 func TestBodiesNotYetProvedTakeAtMostAQuarterOfMaxRequestMemory(t *testing.T) {
 	const budget = 32 << 20
-	g := startHTTPGateway(t, fmt.Sprintf("max_body_bytes = %d\nmax_request_memory = %d\ndefault_database = \"postgres\"", 1<<20, budget),
+	g := startHTTPGateway(t, fmt.Sprintf("max_body_bytes = %d\nmax_result_bytes = %d\nmax_request_memory = %d\ndefault_database = \"postgres\"", 1<<20, 8<<20, budget),
 		httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
 	used := func() float64 { return requestMemoryInUse(t, g) }
 	const size = 1 << 20
 	head := fmt.Sprintf("POST /_sql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
 	part := `{"stmt":"SELECT '` + strings.Repeat("x", size/2)
-	// Each takes a little over 2 MiB (twice its Content-Length and one
-	// byte) of the quarter's 8 MiB: a fourth finds no room.
 	var holders []net.Conn
 	defer func() {
 		for _, c := range holders {
 			c.Close()
 		}
 	}()
-	for i := 0; i < 3; i++ {
-		c, err := net.Dial("tcp", g.httpURL()[len("http://"):])
-		if err != nil {
-			t.Fatal(err)
-		}
+	// Each withheld body takes a little over 2 MiB (twice its
+	// Content-Length and one byte): one address's half of the quarter (4
+	// MiB) holds one, the quarter (8 MiB) three.
+	hold := func(from string, want float64) {
+		t.Helper()
+		c := dialFrom(t, g, from)
 		holders = append(holders, c)
 		if _, err := c.Write([]byte(head + part)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for used() < 3*2*size {
-		if time.Now().After(deadline) {
-			t.Fatalf("three withheld bodies hold %v bytes", used())
+		deadline := time.Now().Add(10 * time.Second)
+		for used() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("withheld bodies hold %v bytes, want %v", used(), want)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	c, err := net.Dial("tcp", g.httpURL()[len("http://"):])
-	if err != nil {
-		t.Fatal(err)
+	refused := func(from, why string) {
+		t.Helper()
+		c := dialFrom(t, g, from)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte(head + part)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", why, err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(raw), `"53200"`) ||
+			!strings.Contains(string(raw), fmt.Sprintf("http.max_request_memory (%d bytes)", budget)) {
+			t.Fatalf("%s: %d %s", why, resp.StatusCode, raw)
+		}
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write([]byte(head + part)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("a fourth withheld body: %v", err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(raw), `"53200"`) ||
-		!strings.Contains(string(raw), fmt.Sprintf("http.max_request_memory (%d bytes)", budget)) {
-		t.Fatalf("a fourth withheld body: %d %s", resp.StatusCode, raw)
-	}
+	hold("127.0.0.1", 2*size)
+	refused("127.0.0.1", "a second withheld body of one address")
+	hold("127.0.0.2", 2*2*size)
+	hold("127.0.0.3", 3*2*size)
+	refused("127.0.0.4", "a withheld body past the quarter")
 	auth := basic("alice", "alice-Pass-1")
-	if status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql", `{"stmt":"SELECT 1 AS n"}`, auth); status != 200 {
+	if status, _, out := postFrom(t, g, "127.0.0.4", "", `{"stmt":"SELECT 1 AS n"}`, auth); status != 200 {
 		t.Fatalf("a small body beside them: %d %v", status, out)
 	}
 	for _, c := range holders {

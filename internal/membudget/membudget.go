@@ -13,6 +13,7 @@ package membudget
 
 import (
 	"errors"
+	"sync"
 	"sync/atomic"
 )
 
@@ -24,6 +25,10 @@ var ErrExhausted = errors.New("the memory budget for answers in progress is used
 type Budget struct {
 	used     atomic.Int64
 	capacity atomic.Int64
+
+	// sources is what the leases of each source hold (NewLeaseFor).
+	mu      sync.Mutex
+	sources map[string]int64
 }
 
 // New makes a budget of capacity bytes.
@@ -80,16 +85,65 @@ func (b *Budget) Give(n int64) {
 	}
 }
 
+// takeFor counts n more bytes for source, unless its leases would then
+// hold more than half the capacity.
+func (b *Budget) takeFor(source string, n int64) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	u := b.sources[source]
+	if u+n > b.capacity.Load()/2 {
+		return false
+	}
+	if b.sources == nil {
+		b.sources = make(map[string]int64)
+	}
+	b.sources[source] = u + n
+	return true
+}
+
+// giveFor counts n bytes of source's as given back.
+func (b *Budget) giveFor(source string, n int64) {
+	if b == nil || n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if u := b.sources[source] - n; u > 0 {
+		b.sources[source] = u
+	} else {
+		delete(b.sources, source)
+	}
+}
+
+// UsedBy is what the leases of source hold now.
+func (b *Budget) UsedBy(source string) int64 {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sources[source]
+}
+
 // Lease is what one request holds of a budget: it only grows, and Return
 // gives it all back. A Lease is used by one goroutine at a time; the zero
 // Lease (or one of a nil Budget) has room for everything.
 type Lease struct {
-	b    *Budget
-	held int64
+	b      *Budget
+	held   int64
+	source string
 }
 
 // NewLease starts an empty lease of b.
 func (b *Budget) NewLease() *Lease { return &Lease{b: b} }
+
+// NewLeaseFor starts an empty lease of b for a source (a client address):
+// the leases of one source may hold at most half the capacity together,
+// so that one client's requests cannot take every other client's room.
+func (b *Budget) NewLeaseFor(source string) *Lease { return &Lease{b: b, source: source} }
 
 // Held is what the lease holds.
 func (l *Lease) Held() int64 {
@@ -105,7 +159,14 @@ func (l *Lease) GrowTo(n int64) bool {
 	if l == nil || n <= l.held {
 		return true
 	}
-	if !l.b.Take(n - l.held) {
+	d := n - l.held
+	if l.source != "" && !l.b.takeFor(l.source, d) {
+		return false
+	}
+	if !l.b.Take(d) {
+		if l.source != "" {
+			l.b.giveFor(l.source, d)
+		}
 		return false
 	}
 	l.held = n
@@ -116,6 +177,9 @@ func (l *Lease) GrowTo(n int64) bool {
 func (l *Lease) Return() {
 	if l == nil {
 		return
+	}
+	if l.source != "" {
+		l.b.giveFor(l.source, l.held)
 	}
 	l.b.Give(l.held)
 	l.held = 0

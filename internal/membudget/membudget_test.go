@@ -69,3 +69,33 @@ func TestConcurrentTakesNeverPassTheCapacity(t *testing.T) {
 		t.Fatalf("taken %d, used %d, capacity 1000", taken, b.Used())
 	}
 }
+
+// The leases of one source hold at most half the capacity together;
+// another source still finds the rest, and what a source gave back is
+// its own again.
+func TestOneSourceTakesAtMostHalf(t *testing.T) {
+	b := New(100)
+	a1, a2 := b.NewLeaseFor("10.0.0.1"), b.NewLeaseFor("10.0.0.1")
+	if !a1.GrowTo(30) || !a2.GrowTo(20) {
+		t.Fatal("a source was refused within its half")
+	}
+	if a2.GrowTo(21) || b.UsedBy("10.0.0.1") != 50 || b.Used() != 50 {
+		t.Fatalf("a source passed its half: by it %d, in all %d", b.UsedBy("10.0.0.1"), b.Used())
+	}
+	other := b.NewLeaseFor("10.0.0.2")
+	if !other.GrowTo(50) {
+		t.Fatal("another source was refused the other half")
+	}
+	if b.NewLease().GrowTo(1) {
+		t.Fatal("a byte past the capacity was taken")
+	}
+	a1.Return()
+	if !a2.GrowTo(50) || b.UsedBy("10.0.0.1") != 50 {
+		t.Fatalf("after giving back, the source holds %d", b.UsedBy("10.0.0.1"))
+	}
+	a2.Return()
+	other.Return()
+	if b.Used() != 0 || b.UsedBy("10.0.0.1") != 0 || len(b.sources) != 0 {
+		t.Fatalf("after every return: used %d, sources %v", b.Used(), b.sources)
+	}
+}
