@@ -47,7 +47,29 @@ type gatedConn struct {
 
 	mu      sync.Mutex
 	granted atomic.Int64 // written under mu; read alone where 0 says enough
-	closed  bool
+	// source is the client whose request uses the connection now
+	// (WithMemorySource); grantedTo the one the room was taken for.
+	source, grantedTo string
+	closed            bool
+}
+
+type memorySourceKey struct{}
+
+// WithMemorySource names, for the HTTP pools, the client a request's
+// backend messages are taken from http.max_request_memory for: its
+// requests may take at most half of it (membudget.Budget.TakeFor).
+func WithMemorySource(ctx context.Context, source string) context.Context {
+	return context.WithValue(ctx, memorySourceKey{}, source)
+}
+
+// lendTo records which client's request the connection serves now.
+func lendTo(ctx context.Context, pc *pgconn.PgConn) {
+	if gc, ok := pc.Conn().(*gatedConn); ok {
+		source, _ := ctx.Value(memorySourceKey{}).(string)
+		gc.mu.Lock()
+		gc.source = source
+		gc.mu.Unlock()
+	}
 }
 
 // gateMessages is the AfterNetConnect hook that puts a gatedConn over a
@@ -115,11 +137,12 @@ func (c *gatedConn) takeRoom(body int64) error {
 	if c.closed {
 		return net.ErrClosed
 	}
-	c.budget.Give(c.granted.Swap(0))
-	if !c.budget.Take(2 * body) {
+	c.budget.GiveFor(c.grantedTo, c.granted.Swap(0))
+	if !c.budget.TakeFor(c.source, 2*body) {
 		return fmt.Errorf("a backend message of %d bytes: %w", body, membudget.ErrExhausted)
 	}
 	c.granted.Store(2 * body)
+	c.grantedTo = c.source
 	return nil
 }
 
@@ -129,22 +152,26 @@ func (c *gatedConn) giveRoomBack() {
 		return
 	}
 	c.mu.Lock()
-	c.budget.Give(c.granted.Swap(0))
+	c.budget.GiveFor(c.grantedTo, c.granted.Swap(0))
 	c.mu.Unlock()
 }
 
 func (c *gatedConn) Close() error {
 	c.mu.Lock()
 	c.closed = true
-	c.budget.Give(c.granted.Swap(0))
+	c.budget.GiveFor(c.grantedTo, c.granted.Swap(0))
 	c.mu.Unlock()
 	return c.Conn.Close()
 }
 
 // releaseMessageRoom gives back what a connection's large messages held,
-// once its request has read them all.
+// once its request has read them all; the connection serves no client
+// until it is lent again.
 func releaseMessageRoom(pc *pgconn.PgConn) {
 	if gc, ok := pc.Conn().(*gatedConn); ok {
 		gc.giveRoomBack()
+		gc.mu.Lock()
+		gc.source = ""
+		gc.mu.Unlock()
 	}
 }

@@ -106,3 +106,32 @@ func TestALargeBackendMessageTakesRoomBeforeItIsRead(t *testing.T) {
 		t.Fatalf("after close, used %d", b.Used())
 	}
 }
+
+// A large message is taken for the client whose request reads it: one
+// client's requests take at most half the budget, another's still find
+// the rest, and a connection handed back serves no one.
+func TestALargeMessageTakesRoomFromItsClientsHalf(t *testing.T) {
+	const large = gatedMessageBytes
+	b := membudget.New(4 * 2 * large)
+	conn := func(source string) *gatedConn {
+		stream := append(message('D', large), message('D', large)...)
+		return &gatedConn{Conn: &chunkConn{data: stream, sizes: []int{1 << 20}}, budget: b, source: source}
+	}
+	a1, a2, a3 := conn("10.0.0.1"), conn("10.0.0.1"), conn("10.0.0.1")
+	buf := make([]byte, 64)
+	for _, c := range []*gatedConn{a1, a2} {
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("within the client's half: %v", err)
+		}
+	}
+	if _, err := a3.Read(buf); !errors.Is(err, membudget.ErrExhausted) {
+		t.Fatalf("past the client's half: %v, used %d of %d", err, b.Used(), b.Capacity())
+	}
+	if _, err := conn("10.0.0.2").Read(buf); err != nil {
+		t.Fatalf("another client: %v", err)
+	}
+	a1.giveRoomBack()
+	if b.UsedBy("10.0.0.1") != 2*large || b.Used() != 4*large {
+		t.Fatalf("after one was given back: the client %d, in all %d", b.UsedBy("10.0.0.1"), b.Used())
+	}
+}

@@ -168,6 +168,7 @@ func (p *HTTPPools) Acquire(ctx context.Context, pool *pgxpool.Pool, user string
 			return nil, err
 		}
 		pc := c.Conn().PgConn()
+		lendTo(ctx, pc)
 		if !p.states.claimFor(pc, user) {
 			return c, nil
 		}

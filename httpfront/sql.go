@@ -232,7 +232,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		s.o.Log.Debug("closing idle backends of databases a statement names", zap.String("user", res.name), zap.Strings("names", names))
 		s.o.ReleaseDatabases(t.Host, t.Port, names)
 	}
-	ctx := r.Context()
+	ctx := backend.WithMemorySource(r.Context(), src)
 	if d := cfg.HTTP.StatementTimeout.Duration; d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
@@ -655,6 +655,12 @@ func readResult(rows pgx.Rows, tm *pgtype.Map, lim limits, start time.Time) (*re
 		for i, fd := range fds {
 			if i > 0 {
 				buf = append(buf, ',')
+			}
+			// A large value finds room before it is copied out of the
+			// message, and again for its JSON once its length is known.
+			if len(raw[i]) >= freeAnswerBytes && !lim.mem.GrowTo(memBase+int64(len(buf)+len(raw[i]))) {
+				rows.Close()
+				return nil, errResultMemory
 			}
 			var v any
 			switch {

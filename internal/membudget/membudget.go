@@ -85,9 +85,37 @@ func (b *Budget) Give(n int64) {
 	}
 }
 
-// takeFor counts n more bytes for source, unless its leases would then
-// hold more than half the capacity.
-func (b *Budget) takeFor(source string, n int64) bool {
+// TakeFor takes n bytes for a source (a client address): within half the
+// capacity for that source, and within the capacity in all. An empty
+// source is anyone's, bounded by the capacity alone.
+func (b *Budget) TakeFor(source string, n int64) bool {
+	if b == nil || n <= 0 {
+		return true
+	}
+	if source == "" {
+		return b.Take(n)
+	}
+	if !b.takeShare(source, n) {
+		return false
+	}
+	if !b.Take(n) {
+		b.giveShare(source, n)
+		return false
+	}
+	return true
+}
+
+// GiveFor gives back n bytes TakeFor took for source.
+func (b *Budget) GiveFor(source string, n int64) {
+	if source != "" {
+		b.giveShare(source, n)
+	}
+	b.Give(n)
+}
+
+// takeShare counts n more bytes for source, unless it would then hold
+// more than half the capacity.
+func (b *Budget) takeShare(source string, n int64) bool {
 	if b == nil {
 		return true
 	}
@@ -104,8 +132,8 @@ func (b *Budget) takeFor(source string, n int64) bool {
 	return true
 }
 
-// giveFor counts n bytes of source's as given back.
-func (b *Budget) giveFor(source string, n int64) {
+// giveShare counts n bytes of source's as given back.
+func (b *Budget) giveShare(source string, n int64) {
 	if b == nil || n <= 0 {
 		return
 	}
@@ -159,14 +187,7 @@ func (l *Lease) GrowTo(n int64) bool {
 	if l == nil || n <= l.held {
 		return true
 	}
-	d := n - l.held
-	if l.source != "" && !l.b.takeFor(l.source, d) {
-		return false
-	}
-	if !l.b.Take(d) {
-		if l.source != "" {
-			l.b.giveFor(l.source, d)
-		}
+	if !l.b.TakeFor(l.source, n-l.held) {
 		return false
 	}
 	l.held = n
@@ -178,9 +199,6 @@ func (l *Lease) Return() {
 	if l == nil {
 		return
 	}
-	if l.source != "" {
-		l.b.giveFor(l.source, l.held)
-	}
-	l.b.Give(l.held)
+	l.b.GiveFor(l.source, l.held)
 	l.held = 0
 }
