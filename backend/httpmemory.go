@@ -31,7 +31,8 @@ const gatedMessageBytes = 256 << 10
 // gatedConn is an HTTP pool connection's stream from the backend, above
 // TLS, read message by message only as far as their headers. A large
 // message takes twice its body from the budget (the message and the value
-// read out of it) before its header reaches pgx; the room is kept until
+// read out of it), within the half of it that the client whose request
+// reads it may take, before its header reaches pgx; the room is kept until
 // the next large message, the end of the request (releaseMessageRoom) or
 // the connection's close. With no room, the read fails with
 // membudget.ErrExhausted and pgx closes the connection: nothing of the

@@ -538,9 +538,9 @@ func countJSONValues(b []byte) int {
 
 // readBody reads a body of at most max bytes into one buffer (sized by its
 // Content-Length when it gives one). room, when set, is asked for twice
-// the buffer's size (the bytes, and what they decode into) before the
-// buffer grows past freeBodyBytes; with no room the rest of the body is
-// left unread and the error wraps membudget.ErrExhausted.
+// the buffer's size (the buffer, and the copy the JSON decoder makes of
+// it) before the buffer grows past freeBodyBytes; with no room the rest
+// of the body is left unread and the error wraps membudget.ErrExhausted.
 func readBody(r io.Reader, contentLength, max int64, room func(int64) bool) ([]byte, error) {
 	size := int64(512)
 	if contentLength > 0 {
