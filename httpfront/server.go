@@ -463,6 +463,13 @@ func (s *Server) limit(h http.HandlerFunc) http.HandlerFunc {
 // admissionKey is the request context's key of its admission.Client.
 type admissionKey struct{}
 
+// sourceOf is the source r's client counts as, as limit named it when the
+// request came in.
+func sourceOf(r *http.Request) string {
+	adm, _ := r.Context().Value(admissionKey{}).(*admission.Client)
+	return adm.Source()
+}
+
 // authenticated records that r's client proved itself: it no longer
 // counts as waiting, and no other source's client takes its place. False
 // when it was evicted meanwhile.

@@ -159,7 +159,7 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	// cannot take every other's.
 	s.pools.Memory.SetCapacity(cfg.HTTP.RequestMemory())
 	s.bodies.SetCapacity(cfg.HTTP.RequestMemory() / 4)
-	src := s.o.Throttle.SourceOf(clientAddr(r, snap), false)
+	src := sourceOf(r)
 	mem := s.pools.Memory.NewLeaseFor(src)
 	defer mem.Return()
 	bodyMem := s.bodies.NewLeaseFor(src)

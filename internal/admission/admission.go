@@ -35,6 +35,14 @@ type Client struct {
 	waiting, evicted bool
 }
 
+// Source is the source the client counts as (a nil Client has none).
+func (c *Client) Source() string {
+	if c == nil {
+		return ""
+	}
+	return c.src
+}
+
 // New returns an empty Pending.
 func New() *Pending {
 	return &Pending{bySource: make(map[string][]*Client)}
