@@ -310,3 +310,87 @@ func TestAClientWhoseBackendEndsIsClosedWithoutWriting(t *testing.T) {
 		})
 	}
 }
+
+// A client that leaves in the middle of a statement (killed, its network
+// gone) leaves the statement to PostgreSQL, as a client connected directly
+// does: pgwarden closes its backend connection at once and sends no
+// cancel, so a statement that writes nothing runs to its end and an
+// autocommit one stays committed, which is what the same client would get
+// from PostgreSQL or PgBouncer. PostgreSQL notices the closed connection
+// only when it writes, or every client_connection_check_interval when that
+// is set (README, The Postgres wire): with it, the backend ends within the
+// interval, which shows that pgwarden really closed its connection rather
+// than keep it, and the backend with it, for a client that is gone.
+func TestAClientThatLeavesMidStatementLeavesTheStatementToPostgreSQL(t *testing.T) {
+	if err := pg.Exec("DROP TABLE IF EXISTS left_mid_statement; CREATE TABLE left_mid_statement (relay text); GRANT ALL ON left_mid_statement TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range relays {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.start(t)
+			// login logs alice in with these startup parameters, runs sql
+			// and closes the socket once PostgreSQL runs it; it returns
+			// the backend's pid.
+			login := func(sql string, params ...string) int {
+				r := dialRaw(t, g.addr())
+				if tc.tls {
+					r.startTLS()
+				}
+				r.write(startupBytes(3, 0, append([]string{"user", "alice", "database", "postgres"}, params...)...))
+				pid := 0
+				for {
+					m := r.receive()
+					if k, ok := m.(*pgproto3.BackendKeyData); ok {
+						pid = int(k.ProcessID)
+					}
+					if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+						break
+					}
+				}
+				r.send(&pgproto3.Query{String: sql})
+				for i := 0; ; i++ {
+					var active bool
+					if err := queryPostgres(t, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND state = 'active')", &active, pid); err != nil {
+						t.Fatal(err)
+					}
+					if active {
+						break
+					}
+					if i == 200 {
+						t.Fatalf("%q never ran on backend %d", sql, pid)
+					}
+					time.Sleep(25 * time.Millisecond)
+				}
+				r.conn.Close()
+				return pid
+			}
+			// gone waits (bounded) until PostgreSQL no longer has the pid.
+			gone := func(pid int, within time.Duration) bool {
+				for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+					var n int
+					if err := queryPostgres(t, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &n, pid); err != nil {
+						t.Fatal(err)
+					}
+					if n == 0 {
+						return true
+					}
+				}
+				return false
+			}
+
+			pid := login(fmt.Sprintf("INSERT INTO left_mid_statement SELECT '%s' FROM pg_sleep(1)", tc.name))
+			if !gone(pid, 20*time.Second) {
+				t.Fatalf("backend %d still runs 20 s after its client left during a 1 s statement", pid)
+			}
+			var n int
+			if err := queryPostgres(t, "SELECT count(*) FROM left_mid_statement WHERE relay = $1", &n, tc.name); err != nil || n != 1 {
+				t.Fatalf("the autocommit statement of a client that left: %d rows, %v; want it committed, as PostgreSQL commits it", n, err)
+			}
+
+			pid = login("SELECT pg_sleep(60)", "options", "-c client_connection_check_interval=100ms")
+			if !gone(pid, 20*time.Second) {
+				t.Fatalf("backend %d still runs 20 s after its client left, with client_connection_check_interval = 100ms: pgwarden kept its connection open", pid)
+			}
+		})
+	}
+}
