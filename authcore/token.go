@@ -2,8 +2,10 @@ package authcore
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -245,6 +247,11 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 			}
 		}
 	}
+	if ext == nil {
+		if err := checkPasswordBinding(user, c); err != nil {
+			return nil, err
+		}
+	}
 	if r := user.unusable(now); r != "" {
 		return nil, Fail(r)
 	}
@@ -474,9 +481,63 @@ func IssueToken(cfg config.Tokens, u *User, ttl time.Duration, now time.Time) (s
 		return "", time.Time{}, err
 	}
 	exp := now.Add(ttl).Truncate(time.Second)
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"iss": cfg.Issuer, "sub": u.Name, "iat": now.Unix(), "exp": exp.Unix(),
-	})
-	s, err := tok.SignedString(key)
+	claims := jwt.MapClaims{"iss": cfg.Issuer, "sub": u.Name, "iat": now.Unix(), "exp": exp.Unix()}
+	if b := passwordBinding(key, u.Password); b != "" {
+		claims[claimPasswordBinding] = b
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(key)
 	return s, exp, err
+}
+
+// claimPasswordBinding names the claim that ties a token pgwarden issues
+// to the password its user had then (see passwordBinding).
+const claimPasswordBinding = "pw_bind"
+
+// passwordBinding is what a token carries of the stored password hash in
+// force when it was issued: an HMAC of the hash under the user's secret,
+// cut to 128 bits, so that it tells a reader of the token nothing about
+// the hash without the secret. A token from /_token is a password proof
+// handed on, so it must end with the password, however the password is
+// changed. The CLI, the admin console and the web console make a new
+// secret with a new password, which ends tokens by their signature; a
+// hash replaced by hand in the users file, by configuration management or
+// by pgwarden store import kept the secret, and before December 2026 a
+// token minted with the old password (for up to tokens.max_ttl) kept
+// working after the password was changed. "" for a user without password.
+func passwordBinding(secret []byte, storedHash string) string {
+	if storedHash == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("pgwarden token password binding\x00"))
+	m.Write([]byte(storedHash))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
+// checkPasswordBinding refuses a token of pgwarden's own whose password
+// binding is not that of user's password now: the password was changed or
+// removed since it was issued. A token without the claim was issued before
+// December 2026 (or for a user without password then) and is taken as
+// before; a new secret ends it.
+func checkPasswordBinding(user *User, c jwt.MapClaims) error {
+	v, present := c[claimPasswordBinding]
+	if !present {
+		return nil
+	}
+	got, ok := v.(string)
+	if !ok {
+		return badToken("claim " + claimPasswordBinding + " is not a string")
+	}
+	key, err := secretKey(user.Secret)
+	if err != nil {
+		return badToken(err.Error())
+	}
+	want := passwordBinding(key, user.Password)
+	if want == "" {
+		return badToken("the user's password was removed since the token was issued")
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		return badToken("the user's password was changed since the token was issued")
+	}
+	return nil
 }

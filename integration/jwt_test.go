@@ -191,6 +191,67 @@ method = "password"
 	}
 }
 
+// TestATokenEndsWhenItsPasswordIsChangedByHand: a token from /_token is
+// a password proof handed on. Someone who learned alice's password could
+// mint one that lives up to tokens.max_ttl; an administrator who then
+// changes the password by editing the users file (or through
+// configuration management) keeps alice's secret, and before December 2026
+// the token, signed with that secret alone, kept working for its whole
+// life while the old password itself was refused.
+func TestATokenEndsWhenItsPasswordIsChangedByHand(t *testing.T) {
+	secret := `secret = "` + strings.Repeat("S0VZ", 11) + `"` + "\n"
+	g := startGatewayWith(t, gwOptions{http: true}, `
+[tokens]
+
+[[hba]]
+user = "alice"
+protocol = "pg"
+method = "jwt"
+
+[[hba]]
+method = "password"
+`, []testUser{{name: "alice", password: "alice-Pass-1", extra: secret}})
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_token", "", basic("alice", "alice-Pass-1"))
+	if status != 200 || out["token"] == nil {
+		t.Fatalf("/_token: %d %v", status, out)
+	}
+	tok := out["token"].(string)
+	noteSecret(tok)
+	query := func(tok string) int {
+		status, _, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, bearer(tok))
+		return status
+	}
+	if s := query(tok); s != 200 {
+		t.Fatalf("the token before the change: %d", s)
+	}
+	c := g.mustConnect("alice", tok, "postgres")
+	c.Close(context.Background())
+
+	// The same entry written again (the same hash): the token lives on.
+	g.reloadAfter(func() { g.writeUsers([]testUser{{name: "alice", password: "alice-Pass-1", extra: secret}}) })
+	if s := query(tok); s != 200 {
+		t.Fatalf("the token after a reload that changed nothing: %d", s)
+	}
+	// A new password by hand, the secret kept.
+	g.reloadAfter(func() { g.writeUsers([]testUser{{name: "alice", password: "alice-Pass-2", extra: secret}}) })
+	status, hdr, _ := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt":"SELECT 1"}`, bearer(tok))
+	if status != 401 || hdr.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+		t.Fatalf("the token after its password was changed by hand: %d %v", status, hdr)
+	}
+	_, err := g.connect("alice", tok, "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "alice"`)
+	g.waitLog("the user's password was changed since the token was issued", 1)
+	// The new password mints tokens that work.
+	status, _, out = httpDo(t, "POST", g.httpURL()+"/_token", "", basic("alice", "alice-Pass-2"))
+	if status != 200 || out["token"] == nil {
+		t.Fatalf("/_token with the new password: %d %v", status, out)
+	}
+	noteSecret(out["token"].(string))
+	if s := query(out["token"].(string)); s != 200 {
+		t.Fatalf("a token of the new password: %d", s)
+	}
+}
+
 func TestExternalIssuerTokensAndEveryRefusal(t *testing.T) {
 	jwks := newJWKS(t)
 	rsaKey, ecKey, edKey := newKeys(t)

@@ -161,8 +161,9 @@ func tokenCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Print a JWT (HS256) for a user of the users file, signed with the user's
 own secret, which is made and stored on first use (running servers take it
 within a second, as any change of the users). Deleting the user, changing
-its password (which makes a new secret) or changing its secret revokes
-every token it has.`,
+or removing its password (also by hand in the users file: the token is
+bound to the stored hash it was issued under) or changing its secret
+revokes every token it has.`,
 		Example: "  pgwarden token create --user alice --expire 30d -c config.toml",
 		Args:    noArgs,
 	}
