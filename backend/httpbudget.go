@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -16,22 +17,34 @@ import (
 // below PostgreSQL's max_connections, so that wire logins then found
 // PostgreSQL full.
 
-// countedConn is the socket of an HTTP pool's backend connection, counted
-// from its dial until it is closed, whichever way that happens (the
-// pool's close, an error, a failed login, shedding).
-type countedConn struct {
+// poolSocket is the socket of an HTTP pool's backend connection, below
+// TLS. It is counted from its dial until it is closed, whichever way that
+// happens (the pool's close, an error, a failed login, shedding), when the
+// pools count against max_backend_connections (counting), and it keeps the
+// connection's message gate (see messageGate), whose room its close gives
+// back.
+type poolSocket struct {
 	net.Conn
-	owner *HTTPPools
-	once  sync.Once
+	owner    *HTTPPools
+	counting bool
+	gate     atomic.Pointer[messageGate]
+	once     sync.Once
 }
 
 // NetConn is the socket below, for a look into it (sockpeek) that must
 // not read through the count.
-func (c *countedConn) NetConn() net.Conn { return c.Conn }
+func (c *poolSocket) NetConn() net.Conn { return c.Conn }
 
-func (c *countedConn) Close() error {
+func (c *poolSocket) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.owner.forgetCounted(c) })
+	c.once.Do(func() {
+		if g := c.gate.Load(); g != nil {
+			g.close()
+		}
+		if c.counting {
+			c.owner.forgetCounted(c)
+		}
+	})
 	return err
 }
 
@@ -57,10 +70,14 @@ func (p *HTTPPools) CountAgainst(budget *Pool, limits func() PoolLimits) {
 // else waiting within connect_timeout for a release) and gives it back
 // when it closes.
 func (p *HTTPPools) dialCounted(dial pgconn.DialFunc) pgconn.DialFunc {
-	if p.budget == nil {
-		return dial
-	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if p.budget == nil {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &poolSocket{Conn: c, owner: p}, nil
+		}
 		if err := p.budget.reserveHTTP(ctx, p.limits()); err != nil {
 			return nil, err
 		}
@@ -69,7 +86,7 @@ func (p *HTTPPools) dialCounted(dial pgconn.DialFunc) pgconn.DialFunc {
 			p.budget.releaseHTTP()
 			return nil, err
 		}
-		cc := &countedConn{Conn: c, owner: p}
+		cc := &poolSocket{Conn: c, owner: p, counting: true}
 		p.useMu.Lock()
 		p.uses[cc] = connBusy
 		p.useMu.Unlock()
@@ -77,29 +94,36 @@ func (p *HTTPPools) dialCounted(dial pgconn.DialFunc) pgconn.DialFunc {
 	}
 }
 
-func (p *HTTPPools) forgetCounted(c *countedConn) {
+func (p *HTTPPools) forgetCounted(c *poolSocket) {
 	p.useMu.Lock()
 	delete(p.uses, c)
 	p.useMu.Unlock()
 	p.budget.releaseHTTP()
 }
 
-// counted is the counted socket under a pool connection (under TLS too),
-// or nil when the pools count nothing.
-func counted(pc *pgconn.PgConn) *countedConn {
-	nc := pc.Conn()
-	for range 3 { // the message gate over TLS over the count
-		if cc, ok := nc.(*countedConn); ok {
-			return cc
-		}
-		if tc, ok := nc.(*tls.Conn); ok {
-			nc = tc.NetConn()
-		} else if gc, ok := nc.(*gatedConn); ok {
-			nc = gc.NetConn()
+// poolSocketOf is the socket under a pool connection (under TLS too), or
+// nil for a connection no HTTP pool dialed.
+func poolSocketOf(nc net.Conn) *poolSocket {
+	for range 3 {
+		switch c := nc.(type) {
+		case *poolSocket:
+			return c
+		case *tls.Conn:
+			nc = c.NetConn()
+		default:
+			return nil
 		}
 	}
-	cc, _ := nc.(*countedConn)
-	return cc
+	return nil
+}
+
+// counted is the counted socket under a pool connection, or nil when the
+// pools count nothing.
+func counted(pc *pgconn.PgConn) *poolSocket {
+	if ps := poolSocketOf(pc.Conn()); ps != nil && ps.counting {
+		return ps
+	}
+	return nil
 }
 
 // markBusy takes a connection out of shedding's reach as it is handed out;
@@ -136,7 +160,7 @@ func (p *HTTPPools) markIdle(pc *pgconn.PgConn) {
 // reservation back before it returns; false when none is idle.
 func (p *HTTPPools) shedIdle() bool {
 	p.useMu.Lock()
-	var victim *countedConn
+	var victim *poolSocket
 	for c, u := range p.uses {
 		if u == connIdle {
 			victim = c

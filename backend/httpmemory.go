@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgwarden/pgwarden/internal/membudget"
 )
@@ -28,17 +30,23 @@ import (
 // little, and counting them would cost every row.
 const gatedMessageBytes = 256 << 10
 
-// gatedConn is an HTTP pool connection's stream from the backend, above
-// TLS, read message by message only as far as their headers. A large
-// message takes twice its body from the budget (the message and the value
-// read out of it), within the half of it that the client whose request
-// reads it may take, before its header reaches pgx; the room is kept until
-// the next large message, the end of the request (releaseMessageRoom) or
-// the connection's close. With no room, the read fails with
-// membudget.ErrExhausted and pgx closes the connection: nothing of the
-// message was taken into memory.
-type gatedConn struct {
-	net.Conn
+// messageGate is an HTTP pool connection's stream from the backend as pgx
+// reads it (above TLS and pgconn's own reader), followed message by
+// message only as far as their headers. A large message takes twice its
+// body from the budget (the message and the value read out of it), within
+// the half of it that the client whose request reads it may take, before
+// its header reaches pgx; the room is kept until the next large message,
+// the end of the request (releaseMessageRoom) or the connection's close.
+// With no room, the read fails with membudget.ErrExhausted and pgx closes
+// the connection: nothing of the message was taken into memory.
+//
+// It reads for pgx's Frontend (gateMessages), not under pgconn as a
+// net.Conn: pgconn binds SCRAM to the TLS channel only when its
+// connection is the *tls.Conn itself, so a wrapped one logged in without
+// channel binding, and [backend] channel_binding = "require" refused every
+// HTTP request.
+type messageGate struct {
+	r      io.Reader
 	budget *membudget.Budget
 
 	// Read's own state; Read is never called concurrently.
@@ -65,35 +73,40 @@ func WithMemorySource(ctx context.Context, source string) context.Context {
 
 // lendTo records which client's request the connection serves now.
 func lendTo(ctx context.Context, pc *pgconn.PgConn) {
-	if gc, ok := pc.Conn().(*gatedConn); ok {
+	if g := gateOf(pc); g != nil {
 		source, _ := ctx.Value(memorySourceKey{}).(string)
-		gc.mu.Lock()
-		gc.source = source
-		gc.mu.Unlock()
+		g.mu.Lock()
+		g.source = source
+		g.mu.Unlock()
 	}
 }
 
-// gateMessages is the AfterNetConnect hook that puts a gatedConn over a
-// new HTTP pool connection (after TLS, so that it reads messages), below
-// any hook the configuration had.
-func gateMessages(budget *membudget.Budget, next func(context.Context, *pgconn.Config, net.Conn) (net.Conn, error)) func(context.Context, *pgconn.Config, net.Conn) (net.Conn, error) {
-	return func(ctx context.Context, cfg *pgconn.Config, c net.Conn) (net.Conn, error) {
-		if next != nil {
-			var err error
-			if c, err = next(ctx, cfg, c); err != nil {
-				return nil, err
+// gateOf is the message gate of a pool connection, nil when it has none.
+func gateOf(pc *pgconn.PgConn) *messageGate {
+	if ps := poolSocketOf(pc.Conn()); ps != nil {
+		return ps.gate.Load()
+	}
+	return nil
+}
+
+// gateMessages is the BuildFrontend of an HTTP pool's connections: pgx
+// reads the backend's messages through a messageGate, which the
+// connection's socket (poolSocket, from the pool's dial) keeps, so that
+// the request using it can be named and its close gives the room back.
+func gateMessages(budget *membudget.Budget) pgconn.BuildFrontendFunc {
+	return func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		g := &messageGate{r: r, budget: budget}
+		if c, ok := w.(net.Conn); ok {
+			if ps := poolSocketOf(c); ps != nil {
+				ps.gate.Store(g)
 			}
 		}
-		return &gatedConn{Conn: c, budget: budget}, nil
+		return pgproto3.NewFrontend(g, w)
 	}
 }
 
-// NetConn is the connection below, for a look into its socket
-// (sockpeek): gatedConn keeps no bytes of its own.
-func (c *gatedConn) NetConn() net.Conn { return c.Conn }
-
-func (c *gatedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+func (c *messageGate) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
 	if n > 0 {
 		if gerr := c.scan(p[:n]); gerr != nil {
 			return 0, gerr
@@ -103,7 +116,7 @@ func (c *gatedConn) Read(p []byte) (int, error) {
 }
 
 // scan follows the message headers in b, the next bytes of the stream.
-func (c *gatedConn) scan(b []byte) error {
+func (c *messageGate) scan(b []byte) error {
 	for len(b) > 0 {
 		if c.remain > 0 {
 			k := min(int64(len(b)), c.remain)
@@ -132,7 +145,7 @@ func (c *gatedConn) scan(b []byte) error {
 
 // takeRoom gives back the last large message's room and takes room for
 // one of body bytes.
-func (c *gatedConn) takeRoom(body int64) error {
+func (c *messageGate) takeRoom(body int64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -148,7 +161,7 @@ func (c *gatedConn) takeRoom(body int64) error {
 }
 
 // giveRoomBack gives back the room of the last large message.
-func (c *gatedConn) giveRoomBack() {
+func (c *messageGate) giveRoomBack() {
 	if c.granted.Load() == 0 {
 		return
 	}
@@ -157,22 +170,23 @@ func (c *gatedConn) giveRoomBack() {
 	c.mu.Unlock()
 }
 
-func (c *gatedConn) Close() error {
+// close gives back what the connection held; the connection's socket
+// calls it as it closes.
+func (c *messageGate) close() {
 	c.mu.Lock()
 	c.closed = true
 	c.budget.GiveFor(c.grantedTo, c.granted.Swap(0))
 	c.mu.Unlock()
-	return c.Conn.Close()
 }
 
 // releaseMessageRoom gives back what a connection's large messages held,
 // once its request has read them all; the connection serves no client
 // until it is lent again.
 func releaseMessageRoom(pc *pgconn.PgConn) {
-	if gc, ok := pc.Conn().(*gatedConn); ok {
-		gc.giveRoomBack()
-		gc.mu.Lock()
-		gc.source = ""
-		gc.mu.Unlock()
+	if g := gateOf(pc); g != nil {
+		g.giveRoomBack()
+		g.mu.Lock()
+		g.source = ""
+		g.mu.Unlock()
 	}
 }

@@ -55,7 +55,7 @@ func TestALargeBackendMessageTakesRoomBeforeItIsRead(t *testing.T) {
 	stream = append(stream, message('Z', 1)...)
 	for _, sizes := range [][]int{{1}, {2, 3}, {7}, {4096}, {1 << 20}, {5, 1, 300000}} {
 		b := membudget.New(1 << 30)
-		c := &gatedConn{Conn: &chunkConn{data: append([]byte(nil), stream...), sizes: sizes}, budget: b}
+		c := &messageGate{r: &chunkConn{data: append([]byte(nil), stream...), sizes: sizes}, budget: b}
 		buf := make([]byte, 64<<10)
 		var got []byte
 		var maxUsed int64
@@ -86,7 +86,7 @@ func TestALargeBackendMessageTakesRoomBeforeItIsRead(t *testing.T) {
 	// the message reaches the reader.
 	b := membudget.New(2*large - 1)
 	under := &chunkConn{data: append(message('D', 3), message('D', large)...), sizes: []int{1 << 20}}
-	c := &gatedConn{Conn: under, budget: b}
+	c := &messageGate{r: under, budget: b}
 	n, err := c.Read(make([]byte, 1<<20))
 	if n != 0 || !errors.Is(err, membudget.ErrExhausted) {
 		t.Fatalf("a message with no room: read %d bytes, %v", n, err)
@@ -95,14 +95,16 @@ func TestALargeBackendMessageTakesRoomBeforeItIsRead(t *testing.T) {
 		t.Fatalf("a refused message took %d", b.Used())
 	}
 
-	// A close gives back what the connection held.
+	// The socket's close gives back what the connection held.
 	b = membudget.New(1 << 30)
-	c = &gatedConn{Conn: &chunkConn{data: message('D', large), sizes: []int{100}}, budget: b}
-	if _, err := c.Read(make([]byte, 100)); err != nil || b.Used() != 2*large {
+	under = &chunkConn{data: message('D', large), sizes: []int{100}}
+	socket := &poolSocket{Conn: under}
+	frontend := gateMessages(b)(socket, socket)
+	if _, err := frontend.Receive(); err != nil || b.Used() != 2*large {
 		t.Fatalf("the header read: %v, used %d", err, b.Used())
 	}
-	c.Close()
-	if b.Used() != 0 || !c.Conn.(*chunkConn).closed {
+	socket.Close()
+	if b.Used() != 0 || !under.closed {
 		t.Fatalf("after close, used %d", b.Used())
 	}
 }
@@ -113,13 +115,13 @@ func TestALargeBackendMessageTakesRoomBeforeItIsRead(t *testing.T) {
 func TestALargeMessageTakesRoomFromItsClientsHalf(t *testing.T) {
 	const large = gatedMessageBytes
 	b := membudget.New(4 * 2 * large)
-	conn := func(source string) *gatedConn {
+	conn := func(source string) *messageGate {
 		stream := append(message('D', large), message('D', large)...)
-		return &gatedConn{Conn: &chunkConn{data: stream, sizes: []int{1 << 20}}, budget: b, source: source}
+		return &messageGate{r: &chunkConn{data: stream, sizes: []int{1 << 20}}, budget: b, source: source}
 	}
 	a1, a2, a3 := conn("10.0.0.1"), conn("10.0.0.1"), conn("10.0.0.1")
 	buf := make([]byte, 64)
-	for _, c := range []*gatedConn{a1, a2} {
+	for _, c := range []*messageGate{a1, a2} {
 		if _, err := c.Read(buf); err != nil {
 			t.Fatalf("within the client's half: %v", err)
 		}

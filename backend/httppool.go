@@ -70,7 +70,7 @@ type HTTPPools struct {
 
 	// Results, when set before the first Get, is the budget of
 	// http.max_request_memory: each connection's large backend messages
-	// take room in it before pgx reads them (see gatedConn).
+	// take room in it before pgx reads them (see messageGate).
 	Memory *membudget.Budget
 
 	// budget counts the connections against max_backend_connections
@@ -78,7 +78,7 @@ type HTTPPools struct {
 	budget *Pool
 	limits func() PoolLimits
 	useMu  sync.Mutex
-	uses   map[*countedConn]connUse
+	uses   map[*poolSocket]connUse
 }
 
 type httpPoolEntry struct {
@@ -92,7 +92,7 @@ type httpPoolEntry struct {
 // NewHTTPPools makes an empty set of pools; Start runs its janitor.
 func NewHTTPPools(log *zap.Logger) *HTTPPools {
 	return &HTTPPools{log: log, m: map[[32]byte]*httpPoolEntry{}, stop: make(chan struct{}), done: make(chan struct{}),
-		uses: map[*countedConn]connUse{}}
+		uses: map[*poolSocket]connUse{}}
 }
 
 // Start closes pools unused for the idle timeout in force, until Close.
@@ -246,7 +246,7 @@ func (p *HTTPPools) Get(cfg *config.Config, t Target) (*pgxpool.Pool, error) {
 	watch := &settingsWatch{role: t.Role, database: t.Database}
 	pcfg.ConnConfig.DialFunc = p.dialCounted(pcfg.ConnConfig.DialFunc)
 	if p.Memory != nil {
-		pcfg.ConnConfig.AfterNetConnect = gateMessages(p.Memory, pcfg.ConnConfig.AfterNetConnect)
+		pcfg.ConnConfig.BuildFrontend = gateMessages(p.Memory)
 	}
 	// A request whose time runs out (or whose client leaves) cancels its
 	// statement and reads the backend's answer (see cancelOnDone); a
