@@ -231,6 +231,8 @@ func Config(cfg *config.Config, t Target, params map[string]string) (*pgconn.Con
 		"sslrootcert=" + quote(b.SSLRootCert),
 		"sslcert=" + quote(b.SSLCert),
 		"sslkey=" + quote(b.SSLKey),
+		"require_auth=" + quote(b.RequireAuth),
+		"channel_binding=" + quote(b.ChannelBinding),
 		"passfile=''",
 		// A placeholder: the role is set below; it spares pgconn looking
 		// up the OS user.
@@ -243,7 +245,15 @@ func Config(cfg *config.Config, t Target, params map[string]string) (*pgconn.Con
 	pc.User = t.Role
 	pc.Password = t.Password
 	if t.Password == "" && t.SCRAM != nil {
-		pc.AfterNetConnect = scramPassthrough(t.SCRAM, t.Role)
+		// pgconn sees this login as a backend that let it in at once,
+		// which a require_auth of methods refuses: the pass-through
+		// conn applies require_auth to the exchange it runs itself.
+		ra, err := config.ParseRequireAuth(b.RequireAuth)
+		if err != nil {
+			return nil, err
+		}
+		pc.RequireAuth = ""
+		pc.AfterNetConnect = scramPassthrough(t.SCRAM, t.Role, ra, b.ChannelBinding)
 	}
 	pc.Database = t.Database
 	pc.ConnectTimeout = b.ConnectTimeout.Duration
@@ -301,11 +311,13 @@ func Validate(cfg *config.Config) error {
 	return nil
 }
 
-// tlsDigest hashes the backend TLS settings and the contents of the files
-// they name (which Config has just read successfully).
+// tlsDigest hashes the backend TLS settings, with require_auth and
+// channel_binding (what the backend must prove of itself), and the
+// contents of the files they name (which Config has just read
+// successfully).
 func tlsDigest(b *config.Backend) string {
 	h := sha256.New()
-	for _, s := range []string{b.SSLMode, b.SSLRootCert, b.SSLCert, b.SSLKey} {
+	for _, s := range []string{b.SSLMode, b.SSLRootCert, b.SSLCert, b.SSLKey, b.RequireAuth, b.ChannelBinding} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/config"
 )
 
 // Authentication request codes of the backend's 'R' messages.
@@ -40,10 +41,14 @@ const maxLoginMessage = 1 << 20
 // is a plain pass-through, and Unwrap hands the session the socket itself.
 type scramPassthroughConn struct {
 	net.Conn
-	keys    *authcore.SCRAMKeys
-	role    string
-	pending []byte // messages for pgconn
-	through bool   // the login phase is over
+	keys *authcore.SCRAMKeys
+	role string
+	// requireAuth and channelBinding are [backend]'s: pgconn, which sees
+	// a backend that trusted it, cannot apply them to this login.
+	requireAuth    config.RequireAuth
+	channelBinding string
+	pending        []byte // messages for pgconn
+	through        bool   // the login phase is over
 }
 
 // Unwrap returns the socket under a connection Config wrapped for a SCRAM
@@ -78,7 +83,19 @@ func (c *scramPassthroughConn) step() error {
 	}
 	switch {
 	case typ == 'R' && len(body) >= 4 && binary.BigEndian.Uint32(body) == authSASL:
+		if err := c.requireAuth.Check("scram-sha-256"); err != nil {
+			return fmt.Errorf("require_auth check failed: %w", err)
+		}
+		if c.channelBinding == "require" {
+			// The keys would prove the client to a server that
+			// proved nothing of itself: refused before any is sent.
+			return errors.New("channel binding check failed: [backend] channel_binding = \"require\", and a SCRAM pass-through login does not bind to the TLS channel (give the user a backend_password)")
+		}
 		return c.exchange(body[4:])
+	case typ == 'R' && len(body) >= 4 && binary.BigEndian.Uint32(body) == authOK:
+		if err := c.requireAuth.Check("none"); err != nil {
+			return fmt.Errorf("require_auth check failed: %w", err)
+		}
 	case typ == 'R' && len(body) >= 4 && binary.BigEndian.Uint32(body) != authOK:
 		// A password or MD5 request: there is no password to send.
 		c.refuse("28000", fmt.Sprintf("the backend asks role %q for a password (authentication request %d); with [backend] passthrough, pgwarden holds only the client's SCRAM proof", c.role, binary.BigEndian.Uint32(body)),
@@ -224,9 +241,10 @@ func scramAttributes(msg string) map[string]string {
 	return out
 }
 
-// scramPassthrough is the AfterNetConnect hook of a login with keys.
-func scramPassthrough(keys *authcore.SCRAMKeys, role string) func(context.Context, *pgconn.Config, net.Conn) (net.Conn, error) {
+// scramPassthrough is the AfterNetConnect hook of a login with keys,
+// under [backend]'s require_auth and channel_binding.
+func scramPassthrough(keys *authcore.SCRAMKeys, role string, requireAuth config.RequireAuth, channelBinding string) func(context.Context, *pgconn.Config, net.Conn) (net.Conn, error) {
 	return func(_ context.Context, _ *pgconn.Config, conn net.Conn) (net.Conn, error) {
-		return &scramPassthroughConn{Conn: conn, keys: keys, role: role}, nil
+		return &scramPassthroughConn{Conn: conn, keys: keys, role: role, requireAuth: requireAuth, channelBinding: channelBinding}, nil
 	}
 }

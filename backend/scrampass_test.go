@@ -18,6 +18,7 @@ import (
 	"github.com/xdg-go/scram"
 
 	"github.com/pgwarden/pgwarden/authcore"
+	"github.com/pgwarden/pgwarden/config"
 )
 
 // keysFor are the keys a SCRAM login with password against v leaves.
@@ -201,4 +202,65 @@ func TestSCRAMPassthroughSendsNothingThatCannotWork(t *testing.T) {
 			t.Fatalf("%s: %d more messages were sent to the backend", c.name, n)
 		}
 	}
+}
+
+// [backend] require_auth and channel_binding hold for a pass-through login
+// too, which pgconn cannot check (it sees a backend that let it in): the
+// wrapper refuses before it sends anything of the keys, and refuses a
+// backend that let it in without asking when require_auth wants an
+// exchange.
+func TestSCRAMPassthroughKeepsRequireAuthAndChannelBinding(t *testing.T) {
+	v := verifier(t, "role-Pass-1")
+	// asks plays a backend that sends first and reports anything it then
+	// receives from the wrapper.
+	asks := func(first pgproto3.BackendMessage) (net.Conn, chan []byte) {
+		client, server := net.Pipe()
+		got := make(chan []byte, 1)
+		go func() {
+			defer server.Close()
+			server.SetDeadline(time.Now().Add(2 * time.Second))
+			writeMsg(t, server, first)
+			writeMsg(t, server, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+			body, _ := readFrontend(server)
+			got <- body
+		}()
+		return client, got
+	}
+	sasl := &pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}}
+	for name, tc := range map[string]struct {
+		first          pgproto3.BackendMessage
+		requireAuth    string
+		channelBinding string
+		refusal        string
+	}{
+		"SCRAM where require_auth allows only password": {sasl, "password", "prefer", `server requested scram-sha-256 authentication`},
+		"SCRAM where require_auth forbids it":           {sasl, "!scram-sha-256", "prefer", `server requested scram-sha-256 authentication`},
+		"SCRAM with channel_binding require":            {sasl, "", "require", "does not bind to the TLS channel"},
+		"trust where require_auth wants SCRAM":          {&pgproto3.AuthenticationOk{}, "scram-sha-256", "prefer", "server did not complete authentication"},
+	} {
+		ra, err := config.ParseRequireAuth(tc.requireAuth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, got := asks(tc.first)
+		w := &scramPassthroughConn{Conn: client, keys: keysFor(t, v, "role-Pass-1"), role: "r", requireAuth: ra, channelBinding: tc.channelBinding}
+		_, err = receive(t, w)
+		if err == nil || !strings.Contains(err.Error(), tc.refusal) {
+			t.Errorf("%s: %v, want a refusal with %q", name, err, tc.refusal)
+		}
+		client.Close()
+		if body := <-got; len(body) > 0 {
+			t.Errorf("%s: the wrapper sent %q", name, body)
+		}
+	}
+	// Allowed, the trusting backend lets the login through.
+	ra, _ := config.ParseRequireAuth("scram-sha-256,none")
+	client, _ := asks(&pgproto3.AuthenticationOk{})
+	w := &scramPassthroughConn{Conn: client, keys: keysFor(t, v, "role-Pass-1"), role: "r", requireAuth: ra, channelBinding: "prefer"}
+	if m, err := receive(t, w); err != nil {
+		t.Fatalf("trust under scram-sha-256,none: %v", err)
+	} else if _, ok := m.(*pgproto3.AuthenticationOk); !ok {
+		t.Fatalf("trust under scram-sha-256,none: %T", m)
+	}
+	client.Close()
 }

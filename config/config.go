@@ -113,6 +113,8 @@ type Backend struct {
 	SSLRootCert           string   `toml:"sslrootcert"`
 	SSLCert               string   `toml:"sslcert"`
 	SSLKey                string   `toml:"sslkey"`
+	RequireAuth           string   `toml:"require_auth"`
+	ChannelBinding        string   `toml:"channel_binding"`
 	Password              string   `toml:"password"`
 	Passthrough           bool     `toml:"passthrough"`
 	ConnectTimeout        Duration `toml:"connect_timeout"`
@@ -123,8 +125,9 @@ type Backend struct {
 	IdleTimeout           Duration `toml:"idle_timeout"`
 	MaxLifetime           Duration `toml:"max_lifetime"`
 
-	// TLSDigest names the backend TLS settings and the contents of the
-	// files they name, as loaded (set by backend.Validate). Backends kept
+	// TLSDigest names the backend TLS settings (require_auth and
+	// channel_binding included) and the contents of the files they name,
+	// as loaded (set by backend.Validate). Backends kept
 	// for reuse carry the digest of their login, so that none made under
 	// settings a reload replaced is handed out again.
 	TLSDigest string `toml:"-"`
@@ -337,6 +340,7 @@ func Default() *Config {
 			Host:                  "127.0.0.1",
 			Port:                  5432,
 			SSLMode:               "prefer",
+			ChannelBinding:        "prefer",
 			ConnectTimeout:        d(5 * time.Second),
 			Reuse:                 true,
 			ResetQuery:            "DISCARD ALL",

@@ -240,6 +240,18 @@ func (c *Config) validate(v *validator) {
 	default:
 		v.add("backend.sslmode", "must be disable, prefer, require, verify-ca or verify-full, not %q", b.SSLMode)
 	}
+	switch b.ChannelBinding {
+	case "require":
+		if b.SSLMode == "disable" {
+			v.add("backend.channel_binding", "require binds SCRAM to the TLS connection, and backend.sslmode is disable")
+		}
+	case "disable", "prefer":
+	default:
+		v.add("backend.channel_binding", "must be disable, prefer or require, not %q", b.ChannelBinding)
+	}
+	if _, err := ParseRequireAuth(b.RequireAuth); err != nil {
+		v.add("backend.require_auth", "%v", err)
+	}
 	for key, p := range map[string]string{"backend.sslrootcert": b.SSLRootCert, "backend.sslcert": b.SSLCert, "backend.sslkey": b.SSLKey} {
 		if p != "" {
 			c.fileOK(v, key, p)

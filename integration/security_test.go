@@ -1289,3 +1289,98 @@ func TestGuessesSentTogetherAreCheckedOneAtATime(t *testing.T) {
 		t.Fatalf("%d of 10 wire guesses sent together were checked within 1.5 s, want 1", answered)
 	}
 }
+
+// impostorBackend listens where a backend should be and does what a
+// program that took the backend's address (a local user binding the port
+// while PostgreSQL is down, a spoofed DNS name, a man in the middle of a
+// connection without verify-full) would do: it refuses TLS and asks for
+// the password in clear. It sends what it was given on the channel.
+func impostorBackend(t *testing.T) (port int, got chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got = make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				be := pgproto3.NewBackend(c, c)
+				for {
+					m, err := be.ReceiveStartupMessage()
+					if err != nil {
+						return
+					}
+					if _, ok := m.(*pgproto3.SSLRequest); ok {
+						c.Write([]byte("N"))
+						continue
+					}
+					break
+				}
+				be.Send(&pgproto3.AuthenticationCleartextPassword{})
+				if err := be.Flush(); err != nil {
+					return
+				}
+				be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+				m, err := be.Receive()
+				if p, ok := m.(*pgproto3.PasswordMessage); ok && err == nil {
+					got <- p.Password
+				} else {
+					got <- ""
+				}
+				be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
+				be.Flush()
+			}(c)
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, got
+}
+
+// TestRequireAuthKeepsTheBackendPasswordFromAnImpostor: with libpq's
+// default, which pgwarden keeps, whatever answers at the backend's
+// address and asks for the password in clear gets [backend] password.
+// require_auth = "scram-sha-256" ends the connection before any password
+// is sent, while the real backend, which asks for SCRAM, still serves.
+func TestRequireAuthKeepsTheBackendPasswordFromAnImpostor(t *testing.T) {
+	port, got := impostorBackend(t)
+	routes := fmt.Sprintf("\n[[databases]]\nname = \"impostor\"\nbackend_dbname = \"postgres\"\nport = %d\n", port)
+	g := startGateway(t, routes+trustRules, nil)
+	if _, err := g.connect("alice", "", "impostor"); err == nil {
+		t.Fatal("the impostor let a client in")
+	}
+	select {
+	case pw := <-got:
+		if pw != backendPassword {
+			t.Fatalf("with require_auth unset the impostor got %q; the test expects it to be given the backend password, as libpq gives it", pw)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the impostor was never asked")
+	}
+
+	g.reloadAfter(func() {
+		g.opts.backend = `require_auth = "scram-sha-256"`
+		g.writeConfig(routes + trustRules)
+	})
+	_, err := g.connect("alice", "", "impostor")
+	wantPgError(t, err, "08006", "could not connect to the backend server")
+	select {
+	case pw := <-got:
+		if pw != "" {
+			t.Fatal("require_auth = scram-sha-256, and the impostor was given the backend password")
+		}
+	case <-time.After(3 * time.Second):
+		// It closed before the impostor could read anything: nothing sent.
+	}
+	g.waitLog(`authentication method requirement \"scram-sha-256\" failed: server requested password authentication`, 1)
+	c := g.mustConnect("alice", "", "postgres")
+	if got := queryOne(t, c, "SELECT current_user"); got != "alice" {
+		t.Fatalf("the real backend under require_auth: %s", got)
+	}
+}

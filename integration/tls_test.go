@@ -767,3 +767,36 @@ method = "cert"
 		}
 	}
 }
+
+// channel_binding = "require" makes the backend prove itself with
+// SCRAM-SHA-256-PLUS over TLS, without a CA, on the wire and over HTTP.
+// The HTTP pools read the backend's messages through the memory gate:
+// until December 2026 it wrapped pgconn's connection, which then was no
+// *tls.Conn, so HTTP backends logged in without channel binding and, with
+// it required, every request failed 08006.
+func TestChannelBindingRequiredHoldsOnTheWireAndOverHTTP(t *testing.T) {
+	c, err := startClusterTLSWith(t, "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destroy()
+	o := gwOptions{http: true, backendPort: c.port, backend: "sslmode = \"require\"\nchannel_binding = \"require\"\nrequire_auth = \"scram-sha-256\""}
+	g := startGatewayWith(t, o, passwordRules+httpRules, []testUser{{name: "alice", password: "alice-Pass-1"}})
+	const sslQuery = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+	conn := g.mustConnect("alice", "alice-Pass-1", "postgres")
+	if got := queryOne(t, conn, sslQuery); got != "true" {
+		t.Fatalf("wire: ssl %s", got)
+	}
+	conn.Close(context.Background())
+	for i := 0; i < 2; i++ {
+		status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", jsonText(t, map[string]any{"stmt": sslQuery}), basic("alice", "alice-Pass-1"))
+		if status != 200 || fmt.Sprint(out["rows"]) != "[[true]]" {
+			t.Fatalf("HTTP request %d under channel_binding = require: %d %v", i, status, out)
+		}
+	}
+	// A large value still passes the HTTP pools' memory gate.
+	status, _, out := httpDo(t, "POST", g.httpURL()+"/_sql?db=postgres", `{"stmt": "SELECT length(repeat('x', 1000000) || '')"}`, basic("alice", "alice-Pass-1"))
+	if status != 200 || fmt.Sprint(out["rows"]) != "[[1000000]]" {
+		t.Fatalf("a large value: %d %v", status, out)
+	}
+}
