@@ -246,13 +246,14 @@ func Config(cfg *config.Config, t Target, params map[string]string) (*pgconn.Con
 	pc.Password = t.Password
 	if t.Password == "" && t.SCRAM != nil {
 		// pgconn sees this login as a backend that let it in at once,
-		// which a require_auth of methods refuses: the pass-through
-		// conn applies require_auth to the exchange it runs itself.
+		// which a require_auth of methods, and channel_binding
+		// "require", refuse: the pass-through conn applies both to the
+		// exchange it runs itself.
 		ra, err := config.ParseRequireAuth(b.RequireAuth)
 		if err != nil {
 			return nil, err
 		}
-		pc.RequireAuth = ""
+		pc.RequireAuth, pc.ChannelBinding = "", "prefer"
 		pc.AfterNetConnect = scramPassthrough(t.SCRAM, t.Role, ra, b.ChannelBinding)
 	}
 	pc.Database = t.Database

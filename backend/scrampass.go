@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/scram"
 
 	"github.com/pgwarden/pgwarden/authcore"
 	"github.com/pgwarden/pgwarden/config"
@@ -49,6 +51,7 @@ type scramPassthroughConn struct {
 	channelBinding string
 	pending        []byte // messages for pgconn
 	through        bool   // the login phase is over
+	exchanged      bool   // the SCRAM exchange completed
 }
 
 // Unwrap returns the socket under a connection Config wrapped for a SCRAM
@@ -86,13 +89,8 @@ func (c *scramPassthroughConn) step() error {
 		if err := c.requireAuth.Check("scram-sha-256"); err != nil {
 			return fmt.Errorf("require_auth check failed: %w", err)
 		}
-		if c.channelBinding == "require" {
-			// The keys would prove the client to a server that
-			// proved nothing of itself: refused before any is sent.
-			return errors.New("channel binding check failed: [backend] channel_binding = \"require\", and a SCRAM pass-through login does not bind to the TLS channel (give the user a backend_password)")
-		}
 		return c.exchange(body[4:])
-	case typ == 'R' && len(body) >= 4 && binary.BigEndian.Uint32(body) == authOK:
+	case typ == 'R' && len(body) >= 4 && binary.BigEndian.Uint32(body) == authOK && !c.exchanged:
 		if err := c.requireAuth.Check("none"); err != nil {
 			return fmt.Errorf("require_auth check failed: %w", err)
 		}
@@ -113,16 +111,41 @@ func (c *scramPassthroughConn) step() error {
 	return nil
 }
 
-// exchange runs SCRAM-SHA-256 with the client's ClientKey. mechs is the
-// AuthenticationSASL body: mechanism names, each NUL-terminated.
+// exchange runs SCRAM-SHA-256 with the client's ClientKey, bound to the
+// TLS channel (SCRAM-SHA-256-PLUS, tls-server-end-point) as pgconn binds a
+// password login: whenever the backend offers it over TLS, unless
+// channel_binding is "disable"; "require" refuses a login it cannot bind.
+// The keys prove the same either way: the binding only enters the
+// message they sign. mechs is the AuthenticationSASL body: mechanism
+// names, each NUL-terminated.
 func (c *scramPassthroughConn) exchange(mechs []byte) error {
-	offered := false
+	offered, offeredPlus := false, false
 	for _, m := range bytes.Split(mechs, []byte{0}) {
 		offered = offered || string(m) == authcore.MechSCRAM
+		offeredPlus = offeredPlus || string(m) == authcore.MechSCRAMPlus
 	}
 	if !offered {
 		c.refuse("28000", fmt.Sprintf("the backend does not offer %s to role %q, and pgwarden holds only the client's SCRAM proof", authcore.MechSCRAM, c.role), "")
 		return nil
+	}
+	// The GS2 header: "n" without TLS (or binding disabled), "y" over
+	// TLS when the backend offers no PLUS (PostgreSQL refuses "y" where
+	// it does offer it: a downgrade), "p=tls-server-end-point" binding.
+	mech, gs2 := authcore.MechSCRAM, "n,,"
+	var cbData []byte
+	if tc, ok := c.Conn.(*tls.Conn); ok && c.channelBinding != "disable" {
+		gs2 = "y,,"
+		if offeredPlus {
+			state := tc.ConnectionState()
+			if cb, err := scram.NewTLSServerEndpointBinding(&state); err == nil {
+				mech, gs2, cbData = authcore.MechSCRAMPlus, "p=tls-server-end-point,,", cb.Data
+			}
+		}
+	}
+	if c.channelBinding == "require" && cbData == nil {
+		// The keys would prove the client to a server that proved
+		// nothing of itself: refused before any is sent.
+		return errors.New("channel binding check failed: [backend] channel_binding = \"require\", and the backend offers no SCRAM-SHA-256-PLUS over TLS")
 	}
 	nonce := make([]byte, 18)
 	if _, err := rand.Read(nonce); err != nil {
@@ -130,10 +153,8 @@ func (c *scramPassthroughConn) exchange(mechs []byte) error {
 	}
 	clientNonce := base64.StdEncoding.EncodeToString(nonce)
 	// The name inside SCRAM is ignored by PostgreSQL; libpq sends none.
-	// No channel binding ("n"): the binding pgconn would add protects a
-	// password, and sslmode verify-full is what authenticates the server.
 	firstBare := "n=,r=" + clientNonce
-	if err := c.send(&pgproto3.SASLInitialResponse{AuthMechanism: authcore.MechSCRAM, Data: []byte("n,," + firstBare)}); err != nil {
+	if err := c.send(&pgproto3.SASLInitialResponse{AuthMechanism: mech, Data: []byte(gs2 + firstBare)}); err != nil {
 		return err
 	}
 	serverFirst, ok, err := c.expect(authSASLContinue)
@@ -153,7 +174,7 @@ func (c *scramPassthroughConn) exchange(mechs []byte) error {
 		c.refuse("28P01", fmt.Sprintf("the backend's SCRAM verifier for role %q is not the one pgwarden checked the client against", c.role), "")
 		return nil
 	}
-	finalBare := "c=biws,r=" + attrs["r"]
+	finalBare := "c=" + base64.StdEncoding.EncodeToString(append([]byte(gs2), cbData...)) + ",r=" + attrs["r"]
 	authMessage := firstBare + "," + serverFirst + "," + finalBare
 	proof := c.keys.Proof(authMessage)
 	if err := c.send(&pgproto3.SASLResponse{Data: []byte(finalBare + ",p=" + base64.StdEncoding.EncodeToString(proof))}); err != nil {
@@ -167,6 +188,7 @@ func (c *scramPassthroughConn) exchange(mechs []byte) error {
 	if err != nil || !hmac.Equal(sig, c.keys.ServerSignature(authMessage)) {
 		return errors.New("backend SCRAM: the server's signature is wrong: it does not hold the role's verifier")
 	}
+	c.exchanged = true
 	return nil // AuthenticationOk follows, read by the next step
 }
 

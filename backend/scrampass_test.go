@@ -2,12 +2,20 @@ package backend
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/pbkdf2"
+	cryptorand "crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"strconv"
 	"strings"
@@ -235,7 +243,7 @@ func TestSCRAMPassthroughKeepsRequireAuthAndChannelBinding(t *testing.T) {
 	}{
 		"SCRAM where require_auth allows only password": {sasl, "password", "prefer", `server requested scram-sha-256 authentication`},
 		"SCRAM where require_auth forbids it":           {sasl, "!scram-sha-256", "prefer", `server requested scram-sha-256 authentication`},
-		"SCRAM with channel_binding require":            {sasl, "", "require", "does not bind to the TLS channel"},
+		"SCRAM with channel_binding require":            {sasl, "", "require", "offers no SCRAM-SHA-256-PLUS over TLS"},
 		"trust where require_auth wants SCRAM":          {&pgproto3.AuthenticationOk{}, "scram-sha-256", "prefer", "server did not complete authentication"},
 	} {
 		ra, err := config.ParseRequireAuth(tc.requireAuth)
@@ -263,4 +271,155 @@ func TestSCRAMPassthroughKeepsRequireAuthAndChannelBinding(t *testing.T) {
 		t.Fatalf("trust under scram-sha-256,none: %T", m)
 	}
 	client.Close()
+}
+
+// tlsPipe is a TLS connection over a pipe: the client's end, and the
+// server's end with the certificate it presented.
+func tlsPipe(t *testing.T) (*tls.Conn, *tls.Conn, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "backend"}, DNSNames: []string{"backend"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(cryptorand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	a, b := net.Pipe()
+	srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}})
+	cli := tls.Client(a, &tls.Config{InsecureSkipVerify: true})
+	done := make(chan error, 1)
+	go func() { done <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return cli, srv, leaf
+}
+
+// Over TLS a pass-through login binds SCRAM to the channel as pgconn binds
+// a password login (SCRAM-SHA-256-PLUS, tls-server-end-point), so that
+// channel_binding = "require" holds for it too: a backend that terminates
+// the TLS connection itself and holds the verifier passes, a man in the
+// middle, whose certificate the binding names, does not.
+func TestSCRAMPassthroughBindsToTheTLSChannel(t *testing.T) {
+	v := verifier(t, "role-Pass-1")
+	creds := scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(v.Salt), Iters: v.Iterations}, StoredKey: v.StoredKey, ServerKey: v.ServerKey}
+	// backend runs the server's side over conn: bound to the certificate
+	// of cb, or, cb empty, offering SCRAM-SHA-256 alone.
+	backend := func(conn net.Conn, cb []byte, result chan<- error) {
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		srv, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
+		conv := srv.NewConversation()
+		mechs := []string{"SCRAM-SHA-256"}
+		if cb != nil {
+			conv = srv.NewConversationWithChannelBindingRequired(scram.ChannelBinding{Type: scram.ChannelBindingTLSServerEndpoint, Data: cb})
+			mechs = []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}
+		}
+		writeMsg(t, conn, &pgproto3.AuthenticationSASL{AuthMechanisms: mechs})
+		body, err := readFrontend(conn)
+		if err != nil {
+			result <- err
+			return
+		}
+		var first pgproto3.SASLInitialResponse
+		if err := first.Decode(body); err != nil {
+			result <- err
+			return
+		}
+		out, err := conv.Step(string(first.Data))
+		if err != nil {
+			result <- fmt.Errorf("client-first %q (%s): %w", first.Data, first.AuthMechanism, err)
+			return
+		}
+		writeMsg(t, conn, &pgproto3.AuthenticationSASLContinue{Data: []byte(out)})
+		if body, err = readFrontend(conn); err != nil {
+			result <- err
+			return
+		}
+		if out, err = conv.Step(string(body)); err != nil {
+			writeMsg(t, conn, &pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
+			result <- fmt.Errorf("client-final %q: %w", body, err)
+			return
+		}
+		writeMsg(t, conn, &pgproto3.AuthenticationSASLFinal{Data: []byte(out)})
+		writeMsg(t, conn, &pgproto3.AuthenticationOk{})
+		writeMsg(t, conn, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+		result <- nil
+	}
+	// require_auth = scram-sha-256 throughout: the AuthenticationOk that
+	// ends a completed exchange is no login without one.
+	ra, err := config.ParseRequireAuth("scram-sha-256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := func(cli net.Conn, channelBinding string) error {
+		w := &scramPassthroughConn{Conn: cli, keys: keysFor(t, v, "role-Pass-1"), role: "r", channelBinding: channelBinding, requireAuth: ra}
+		for {
+			m, err := receive(t, w)
+			if err != nil {
+				return err
+			}
+			switch m := m.(type) {
+			case *pgproto3.ReadyForQuery:
+				return nil
+			case *pgproto3.ErrorResponse:
+				return fmt.Errorf("%s %s", m.Code, m.Message)
+			}
+		}
+	}
+	cb := func(leaf *x509.Certificate) []byte {
+		b, err := scram.NewTLSServerEndpointBinding(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Data
+	}
+
+	for _, mode := range []string{"require", "prefer"} {
+		cli, srv, leaf := tlsPipe(t)
+		result := make(chan error, 1)
+		go backend(srv, cb(leaf), result)
+		if err := login(cli, mode); err != nil {
+			t.Fatalf("channel_binding %s, a backend with the verifier: %v", mode, err)
+		}
+		if err := <-result; err != nil {
+			t.Fatalf("channel_binding %s: the backend: %v", mode, err)
+		}
+	}
+	// A man in the middle: the backend's binding names another
+	// certificate than the one pgwarden's TLS connection saw.
+	cli, srv, _ := tlsPipe(t)
+	_, _, other := tlsPipe(t)
+	result := make(chan error, 1)
+	go backend(srv, cb(other), result)
+	if err := login(cli, "require"); err == nil {
+		t.Fatal("a binding to another certificate logged in")
+	}
+	if err := <-result; err == nil {
+		t.Fatal("the backend accepted a binding to another certificate")
+	}
+	// A backend that offers no PLUS over TLS: "y" under prefer (which
+	// the server accepts), a refusal under require before anything is sent.
+	cli, srv, _ = tlsPipe(t)
+	go backend(srv, nil, result)
+	if err := login(cli, "prefer"); err != nil {
+		t.Fatalf("no PLUS offered, prefer: %v", err)
+	}
+	if err := <-result; err != nil {
+		t.Fatalf("no PLUS offered, prefer: the backend: %v", err)
+	}
+	cli, srv, _ = tlsPipe(t)
+	go backend(srv, nil, result)
+	if err := login(cli, "require"); err == nil || !strings.Contains(err.Error(), "offers no SCRAM-SHA-256-PLUS") {
+		t.Fatalf("no PLUS offered, require: %v", err)
+	}
+	cli.Close()
+	<-result
 }

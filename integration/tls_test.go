@@ -800,3 +800,36 @@ func TestChannelBindingRequiredHoldsOnTheWireAndOverHTTP(t *testing.T) {
 		t.Fatalf("a large value: %d %v", status, out)
 	}
 }
+
+// A SCRAM pass-through login over TLS binds to the channel too
+// (SCRAM-SHA-256-PLUS with the client's keys), so channel_binding =
+// "require" and require_auth = "scram-sha-256" hold for it: PostgreSQL
+// checks the binding against its own certificate.
+func TestSCRAMPassthroughBindsToTheBackendsTLSChannel(t *testing.T) {
+	c, err := startClusterTLSWith(t, "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destroy()
+	o := gwOptions{noSharedPassword: true, backendPort: c.port,
+		backend: "passthrough = true\nsslmode = \"require\"\nchannel_binding = \"require\"\nrequire_auth = \"scram-sha-256\""}
+	g := startGatewayWith(t, o, fmt.Sprintf(`
+[auth_query]
+user = "alice"
+password = %q
+query = "SELECT rolpassword FROM pg_authid WHERE rolname = $1"
+
+[[hba]]
+method = "scram-sha-256"
+`, backendPassword), nil)
+	if err := c.Exec("GRANT SELECT ON pg_authid TO alice"); err != nil {
+		t.Fatal(err)
+	}
+	conn := g.mustConnect("bob", backendPassword, "postgres")
+	if got := queryOne(t, conn, "SELECT current_user || ' ' || ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"); got != "bob true" {
+		t.Fatalf("a pass-through login over TLS: %s", got)
+	}
+	conn.Close(context.Background())
+	_, err = g.connect("bob", "wrong-Pass-9", "postgres")
+	wantPgError(t, err, "28P01", `password authentication failed for user "bob"`)
+}
