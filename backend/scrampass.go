@@ -128,14 +128,16 @@ func (c *scramPassthroughConn) exchange(mechs []byte) error {
 		c.refuse("28000", fmt.Sprintf("the backend does not offer %s to role %q, and pgwarden holds only the client's SCRAM proof", authcore.MechSCRAM, c.role), "")
 		return nil
 	}
-	// The GS2 header: "n" without TLS (or binding disabled), "y" over
-	// TLS when the backend offers no PLUS (PostgreSQL refuses "y" where
-	// it does offer it: a downgrade), "p=tls-server-end-point" binding.
+	// The GS2 header: "p=tls-server-end-point" binding; "y" over TLS
+	// when the backend offers no PLUS (PostgreSQL refuses "y" where it
+	// does offer it: a downgrade); else "n" (no TLS, binding disabled, or
+	// a certificate whose hash RFC 5929 does not define).
 	mech, gs2 := authcore.MechSCRAM, "n,,"
 	var cbData []byte
 	if tc, ok := c.Conn.(*tls.Conn); ok && c.channelBinding != "disable" {
-		gs2 = "y,,"
-		if offeredPlus {
+		if !offeredPlus {
+			gs2 = "y,,"
+		} else {
 			state := tc.ConnectionState()
 			if cb, err := scram.NewTLSServerEndpointBinding(&state); err == nil {
 				mech, gs2, cbData = authcore.MechSCRAMPlus, "p=tls-server-end-point,,", cb.Data
