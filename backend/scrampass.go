@@ -94,6 +94,10 @@ func (c *scramPassthroughConn) step() error {
 		if err := c.requireAuth.Check("none"); err != nil {
 			return fmt.Errorf("require_auth check failed: %w", err)
 		}
+		if c.channelBinding == "require" {
+			// A server that asks nothing proves nothing of itself.
+			return errors.New("channel binding check failed: [backend] channel_binding = \"require\", and the backend let pgwarden in without authenticating")
+		}
 	case typ == 'R' && len(body) >= 4 && binary.BigEndian.Uint32(body) != authOK:
 		// A password or MD5 request: there is no password to send.
 		c.refuse("28000", fmt.Sprintf("the backend asks role %q for a password (authentication request %d); with [backend] passthrough, pgwarden holds only the client's SCRAM proof", c.role, binary.BigEndian.Uint32(body)),

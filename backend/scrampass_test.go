@@ -245,6 +245,7 @@ func TestSCRAMPassthroughKeepsRequireAuthAndChannelBinding(t *testing.T) {
 		"SCRAM where require_auth forbids it":           {sasl, "!scram-sha-256", "prefer", `server requested scram-sha-256 authentication`},
 		"SCRAM with channel_binding require":            {sasl, "", "require", "offers no SCRAM-SHA-256-PLUS over TLS"},
 		"trust where require_auth wants SCRAM":          {&pgproto3.AuthenticationOk{}, "scram-sha-256", "prefer", "server did not complete authentication"},
+		"trust with channel_binding require":            {&pgproto3.AuthenticationOk{}, "", "require", "without authenticating"},
 	} {
 		ra, err := config.ParseRequireAuth(tc.requireAuth)
 		if err != nil {
