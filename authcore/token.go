@@ -172,6 +172,7 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 	var user *User
 	var ext *externalIssuer
 	var keys *keyfunc.Keyfunc
+	var ownKey []byte // the user's secret that verified an own token
 	algs, own := t.allowAlgs, t.ownSet
 	if ownOnly {
 		algs, own = []string{"HS256"}, true
@@ -200,7 +201,9 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 			if user == nil || user.Secret == "" {
 				return nil, errors.New("no such user or the user has no secret")
 			}
-			return secretKey(user.Secret)
+			var err error
+			ownKey, err = secretKey(user.Secret)
+			return ownKey, err
 		}
 		ex := t.external[iss]
 		if ownOnly {
@@ -248,7 +251,7 @@ func (t *Tokens) verify(ctx context.Context, raw string, ownOnly bool) (*User, e
 		}
 	}
 	if ext == nil {
-		if err := checkPasswordBinding(user, c); err != nil {
+		if err := checkPasswordBinding(user, ownKey, c); err != nil {
 			return nil, err
 		}
 	}
@@ -514,12 +517,12 @@ func passwordBinding(secret []byte, storedHash string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
 }
 
-// checkPasswordBinding refuses a token of pgwarden's own whose password
-// binding is not that of user's password now: the password was changed or
+// checkPasswordBinding refuses a token of pgwarden's own, verified with
+// secret, whose password binding is not that of user's password now: the password was changed or
 // removed since it was issued. A token without the claim was issued before
 // December 2026 (or for a user without password then) and is taken as
 // before; a new secret ends it.
-func checkPasswordBinding(user *User, c jwt.MapClaims) error {
+func checkPasswordBinding(user *User, secret []byte, c jwt.MapClaims) error {
 	v, present := c[claimPasswordBinding]
 	if !present {
 		return nil
@@ -528,11 +531,7 @@ func checkPasswordBinding(user *User, c jwt.MapClaims) error {
 	if !ok {
 		return badToken("claim " + claimPasswordBinding + " is not a string")
 	}
-	key, err := secretKey(user.Secret)
-	if err != nil {
-		return badToken(err.Error())
-	}
-	want := passwordBinding(key, user.Password)
+	want := passwordBinding(secret, user.Password)
 	if want == "" {
 		return badToken("the user's password was removed since the token was issued")
 	}

@@ -65,32 +65,32 @@ func (p *HTTPPools) CountAgainst(budget *Pool, limits func() PoolLimits) {
 	budget.SetShed(p.shedIdle)
 }
 
-// dialCounted wraps a pool's dial: each socket takes a reservation first
-// (closing a parked wire backend or an idle HTTP connection at the limit,
-// else waiting within connect_timeout for a release) and gives it back
-// when it closes.
+// dialCounted wraps a pool's dial in a poolSocket. When the pools count
+// (CountAgainst), each socket takes a reservation first (closing a parked
+// wire backend or an idle HTTP connection at the limit, else waiting
+// within connect_timeout for a release) and gives it back when it closes.
 func (p *HTTPPools) dialCounted(dial pgconn.DialFunc) pgconn.DialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if p.budget == nil {
-			c, err := dial(ctx, network, addr)
-			if err != nil {
+		counting := p.budget != nil
+		if counting {
+			if err := p.budget.reserveHTTP(ctx, p.limits()); err != nil {
 				return nil, err
 			}
-			return &poolSocket{Conn: c, owner: p}, nil
-		}
-		if err := p.budget.reserveHTTP(ctx, p.limits()); err != nil {
-			return nil, err
 		}
 		c, err := dial(ctx, network, addr)
 		if err != nil {
-			p.budget.releaseHTTP()
+			if counting {
+				p.budget.releaseHTTP()
+			}
 			return nil, err
 		}
-		cc := &poolSocket{Conn: c, owner: p, counting: true}
-		p.useMu.Lock()
-		p.uses[cc] = connBusy
-		p.useMu.Unlock()
-		return cc, nil
+		ps := &poolSocket{Conn: c, owner: p, counting: counting}
+		if counting {
+			p.useMu.Lock()
+			p.uses[ps] = connBusy
+			p.useMu.Unlock()
+		}
+		return ps, nil
 	}
 }
 
