@@ -162,7 +162,7 @@ func (a *console) dispatch(t tokens) error {
 			rows = append(rows, []string{k.Role, k.Database, k.Host, strconv.Itoa(k.Port), strconv.Itoa(n), strings.ReplaceAll(k.Params, "\x00", " ")})
 		}
 		sort.Slice(rows, func(i, j int) bool { return strings.Join(rows[i], "\x00") < strings.Join(rows[j], "\x00") })
-		rows = append(rows, []string{"(all)", "", "", "", strconv.Itoa(st.Parked), fmt.Sprintf("in use %d, waiting %d, reused %d, closed %d", st.InUse, st.Waiting, st.Reused, st.Closed)})
+		rows = append(rows, []string{"(all)", "", "", "", strconv.Itoa(st.Parked), fmt.Sprintf("in use %d (ending %d), waiting %d, reused %d, closed %d", st.InUse, st.Ending, st.Waiting, st.Reused, st.Closed)})
 		a.out.Rows("SHOW", []string{"role", "database", "host", "port", "parked", "startup_parameters"}, rows)
 	case t.is("RELOAD") && len(t) == 1:
 		if err := a.env.Reload(); err != nil {

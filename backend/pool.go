@@ -97,6 +97,11 @@ type Pool struct {
 	// instead of parked.
 	released map[releasedDB]time.Time
 
+	// ending are the discarded backends PostgreSQL has not let go yet,
+	// still counted in total (see Discard).
+	ending  map[net.Conn]struct{}
+	endings sync.WaitGroup
+
 	reused atomic.Int64
 	closed atomic.Int64
 
@@ -336,14 +341,6 @@ func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 	p.mu.Unlock()
 }
 
-// Discard closes a backend that may not be reused.
-func (p *Pool) Discard(s *Session) {
-	p.mu.Lock()
-	p.closedLocked(1)
-	p.mu.Unlock()
-	p.closeAll([]*Session{s})
-}
-
 // Release gives back a reservation whose connection never opened.
 func (p *Pool) Release() {
 	p.mu.Lock()
@@ -500,7 +497,10 @@ func (p *Pool) wakeLocked(n int) {
 
 // Stats are the pool's figures.
 type Stats struct {
-	Parked, InUse  int // the wire's backends
+	Parked, InUse int // the wire's backends
+	// Ending are the backends of InUse whose client is gone while
+	// PostgreSQL still runs what it last asked (see Discard).
+	Ending         int
 	HTTP           int // the HTTP pools' connections, in use or idle
 	Reused, Closed int64
 	// Waiting are the logins and HTTP connections waiting at
@@ -520,6 +520,7 @@ func (p *Pool) Stats() Stats {
 	}
 	st.HTTP = p.http
 	st.InUse = p.total - st.Parked - p.http
+	st.Ending = len(p.ending)
 	st.Waiting = p.waiters.Len()
 	return st
 }
@@ -545,4 +546,5 @@ func (p *Pool) Close() {
 	p.closedLocked(len(all))
 	p.mu.Unlock()
 	p.closeAll(all)
+	p.closeEnding()
 }

@@ -44,6 +44,26 @@ func (rc relayCase) rawLogin(t *testing.T, g *gateway) *rawClient {
 	}
 }
 
+// tryLogin logs alice in on a raw connection of this relay's kind and
+// closes it: nil when the login got to ReadyForQuery, else its error.
+func (rc relayCase) tryLogin(t *testing.T, g *gateway) *pgproto3.ErrorResponse {
+	t.Helper()
+	r := dialRaw(t, g.addr())
+	defer r.conn.Close()
+	if rc.tls {
+		r.startTLS()
+	}
+	r.write(startupBytes(3, 0, "user", "alice", "database", "postgres"))
+	for {
+		switch m := r.receive().(type) {
+		case *pgproto3.ReadyForQuery:
+			return nil
+		case *pgproto3.ErrorResponse:
+			return m
+		}
+	}
+}
+
 // startWith is start with more configuration (o.server is added to).
 func (rc relayCase) startWith(t *testing.T, o gwOptions) *gateway {
 	t.Helper()
@@ -311,16 +331,71 @@ func TestAClientWhoseBackendEndsIsClosedWithoutWriting(t *testing.T) {
 	}
 }
 
+// leaveMidStatement logs alice in on a raw connection of tc's relay with
+// these startup parameters, sends sql, and closes the socket (no
+// Terminate, no cancel) once PostgreSQL runs it, as a killed client
+// leaves; it returns the backend's pid.
+func leaveMidStatement(t *testing.T, tc relayCase, g *gateway, sql string, params ...string) int {
+	t.Helper()
+	r := dialRaw(t, g.addr())
+	if tc.tls {
+		r.startTLS()
+	}
+	r.write(startupBytes(3, 0, append([]string{"user", "alice", "database", "postgres"}, params...)...))
+	pid := 0
+	for {
+		m := r.receive()
+		if k, ok := m.(*pgproto3.BackendKeyData); ok {
+			pid = int(k.ProcessID)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	r.send(&pgproto3.Query{String: sql})
+	for i := 0; ; i++ {
+		var active bool
+		if err := queryPostgres(t, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND state = 'active')", &active, pid); err != nil {
+			t.Fatal(err)
+		}
+		if active {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("%q never ran on backend %d", sql, pid)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	r.conn.Close()
+	return pid
+}
+
+// backendGone waits (bounded) until PostgreSQL no longer has the pid.
+func backendGone(t *testing.T, pid int, within time.Duration) bool {
+	t.Helper()
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var n int
+		if err := queryPostgres(t, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &n, pid); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // A client that leaves in the middle of a statement (killed, its network
 // gone) leaves the statement to PostgreSQL, as a client connected directly
-// does: pgwarden closes its backend connection at once and sends no
+// does: pgwarden shuts its side of the backend connection and sends no
 // cancel, so a statement that writes nothing runs to its end and an
 // autocommit one stays committed, which is what the same client would get
-// from PostgreSQL or PgBouncer. PostgreSQL notices the closed connection
-// only when it writes, or every client_connection_check_interval when that
-// is set (README, The Postgres wire): with it, the backend ends within the
-// interval, which shows that pgwarden really closed its connection rather
-// than keep it, and the backend with it, for a client that is gone.
+// from PostgreSQL or PgBouncer. PostgreSQL notices the shut connection
+// only when it reads or writes, or every client_connection_check_interval
+// when that is set (README, The Postgres wire): with it, the backend ends
+// within the interval, which shows that pgwarden really shut its
+// connection rather than keep it, and the backend with it, for a client
+// that is gone.
 func TestAClientThatLeavesMidStatementLeavesTheStatementToPostgreSQL(t *testing.T) {
 	if err := pg.Exec("DROP TABLE IF EXISTS left_mid_statement; CREATE TABLE left_mid_statement (relay text); GRANT ALL ON left_mid_statement TO PUBLIC"); err != nil {
 		t.Fatal(err)
@@ -328,58 +403,8 @@ func TestAClientThatLeavesMidStatementLeavesTheStatementToPostgreSQL(t *testing.
 	for _, tc := range relays {
 		t.Run(tc.name, func(t *testing.T) {
 			g := tc.start(t)
-			// login logs alice in with these startup parameters, runs sql
-			// and closes the socket once PostgreSQL runs it; it returns
-			// the backend's pid.
-			login := func(sql string, params ...string) int {
-				r := dialRaw(t, g.addr())
-				if tc.tls {
-					r.startTLS()
-				}
-				r.write(startupBytes(3, 0, append([]string{"user", "alice", "database", "postgres"}, params...)...))
-				pid := 0
-				for {
-					m := r.receive()
-					if k, ok := m.(*pgproto3.BackendKeyData); ok {
-						pid = int(k.ProcessID)
-					}
-					if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-						break
-					}
-				}
-				r.send(&pgproto3.Query{String: sql})
-				for i := 0; ; i++ {
-					var active bool
-					if err := queryPostgres(t, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND state = 'active')", &active, pid); err != nil {
-						t.Fatal(err)
-					}
-					if active {
-						break
-					}
-					if i == 200 {
-						t.Fatalf("%q never ran on backend %d", sql, pid)
-					}
-					time.Sleep(25 * time.Millisecond)
-				}
-				r.conn.Close()
-				return pid
-			}
-			// gone waits (bounded) until PostgreSQL no longer has the pid.
-			gone := func(pid int, within time.Duration) bool {
-				for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-					var n int
-					if err := queryPostgres(t, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &n, pid); err != nil {
-						t.Fatal(err)
-					}
-					if n == 0 {
-						return true
-					}
-				}
-				return false
-			}
-
-			pid := login(fmt.Sprintf("INSERT INTO left_mid_statement SELECT '%s' FROM pg_sleep(1)", tc.name))
-			if !gone(pid, 20*time.Second) {
+			pid := leaveMidStatement(t, tc, g, fmt.Sprintf("INSERT INTO left_mid_statement SELECT '%s' FROM pg_sleep(1)", tc.name))
+			if !backendGone(t, pid, 20*time.Second) {
 				t.Fatalf("backend %d still runs 20 s after its client left during a 1 s statement", pid)
 			}
 			var n int
@@ -387,9 +412,64 @@ func TestAClientThatLeavesMidStatementLeavesTheStatementToPostgreSQL(t *testing.
 				t.Fatalf("the autocommit statement of a client that left: %d rows, %v; want it committed, as PostgreSQL commits it", n, err)
 			}
 
-			pid = login("SELECT pg_sleep(60)", "options", "-c client_connection_check_interval=100ms")
-			if !gone(pid, 20*time.Second) {
+			pid = leaveMidStatement(t, tc, g, "SELECT pg_sleep(60)", "options", "-c client_connection_check_interval=100ms")
+			if !backendGone(t, pid, 20*time.Second) {
 				t.Fatalf("backend %d still runs 20 s after its client left, with client_connection_check_interval = 100ms: pgwarden kept its connection open", pid)
+			}
+		})
+	}
+}
+
+// A backend whose client left in the middle of a statement still counts
+// in max_backend_connections until PostgreSQL ends it. Until December 2026
+// pgwarden stopped counting it when it closed the socket, while the
+// statement ran on: a user who started long statements and left, again
+// and again, had more backends than the limit allows, up to PostgreSQL's
+// max_connections, whose refusal then reaches everyone. The orphaned
+// statement here waits for a lock the test holds, so that it ends when the
+// test says.
+func TestABackendWhoseClientLeftMidStatementCountsUntilItEnds(t *testing.T) {
+	ctx := context.Background()
+	for i, tc := range relays {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.startWith(t, gwOptions{backend: "max_backend_connections = 1\nconnect_timeout = \"1s\""})
+			holder, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", pg.sockDir, pg.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer holder.Close(ctx)
+			lock := 4711 + i
+			if _, err := holder.Exec(ctx, "SELECT pg_advisory_lock($1)", lock); err != nil {
+				t.Fatal(err)
+			}
+			pid := leaveMidStatement(t, tc, g, fmt.Sprintf("SELECT pg_advisory_lock(%d)", lock))
+
+			// The orphan holds the only backend: the next login waits its
+			// connect_timeout and is refused.
+			if e := tc.tryLogin(t, g); e == nil {
+				t.Fatal("a login got in while the orphaned statement ran: its backend was not counted in max_backend_connections = 1")
+			} else if e.Code != "53300" || e.Message != "too many backend connections" {
+				t.Fatalf("got %s %q, want 53300", e.Code, e.Message)
+			}
+
+			// Its statement ends: PostgreSQL lets the backend go, and so
+			// does pgwarden.
+			if _, err := holder.Exec(ctx, "SELECT pg_advisory_unlock($1)", lock); err != nil {
+				t.Fatal(err)
+			}
+			if !backendGone(t, pid, 20*time.Second) {
+				t.Fatalf("backend %d still there 20 s after its statement could end", pid)
+			}
+			// The slot is given back as the backend's socket closes, which
+			// may come a moment after PostgreSQL's own end.
+			for try := 0; ; try++ {
+				e := tc.tryLogin(t, g)
+				if e == nil {
+					break
+				}
+				if try == 5 {
+					t.Fatalf("a login after the orphan ended: %s %s", e.Code, e.Message)
+				}
 			}
 		})
 	}

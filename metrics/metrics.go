@@ -229,7 +229,10 @@ func (m *Metrics) Handler() http.Handler {
 // PoolFigures are the backend pool's numbers at one moment.
 type PoolFigures struct {
 	Parked, InUse, Waiting int
-	Reused, Closed         int64
+	// Ending are the backends of InUse whose client left while
+	// PostgreSQL still runs its last statement.
+	Ending         int
+	Reused, Closed int64
 }
 
 // RegisterPool exposes the backend pool: parked and in-use backends, the
@@ -240,6 +243,8 @@ func (m *Metrics) RegisterPool(figures func() PoolFigures) {
 			func() float64 { return float64(figures().Parked) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_in_use", Help: "Backends serving a client."},
 			func() float64 { return float64(figures().InUse) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_ending", Help: "Backends whose client left while PostgreSQL still runs its last statement (counted in pgwarden_backend_in_use until PostgreSQL ends them)."},
+			func() float64 { return float64(figures().Ending) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_waiting", Help: "Client logins and HTTP connections waiting at max_backend_connections for a backend to be released."},
 			func() float64 { return float64(figures().Waiting) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgwarden_backend_reused_total", Help: "Client sessions served by a reused backend."},

@@ -414,8 +414,8 @@ func (lp *evLoop) run() {
 
 // evResult is how a session left its loop.
 type evResult struct {
-	reusable  bool // the backend is idle at a message boundary: bfd is handed back
-	backendFD int
+	reusable  bool // the backend is idle at a message boundary, fit for reuse
+	backendFD int  // the backend's descriptor, for onEnd to own; -1 once closed
 	keptState bool
 }
 
@@ -935,8 +935,9 @@ func (s *evSession) dropBackend() {
 	s.toBackend = nil
 }
 
-// end leaves the loop. A reusable backend's descriptor goes to onEnd;
-// everything else is closed.
+// end leaves the loop. The backend's descriptor, if still open, goes to
+// onEnd (to be reused, or discarded: the pool keeps counting a backend
+// until PostgreSQL lets it go); the client's is closed.
 func (s *evSession) end(reusable bool) {
 	if s.ended {
 		return
@@ -954,15 +955,13 @@ func (s *evSession) end(reusable bool) {
 	if s.bfd >= 0 {
 		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.bfd, nil)
 		delete(s.lp.byFD, int32(s.bfd))
-		if reusable {
-			res.reusable, res.backendFD = true, s.bfd
-		} else {
-			unix.Close(s.bfd)
-		}
+		res.reusable, res.backendFD = reusable, s.bfd
 		s.bfd = -1
 	}
 	s.toClient, s.toBackend = nil, nil
 	if s.onEnd != nil {
 		go s.onEnd(res)
+	} else if res.backendFD >= 0 {
+		unix.Close(res.backendFD)
 	}
 }

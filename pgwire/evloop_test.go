@@ -52,7 +52,12 @@ func startLoopSession(t testing.TB, ls *evLoops, pending []byte) *loopSession {
 	x := &loopSession{client: client, backend: be, ended: make(chan evResult, 1)}
 	lp := ls.pick()
 	x.es = &evSession{lp: lp, cfd: cfd, bfd: bfd, session: &backend.Session{}, metrics: metrics.New(),
-		onEnd: func(r evResult) { x.ended <- r }}
+		onEnd: func(r evResult) {
+			if !r.reusable && r.backendFD >= 0 {
+				unix.Close(r.backendFD)
+			}
+			x.ended <- r
+		}}
 	lp.add(x.es, pending)
 	return x
 }

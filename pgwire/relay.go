@@ -28,10 +28,12 @@ var terminationMessage = func() []byte {
 }()
 
 // relay copies both directions until either side closes; the first to end
-// closes both. The client's buffered reader is drained first: bytes the
-// client pipelined during authentication reach the backend. This is the
-// relay when backend reuse is off. Each read is counted in the metrics as
-// it is passed on (which costs the splice a TCP-to-TCP io.Copy could use).
+// closes the client and stops reading the backend, which the caller then
+// discards (backend.Pool.Discard: it stays counted until PostgreSQL lets
+// it go). The client's buffered reader is drained first: bytes the client
+// pipelined during authentication reach the backend. This is the relay
+// when backend reuse is off. Each read is counted in the metrics as it is
+// passed on (which costs the splice a TCP-to-TCP io.Copy could use).
 func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool, m *metrics.Metrics) (up, down int64) {
 	done := make(chan int64, 1)
 	go func() {
@@ -43,13 +45,12 @@ func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool, m *me
 			// boundaries; at a shutdown that is a risk worth taking.
 			client.Write(terminationMessage)
 		}
-		client.Close()
-		backend.Close()
+		client.Close() // ends the other direction's read
 		done <- n
 	}()
 	up, _ = io.Copy(backend, countingReader{client.r, m.RelayedUp})
-	backend.Close()
 	client.Close()
+	backend.SetReadDeadline(time.Now()) // ends this direction's read
 	down = <-done
 	return up, down
 }
@@ -336,7 +337,8 @@ type trackedRelay struct {
 // run relays until the client leaves or either side fails. It reports
 // whether the backend is left idle, outside a transaction, at a message
 // boundary, with nothing outstanding: safe to reset and reuse. When it is
-// not, both connections are closed.
+// not, the client is closed and the backend no longer read, for the
+// caller to discard.
 func (t *trackedRelay) run() (reusable bool) {
 	t.status.Store('I')
 	downDone := make(chan bool, 1) // true: stopped cleanly at a boundary
@@ -398,15 +400,13 @@ func (t *trackedRelay) run() (reusable bool) {
 			clean := <-downDone
 			t.backend.SetReadDeadline(noDeadline)
 			t.client.Close()
-			if clean && t.readies.Load() == t.syncs.Load() && t.status.Load() == 'I' {
-				return true
-			}
-			t.backend.Close()
-			return false
+			return clean && t.readies.Load() == t.syncs.Load() && t.status.Load() == 'I'
 		}
 	}
+	// The backend is not closed here but discarded by the caller, which
+	// keeps it counted until PostgreSQL lets it go (backend.Pool.Discard).
 	t.client.Close()
-	t.backend.Close()
+	t.backend.SetReadDeadline(time.Now())
 	<-downDone
 	return false
 }

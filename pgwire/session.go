@@ -366,10 +366,10 @@ func (c *conn) relayInLoop(s *backend.Session, after func(idle, keptState bool))
 	es.cfd, es.bfd = cfd, bfd
 	es.onEnd = func(r evResult) {
 		idle := false
-		if r.reusable {
+		if r.backendFD >= 0 {
 			if nc, err := attachFD(r.backendFD); err == nil {
 				s.Conn = nc
-				idle = true
+				idle = r.reusable
 			}
 		}
 		after(idle, r.keptState)

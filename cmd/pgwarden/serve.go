@@ -136,7 +136,7 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	m.RegisterPool(func() metrics.PoolFigures {
 		st := pg.PoolStats()
-		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Waiting: st.Waiting, Reused: st.Reused, Closed: st.Closed}
+		return metrics.PoolFigures{Parked: st.Parked, InUse: st.InUse, Ending: st.Ending, Waiting: st.Waiting, Reused: st.Reused, Closed: st.Closed}
 	})
 	webOpts := httpfront.Options{State: state, Log: log, Audit: log.Named("audit"), Throttle: throttle, Metrics: m, Active: active, Pending: pending,
 		EndWireSessions: pg.KillUser, Keeper: keeper, ReleaseDatabases: releaseDatabases, BackendBudget: pg.BackendPool()}
