@@ -499,7 +499,7 @@ func (p *Pool) wakeLocked(n int) {
 type Stats struct {
 	Parked, InUse int // the wire's backends
 	// Ending are the backends of InUse whose client is gone while
-	// PostgreSQL still runs what it last asked (see Discard).
+	// PostgreSQL still runs what it last asked (see Abandon).
 	Ending         int
 	HTTP           int // the HTTP pools' connections, in use or idle
 	Reused, Closed int64

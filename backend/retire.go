@@ -7,24 +7,31 @@ import (
 	"time"
 )
 
-// Discard ends a backend that may not be reused. It stays counted in
-// max_backend_connections until PostgreSQL lets it go, not merely until
-// pgwarden closes its socket: a backend whose client left in the middle of
-// a statement runs that statement to its end (PostgreSQL notices a closed
-// connection only when it next reads or writes), and until December 2026
-// pgwarden closed the socket and stopped counting it at once, so a user
-// who started long statements and left, again and again, opened backends
-// past the limit until PostgreSQL's max_connections refused everyone.
-//
-// So pgwarden shuts down its side for writing, which an idle backend reads
-// as the end of the session (it ends at once) and which a backend with
-// client_connection_check_interval notices within the interval, and waits
-// for the backend's first bytes or its close: a statement's end (its
-// answer, which nobody will read) or PostgreSQL's own. Then it closes the
-// socket, and the slot is free. A backend that was sending when its client
-// left ends at its next write, as it would with its client connected
-// directly. Pool.Close closes every backend still ending.
+// Discard closes a backend that may not be reused.
 func (p *Pool) Discard(s *Session) {
+	p.mu.Lock()
+	p.closedLocked(1)
+	p.mu.Unlock()
+	p.closeAll([]*Session{s})
+}
+
+// Abandon discards a backend whose client left while the backend still
+// owes it answers (a statement running, or queued behind one). The
+// backend stays counted in max_backend_connections until it has answered,
+// not merely until pgwarden closes its socket: PostgreSQL notices a closed
+// connection only when it next writes or reads, so a statement that
+// writes nothing until it ends runs to its end, and until December 2026
+// pgwarden stopped counting it at once, so a user who started long
+// statements and left, again and again, opened backends past the limit
+// until PostgreSQL's max_connections refused everyone.
+//
+// pgwarden shuts its side for writing (a backend with
+// client_connection_check_interval notices that within the interval and
+// ends) and reads what the backend sends, handing each chunk to answered,
+// which reports when the backend owes nothing more. Then, or when the
+// backend closes, the socket is closed and the slot is free. Pool.Close
+// closes every backend still owing.
+func (p *Pool) Abandon(s *Session, answered func(chunk []byte) bool) {
 	c := s.Conn
 	p.mu.Lock()
 	select {
@@ -43,7 +50,7 @@ func (p *Pool) Discard(s *Session) {
 	p.mu.Unlock()
 	go func() {
 		defer p.endings.Done()
-		awaitBackendEnd(c)
+		awaitAnswers(c, answered)
 		c.Close()
 		p.mu.Lock()
 		delete(p.ending, c)
@@ -53,8 +60,8 @@ func (p *Pool) Discard(s *Session) {
 	}()
 }
 
-// closeEnding closes the backends still ending (see Discard) and waits, a
-// second at most, for their goroutines.
+// closeEnding closes the backends still owing answers (see Abandon) and
+// waits, a second at most, for their goroutines.
 func (p *Pool) closeEnding() {
 	p.mu.Lock()
 	for c := range p.ending {
@@ -72,22 +79,27 @@ func (p *Pool) closeEnding() {
 	}
 }
 
-// awaitBackendEnd shuts c down for writing and returns at the backend's
-// first bytes, its close, or an error. A socket it cannot shut down that
-// way returns at once (it is closed then, as before).
-func awaitBackendEnd(c net.Conn) {
+// awaitAnswers shuts c down for writing and reads until answered says the
+// backend owes nothing more, or c ends.
+func awaitAnswers(c net.Conn, answered func(chunk []byte) bool) {
 	c.SetReadDeadline(time.Time{})
-	if !closeWrite(c) {
-		return
+	closeWrite(c)
+	buf := make([]byte, 8<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 && answered(buf[:n]) {
+			return
+		}
+		if err != nil {
+			return
+		}
 	}
-	var buf [512]byte
-	c.Read(buf[:])
 }
 
 // closeWrite ends what pgwarden sends on c: over TLS a close_notify, then
 // the socket's FIN below it (which is what client_connection_check_interval
-// watches for). It reports whether the FIN went.
-func closeWrite(c net.Conn) bool {
+// watches for).
+func closeWrite(c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
 		// A backend busy in a statement may not be reading: the alert
 		// must not wait for room in a full socket.
@@ -103,19 +115,12 @@ func closeWrite(c net.Conn) bool {
 		c = nc.NetConn()
 	}
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite() == nil
+		cw.CloseWrite()
+		return
 	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { shutdownWrite(fd) })
+		}
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = shutdownWrite(fd) }); err != nil {
-		return false
-	}
-	return serr == nil
 }

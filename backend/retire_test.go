@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -42,11 +43,11 @@ func waitStats(t *testing.T, p *Pool, ok func(Stats) bool) Stats {
 	}
 }
 
-// A discarded backend stays counted until PostgreSQL lets it go: pgwarden
-// shuts its side for writing (PostgreSQL reads the end of the session),
-// and the slot is free once the backend sends its statement's answer or
-// closes, not before.
-func TestADiscardedBackendCountsUntilThePeerAnswersOrCloses(t *testing.T) {
+// A backend abandoned while it owes answers stays counted until it has
+// given them: pgwarden shuts its side for writing (PostgreSQL reads the
+// end of the session), and the slot is free once answered says the
+// backend owes nothing more, or the backend closes, not before.
+func TestAnAbandonedBackendCountsUntilItHasAnsweredOrCloses(t *testing.T) {
 	for _, end := range []string{"answers", "closes"} {
 		t.Run(end, func(t *testing.T) {
 			p := NewPool()
@@ -56,7 +57,11 @@ func TestADiscardedBackendCountsUntilThePeerAnswersOrCloses(t *testing.T) {
 				t.Fatal(err)
 			}
 			ours, pgSide := tcpPair(t)
-			p.Discard(&Session{Conn: ours, Created: time.Now()})
+			var seen []byte
+			p.Abandon(&Session{Conn: ours, Created: time.Now()}, func(chunk []byte) bool {
+				seen = append(seen, chunk...)
+				return bytes.Contains(seen, []byte("done"))
+			})
 
 			// PostgreSQL sees the end of what pgwarden sends.
 			pgSide.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -67,11 +72,17 @@ func TestADiscardedBackendCountsUntilThePeerAnswersOrCloses(t *testing.T) {
 				t.Fatalf("in use %d, ending %d while the backend runs on; want 1 and 1", st.InUse, st.Ending)
 			}
 			if err := p.Reserve(l); err != ErrTooManyBackends {
-				t.Fatalf("a reservation while the discarded backend runs on: %v, want ErrTooManyBackends", err)
+				t.Fatalf("a reservation while the abandoned backend runs on: %v, want ErrTooManyBackends", err)
+			}
+			// A first answer that is not the last keeps it counted.
+			pgSide.Write([]byte("not yet "))
+			time.Sleep(50 * time.Millisecond)
+			if st := p.Stats(); st.Ending != 1 {
+				t.Fatalf("ending %d after a partial answer, want 1", st.Ending)
 			}
 
 			if end == "answers" {
-				pgSide.Write([]byte("C\x00\x00\x00\x0bSELECT 1\x00"))
+				pgSide.Write([]byte("done"))
 			} else {
 				pgSide.Close()
 			}
@@ -86,24 +97,25 @@ func TestADiscardedBackendCountsUntilThePeerAnswersOrCloses(t *testing.T) {
 	}
 }
 
-// Pool.Close ends the backends still ending, and a backend discarded after
-// it is closed at once.
-func TestPoolCloseEndsTheBackendsStillEnding(t *testing.T) {
+// Pool.Close ends the backends still owing answers, and a backend
+// abandoned after it is closed at once.
+func TestPoolCloseEndsTheBackendsStillOwingAnswers(t *testing.T) {
+	never := func([]byte) bool { return false }
 	p := NewPool()
 	l := PoolLimits{PerKey: 5, Max: 2}
 	p.Reserve(l)
 	p.Reserve(l)
 	before, pgBefore := tcpPair(t)
-	p.Discard(&Session{Conn: before, Created: time.Now()})
+	p.Abandon(&Session{Conn: before, Created: time.Now()}, never)
 	waitStats(t, p, func(st Stats) bool { return st.Ending == 1 })
 	p.Close()
 	if st := p.Stats(); st.InUse != 1 || st.Ending != 0 {
-		t.Fatalf("after Close: in use %d, ending %d; want 1 (not discarded yet) and 0", st.InUse, st.Ending)
+		t.Fatalf("after Close: in use %d, ending %d; want 1 (not given up yet) and 0", st.InUse, st.Ending)
 	}
 	after, pgAfter := tcpPair(t)
-	p.Discard(&Session{Conn: after, Created: time.Now()})
+	p.Abandon(&Session{Conn: after, Created: time.Now()}, never)
 	if st := p.Stats(); st.InUse != 0 || st.Ending != 0 {
-		t.Fatalf("a discard after Close: in use %d, ending %d; want 0 and 0", st.InUse, st.Ending)
+		t.Fatalf("abandoned after Close: in use %d, ending %d; want 0 and 0", st.InUse, st.Ending)
 	}
 	for _, c := range []net.Conn{pgBefore, pgAfter} {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))

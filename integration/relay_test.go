@@ -337,6 +337,14 @@ func TestAClientWhoseBackendEndsIsClosedWithoutWriting(t *testing.T) {
 // leaves; it returns the backend's pid.
 func leaveMidStatement(t *testing.T, tc relayCase, g *gateway, sql string, params ...string) int {
 	t.Helper()
+	return leaveMidQueries(t, tc, g, []string{sql}, params...)
+}
+
+// leaveMidQueries is leaveMidStatement with several Query messages sent
+// at once; the socket closes once the backend runs any of them.
+func leaveMidQueries(t *testing.T, tc relayCase, g *gateway, queries []string, params ...string) int {
+	t.Helper()
+	sql := strings.Join(queries, "; ")
 	r := dialRaw(t, g.addr())
 	if tc.tls {
 		r.startTLS()
@@ -352,7 +360,11 @@ func leaveMidStatement(t *testing.T, tc relayCase, g *gateway, sql string, param
 			break
 		}
 	}
-	r.send(&pgproto3.Query{String: sql})
+	var batch []byte
+	for _, q := range queries {
+		batch = append(batch, encodeMessages(t, &pgproto3.Query{String: q})...)
+	}
+	r.write(batch)
 	for i := 0; ; i++ {
 		var active bool
 		if err := queryPostgres(t, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND state = 'active')", &active, pid); err != nil {
@@ -442,7 +454,9 @@ func TestABackendWhoseClientLeftMidStatementCountsUntilItEnds(t *testing.T) {
 			if _, err := holder.Exec(ctx, "SELECT pg_advisory_lock($1)", lock); err != nil {
 				t.Fatal(err)
 			}
-			pid := leaveMidStatement(t, tc, g, fmt.Sprintf("SELECT pg_advisory_lock(%d)", lock))
+			// The client pipelines a quick query before it: the backend's
+			// first answer is not its last.
+			pid := leaveMidQueries(t, tc, g, []string{"SELECT 1", fmt.Sprintf("SELECT pg_advisory_lock(%d)", lock)})
 
 			// The orphan holds the only backend: the next login waits its
 			// connect_timeout and is refused.

@@ -243,7 +243,7 @@ func (m *Metrics) RegisterPool(figures func() PoolFigures) {
 			func() float64 { return float64(figures().Parked) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_in_use", Help: "Backends serving a client."},
 			func() float64 { return float64(figures().InUse) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_ending", Help: "Backends whose client left while PostgreSQL still runs its last statement (counted in pgwarden_backend_in_use until PostgreSQL ends them)."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_ending", Help: "Backends whose client left while they still owe answers, which pgwarden waits for (counted in pgwarden_backend_in_use until then)."},
 			func() float64 { return float64(figures().Ending) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgwarden_backend_waiting", Help: "Client logins and HTTP connections waiting at max_backend_connections for a backend to be released."},
 			func() float64 { return float64(figures().Waiting) }),

@@ -414,9 +414,12 @@ func (lp *evLoop) run() {
 
 // evResult is how a session left its loop.
 type evResult struct {
-	reusable  bool // the backend is idle at a message boundary, fit for reuse
-	backendFD int  // the backend's descriptor, for onEnd to own; -1 once closed
+	reusable  bool // the backend is idle at a message boundary: bfd is handed back
+	backendFD int
 	keptState bool
+	// owe: the client left while the backend owes answers; bfd is handed
+	// back to be abandoned, not reused.
+	owe *owedAnswers
 }
 
 // evSession is one relayed session in a loop. Its fields are the loop
@@ -438,6 +441,7 @@ type evSession struct {
 	syncs    int64
 	readies  int64
 	status   byte
+	copyIn   bool // the backend waits for the client's COPY data
 	unsynced bool
 
 	bParked     bool // the backend hung up and is out of epoll until toClient drains
@@ -775,10 +779,13 @@ func (s *evSession) fromBackendMsg(typ byte, body []byte) {
 			s.status = body[0]
 		}
 		s.readies++
+		s.copyIn = false
 	case 'S':
 		if name, value, ok := parseParameterStatus(body); ok {
 			s.session.SetParam(name, value)
 		}
+	case 'G', 'W':
+		s.copyIn = true
 	}
 }
 
@@ -935,9 +942,9 @@ func (s *evSession) dropBackend() {
 	s.toBackend = nil
 }
 
-// end leaves the loop. The backend's descriptor, if still open, goes to
-// onEnd (to be reused, or discarded: the pool keeps counting a backend
-// until PostgreSQL lets it go); the client's is closed.
+// end leaves the loop. A reusable backend's descriptor goes to onEnd, and
+// so does one that still owes answers (the pool keeps counting it until
+// it has answered, see backend.Pool.Abandon); everything else is closed.
 func (s *evSession) end(reusable bool) {
 	if s.ended {
 		return
@@ -955,7 +962,14 @@ func (s *evSession) end(reusable bool) {
 	if s.bfd >= 0 {
 		unix.EpollCtl(s.lp.epfd, unix.EPOLL_CTL_DEL, s.bfd, nil)
 		delete(s.lp.byFD, int32(s.bfd))
-		res.reusable, res.backendFD = reusable, s.bfd
+		if !reusable {
+			res.owe = answersOwed(&s.down, s.syncs, s.readies, s.copyIn)
+		}
+		if reusable || res.owe != nil {
+			res.reusable, res.backendFD = reusable, s.bfd
+		} else {
+			unix.Close(s.bfd)
+		}
 		s.bfd = -1
 	}
 	s.toClient, s.toBackend = nil, nil

@@ -29,6 +29,7 @@ type evResult struct {
 	reusable  bool
 	backendFD int
 	keptState bool
+	owe       *owedAnswers
 }
 
 type evSession struct {

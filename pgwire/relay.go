@@ -29,16 +29,34 @@ var terminationMessage = func() []byte {
 
 // relay copies both directions until either side closes; the first to end
 // closes the client and stops reading the backend, which the caller then
-// discards (backend.Pool.Discard: it stays counted until PostgreSQL lets
-// it go). The client's buffered reader is drained first: bytes the client
-// pipelined during authentication reach the backend. This is the relay
-// when backend reuse is off. Each read is counted in the metrics as it is
-// passed on (which costs the splice a TCP-to-TCP io.Copy could use).
-func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool, m *metrics.Metrics) (up, down int64) {
-	done := make(chan int64, 1)
+// closes, or abandons when it still owes answers (the answers returned;
+// see backend.Pool.Abandon). The client's buffered reader is drained
+// first: bytes the client pipelined during authentication reach the
+// backend. This is the relay when backend reuse is off. Each read is
+// counted in the metrics as it is passed on, and its message headers
+// followed (which costs the splice a TCP-to-TCP io.Copy could use).
+func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool, m *metrics.Metrics) *owedAnswers {
+	var syncs, readies int64
+	copyIn := false
+	up := &msgScanner{onMsg: func(typ byte, _ []byte) {
+		switch typ {
+		case 'Q', 'S', 'F':
+			syncs++
+		}
+	}}
+	down := &msgScanner{onMsg: func(typ byte, _ []byte) {
+		switch typ {
+		case 'Z':
+			readies++
+			copyIn = false
+		case 'G', 'W':
+			copyIn = true
+		}
+	}}
+	done := make(chan struct{})
 	go func() {
 		// Through client's Write: TLS records stay within maxTLSRecord.
-		n, _ := io.Copy(client, countingReader{backend, m.RelayedDown})
+		io.Copy(client, scanningReader{backend, down, m.RelayedDown})
 		if terminating != nil && terminating.Load() {
 			// The server ends the session (shutdown): the client is told
 			// so, as PostgreSQL tells it. This relay follows no message
@@ -46,25 +64,28 @@ func relay(client *clientConn, backend net.Conn, terminating *atomic.Bool, m *me
 			client.Write(terminationMessage)
 		}
 		client.Close() // ends the other direction's read
-		done <- n
+		close(done)
 	}()
-	up, _ = io.Copy(backend, countingReader{client.r, m.RelayedUp})
+	io.Copy(backend, scanningReader{client.r, up, m.RelayedUp})
 	client.Close()
 	backend.SetReadDeadline(time.Now()) // ends this direction's read
-	down = <-done
-	return up, down
+	<-done
+	return answersOwed(down, syncs, readies, copyIn)
 }
 
-// countingReader reports each read's size as it happens.
-type countingReader struct {
+// scanningReader reports each read's size as it happens and follows its
+// messages.
+type scanningReader struct {
 	r     io.Reader
+	sc    *msgScanner
 	count func(int)
 }
 
-func (c countingReader) Read(p []byte) (int, error) {
+func (c scanningReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if n > 0 {
 		c.count(n)
+		c.sc.feed(p[:n], 0)
 	}
 	return n, err
 }
@@ -332,6 +353,12 @@ type trackedRelay struct {
 	// onDatabaseDDL gets the databases a client's DROP, ALTER or CREATE
 	// DATABASE names (see sqlWatch); nil: not watched.
 	onDatabaseDDL func(names []string)
+	// copyIn: the backend's last word was CopyInResponse or
+	// CopyBothResponse (it waits for the client's data).
+	copyIn atomic.Bool
+	// owe is what the backend still owes when run returns false (nil:
+	// nothing; see answersOwed).
+	owe *owedAnswers
 }
 
 // run relays until the client leaves or either side fails. It reports
@@ -343,21 +370,25 @@ func (t *trackedRelay) run() (reusable bool) {
 	t.status.Store('I')
 	downDone := make(chan bool, 1) // true: stopped cleanly at a boundary
 	var stopping atomic.Bool
-	go func() {
-		sc := &msgScanner{capture: func(typ byte) bool { return typ == 'Z' || typ == 'S' },
-			onMsg: func(typ byte, body []byte) {
-				switch typ {
-				case 'Z':
-					if len(body) == 1 {
-						t.status.Store(int32(body[0]))
-					}
-					t.readies.Add(1)
-				case 'S':
-					if name, value, ok := parseParameterStatus(body); ok {
-						t.session.SetParam(name, value)
-					}
+	// The backend's stream, followed by the goroutine below until it ends.
+	sc := &msgScanner{capture: func(typ byte) bool { return typ == 'Z' || typ == 'S' },
+		onMsg: func(typ byte, body []byte) {
+			switch typ {
+			case 'Z':
+				if len(body) == 1 {
+					t.status.Store(int32(body[0]))
 				}
-			}}
+				t.readies.Add(1)
+				t.copyIn.Store(false)
+			case 'S':
+				if name, value, ok := parseParameterStatus(body); ok {
+					t.session.SetParam(name, value)
+				}
+			case 'G', 'W':
+				t.copyIn.Store(true)
+			}
+		}}
+	go func() {
 		clientGone := false
 		err := pump(t.backend, func(chunk []byte) bool {
 			sc.feed(chunk, 0)
@@ -403,11 +434,12 @@ func (t *trackedRelay) run() (reusable bool) {
 			return clean && t.readies.Load() == t.syncs.Load() && t.status.Load() == 'I'
 		}
 	}
-	// The backend is not closed here but discarded by the caller, which
-	// keeps it counted until PostgreSQL lets it go (backend.Pool.Discard).
+	// The backend is not closed here: the caller closes it, or abandons it
+	// while it still owes answers (backend.Pool.Abandon).
 	t.client.Close()
 	t.backend.SetReadDeadline(time.Now())
 	<-downDone
+	t.owe = answersOwed(sc, t.syncs.Load(), t.readies.Load(), t.copyIn.Load())
 	return false
 }
 

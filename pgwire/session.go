@@ -254,17 +254,26 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	c.cc.wbuf = nil
 	c.srv.log.Debug("session started", zap.Uint64("client_id", c.id), zap.String("role", t.Role),
 		zap.String("database", t.Database), zap.Int("reuses", s.Reuses))
-	if !reuse {
-		relay(c.cc, s.Conn, &c.terminating, c.srv.metrics)
+	// giveUp ends a backend that will not be reused. One that still owes
+	// answers stays counted until it has given them (see
+	// backend.Pool.Abandon).
+	giveUp := func(owe *owedAnswers) {
+		if owe != nil && !c.srv.closing.Load() {
+			pool.Abandon(s, owe.feed)
+			return
+		}
 		pool.Discard(s)
+	}
+	if !reuse {
+		giveUp(relay(c.cc, s.Conn, &c.terminating, c.srv.metrics))
 		return nil
 	}
 	// After the relay: the client is gone, and its key must not reach
 	// whoever gets this backend next.
-	after := func(idle, keptState bool) {
+	after := func(idle, keptState bool, owe *owedAnswers) {
 		retireKey()
 		if !idle || c.srv.closing.Load() {
-			pool.Discard(s)
+			giveUp(owe)
 			return
 		}
 		if keptState {
@@ -309,7 +318,7 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	handedOff = true // after retires the key
 	go func() {
 		idle := tr.run()
-		after(idle, tr.keptState)
+		after(idle, tr.keptState, tr.owe)
 		c.finish()
 	}()
 	return errHandedOff
@@ -337,7 +346,7 @@ var errHandedOff = errors.New("session handed to the event loop")
 // goroutine ends; when the session ends, after runs on a goroutine of its
 // own with the backend back in s.Conn when it may be reused, and then the
 // connection is finished as handle would have finished it.
-func (c *conn) relayInLoop(s *backend.Session, after func(idle, keptState bool)) error {
+func (c *conn) relayInLoop(s *backend.Session, after func(idle, keptState bool, owe *owedAnswers)) error {
 	var pending []byte
 	if n := c.cc.r.Buffered(); n > 0 {
 		p, _ := c.cc.r.Peek(n)
@@ -372,7 +381,7 @@ func (c *conn) relayInLoop(s *backend.Session, after func(idle, keptState bool))
 				idle = r.reusable
 			}
 		}
-		after(idle, r.keptState)
+		after(idle, r.keptState, r.owe)
 		c.finish()
 	}
 	c.ev = es
