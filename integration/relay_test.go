@@ -407,7 +407,9 @@ func backendGone(t *testing.T, pid int, within time.Duration) bool {
 // when that is set (README, The Postgres wire): with it, the backend ends
 // within the interval, which shows that pgwarden really shut its
 // connection rather than keep it, and the backend with it, for a client
-// that is gone.
+// that is gone. A statement that sends more than its client took ends
+// soon, as with a client connected directly, whose leaving makes
+// PostgreSQL's writes fail.
 func TestAClientThatLeavesMidStatementLeavesTheStatementToPostgreSQL(t *testing.T) {
 	if err := pg.Exec("DROP TABLE IF EXISTS left_mid_statement; CREATE TABLE left_mid_statement (relay text); GRANT ALL ON left_mid_statement TO PUBLIC"); err != nil {
 		t.Fatal(err)
@@ -427,6 +429,14 @@ func TestAClientThatLeavesMidStatementLeavesTheStatementToPostgreSQL(t *testing.
 			pid = leaveMidStatement(t, tc, g, "SELECT pg_sleep(60)", "options", "-c client_connection_check_interval=100ms")
 			if !backendGone(t, pid, 20*time.Second) {
 				t.Fatalf("backend %d still runs 20 s after its client left, with client_connection_check_interval = 100ms: pgwarden kept its connection open", pid)
+			}
+
+			// A result of 100 GB whose client left ends soon, as PostgreSQL's
+			// failed writes would end it for a client connected directly:
+			// pgwarden does not read it to its end.
+			pid = leaveMidStatement(t, tc, g, "SELECT repeat('x', 1000) FROM generate_series(1, 100000000)")
+			if !backendGone(t, pid, 20*time.Second) {
+				t.Fatalf("backend %d still sends a result 20 s after its client left", pid)
 			}
 		})
 	}

@@ -8,7 +8,22 @@ type owedAnswers struct {
 	sc   msgScanner
 	owed int64
 	end  bool
+	// read counts what the backend sent since its client left; cancel
+	// cancels the statement it runs (set by the caller).
+	read     int
+	cancel   func()
+	canceled bool
 }
+
+// owedReadBound bounds what pgwarden reads for a client that left. A
+// client connected directly that leaves makes PostgreSQL's next writes
+// fail, and the statement then ends with the connection; pgwarden, reading
+// on, would instead take a result of any size to its end, so that a
+// one-line query, pipelined and left, made it read (and PostgreSQL
+// produce) gigabytes. Past this bound the statement is canceled, as its
+// failed writes would have ended it; past twice the bound the socket is
+// closed, and PostgreSQL's next write fails as it would have directly.
+const owedReadBound = 256 << 10
 
 // answersOwed is what to wait for from a backend whose client left, given
 // the relay's scanner of the backend's stream, the sync points the client
@@ -44,5 +59,18 @@ func answersOwed(down *msgScanner, syncs, readies int64, copyIn bool) *owedAnswe
 // stream can no longer be followed).
 func (o *owedAnswers) feed(chunk []byte) bool {
 	o.sc.feed(chunk, 0)
-	return o.end || o.sc.bad
+	if o.end || o.sc.bad {
+		return true
+	}
+	o.read += len(chunk)
+	if o.read > 2*owedReadBound {
+		return true
+	}
+	if o.read > owedReadBound && !o.canceled {
+		o.canceled = true
+		if o.cancel != nil {
+			o.cancel()
+		}
+	}
+	return false
 }

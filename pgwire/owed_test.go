@@ -54,3 +54,37 @@ func TestAnswersOwedFollowTheBackendToItsLastReadyForQuery(t *testing.T) {
 		}
 	}
 }
+
+// A backend whose client left is read for a bounded amount: past the bound
+// its statement is canceled (once), past twice the bound it is given up.
+func TestAnswersOwedAreReadWithinABound(t *testing.T) {
+	row := encodeAll(t, &pgproto3.DataRow{Values: [][]byte{make([]byte, 8<<10)}})
+	o := answersOwed(&msgScanner{}, 1, 0, false)
+	cancels := 0
+	o.cancel = func() { cancels++ }
+	read := 0
+	for !o.feed(row) {
+		read += len(row)
+		if read > 3*owedReadBound {
+			t.Fatal("read on past three times the bound")
+		}
+	}
+	if cancels != 1 {
+		t.Fatalf("%d cancels, want 1", cancels)
+	}
+	if read < 2*owedReadBound-len(row) {
+		t.Fatalf("given up after %d bytes, before twice the bound", read)
+	}
+
+	// The answer that comes after the cancel ends the wait.
+	o = answersOwed(&msgScanner{}, 1, 0, false)
+	o.cancel = func() { cancels++ }
+	for i := 0; i*len(row) <= owedReadBound; i++ {
+		if o.feed(row) {
+			t.Fatal("given up before the bound")
+		}
+	}
+	if !o.feed(encodeAll(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "57014"}, &pgproto3.ReadyForQuery{TxStatus: 'I'})) {
+		t.Fatal("the canceled statement's answer did not end the wait")
+	}
+}

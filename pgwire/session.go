@@ -259,6 +259,11 @@ func (c *conn) startSession(snap *snapshot.Snapshot, sp *startupPacket, id *auth
 	// backend.Pool.Abandon).
 	giveUp := func(owe *owedAnswers) {
 		if owe != nil && !c.srv.closing.Load() {
+			owe.cancel = func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				backend.SendCancel(ctx, s.CancelNetwork, s.CancelAddr, s.PID, s.Secret)
+			}
 			pool.Abandon(s, owe.feed)
 			return
 		}
