@@ -97,8 +97,8 @@ type Pool struct {
 	// instead of parked.
 	released map[releasedDB]time.Time
 
-	// ending are the discarded backends PostgreSQL has not let go yet,
-	// still counted in total (see Discard).
+	// ending are the abandoned backends that still owe answers, counted
+	// in total until they have given them (see Abandon).
 	ending  map[net.Conn]struct{}
 	endings sync.WaitGroup
 
@@ -341,6 +341,15 @@ func (p *Pool) Put(s *Session, l PoolLimits, now time.Time) {
 	p.mu.Unlock()
 }
 
+// Discard closes a backend that may not be reused (see Abandon for one
+// that still owes answers).
+func (p *Pool) Discard(s *Session) {
+	p.mu.Lock()
+	p.closedLocked(1)
+	p.mu.Unlock()
+	p.closeAll([]*Session{s})
+}
+
 // Release gives back a reservation whose connection never opened.
 func (p *Pool) Release() {
 	p.mu.Lock()
@@ -498,8 +507,8 @@ func (p *Pool) wakeLocked(n int) {
 // Stats are the pool's figures.
 type Stats struct {
 	Parked, InUse int // the wire's backends
-	// Ending are the backends of InUse whose client is gone while
-	// PostgreSQL still runs what it last asked (see Abandon).
+	// Ending are the backends of InUse whose client left while they
+	// still owe answers (see Abandon).
 	Ending         int
 	HTTP           int // the HTTP pools' connections, in use or idle
 	Reused, Closed int64

@@ -7,14 +7,6 @@ import (
 	"time"
 )
 
-// Discard closes a backend that may not be reused.
-func (p *Pool) Discard(s *Session) {
-	p.mu.Lock()
-	p.closedLocked(1)
-	p.mu.Unlock()
-	p.closeAll([]*Session{s})
-}
-
 // Abandon discards a backend whose client left while the backend still
 // owes it answers (a statement running, or queued behind one). The
 // backend stays counted in max_backend_connections until it has answered,
