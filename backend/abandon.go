@@ -5,6 +5,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/pgwarden/pgwarden/internal/sockpeek"
 )
 
 // Abandon discards a backend whose client left while the backend still
@@ -28,9 +30,8 @@ func (p *Pool) Abandon(s *Session, answered func(chunk []byte) bool) {
 	p.mu.Lock()
 	select {
 	case <-p.stop:
-		p.closedLocked(1)
 		p.mu.Unlock()
-		p.closeAll([]*Session{s})
+		p.Discard(s)
 		return
 	default:
 	}
@@ -97,15 +98,8 @@ func closeWrite(c net.Conn) {
 		// must not wait for room in a full socket.
 		tc.SetWriteDeadline(time.Now().Add(time.Second))
 		tc.CloseWrite()
-		c = tc.NetConn()
 	}
-	for i := 0; i < 4; i++ {
-		nc, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		c = nc.NetConn()
-	}
+	c = sockpeek.Below(c)
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 		return

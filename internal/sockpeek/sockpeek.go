@@ -48,6 +48,16 @@ func FD(fd uintptr) State {
 // socket is looked into, never a reader with buffered bytes of its own:
 // Unknown for anything else.
 func Conn(c net.Conn) State {
+	rc, ok := PlainRawConn(Below(c))
+	if !ok {
+		return Unknown
+	}
+	return Raw(rc)
+}
+
+// Below is the connection under c's TLS and wrappers that name what they
+// wrap (NetConn): the socket, when c is one over a socket.
+func Below(c net.Conn) net.Conn {
 	for i := 0; i < 4; i++ { // a TLS connection over a wrapper, say
 		nc, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
@@ -55,11 +65,7 @@ func Conn(c net.Conn) State {
 		}
 		c = nc.NetConn()
 	}
-	rc, ok := PlainRawConn(c)
-	if !ok {
-		return Unknown
-	}
-	return Raw(rc)
+	return c
 }
 
 // PlainRawConn is c's socket when c is a plain TCP or unix socket itself,
